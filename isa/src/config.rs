@@ -144,8 +144,50 @@ impl DeviceConfig {
         u64::try_from(num.div_ceil(den)).unwrap_or(u64::MAX)
     }
 
-    /// The canonical bytes the fingerprint hashes: every parameter that decides whether a
-    /// program is valid on the device (timing parameters are not among them).
+    /// The parameters that decide whether a program is valid on the device, as recorded in a
+    /// blob (timing parameters are not among them).
+    pub fn target(&self) -> Target {
+        Target {
+            isa_major: crate::ISA_VERSION.0,
+            isa_minor: crate::ISA_VERSION.1,
+            array_dim: self.array_dim,
+            vx_lanes: self.vx_lanes,
+            spad_bytes: self.spad_bytes,
+            acc_bytes: self.acc_bytes,
+            features: self.features,
+            config_name: self.name.to_string(),
+        }
+    }
+
+    /// The target's fingerprint.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        self.target().fingerprint()
+    }
+}
+
+/// What a program was built for: the ISA version and the hardware parameters it depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// ISA major version.
+    pub isa_major: u16,
+    /// ISA minor version.
+    pub isa_minor: u16,
+    /// Matrix array size.
+    pub array_dim: u32,
+    /// Vector lanes.
+    pub vx_lanes: u32,
+    /// Scratchpad bytes.
+    pub spad_bytes: u32,
+    /// Accumulator bytes.
+    pub acc_bytes: u32,
+    /// `FEATURE_*` bits the program needs.
+    pub features: u32,
+    /// The configuration's name (informational; not part of the fingerprint).
+    pub config_name: String,
+}
+
+impl Target {
+    /// The canonical bytes the fingerprint hashes.
     pub fn fingerprint_preimage(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24);
         for v in [
@@ -157,17 +199,25 @@ impl DeviceConfig {
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(&crate::ISA_VERSION.0.to_le_bytes());
+        out.extend_from_slice(&self.isa_major.to_le_bytes());
         out.extend_from_slice(&[0, 0]);
         out
     }
 
-    /// First 16 bytes of SHA-256 over [`DeviceConfig::fingerprint_preimage`].
+    /// First 16 bytes of SHA-256 over the preimage.
     pub fn fingerprint(&self) -> [u8; 16] {
         let digest = Sha256::digest(self.fingerprint_preimage());
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
         out
+    }
+
+    /// Whether a device with configuration `cfg` runs programs built for this target.
+    pub fn runs_on(&self, cfg: &DeviceConfig) -> bool {
+        let dev = cfg.target();
+        self.isa_major == dev.isa_major
+            && self.isa_minor <= dev.isa_minor
+            && self.fingerprint() == dev.fingerprint()
     }
 }
 
