@@ -95,7 +95,8 @@ impl SectionKind {
         SectionKind::Debug,
     ];
 
-    fn from_u32(v: u32) -> Option<SectionKind> {
+    /// The kind with number `v`, if this reader knows it.
+    pub fn from_u32(v: u32) -> Option<SectionKind> {
         SectionKind::ALL.into_iter().find(|k| *k as u32 == v)
     }
 

@@ -1,0 +1,556 @@
+//! The `accelc` command line: argument parsing and the subcommands, as a library function so
+//! tests drive it in-process with captured output.
+//!
+//! Exit status: 0 success, 1 the input is invalid (assembly errors, validation errors, a
+//! malformed blob), 2 usage or I/O errors.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use accelc_isa::blob::{self, Blob};
+use accelc_isa::disasm::{self, Options};
+use accelc_isa::inst::{INST_BYTES, decode_all};
+use accelc_isa::program::{EncodedProgram, Program};
+use accelc_isa::verify::{self, Limits, Report};
+use accelc_isa::{DeviceConfig, Engine, asm};
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand};
+
+/// Compiler, assembler and tools for the accelc accelerator.
+#[derive(Parser, Debug)]
+#[command(name = "accelc", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Assemble a program (`.s`) into a command blob or raw instruction words.
+    Asm {
+        /// The assembly source.
+        input: PathBuf,
+        /// Output file [default: the input with extension `.blob`, or `.bin` with --raw].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Write only the instruction words (16 bytes each), not a blob.
+        #[arg(long)]
+        raw: bool,
+        /// Device configuration the blob targets.
+        #[arg(long, default_value = "default")]
+        config: String,
+    },
+    /// Disassemble a blob or raw instruction words; the output reassembles to the same bytes.
+    Disasm {
+        /// A blob, or raw instruction words with --raw.
+        input: PathBuf,
+        /// The input is raw instruction words.
+        #[arg(long)]
+        raw: bool,
+        /// Add each instruction's index and encoding as a comment.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Validate a program as a driver would, and print per-segment DRAM extents and the
+    /// run-time bound.
+    Verify {
+        /// Assembly source, a blob, or raw instruction words with --raw.
+        input: PathBuf,
+        /// The input is raw instruction words.
+        #[arg(long)]
+        raw: bool,
+        /// Device configuration to validate against [default: the blob's, else `default`].
+        #[arg(long)]
+        config: Option<String>,
+        /// Reject programs whose run-time bound exceeds this many cycles.
+        #[arg(long)]
+        max_cycles: Option<u64>,
+    },
+    /// Show a blob's header, sections, target, segments, I/O tensors, metadata and program.
+    Inspect {
+        /// The blob.
+        input: PathBuf,
+        /// Leave out the disassembly.
+        #[arg(long)]
+        no_disasm: bool,
+    },
+    /// Show device configurations with their peak rates and roofline ridge points.
+    Config {
+        /// A configuration name [default: all].
+        name: Option<String>,
+    },
+}
+
+/// An error that means "the input is bad" (exit 1) rather than "the tool could not run" (2).
+#[derive(Debug)]
+struct Invalid(String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+fn invalid(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Invalid(msg.into()))
+}
+
+/// Runs the command line `args` (including the program name), writing results to `out` and
+/// diagnostics to `err`; returns the exit status.
+pub fn run(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let sink: &mut dyn Write = if e.use_stderr() { err } else { out };
+            let _ = sink.write_all(text.as_bytes());
+            return code;
+        }
+    };
+    match dispatch(cli.command, out) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e:#}");
+            if e.downcast_ref::<Invalid>().is_some() {
+                1
+            } else {
+                2
+            }
+        }
+    }
+}
+
+fn dispatch(cmd: Command, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        Command::Asm {
+            input,
+            output,
+            raw,
+            config,
+        } => cmd_asm(&input, output, raw, &config, out),
+        Command::Disasm { input, raw, hex } => cmd_disasm(&input, raw, hex, out),
+        Command::Verify {
+            input,
+            raw,
+            config,
+            max_cycles,
+        } => cmd_verify(&input, raw, config.as_deref(), max_cycles, out),
+        Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
+        Command::Config { name } => cmd_config(name.as_deref(), out),
+    }
+}
+
+fn config(name: &str) -> anyhow::Result<DeviceConfig> {
+    DeviceConfig::by_name(name).ok_or_else(|| {
+        let names: Vec<&str> = DeviceConfig::builtin().iter().map(|c| c.name).collect();
+        anyhow!(
+            "unknown configuration `{name}` (known: {})",
+            names.join(", ")
+        )
+    })
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Assembles a source file, rendering every error with line, column and the offending text.
+fn assemble_file(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
+    let source = std::str::from_utf8(bytes).map_err(|e| {
+        invalid(format!(
+            "{}: not a blob and not UTF-8 assembly text (byte {})",
+            path.display(),
+            e.valid_up_to()
+        ))
+    })?;
+    asm::assemble(source).map_err(|diags| {
+        let rendered = asm::render(&diags, source, &path.display().to_string());
+        invalid(format!(
+            "{} error(s) in {}\n{}",
+            diags.len(),
+            path.display(),
+            rendered.trim_end()
+        ))
+    })
+}
+
+fn is_blob(bytes: &[u8]) -> bool {
+    bytes.starts_with(&blob::MAGIC)
+}
+
+fn read_blob(path: &Path, bytes: &[u8]) -> anyhow::Result<Blob<'static>> {
+    let b = Blob::read(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    Ok(Blob {
+        consts: std::borrow::Cow::Owned(b.consts.to_vec()),
+        ..b
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so an existing file is
+/// never left half-written.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+fn cmd_asm(
+    input: &Path,
+    output: Option<PathBuf>,
+    raw: bool,
+    cfg_name: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let cfg = config(cfg_name)?;
+    let program = assemble_file(input, &read(input)?)?;
+    let enc = program
+        .encode()
+        .map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
+    let output = output.unwrap_or_else(|| input.with_extension(if raw { "bin" } else { "blob" }));
+    let bytes = if raw {
+        enc.text.clone()
+    } else {
+        let source_name = input
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let blob = Blob {
+            target: cfg.target(),
+            segments: Vec::new(),
+            io: Vec::new(),
+            program: enc,
+            cycle_bound: 0,
+            consts: std::borrow::Cow::Borrowed(&[]),
+            meta: vec![
+                ("source".into(), source_name),
+                (
+                    "producer".into(),
+                    format!("accelc asm {}", env!("CARGO_PKG_VERSION")),
+                ),
+            ],
+            debug: Vec::new(),
+        };
+        blob.to_bytes().map_err(|e| invalid(e.to_string()))?
+    };
+    write_atomic(&output, &bytes)?;
+    writeln!(
+        out,
+        "wrote {} ({} instructions, {} bytes)",
+        output.display(),
+        program.insts.len(),
+        bytes.len()
+    )?;
+    Ok(())
+}
+
+fn raw_program(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
+    let insts = decode_all(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    Ok(Program {
+        insts,
+        ..Program::default()
+    })
+}
+
+fn cmd_disasm(input: &Path, raw: bool, hex: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let bytes = read(input)?;
+    let program = if raw {
+        raw_program(input, &bytes)?
+    } else if is_blob(&bytes) {
+        let blob = read_blob(input, &bytes)?;
+        Program::decode(&blob.program).map_err(|e| invalid(format!("{}: {e}", input.display())))?
+    } else {
+        bail!(invalid(format!(
+            "{}: not a command blob (use --raw for raw instruction words)",
+            input.display()
+        )));
+    };
+    let text = if raw {
+        // Without tables, descriptor and shape operands stay plain indices.
+        let mut s = String::new();
+        for (i, inst) in program.insts.iter().enumerate() {
+            s.push_str(&disasm::inst_text(inst, false));
+            if hex {
+                let _ = write!(
+                    s,
+                    " ; {i}: {}",
+                    disasm::hex_words(inst.to_word().unwrap_or(0))
+                );
+            }
+            s.push('\n');
+        }
+        s
+    } else {
+        disasm::disassemble(&program, Options { hex })
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn cmd_verify(
+    input: &Path,
+    raw: bool,
+    cfg_name: Option<&str>,
+    max_cycles: Option<u64>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let bytes = read(input)?;
+    let limits = Limits { max_cycles };
+    let (program_enc, blob_cfg) = if raw {
+        let n = bytes.len();
+        if n % INST_BYTES != 0 {
+            bail!(invalid(format!(
+                "{}: {n} bytes is not a whole number of {INST_BYTES}-byte instructions",
+                input.display()
+            )));
+        }
+        (
+            EncodedProgram {
+                text: bytes,
+                ..EncodedProgram::default()
+            },
+            None,
+        )
+    } else if is_blob(&bytes) {
+        let blob = read_blob(input, &bytes)?;
+        (blob.program.clone(), Some(blob.target))
+    } else {
+        let program = assemble_file(input, &bytes)?;
+        let enc = program
+            .encode()
+            .map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
+        (enc, None)
+    };
+    let cfg = match (cfg_name, &blob_cfg) {
+        (Some(name), _) => config(name)?,
+        (None, Some(t)) => {
+            DeviceConfig::by_name(&t.config_name).unwrap_or_else(DeviceConfig::default_npu)
+        }
+        (None, None) => DeviceConfig::default_npu(),
+    };
+    if let Some(t) = &blob_cfg
+        && !t.runs_on(&cfg)
+    {
+        bail!(invalid(format!(
+            "{}: built for ISA {}.{} on `{}`, which does not match configuration `{}`",
+            input.display(),
+            t.isa_major,
+            t.isa_minor,
+            t.config_name,
+            cfg.name
+        )));
+    }
+    match verify::verify_encoded(&program_enc, &cfg, &limits) {
+        Ok((_, report)) => {
+            write_report(out, &report, &cfg)?;
+            Ok(())
+        }
+        Err(errors) => {
+            let n = errors.0.len();
+            Err(invalid(format!(
+                "{}: rejected with {n} error(s) for configuration `{}`\n{errors}",
+                input.display(),
+                cfg.name
+            )))
+        }
+    }
+}
+
+fn write_report(out: &mut dyn Write, r: &Report, cfg: &DeviceConfig) -> anyhow::Result<()> {
+    let total: usize = r.per_engine.iter().sum::<usize>() + r.front_end;
+    writeln!(out, "valid for configuration `{}`", cfg.name)?;
+    let per: Vec<String> = Engine::ALL
+        .iter()
+        .map(|e| format!("{} {}", e.name(), r.per_engine[*e as usize]))
+        .collect();
+    writeln!(
+        out,
+        "instructions: {total} ({}, front-end {})",
+        per.join(", "),
+        r.front_end
+    )?;
+    let micros = r.cycle_bound as f64 * 1e6 / cfg.clock_hz as f64;
+    writeln!(
+        out,
+        "run-time bound: {} cycles ({micros:.3} us at {} GHz)",
+        r.cycle_bound,
+        cfg.clock_hz as f64 / 1e9
+    )?;
+    let used: Vec<usize> = (0..r.segments.len())
+        .filter(|i| r.segments[*i].used())
+        .collect();
+    if used.is_empty() {
+        writeln!(out, "segments: none")?;
+    } else {
+        writeln!(out, "segments:")?;
+        writeln!(
+            out,
+            "  seg  access  read extent     write extent    bytes required"
+        )?;
+        for i in used {
+            let s = &r.segments[i];
+            let access = format!(
+                "{}{}",
+                if s.read_end.is_some() { "r" } else { "-" },
+                if s.write_end.is_some() { "w" } else { "-" }
+            );
+            let ext = |e: Option<u64>| e.map_or("-".to_string(), |v| format!("{v:#x}"));
+            writeln!(
+                out,
+                "  {i:<4} {access:<7} {:<15} {:<15} {}",
+                ext(s.read_end),
+                ext(s.write_end),
+                s.required_size()
+            )?;
+        }
+    }
+    let peaks: Vec<String> = r
+        .sem_peak
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p > 0)
+        .map(|(i, p)| format!("s{i} {p}"))
+        .collect();
+    if !peaks.is_empty() {
+        writeln!(out, "semaphore peaks: {}", peaks.join(", "))?;
+    }
+    Ok(())
+}
+
+fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let bytes = read(input)?;
+    if !is_blob(&bytes) {
+        bail!(invalid(format!(
+            "{}: not a command blob (bad magic)",
+            input.display()
+        )));
+    }
+    let blob = read_blob(input, &bytes)?;
+    let mut s = String::new();
+    let _ = writeln!(s, "blob {} ({} bytes)", input.display(), bytes.len());
+    let _ = writeln!(
+        s,
+        "format {}.{}",
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        u16::from_le_bytes([bytes[10], bytes[11]])
+    );
+    let _ = writeln!(s, "content sha256 {}", hex(&bytes[64..96]));
+    let _ = writeln!(s, "sections:");
+    let count = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]) as usize;
+    for i in 0..count {
+        let e = &bytes[128 + 32 * i..160 + 32 * i];
+        let kind = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        let flags = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let off = u64::from_le_bytes(e[8..16].try_into().unwrap_or([0; 8]));
+        let size = u64::from_le_bytes(e[16..24].try_into().unwrap_or([0; 8]));
+        let crc = u32::from_le_bytes([e[24], e[25], e[26], e[27]]);
+        let _ = writeln!(
+            s,
+            "  {:<9} offset {off:#08x} size {size:>9} crc32c {crc:08x}{}",
+            section_name(kind),
+            if flags & blob::SECTION_REQUIRED != 0 {
+                " required"
+            } else {
+                ""
+            }
+        );
+    }
+    let t = &blob.target;
+    let _ = writeln!(
+        s,
+        "target: ISA {}.{}, config `{}` (array {}x{}, {} lanes, scratchpad {} KiB, accumulator {} KiB, features {:#x}), fingerprint {}",
+        t.isa_major,
+        t.isa_minor,
+        t.config_name,
+        t.array_dim,
+        t.array_dim,
+        t.vx_lanes,
+        t.spad_bytes / 1024,
+        t.acc_bytes / 1024,
+        t.features,
+        hex(&t.fingerprint())
+    );
+    let _ = writeln!(
+        s,
+        "segments: {}",
+        if blob.segments.is_empty() { "none" } else { "" }
+    );
+    for seg in &blob.segments {
+        let init = seg.init.map_or(String::new(), |(o, l)| {
+            format!(", init CONST[{o:#x}..+{l:#x}]")
+        });
+        let _ = writeln!(
+            s,
+            "  {:<3} {:<6} {:>12} bytes, access {:#x}{init}",
+            seg.id,
+            seg.role.name(),
+            seg.size,
+            seg.access
+        );
+    }
+    let _ = writeln!(s, "io: {}", if blob.io.is_empty() { "none" } else { "" });
+    for t in &blob.io {
+        let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
+        let q = t.quant.map_or(String::new(), |q| {
+            format!(", scale {} zero point {}", q.scale, q.zero_point)
+        });
+        let _ = writeln!(
+            s,
+            "  {:?} {} {}[{}] in segment {} at {:#x}{q}",
+            t.direction,
+            t.name,
+            t.dtype,
+            dims.join(", "),
+            t.segment,
+            t.offset
+        );
+    }
+    let _ = writeln!(s, "constants: {} bytes", blob.consts.len());
+    let _ = writeln!(s, "cycle bound (declared): {}", blob.cycle_bound);
+    for (k, v) in &blob.meta {
+        let _ = writeln!(s, "meta {k} = {v}");
+    }
+    for d in &blob.debug {
+        let _ = writeln!(s, "debug {}..{} {}", d.start, d.end, d.name);
+    }
+    if with_disasm {
+        let program = Program::decode(&blob.program)
+            .map_err(|e| invalid(format!("{}: {e}", input.display())))?;
+        let _ = writeln!(s, "program:");
+        s.push_str(&disasm::disassemble(&program, Options { hex: true }));
+    }
+    out.write_all(s.as_bytes())?;
+    Ok(())
+}
+
+fn section_name(kind: u32) -> String {
+    blob::SectionKind::from_u32(kind).map_or(format!("kind {kind}"), |k| k.name().to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cmd_config(name: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
+    let configs = match name {
+        Some(n) => vec![config(n)?],
+        None => DeviceConfig::builtin(),
+    };
+    for (i, c) in configs.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "{c}")?;
+    }
+    Ok(())
+}

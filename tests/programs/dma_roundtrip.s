@@ -1,0 +1,6 @@
+; The smallest useful program: copy 4 KiB from segment 0 to segment 1 through the scratchpad.
+.sem loaded 0
+.dma block x_bytes=4096
+dma.load  desc=block seg=0 offset=0 dst=spad:0 signal=loaded
+dma.store desc=block seg=1 offset=0 src=spad:0 wait=loaded
+end code=0
