@@ -120,30 +120,18 @@ pub fn run(
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(err, "error: {e:#}");
-            if e.downcast_ref::<Invalid>().is_some() {
-                1
-            } else {
-                2
-            }
+            if e.downcast_ref::<Invalid>().is_some() { 1 } else { 2 }
         }
     }
 }
 
 fn dispatch(cmd: Command, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
-        Command::Asm {
-            input,
-            output,
-            raw,
-            config,
-        } => cmd_asm(&input, output, raw, &config, out),
+        Command::Asm { input, output, raw, config } => cmd_asm(&input, output, raw, &config, out),
         Command::Disasm { input, raw, hex } => cmd_disasm(&input, raw, hex, out),
-        Command::Verify {
-            input,
-            raw,
-            config,
-            max_cycles,
-        } => cmd_verify(&input, raw, config.as_deref(), max_cycles, out),
+        Command::Verify { input, raw, config, max_cycles } => {
+            cmd_verify(&input, raw, config.as_deref(), max_cycles, out)
+        }
         Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
         Command::Config { name } => cmd_config(name.as_deref(), out),
     }
@@ -152,10 +140,7 @@ fn dispatch(cmd: Command, out: &mut dyn Write) -> anyhow::Result<()> {
 fn config(name: &str) -> anyhow::Result<DeviceConfig> {
     DeviceConfig::by_name(name).ok_or_else(|| {
         let names: Vec<&str> = DeviceConfig::builtin().iter().map(|c| c.name).collect();
-        anyhow!(
-            "unknown configuration `{name}` (known: {})",
-            names.join(", ")
-        )
+        anyhow!("unknown configuration `{name}` (known: {})", names.join(", "))
     })
 }
 
@@ -174,12 +159,7 @@ fn assemble_file(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
     })?;
     asm::assemble(source).map_err(|diags| {
         let rendered = asm::render(&diags, source, &path.display().to_string());
-        invalid(format!(
-            "{} error(s) in {}\n{}",
-            diags.len(),
-            path.display(),
-            rendered.trim_end()
-        ))
+        invalid(format!("{} error(s) in {}\n{}", diags.len(), path.display(), rendered.trim_end()))
     })
 }
 
@@ -189,10 +169,7 @@ fn is_blob(bytes: &[u8]) -> bool {
 
 fn read_blob(path: &Path, bytes: &[u8]) -> anyhow::Result<Blob<'static>> {
     let b = Blob::read(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-    Ok(Blob {
-        consts: std::borrow::Cow::Owned(b.consts.to_vec()),
-        ..b
-    })
+    Ok(Blob { consts: std::borrow::Cow::Owned(b.consts.to_vec()), ..b })
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so an existing file is
@@ -215,16 +192,13 @@ fn cmd_asm(
 ) -> anyhow::Result<()> {
     let cfg = config(cfg_name)?;
     let program = assemble_file(input, &read(input)?)?;
-    let enc = program
-        .encode()
-        .map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
+    let enc = program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
     let output = output.unwrap_or_else(|| input.with_extension(if raw { "bin" } else { "blob" }));
     let bytes = if raw {
         enc.text.clone()
     } else {
-        let source_name = input
-            .file_name()
-            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let source_name =
+            input.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
         let blob = Blob {
             target: cfg.target(),
             segments: Vec::new(),
@@ -234,10 +208,7 @@ fn cmd_asm(
             consts: std::borrow::Cow::Borrowed(&[]),
             meta: vec![
                 ("source".into(), source_name),
-                (
-                    "producer".into(),
-                    format!("accelc asm {}", env!("CARGO_PKG_VERSION")),
-                ),
+                ("producer".into(), format!("accelc asm {}", env!("CARGO_PKG_VERSION"))),
             ],
             debug: Vec::new(),
         };
@@ -256,10 +227,7 @@ fn cmd_asm(
 
 fn raw_program(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
     let insts = decode_all(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-    Ok(Program {
-        insts,
-        ..Program::default()
-    })
+    Ok(Program { insts, ..Program::default() })
 }
 
 fn cmd_disasm(input: &Path, raw: bool, hex: bool, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -279,13 +247,9 @@ fn cmd_disasm(input: &Path, raw: bool, hex: bool, out: &mut dyn Write) -> anyhow
         // Without tables, descriptor and shape operands stay plain indices.
         let mut s = String::new();
         for (i, inst) in program.insts.iter().enumerate() {
-            s.push_str(&disasm::inst_text(inst, false));
+            s.push_str(&disasm::inst_text(inst, None));
             if hex {
-                let _ = write!(
-                    s,
-                    " ; {i}: {}",
-                    disasm::hex_words(inst.to_word().unwrap_or(0))
-                );
+                let _ = write!(s, " ; {i}: {}", disasm::hex_words(inst.to_word().unwrap_or(0)));
             }
             s.push('\n');
         }
@@ -314,21 +278,13 @@ fn cmd_verify(
                 input.display()
             )));
         }
-        (
-            EncodedProgram {
-                text: bytes,
-                ..EncodedProgram::default()
-            },
-            None,
-        )
+        (EncodedProgram { text: bytes, ..EncodedProgram::default() }, None)
     } else if is_blob(&bytes) {
         let blob = read_blob(input, &bytes)?;
         (blob.program.clone(), Some(blob.target))
     } else {
         let program = assemble_file(input, &bytes)?;
-        let enc = program
-            .encode()
-            .map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
+        let enc = program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
         (enc, None)
     };
     let cfg = match (cfg_name, &blob_cfg) {
@@ -369,16 +325,9 @@ fn cmd_verify(
 fn write_report(out: &mut dyn Write, r: &Report, cfg: &DeviceConfig) -> anyhow::Result<()> {
     let total: usize = r.per_engine.iter().sum::<usize>() + r.front_end;
     writeln!(out, "valid for configuration `{}`", cfg.name)?;
-    let per: Vec<String> = Engine::ALL
-        .iter()
-        .map(|e| format!("{} {}", e.name(), r.per_engine[*e as usize]))
-        .collect();
-    writeln!(
-        out,
-        "instructions: {total} ({}, front-end {})",
-        per.join(", "),
-        r.front_end
-    )?;
+    let per: Vec<String> =
+        Engine::ALL.iter().map(|e| format!("{} {}", e.name(), r.per_engine[*e as usize])).collect();
+    writeln!(out, "instructions: {total} ({}, front-end {})", per.join(", "), r.front_end)?;
     let micros = r.cycle_bound as f64 * 1e6 / cfg.clock_hz as f64;
     writeln!(
         out,
@@ -386,17 +335,12 @@ fn write_report(out: &mut dyn Write, r: &Report, cfg: &DeviceConfig) -> anyhow::
         r.cycle_bound,
         cfg.clock_hz as f64 / 1e9
     )?;
-    let used: Vec<usize> = (0..r.segments.len())
-        .filter(|i| r.segments[*i].used())
-        .collect();
+    let used: Vec<usize> = (0..r.segments.len()).filter(|i| r.segments[*i].used()).collect();
     if used.is_empty() {
         writeln!(out, "segments: none")?;
     } else {
         writeln!(out, "segments:")?;
-        writeln!(
-            out,
-            "  seg  access  read extent     write extent    bytes required"
-        )?;
+        writeln!(out, "  seg  access  read extent     write extent    bytes required")?;
         for i in used {
             let s = &r.segments[i];
             let access = format!(
@@ -430,10 +374,7 @@ fn write_report(out: &mut dyn Write, r: &Report, cfg: &DeviceConfig) -> anyhow::
 fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let bytes = read(input)?;
     if !is_blob(&bytes) {
-        bail!(invalid(format!(
-            "{}: not a command blob (bad magic)",
-            input.display()
-        )));
+        bail!(invalid(format!("{}: not a command blob (bad magic)", input.display())));
     }
     let blob = read_blob(input, &bytes)?;
     let mut s = String::new();
@@ -458,11 +399,7 @@ fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::
             s,
             "  {:<9} offset {off:#08x} size {size:>9} crc32c {crc:08x}{}",
             section_name(kind),
-            if flags & blob::SECTION_REQUIRED != 0 {
-                " required"
-            } else {
-                ""
-            }
+            if flags & blob::SECTION_REQUIRED != 0 { " required" } else { "" }
         );
     }
     let t = &blob.target;
@@ -480,15 +417,10 @@ fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::
         t.features,
         hex(&t.fingerprint())
     );
-    let _ = writeln!(
-        s,
-        "segments: {}",
-        if blob.segments.is_empty() { "none" } else { "" }
-    );
+    let _ = writeln!(s, "segments: {}", if blob.segments.is_empty() { "none" } else { "" });
     for seg in &blob.segments {
-        let init = seg.init.map_or(String::new(), |(o, l)| {
-            format!(", init CONST[{o:#x}..+{l:#x}]")
-        });
+        let init =
+            seg.init.map_or(String::new(), |(o, l)| format!(", init CONST[{o:#x}..+{l:#x}]"));
         let _ = writeln!(
             s,
             "  {:<3} {:<6} {:>12} bytes, access {:#x}{init}",
@@ -501,9 +433,9 @@ fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::
     let _ = writeln!(s, "io: {}", if blob.io.is_empty() { "none" } else { "" });
     for t in &blob.io {
         let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
-        let q = t.quant.map_or(String::new(), |q| {
-            format!(", scale {} zero point {}", q.scale, q.zero_point)
-        });
+        let q = t
+            .quant
+            .map_or(String::new(), |q| format!(", scale {} zero point {}", q.scale, q.zero_point));
         let _ = writeln!(
             s,
             "  {:?} {} {}[{}] in segment {} at {:#x}{q}",

@@ -117,10 +117,7 @@ impl SectionKind {
     }
 
     fn required(self) -> bool {
-        !matches!(
-            self,
-            SectionKind::Const | SectionKind::Meta | SectionKind::Debug
-        )
+        !matches!(self, SectionKind::Const | SectionKind::Meta | SectionKind::Debug)
     }
 }
 
@@ -222,9 +219,7 @@ pub struct IoTensor {
 impl IoTensor {
     /// Bytes the tensor occupies, or `None` on overflow.
     pub fn byte_size(&self) -> Option<u64> {
-        self.dims
-            .iter()
-            .try_fold(u64::from(self.dtype.size()), |acc, d| acc.checked_mul(*d))
+        self.dims.iter().try_fold(u64::from(self.dtype.size()), |acc, d| acc.checked_mul(*d))
     }
 }
 
@@ -289,11 +284,7 @@ fn err(
     section: Option<&'static str>,
     message: impl Into<String>,
 ) -> BlobError {
-    BlobError {
-        offset,
-        section,
-        message: message.into(),
-    }
+    BlobError { offset, section, message: message.into() }
 }
 
 /// A bounds-checked little-endian reader over one region of the file.
@@ -307,12 +298,7 @@ struct Cur<'a> {
 
 impl<'a> Cur<'a> {
     fn new(buf: &'a [u8], base: u64, section: Option<&'static str>) -> Cur<'a> {
-        Cur {
-            buf,
-            pos: 0,
-            base,
-            section,
-        }
+        Cur { buf, pos: 0, base, section }
     }
 
     fn at(&self) -> u64 {
@@ -329,10 +315,7 @@ impl<'a> Cur<'a> {
             return Err(self.fail(format!("truncated: needs {n} bytes, {left} left")));
         }
         let end = self.pos.saturating_add(n);
-        let out = self
-            .buf
-            .get(self.pos..end)
-            .ok_or_else(|| self.fail("truncated"))?;
+        let out = self.buf.get(self.pos..end).ok_or_else(|| self.fail("truncated"))?;
         self.pos = end;
         Ok(out)
     }
@@ -408,13 +391,8 @@ impl Out {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn str(&mut self, s: &str) -> Result<(), BlobError> {
-        let len = u16::try_from(s.len()).map_err(|_| {
-            err(
-                None,
-                None,
-                format!("string of {} bytes is too long", s.len()),
-            )
-        })?;
+        let len = u16::try_from(s.len())
+            .map_err(|_| err(None, None, format!("string of {} bytes is too long", s.len())))?;
         self.u16(len);
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
@@ -427,10 +405,7 @@ impl Out {
 }
 
 fn dtype_from(v: u8, cur: &Cur<'_>) -> Result<Dtype, BlobError> {
-    Dtype::ALL
-        .get(usize::from(v))
-        .copied()
-        .ok_or_else(|| cur.fail(format!("unknown dtype {v}")))
+    Dtype::ALL.get(usize::from(v)).copied().ok_or_else(|| cur.fail(format!("unknown dtype {v}")))
 }
 
 impl<'a> Blob<'a> {
@@ -442,13 +417,7 @@ impl<'a> Blob<'a> {
         let t = &self.target;
         o.u16(t.isa_major);
         o.u16(t.isa_minor);
-        for v in [
-            t.array_dim,
-            t.vx_lanes,
-            t.spad_bytes,
-            t.acc_bytes,
-            t.features,
-        ] {
+        for v in [t.array_dim, t.vx_lanes, t.spad_bytes, t.acc_bytes, t.features] {
             o.u32(v);
         }
         o.str(&t.config_name)?;
@@ -530,7 +499,13 @@ impl<'a> Blob<'a> {
             }
             sections.push((SectionKind::Debug, o.0));
         }
-        Ok(write_container(&sections, &self.target))
+        let raw: Vec<(u32, u32, Vec<u8>)> = sections
+            .into_iter()
+            .map(|(kind, data)| {
+                (kind as u32, if kind.required() { SECTION_REQUIRED } else { 0 }, data)
+            })
+            .collect();
+        Ok(write_container(&raw, &self.target))
     }
 
     /// Parses and checks a blob. Constants are borrowed from `bytes`.
@@ -597,9 +572,7 @@ impl<'a> Blob<'a> {
                 .get(usize::from(role_raw))
                 .ok_or_else(|| fail(format!("segment {id} has unknown role {role_raw}")))?;
             if access & !(ACCESS_READ | ACCESS_WRITE) != 0 {
-                return Err(fail(format!(
-                    "segment {id} has unknown access bits {access:#x}"
-                )));
+                return Err(fail(format!("segment {id} has unknown access bits {access:#x}")));
             }
             if role == SegmentRole::Const && access & ACCESS_WRITE != 0 {
                 return Err(fail(format!("constant segment {id} is writable")));
@@ -629,18 +602,10 @@ impl<'a> Blob<'a> {
                     Some((init_off, init_len))
                 }
                 other => {
-                    return Err(fail(format!(
-                        "segment {id} has invalid initialiser flag {other}"
-                    )));
+                    return Err(fail(format!("segment {id} has invalid initialiser flag {other}")));
                 }
             };
-            segments.push(SegmentDecl {
-                id,
-                role,
-                access,
-                size,
-                init,
-            });
+            segments.push(SegmentDecl { id, role, access, size, init });
         }
         c.finish()?;
 
@@ -668,31 +633,17 @@ impl<'a> Blob<'a> {
             }
             let quant = match c.u8()? {
                 0 => None,
-                1 => Some(Quant {
-                    scale: f32::from_bits(c.u32()?),
-                    zero_point: c.u32()? as i32,
-                }),
+                1 => Some(Quant { scale: f32::from_bits(c.u32()?), zero_point: c.u32()? as i32 }),
                 other => {
-                    return Err(c.fail(format!(
-                        "tensor `{name}` has unknown quantisation kind {other}"
-                    )));
+                    return Err(
+                        c.fail(format!("tensor `{name}` has unknown quantisation kind {other}"))
+                    );
                 }
             };
-            let t = IoTensor {
-                name,
-                direction,
-                segment,
-                offset,
-                dtype,
-                dims,
-                quant,
-            };
+            let t = IoTensor { name, direction, segment, offset, dtype, dims, quant };
             let fail = |m: String| err(Some(at), Some("IO"), m);
             let seg = segments.iter().find(|s| s.id == t.segment).ok_or_else(|| {
-                fail(format!(
-                    "tensor `{}` is in undeclared segment {}",
-                    t.name, t.segment
-                ))
+                fail(format!("tensor `{}` is in undeclared segment {}", t.name, t.segment))
             })?;
             let role_ok = match t.direction {
                 Direction::Input => matches!(seg.role, SegmentRole::Input | SegmentRole::InOut),
@@ -706,19 +657,15 @@ impl<'a> Blob<'a> {
                     seg.id
                 )));
             }
-            let size = t
-                .byte_size()
-                .ok_or_else(|| fail(format!("tensor `{}` size overflows", t.name)))?;
+            let size =
+                t.byte_size().ok_or_else(|| fail(format!("tensor `{}` size overflows", t.name)))?;
             if t.offset > seg.size || size > seg.size.saturating_sub(t.offset) {
                 return Err(fail(format!(
                     "tensor `{}` ({size} bytes at {:#x}) does not fit its {}-byte segment {}",
                     t.name, t.offset, seg.size, seg.id
                 )));
             }
-            if io
-                .iter()
-                .any(|o: &IoTensor| o.name == t.name && o.direction == t.direction)
-            {
+            if io.iter().any(|o: &IoTensor| o.name == t.name && o.direction == t.direction) {
                 return Err(fail(format!("tensor `{}` is declared twice", t.name)));
             }
             io.push(t);
@@ -755,12 +702,7 @@ impl<'a> Blob<'a> {
             *table = s.data.to_vec();
         }
         let [text, dma, shapes] = tables;
-        let program = EncodedProgram {
-            text,
-            dma,
-            shapes,
-            sem_init,
-        };
+        let program = EncodedProgram { text, dma, shapes, sem_init };
 
         let mut meta = Vec::new();
         if let Some(mut c) = cur(SectionKind::Meta) {
@@ -791,16 +733,7 @@ impl<'a> Blob<'a> {
             c.finish()?;
         }
         let consts = Cow::Borrowed(consts_section.map_or(&[][..], |s| s.data));
-        Ok(Blob {
-            target,
-            segments,
-            io,
-            program,
-            cycle_bound,
-            consts,
-            meta,
-            debug,
-        })
+        Ok(Blob { target, segments, io, program, cycle_bound, consts, meta, debug })
     }
 
     /// The initial contents of constant segment `id`, if it has any.
@@ -830,29 +763,29 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
 }
 
 fn align_up(v: usize) -> usize {
-    v.div_ceil(SECTION_ALIGN as usize)
-        .saturating_mul(SECTION_ALIGN as usize)
+    v.div_ceil(SECTION_ALIGN as usize).saturating_mul(SECTION_ALIGN as usize)
 }
 
-fn write_container(sections: &[(SectionKind, Vec<u8>)], target: &Target) -> Vec<u8> {
+/// Lays out a container from raw sections `(kind, flags, contents)`: header, table, 64-byte
+/// aligned sections, checksums and content hash. [`Blob::to_bytes`] uses it; tests use it to
+/// build containers with sections this version does not know.
+pub fn write_container(sections: &[(u32, u32, Vec<u8>)], target: &Target) -> Vec<u8> {
     let table_end = HEADER_BYTES.saturating_add(sections.len().saturating_mul(SECTION_ENTRY_BYTES));
     let mut offsets = Vec::with_capacity(sections.len());
     let mut at = align_up(table_end);
-    for (_, data) in sections {
+    for (_, _, data) in sections {
         offsets.push(at);
         at = align_up(at.saturating_add(data.len()));
     }
-    let file_size = offsets
-        .last()
-        .zip(sections.last())
-        .map_or(at, |(o, (_, d))| o.saturating_add(d.len()));
+    let file_size =
+        offsets.last().zip(sections.last()).map_or(at, |(o, (_, _, d))| o.saturating_add(d.len()));
     let mut out = vec![0u8; file_size];
-    for (i, ((kind, data), off)) in sections.iter().zip(&offsets).enumerate() {
+    for (i, ((kind, flags, data), off)) in sections.iter().zip(&offsets).enumerate() {
         out[*off..off.saturating_add(data.len())].copy_from_slice(data);
         let entry_at = HEADER_BYTES.saturating_add(i.saturating_mul(SECTION_ENTRY_BYTES));
         let mut e = Out::default();
-        e.u32(*kind as u32);
-        e.u32(if kind.required() { SECTION_REQUIRED } else { 0 });
+        e.u32(*kind);
+        e.u32(*flags);
         e.u64(*off as u64);
         e.u64(data.len() as u64);
         e.u32(crc32c(data));
@@ -933,11 +866,7 @@ fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
     }
     let count = h.u32()?;
     if count > MAX_SECTIONS {
-        return Err(err(
-            Some(28),
-            None,
-            format!("{count} sections, more than {MAX_SECTIONS}"),
-        ));
+        return Err(err(Some(28), None, format!("{count} sections, more than {MAX_SECTIONS}")));
     }
     let table_off = h.u64()?;
     let table_len = u64::from(count).saturating_mul(SECTION_ENTRY_BYTES as u64);
@@ -967,11 +896,7 @@ fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
 
     // Offsets fit in usize here: they are at most `len`, the length of a slice.
     let table_start = table_off as usize;
-    let mut t = Cur::new(
-        bytes.get(table_start..).unwrap_or(&[]),
-        table_off,
-        Some("section table"),
-    );
+    let mut t = Cur::new(bytes.get(table_start..).unwrap_or(&[]), table_off, Some("section table"));
     let mut sections: Vec<RawSection<'_>> = Vec::new();
     let mut ranges: Vec<(u64, u64, &'static str)> = Vec::new();
     for _ in 0..count {
@@ -1000,11 +925,7 @@ fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
         }
         let data = &bytes[offset as usize..(offset as usize).saturating_add(size as usize)];
         if crc32c(data) != crc {
-            return Err(err(
-                Some(offset),
-                Some(name),
-                "checksum mismatch (corrupted contents)",
-            ));
+            return Err(err(Some(offset), Some(name), "checksum mismatch (corrupted contents)"));
         }
         ranges.push((offset, size, name));
         match kind {
@@ -1015,9 +936,7 @@ fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
                 sections.push(RawSection { kind, offset, data });
             }
             None if flags & SECTION_REQUIRED != 0 => {
-                return Err(fail(format!(
-                    "unknown section kind {kind_raw} is marked required"
-                )));
+                return Err(fail(format!("unknown section kind {kind_raw} is marked required")));
             }
             None => {}
         }
@@ -1037,9 +956,7 @@ fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
                 "section overlaps the header, the table or another section",
             ));
         }
-        let gap = bytes
-            .get(covered_to as usize..(*offset).max(covered_to) as usize)
-            .unwrap_or(&[]);
+        let gap = bytes.get(covered_to as usize..(*offset).max(covered_to) as usize).unwrap_or(&[]);
         if let Some(i) = gap.iter().position(|b| *b != 0) {
             return Err(err(
                 Some(covered_to.saturating_add(i as u64)),

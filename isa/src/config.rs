@@ -190,13 +190,7 @@ impl Target {
     /// The canonical bytes the fingerprint hashes.
     pub fn fingerprint_preimage(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24);
-        for v in [
-            self.array_dim,
-            self.vx_lanes,
-            self.spad_bytes,
-            self.acc_bytes,
-            self.features,
-        ] {
+        for v in [self.array_dim, self.vx_lanes, self.spad_bytes, self.acc_bytes, self.features] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.isa_major.to_le_bytes());
@@ -252,11 +246,7 @@ impl fmt::Display for DeviceConfig {
                 )?;
             }
         }
-        let fp: String = self
-            .fingerprint()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fp: String = self.fingerprint().iter().map(|b| format!("{b:02x}")).collect();
         write!(f, "  fingerprint      {fp}")
     }
 }

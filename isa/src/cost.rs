@@ -14,18 +14,14 @@ use crate::program::{DmaDesc, Shape};
 /// at the sustained bandwidth.
 pub fn dram_transfer_cycles(desc: &DmaDesc, latency: u32, cfg: &DeviceConfig) -> u64 {
     let burst = u64::from(cfg.dram_burst_bytes.max(1));
-    let run = u64::from(desc.x_bytes)
-        .div_ceil(burst)
-        .saturating_mul(burst);
+    let run = u64::from(desc.x_bytes).div_ceil(burst).saturating_mul(burst);
     let runs = u64::from(desc.y_count).saturating_mul(u64::from(desc.z_count));
     u64::from(latency).saturating_add(cfg.dram_cycles(run.saturating_mul(runs)))
 }
 
 /// Cycles for an on-chip transfer (fill or copy) of `desc`.
 pub fn sram_transfer_cycles(desc: &DmaDesc, cfg: &DeviceConfig) -> u64 {
-    desc.bytes()
-        .div_ceil(u64::from(cfg.sram_bytes_per_cycle.max(1)))
-        .max(1)
+    desc.bytes().div_ceil(u64::from(cfg.sram_bytes_per_cycle.max(1))).max(1)
 }
 
 /// Cycles for a vector instruction over `shape`.

@@ -39,7 +39,7 @@ pub fn disassemble(program: &Program, opts: Options) -> String {
         let _ = writeln!(out, "{}", shape_line(i, s));
     }
     for (i, inst) in program.insts.iter().enumerate() {
-        let _ = write!(out, "{}", inst_text(inst, true));
+        let _ = write!(out, "{}", inst_text(inst, Some((program.dma.len(), program.shapes.len()))));
         if opts.hex {
             let word = inst.to_word().unwrap_or(0);
             let _ = write!(out, " ; {i}: {}", hex_words(word));
@@ -51,10 +51,7 @@ pub fn disassemble(program: &Program, opts: Options) -> String {
 
 /// The word as four 32-bit little-endian words, low first (`0x00040310 0x04001003 ...`).
 pub fn hex_words(word: u128) -> String {
-    (0..4)
-        .map(|i| format!("{:08x}", (word >> (32 * i)) as u32))
-        .collect::<Vec<_>>()
-        .join(" ")
+    (0..4).map(|i| format!("{:08x}", (word >> (32 * i)) as u32)).collect::<Vec<_>>().join(" ")
 }
 
 fn dma_line(i: usize, d: &DmaDesc) -> String {
@@ -89,9 +86,11 @@ fn shape_line(i: usize, s: &Shape) -> String {
     )
 }
 
-/// One instruction. With `table_names`, descriptor and shape operands are written as the
-/// names [`disassemble`] defines (`d3`, `sh1`); otherwise as plain indices.
-pub fn inst_text(inst: &Inst, table_names: bool) -> String {
+/// One instruction. With `tables` (the number of DMA descriptors and shapes), operands that
+/// index an existing entry are written as the names [`disassemble`] defines (`d3`, `sh1`);
+/// other indices are written as plain numbers.
+pub fn inst_text(inst: &Inst, tables: Option<(usize, usize)>) -> String {
+    let (n_dma, n_shapes) = tables.unwrap_or((0, 0));
     let info = inst.op.info();
     let word = inst.to_word().unwrap_or(0);
     let mut out = String::from(info.mnemonic);
@@ -113,10 +112,10 @@ pub fn inst_text(inst: &Inst, table_names: bool) -> String {
                 }
                 None => out.push('?'),
             },
-            FieldKind::DmaDesc if table_names => {
+            FieldKind::DmaDesc if (raw as usize) < n_dma => {
                 let _ = write!(out, "d{raw}");
             }
-            FieldKind::Shape if table_names => {
+            FieldKind::Shape if (raw as usize) < n_shapes => {
                 let _ = write!(out, "sh{raw}");
             }
             FieldKind::DmaDesc | FieldKind::Shape => {

@@ -418,18 +418,12 @@ impl LocalAddr {
 
     /// A scratchpad address.
     pub fn spad(offset: u32) -> LocalAddr {
-        LocalAddr {
-            space: Space::Spad,
-            offset,
-        }
+        LocalAddr { space: Space::Spad, offset }
     }
 
     /// An accumulator address.
     pub fn acc(offset: u32) -> LocalAddr {
-        LocalAddr {
-            space: Space::Acc,
-            offset,
-        }
+        LocalAddr { space: Space::Acc, offset }
     }
 }
 
@@ -450,22 +444,14 @@ impl FieldValue for LocalAddr {
         };
         // An offset too large for 23 bits spills into bit 24 and is rejected by the encoder's
         // width check instead of silently changing the space bit.
-        let offset = if self.offset >= Self::MAX_OFFSET {
-            1 << 24
-        } else {
-            u64::from(self.offset)
-        };
+        let offset = if self.offset >= Self::MAX_OFFSET { 1 << 24 } else { u64::from(self.offset) };
         space | offset
     }
     fn from_raw(raw: u64) -> Option<Self> {
         if raw >= 1 << 24 {
             return None;
         }
-        let space = if raw & (1 << 23) != 0 {
-            Space::Acc
-        } else {
-            Space::Spad
-        };
+        let space = if raw & (1 << 23) != 0 { Space::Acc } else { Space::Spad };
         let offset = u32::try_from(raw & ((1 << 23) - 1)).ok()?;
         Some(LocalAddr { space, offset })
     }

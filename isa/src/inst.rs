@@ -36,10 +36,7 @@ pub struct Sync {
 
 impl Sync {
     /// No waits, no signals.
-    pub const NONE: Sync = Sync {
-        wait: [None, None],
-        signal: [None, None],
-    };
+    pub const NONE: Sync = Sync { wait: [None, None], signal: [None, None] };
 
     /// Whether any slot is in use.
     pub fn is_empty(&self) -> bool {
@@ -60,7 +57,7 @@ impl Sync {
         bits
     }
 
-    fn from_bits(word: u128) -> Result<Sync, u128> {
+    fn from_bits(word: u128) -> Result<Sync, SyncError> {
         let mut slots = [None; 4];
         let mut bad = 0u128;
         for (slot, pos) in slots.iter_mut().zip(SLOT_POS) {
@@ -73,13 +70,25 @@ impl Sync {
             }
         }
         if bad != 0 {
-            return Err(bad);
+            return Err(SyncError::Reserved(bad));
         }
-        Ok(Sync {
-            wait: [slots[0], slots[1]],
-            signal: [slots[2], slots[3]],
-        })
+        // Slots fill in order, so every slot set has one encoding (and one text form).
+        if slots[0].is_none() && slots[1].is_some() {
+            return Err(SyncError::Order("wait1"));
+        }
+        if slots[2].is_none() && slots[3].is_some() {
+            return Err(SyncError::Order("signal1"));
+        }
+        Ok(Sync { wait: [slots[0], slots[1]], signal: [slots[2], slots[3]] })
     }
+}
+
+/// Why the synchronisation slots of a word are invalid.
+enum SyncError {
+    /// A disabled slot with non-zero bits.
+    Reserved(u128),
+    /// The second slot of a pair used while the first is empty.
+    Order(&'static str),
 }
 
 /// Where an instruction executes.
@@ -178,6 +187,13 @@ pub enum DecodeErrorKind {
         /// The offending bits.
         bits: u128,
     },
+    /// A second wait or signal slot is used while the first is empty.
+    SlotOrder {
+        /// The instruction's mnemonic.
+        mnemonic: &'static str,
+        /// `wait1` or `signal1`.
+        slot: &'static str,
+    },
     /// A field holds a value with no meaning (an enumeration out of range).
     BadField {
         /// The instruction's mnemonic.
@@ -196,11 +212,10 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::ReservedBits { mnemonic, bits } => {
                 write!(f, "{mnemonic}: reserved bits set: {}", BitRanges(*bits))
             }
-            DecodeErrorKind::BadField {
-                mnemonic,
-                field,
-                raw,
-            } => {
+            DecodeErrorKind::SlotOrder { mnemonic, slot } => {
+                write!(f, "{mnemonic}: slot `{slot}` is used while the slot before it is empty")
+            }
+            DecodeErrorKind::BadField { mnemonic, field, raw } => {
                 write!(f, "{mnemonic}: field `{field}` has invalid value {raw}")
             }
         }
@@ -303,12 +318,7 @@ fn pack_field<F: FieldValue>(
     let raw = value.to_raw();
     let width = hi - lo;
     if width < 64 && raw >> width != 0 {
-        return Err(EncodeError {
-            mnemonic,
-            field,
-            value: raw,
-            width,
-        });
+        return Err(EncodeError { mnemonic, field, value: raw, width });
     }
     Ok(u128::from(raw) << lo)
 }
@@ -321,11 +331,7 @@ fn unpack_field<F: FieldValue>(
     field: &'static str,
 ) -> Result<F, DecodeErrorKind> {
     let raw = ((word >> lo) & ((1u128 << (hi - lo)) - 1)) as u64;
-    F::from_raw(raw).ok_or(DecodeErrorKind::BadField {
-        mnemonic,
-        field,
-        raw,
-    })
+    F::from_raw(raw).ok_or(DecodeErrorKind::BadField { mnemonic, field, raw })
 }
 
 const fn field_mask(lo: u32, hi: u32) -> u128 {
@@ -338,10 +344,7 @@ const fn check_layout(ranges: &[(u32, u32)]) {
     let mut i = 0;
     while i < ranges.len() {
         let (lo, hi) = ranges[i];
-        assert!(
-            lo >= 32 && lo < hi && hi <= 128,
-            "field outside the operand bits 32..128"
-        );
+        assert!(lo >= 32 && lo < hi && hi <= 128, "field outside the operand bits 32..128");
         let mut j = i + 1;
         while j < ranges.len() {
             let (lo2, hi2) = ranges[j];
@@ -566,32 +569,20 @@ pub struct Inst {
 impl Inst {
     /// An instruction without synchronisation.
     pub fn new(op: impl Into<Op>) -> Inst {
-        Inst {
-            sync: Sync::NONE,
-            op: op.into(),
-        }
+        Inst { sync: Sync::NONE, op: op.into() }
     }
 
     /// Adds a wait slot (panics past two: a programming error in the caller).
     pub fn wait(mut self, sem: Sem) -> Inst {
-        let slot = self
-            .sync
-            .wait
-            .iter_mut()
-            .find(|s| s.is_none())
-            .expect("both wait slots used");
+        let slot = self.sync.wait.iter_mut().find(|s| s.is_none()).expect("both wait slots used");
         *slot = Some(sem);
         self
     }
 
     /// Adds a signal slot (panics past two: a programming error in the caller).
     pub fn signal(mut self, sem: Sem) -> Inst {
-        let slot = self
-            .sync
-            .signal
-            .iter_mut()
-            .find(|s| s.is_none())
-            .expect("both signal slots used");
+        let slot =
+            self.sync.signal.iter_mut().find(|s| s.is_none()).expect("both signal slots used");
         *slot = Some(sem);
         self
     }
@@ -621,14 +612,13 @@ impl Inst {
         let info = op_by_opcode(opcode).ok_or(DecodeErrorKind::UnknownOpcode(opcode))?;
         let reserved = word & !info.allowed_mask();
         if reserved != 0 {
-            return Err(DecodeErrorKind::ReservedBits {
-                mnemonic: info.mnemonic,
-                bits: reserved,
-            });
+            return Err(DecodeErrorKind::ReservedBits { mnemonic: info.mnemonic, bits: reserved });
         }
-        let sync = Sync::from_bits(word).map_err(|bits| DecodeErrorKind::ReservedBits {
-            mnemonic: info.mnemonic,
-            bits,
+        let sync = Sync::from_bits(word).map_err(|e| match e {
+            SyncError::Reserved(bits) => {
+                DecodeErrorKind::ReservedBits { mnemonic: info.mnemonic, bits }
+            }
+            SyncError::Order(slot) => DecodeErrorKind::SlotOrder { mnemonic: info.mnemonic, slot },
         })?;
         let op = Op::unpack(opcode, word)?;
         Ok(Inst { sync, op })

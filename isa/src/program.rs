@@ -50,13 +50,7 @@ impl DmaDesc {
         if self.x_bytes == 0 {
             return None;
         }
-        block_extent(
-            self.x_bytes.into(),
-            self.y_count,
-            self.y_stride,
-            self.z_count,
-            self.z_stride,
-        )
+        block_extent(self.x_bytes.into(), self.y_count, self.y_stride, self.z_count, self.z_stride)
     }
 
     /// Bytes the near side spans from its base; `None` for zero counts or overflow.
@@ -164,39 +158,19 @@ impl Shape {
 
     /// The destination walk for elements of `size` bytes.
     pub fn dst(&self, size: u32) -> Walk {
-        Walk {
-            col: size.into(),
-            row: self.dst_row.into(),
-            plane: self.dst_plane.into(),
-        }
+        Walk { col: size.into(), row: self.dst_row.into(), plane: self.dst_plane.into() }
     }
 
     /// The first source's walk for elements of `size` bytes.
     pub fn src0(&self, size: u32) -> Walk {
-        let col = if self.flags & SHAPE_SRC0_COL_BROADCAST != 0 {
-            0
-        } else {
-            size.into()
-        };
-        Walk {
-            col,
-            row: self.src0_row.into(),
-            plane: self.src0_plane.into(),
-        }
+        let col = if self.flags & SHAPE_SRC0_COL_BROADCAST != 0 { 0 } else { size.into() };
+        Walk { col, row: self.src0_row.into(), plane: self.src0_plane.into() }
     }
 
     /// The second source's walk for elements of `size` bytes.
     pub fn src1(&self, size: u32) -> Walk {
-        let col = if self.flags & SHAPE_SRC1_COL_BROADCAST != 0 {
-            0
-        } else {
-            size.into()
-        };
-        Walk {
-            col,
-            row: self.src1_row.into(),
-            plane: self.src1_plane.into(),
-        }
+        let col = if self.flags & SHAPE_SRC1_COL_BROADCAST != 0 { 0 } else { size.into() };
+        Walk { col, row: self.src1_row.into(), plane: self.src1_plane.into() }
     }
 
     /// Bytes an operand walking `walk` over `planes × rows × cols` elements of `size` bytes spans
@@ -205,10 +179,7 @@ impl Shape {
         let c = u64::from(cols.checked_sub(1)?).checked_mul(walk.col)?;
         let r = u64::from(rows.checked_sub(1)?).checked_mul(walk.row)?;
         let p = u64::from(planes.checked_sub(1)?).checked_mul(walk.plane)?;
-        u64::from(size)
-            .checked_add(c)?
-            .checked_add(r)?
-            .checked_add(p)
+        u64::from(size).checked_add(c)?.checked_add(r)?.checked_add(p)
     }
 
     /// The 32-byte little-endian encoding.
@@ -310,10 +281,7 @@ impl fmt::Display for ProgramDecodeError {
         match self {
             ProgramDecodeError::Text(e) => e.fmt(f),
             ProgramDecodeError::TableSize { table, len } => {
-                write!(
-                    f,
-                    "{table} table is {len} bytes, not a multiple of {DESC_BYTES}"
-                )
+                write!(f, "{table} table is {len} bytes, not a multiple of {DESC_BYTES}")
             }
         }
     }
@@ -342,10 +310,7 @@ impl Program {
         ) -> Result<Vec<T>, ProgramDecodeError> {
             let chunks = bytes.chunks_exact(DESC_BYTES);
             if !chunks.remainder().is_empty() {
-                return Err(ProgramDecodeError::TableSize {
-                    table: name,
-                    len: bytes.len(),
-                });
+                return Err(ProgramDecodeError::TableSize { table: name, len: bytes.len() });
             }
             Ok(chunks
                 .map(|c| {

@@ -105,14 +105,8 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Program => f.write_str("program"),
-            Location::Inst {
-                index,
-                mnemonic: Some(m),
-            } => write!(f, "instruction {index} ({m})"),
-            Location::Inst {
-                index,
-                mnemonic: None,
-            } => write!(f, "instruction {index}"),
+            Location::Inst { index, mnemonic: Some(m) } => write!(f, "instruction {index} ({m})"),
+            Location::Inst { index, mnemonic: None } => write!(f, "instruction {index}"),
             Location::Dma(i) => write!(f, "dma descriptor {i}"),
             Location::Shape(i) => write!(f, "shape {i}"),
         }
@@ -299,62 +293,37 @@ impl fmt::Display for VerifyError {
                 write!(f, "uses malformed {table} {index}")
             }
             ErrorKind::Field { field, reason } => write!(f, "field `{field}`: {reason}"),
-            ErrorKind::LocalRange {
-                operand,
-                space,
-                start,
-                end,
-                size,
-            } => write!(
+            ErrorKind::LocalRange { operand, space, start, end, size } => write!(
                 f,
                 "operand `{operand}` spans {space}:{start:#x}..{end:#x}, outside the {size}-byte {}",
                 space_name(*space)
             ),
             ErrorKind::WrongSpace { operand, expected } => {
-                write!(
-                    f,
-                    "operand `{operand}` must be in the {}",
-                    space_name(*expected)
-                )
+                write!(f, "operand `{operand}` must be in the {}", space_name(*expected))
             }
-            ErrorKind::DramRange {
-                seg,
-                offset,
-                extent,
-            } => write!(
+            ErrorKind::DramRange { seg, offset, extent } => write!(
                 f,
                 "segment {seg} offset {offset:#x} plus extent {extent:#x} exceeds the 2^40-byte segment space"
             ),
             ErrorKind::NoWeights => f.write_str("no `mx.load_w` precedes it in the matrix queue"),
             ErrorKind::WeightDtype { weights, input } => {
-                write!(
-                    f,
-                    "{input} inputs cannot multiply the loaded {weights} weights"
-                )
+                write!(f, "{input} inputs cannot multiply the loaded {weights} weights")
             }
             ErrorKind::SharedSem { sem, engines } => {
                 let names: Vec<&str> = engines.iter().map(|e| e.name()).collect();
-                write!(
-                    f,
-                    "semaphore {sem} is waited on by several queues ({})",
-                    names.join(", ")
-                )
+                write!(f, "semaphore {sem} is waited on by several queues ({})", names.join(", "))
             }
             ErrorKind::SemOverflow { sem, value } => {
-                write!(
-                    f,
-                    "signal can raise semaphore {sem} to {value}, past {SEM_MAX}"
-                )
+                write!(f, "signal can raise semaphore {sem} to {value}, past {SEM_MAX}")
             }
             ErrorKind::Deadlock(blocked) => {
                 f.write_str("deadlock: no queue can proceed")?;
                 for b in blocked {
                     write!(f, "; {} queue blocked at instruction {} ", b.engine, b.inst)?;
                     match &b.on {
-                        BlockedOn::Sem { sem, have, need } => write!(
-                            f,
-                            "waiting for {need} token(s) on {sem}, which holds {have}"
-                        )?,
+                        BlockedOn::Sem { sem, have, need } => {
+                            write!(f, "waiting for {need} token(s) on {sem}, which holds {have}")?
+                        }
                         BlockedOn::Barrier(at) => {
                             write!(f, "behind the barrier at instruction {at}")?
                         }
@@ -363,10 +332,7 @@ impl fmt::Display for VerifyError {
                 Ok(())
             }
             ErrorKind::CycleLimit { bound, limit } => {
-                write!(
-                    f,
-                    "run-time bound of {bound} cycles exceeds the limit of {limit}"
-                )
+                write!(f, "run-time bound of {bound} cycles exceeds the limit of {limit}")
             }
         }
     }
@@ -425,11 +391,7 @@ pub fn verify_encoded(
     if n_insts > MAX_INSTS {
         return Err(VerifyErrors(vec![VerifyError {
             at: Location::Program,
-            kind: ErrorKind::TooLarge {
-                what: "instructions",
-                count: n_insts,
-                max: MAX_INSTS,
-            },
+            kind: ErrorKind::TooLarge { what: "instructions", count: n_insts, max: MAX_INSTS },
         }]));
     }
     let mut insts = Vec::with_capacity(n_insts);
@@ -441,10 +403,7 @@ pub fn verify_encoded(
             Err(kind) => {
                 if errors.len() < MAX_ERRORS {
                     errors.push(VerifyError {
-                        at: Location::Inst {
-                            index,
-                            mnemonic: None,
-                        },
+                        at: Location::Inst { index, mnemonic: None },
                         kind: ErrorKind::Decode(kind),
                     });
                 }
@@ -466,14 +425,8 @@ pub fn verify_encoded(
     };
     let program = Program {
         insts,
-        dma: decode_table(&enc.dma)
-            .iter()
-            .map(DmaDesc::from_bytes)
-            .collect(),
-        shapes: decode_table(&enc.shapes)
-            .iter()
-            .map(Shape::from_bytes)
-            .collect(),
+        dma: decode_table(&enc.dma).iter().map(DmaDesc::from_bytes).collect(),
+        shapes: decode_table(&enc.shapes).iter().map(Shape::from_bytes).collect(),
         sem_init: enc.sem_init,
     };
     let report = verify(&program, cfg, limits)?;
@@ -486,28 +439,15 @@ pub fn verify(
     cfg: &DeviceConfig,
     limits: &Limits,
 ) -> Result<Report, VerifyErrors> {
-    let mut v = Verifier {
-        cfg,
-        program,
-        errors: Vec::new(),
-        segments: Default::default(),
-    };
+    let mut v = Verifier { cfg, program, errors: Vec::new(), segments: Default::default() };
     v.check_sizes();
     if !v.errors.is_empty() {
         return Err(VerifyErrors(v.errors));
     }
-    let dma_ok: Vec<Option<DmaExtents>> = program
-        .dma
-        .iter()
-        .enumerate()
-        .map(|(i, d)| v.check_dma_desc(i, d))
-        .collect();
-    let shapes_ok: Vec<bool> = program
-        .shapes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| v.check_shape(i, s))
-        .collect();
+    let dma_ok: Vec<Option<DmaExtents>> =
+        program.dma.iter().enumerate().map(|(i, d)| v.check_dma_desc(i, d)).collect();
+    let shapes_ok: Vec<bool> =
+        program.shapes.iter().enumerate().map(|(i, s)| v.check_shape(i, s)).collect();
     v.check_end();
     let mut weights: Option<(u8, u8, Dtype)> = None;
     for (index, inst) in program.insts.iter().enumerate() {
@@ -531,10 +471,7 @@ pub fn verify(
     {
         return Err(VerifyErrors(vec![VerifyError {
             at: Location::Program,
-            kind: ErrorKind::CycleLimit {
-                bound: cycle_bound,
-                limit,
-            },
+            kind: ErrorKind::CycleLimit { bound: cycle_bound, limit },
         }]));
     }
     let mut per_engine = [0usize; 4];
@@ -548,13 +485,7 @@ pub fn verify(
             }
         }
     }
-    Ok(Report {
-        per_engine,
-        front_end,
-        segments: v.segments,
-        cycle_bound,
-        sem_peak,
-    })
+    Ok(Report { per_engine, front_end, segments: v.segments, cycle_bound, sem_peak })
 }
 
 /// A descriptor's extents, computed once.
@@ -603,20 +534,15 @@ impl Verifier<'_> {
                 seen = true;
                 if index != last {
                     self.error(
-                        Location::Inst {
-                            index,
-                            mnemonic: Some("end"),
-                        },
+                        Location::Inst { index, mnemonic: Some("end") },
                         ErrorKind::EndNotLast,
                     );
                 }
             }
         }
         if !seen {
-            let at = Location::Inst {
-                index: last,
-                mnemonic: insts.last().map(|i| i.op.mnemonic()),
-            };
+            let at =
+                Location::Inst { index: last, mnemonic: insts.last().map(|i| i.op.mnemonic()) };
             self.error(at, ErrorKind::MissingEnd);
         }
     }
@@ -667,10 +593,7 @@ impl Verifier<'_> {
         shapes_ok: &[bool],
         weights: &mut Option<(u8, u8, Dtype)>,
     ) {
-        let at = Location::Inst {
-            index,
-            mnemonic: Some(inst.op.mnemonic()),
-        };
+        let at = Location::Inst { index, mnemonic: Some(inst.op.mnemonic()) };
         let mut c = InstCheck { v: self, at };
         if inst.op.route() == Route::Front && !inst.sync.is_empty() {
             c.err(ErrorKind::FrontEndSync);
@@ -707,10 +630,7 @@ impl Verifier<'_> {
                 c.in_range("k", it.k.into(), 1, dim.into());
                 c.in_range("n", it.n.into(), 1, dim.into());
                 if !matches!(it.dtype, Dtype::S8 | Dtype::Bf16 | Dtype::F32) {
-                    c.field(
-                        "dtype",
-                        format!("weights must be s8, bf16 or f32, not {}", it.dtype),
-                    );
+                    c.field("dtype", format!("weights must be s8, bf16 or f32, not {}", it.dtype));
                 } else if !c.v.cfg.matmul_supports(it.dtype) {
                     c.field(
                         "dtype",
@@ -736,10 +656,7 @@ impl Verifier<'_> {
                     other => it.dtype == other,
                 };
                 if !compatible {
-                    c.err(ErrorKind::WeightDtype {
-                        weights: wdtype,
-                        input: it.dtype,
-                    });
+                    c.err(ErrorKind::WeightDtype { weights: wdtype, input: it.dtype });
                 }
                 let a_extent = row_block(
                     it.rows.into(),
@@ -747,11 +664,8 @@ impl Verifier<'_> {
                     u64::from(k).saturating_mul(it.dtype.size().into()),
                 );
                 c.local_opt("a", it.a, a_extent, Some(Space::Spad));
-                let c_extent = row_block(
-                    it.rows.into(),
-                    it.c_stride.into(),
-                    u64::from(n).saturating_mul(4),
-                );
+                let c_extent =
+                    row_block(it.rows.into(), it.c_stride.into(), u64::from(n).saturating_mul(4));
                 c.local_opt("c", it.c, c_extent, Some(Space::Acc));
             }
             Op::VxBinary(it) => {
@@ -769,20 +683,11 @@ impl Verifier<'_> {
                 if !it.op.supports(it.dtype, it.out_dtype) {
                     c.field(
                         "op",
-                        format!(
-                            "{} is not defined from {} to {}",
-                            it.op, it.dtype, it.out_dtype
-                        ),
+                        format!("{} is not defined from {} to {}", it.op, it.dtype, it.out_dtype),
                     );
                 }
                 if let Some(s) = c.shape(it.shape, shapes_ok) {
-                    c.walk(
-                        "dst",
-                        it.dst,
-                        s.dst(it.out_dtype.size()),
-                        &s,
-                        it.out_dtype.size(),
-                    );
+                    c.walk("dst", it.dst, s.dst(it.out_dtype.size()), &s, it.out_dtype.size());
                     c.walk("src", it.src, s.src0(it.dtype.size()), &s, it.dtype.size());
                 }
             }
@@ -797,12 +702,7 @@ impl Verifier<'_> {
                 if !ok {
                     c.field(
                         "out_dtype",
-                        format!(
-                            "{} of {} cannot produce {}",
-                            it.op.name(),
-                            it.dtype,
-                            it.out_dtype
-                        ),
+                        format!("{} of {} cannot produce {}", it.op.name(), it.dtype, it.out_dtype),
                     );
                 }
                 if let Some(s) = c.shape(it.shape, shapes_ok) {
@@ -832,10 +732,7 @@ impl Verifier<'_> {
             }
             Op::VxLut(it) => {
                 if !matches!(it.dtype, Dtype::S8 | Dtype::U8) {
-                    c.field(
-                        "dtype",
-                        format!("table lookup takes s8 or u8, not {}", it.dtype),
-                    );
+                    c.field("dtype", format!("table lookup takes s8 or u8, not {}", it.dtype));
                 }
                 if let Some(s) = c.shape(it.shape, shapes_ok) {
                     c.walk("dst", it.dst, s.dst(1), &s, 1);
@@ -848,11 +745,8 @@ impl Verifier<'_> {
                     let size = it.dtype.size();
                     c.walk("src", it.src, s.src0(size), &s, size);
                     // Source column c becomes destination row c.
-                    let walk = Walk {
-                        col: s.dst_row.into(),
-                        row: size.into(),
-                        plane: s.dst_plane.into(),
-                    };
+                    let walk =
+                        Walk { col: s.dst_row.into(), row: size.into(), plane: s.dst_plane.into() };
                     let extent = Shape::extent(walk, s.planes, s.rows, s.cols, size);
                     c.local_opt("dst", it.dst, extent, None);
                 }
@@ -863,9 +757,7 @@ impl Verifier<'_> {
 
 /// Extent of `rows` rows of `row_bytes` bytes, `stride` apart.
 fn row_block(rows: u64, stride: u64, row_bytes: u64) -> Option<u64> {
-    rows.checked_sub(1)?
-        .checked_mul(stride)?
-        .checked_add(row_bytes)
+    rows.checked_sub(1)?.checked_mul(stride)?.checked_add(row_bytes)
 }
 
 /// Checks for one instruction.
@@ -907,10 +799,7 @@ impl InstCheck<'_, '_> {
                 None
             }
             Some(None) => {
-                self.err(ErrorKind::UsesBadTableEntry {
-                    table: "dma descriptor",
-                    index,
-                });
+                self.err(ErrorKind::UsesBadTableEntry { table: "dma descriptor", index });
                 None
             }
             Some(Some(ext)) => Some(*ext),
@@ -921,18 +810,11 @@ impl InstCheck<'_, '_> {
         let index = id.0;
         match ok.get(usize::from(index)) {
             None => {
-                self.err(ErrorKind::MissingTableEntry {
-                    table: "shape",
-                    index,
-                    len: ok.len(),
-                });
+                self.err(ErrorKind::MissingTableEntry { table: "shape", index, len: ok.len() });
                 None
             }
             Some(false) => {
-                self.err(ErrorKind::UsesBadTableEntry {
-                    table: "shape",
-                    index,
-                });
+                self.err(ErrorKind::UsesBadTableEntry { table: "shape", index });
                 None
             }
             Some(true) => self.v.program.shapes.get(usize::from(index)).copied(),
@@ -940,23 +822,12 @@ impl InstCheck<'_, '_> {
     }
 
     fn dram(&mut self, seg: Seg, offset: u64, extent: u64, write: bool) {
-        let Some(end) = offset
-            .checked_add(extent)
-            .filter(|end| *end <= SEGMENT_SPACE)
-        else {
-            self.err(ErrorKind::DramRange {
-                seg,
-                offset,
-                extent,
-            });
+        let Some(end) = offset.checked_add(extent).filter(|end| *end <= SEGMENT_SPACE) else {
+            self.err(ErrorKind::DramRange { seg, offset, extent });
             return;
         };
         let slot = &mut self.v.segments[seg.index()];
-        let field = if write {
-            &mut slot.write_end
-        } else {
-            &mut slot.read_end
-        };
+        let field = if write { &mut slot.write_end } else { &mut slot.read_end };
         *field = Some(field.unwrap_or(0).max(end));
     }
 
@@ -992,13 +863,7 @@ impl InstCheck<'_, '_> {
         let end = extent.and_then(|e| start.checked_add(e));
         if end.is_none_or(|end| end > size) {
             let end = end.unwrap_or(u64::MAX);
-            self.err(ErrorKind::LocalRange {
-                operand,
-                space: addr.space,
-                start,
-                end,
-                size,
-            });
+            self.err(ErrorKind::LocalRange { operand, space: addr.space, start, end, size });
         }
     }
 }
@@ -1065,11 +930,7 @@ fn dry_run(program: &Program) -> Result<[u8; Sem::COUNT], VerifyError> {
                         list.push((e, index));
                     }
                 }
-                queues[e as usize].push(Step {
-                    inst: index,
-                    epoch: barriers.len(),
-                    tokens,
-                });
+                queues[e as usize].push(Step { inst: index, epoch: barriers.len(), tokens });
             }
         }
     }
@@ -1077,14 +938,8 @@ fn dry_run(program: &Program) -> Result<[u8; Sem::COUNT], VerifyError> {
         if let (Some(sem), [_, (_, second), ..]) = (Sem::new(n), list.as_slice()) {
             let inst = &program.insts[*second];
             return Err(VerifyError {
-                at: Location::Inst {
-                    index: *second,
-                    mnemonic: Some(inst.op.mnemonic()),
-                },
-                kind: ErrorKind::SharedSem {
-                    sem,
-                    engines: list.iter().map(|(e, _)| *e).collect(),
-                },
+                at: Location::Inst { index: *second, mnemonic: Some(inst.op.mnemonic()) },
+                kind: ErrorKind::SharedSem { sem, engines: list.iter().map(|(e, _)| *e).collect() },
             });
         }
     }
@@ -1135,14 +990,8 @@ fn run_schedule(
                 if *v > SEM_MAX {
                     let inst = &program.insts[s.inst];
                     return Err(VerifyError {
-                        at: Location::Inst {
-                            index: s.inst,
-                            mnemonic: Some(inst.op.mnemonic()),
-                        },
-                        kind: ErrorKind::SemOverflow {
-                            sem: *sem,
-                            value: *v,
-                        },
+                        at: Location::Inst { index: s.inst, mnemonic: Some(inst.op.mnemonic()) },
+                        kind: ErrorKind::SemOverflow { sem: *sem, value: *v },
                     });
                 }
                 let p = &mut peak[sem.index()];
@@ -1172,47 +1021,24 @@ fn run_schedule(
     if (0..4).all(|e| pos[e] == queues[e].len()) {
         return Ok(());
     }
-    let earliest = (0..4)
-        .map(|q| epoch_of(q, &pos))
-        .min()
-        .unwrap_or(usize::MAX);
+    let earliest = (0..4).map(|q| epoch_of(q, &pos)).min().unwrap_or(usize::MAX);
     let mut blocked = Vec::new();
     for (e, engine) in Engine::ALL.iter().enumerate() {
         let Some(s) = queues[e].get(pos[e]) else {
             continue;
         };
         let on = if s.epoch > earliest {
-            BlockedOn::Barrier(
-                barriers
-                    .get(s.epoch.saturating_sub(1))
-                    .copied()
-                    .unwrap_or(0),
-            )
+            BlockedOn::Barrier(barriers.get(s.epoch.saturating_sub(1)).copied().unwrap_or(0))
         } else {
             // A queue that is not behind a barrier and not ready lacks tokens somewhere.
-            let Some((sem, need)) = s
-                .tokens
-                .take
-                .iter()
-                .find(|(sem, n)| sems[sem.index()] < *n)
-                .copied()
+            let Some((sem, need)) =
+                s.tokens.take.iter().find(|(sem, n)| sems[sem.index()] < *n).copied()
             else {
                 continue;
             };
-            BlockedOn::Sem {
-                sem,
-                have: sems[sem.index()],
-                need,
-            }
+            BlockedOn::Sem { sem, have: sems[sem.index()], need }
         };
-        blocked.push(Blocked {
-            engine: *engine,
-            inst: s.inst,
-            on,
-        });
+        blocked.push(Blocked { engine: *engine, inst: s.inst, on });
     }
-    Err(VerifyError {
-        at: Location::Program,
-        kind: ErrorKind::Deadlock(blocked),
-    })
+    Err(VerifyError { at: Location::Program, kind: ErrorKind::Deadlock(blocked) })
 }

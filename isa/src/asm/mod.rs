@@ -60,10 +60,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     fn new(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            span,
-            message: message.into(),
-        }
+        Diagnostic { span, message: message.into() }
     }
 }
 
@@ -92,13 +89,7 @@ pub fn render(diags: &[Diagnostic], source: &str, filename: &str) -> String {
         let _ = writeln!(out, "{:gutter$}--> {filename}:{line}:{col}", "");
         let _ = writeln!(out, "{:gutter$} |", "");
         let _ = writeln!(out, "{line} | {text}");
-        let _ = writeln!(
-            out,
-            "{:gutter$} | {}{}",
-            "",
-            " ".repeat(col - 1),
-            "^".repeat(width)
-        );
+        let _ = writeln!(out, "{:gutter$} | {}{}", "", " ".repeat(col - 1), "^".repeat(width));
     }
     out
 }
@@ -124,12 +115,7 @@ pub fn assemble(source: &str) -> Result<Program, Vec<Diagnostic>> {
         diags.sort_by_key(|d| d.span.start);
         return Err(diags);
     }
-    Ok(Program {
-        insts,
-        dma: asm.dma,
-        shapes: asm.shapes,
-        sem_init: asm.sem_init,
-    })
+    Ok(Program { insts, dma: asm.dma, shapes: asm.shapes, sem_init: asm.sem_init })
 }
 
 /// Lexes and parses every line; lines with errors are reported and skipped.
@@ -180,21 +166,13 @@ fn parse_error(
     use lalrpop_util::ParseError as P;
     let expected = |exp: &[String]| -> String {
         let names: Vec<String> = exp.iter().map(|e| describe_terminal(e)).collect();
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(", expected {}", names.join(" or "))
-        }
+        if names.is_empty() { String::new() } else { format!(", expected {}", names.join(" or ")) }
     };
     let line_end = line.last().map_or(0, |t| t.2);
     match e {
-        P::UnrecognizedToken {
-            token: (l, tok, r),
-            expected: exp,
-        } => Diagnostic::new(
-            Span::new(l, r),
-            format!("unexpected {tok}{}", expected(&exp)),
-        ),
+        P::UnrecognizedToken { token: (l, tok, r), expected: exp } => {
+            Diagnostic::new(Span::new(l, r), format!("unexpected {tok}{}", expected(&exp)))
+        }
         P::UnrecognizedEof { expected: exp, .. } => Diagnostic::new(
             Span::new(line_end, line_end),
             format!("unexpected end of line{}", expected(&exp)),
@@ -287,10 +265,7 @@ impl<'s> Assembler<'s> {
                     w.span,
                     format!("`{}` is {}, not a number", w.text, other.what()),
                 )),
-                None => Err(Diagnostic::new(
-                    w.span,
-                    format!("`{}` is not defined", w.text),
-                )),
+                None => Err(Diagnostic::new(w.span, format!("`{}` is not defined", w.text))),
             },
             Expr::Bin(a, op, b, span) => {
                 let (a, b) = (self.eval(a)?, self.eval(b)?);
@@ -307,10 +282,7 @@ impl<'s> Assembler<'s> {
     fn single<'a>(&self, arg: &'a Arg<'s>) -> Res<&'a Item<'s>> {
         match arg.items.as_slice() {
             [item] => Ok(item),
-            _ => Err(Diagnostic::new(
-                arg.span,
-                "expected a single value, not a list",
-            )),
+            _ => Err(Diagnostic::new(arg.span, "expected a single value, not a list")),
         }
     }
 
@@ -319,10 +291,7 @@ impl<'s> Assembler<'s> {
             Item::Expr(e) => {
                 let v = self.eval(e)?;
                 if v > max {
-                    return Err(Diagnostic::new(
-                        e.span(),
-                        format!("{v} is larger than {max}"),
-                    ));
+                    return Err(Diagnostic::new(e.span(), format!("{v} is larger than {max}")));
                 }
                 Ok(v)
             }
@@ -364,10 +333,7 @@ impl<'s> Assembler<'s> {
                 return Ok(sem);
             }
         }
-        Err(Diagnostic::new(
-            item.span(),
-            "expected a semaphore (`s0`..`s15` or a `.sem` name)",
-        ))
+        Err(Diagnostic::new(item.span(), "expected a semaphore (`s0`..`s15` or a `.sem` name)"))
     }
 
     fn local(&self, arg: &Arg<'s>) -> Res<LocalAddr> {
@@ -390,10 +356,7 @@ impl<'s> Assembler<'s> {
                         format!("offset {v:#x} does not fit 23 bits"),
                     ));
                 }
-                Ok(LocalAddr {
-                    space: space_kind,
-                    offset: v as u32,
-                })
+                Ok(LocalAddr { space: space_kind, offset: v as u32 })
             }
             Item::Expr(e) => Err(Diagnostic::new(
                 e.span(),
@@ -409,10 +372,7 @@ impl<'s> Assembler<'s> {
         positional: usize,
     ) -> Res<(Vec<&'a Arg<'s>>, Keyed<'a, 's>)> {
         let mut pos = Vec::new();
-        let mut keyed = Keyed {
-            head: stmt.head,
-            args: Vec::new(),
-        };
+        let mut keyed = Keyed { head: stmt.head, args: Vec::new() };
         for arg in &stmt.args {
             match &arg.key {
                 None if keyed.args.is_empty() && pos.len() < positional => pos.push(arg),
@@ -432,10 +392,7 @@ impl<'s> Assembler<'s> {
             let at = stmt.args.last().map_or(stmt.head.span.end, |a| a.span.end);
             return Err(Diagnostic::new(
                 Span::new(at, at),
-                format!(
-                    "`{}` takes {positional} positional argument(s)",
-                    stmt.head.text
-                ),
+                format!("`{}` takes {positional} positional argument(s)", stmt.head.text),
             ));
         }
         Ok((pos, keyed))
@@ -461,10 +418,7 @@ impl<'s> Assembler<'s> {
                 let (pos, mut keyed) = self.keyed(stmt, 2)?;
                 let name = self.name_arg(pos[0])?;
                 let n = self.number(pos[1], 15)? as u8;
-                let init = keyed
-                    .take("init")
-                    .map(|a| self.number(a, 255))
-                    .transpose()?;
+                let init = keyed.take("init").map(|a| self.number(a, 255)).transpose()?;
                 keyed.done(&["init"])?;
                 self.define(name, Sym::Sem(n))?;
                 if let Some(init) = init {
@@ -495,10 +449,9 @@ impl<'s> Assembler<'s> {
                     match (k.take(key), default) {
                         (Some(a), _) => self.number(a, max),
                         (None, Some(d)) => Ok(d),
-                        (None, None) => Err(Diagnostic::new(
-                            stmt.head.span,
-                            format!("`.dma` needs `{key}`"),
-                        )),
+                        (None, None) => {
+                            Err(Diagnostic::new(stmt.head.span, format!("`.dma` needs `{key}`")))
+                        }
                     }
                 };
                 let d = DmaDesc {
@@ -538,10 +491,9 @@ impl<'s> Assembler<'s> {
                     match (k.take(key), default) {
                         (Some(a), _) => self.number(a, max),
                         (None, Some(d)) => Ok(d),
-                        (None, None) => Err(Diagnostic::new(
-                            stmt.head.span,
-                            format!("`.shape` needs `{key}`"),
-                        )),
+                        (None, None) => {
+                            Err(Diagnostic::new(stmt.head.span, format!("`.shape` needs `{key}`")))
+                        }
                     }
                 };
                 let u16max = u64::from(u16::MAX);
@@ -611,10 +563,7 @@ impl<'s> Assembler<'s> {
                 ));
             }
             if arg.items.len() > 2 {
-                return Err(Diagnostic::new(
-                    arg.span,
-                    format!("at most two `{key}` semaphores"),
-                ));
+                return Err(Diagnostic::new(arg.span, format!("at most two `{key}` semaphores")));
             }
             for (slot, item) in slots.iter_mut().zip(&arg.items) {
                 *slot = Some(self.sem(item)?);
@@ -628,26 +577,17 @@ impl<'s> Assembler<'s> {
         if !missing.is_empty() {
             return Err(Diagnostic::new(
                 stmt.head.span,
-                format!(
-                    "`{}` is missing field(s) {}",
-                    info.mnemonic,
-                    quote_list(&missing)
-                ),
+                format!("`{}` is missing field(s) {}", info.mnemonic, quote_list(&missing)),
             ));
         }
-        let op = Inst::from_word(word)
-            .map_err(|e| Diagnostic::new(stmt.head.span, e.to_string()))?
-            .op;
+        let op =
+            Inst::from_word(word).map_err(|e| Diagnostic::new(stmt.head.span, e.to_string()))?.op;
         Ok(Inst { sync, op })
     }
 
     /// The raw bits of one field.
     fn field(&self, info: &OpInfo, kind: FieldKind, width: u32, arg: &Arg<'s>) -> Res<u64> {
-        let max = if width >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << width) - 1
-        };
+        let max = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
         match kind {
             FieldKind::Uint | FieldKind::Bool => self.number(arg, max),
             FieldKind::Enum(names) => match self.single(arg)? {
@@ -656,11 +596,7 @@ impl<'s> Assembler<'s> {
                 }
                 other => Err(Diagnostic::new(
                     other.span(),
-                    format!(
-                        "expected one of {} for `{}`",
-                        quote_list(names),
-                        info.mnemonic
-                    ),
+                    format!("expected one of {} for `{}`", quote_list(names), info.mnemonic),
                 )),
             },
             FieldKind::Sem => Ok(self.sem(self.single(arg)?)?.index() as u64),
@@ -668,11 +604,7 @@ impl<'s> Assembler<'s> {
                 arg,
                 15,
                 |s| {
-                    if let Sym::Seg(n) = s {
-                        Some(n.into())
-                    } else {
-                        None
-                    }
+                    if let Sym::Seg(n) = s { Some(n.into()) } else { None }
                 },
                 "a segment",
             ),
@@ -681,11 +613,7 @@ impl<'s> Assembler<'s> {
                 arg,
                 max,
                 |s| {
-                    if let Sym::Dma(n) = s {
-                        Some(n.into())
-                    } else {
-                        None
-                    }
+                    if let Sym::Dma(n) = s { Some(n.into()) } else { None }
                 },
                 "a dma descriptor",
             ),
@@ -693,11 +621,7 @@ impl<'s> Assembler<'s> {
                 arg,
                 max,
                 |s| {
-                    if let Sym::Shape(n) = s {
-                        Some(n.into())
-                    } else {
-                        None
-                    }
+                    if let Sym::Shape(n) = s { Some(n.into()) } else { None }
                 },
                 "a shape",
             ),
@@ -706,11 +630,7 @@ impl<'s> Assembler<'s> {
 }
 
 fn quote_list(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Keyed arguments not yet consumed.
