@@ -149,7 +149,7 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Assembles a source file, rendering every error with line, column and the offending text.
-fn assemble_file(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
+fn assemble_file(path: &Path, bytes: &[u8]) -> anyhow::Result<asm::Assembled> {
     let source = std::str::from_utf8(bytes).map_err(|e| {
         invalid(format!(
             "{}: not a blob and not UTF-8 assembly text (byte {})",
@@ -157,7 +157,7 @@ fn assemble_file(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
             e.valid_up_to()
         ))
     })?;
-    asm::assemble(source).map_err(|diags| {
+    asm::assemble_module(source).map_err(|diags| {
         let rendered = asm::render(&diags, source, &path.display().to_string());
         invalid(format!("{} error(s) in {}\n{}", diags.len(), path.display(), rendered.trim_end()))
     })
@@ -191,7 +191,8 @@ fn cmd_asm(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let cfg = config(cfg_name)?;
-    let program = assemble_file(input, &read(input)?)?;
+    let module = assemble_file(input, &read(input)?)?;
+    let program = module.program;
     let enc = program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
     let output = output.unwrap_or_else(|| input.with_extension(if raw { "bin" } else { "blob" }));
     let bytes = if raw {
@@ -201,7 +202,7 @@ fn cmd_asm(
             input.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
         let blob = Blob {
             target: cfg.target(),
-            segments: Vec::new(),
+            segments: declared_segments(&module.segments),
             io: Vec::new(),
             program: enc,
             cycle_bound: 0,
@@ -223,6 +224,16 @@ fn cmd_asm(
         bytes.len()
     )?;
     Ok(())
+}
+
+fn declared_segments(specs: &[asm::SegmentSpec]) -> Vec<blob::SegmentDecl> {
+    specs
+        .iter()
+        .filter_map(|s| {
+            let (size, role) = s.decl?;
+            Some(blob::SegmentDecl { id: s.id, role, access: role.access(), size, init: None })
+        })
+        .collect()
 }
 
 fn raw_program(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
@@ -270,7 +281,7 @@ fn cmd_verify(
 ) -> anyhow::Result<()> {
     let bytes = read(input)?;
     let limits = Limits { max_cycles };
-    let (program_enc, blob_cfg) = if raw {
+    let (program_enc, blob_cfg, segments) = if raw {
         let n = bytes.len();
         if n % INST_BYTES != 0 {
             bail!(invalid(format!(
@@ -278,14 +289,15 @@ fn cmd_verify(
                 input.display()
             )));
         }
-        (EncodedProgram { text: bytes, ..EncodedProgram::default() }, None)
+        (EncodedProgram { text: bytes, ..EncodedProgram::default() }, None, Vec::new())
     } else if is_blob(&bytes) {
         let blob = read_blob(input, &bytes)?;
-        (blob.program.clone(), Some(blob.target))
+        (blob.program.clone(), Some(blob.target), blob.segments)
     } else {
-        let program = assemble_file(input, &bytes)?;
-        let enc = program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
-        (enc, None)
+        let module = assemble_file(input, &bytes)?;
+        let enc =
+            module.program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
+        (enc, None, declared_segments(&module.segments))
     };
     let cfg = match (cfg_name, &blob_cfg) {
         (Some(name), _) => config(name)?,
@@ -308,7 +320,26 @@ fn cmd_verify(
     }
     match verify::verify_encoded(&program_enc, &cfg, &limits) {
         Ok((_, report)) => {
-            write_report(out, &report, &cfg)?;
+            // Declared segment sizes stand in for the buffers a driver would bind.
+            if !segments.is_empty() {
+                let mut bindings = [None; 16];
+                for s in &segments {
+                    if let Some(slot) = bindings.get_mut(usize::from(s.id)) {
+                        *slot = Some(verify::Binding {
+                            size: s.size,
+                            writable: s.access & blob::ACCESS_WRITE != 0,
+                        });
+                    }
+                }
+                if let Err(errors) = verify::check_bindings(&report, &bindings) {
+                    let n = errors.0.len();
+                    bail!(invalid(format!(
+                        "{}: the program does not fit its declared segments ({n} error(s))\n{errors}",
+                        input.display()
+                    )));
+                }
+            }
+            write_report(out, &report, &cfg, !segments.is_empty())?;
             Ok(())
         }
         Err(errors) => {
@@ -322,7 +353,12 @@ fn cmd_verify(
     }
 }
 
-fn write_report(out: &mut dyn Write, r: &Report, cfg: &DeviceConfig) -> anyhow::Result<()> {
+fn write_report(
+    out: &mut dyn Write,
+    r: &Report,
+    cfg: &DeviceConfig,
+    declared: bool,
+) -> anyhow::Result<()> {
     let total: usize = r.per_engine.iter().sum::<usize>() + r.front_end;
     writeln!(out, "valid for configuration `{}`", cfg.name)?;
     let per: Vec<String> =
@@ -339,7 +375,8 @@ fn write_report(out: &mut dyn Write, r: &Report, cfg: &DeviceConfig) -> anyhow::
     if used.is_empty() {
         writeln!(out, "segments: none")?;
     } else {
-        writeln!(out, "segments:")?;
+        let note = if declared { "within their declared sizes" } else { "sizes not declared" };
+        writeln!(out, "segments ({note}):")?;
         writeln!(out, "  seg  access  read extent     write extent    bytes required")?;
         for i in used {
             let s = &r.segments[i];

@@ -138,6 +138,16 @@ pub enum SegmentRole {
 }
 
 impl SegmentRole {
+    /// The access a segment of this role allows: constants and inputs are read, outputs
+    /// written, arenas and in/out segments both.
+    pub fn access(self) -> u8 {
+        match self {
+            SegmentRole::Const | SegmentRole::Input => ACCESS_READ,
+            SegmentRole::Output => ACCESS_WRITE,
+            SegmentRole::Arena | SegmentRole::InOut => ACCESS_READ | ACCESS_WRITE,
+        }
+    }
+
     const ALL: [SegmentRole; 5] = [
         SegmentRole::Const,
         SegmentRole::Arena,

@@ -250,6 +250,30 @@ pub enum ErrorKind {
     },
     /// No queue can make progress.
     Deadlock(Vec<Blocked>),
+    /// A segment the program uses has no buffer bound.
+    SegmentUnbound {
+        /// The segment.
+        seg: Seg,
+    },
+    /// A buffer is bound to a segment the program does not use.
+    SegmentUnused {
+        /// The segment.
+        seg: Seg,
+    },
+    /// A bound buffer is smaller than the program's extent in it.
+    SegmentTooSmall {
+        /// The segment.
+        seg: Seg,
+        /// Bytes the program needs.
+        required: u64,
+        /// Bytes bound.
+        size: u64,
+    },
+    /// A read-only buffer is bound to a segment the program writes.
+    SegmentReadOnly {
+        /// The segment.
+        seg: Seg,
+    },
     /// The run-time bound exceeds the driver's limit.
     CycleLimit {
         /// The bound.
@@ -319,7 +343,7 @@ impl fmt::Display for VerifyError {
             ErrorKind::Deadlock(blocked) => {
                 f.write_str("deadlock: no queue can proceed")?;
                 for b in blocked {
-                    write!(f, "; {} queue blocked at instruction {} ", b.engine, b.inst)?;
+                    write!(f, "\n  {} queue blocked at instruction {} ", b.engine, b.inst)?;
                     match &b.on {
                         BlockedOn::Sem { sem, have, need } => {
                             write!(f, "waiting for {need} token(s) on {sem}, which holds {have}")?
@@ -333,6 +357,19 @@ impl fmt::Display for VerifyError {
             }
             ErrorKind::CycleLimit { bound, limit } => {
                 write!(f, "run-time bound of {bound} cycles exceeds the limit of {limit}")
+            }
+            ErrorKind::SegmentUnbound { seg } => {
+                write!(f, "segment {seg} is used by the program but not bound")
+            }
+            ErrorKind::SegmentUnused { seg } => {
+                write!(f, "segment {seg} is bound but the program does not use it")
+            }
+            ErrorKind::SegmentTooSmall { seg, required, size } => write!(
+                f,
+                "segment {seg} is {size} bytes but the program reaches byte {required} (a DMA past its end)"
+            ),
+            ErrorKind::SegmentReadOnly { seg } => {
+                write!(f, "segment {seg} is read-only but the program writes it")
             }
         }
     }
@@ -486,6 +523,42 @@ pub fn verify(
         }
     }
     Ok(Report { per_engine, front_end, segments: v.segments, cycle_bound, sem_peak })
+}
+
+/// A buffer bound to a segment at submit time (or declared for it in a blob).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// Bytes available.
+    pub size: u64,
+    /// Whether the program may write it.
+    pub writable: bool,
+}
+
+/// The submit-time check a driver runs against a validated program's report: every segment the
+/// program uses is bound, no unused one is, bound buffers cover the program's extents, and
+/// written segments are writable.
+pub fn check_bindings(
+    report: &Report,
+    bindings: &[Option<Binding>; Seg::COUNT],
+) -> Result<(), VerifyErrors> {
+    let mut errors = Vec::new();
+    for (n, (used, bound)) in (0u8..).zip(report.segments.iter().zip(bindings)) {
+        let Some(seg) = Seg::new(n) else { continue };
+        let kind = match (used.used(), bound) {
+            (false, None) => continue,
+            (true, None) => ErrorKind::SegmentUnbound { seg },
+            (false, Some(_)) => ErrorKind::SegmentUnused { seg },
+            (true, Some(b)) if used.write_end.is_some() && !b.writable => {
+                ErrorKind::SegmentReadOnly { seg }
+            }
+            (true, Some(b)) if used.required_size() > b.size => {
+                ErrorKind::SegmentTooSmall { seg, required: used.required_size(), size: b.size }
+            }
+            (true, Some(_)) => continue,
+        };
+        errors.push(VerifyError { at: Location::Program, kind });
+    }
+    if errors.is_empty() { Ok(()) } else { Err(VerifyErrors(errors)) }
 }
 
 /// A descriptor's extents, computed once.

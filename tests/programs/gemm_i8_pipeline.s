@@ -3,9 +3,9 @@
 ; accumulator tiles, VX requantizes each into one of two output slots, ST stores them. Every
 ; producer/consumer pair is a full/free semaphore pair, so DMA overlaps compute.
 
-.seg  a    0            ; A, 128 rows of 32 int8
-.seg  wts  1            ; W (1024 bytes) then the requantization record (16 bytes)
-.seg  c    2            ; C, 128 rows of 32 int8
+.seg  a    0 size=4096 role=input   ; A, 128 rows of 32 int8
+.seg  wts  1 size=1040 role=const   ; W (1024 bytes) then the requantization record (16 bytes)
+.seg  c    2 size=4096 role=output  ; C, 128 rows of 32 int8
 
 .equ  W       0x0000    ; scratchpad layout
 .equ  PARAMS  0x0400

@@ -7,7 +7,7 @@
 //! .equ  TILE 512                       ; a named constant
 //! .sem  in_full 0                      ; name semaphore 0
 //! .sem  in_free 1 init=2               ; name semaphore 1, two tokens at job start
-//! .seg  weights 1                      ; name DRAM segment 1
+//! .seg  weights 1 size=4096 role=const ; name DRAM segment 1 and declare its size and role
 //! .dma  tile x_bytes=TILE y_count=4 y_stride=2048 near_y_pitch=TILE
 //! .shape row cols=32 dst_row=128 src0_row=128
 //! dma.load desc=tile seg=weights offset=0x2000 dst=spad:0x400 wait=in_free signal=in_full
@@ -40,6 +40,7 @@ use std::fmt::Write as _;
 
 use logos::Logos;
 
+use crate::blob::SegmentRole;
 use crate::fields::{FieldKind, FieldValue, LocalAddr, Sem, Space};
 use crate::inst::{Inst, OPS, OpInfo, RouteInfo, Sync, op_by_mnemonic};
 use crate::program::{
@@ -94,8 +95,33 @@ pub fn render(diags: &[Diagnostic], source: &str, filename: &str) -> String {
     out
 }
 
+/// A segment named with `.seg`, with its declared size and role when given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentSpec {
+    /// Segment number.
+    pub id: u8,
+    /// The name in the source.
+    pub name: String,
+    /// `size=` and `role=`, when declared.
+    pub decl: Option<(u64, SegmentRole)>,
+}
+
+/// An assembled source file: the program and the segments it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assembled {
+    /// The program.
+    pub program: Program,
+    /// Segments named with `.seg`, in source order.
+    pub segments: Vec<SegmentSpec>,
+}
+
 /// Assembles `source` into a program, or returns every error found.
 pub fn assemble(source: &str) -> Result<Program, Vec<Diagnostic>> {
+    assemble_module(source).map(|m| m.program)
+}
+
+/// Assembles `source` and also returns the segment declarations.
+pub fn assemble_module(source: &str) -> Result<Assembled, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let stmts = parse(source, &mut diags);
     let mut asm = Assembler::default();
@@ -115,7 +141,8 @@ pub fn assemble(source: &str) -> Result<Program, Vec<Diagnostic>> {
         diags.sort_by_key(|d| d.span.start);
         return Err(diags);
     }
-    Ok(Program { insts, dma: asm.dma, shapes: asm.shapes, sem_init: asm.sem_init })
+    let program = Program { insts, dma: asm.dma, shapes: asm.shapes, sem_init: asm.sem_init };
+    Ok(Assembled { program, segments: asm.segments })
 }
 
 /// Lexes and parses every line; lines with errors are reported and skipped.
@@ -224,6 +251,7 @@ struct Assembler<'s> {
     dma: Vec<DmaDesc>,
     shapes: Vec<Shape>,
     sem_init: [u8; 16],
+    segments: Vec<SegmentSpec>,
 }
 
 type Res<T> = Result<T, Diagnostic>;
@@ -405,6 +433,23 @@ impl<'s> Assembler<'s> {
         }
     }
 
+    fn role(&self, arg: &Arg<'s>) -> Res<SegmentRole> {
+        let roles = ["const", "arena", "input", "output", "inout"];
+        match self.single(arg)? {
+            Item::Expr(Expr::Name(w)) if roles.contains(&w.text) => Ok(match w.text {
+                "const" => SegmentRole::Const,
+                "arena" => SegmentRole::Arena,
+                "input" => SegmentRole::Input,
+                "output" => SegmentRole::Output,
+                _ => SegmentRole::InOut,
+            }),
+            other => Err(Diagnostic::new(
+                other.span(),
+                format!("expected a role: {}", quote_list(&roles)),
+            )),
+        }
+    }
+
     fn directive(&mut self, stmt: &Stmt<'s>) -> Res<()> {
         match stmt.head.text {
             ".equ" => {
@@ -427,11 +472,28 @@ impl<'s> Assembler<'s> {
                 Ok(())
             }
             ".seg" => {
-                let (pos, keyed) = self.keyed(stmt, 2)?;
-                keyed.done(&[])?;
+                let (pos, mut keyed) = self.keyed(stmt, 2)?;
                 let name = self.name_arg(pos[0])?;
                 let n = self.number(pos[1], 15)? as u8;
-                self.define(name, Sym::Seg(n))
+                let size = keyed.take("size").map(|a| self.number(a, u64::MAX)).transpose()?;
+                let role = keyed.take("role").map(|a| self.role(a)).transpose()?;
+                keyed.done(&["size", "role"])?;
+                if self.segments.iter().any(|s| s.id == n) {
+                    return Err(Diagnostic::new(
+                        pos[1].span,
+                        format!("segment {n} is already named"),
+                    ));
+                }
+                let decl = match (size, role) {
+                    (Some(size), role) => Some((size, role.unwrap_or(SegmentRole::InOut))),
+                    (None, Some(_)) => {
+                        return Err(Diagnostic::new(stmt.head.span, "`role=` needs `size=`"));
+                    }
+                    (None, None) => None,
+                };
+                self.define(name, Sym::Seg(n))?;
+                self.segments.push(SegmentSpec { id: n, name: name.text.to_string(), decl });
+                Ok(())
             }
             ".dma" => {
                 let (pos, mut k) = self.keyed(stmt, 1)?;
@@ -550,7 +612,10 @@ impl<'s> Assembler<'s> {
                 missing.push(field.name);
                 continue;
             };
-            let raw = self.field(info, field.kind, field.width(), arg)?;
+            let raw = self.field(info, field.kind, field.width(), arg).map_err(|d| Diagnostic {
+                message: format!("field `{}`: {}", field.name, d.message),
+                ..d
+            })?;
             word |= u128::from(raw) << field.lo;
         }
         let mut sync = Sync::NONE;
