@@ -195,6 +195,20 @@ fn cmd_asm(
     let program = module.program;
     let enc = program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
     let output = output.unwrap_or_else(|| input.with_extension(if raw { "bin" } else { "blob" }));
+    // The blob records the validator's run-time bound; a program that does not validate is
+    // still written (so `verify` can be shown it), without one.
+    let cycle_bound = match verify::verify(&program, &cfg, &Limits::default()) {
+        Ok(report) => report.cycle_bound,
+        Err(errors) => {
+            writeln!(
+                out,
+                "note: the program does not validate for `{}` ({} error(s); see accelc verify); no cycle bound recorded",
+                cfg.name,
+                errors.0.len()
+            )?;
+            0
+        }
+    };
     let bytes = if raw {
         enc.text.clone()
     } else {
@@ -205,7 +219,7 @@ fn cmd_asm(
             segments: declared_segments(&module.segments),
             io: Vec::new(),
             program: enc,
-            cycle_bound: 0,
+            cycle_bound,
             consts: std::borrow::Cow::Borrowed(&[]),
             meta: vec![
                 ("source".into(), source_name),
@@ -454,7 +468,7 @@ fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::
         t.features,
         hex(&t.fingerprint())
     );
-    let _ = writeln!(s, "segments: {}", if blob.segments.is_empty() { "none" } else { "" });
+    let _ = writeln!(s, "segments: {}", blob.segments.len());
     for seg in &blob.segments {
         let init =
             seg.init.map_or(String::new(), |(o, l)| format!(", init CONST[{o:#x}..+{l:#x}]"));
@@ -467,7 +481,7 @@ fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::
             seg.access
         );
     }
-    let _ = writeln!(s, "io: {}", if blob.io.is_empty() { "none" } else { "" });
+    let _ = writeln!(s, "io tensors: {}", blob.io.len());
     for t in &blob.io {
         let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
         let q = t

@@ -235,11 +235,11 @@ impl fmt::Display for DeviceConfig {
         for dtype in [Dtype::S8, Dtype::Bf16, Dtype::F32] {
             let peak = self.peak_macs_per_sec(dtype);
             if peak == 0 {
-                writeln!(f, "  {dtype:<5} matmul     unsupported")?;
+                writeln!(f, "  {dtype:<5} matmul    unsupported")?;
             } else {
                 writeln!(
                     f,
-                    "  {dtype:<5} peak       {:.3} TMAC/s = {:.3} TOPS, ridge point {:.0} ops/byte",
+                    "  {dtype:<5} peak      {:.3} TMAC/s = {:.3} TOPS, ridge point {:.0} ops/byte",
                     peak as f64 / 1e12,
                     2.0 * peak as f64 / 1e12,
                     self.ridge_ops_per_byte(dtype)

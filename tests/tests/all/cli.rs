@@ -1,0 +1,195 @@
+//! The `accelc` command line, run in-process: the tools chain (asm → verify → inspect → disasm →
+//! asm gives the same bytes), exit codes and messages for bad input, outputs never clobbered on
+//! error, and no input file of random bytes or text making any subcommand panic.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use accelc_tests::{accelc, tests_path};
+use proptest::prelude::*;
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "accelc-test-{}-{name}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn tools_chain_round_trips() {
+    let dir = scratch("chain");
+    let src = tests_path("programs/gemm_i8_pipeline.s");
+    let blob = dir.join("g.blob");
+    let run = accelc(&["asm", s(&src), "-o", s(&blob)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = accelc(&["verify", s(&blob)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("valid for configuration `default`"));
+    assert!(run.stdout.contains("within their declared sizes"));
+
+    let run = accelc(&["disasm", s(&blob)]);
+    assert_eq!(run.code, 0);
+    let text = dir.join("g2.s");
+    std::fs::write(&text, &run.stdout).unwrap();
+    let blob2 = dir.join("g2.blob");
+    assert_eq!(accelc(&["asm", s(&text), "-o", s(&blob2)]).code, 0);
+    // The program sections are identical (the metadata names a different source file).
+    let a = accelc_isa::blob::Blob::read(&std::fs::read(&blob).unwrap()).unwrap().program.clone();
+    let b = accelc_isa::blob::Blob::read(&std::fs::read(&blob2).unwrap()).unwrap().program.clone();
+    assert_eq!(a, b);
+
+    let raw = dir.join("g.bin");
+    assert_eq!(accelc(&["asm", s(&src), "--raw", "-o", s(&raw)]).code, 0);
+    assert_eq!(std::fs::read(&raw).unwrap(), a.text);
+    let run = accelc(&["disasm", "--raw", s(&raw)]);
+    assert_eq!(run.code, 0);
+    assert_eq!(run.stdout.lines().count(), 21);
+}
+
+#[test]
+fn inspect_and_config_output() {
+    let dir = scratch("inspect");
+    let blob = dir.join("roundtrip.blob");
+    assert_eq!(
+        accelc(&["asm", s(&tests_path("programs/dma_roundtrip.s")), "-o", s(&blob)]).code,
+        0
+    );
+    let run = accelc(&["inspect", s(&blob)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stdout = run.stdout.replace(s(&blob), "roundtrip.blob");
+    insta::assert_snapshot!("inspect_roundtrip", stdout);
+    let run = accelc(&["config"]);
+    assert_eq!(run.code, 0);
+    insta::assert_snapshot!("config", run.stdout);
+}
+
+#[test]
+fn rejects_what_the_issue_lists() {
+    // Each case: fixture, a phrase the error must contain.
+    let cases = [
+        ("fixtures/verify/err_spad_out_of_range.s", "outside the 1048576-byte scratchpad"),
+        ("fixtures/verify/err_dma_past_segment.s", "a DMA past its end"),
+        ("fixtures/verify/err_deadlock.s", "deadlock"),
+        ("fixtures/verify/err_missing_end.s", "no `end` instruction"),
+        ("fixtures/verify/err_desc_extent_overflow.s", "overflows 64 bits"),
+    ];
+    for (file, phrase) in cases {
+        let run = accelc(&["verify", s(&tests_path(file))]);
+        assert_eq!(run.code, 1, "{file}: {run:?}");
+        assert!(run.stderr.contains(phrase), "{file}: {}", run.stderr);
+    }
+    // A set reserved bit, in raw words and inside a blob.
+    let dir = scratch("reserved");
+    let mut word = 1u128.to_le_bytes();
+    word[15] = 0x01; // bit 120: beyond every `end` field
+    let raw = dir.join("bad.bin");
+    std::fs::write(&raw, word).unwrap();
+    let run = accelc(&["verify", "--raw", s(&raw)]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("instruction 0: end: reserved bits set: bit 120"),
+        "{}",
+        run.stderr
+    );
+    let run = accelc(&["disasm", "--raw", s(&raw)]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("instruction 0: end: reserved bits set: bit 120"));
+}
+
+#[test]
+fn exit_codes_and_usage() {
+    let run = accelc(&["--help"]);
+    assert_eq!(run.code, 0);
+    for cmd in ["asm", "disasm", "verify", "inspect", "config"] {
+        assert!(run.stdout.contains(cmd), "help lists {cmd}");
+    }
+    assert_eq!(accelc(&["frobnicate"]).code, 2);
+    let run = accelc(&["verify", "/nonexistent/x.s"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("cannot read /nonexistent/x.s"));
+    let run = accelc(&["config", "huge"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("unknown configuration `huge` (known: default, tiny)"));
+    let run = accelc(&["inspect", s(&tests_path("programs/dma_roundtrip.s"))]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not a command blob"));
+}
+
+#[test]
+fn blob_for_another_configuration_is_refused() {
+    let dir = scratch("target");
+    let blob = dir.join("t.blob");
+    assert_eq!(
+        accelc(&[
+            "asm",
+            s(&tests_path("programs/dma_roundtrip.s")),
+            "--config",
+            "tiny",
+            "-o",
+            s(&blob)
+        ])
+        .code,
+        0
+    );
+    assert_eq!(
+        accelc(&["verify", s(&blob)]).code,
+        0,
+        "validated against the blob's own configuration"
+    );
+    let run = accelc(&["verify", s(&blob), "--config", "default"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("built for ISA 1.0 on `tiny`, which does not match configuration `default`")
+    );
+}
+
+#[test]
+fn failed_assembly_leaves_existing_output_untouched() {
+    let dir = scratch("clobber");
+    let out = dir.join("keep.blob");
+    std::fs::write(&out, b"precious").unwrap();
+    let bad = dir.join("bad.s");
+    std::fs::write(&bad, "end code=0\nmx.bogus\n").unwrap();
+    let run = accelc(&["asm", s(&bad), "-o", s(&out)]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("bad.s:2:1"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn no_input_panics_any_subcommand(bytes in proptest::collection::vec(any::<u8>(), 0..400), text in "[ -~\n]{0,300}") {
+        let dir = scratch("fuzz");
+        let bin = dir.join("in.bin");
+        let txt = dir.join("in.s");
+        std::fs::write(&bin, &bytes).unwrap();
+        std::fs::write(&txt, &text).unwrap();
+        let out = dir.join("out.blob");
+        for args in [
+            vec!["asm", s(&txt), "-o", s(&out)],
+            vec!["asm", s(&bin), "-o", s(&out)],
+            vec!["disasm", s(&bin)],
+            vec!["disasm", "--raw", s(&bin)],
+            vec!["verify", s(&bin)],
+            vec!["verify", "--raw", s(&bin)],
+            vec!["verify", s(&txt)],
+            vec!["inspect", s(&bin)],
+        ] {
+            let run = accelc(&args);
+            prop_assert!(run.code <= 1, "{args:?}: {run:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
