@@ -2,6 +2,7 @@
 
 mod asm_errors;
 mod blob;
+mod book;
 mod cli;
 mod encoding;
 mod roundtrip;
