@@ -302,80 +302,59 @@ field_enum! {
     }
 }
 
-/// A semaphore number, `0..16`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sem(u8);
+/// Defines a 4-bit architectural number (semaphore, segment): a checked constructor, its
+/// index, and its field encoding.
+macro_rules! small_index {
+    ($(#[doc = $doc:literal])* $name:ident, $kind:expr, $count_doc:literal, $prefix:literal) => {
+        $(#[doc = $doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(u8);
 
-impl Sem {
-    /// Number of architectural semaphores.
-    pub const COUNT: usize = 16;
+        impl $name {
+            #[doc = $count_doc]
+            pub const COUNT: usize = 16;
 
-    /// The semaphore `n`, if it exists.
-    pub fn new(n: u8) -> Option<Sem> {
-        (usize::from(n) < Self::COUNT).then_some(Sem(n))
-    }
+            /// The one numbered `n`, if it exists.
+            pub fn new(n: u8) -> Option<$name> {
+                (usize::from(n) < Self::COUNT).then_some($name(n))
+            }
 
-    /// Its number.
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
+            /// Its number.
+            pub fn index(self) -> usize {
+                usize::from(self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{}"), self.0)
+            }
+        }
+
+        impl FieldValue for $name {
+            const KIND: FieldKind = $kind;
+            const MIN_WIDTH: u32 = 4;
+            const MAX_WIDTH: u32 = 4;
+            fn to_raw(self) -> u64 {
+                u64::from(self.0)
+            }
+            fn from_raw(raw: u64) -> Option<Self> {
+                u8::try_from(raw).ok().and_then($name::new)
+            }
+        }
+    };
 }
 
-impl fmt::Display for Sem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s{}", self.0)
-    }
-}
+small_index!(
+    /// A semaphore number, `0..16`.
+    Sem, FieldKind::Sem, "Number of architectural semaphores.", "s"
+);
 
-impl FieldValue for Sem {
-    const KIND: FieldKind = FieldKind::Sem;
-    const MIN_WIDTH: u32 = 4;
-    const MAX_WIDTH: u32 = 4;
-    fn to_raw(self) -> u64 {
-        u64::from(self.0)
-    }
-    fn from_raw(raw: u64) -> Option<Self> {
-        u8::try_from(raw).ok().and_then(Sem::new)
-    }
-}
-
-/// A DRAM segment number, `0..16`. Segments are bound to buffers at submit time; programs
-/// never see raw addresses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Seg(u8);
-
-impl Seg {
-    /// Number of architectural segments.
-    pub const COUNT: usize = 16;
-
-    /// The segment `n`, if it exists.
-    pub fn new(n: u8) -> Option<Seg> {
-        (usize::from(n) < Self::COUNT).then_some(Seg(n))
-    }
-
-    /// Its number.
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-impl fmt::Display for Seg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl FieldValue for Seg {
-    const KIND: FieldKind = FieldKind::Seg;
-    const MIN_WIDTH: u32 = 4;
-    const MAX_WIDTH: u32 = 4;
-    fn to_raw(self) -> u64 {
-        u64::from(self.0)
-    }
-    fn from_raw(raw: u64) -> Option<Self> {
-        u8::try_from(raw).ok().and_then(Seg::new)
-    }
-}
+small_index!(
+    /// A DRAM segment number, `0..16`. Segments are bound to buffers at submit time; programs
+    /// never see raw addresses.
+    Seg, FieldKind::Seg, "Number of architectural segments.", ""
+);
 
 /// The two on-chip memories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

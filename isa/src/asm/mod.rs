@@ -433,6 +433,24 @@ impl<'s> Assembler<'s> {
         }
     }
 
+    /// A `key=value` of a table directive, or its default; `None` marks a required key.
+    fn table_field(
+        &self,
+        stmt: &Stmt<'s>,
+        keyed: &mut Keyed<'_, 's>,
+        key: &str,
+        default: Option<u64>,
+        max: u64,
+    ) -> Res<u64> {
+        match (keyed.take(key), default) {
+            (Some(a), _) => self.number(a, max),
+            (None, Some(d)) => Ok(d),
+            (None, None) => {
+                Err(Diagnostic::new(stmt.head.span, format!("`{}` needs `{key}`", stmt.head.text)))
+            }
+        }
+    }
+
     fn role(&self, arg: &Arg<'s>) -> Res<SegmentRole> {
         let roles = ["const", "arena", "input", "output", "inout"];
         match self.single(arg)? {
@@ -507,15 +525,7 @@ impl<'s> Assembler<'s> {
                     "near_y_pitch",
                     "near_z_pitch",
                 ];
-                let mut get = |key: &str, default: Option<u64>, max: u64| -> Res<u64> {
-                    match (k.take(key), default) {
-                        (Some(a), _) => self.number(a, max),
-                        (None, Some(d)) => Ok(d),
-                        (None, None) => {
-                            Err(Diagnostic::new(stmt.head.span, format!("`.dma` needs `{key}`")))
-                        }
-                    }
-                };
+                let mut get = |key, default, max| self.table_field(stmt, &mut k, key, default, max);
                 let d = DmaDesc {
                     x_bytes: get("x_bytes", None, u32::MAX.into())? as u32,
                     y_count: get("y_count", Some(1), u16::MAX.into())? as u16,
@@ -549,15 +559,7 @@ impl<'s> Assembler<'s> {
                     "src0_plane",
                     "src1_plane",
                 ];
-                let mut get = |key: &str, default: Option<u64>, max: u64| -> Res<u64> {
-                    match (k.take(key), default) {
-                        (Some(a), _) => self.number(a, max),
-                        (None, Some(d)) => Ok(d),
-                        (None, None) => {
-                            Err(Diagnostic::new(stmt.head.span, format!("`.shape` needs `{key}`")))
-                        }
-                    }
-                };
+                let mut get = |key, default, max| self.table_field(stmt, &mut k, key, default, max);
                 let u16max = u64::from(u16::MAX);
                 let u32max = u64::from(u32::MAX);
                 let cols = get("cols", None, u16max)? as u16;
