@@ -76,6 +76,26 @@ enum Command {
         #[arg(long)]
         no_disasm: bool,
     },
+    /// Run a program or blob on the simulator and print cycles and engine counters.
+    Sim {
+        /// Assembly source or a blob.
+        input: PathBuf,
+        /// Device configuration [default: the blob's, else `default`].
+        #[arg(long)]
+        config: Option<String>,
+        /// Initial contents of a segment, `N=FILE` (repeatable); others are zero-filled.
+        #[arg(long = "seg", value_name = "N=FILE")]
+        segs: Vec<String>,
+        /// Write a segment's final contents, `N=FILE` (repeatable).
+        #[arg(long = "dump", value_name = "N=FILE")]
+        dumps: Vec<String>,
+        /// Write a Chrome trace (opens in Perfetto).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Functional only: every instruction takes one cycle.
+        #[arg(long)]
+        no_timing: bool,
+    },
     /// Show device configurations with their peak rates and roofline ridge points.
     Config {
         /// A configuration name [default: all].
@@ -134,6 +154,9 @@ fn dispatch(cmd: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
         Command::Config { name } => cmd_config(name.as_deref(), out),
+        Command::Sim { input, config, segs, dumps, trace, no_timing } => {
+            cmd_sim(&input, config.as_deref(), &segs, &dumps, trace.as_deref(), !no_timing, out)
+        }
     }
 }
 
@@ -534,6 +557,142 @@ fn cmd_config(name: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
             writeln!(out)?;
         }
         writeln!(out, "{c}")?;
+    }
+    Ok(())
+}
+
+fn parse_seg_arg(arg: &str) -> anyhow::Result<(usize, PathBuf)> {
+    let (n, file) = arg.split_once('=').ok_or_else(|| anyhow!("`{arg}` is not N=FILE"))?;
+    let n: usize = n
+        .parse()
+        .ok()
+        .filter(|n| *n < 16)
+        .ok_or_else(|| anyhow!("`{n}` is not a segment number 0..15"))?;
+    Ok((n, PathBuf::from(file)))
+}
+
+fn cmd_sim(
+    input: &Path,
+    cfg_name: Option<&str>,
+    seg_args: &[String],
+    dump_args: &[String],
+    trace: Option<&Path>,
+    timing: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use accelc_runtime::sim::{RunOptions, Segment, Simulator, trace::chrome_json};
+    let bytes = read(input)?;
+    let (program, decls, blob_cfg, consts) = if is_blob(&bytes) {
+        let blob = read_blob(input, &bytes)?;
+        let program = Program::decode(&blob.program)
+            .map_err(|e| invalid(format!("{}: {e}", input.display())))?;
+        let consts: Vec<(u8, Vec<u8>)> = blob
+            .segments
+            .iter()
+            .filter_map(|s| blob.segment_init(s.id).map(|d| (s.id, d.to_vec())))
+            .collect();
+        (program, blob.segments.clone(), Some(blob.target.clone()), consts)
+    } else {
+        let module = assemble_file(input, &bytes)?;
+        (module.program, declared_segments(&module.segments), None, Vec::new())
+    };
+    let cfg = match (cfg_name, &blob_cfg) {
+        (Some(name), _) => config(name)?,
+        (None, Some(t)) => {
+            DeviceConfig::by_name(&t.config_name).unwrap_or_else(DeviceConfig::default_npu)
+        }
+        (None, None) => DeviceConfig::default_npu(),
+    };
+    // The driver's checks come first: the simulator only ever sees validated programs.
+    let report = verify::verify(&program, &cfg, &Limits::default()).map_err(|e| {
+        invalid(format!("{}: rejected by the validator for `{}`\n{e}", input.display(), cfg.name))
+    })?;
+    let mut buffers: Vec<Option<(Vec<u8>, bool)>> = vec![None; 16];
+    for (i, u) in report.segments.iter().enumerate() {
+        let decl = decls.iter().find(|d| usize::from(d.id) == i);
+        if u.used() || decl.is_some() {
+            let size = decl.map_or(u.required_size(), |d| d.size);
+            let writable = decl.is_none_or(|d| d.access & blob::ACCESS_WRITE != 0);
+            buffers[i] = Some((vec![0; size as usize], writable));
+        }
+    }
+    for (id, data) in consts {
+        if let Some(Some((buf, _))) = buffers.get_mut(usize::from(id)) {
+            buf[..data.len()].copy_from_slice(&data);
+        }
+    }
+    for arg in seg_args {
+        let (n, file) = parse_seg_arg(arg)?;
+        let data = read(&file)?;
+        let slot = &mut buffers[n];
+        match slot {
+            Some((buf, _)) if data.len() <= buf.len() => buf[..data.len()].copy_from_slice(&data),
+            Some((buf, _)) if decls.iter().any(|d| usize::from(d.id) == n) => {
+                bail!(invalid(format!(
+                    "{}: {} bytes do not fit segment {n}, declared {} bytes",
+                    file.display(),
+                    data.len(),
+                    buf.len()
+                )))
+            }
+            Some((buf, _)) => *buf = data,
+            None => bail!(invalid(format!("segment {n} is not used by the program"))),
+        }
+    }
+    let mut segs: accelc_runtime::sim::Segments<'_> = Default::default();
+    for (slot, buf) in segs.iter_mut().zip(buffers.iter_mut()) {
+        if let Some((data, writable)) = buf {
+            *slot = Some(Segment { data: data.as_mut_slice(), writable: *writable });
+        }
+    }
+    let mut sim = Simulator::new(cfg.clone());
+    // The validator's bound holds for every schedule, so it is the job's budget.
+    let opts =
+        RunOptions { timing, trace: trace.is_some(), max_cycles: Some(report.cycle_bound.max(1)) };
+    let stats = sim
+        .run(&program, &mut segs, opts)
+        .map_err(|f| invalid(format!("{}: {f}", input.display())))?;
+    drop(segs);
+    writeln!(
+        out,
+        "completed with code {} in {} cycles ({:.3} us at {} GHz){}",
+        stats.end_code,
+        stats.cycles,
+        stats.cycles as f64 * 1e6 / cfg.clock_hz as f64,
+        cfg.clock_hz as f64 / 1e9,
+        if timing { "" } else { " [timing off]" }
+    )?;
+    writeln!(
+        out,
+        "engine  insts  busy cycles  util   stall sem  stall barrier  stall dma  bytes        MACs"
+    )?;
+    for e in Engine::ALL {
+        let s = &stats.engines[*e as usize];
+        writeln!(
+            out,
+            "{:<7} {:>5}  {:>11}  {:>4.0}%  {:>9}  {:>13}  {:>9}  {:>11}  {:>9}",
+            e.name(),
+            s.insts,
+            s.busy,
+            100.0 * s.busy as f64 / stats.cycles.max(1) as f64,
+            s.stall_sem,
+            s.stall_barrier,
+            s.stall_dma_slots,
+            s.bytes,
+            s.macs
+        )?;
+    }
+    if let Some(path) = trace {
+        write_atomic(path, chrome_json(&stats.trace, cfg.clock_hz).as_bytes())?;
+        writeln!(out, "trace: {} ({} events)", path.display(), stats.trace.len())?;
+    }
+    for arg in dump_args {
+        let (n, file) = parse_seg_arg(arg)?;
+        let Some(Some((data, _))) = buffers.get(n) else {
+            bail!(invalid(format!("segment {n} is not bound")))
+        };
+        write_atomic(&file, data)?;
+        writeln!(out, "segment {n}: {} bytes written to {}", data.len(), file.display())?;
     }
     Ok(())
 }

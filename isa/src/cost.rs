@@ -10,13 +10,23 @@ use crate::config::{ARRAY_FILL_DRAIN_FACTOR, DeviceConfig, VX_LATENCY, VX_SLOW_F
 use crate::inst::Op;
 use crate::program::{DmaDesc, Shape};
 
-/// Cycles for a DRAM transfer of `desc`: latency, then every run rounded up to whole bursts
-/// at the sustained bandwidth.
-pub fn dram_transfer_cycles(desc: &DmaDesc, latency: u32, cfg: &DeviceConfig) -> u64 {
+/// Bytes a DRAM transfer of `desc` occupies the bus for: every run rounded up to whole bursts.
+pub fn dram_bus_bytes(desc: &DmaDesc, cfg: &DeviceConfig) -> u64 {
     let burst = u64::from(cfg.dram_burst_bytes.max(1));
     let run = u64::from(desc.x_bytes).div_ceil(burst).saturating_mul(burst);
     let runs = u64::from(desc.y_count).saturating_mul(u64::from(desc.z_count));
-    u64::from(latency).saturating_add(cfg.dram_cycles(run.saturating_mul(runs)))
+    run.saturating_mul(runs)
+}
+
+/// Cycles the data of a DRAM transfer of `desc` occupies the shared bus.
+pub fn dram_data_cycles(desc: &DmaDesc, cfg: &DeviceConfig) -> u64 {
+    cfg.dram_cycles(dram_bus_bytes(desc, cfg))
+}
+
+/// Cycles for a DRAM transfer of `desc` on its own: latency, then the data at the sustained
+/// bandwidth.
+pub fn dram_transfer_cycles(desc: &DmaDesc, latency: u32, cfg: &DeviceConfig) -> u64 {
+    u64::from(latency).saturating_add(dram_data_cycles(desc, cfg))
 }
 
 /// Cycles for an on-chip transfer (fill or copy) of `desc`.

@@ -11,6 +11,9 @@ pub const MAX_INSTS: usize = 1 << 20;
 pub const MAX_DMA_DESCS: usize = 1 << 16;
 /// Largest number of vector shapes (the index field is 16 bits).
 pub const MAX_SHAPES: usize = 1 << 16;
+/// Most elements one vector instruction may process (larger work is split by the compiler;
+/// the bound keeps every instruction's working set and run time finite in practice).
+pub const MAX_VX_ELEMENTS: u64 = 1 << 24;
 /// Bytes per DMA descriptor and per shape.
 pub const DESC_BYTES: usize = 32;
 

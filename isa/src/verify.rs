@@ -30,7 +30,8 @@ use crate::fields::{
 };
 use crate::inst::{DecodeErrorKind, INST_BYTES, Inst, Op, Route};
 use crate::program::{
-    DESC_BYTES, DmaDesc, EncodedProgram, MAX_DMA_DESCS, MAX_INSTS, MAX_SHAPES, Program, Shape, Walk,
+    DESC_BYTES, DmaDesc, EncodedProgram, MAX_DMA_DESCS, MAX_INSTS, MAX_SHAPES, MAX_VX_ELEMENTS,
+    Program, Shape, Walk,
 };
 
 /// Largest DRAM offset plus extent: segments are at most 1 TiB (the 40-bit offset field).
@@ -881,6 +882,18 @@ impl InstCheck<'_, '_> {
 
     fn shape(&mut self, id: ShapeId, ok: &[bool]) -> Option<Shape> {
         let index = id.0;
+        if let Some(s) = self.v.program.shapes.get(usize::from(index))
+            && s.elements() > MAX_VX_ELEMENTS
+        {
+            self.field(
+                "shape",
+                format!(
+                    "{} elements, more than the 2^24 one instruction may process",
+                    s.elements()
+                ),
+            );
+            return None;
+        }
         match ok.get(usize::from(index)) {
             None => {
                 self.err(ErrorKind::MissingTableEntry { table: "shape", index, len: ok.len() });

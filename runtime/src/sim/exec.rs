@@ -1,0 +1,814 @@
+//! Functional execution of one instruction: an exhaustive match over the ISA's generated `Op`
+//! enum, so an instruction added to the table does not compile until it is simulated here.
+
+use accelc_isa::program::{DmaDesc, MAX_VX_ELEMENTS, Shape, Walk};
+use accelc_isa::{Axis, BinOp, Dtype, LocalAddr, Op, Program, ReduceOp, Space, UnOp};
+
+use super::numerics::{
+    RequantRecord, bf16_to_f32, f32_to_bf16, float_to_int, fmax, fmin, int_to_float, saturate,
+    sigmoid,
+};
+use super::{Fault, FaultKind, Segments, Simulator, Weights, Work};
+
+fn fault(kind: FaultKind, inst: usize, message: impl Into<String>) -> Fault {
+    Fault { kind, engine: None, inst, seg: None, offset: None, message: message.into() }
+}
+
+/// Executes instruction `i` of `program`.
+pub(crate) fn execute(
+    sim: &mut Simulator,
+    program: &Program,
+    i: usize,
+    segs: &mut Segments<'_>,
+) -> Result<Work, Fault> {
+    let mut x = Exec { sim, program, i };
+    match program.insts[i].op {
+        Op::Nop(_)
+        | Op::End(_)
+        | Op::Barrier(_)
+        | Op::SemSignal(_)
+        | Op::SemWait(_)
+        | Op::Marker(_) => Ok(Work::default()),
+        Op::DmaLoad(it) => x.dma_dram(it.desc.0, it.seg.index(), it.offset, it.dst, false, segs),
+        Op::DmaStore(it) => x.dma_dram(it.desc.0, it.seg.index(), it.offset, it.src, true, segs),
+        Op::DmaFill(it) => x.fill(it.desc.0, it.value, it.dst),
+        Op::DmaCopy(it) => x.copy(it.desc.0, it.src, it.dst),
+        Op::MxLoadW(it) => x.load_w(it.src, it.k, it.n, it.stride, it.dtype),
+        Op::MxMatmul(it) => {
+            x.matmul(it.a, it.a_stride, it.c, it.c_stride, it.rows, it.dtype, it.accumulate)
+        }
+        Op::VxBinary(it) => x.binary(it.op, it.dtype, it.shape.0, it.dst, it.src0, it.src1),
+        Op::VxUnary(it) => x.unary(it.op, it.dtype, it.out_dtype, it.shape.0, it.dst, it.src),
+        Op::VxReduce(it) => {
+            x.reduce(it.op, it.axis, it.dtype, it.out_dtype, it.shape.0, it.dst, it.src)
+        }
+        Op::VxRequant(it) => {
+            x.requant(it.per_channel, it.dtype, it.shape.0, it.dst, it.src, it.params)
+        }
+        Op::VxLut(it) => x.lut(it.dtype, it.shape.0, it.dst, it.src, it.table),
+        Op::VxTranspose(it) => x.transpose(it.dtype, it.shape.0, it.dst, it.src),
+    }
+}
+
+/// Values of one operand, decoded: integers exactly, floats widened to f32.
+enum Vals {
+    I(Vec<i64>),
+    F(Vec<f32>),
+}
+
+struct Exec<'s, 'p> {
+    sim: &'s mut Simulator,
+    program: &'p Program,
+    i: usize,
+}
+
+impl Exec<'_, '_> {
+    fn mem(&self, space: Space) -> &[u8] {
+        match space {
+            Space::Spad => &self.sim.spad,
+            Space::Acc => &self.sim.acc,
+        }
+    }
+
+    fn mem_mut(&mut self, space: Space) -> &mut Vec<u8> {
+        match space {
+            Space::Spad => &mut self.sim.spad,
+            Space::Acc => &mut self.sim.acc,
+        }
+    }
+
+    /// Checks that `extent` bytes at `addr` lie in its memory (and in `space`, if given).
+    fn check(
+        &self,
+        operand: &str,
+        addr: LocalAddr,
+        extent: Option<u64>,
+        space: Option<Space>,
+    ) -> Result<usize, Fault> {
+        if let Some(s) = space
+            && addr.space != s
+        {
+            return Err(fault(
+                FaultKind::LocalRange,
+                self.i,
+                format!("operand `{operand}` must be in {}", s.name()),
+            ));
+        }
+        let len = self.mem(addr.space).len() as u64;
+        let start = u64::from(addr.offset);
+        match extent.and_then(|e| start.checked_add(e)) {
+            Some(end) if end <= len => Ok(addr.offset as usize),
+            _ => Err(fault(
+                FaultKind::LocalRange,
+                self.i,
+                format!(
+                    "operand `{operand}` at {addr} reaches past the {len}-byte {}",
+                    addr.space.name()
+                ),
+            )),
+        }
+    }
+
+    fn desc(&self, id: u16) -> Result<DmaDesc, Fault> {
+        let d = self.program.dma.get(usize::from(id)).copied();
+        d.filter(|d| d.far_extent().is_some() && d.near_extent().is_some()).ok_or_else(|| {
+            fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("dma descriptor {id} is missing or malformed"),
+            )
+        })
+    }
+
+    fn shape(&self, id: u16) -> Result<Shape, Fault> {
+        let s = self.program.shapes.get(usize::from(id)).copied();
+        s.filter(|s| s.elements() > 0 && s.elements() <= MAX_VX_ELEMENTS && s.flags_ok())
+            .ok_or_else(|| {
+                fault(FaultKind::Illegal, self.i, format!("shape {id} is missing or malformed"))
+            })
+    }
+
+    fn dma_dram(
+        &mut self,
+        desc: u16,
+        seg: usize,
+        offset: u64,
+        local: LocalAddr,
+        store: bool,
+        segs: &mut Segments<'_>,
+    ) -> Result<Work, Fault> {
+        let d = self.desc(desc)?;
+        let far = d.far_extent().unwrap_or(u64::MAX);
+        let near = d.near_extent();
+        let base = self.check(if store { "src" } else { "dst" }, local, near, None)?;
+        let i = self.i;
+        let seg_fault = |kind, message: String| Fault {
+            kind,
+            engine: None,
+            inst: i,
+            seg: Some(seg as u8),
+            offset: Some(offset),
+            message,
+        };
+        let Some(buf) = segs.get_mut(seg).and_then(Option::as_mut) else {
+            return Err(seg_fault(FaultKind::SegmentRange, format!("segment {seg} is not bound")));
+        };
+        let len = buf.data.len() as u64;
+        if offset.checked_add(far).is_none_or(|end| end > len) {
+            return Err(seg_fault(
+                FaultKind::SegmentRange,
+                format!(
+                    "transfer of extent {far:#x} at {offset:#x} reaches past the {len}-byte segment"
+                ),
+            ));
+        }
+        if store && !buf.writable {
+            return Err(seg_fault(FaultKind::ReadOnly, format!("segment {seg} is read-only")));
+        }
+        let x = d.x_bytes as usize;
+        let mem = match local.space {
+            Space::Spad => &mut self.sim.spad,
+            Space::Acc => &mut self.sim.acc,
+        };
+        // Offsets are within the checked extents, so they fit in usize.
+        for z in 0..usize::from(d.z_count) {
+            for y in 0..usize::from(d.y_count) {
+                let f = offset as usize + z * d.z_stride as usize + y * d.y_stride as usize;
+                let n = base + z * d.near_z_pitch as usize + y * d.near_y_pitch as usize;
+                if store {
+                    buf.data[f..f + x].copy_from_slice(&mem[n..n + x]);
+                } else {
+                    mem[n..n + x].copy_from_slice(&buf.data[f..f + x]);
+                }
+            }
+        }
+        Ok(Work { bytes: d.bytes(), macs: 0 })
+    }
+
+    fn fill(&mut self, desc: u16, value: u32, dst: LocalAddr) -> Result<Work, Fault> {
+        let d = self.desc(desc)?;
+        let base = self.check("dst", dst, d.near_extent(), None)?;
+        let pattern = value.to_le_bytes();
+        let x = d.x_bytes as usize;
+        let mem = self.mem_mut(dst.space);
+        for z in 0..usize::from(d.z_count) {
+            for y in 0..usize::from(d.y_count) {
+                let n = base + z * d.near_z_pitch as usize + y * d.near_y_pitch as usize;
+                for (k, b) in mem[n..n + x].iter_mut().enumerate() {
+                    *b = pattern[k % 4];
+                }
+            }
+        }
+        Ok(Work { bytes: d.bytes(), macs: 0 })
+    }
+
+    fn copy(&mut self, desc: u16, src: LocalAddr, dst: LocalAddr) -> Result<Work, Fault> {
+        let d = self.desc(desc)?;
+        let sbase = self.check("src", src, d.far_extent(), None)?;
+        let dbase = self.check("dst", dst, d.near_extent(), None)?;
+        let x = d.x_bytes as usize;
+        for z in 0..usize::from(d.z_count) {
+            for y in 0..usize::from(d.y_count) {
+                let s = sbase + z * d.z_stride as usize + y * d.y_stride as usize;
+                let t = dbase + z * d.near_z_pitch as usize + y * d.near_y_pitch as usize;
+                if src.space == dst.space {
+                    self.mem_mut(src.space).copy_within(s..s + x, t);
+                } else {
+                    let run = self.mem(src.space)[s..s + x].to_vec();
+                    self.mem_mut(dst.space)[t..t + x].copy_from_slice(&run);
+                }
+            }
+        }
+        Ok(Work { bytes: d.bytes(), macs: 0 })
+    }
+
+    fn load_w(
+        &mut self,
+        src: LocalAddr,
+        k: u8,
+        n: u8,
+        stride: u16,
+        dtype: Dtype,
+    ) -> Result<Work, Fault> {
+        let dim = self.sim.cfg.array_dim;
+        if k == 0 || n == 0 || u32::from(k) > dim || u32::from(n) > dim {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("weight tile {k}x{n} does not fit the {dim}x{dim} array"),
+            ));
+        }
+        if !matches!(dtype, Dtype::S8 | Dtype::Bf16 | Dtype::F32)
+            || !self.sim.cfg.matmul_supports(dtype)
+        {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("{dtype} weights are not supported"),
+            ));
+        }
+        let (k, n) = (usize::from(k), usize::from(n));
+        let es = dtype.size() as usize;
+        let extent = (k as u64 - 1) * u64::from(stride) + (n * es) as u64;
+        let base = self.check("src", src, Some(extent), Some(Space::Spad))?;
+        let mem = &self.sim.spad;
+        let at = |r: usize, c: usize| base + r * usize::from(stride) + c * es;
+        self.sim.weights = Some(match dtype {
+            Dtype::S8 => Weights::Int {
+                k,
+                n,
+                w: (0..k * n).map(|x| i32::from(mem[at(x / n, x % n)] as i8)).collect(),
+            },
+            _ => Weights::Float {
+                k,
+                n,
+                dtype,
+                w: (0..k * n).map(|x| read_f32(mem, at(x / n, x % n), dtype)).collect(),
+            },
+        });
+        Ok(Work { bytes: (k * n * es) as u64, macs: 0 })
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "mirrors the instruction's fields")]
+    fn matmul(
+        &mut self,
+        a: LocalAddr,
+        a_stride: u16,
+        c: LocalAddr,
+        c_stride: u16,
+        rows: u16,
+        dtype: Dtype,
+        accumulate: bool,
+    ) -> Result<Work, Fault> {
+        let Some(weights) = self.sim.weights.take() else {
+            return Err(fault(FaultKind::Illegal, self.i, "no weights loaded"));
+        };
+        let result = self.matmul_with(&weights, a, a_stride, c, c_stride, rows, dtype, accumulate);
+        self.sim.weights = Some(weights);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "mirrors the instruction's fields")]
+    fn matmul_with(
+        &mut self,
+        weights: &Weights,
+        a: LocalAddr,
+        a_stride: u16,
+        c: LocalAddr,
+        c_stride: u16,
+        rows: u16,
+        dtype: Dtype,
+        accumulate: bool,
+    ) -> Result<Work, Fault> {
+        let (k, n) = match weights {
+            Weights::Int { k, n, .. } | Weights::Float { k, n, .. } => (*k, *n),
+        };
+        let compatible = match weights {
+            Weights::Int { .. } => matches!(dtype, Dtype::S8 | Dtype::U8),
+            Weights::Float { dtype: w, .. } => *w == dtype,
+        };
+        if !compatible || rows == 0 {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("{dtype} inputs cannot multiply the loaded weights"),
+            ));
+        }
+        let rows = usize::from(rows);
+        let es = dtype.size() as usize;
+        let a_ext = (rows as u64 - 1) * u64::from(a_stride) + (k * es) as u64;
+        let c_ext = (rows as u64 - 1) * u64::from(c_stride) + (n * 4) as u64;
+        let abase = self.check("a", a, Some(a_ext), Some(Space::Spad))?;
+        let cbase = self.check("c", c, Some(c_ext), Some(Space::Acc))?;
+        let (spad, acc) = (&self.sim.spad, &mut self.sim.acc);
+        match weights {
+            Weights::Int { w, .. } => {
+                let mut row = vec![0i32; n];
+                for r in 0..rows {
+                    let arow = &spad[abase + r * usize::from(a_stride)..][..k];
+                    let cat = cbase + r * usize::from(c_stride);
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = if accumulate {
+                            i32::from_le_bytes(
+                                acc[cat + 4 * j..cat + 4 * j + 4].try_into().unwrap_or([0; 4]),
+                            )
+                        } else {
+                            0
+                        };
+                    }
+                    for (kk, &byte) in arow.iter().enumerate() {
+                        let av = if dtype == Dtype::U8 {
+                            i32::from(byte)
+                        } else {
+                            i32::from(byte as i8)
+                        };
+                        let wrow = &w[kk * n..kk * n + n];
+                        for (v, &wv) in row.iter_mut().zip(wrow) {
+                            *v = v.wrapping_add(av * wv);
+                        }
+                    }
+                    for (j, v) in row.iter().enumerate() {
+                        acc[cat + 4 * j..cat + 4 * j + 4].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+            Weights::Float { w, .. } => {
+                let mut row = vec![0f32; n];
+                let mut arow = vec![0f32; k];
+                for r in 0..rows {
+                    let at = abase + r * usize::from(a_stride);
+                    for (kk, v) in arow.iter_mut().enumerate() {
+                        *v = read_f32(spad, at + kk * es, dtype);
+                    }
+                    let cat = cbase + r * usize::from(c_stride);
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = if accumulate { read_f32(acc, cat + 4 * j, Dtype::F32) } else { 0.0 };
+                    }
+                    // Increasing k, each product and sum rounded: the order the book specifies.
+                    for (kk, &av) in arow.iter().enumerate() {
+                        let wrow = &w[kk * n..kk * n + n];
+                        for (v, &wv) in row.iter_mut().zip(wrow) {
+                            *v += av * wv;
+                        }
+                    }
+                    for (j, v) in row.iter().enumerate() {
+                        acc[cat + 4 * j..cat + 4 * j + 4].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+        }
+        Ok(Work { bytes: (rows * (k * es + n * 4)) as u64, macs: (rows * k * n) as u64 })
+    }
+
+    /// Reads an operand's elements in (plane, row, column) order.
+    fn gather(
+        &self,
+        operand: &str,
+        addr: LocalAddr,
+        walk: Walk,
+        dims: (u16, u16, u16),
+        dtype: Dtype,
+    ) -> Result<Vals, Fault> {
+        let (p, r, c) = dims;
+        let size = dtype.size();
+        let base = self.check(operand, addr, Shape::extent(walk, p, r, c, size), None)?;
+        let mem = self.mem(addr.space);
+        let n = usize::from(p) * usize::from(r) * usize::from(c);
+        let offsets = (0..usize::from(p)).flat_map(move |pi| {
+            (0..usize::from(r)).flat_map(move |ri| {
+                (0..usize::from(c)).map(move |ci| {
+                    base + pi * walk.plane as usize
+                        + ri * walk.row as usize
+                        + ci * walk.col as usize
+                })
+            })
+        });
+        Ok(if dtype.is_float() {
+            let mut v = Vec::with_capacity(n);
+            v.extend(offsets.map(|o| read_f32(mem, o, dtype)));
+            Vals::F(v)
+        } else {
+            let mut v = Vec::with_capacity(n);
+            v.extend(offsets.map(|o| read_int(mem, o, dtype)));
+            Vals::I(v)
+        })
+    }
+
+    /// Writes values in (plane, row, column) order, saturating integers and rounding bf16.
+    fn scatter(
+        &mut self,
+        operand: &str,
+        addr: LocalAddr,
+        walk: Walk,
+        dims: (u16, u16, u16),
+        dtype: Dtype,
+        vals: &Vals,
+    ) -> Result<(), Fault> {
+        let (p, r, c) = dims;
+        let size = dtype.size() as usize;
+        let base = self.check(operand, addr, Shape::extent(walk, p, r, c, size as u32), None)?;
+        let mem = self.mem_mut(addr.space);
+        let mut idx = 0usize;
+        for pi in 0..usize::from(p) {
+            for ri in 0..usize::from(r) {
+                for ci in 0..usize::from(c) {
+                    let o = base
+                        + pi * walk.plane as usize
+                        + ri * walk.row as usize
+                        + ci * walk.col as usize;
+                    match vals {
+                        Vals::I(v) => write_int(mem, o, dtype, v[idx]),
+                        Vals::F(v) => write_f32(mem, o, dtype, v[idx]),
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn binary(
+        &mut self,
+        op: BinOp,
+        dtype: Dtype,
+        shape: u16,
+        dst: LocalAddr,
+        src0: LocalAddr,
+        src1: LocalAddr,
+    ) -> Result<Work, Fault> {
+        if !op.supports(dtype) {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("{op} is not defined for {dtype}"),
+            ));
+        }
+        let s = self.shape(shape)?;
+        let size = dtype.size();
+        let dims = (s.planes, s.rows, s.cols);
+        let a = self.gather("src0", src0, s.src0(size), dims, dtype)?;
+        let b = self.gather("src1", src1, s.src1(size), dims, dtype)?;
+        let out = match (a, b) {
+            (Vals::F(a), Vals::F(b)) => {
+                Vals::F(a.iter().zip(&b).map(|(&x, &y)| float_binary(op, x, y)).collect())
+            }
+            (Vals::I(a), Vals::I(b)) => {
+                Vals::I(a.iter().zip(&b).map(|(&x, &y)| int_binary(op, x, y, dtype)).collect())
+            }
+            _ => return Err(fault(FaultKind::Illegal, self.i, "mixed operand classes")),
+        };
+        self.scatter("dst", dst, s.dst(size), dims, dtype, &out)?;
+        Ok(Work { bytes: 3 * s.elements() * u64::from(size), macs: 0 })
+    }
+
+    fn unary(
+        &mut self,
+        op: UnOp,
+        dtype: Dtype,
+        out_dtype: Dtype,
+        shape: u16,
+        dst: LocalAddr,
+        src: LocalAddr,
+    ) -> Result<Work, Fault> {
+        if !op.supports(dtype, out_dtype) {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("{op} is not defined from {dtype} to {out_dtype}"),
+            ));
+        }
+        let s = self.shape(shape)?;
+        let dims = (s.planes, s.rows, s.cols);
+        let x = self.gather("src", src, s.src0(dtype.size()), dims, dtype)?;
+        let y = match x {
+            Vals::F(v) => {
+                let v: Vec<f32> = v.into_iter().map(|x| float_unary(op, x)).collect();
+                if out_dtype.is_float() {
+                    Vals::F(v)
+                } else {
+                    Vals::I(v.into_iter().map(|x| float_to_int(x, out_dtype)).collect())
+                }
+            }
+            Vals::I(v) => {
+                let v: Vec<i64> = v.into_iter().map(|x| int_unary(op, x)).collect();
+                if out_dtype.is_float() {
+                    Vals::F(v.into_iter().map(int_to_float).collect())
+                } else {
+                    Vals::I(v)
+                }
+            }
+        };
+        self.scatter("dst", dst, s.dst(out_dtype.size()), dims, out_dtype, &y)?;
+        Ok(Work { bytes: s.elements() * u64::from(dtype.size() + out_dtype.size()), macs: 0 })
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "mirrors the instruction's fields")]
+    fn reduce(
+        &mut self,
+        op: ReduceOp,
+        axis: Axis,
+        dtype: Dtype,
+        out_dtype: Dtype,
+        shape: u16,
+        dst: LocalAddr,
+        src: LocalAddr,
+    ) -> Result<Work, Fault> {
+        let ok = match op {
+            ReduceOp::Sum if dtype.is_float() => out_dtype == dtype || out_dtype == Dtype::F32,
+            ReduceOp::Sum => out_dtype == Dtype::S32,
+            ReduceOp::Max | ReduceOp::Min => out_dtype == dtype,
+        };
+        if !ok {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("{op} of {dtype} cannot produce {out_dtype}"),
+            ));
+        }
+        let s = self.shape(shape)?;
+        let (p, r, c) = (usize::from(s.planes), usize::from(s.rows), usize::from(s.cols));
+        let x = self.gather("src", src, s.src0(dtype.size()), (s.planes, s.rows, s.cols), dtype)?;
+        // Groups of source indices folded into each output element, in index order.
+        let (out_dims, groups): ((u16, u16, u16), Vec<Vec<usize>>) = match axis {
+            Axis::Cols => {
+                ((s.planes, s.rows, 1), (0..p * r).map(|g| (g * c..g * c + c).collect()).collect())
+            }
+            Axis::Rows => (
+                (s.planes, 1, s.cols),
+                (0..p * c)
+                    .map(|g| (0..r).map(|ri| (g / c) * r * c + ri * c + g % c).collect())
+                    .collect(),
+            ),
+        };
+        let y = match x {
+            Vals::F(v) => Vals::F(
+                groups
+                    .iter()
+                    .map(|g| {
+                        let mut it = g.iter().map(|&i| v[i]);
+                        let first = it.next().unwrap_or(0.0);
+                        it.fold(first, |acc, x| match op {
+                            ReduceOp::Sum => acc + x,
+                            ReduceOp::Max => fmax(acc, x),
+                            ReduceOp::Min => fmin(acc, x),
+                        })
+                    })
+                    .collect(),
+            ),
+            Vals::I(v) => Vals::I(
+                groups
+                    .iter()
+                    .map(|g| {
+                        let vals = g.iter().map(|&i| v[i]);
+                        match op {
+                            ReduceOp::Sum => {
+                                let total: i128 = vals.map(i128::from).sum();
+                                total.clamp(i32::MIN.into(), i32::MAX.into()) as i64
+                            }
+                            ReduceOp::Max => vals.max().unwrap_or(0),
+                            ReduceOp::Min => vals.min().unwrap_or(0),
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+        self.scatter("dst", dst, s.dst(out_dtype.size()), out_dims, out_dtype, &y)?;
+        Ok(Work { bytes: s.elements() * u64::from(dtype.size()), macs: 0 })
+    }
+
+    fn requant(
+        &mut self,
+        per_channel: bool,
+        dtype: Dtype,
+        shape: u16,
+        dst: LocalAddr,
+        src: LocalAddr,
+        params: LocalAddr,
+    ) -> Result<Work, Fault> {
+        if !matches!(dtype, Dtype::S8 | Dtype::U8 | Dtype::S16) {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("requantization cannot produce {dtype}"),
+            ));
+        }
+        let s = self.shape(shape)?;
+        let records = if per_channel { usize::from(s.cols) } else { 1 };
+        let pbase = self.check("params", params, Some(16 * records as u64), None)?;
+        let mem = self.mem(params.space);
+        let recs: Vec<RequantRecord> = (0..records)
+            .map(|r| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&mem[pbase + 16 * r..pbase + 16 * r + 16]);
+                RequantRecord::from_bytes(&b)
+            })
+            .collect();
+        if let Some(bad) = recs.iter().position(|r| !r.valid()) {
+            return Err(fault(
+                FaultKind::Data,
+                self.i,
+                format!(
+                    "requantization record {bad} has shift {} outside -31..=30",
+                    recs[bad].shift
+                ),
+            ));
+        }
+        let dims = (s.planes, s.rows, s.cols);
+        let Vals::I(x) = self.gather("src", src, s.src0(4), dims, Dtype::S32)? else {
+            return Err(fault(FaultKind::Illegal, self.i, "requantization reads s32"));
+        };
+        let cols = usize::from(s.cols);
+        let y: Vec<i64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| recs[if per_channel { i % cols } else { 0 }].apply(v as i32, dtype))
+            .collect();
+        self.scatter("dst", dst, s.dst(dtype.size()), dims, dtype, &Vals::I(y))?;
+        Ok(Work { bytes: s.elements() * u64::from(4 + dtype.size()), macs: 0 })
+    }
+
+    fn lut(
+        &mut self,
+        dtype: Dtype,
+        shape: u16,
+        dst: LocalAddr,
+        src: LocalAddr,
+        table: LocalAddr,
+    ) -> Result<Work, Fault> {
+        if !matches!(dtype, Dtype::S8 | Dtype::U8) {
+            return Err(fault(
+                FaultKind::Illegal,
+                self.i,
+                format!("table lookup takes s8 or u8, not {dtype}"),
+            ));
+        }
+        let s = self.shape(shape)?;
+        let tbase = self.check("table", table, Some(256), None)?;
+        let t: Vec<u8> = self.mem(table.space)[tbase..tbase + 256].to_vec();
+        let dims = (s.planes, s.rows, s.cols);
+        // Bit patterns: gather and scatter as u8 whatever the signedness.
+        let Vals::I(x) = self.gather("src", src, s.src0(1), dims, Dtype::U8)? else {
+            return Err(fault(FaultKind::Illegal, self.i, "table lookup reads bytes"));
+        };
+        let y = x.iter().map(|&v| i64::from(t[v as usize])).collect();
+        self.scatter("dst", dst, s.dst(1), dims, Dtype::U8, &Vals::I(y))?;
+        Ok(Work { bytes: 2 * s.elements(), macs: 0 })
+    }
+
+    fn transpose(
+        &mut self,
+        dtype: Dtype,
+        shape: u16,
+        dst: LocalAddr,
+        src: LocalAddr,
+    ) -> Result<Work, Fault> {
+        let s = self.shape(shape)?;
+        let size = dtype.size();
+        // Move raw bit patterns: gather and scatter with an integer type of the same size.
+        let raw = match size {
+            1 => Dtype::U8,
+            2 => Dtype::S16,
+            _ => Dtype::S32,
+        };
+        let Vals::I(x) = self.gather("src", src, s.src0(size), (s.planes, s.rows, s.cols), raw)?
+        else {
+            return Err(fault(FaultKind::Illegal, self.i, "transpose reads raw elements"));
+        };
+        let (p, r, c) = (usize::from(s.planes), usize::from(s.rows), usize::from(s.cols));
+        let mut y = vec![0i64; x.len()];
+        for pi in 0..p {
+            for ri in 0..r {
+                for ci in 0..c {
+                    y[pi * r * c + ci * r + ri] = x[pi * r * c + ri * c + ci];
+                }
+            }
+        }
+        let walk = Walk { col: size.into(), row: s.dst_row.into(), plane: s.dst_plane.into() };
+        self.scatter("dst", dst, walk, (s.planes, s.cols, s.rows), raw, &Vals::I(y))?;
+        Ok(Work { bytes: 2 * s.elements() * u64::from(size), macs: 0 })
+    }
+}
+
+fn read_f32(mem: &[u8], o: usize, dtype: Dtype) -> f32 {
+    match dtype {
+        Dtype::Bf16 => bf16_to_f32(u16::from_le_bytes([mem[o], mem[o + 1]])),
+        _ => f32::from_le_bytes([mem[o], mem[o + 1], mem[o + 2], mem[o + 3]]),
+    }
+}
+
+fn write_f32(mem: &mut [u8], o: usize, dtype: Dtype, v: f32) {
+    match dtype {
+        Dtype::Bf16 => mem[o..o + 2].copy_from_slice(&f32_to_bf16(v).to_le_bytes()),
+        _ => mem[o..o + 4].copy_from_slice(&v.to_le_bytes()),
+    }
+}
+
+fn read_int(mem: &[u8], o: usize, dtype: Dtype) -> i64 {
+    match dtype {
+        Dtype::S8 => i64::from(mem[o] as i8),
+        Dtype::U8 => i64::from(mem[o]),
+        Dtype::S16 => i64::from(i16::from_le_bytes([mem[o], mem[o + 1]])),
+        _ => i64::from(i32::from_le_bytes([mem[o], mem[o + 1], mem[o + 2], mem[o + 3]])),
+    }
+}
+
+fn write_int(mem: &mut [u8], o: usize, dtype: Dtype, v: i64) {
+    let v = saturate(v, dtype);
+    match dtype {
+        Dtype::S8 | Dtype::U8 => mem[o] = v as u8,
+        Dtype::S16 => mem[o..o + 2].copy_from_slice(&(v as i16).to_le_bytes()),
+        _ => mem[o..o + 4].copy_from_slice(&(v as i32).to_le_bytes()),
+    }
+}
+
+fn float_binary(op: BinOp, a: f32, b: f32) -> f32 {
+    match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Div => a / b,
+        BinOp::Max => fmax(a, b),
+        BinOp::Min => fmin(a, b),
+        BinOp::Pow => libm::powf(a, b),
+        // Rejected before execution: bitwise operations are integer only.
+        BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr => f32::NAN,
+    }
+}
+
+/// Wraps `v` to the two's-complement range of an integer type.
+fn wrap(v: i64, dtype: Dtype) -> i64 {
+    match dtype {
+        Dtype::S8 => i64::from(v as i8),
+        Dtype::U8 => i64::from(v as u8),
+        Dtype::S16 => i64::from(v as i16),
+        _ => i64::from(v as i32),
+    }
+}
+
+fn int_binary(op: BinOp, a: i64, b: i64, dtype: Dtype) -> i64 {
+    let width = i64::from(dtype.size() * 8);
+    match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Max => a.max(b),
+        BinOp::Min => a.min(b),
+        BinOp::And => a & b,
+        BinOp::Or => a | b,
+        BinOp::Xor => a ^ b,
+        BinOp::Shl => wrap(a << (b & (width - 1)), dtype),
+        BinOp::Shr => a >> (b & (width - 1)),
+        // Rejected before execution: division and powers are floating point only.
+        BinOp::Div | BinOp::Pow => 0,
+    }
+}
+
+fn float_unary(op: UnOp, x: f32) -> f32 {
+    match op {
+        UnOp::Mov => x,
+        UnOp::Relu => fmax(x, 0.0),
+        UnOp::Abs => x.abs(),
+        UnOp::Neg => -x,
+        UnOp::Exp => libm::expf(x),
+        UnOp::Log => libm::logf(x),
+        UnOp::Sqrt => x.sqrt(),
+        UnOp::Rsqrt => 1.0 / x.sqrt(),
+        UnOp::Recip => 1.0 / x,
+        UnOp::Tanh => libm::tanhf(x),
+        UnOp::Sigmoid => sigmoid(x),
+        UnOp::Erf => libm::erff(x),
+        UnOp::Floor => x.floor(),
+        UnOp::Ceil => x.ceil(),
+        UnOp::Round => x.round_ties_even(),
+    }
+}
+
+fn int_unary(op: UnOp, x: i64) -> i64 {
+    match op {
+        UnOp::Relu => x.max(0),
+        UnOp::Abs => x.abs(),
+        UnOp::Neg => -x,
+        // Mov converts at the scatter; float-only operations are rejected before execution.
+        _ => x,
+    }
+}
