@@ -652,7 +652,6 @@ fn cmd_sim(
     let stats = sim
         .run(&program, &mut segs, opts)
         .map_err(|f| invalid(format!("{}: {f}", input.display())))?;
-    drop(segs);
     writeln!(
         out,
         "completed with code {} in {} cycles ({:.3} us at {} GHz){}",

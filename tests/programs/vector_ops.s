@@ -39,7 +39,7 @@
 .shape to8      cols=32 rows=8 dst_row=32 src0_row=128
 .shape lut8     cols=256 rows=1
 .shape tr       cols=32 rows=8 dst_row=32 src0_row=128
-.shape one      cols=1
+.shape vec8     cols=8                             ; 8 contiguous elements
 
 dma.load desc=mat seg=x offset=0 dst=spad:X
 dma.load desc=btab seg=bt offset=0 dst=spad:B
@@ -50,7 +50,7 @@ vx.reduce op=max axis=cols dtype=f32 shape=rowmax dst=spad:MAX src=spad:X out_dt
 vx.binary op=sub dtype=f32 shape=bcast dst=spad:E src0=spad:X src1=spad:MAX
 vx.unary op=exp dtype=f32 shape=rows8 dst=spad:E src=spad:E out_dtype=f32
 vx.reduce op=sum axis=cols dtype=f32 shape=rowmax dst=spad:SUM src=spad:E out_dtype=f32
-vx.unary op=recip dtype=f32 shape=rowmax dst=spad:SUM src=spad:SUM out_dtype=f32
+vx.unary op=recip dtype=f32 shape=vec8 dst=spad:SUM src=spad:SUM out_dtype=f32
 vx.binary op=mul dtype=f32 shape=bcast dst=spad:Y src0=spad:E src1=spad:SUM
 vx.unary op=relu dtype=f32 shape=rows8 dst=spad:Z src=spad:X out_dtype=f32
 vx.binary op=add dtype=f32 shape=addrow dst=spad:Z src0=spad:Z src1=spad:B

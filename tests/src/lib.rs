@@ -35,3 +35,96 @@ pub fn accelc(args: &[&str]) -> CliRun {
         stderr: String::from_utf8_lossy(&err).into_owned(),
     }
 }
+
+/// A small deterministic generator (SplitMix64) for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
+    /// A float uniform in `[lo, hi)`.
+    pub fn f32_in(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+}
+
+/// The result of running an assembly program on the simulator.
+pub struct SimRun {
+    /// Final contents of every declared segment.
+    pub segments: Vec<Option<Vec<u8>>>,
+    /// Counters and trace.
+    pub stats: accelc_runtime::sim::RunStats,
+    /// The validator's run-time bound.
+    pub bound: u64,
+}
+
+/// Assembles `tests/programs/NAME.s`, validates it for `cfg`, binds its declared segments
+/// (filled from `inputs`, zero elsewhere) and runs it.
+pub fn run_program(
+    name: &str,
+    cfg: &accelc_isa::DeviceConfig,
+    inputs: &[(usize, Vec<u8>)],
+    opts: accelc_runtime::sim::RunOptions,
+) -> Result<SimRun, String> {
+    let source = std::fs::read_to_string(tests_path(&format!("programs/{name}.s")))
+        .map_err(|e| e.to_string())?;
+    run_source(&source, cfg, inputs, opts, true)
+}
+
+/// Like [`run_program`] for a source text; with `validate` false the program goes to the
+/// simulator unchecked (to test the device's own fault checks), and `bound` is 0.
+pub fn run_source(
+    source: &str,
+    cfg: &accelc_isa::DeviceConfig,
+    inputs: &[(usize, Vec<u8>)],
+    opts: accelc_runtime::sim::RunOptions,
+    validate: bool,
+) -> Result<SimRun, String> {
+    use accelc_runtime::sim::{Segment, Segments, Simulator};
+    let module = accelc_isa::asm::assemble_module(source).map_err(|d| format!("{d:?}"))?;
+    let bound = if validate {
+        accelc_isa::verify::verify(&module.program, cfg, &Default::default())
+            .map_err(|e| e.to_string())?
+            .cycle_bound
+    } else {
+        0
+    };
+    let mut bufs: Vec<Option<(Vec<u8>, bool)>> = vec![None; 16];
+    for s in &module.segments {
+        if let Some((size, role)) = s.decl {
+            bufs[usize::from(s.id)] =
+                Some((vec![0; size as usize], role.access() & accelc_isa::blob::ACCESS_WRITE != 0));
+        }
+    }
+    for (seg, data) in inputs {
+        let (buf, _) = bufs[*seg].as_mut().ok_or("input for an undeclared segment")?;
+        buf[..data.len()].copy_from_slice(data);
+    }
+    let mut segs: Segments<'_> = Default::default();
+    for (slot, b) in segs.iter_mut().zip(bufs.iter_mut()) {
+        if let Some((data, writable)) = b {
+            *slot = Some(Segment { data, writable: *writable });
+        }
+    }
+    let stats = Simulator::new(cfg.clone())
+        .run(&module.program, &mut segs, opts)
+        .map_err(|f| f.to_string())?;
+    Ok(SimRun { segments: bufs.into_iter().map(|b| b.map(|(d, _)| d)).collect(), stats, bound })
+}

@@ -195,9 +195,17 @@ mod tests {
         let r = RequantRecord { shift: -2, ..r };
         assert_eq!(r.apply(100, Dtype::S8), 13);
         assert_eq!(r.apply(-100, Dtype::S8), -13);
-        // Saturation of the doubling multiply.
-        let r = RequantRecord { multiplier: i32::MIN, shift: 0, ..r };
-        assert_eq!(r.apply(i32::MIN, Dtype::S32), i64::from(i32::MAX));
+        // Saturation of the doubling multiply (MIN x MIN is the one overflowing case); the
+        // record's clamp then bounds it.
+        let r = RequantRecord {
+            multiplier: i32::MIN,
+            shift: 0,
+            zero_point: 0,
+            clamp_lo: i16::MIN,
+            clamp_hi: i16::MAX,
+        };
+        assert_eq!(r.apply(i32::MIN, Dtype::S16), i64::from(i16::MAX));
+        assert_eq!(r.apply(i32::MIN + 1, Dtype::S16), i64::from(i16::MAX));
         // Zero point and clamp (a fused ReLU at zero point 10).
         let r = RequantRecord {
             multiplier: 1 << 30,

@@ -6,4 +6,5 @@ mod book;
 mod cli;
 mod encoding;
 mod roundtrip;
+mod sim;
 mod verify;

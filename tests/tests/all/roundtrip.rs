@@ -41,7 +41,7 @@ fn slot() -> impl Strategy<Value = Option<u8>> {
     proptest::option::of(0u8..16)
 }
 
-fn any_inst() -> impl Strategy<Value = u128> {
+pub(crate) fn any_inst() -> impl Strategy<Value = u128> {
     (0..OPS.len(), any::<[u64; 8]>(), [slot(), slot(), slot(), slot()])
         .prop_map(|(op, seeds, slots)| valid_word(op, &seeds, slots))
 }

@@ -1,0 +1,373 @@
+//! The simulator against independent computations: hand-written programs from
+//! `tests/programs/` run on random data and are compared with plain Rust reference code
+//! (bit-exact for integers and for the specified float order), timing is checked against the
+//! analytic model, results must not depend on timing, and programs the validator would reject
+//! fault cleanly instead of panicking.
+
+use accelc_isa::DeviceConfig;
+use accelc_runtime::sim::{RunOptions, RunStats};
+use accelc_tests::{Rng, run_program, run_source};
+
+fn opts() -> RunOptions {
+    RunOptions { timing: true, trace: true, max_cycles: None }
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn dma_round_trip() {
+    let data = Rng::new(1).bytes(4096);
+    let run =
+        run_program("dma_roundtrip", &DeviceConfig::default_npu(), &[(0, data.clone())], opts())
+            .unwrap();
+    assert_eq!(run.segments[1].as_deref(), Some(&data[..]));
+}
+
+/// TFLite's requantisation written independently of the simulator: the doubling high multiply
+/// rounds half up, the power-of-two division rounds half away from zero.
+fn requant_ref(acc: i32, m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> i8 {
+    let left = shift.max(0);
+    let right = (-shift).max(0);
+    let a = (i128::from(acc) << left).clamp(i32::MIN.into(), i32::MAX.into());
+    let p = if a == i128::from(i32::MIN) && m == i32::MIN {
+        i128::from(i32::MAX)
+    } else {
+        (2 * a * i128::from(m) + (1i128 << 31)).div_euclid(1i128 << 32)
+    };
+    let q = if right == 0 { p } else { p.signum() * ((p.abs() + (1i128 << (right - 1))) >> right) };
+    (q + i128::from(zp)).clamp(lo.into(), hi.into()) as i8
+}
+
+#[test]
+fn tiled_int8_gemm_with_requantization() {
+    let mut rng = Rng::new(7);
+    let a: Vec<i8> = rng.bytes(128 * 32).into_iter().map(|b| b as i8).collect();
+    let w: Vec<i8> = rng.bytes(32 * 32).into_iter().map(|b| b as i8).collect();
+    let (m, shift, zp, lo, hi) = (1_518_500_250i32, -12i32, -3i32, -100i16, 120i16);
+    let mut wseg: Vec<u8> = w.iter().map(|x| *x as u8).collect();
+    for v in [m, shift, zp] {
+        wseg.extend_from_slice(&v.to_le_bytes());
+    }
+    wseg.extend_from_slice(&lo.to_le_bytes());
+    wseg.extend_from_slice(&hi.to_le_bytes());
+    let aseg: Vec<u8> = a.iter().map(|x| *x as u8).collect();
+    let run = run_program(
+        "gemm_i8_pipeline",
+        &DeviceConfig::default_npu(),
+        &[(0, aseg), (1, wseg)],
+        opts(),
+    )
+    .unwrap();
+    let c = run.segments[2].as_ref().unwrap();
+    let mut saturated = 0;
+    for i in 0..128 {
+        for j in 0..32 {
+            let acc: i32 =
+                (0..32).map(|k| i32::from(a[i * 32 + k]) * i32::from(w[k * 32 + j])).sum();
+            let want = requant_ref(acc, m, shift, zp, lo.into(), hi.into());
+            assert_eq!(c[i * 32 + j] as i8, want, "C[{i}][{j}] from acc {acc}");
+            saturated += usize::from(want == lo as i8 || want == hi as i8);
+        }
+    }
+    // The data exercises rounding, not just the clamp.
+    assert!(saturated < 128 * 32 / 10, "{saturated} outputs saturated");
+}
+
+#[test]
+fn f32_gemm_in_the_specified_order() {
+    let mut rng = Rng::new(3);
+    let a: Vec<f32> = (0..64 * 64).map(|_| rng.f32_in(-1.0, 1.0)).collect();
+    let w: Vec<f32> = (0..64 * 32).map(|_| rng.f32_in(-1.0, 1.0)).collect();
+    let run = run_program(
+        "gemm_f32",
+        &DeviceConfig::default_npu(),
+        &[(0, f32_bytes(&a)), (1, f32_bytes(&w))],
+        opts(),
+    )
+    .unwrap();
+    let c = f32s(run.segments[2].as_ref().unwrap());
+    for i in 0..64 {
+        for j in 0..32 {
+            let mut s = 0.0f32;
+            let mut exact = 0.0f64;
+            for k in 0..64 {
+                s += a[i * 64 + k] * w[k * 32 + j];
+                exact += f64::from(a[i * 64 + k]) * f64::from(w[k * 32 + j]);
+            }
+            assert_eq!(c[i * 32 + j].to_bits(), s.to_bits(), "C[{i}][{j}]");
+            assert!((f64::from(s) - exact).abs() < 1e-4);
+        }
+    }
+}
+
+fn fmax(a: f32, b: f32) -> f32 {
+    if a > b || (a == b && b.is_sign_negative()) { a } else { b }
+}
+
+#[test]
+fn vector_engine_ops() {
+    let mut rng = Rng::new(11);
+    let x: Vec<f32> = (0..8 * 32).map(|_| rng.f32_in(-4.0, 4.0)).collect();
+    let b: Vec<f32> = (0..32).map(|_| rng.f32_in(-1.0, 1.0)).collect();
+    let table = rng.bytes(256);
+    let mut bt = f32_bytes(&b);
+    bt.extend_from_slice(&table);
+    let run = run_program(
+        "vector_ops",
+        &DeviceConfig::default_npu(),
+        &[(0, f32_bytes(&x)), (2, bt)],
+        opts(),
+    )
+    .unwrap();
+    let y = f32s(run.segments[1].as_ref().unwrap());
+    let z = f32s(run.segments[3].as_ref().unwrap());
+    let t = f32s(run.segments[4].as_ref().unwrap());
+    let q = run.segments[5].as_ref().unwrap();
+    for r in 0..8 {
+        let row = &x[r * 32..r * 32 + 32];
+        let m = row[1..].iter().fold(row[0], |acc, v| fmax(acc, *v));
+        let e: Vec<f32> = row.iter().map(|v| libm::expf(v - m)).collect();
+        let sum = e[1..].iter().fold(e[0], |acc, v| acc + v);
+        let inv = 1.0 / sum;
+        for c in 0..32 {
+            assert_eq!(y[r * 32 + c].to_bits(), (e[c] * inv).to_bits(), "softmax[{r}][{c}]");
+            let relu = if row[c] > 0.0 { row[c] } else { 0.0 };
+            assert_eq!(z[r * 32 + c].to_bits(), (relu + b[c]).to_bits(), "relu+b[{r}][{c}]");
+            assert_eq!(t[c * 8 + r].to_bits(), row[c].to_bits(), "transpose[{c}][{r}]");
+            let qi = (row[c] * 16.0).round_ties_even().clamp(-128.0, 127.0) as i8;
+            assert_eq!(q[r * 32 + c], table[qi as u8 as usize], "lut[{r}][{c}]");
+        }
+        let total: f32 = (0..32).map(|c| y[r * 32 + c]).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+    }
+}
+
+/// Segment contents to bind before a run.
+type Inputs = Vec<(usize, Vec<u8>)>;
+
+fn all_programs() -> Vec<(&'static str, Inputs)> {
+    let mut rng = Rng::new(5);
+    vec![
+        ("dma_roundtrip", vec![(0, rng.bytes(4096))]),
+        ("gemm_i8_pipeline", vec![(0, rng.bytes(4096)), (1, rng.bytes(1024))]),
+        (
+            "gemm_f32",
+            vec![(0, f32_bytes(&(0..4096).map(|_| rng.f32_in(-1.0, 1.0)).collect::<Vec<_>>()))],
+        ),
+        (
+            "vector_ops",
+            vec![(0, f32_bytes(&(0..256).map(|_| rng.f32_in(-4.0, 4.0)).collect::<Vec<_>>()))],
+        ),
+    ]
+}
+
+#[test]
+fn results_do_not_depend_on_timing_and_stay_within_the_bound() {
+    for cfg in [DeviceConfig::default_npu()] {
+        for (name, inputs) in all_programs() {
+            let timed = run_program(name, &cfg, &inputs, opts()).unwrap();
+            let untimed =
+                run_program(name, &cfg, &inputs, RunOptions { timing: false, ..opts() }).unwrap();
+            assert_eq!(timed.segments, untimed.segments, "{name}");
+            assert!(
+                timed.stats.cycles <= timed.bound,
+                "{name}: {} cycles, bound {}",
+                timed.stats.cycles,
+                timed.bound
+            );
+            // Running with the bound as the watchdog budget never trips it.
+            let budgeted = run_program(
+                name,
+                &cfg,
+                &inputs,
+                RunOptions { max_cycles: Some(timed.bound), ..opts() },
+            );
+            assert!(budgeted.is_ok(), "{name}: {:?}", budgeted.err());
+        }
+    }
+}
+
+fn single(source: &str, cfg: &DeviceConfig) -> RunStats {
+    run_source(source, cfg, &[], opts(), true).unwrap().stats
+}
+
+#[test]
+fn dma_time_is_latency_plus_bytes_over_bandwidth() {
+    let cfg = DeviceConfig::default_npu();
+    for n in [64u64, 4096, 65536] {
+        let src = format!(
+            ".seg s 0 size={n} role=input\n.dma d x_bytes={n}\ndma.load desc=d seg=s offset=0 dst=spad:0\nend code=0\n"
+        );
+        let stats = single(&src, &cfg);
+        // 8 GB/s at 1 GHz is 8 bytes per cycle; `end` takes the last cycle.
+        assert_eq!(stats.cycles, 500 + n / 8 + 1, "{n} bytes");
+        assert_eq!(stats.engines[0].busy, n / 8);
+    }
+    // A 65-byte run occupies two 64-byte bursts.
+    let src = ".seg s 0 size=65 role=input\n.dma d x_bytes=65\ndma.load desc=d seg=s offset=0 dst=spad:0\nend code=0\n";
+    assert_eq!(single(src, &cfg).cycles, 500 + 128 / 8 + 1);
+}
+
+#[test]
+fn matmul_time_is_rows_times_rate_plus_fill_and_drain() {
+    let cfg = DeviceConfig::default_npu();
+    for (dtype, rate) in [("s8", 1u64), ("bf16", 4), ("f32", 16)] {
+        for rows in [1u64, 32, 1000] {
+            let src = format!(
+                "mx.load_w src=spad:0 k=32 n=32 stride=128 dtype={dtype}\n\
+                 mx.matmul a=spad:0x1000 a_stride=128 c=acc:0 c_stride=128 rows={rows} dtype={dtype} accumulate=0\nend code=0\n"
+            );
+            let stats = single(&src, &cfg);
+            assert_eq!(stats.engines[1].busy, 32 + rows * rate + 64, "{dtype} x {rows} rows");
+            assert_eq!(stats.engines[1].macs, rows * 32 * 32);
+            assert_eq!(stats.cycles, 32 + rows * rate + 64 + 1);
+        }
+    }
+}
+
+#[test]
+fn pipelined_program_overlaps_dma_and_compute() {
+    let cfg = DeviceConfig::default_npu();
+    let inputs = &all_programs()[1].1;
+    let run = run_program("gemm_i8_pipeline", &cfg, inputs, opts()).unwrap();
+    let events = &run.stats.trace;
+    let overlaps = |a: accelc_isa::Engine, b: accelc_isa::Engine| {
+        events.iter().filter(|x| x.engine == Some(a)).any(|x| {
+            events
+                .iter()
+                .filter(|y| y.engine == Some(b))
+                .any(|y| x.start < y.end && y.start < x.end)
+        })
+    };
+    use accelc_isa::Engine::{Ld, Mx, St, Vx};
+    assert!(overlaps(Ld, Mx), "loads overlap matrix work");
+    assert!(overlaps(Mx, Vx) || overlaps(Vx, St), "compute overlaps the next stage");
+    assert!(overlaps(St, Ld), "stores overlap loads");
+    // Overlap shows in the totals too: far fewer cycles than the serialised sum.
+    assert!(
+        run.stats.cycles * 2 < run.bound,
+        "{} cycles vs serial {}",
+        run.stats.cycles,
+        run.bound
+    );
+    let json = accelc_runtime::sim::trace::chrome_json(events, cfg.clock_hz);
+    assert!(json.contains("\"name\":\"mx.matmul\"") && json.contains("\"tid\":1"));
+}
+
+fn fault_of(source: &str, inputs: &[(usize, Vec<u8>)], max_cycles: Option<u64>) -> String {
+    let opts = RunOptions { max_cycles, ..opts() };
+    run_source(source, &DeviceConfig::default_npu(), inputs, opts, false)
+        .err()
+        .expect("the program faults")
+}
+
+#[test]
+fn what_the_validator_rejects_faults_cleanly_on_the_device() {
+    let f = fault_of(
+        ".seg s 0 size=512 role=input\n.dma d x_bytes=512\ndma.load desc=d seg=s offset=0 dst=spad:0xfff00\nend code=0\n",
+        &[],
+        None,
+    );
+    assert_eq!(
+        f,
+        "LocalRange fault at instruction 0 on the ld engine: operand `dst` at spad:0xfff00 reaches past the 1048576-byte spad"
+    );
+    let f = fault_of(
+        ".seg s 0 size=100 role=input\n.dma d x_bytes=4096\ndma.load desc=d seg=s offset=0 dst=spad:0\nend code=0\n",
+        &[],
+        None,
+    );
+    assert_eq!(
+        f,
+        "SegmentRange fault at instruction 0 on the ld engine, segment 0, offset 0x0: transfer of extent 0x1000 at 0x0 reaches past the 100-byte segment"
+    );
+    let f = fault_of(
+        ".seg s 3 size=64 role=const\n.dma d x_bytes=64\ndma.store desc=d seg=s offset=0 src=spad:0\nend code=0\n",
+        &[],
+        None,
+    );
+    assert!(f.starts_with("ReadOnly fault at instruction 0 on the st engine, segment 3"), "{f}");
+    let deadlock =
+        std::fs::read_to_string(accelc_tests::tests_path("fixtures/verify/err_deadlock.s"))
+            .unwrap();
+    let f = fault_of(&format!(".seg s 0 size=1024 role=input\n{deadlock}"), &[], None);
+    assert!(f.starts_with("Deadlock fault"), "{f}");
+    assert!(
+        f.contains("mx queue at instruction 2 waiting for 1 token(s) on s5, which holds 0"),
+        "{f}"
+    );
+    let overflow =
+        std::fs::read_to_string(accelc_tests::tests_path("fixtures/verify/err_sem_overflow.s"))
+            .unwrap();
+    assert!(fault_of(&overflow, &[], None).starts_with("SemOverflow fault at instruction 1"));
+    // A requantisation record with shift 40.
+    let src = ".seg p 0 size=16 role=input\n.dma d x_bytes=16\n.shape v cols=1\n\
+               dma.load desc=d seg=p offset=0 dst=spad:0 signal=s0\n\
+               vx.requant per_channel=0 dtype=s8 shape=v dst=spad:0x100 src=acc:0 params=spad:0 wait=s0\nend code=0\n";
+    let mut rec = vec![0u8; 16];
+    rec[4] = 40;
+    assert!(
+        fault_of(src, &[(0, rec)], None)
+            .starts_with("Data fault at instruction 1 on the vx engine")
+    );
+    // The watchdog stops a job that runs past its budget.
+    let long = "mx.load_w src=spad:0 k=32 n=32 stride=32 dtype=s8\nmx.matmul a=spad:0 a_stride=0 c=acc:0 c_stride=0 rows=4000 dtype=s8 accumulate=1\nend code=0\n";
+    assert!(
+        fault_of(long, &[], Some(1000))
+            .starts_with("Watchdog fault at instruction 1 on the mx engine")
+    );
+}
+
+mod fuzz {
+    use accelc_isa::inst::Inst;
+    use accelc_isa::program::{DmaDesc, Program, Shape};
+    use accelc_runtime::sim::{RunOptions, Segment, Segments, Simulator};
+    use proptest::prelude::*;
+
+    use crate::roundtrip::any_inst;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Unvalidated programs of valid instructions with random tables never panic the device:
+        /// every run completes or faults.
+        #[test]
+        fn random_programs_never_panic(
+            words in proptest::collection::vec(any_inst(), 1..12),
+            dma in proptest::collection::vec((1u32..300, 1u16..4, 1u16..4, 0u64..600, 0u64..600, 0u32..300, 0u32..300), 0..3),
+            shapes in proptest::collection::vec((1u16..40, 1u16..4, 1u16..3, 0u16..4, any::<[u16; 6]>()), 0..3),
+            sem_init in any::<[u8; 16]>(),
+        ) {
+            let mut insts: Vec<Inst> = words.iter().map(|w| Inst::from_word(*w).unwrap()).collect();
+            // Small addresses, so many instructions touch real memory instead of faulting at once.
+            for inst in &mut insts {
+                let mut w = inst.to_word().unwrap();
+                w &= !(0xfff_f000u128 << 32) & !(0xfff_f000u128 << 56) & !(0xfff_f000u128 << 80) & !(0xfff_f000u128 << 104);
+                if let Ok(small) = Inst::from_word(w) {
+                    *inst = small;
+                }
+            }
+            let program = Program {
+                insts,
+                dma: dma.iter().map(|&(x, y, z, ys, zs, ny, nz)| DmaDesc { x_bytes: x, y_count: y, z_count: z, y_stride: ys, z_stride: zs, near_y_pitch: ny, near_z_pitch: nz }).collect(),
+                shapes: shapes.iter().map(|&(c, r, p, f, s)| Shape { cols: c, rows: r, planes: p, flags: f, dst_row: s[0].into(), src0_row: s[1].into(), src1_row: s[2].into(), dst_plane: s[3].into(), src0_plane: s[4].into(), src1_plane: s[5].into() }).collect(),
+                sem_init,
+            };
+            let mut bufs: Vec<Vec<u8>> = (0..16).map(|i| vec![i as u8; 4096]).collect();
+            let mut segs: Segments<'_> = Default::default();
+            for (i, (slot, b)) in segs.iter_mut().zip(bufs.iter_mut()).enumerate() {
+                *slot = Some(Segment { data: b, writable: i % 3 != 0 });
+            }
+            let mut sim = Simulator::new(accelc_isa::DeviceConfig::tiny());
+            for timing in [true, false] {
+                let _ = sim.run(&program, &mut segs, RunOptions { timing, trace: false, max_cycles: Some(1_000_000) });
+            }
+        }
+    }
+}
