@@ -4,6 +4,7 @@ mod asm_errors;
 mod blob;
 mod book;
 mod cli;
+mod driver;
 mod encoding;
 mod roundtrip;
 mod sim;
