@@ -8,7 +8,7 @@ use super::numerics::{
     RequantRecord, bf16_to_f32, f32_to_bf16, float_to_int, fmax, fmin, int_to_float, saturate,
     sigmoid,
 };
-use super::{Fault, FaultKind, Segments, Simulator, Weights, Work};
+use super::{Fault, FaultKind, Segments, Simulator, Weights, Work, kernels};
 
 fn fault(kind: FaultKind, inst: usize, message: impl Into<String>) -> Fault {
     Fault { kind, engine: None, inst, seg: None, offset: None, message: message.into() }
@@ -257,7 +257,7 @@ impl Exec<'_, '_> {
             Dtype::S8 => Weights::Int {
                 k,
                 n,
-                w: (0..k * n).map(|x| i32::from(mem[at(x / n, x % n)] as i8)).collect(),
+                w: (0..k * n).map(|x| f32::from(mem[at(x / n, x % n)] as i8)).collect(),
             },
             _ => Weights::Float {
                 k,
@@ -321,59 +321,58 @@ impl Exec<'_, '_> {
         let abase = self.check("a", a, Some(a_ext), Some(Space::Spad))?;
         let cbase = self.check("c", c, Some(c_ext), Some(Space::Acc))?;
         let (spad, acc) = (&self.sim.spad, &mut self.sim.acc);
-        match weights {
-            Weights::Int { w, .. } => {
-                let mut row = vec![0i32; n];
-                for r in 0..rows {
-                    let arow = &spad[abase + r * usize::from(a_stride)..][..k];
-                    let cat = cbase + r * usize::from(c_stride);
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = if accumulate {
-                            i32::from_le_bytes(
-                                acc[cat + 4 * j..cat + 4 * j + 4].try_into().unwrap_or([0; 4]),
-                            )
-                        } else {
-                            0
-                        };
-                    }
-                    for (kk, &byte) in arow.iter().enumerate() {
-                        let av = if dtype == Dtype::U8 {
-                            i32::from(byte)
-                        } else {
-                            i32::from(byte as i8)
-                        };
-                        let wrow = &w[kk * n..kk * n + n];
-                        for (v, &wv) in row.iter_mut().zip(wrow) {
-                            *v = v.wrapping_add(av * wv);
-                        }
-                    }
-                    for (j, v) in row.iter().enumerate() {
-                        acc[cat + 4 * j..cat + 4 * j + 4].copy_from_slice(&v.to_le_bytes());
-                    }
+        let a_stride = usize::from(a_stride);
+        let c_stride = usize::from(c_stride);
+        // Blocks of rows small enough to stay in the L1 cache: gather them densely as f32, run
+        // the kernel, scatter the results back. Integers go through the float kernel exactly
+        // (see `kernels::matmul_f32`): they sum from zero and are added to C with wrapping.
+        const BLOCK: usize = 64;
+        let (w, int) = match weights {
+            Weights::Int { w, .. } => (w, true),
+            Weights::Float { w, .. } => (w, false),
+        };
+        let mut av: Vec<f32> = Vec::with_capacity(BLOCK * k);
+        let mut cv: Vec<f32> = Vec::with_capacity(BLOCK * n);
+        for r0 in (0..rows).step_by(BLOCK) {
+            let block = BLOCK.min(rows - r0);
+            av.clear();
+            for r in r0..r0 + block {
+                let row = &spad[abase + r * a_stride..][..k * es];
+                match dtype {
+                    Dtype::U8 => av.extend(row.iter().map(|&b| f32::from(b))),
+                    Dtype::S8 => av.extend(row.iter().map(|&b| f32::from(b as i8))),
+                    Dtype::Bf16 => av.extend(
+                        row.chunks_exact(2).map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+                    ),
+                    _ => av.extend(
+                        row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    ),
                 }
             }
-            Weights::Float { w, .. } => {
-                let mut row = vec![0f32; n];
-                let mut arow = vec![0f32; k];
-                for r in 0..rows {
-                    let at = abase + r * usize::from(a_stride);
-                    for (kk, v) in arow.iter_mut().enumerate() {
-                        *v = read_f32(spad, at + kk * es, dtype);
+            cv.clear();
+            if accumulate && !int {
+                for r in r0..r0 + block {
+                    let bytes = &acc[cbase + r * c_stride..][..4 * n];
+                    cv.extend(
+                        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
+                }
+            } else {
+                cv.resize(block * n, 0.0);
+            }
+            kernels::matmul_f32(&av, w, &mut cv, k, n);
+            for (r, crow) in cv.chunks_exact(n).enumerate() {
+                let bytes = &mut acc[cbase + (r0 + r) * c_stride..][..4 * n];
+                let pairs = crow.iter().zip(bytes.chunks_exact_mut(4));
+                match (int, accumulate) {
+                    (true, true) => pairs.for_each(|(v, b)| {
+                        let old = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        b.copy_from_slice(&old.wrapping_add(*v as i32).to_le_bytes());
+                    }),
+                    (true, false) => {
+                        pairs.for_each(|(v, b)| b.copy_from_slice(&(*v as i32).to_le_bytes()))
                     }
-                    let cat = cbase + r * usize::from(c_stride);
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = if accumulate { read_f32(acc, cat + 4 * j, Dtype::F32) } else { 0.0 };
-                    }
-                    // Increasing k, each product and sum rounded: the order the book specifies.
-                    for (kk, &av) in arow.iter().enumerate() {
-                        let wrow = &w[kk * n..kk * n + n];
-                        for (v, &wv) in row.iter_mut().zip(wrow) {
-                            *v += av * wv;
-                        }
-                    }
-                    for (j, v) in row.iter().enumerate() {
-                        acc[cat + 4 * j..cat + 4 * j + 4].copy_from_slice(&v.to_le_bytes());
-                    }
+                    (false, _) => pairs.for_each(|(v, b)| b.copy_from_slice(&v.to_le_bytes())),
                 }
             }
         }

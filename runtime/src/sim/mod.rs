@@ -14,6 +14,7 @@
 //! combination) faults cleanly as a [`Fault`] value: the simulator never panics on a program.
 
 mod exec;
+mod kernels;
 pub(crate) mod numerics;
 pub mod trace;
 
@@ -165,8 +166,8 @@ pub struct RunStats {
 /// Weights held by the matrix array.
 #[derive(Clone, Debug)]
 pub(crate) enum Weights {
-    /// `s8` weights, widened.
-    Int { k: usize, n: usize, w: Vec<i32> },
+    /// `s8` weights, widened (exactly) to f32: see `kernels` for why that is exact.
+    Int { k: usize, n: usize, w: Vec<f32> },
     /// `bf16` or `f32` weights, widened to f32.
     Float { k: usize, n: usize, dtype: Dtype, w: Vec<f32> },
 }
