@@ -193,3 +193,37 @@ proptest! {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn sim_runs_programs_and_writes_traces_and_segments() {
+    let dir = scratch("sim");
+    let a = dir.join("a.bin");
+    std::fs::write(&a, accelc_tests::Rng::new(4).bytes(4096)).unwrap();
+    let (trace, out) = (dir.join("t.json"), dir.join("c.bin"));
+    let src = tests_path("programs/gemm_i8_pipeline.s");
+    let seg_arg = format!("0={}", s(&a));
+    let dump_arg = format!("2={}", s(&out));
+    let run =
+        accelc(&["sim", s(&src), "--seg", &seg_arg, "--dump", &dump_arg, "--trace", s(&trace)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stdout = run.stdout.replace(s(&dir), "DIR");
+    insta::assert_snapshot!("sim_pipeline", stdout);
+    assert_eq!(std::fs::read(&out).unwrap().len(), 4096);
+    let json = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        json.starts_with("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")
+            && json.trim_end().ends_with("]}")
+    );
+    assert_eq!(json.matches("\"ph\":\"X\"").count(), 21);
+    // The same run through a blob gives the same cycles.
+    let blob = dir.join("g.blob");
+    assert_eq!(accelc(&["asm", s(&src), "-o", s(&blob)]).code, 0);
+    let via_blob = accelc(&["sim", s(&blob), "--seg", &seg_arg]);
+    assert_eq!(via_blob.stdout.lines().next(), run.stdout.lines().next());
+    // Programs the validator rejects never reach the simulator.
+    let run = accelc(&["sim", s(&tests_path("fixtures/verify/err_deadlock.s"))]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("rejected by the validator"), "{}", run.stderr);
+    let run = accelc(&["sim", s(&src), "--seg", "0=/nonexistent"]);
+    assert_eq!(run.code, 2);
+}

@@ -371,3 +371,30 @@ mod fuzz {
         }
     }
 }
+
+mod timing_independence {
+    use accelc_isa::DeviceConfig;
+    use accelc_runtime::sim::RunOptions;
+    use accelc_tests::run_program;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Functional results are the same with the timing model on and off, for any data.
+        #[test]
+        fn outputs_do_not_depend_on_timing(a in proptest::collection::vec(any::<u8>(), 4096), w in proptest::collection::vec(any::<u8>(), 1040), tiny in any::<bool>()) {
+            let cfg = if tiny { DeviceConfig::tiny() } else { DeviceConfig::default_npu() };
+            let mut w = w;
+            // A valid requantisation record: shift in range.
+            w[1028] %= 31;
+            w[1029..1032].fill(0);
+            let inputs = [(0usize, a), (1usize, w)];
+            let name = if tiny { "dma_roundtrip" } else { "gemm_i8_pipeline" };
+            let inputs = if tiny { vec![inputs[0].clone()] } else { inputs.to_vec() };
+            let on = run_program(name, &cfg, &inputs, RunOptions { timing: true, trace: false, max_cycles: None });
+            let off = run_program(name, &cfg, &inputs, RunOptions { timing: false, trace: false, max_cycles: None });
+            prop_assert_eq!(on.map(|r| r.segments), off.map(|r| r.segments));
+        }
+    }
+}
