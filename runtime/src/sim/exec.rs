@@ -1,6 +1,7 @@
 //! Functional execution of one instruction: an exhaustive match over the ISA's generated `Op`
 //! enum, so an instruction added to the table does not compile until it is simulated here.
 
+use accelc_isa::inst::MxMatmul;
 use accelc_isa::program::{DmaDesc, MAX_VX_ELEMENTS, Shape, Walk};
 use accelc_isa::{Axis, BinOp, Dtype, LocalAddr, Op, Program, ReduceOp, Space, UnOp};
 
@@ -34,9 +35,7 @@ pub(crate) fn execute(
         Op::DmaFill(it) => x.fill(it.desc.0, it.value, it.dst),
         Op::DmaCopy(it) => x.copy(it.desc.0, it.src, it.dst),
         Op::MxLoadW(it) => x.load_w(it.src, it.k, it.n, it.stride, it.dtype),
-        Op::MxMatmul(it) => {
-            x.matmul(it.a, it.a_stride, it.c, it.c_stride, it.rows, it.dtype, it.accumulate)
-        }
+        Op::MxMatmul(it) => x.matmul(&it),
         Op::VxBinary(it) => x.binary(it.op, it.dtype, it.shape.0, it.dst, it.src0, it.src1),
         Op::VxUnary(it) => x.unary(it.op, it.dtype, it.out_dtype, it.shape.0, it.dst, it.src),
         Op::VxReduce(it) => {
@@ -269,37 +268,17 @@ impl Exec<'_, '_> {
         Ok(Work { bytes: (k * n * es) as u64, macs: 0 })
     }
 
-    #[allow(clippy::too_many_arguments, reason = "mirrors the instruction's fields")]
-    fn matmul(
-        &mut self,
-        a: LocalAddr,
-        a_stride: u16,
-        c: LocalAddr,
-        c_stride: u16,
-        rows: u16,
-        dtype: Dtype,
-        accumulate: bool,
-    ) -> Result<Work, Fault> {
+    fn matmul(&mut self, it: &MxMatmul) -> Result<Work, Fault> {
         let Some(weights) = self.sim.weights.take() else {
             return Err(fault(FaultKind::Illegal, self.i, "no weights loaded"));
         };
-        let result = self.matmul_with(&weights, a, a_stride, c, c_stride, rows, dtype, accumulate);
+        let result = self.matmul_with(&weights, it);
         self.sim.weights = Some(weights);
         result
     }
 
-    #[allow(clippy::too_many_arguments, reason = "mirrors the instruction's fields")]
-    fn matmul_with(
-        &mut self,
-        weights: &Weights,
-        a: LocalAddr,
-        a_stride: u16,
-        c: LocalAddr,
-        c_stride: u16,
-        rows: u16,
-        dtype: Dtype,
-        accumulate: bool,
-    ) -> Result<Work, Fault> {
+    fn matmul_with(&mut self, weights: &Weights, it: &MxMatmul) -> Result<Work, Fault> {
+        let MxMatmul { a, a_stride, c, c_stride, rows, dtype, accumulate } = *it;
         let (k, n) = match weights {
             Weights::Int { k, n, .. } | Weights::Float { k, n, .. } => (*k, *n),
         };
