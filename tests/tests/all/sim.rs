@@ -398,3 +398,105 @@ mod timing_independence {
         }
     }
 }
+
+/// The validator and the device agree: every random program the validator accepts runs on the
+/// simulator, with buffers exactly as large as the validator's extents, to completion without
+/// a fault and within the validator's cycle bound.
+#[test]
+fn accepted_programs_never_fault_and_meet_their_bound() {
+    use accelc_isa::inst::{End, Inst, OPS, RouteInfo};
+    use accelc_isa::program::{DmaDesc, Program, Shape};
+    use accelc_isa::verify::{Limits, verify};
+    use accelc_isa::{FieldKind, Sync};
+    use accelc_runtime::sim::{Segment, Segments, Simulator};
+
+    let cfg = DeviceConfig::tiny();
+    let mut rng = Rng::new(99);
+    let (mut accepted, mut tried, mut executed_insts) = (0, 0, 0u64);
+    while accepted < 300 && tried < 200_000 {
+        tried += 1;
+        let n = 1 + (rng.next_u64() % 6) as usize;
+        let mut insts = Vec::new();
+        for _ in 0..n {
+            let info = &OPS[(rng.next_u64() as usize) % OPS.len()];
+            if info.route == RouteInfo::Front {
+                continue;
+            }
+            // Small field values, so that operands often fit the tiny device.
+            let mut word = u128::from(info.opcode);
+            for f in info.fields {
+                let r = rng.next_u64();
+                let raw = match f.kind {
+                    FieldKind::Enum(names) => r % names.len() as u64,
+                    FieldKind::Local => (r & (1 << 23)) | (r % 4096),
+                    FieldKind::Sem | FieldKind::Seg => r % 4,
+                    FieldKind::DmaDesc | FieldKind::Shape => r % 3,
+                    FieldKind::Bool => r % 2,
+                    FieldKind::Uint => r % 9,
+                };
+                word |= u128::from(raw) << f.lo;
+            }
+            let Ok(mut inst) = Inst::from_word(word) else { continue };
+            inst.sync = Sync::NONE;
+            insts.push(inst);
+        }
+        insts.push(Inst::new(End { code: 0 }));
+        let dma = (0..3)
+            .map(|_| DmaDesc {
+                x_bytes: 1 + (rng.next_u64() % 256) as u32,
+                y_count: 1 + (rng.next_u64() % 3) as u16,
+                z_count: 1 + (rng.next_u64() % 2) as u16,
+                y_stride: rng.next_u64() % 512,
+                z_stride: rng.next_u64() % 1024,
+                near_y_pitch: (rng.next_u64() % 512) as u32,
+                near_z_pitch: (rng.next_u64() % 1024) as u32,
+            })
+            .collect();
+        let shapes = (0..3)
+            .map(|_| {
+                let s = |rng: &mut Rng| (rng.next_u64() % 256) as u32;
+                Shape {
+                    cols: 1 + (rng.next_u64() % 16) as u16,
+                    rows: 1 + (rng.next_u64() % 4) as u16,
+                    planes: 1 + (rng.next_u64() % 2) as u16,
+                    flags: (rng.next_u64() % 4) as u16,
+                    dst_row: s(&mut rng),
+                    src0_row: s(&mut rng),
+                    src1_row: s(&mut rng),
+                    dst_plane: s(&mut rng),
+                    src0_plane: s(&mut rng),
+                    src1_plane: s(&mut rng),
+                }
+            })
+            .collect();
+        let program = Program { insts, dma, shapes, sem_init: [0; 16] };
+        let Ok(report) = verify(&program, &cfg, &Limits::default()) else { continue };
+        accepted += 1;
+        executed_insts += program.insts.len() as u64;
+        // Buffers exactly as large as the validator says, filled with data that keeps
+        // requantisation records valid (all zero).
+        let mut bufs: Vec<Option<Vec<u8>>> = report
+            .segments
+            .iter()
+            .map(|u| u.used().then(|| vec![0u8; u.required_size() as usize]))
+            .collect();
+        let mut segs: Segments<'_> = Default::default();
+        for (slot, b) in segs.iter_mut().zip(bufs.iter_mut()) {
+            if let Some(data) = b {
+                *slot = Some(Segment { data, writable: true });
+            }
+        }
+        let mut sim = Simulator::new(cfg.clone());
+        let opts = RunOptions { timing: true, trace: false, max_cycles: Some(report.cycle_bound) };
+        let stats = sim.run(&program, &mut segs, opts);
+        assert!(
+            stats.is_ok(),
+            "accepted program faulted: {:?}\n{}",
+            stats.err(),
+            accelc_isa::disasm::disassemble(&program, Default::default())
+        );
+        assert!(stats.unwrap().cycles <= report.cycle_bound);
+    }
+    assert!(accepted >= 300, "only {accepted} of {tried} random programs were accepted");
+    assert!(executed_insts > 900);
+}
