@@ -3,7 +3,8 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=proto/onnx.proto");
-    let fds = protox::compile(["onnx.proto"], ["proto"]).expect("proto/onnx.proto does not compile");
+    let fds =
+        protox::compile(["onnx.proto"], ["proto"]).expect("proto/onnx.proto does not compile");
     prost_build::Config::new()
         // `bytes::Bytes` for bytes fields: decoding from a `Bytes` buffer then shares the file's
         // memory, so large initializers are never copied.

@@ -9,3 +9,4 @@ mod encoding;
 mod roundtrip;
 mod sim;
 mod verify;
+mod zoo;

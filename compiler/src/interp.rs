@@ -1,0 +1,997 @@
+//! The reference interpreter: evaluates a graph with `ndarray`, straightforwardly, as the oracle
+//! every later stage is compared with. Clarity over speed, except that convolutions and matrix
+//! products go through `ndarray`'s GEMM so the zoo models run in seconds.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use ndarray::{Array2, ArrayD, Axis, IxDyn, Zip, s};
+
+use crate::ir::{
+    AutoPad, BinaryOp, DType, Graph, Node, Op, ReduceKind, Tensor, UnaryOp, ValueId, Window,
+};
+
+/// A runtime tensor: floats, or integers (any integer or bool type, held as i64 with its type).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    /// `f32` data.
+    F32(ArrayD<f32>),
+    /// Integer or bool data of the given type, widened to i64.
+    Int(ArrayD<i64>, DType),
+}
+
+impl Array {
+    /// From an IR tensor.
+    pub fn from_tensor(t: &Tensor) -> Array {
+        let shape = IxDyn(&t.shape);
+        match t.dtype {
+            DType::F32 => Array::F32(
+                ArrayD::from_shape_vec(shape, t.f32s())
+                    .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[0]))),
+            ),
+            dt => Array::Int(
+                ArrayD::from_shape_vec(shape, t.i64s())
+                    .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[0]))),
+                dt,
+            ),
+        }
+    }
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Array::F32(a) => a.shape(),
+            Array::Int(a, _) => a.shape(),
+        }
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Array::F32(_) => DType::F32,
+            Array::Int(_, dt) => *dt,
+        }
+    }
+
+    fn f32(&self) -> Result<&ArrayD<f32>, String> {
+        match self {
+            Array::F32(a) => Ok(a),
+            Array::Int(_, dt) => Err(format!("expected float data, got {dt}")),
+        }
+    }
+
+    fn ints(&self) -> Result<&ArrayD<i64>, String> {
+        match self {
+            Array::Int(a, _) => Ok(a),
+            Array::F32(_) => Err("expected integer data, got float".into()),
+        }
+    }
+}
+
+/// An evaluation failure, naming the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvalError {
+    /// The node.
+    pub node: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node `{}`: {}", self.node, self.message)
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+type R<T> = Result<T, String>;
+
+/// Runs `graph` on `inputs` (in graph-input order); returns the outputs in graph-output order.
+pub fn run(graph: &Graph, inputs: &[Array]) -> Result<Vec<Array>, EvalError> {
+    if inputs.len() != graph.inputs.len() {
+        return Err(EvalError {
+            node: "<graph>".into(),
+            message: format!(
+                "{} inputs given, the graph takes {}",
+                inputs.len(),
+                graph.inputs.len()
+            ),
+        });
+    }
+    let mut env: HashMap<ValueId, Array> = HashMap::new();
+    for (i, v) in graph.values.iter().enumerate() {
+        if let Some(t) = &v.constant {
+            env.insert(ValueId(i as u32), Array::from_tensor(t));
+        }
+    }
+    for (id, a) in graph.inputs.iter().zip(inputs) {
+        env.insert(*id, a.clone());
+    }
+    for node in &graph.nodes {
+        if node.op == Op::Constant {
+            continue;
+        }
+        let args: Vec<Option<&Array>> =
+            node.inputs.iter().map(|i| i.and_then(|id| env.get(&id))).collect();
+        let outs = eval(node, &args, graph.opset)
+            .map_err(|message| EvalError { node: node.name.clone(), message })?;
+        for (id, a) in node.outputs.iter().zip(outs) {
+            env.insert(*id, a);
+        }
+    }
+    graph
+        .outputs
+        .iter()
+        .map(|id| {
+            env.get(id).cloned().ok_or_else(|| EvalError {
+                node: "<graph>".into(),
+                message: format!("output `{}` was not computed", graph.value(*id).name),
+            })
+        })
+        .collect()
+}
+
+fn arg<'a>(args: &[Option<&'a Array>], i: usize) -> R<&'a Array> {
+    args.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
+}
+
+fn opt<'a>(args: &[Option<&'a Array>], i: usize) -> Option<&'a Array> {
+    args.get(i).copied().flatten()
+}
+
+/// Normalises a possibly negative axis.
+fn axis(a: i64, rank: usize) -> R<usize> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if (0..r.max(1)).contains(&v) || (rank == 0 && v == 0) {
+        Ok(v as usize)
+    } else {
+        Err(format!("axis {a} is out of range for rank {rank}"))
+    }
+}
+
+/// Numpy broadcasting of two shapes.
+fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+        };
+    }
+    Ok(out)
+}
+
+fn zip_f32(a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32) -> R<ArrayD<f32>> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let (av, bv) = (
+        a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+        b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+    );
+    Ok(Zip::from(&av).and(&bv).map_collect(|x, y| f(*x, *y)))
+}
+
+fn zip_i64(a: &ArrayD<i64>, b: &ArrayD<i64>, f: impl Fn(i64, i64) -> R<i64>) -> R<ArrayD<i64>> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let (av, bv) = (
+        a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+        b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+    );
+    let mut err = None;
+    let out = Zip::from(&av).and(&bv).map_collect(|x, y| {
+        f(*x, *y).unwrap_or_else(|e| {
+            err = Some(e);
+            0
+        })
+    });
+    err.map_or(Ok(out), Err)
+}
+
+fn erf(x: f32) -> f32 {
+    libm::erf(f64::from(x)) as f32
+}
+
+fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
+    let one = |a: Array| Ok(vec![a]);
+    match &node.op {
+        Op::Unsupported { reason, .. } => Err(format!("unsupported: {reason}")),
+        Op::Constant => Err("constants are bound before evaluation".into()),
+        Op::Identity => one(arg(args, 0)?.clone()),
+        Op::Binary(op) => one(binary(*op, arg(args, 0)?, arg(args, 1)?)?),
+        Op::Unary(op) => {
+            let x = arg(args, 0)?.f32()?;
+            let f: fn(f32) -> f32 = match op {
+                UnaryOp::Relu => |v| if v > 0.0 { v } else { 0.0 },
+                UnaryOp::Sigmoid => |v| (1.0 / (1.0 + (-f64::from(v)).exp())) as f32,
+                UnaryOp::Tanh => |v| f64::from(v).tanh() as f32,
+                UnaryOp::Exp => |v| f64::from(v).exp() as f32,
+                UnaryOp::Erf => erf,
+                UnaryOp::Sqrt => f32::sqrt,
+                UnaryOp::HardSwish => |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+                UnaryOp::Neg => |v| -v,
+                UnaryOp::Abs => f32::abs,
+            };
+            one(Array::F32(x.mapv(f)))
+        }
+        Op::LeakyRelu { alpha } => {
+            one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| if v < 0.0 { alpha * v } else { v })))
+        }
+        Op::HardSigmoid { alpha, beta } => {
+            one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| (alpha * v + beta).clamp(0.0, 1.0))))
+        }
+        Op::Gelu { tanh } => {
+            let x = arg(args, 0)?.f32()?;
+            let f = |v: f32| {
+                let v = f64::from(v);
+                let r = if *tanh {
+                    0.5 * v
+                        * (1.0
+                            + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v))
+                                .tanh())
+                } else {
+                    0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2))
+                };
+                r as f32
+            };
+            one(Array::F32(x.mapv(f)))
+        }
+        Op::Clip { min, max } => {
+            let x = arg(args, 0)?.f32()?;
+            let scalar = |i: usize| -> R<Option<f32>> {
+                opt(args, i)
+                    .map(|a| a.f32().map(|v| v.iter().next().copied().unwrap_or(0.0)))
+                    .transpose()
+            };
+            let lo = if opset < 11 { *min } else { scalar(1)? };
+            let hi = if opset < 11 { *max } else { scalar(2)? };
+            one(Array::F32(x.mapv(|v| {
+                let v = lo.map_or(v, |l| if v < l { l } else { v });
+                hi.map_or(v, |h| if v > h { h } else { v })
+            })))
+        }
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            let a = to2(arg(args, 0)?.f32()?)?;
+            let b = to2(arg(args, 1)?.f32()?)?;
+            let a = if *trans_a { a.t().to_owned() } else { a };
+            let b = if *trans_b { b.t().to_owned() } else { b };
+            if a.ncols() != b.nrows() {
+                return Err(format!("Gemm of {:?} and {:?}", a.shape(), b.shape()));
+            }
+            let mut y = a.dot(&b).into_dyn() * *alpha;
+            if let Some(c) = opt(args, 2) {
+                let c = c.f32()?.mapv(|v| v * beta);
+                y = zip_f32(&y, &c, |p, q| p + q)?;
+            }
+            one(Array::F32(y))
+        }
+        Op::MatMul => one(Array::F32(matmul(arg(args, 0)?.f32()?, arg(args, 1)?.f32()?)?)),
+        Op::Softmax { axis: ax } | Op::LogSoftmax { axis: ax } => {
+            let x = arg(args, 0)?.f32()?;
+            let k = axis(*ax, x.ndim())?;
+            let mut y = x.clone();
+            let log = matches!(node.op, Op::LogSoftmax { .. });
+            for mut lane in y.lanes_mut(Axis(k)) {
+                let m = lane.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let sum: f64 = lane.iter().map(|v| f64::from(v - m).exp()).sum();
+                lane.mapv_inplace(|v| {
+                    if log {
+                        ((f64::from(v - m)) - sum.ln()) as f32
+                    } else {
+                        (f64::from(v - m).exp() / sum) as f32
+                    }
+                });
+            }
+            one(Array::F32(y))
+        }
+        Op::LayerNorm { axis: ax, epsilon } => {
+            let x = arg(args, 0)?.f32()?;
+            let k = axis(*ax, x.ndim())?;
+            let outer: usize = x.shape()[..k].iter().product();
+            let inner: usize = x.shape()[k..].iter().product();
+            let flat = x
+                .as_standard_layout()
+                .to_shape((outer, inner))
+                .map_err(|e| e.to_string())?
+                .to_owned();
+            let mut y = Array2::<f32>::zeros((outer, inner));
+            for (src, mut dst) in flat.rows().into_iter().zip(y.rows_mut()) {
+                let mean = src.iter().map(|v| f64::from(*v)).sum::<f64>() / inner as f64;
+                let var =
+                    src.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / inner as f64;
+                let inv = 1.0 / (var + f64::from(*epsilon)).sqrt();
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = ((f64::from(*s) - mean) * inv) as f32;
+                }
+            }
+            let y = y.into_shape_with_order(IxDyn(x.shape())).map_err(|e| e.to_string())?;
+            let mut y = zip_f32(&y, arg(args, 1)?.f32()?, |p, q| p * q)?;
+            if let Some(b) = opt(args, 2) {
+                y = zip_f32(&y, b.f32()?, |p, q| p + q)?;
+            }
+            one(Array::F32(y))
+        }
+        Op::BatchNorm { epsilon } => {
+            let x = arg(args, 0)?.f32()?;
+            let c = x.shape().get(1).copied().ok_or("BatchNormalization needs a channel axis")?;
+            let p =
+                |i: usize| -> R<Vec<f32>> { Ok(arg(args, i)?.f32()?.iter().copied().collect()) };
+            let (scale, bias, mean, var) = (p(1)?, p(2)?, p(3)?, p(4)?);
+            if [&scale, &bias, &mean, &var].iter().any(|v| v.len() != c) {
+                return Err("BatchNormalization parameters do not match the channels".into());
+            }
+            let mut y = x.clone();
+            for (ci, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
+                let inv = 1.0 / (var[ci] + epsilon).sqrt();
+                plane.mapv_inplace(|v| (v - mean[ci]) * inv * scale[ci] + bias[ci]);
+            }
+            one(Array::F32(y))
+        }
+        Op::Conv { window, group } => one(Array::F32(conv(
+            arg(args, 0)?.f32()?,
+            arg(args, 1)?.f32()?,
+            opt(args, 2),
+            window,
+            *group,
+        )?)),
+        Op::Pool { max, window, count_include_pad } => {
+            one(Array::F32(pool(arg(args, 0)?.f32()?, *max, window, *count_include_pad)?))
+        }
+        Op::GlobalPool { max } => {
+            let x = arg(args, 0)?.f32()?;
+            if x.ndim() < 3 {
+                return Err("global pooling needs N, C and spatial axes".into());
+            }
+            let (n, c) = (x.shape()[0], x.shape()[1]);
+            let mut shape = vec![n, c];
+            shape.extend(std::iter::repeat_n(1, x.ndim() - 2));
+            let flat = x
+                .as_standard_layout()
+                .to_shape((n, c, x.len() / (n * c).max(1)))
+                .map_err(|e| e.to_string())?
+                .to_owned();
+            let vals: Vec<f32> = flat
+                .outer_iter()
+                .flat_map(|img| {
+                    img.outer_iter()
+                        .map(|ch| {
+                            if *max {
+                                ch.fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+                            } else {
+                                (ch.iter().map(|v| f64::from(*v)).sum::<f64>() / ch.len() as f64)
+                                    as f32
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            one(Array::F32(ArrayD::from_shape_vec(IxDyn(&shape), vals).map_err(|e| e.to_string())?))
+        }
+        Op::Reshape { allowzero } => {
+            let x = arg(args, 0)?;
+            let spec = arg(args, 1)?.ints()?;
+            let shape = reshape_target(x.shape(), spec.iter().copied(), *allowzero)?;
+            one(reshape(x, &shape)?)
+        }
+        Op::Flatten { axis: ax } => {
+            let x = arg(args, 0)?;
+            let k = if *ax == x.shape().len() as i64 {
+                x.shape().len()
+            } else {
+                axis(*ax, x.shape().len())?
+            };
+            let outer: usize = x.shape()[..k].iter().product();
+            let inner: usize = x.shape()[k..].iter().product();
+            one(reshape(x, &[outer, inner])?)
+        }
+        Op::Transpose { perm } => {
+            let x = arg(args, 0)?;
+            let rank = x.shape().len();
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..rank).rev().collect()
+            } else {
+                perm.iter().map(|p| axis(*p, rank)).collect::<R<_>>()?
+            };
+            let mut seen = perm.clone();
+            seen.sort_unstable();
+            if seen != (0..rank).collect::<Vec<_>>() {
+                return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
+            }
+            one(match x {
+                Array::F32(a) => Array::F32(
+                    a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned(),
+                ),
+                Array::Int(a, dt) => Array::Int(
+                    a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned(),
+                    *dt,
+                ),
+            })
+        }
+        Op::Concat { axis: ax } => {
+            let parts: Vec<&Array> = args.iter().flatten().copied().collect();
+            let first = parts.first().ok_or("Concat of nothing")?;
+            let k = axis(*ax, first.shape().len())?;
+            one(match first {
+                Array::F32(_) => {
+                    let views: Vec<_> =
+                        parts.iter().map(|p| p.f32().map(|a| a.view())).collect::<R<_>>()?;
+                    Array::F32(ndarray::concatenate(Axis(k), &views).map_err(|e| e.to_string())?)
+                }
+                Array::Int(_, dt) => {
+                    let views: Vec<_> =
+                        parts.iter().map(|p| p.ints().map(|a| a.view())).collect::<R<_>>()?;
+                    Array::Int(
+                        ndarray::concatenate(Axis(k), &views).map_err(|e| e.to_string())?,
+                        *dt,
+                    )
+                }
+            })
+        }
+        Op::Gather { axis: ax } => {
+            let x = arg(args, 0)?;
+            let idx = arg(args, 1)?.ints()?;
+            let k = axis(*ax, x.shape().len())?;
+            let dim = x.shape()[k] as i64;
+            let picks: Vec<usize> = idx
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + dim } else { i };
+                    if (0..dim).contains(&j) {
+                        Ok(j as usize)
+                    } else {
+                        Err(format!("index {i} is out of range for axis of {dim}"))
+                    }
+                })
+                .collect::<R<_>>()?;
+            let mut shape: Vec<usize> = x.shape()[..k].to_vec();
+            shape.extend(idx.shape());
+            shape.extend(&x.shape()[k + 1..]);
+            fn take<T: Clone>(
+                a: &ArrayD<T>,
+                k: usize,
+                picks: &[usize],
+                shape: &[usize],
+            ) -> R<ArrayD<T>> {
+                let sel = a.select(Axis(k), picks);
+                sel.as_standard_layout()
+                    .to_shape(IxDyn(shape))
+                    .map(|v| v.to_owned())
+                    .map_err(|e| e.to_string())
+            }
+            one(match x {
+                Array::F32(a) => Array::F32(take(a, k, &picks, &shape)?),
+                Array::Int(a, dt) => Array::Int(take(a, k, &picks, &shape)?, *dt),
+            })
+        }
+        Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
+            let x = arg(args, 0)?;
+            let axes: Option<Vec<i64>> = match axes {
+                Some(a) => Some(a.clone()),
+                None => opt(args, 1)
+                    .map(|a| a.ints().map(|v| v.iter().copied().collect()))
+                    .transpose()?,
+            };
+            let shape = if matches!(node.op, Op::Squeeze { .. }) {
+                let rank = x.shape().len();
+                let drop: Vec<usize> = match axes {
+                    Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                    None => (0..rank).filter(|i| x.shape()[*i] == 1).collect(),
+                };
+                if drop.iter().any(|d| x.shape()[*d] != 1) {
+                    return Err(format!("cannot squeeze axes {drop:?} of {:?}", x.shape()));
+                }
+                x.shape()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !drop.contains(i))
+                    .map(|(_, d)| *d)
+                    .collect()
+            } else {
+                let axes = axes.ok_or("Unsqueeze needs axes")?;
+                let rank = x.shape().len() + axes.len();
+                let mut ins: Vec<usize> = axes.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?;
+                ins.sort_unstable();
+                let mut dims = x.shape().iter();
+                (0..rank)
+                    .map(|i| if ins.contains(&i) { 1 } else { dims.next().copied().unwrap_or(1) })
+                    .collect::<Vec<_>>()
+            };
+            one(reshape(x, &shape)?)
+        }
+        Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
+            let x = arg(args, 0)?.f32()?;
+            let axes: Vec<i64> = match axes {
+                Some(a) => a.clone(),
+                None => opt(args, 1)
+                    .map(|a| a.ints().map(|v| v.iter().copied().collect()))
+                    .transpose()?
+                    .unwrap_or_default(),
+            };
+            if axes.is_empty() && *noop_with_empty_axes {
+                return one(Array::F32(x.clone()));
+            }
+            let mut ks: Vec<usize> = if axes.is_empty() {
+                (0..x.ndim()).collect()
+            } else {
+                axes.iter().map(|a| axis(*a, x.ndim())).collect::<R<_>>()?
+            };
+            ks.sort_unstable();
+            ks.dedup();
+            let mut y = x.mapv(f64::from);
+            for &k in ks.iter().rev() {
+                y = match op {
+                    ReduceKind::Sum => y.sum_axis(Axis(k)),
+                    ReduceKind::Mean => y.mean_axis(Axis(k)).ok_or("mean of an empty axis")?,
+                    ReduceKind::Max => y.fold_axis(Axis(k), f64::NEG_INFINITY, |a, b| a.max(*b)),
+                };
+                if *keepdims {
+                    y.insert_axis_inplace(Axis(k));
+                }
+            }
+            one(Array::F32(y.mapv(|v| v as f32)))
+        }
+        Op::Cast { to } => one(cast(arg(args, 0)?, *to)),
+        Op::Shape => {
+            let x = arg(args, 0)?;
+            let dims: Vec<i64> = x.shape().iter().map(|d| *d as i64).collect();
+            one(Array::Int(
+                ArrayD::from_shape_vec(IxDyn(&[dims.len()]), dims).map_err(|e| e.to_string())?,
+                DType::I64,
+            ))
+        }
+        Op::Slice { attrs } => {
+            let x = arg(args, 0)?;
+            let vec_of = |i: usize| -> R<Option<Vec<i64>>> {
+                opt(args, i).map(|a| a.ints().map(|v| v.iter().copied().collect())).transpose()
+            };
+            let (starts, ends, axes, steps) = match attrs {
+                Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
+                None => (
+                    vec_of(1)?.ok_or("Slice needs starts")?,
+                    vec_of(2)?.ok_or("Slice needs ends")?,
+                    vec_of(3)?,
+                    vec_of(4)?,
+                ),
+            };
+            one(slice(x, &starts, &ends, axes, steps)?)
+        }
+    }
+}
+
+fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
+    match (a, b) {
+        (Array::F32(x), Array::F32(y)) => Ok(Array::F32(zip_f32(x, y, |p, q| match op {
+            BinaryOp::Add => p + q,
+            BinaryOp::Sub => p - q,
+            BinaryOp::Mul => p * q,
+            BinaryOp::Div => p / q,
+            BinaryOp::Pow => f64::from(p).powf(f64::from(q)) as f32,
+            // Float Mod without fmod is rejected at import; this is the integer-style remainder.
+            BinaryOp::Mod => p - q * (p / q).floor(),
+        })?)),
+        (Array::Int(x, dt), Array::Int(y, _)) => Ok(Array::Int(
+            zip_i64(x, y, |p, q| match op {
+                BinaryOp::Add => Ok(p.wrapping_add(q)),
+                BinaryOp::Sub => Ok(p.wrapping_sub(q)),
+                BinaryOp::Mul => Ok(p.wrapping_mul(q)),
+                BinaryOp::Div if q == 0 => Err("integer division by zero".into()),
+                BinaryOp::Div => Ok(p / q),
+                BinaryOp::Pow => Ok(p.wrapping_pow(q.clamp(0, u32::MAX as i64) as u32)),
+                BinaryOp::Mod if q == 0 => Err("integer modulo by zero".into()),
+                // ONNX Mod (fmod = 0): the result has the sign of the divisor.
+                BinaryOp::Mod => {
+                    Ok(p.rem_euclid(q) + if q < 0 && p.rem_euclid(q) != 0 { q } else { 0 })
+                }
+            })?,
+            *dt,
+        )),
+        _ => Err(format!("mixed operand types {} and {}", a.dtype(), b.dtype())),
+    }
+}
+
+fn cast(x: &Array, to: DType) -> Array {
+    match (x, to) {
+        (Array::F32(a), DType::F32) => Array::F32(a.clone()),
+        (Array::F32(a), dt) => Array::Int(
+            a.mapv(|v| match dt {
+                DType::Bool => i64::from(v != 0.0),
+                _ => v as i64,
+            }),
+            dt,
+        ),
+        (Array::Int(a, _), DType::F32) => Array::F32(a.mapv(|v| v as f32)),
+        (Array::Int(a, _), dt) => Array::Int(
+            a.mapv(|v| match dt {
+                DType::Bool => i64::from(v != 0),
+                DType::I8 => i64::from(v as i8),
+                DType::U8 => i64::from(v as u8),
+                DType::I32 => i64::from(v as i32),
+                _ => v,
+            }),
+            dt,
+        ),
+    }
+}
+
+fn reshape(x: &Array, shape: &[usize]) -> R<Array> {
+    let n: usize = shape.iter().product();
+    if n != x.shape().iter().product::<usize>() {
+        return Err(format!("cannot reshape {:?} to {shape:?}", x.shape()));
+    }
+    Ok(match x {
+        Array::F32(a) => Array::F32(
+            a.as_standard_layout().to_shape(IxDyn(shape)).map_err(|e| e.to_string())?.to_owned(),
+        ),
+        Array::Int(a, dt) => Array::Int(
+            a.as_standard_layout().to_shape(IxDyn(shape)).map_err(|e| e.to_string())?.to_owned(),
+            *dt,
+        ),
+    })
+}
+
+/// The target of a Reshape: 0 copies the input dimension (unless `allowzero`), -1 is inferred.
+pub fn reshape_target(
+    input: &[usize],
+    spec: impl Iterator<Item = i64>,
+    allowzero: bool,
+) -> R<Vec<usize>> {
+    let spec: Vec<i64> = spec.collect();
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => {
+                out.push(*input.get(i).ok_or("0 in a Reshape shape beyond the input rank")?)
+            }
+            d if d >= 0 => out.push(d as usize),
+            d => return Err(format!("invalid Reshape dimension {d}")),
+        }
+    }
+    if let Some(i) = infer {
+        let known: usize = out.iter().product();
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(format!("cannot infer a dimension reshaping {input:?} to {spec:?}"));
+        }
+        out[i] = total / known;
+    }
+    Ok(out)
+}
+
+fn to2(a: &ArrayD<f32>) -> R<Array2<f32>> {
+    a.clone()
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|_| format!("expected a matrix, got shape {:?}", a.shape()))
+}
+
+/// Batched matrix product with numpy broadcasting of the batch axes.
+fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> R<ArrayD<f32>> {
+    // 1-D operands become matrices and the added axis is removed afterwards.
+    let (a2, drop_m) =
+        if a.ndim() == 1 { (a.clone().insert_axis(Axis(0)), true) } else { (a.clone(), false) };
+    let (b2, drop_n) =
+        if b.ndim() == 1 { (b.clone().insert_axis(Axis(1)), true) } else { (b.clone(), false) };
+    let (ra, rb) = (a2.ndim(), b2.ndim());
+    let (m, k) = (a2.shape()[ra - 2], a2.shape()[ra - 1]);
+    let (k2, n) = (b2.shape()[rb - 2], b2.shape()[rb - 1]);
+    if k != k2 {
+        return Err(format!("MatMul of {:?} and {:?}", a.shape(), b.shape()));
+    }
+    let batch = broadcast_shape(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2])?;
+    let mut ashape = batch.clone();
+    ashape.extend([m, k]);
+    let mut bshape = batch.clone();
+    bshape.extend([k, n]);
+    let av =
+        a2.broadcast(IxDyn(&ashape)).ok_or("broadcast failed")?.as_standard_layout().to_owned();
+    let bv =
+        b2.broadcast(IxDyn(&bshape)).ok_or("broadcast failed")?.as_standard_layout().to_owned();
+    let nb: usize = batch.iter().product();
+    let av = av.into_shape_with_order((nb, m, k)).map_err(|e| e.to_string())?;
+    let bv = bv.into_shape_with_order((nb, k, n)).map_err(|e| e.to_string())?;
+    let mut out = ndarray::Array3::<f32>::zeros((nb, m, n));
+    for i in 0..nb {
+        out.slice_mut(s![i, .., ..]).assign(&av.slice(s![i, .., ..]).dot(&bv.slice(s![i, .., ..])));
+    }
+    let mut shape = batch;
+    if !drop_m {
+        shape.push(m);
+    }
+    if !drop_n {
+        shape.push(n);
+    }
+    out.into_shape_with_order(IxDyn(&shape)).map_err(|e| e.to_string())
+}
+
+/// A window's geometry per spatial axis.
+struct Geometry {
+    begin: Vec<usize>,
+    end: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+}
+
+/// Padding, strides and dilations per spatial axis for a window.
+fn pads(w: &Window, input: &[usize], kernel: &[usize]) -> R<Geometry> {
+    let nd = input.len();
+    let strides = if w.strides.is_empty() { vec![1; nd] } else { w.strides.clone() };
+    let dil = if w.dilations.is_empty() { vec![1; nd] } else { w.dilations.clone() };
+    if strides.len() != nd
+        || dil.len() != nd
+        || kernel.len() != nd
+        || strides.contains(&0)
+        || dil.contains(&0)
+    {
+        return Err("window attributes do not match the spatial rank".into());
+    }
+    let (mut begin, mut end) = (vec![0; nd], vec![0; nd]);
+    match w.auto_pad {
+        AutoPad::NotSet => {
+            if !w.pads.is_empty() {
+                if w.pads.len() != 2 * nd {
+                    return Err(format!("pads has {} values for {nd} spatial axes", w.pads.len()));
+                }
+                begin.copy_from_slice(&w.pads[..nd]);
+                end.copy_from_slice(&w.pads[nd..]);
+            }
+        }
+        AutoPad::Valid => {}
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            for i in 0..nd {
+                let out = input[i].div_ceil(strides[i]);
+                let eff = (kernel[i] - 1) * dil[i] + 1;
+                let total = ((out - 1) * strides[i] + eff).saturating_sub(input[i]);
+                let small = total / 2;
+                let (b, e) = if w.auto_pad == AutoPad::SameUpper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
+                begin[i] = b;
+                end[i] = e;
+            }
+        }
+    }
+    Ok(Geometry { begin, end, strides, dilations: dil })
+}
+
+fn out_size(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    pb: usize,
+    pe: usize,
+    ceil: bool,
+) -> R<usize> {
+    let eff = (k - 1) * dil + 1;
+    let span = (input + pb + pe).checked_sub(eff).ok_or("window larger than the padded input")?;
+    Ok(if ceil { span.div_ceil(stride) + 1 } else { span / stride + 1 })
+}
+
+/// 2-D convolution (NCHW) via im2col and a GEMM per group; 1-D inputs are treated as height 1.
+fn conv(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    bias: Option<&Array>,
+    win: &Window,
+    group: usize,
+) -> R<ArrayD<f32>> {
+    if x.ndim() != 4 && x.ndim() != 3 {
+        return Err("only 1-D and 2-D convolutions are supported".into());
+    }
+    let one_d = x.ndim() == 3;
+    let x = if one_d { x.clone().insert_axis(Axis(2)) } else { x.clone() };
+    let w = if one_d { w.clone().insert_axis(Axis(2)) } else { w.clone() };
+    let win = if one_d {
+        let lift = |v: &[usize], d: usize| {
+            if v.is_empty() {
+                vec![]
+            } else {
+                std::iter::once(d).chain(v.iter().copied()).collect()
+            }
+        };
+        let pads = if win.pads.len() == 2 {
+            vec![0, win.pads[0], 0, win.pads[1]]
+        } else {
+            win.pads.clone()
+        };
+        Window {
+            kernel: lift(&win.kernel, 1),
+            strides: lift(&win.strides, 1),
+            dilations: lift(&win.dilations, 1),
+            pads,
+            ..win.clone()
+        }
+    } else {
+        win.clone()
+    };
+    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+    if group == 0 || c != cg * group || m % group != 0 {
+        return Err(format!(
+            "Conv of input {:?} with weights {:?} in {group} groups",
+            x.shape(),
+            w.shape()
+        ));
+    }
+    let Geometry { begin: pb, end: pe, strides: st, dilations: dl } =
+        pads(&win, &[h, wd], &[kh, kw])?;
+    let oh = out_size(h, kh, st[0], dl[0], pb[0], pe[0], false)?;
+    let ow = out_size(wd, kw, st[1], dl[1], pb[1], pe[1], false)?;
+    let mg = m / group;
+    let mut out = ndarray::Array4::<f32>::zeros((n, m, oh, ow));
+    let w2 =
+        w.as_standard_layout().to_shape((m, cg * kh * kw)).map_err(|e| e.to_string())?.to_owned();
+    for b in 0..n {
+        for g in 0..group {
+            let mut cols = Array2::<f32>::zeros((cg * kh * kw, oh * ow));
+            for ci in 0..cg {
+                let plane = x.slice(s![b, g * cg + ci, .., ..]);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = (ci * kh + ky) * kw + kx;
+                        for oy in 0..oh {
+                            let iy = (oy * st[0] + ky * dl[0]) as isize - pb[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for ox in 0..ow {
+                                let ix = (ox * st[1] + kx * dl[1]) as isize - pb[1] as isize;
+                                if ix >= 0 && ix < wd as isize {
+                                    cols[[row, oy * ow + ox]] = plane[[iy as usize, ix as usize]];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let y = w2.slice(s![g * mg..(g + 1) * mg, ..]).dot(&cols);
+            for (mi, yrow) in y.outer_iter().enumerate() {
+                let mut dst = out.slice_mut(s![b, g * mg + mi, .., ..]);
+                for (d, v) in dst.iter_mut().zip(yrow.iter()) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+    if let Some(bias) = bias {
+        let bias = bias.f32()?;
+        for (mi, mut plane) in out.axis_iter_mut(Axis(1)).enumerate() {
+            let bv = bias.iter().nth(mi).copied().ok_or("bias shorter than the output channels")?;
+            plane.mapv_inplace(|v| v + bv);
+        }
+    }
+    let out = out.into_dyn();
+    Ok(if one_d { out.remove_axis(Axis(2)) } else { out })
+}
+
+/// 2-D max or average pooling (NCHW).
+fn pool(x: &ArrayD<f32>, max: bool, win: &Window, count_include_pad: bool) -> R<ArrayD<f32>> {
+    if x.ndim() != 4 || win.kernel.len() != 2 {
+        return Err("only 2-D pooling is supported".into());
+    }
+    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (kh, kw) = (win.kernel[0], win.kernel[1]);
+    let Geometry { begin: pb, end: pe, strides: st, dilations: dl } =
+        pads(win, &[h, wd], &[kh, kw])?;
+    let mut oh = out_size(h, kh, st[0], dl[0], pb[0], pe[0], win.ceil_mode)?;
+    let mut ow = out_size(wd, kw, st[1], dl[1], pb[1], pe[1], win.ceil_mode)?;
+    // With ceil_mode, a last window that starts in the end padding is dropped.
+    if win.ceil_mode {
+        if (oh - 1) * st[0] >= h + pb[0] {
+            oh -= 1;
+        }
+        if (ow - 1) * st[1] >= wd + pb[1] {
+            ow -= 1;
+        }
+    }
+    let mut out = ndarray::Array4::<f32>::zeros((n, c, oh, ow));
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut acc, mut count) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
+                    let mut padded = 0usize;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * st[0] + ky * dl[0]) as isize - pb[0] as isize;
+                            let ix = (ox * st[1] + kx * dl[1]) as isize - pb[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                // Padding inside the declared pads counts for count_include_pad.
+                                if iy < (h + pe[0]) as isize && ix < (wd + pe[1]) as isize {
+                                    padded += 1;
+                                }
+                                continue;
+                            }
+                            let v = x[[b, ch, iy as usize, ix as usize]];
+                            if max {
+                                acc = acc.max(v);
+                            } else {
+                                acc += v;
+                            }
+                            count += 1;
+                        }
+                    }
+                    out[[b, ch, oy, ox]] = if max {
+                        acc
+                    } else {
+                        let d = if count_include_pad { count + padded } else { count };
+                        acc / d.max(1) as f32
+                    };
+                }
+            }
+        }
+    }
+    Ok(out.into_dyn())
+}
+
+fn slice(
+    x: &Array,
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<Vec<i64>>,
+    steps: Option<Vec<i64>>,
+) -> R<Array> {
+    let rank = x.shape().len();
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+        None => (0..starts.len()).collect(),
+    };
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("Slice starts, ends, axes and steps differ in length".into());
+    }
+    let mut info: Vec<ndarray::SliceInfoElem> =
+        (0..rank).map(|_| ndarray::SliceInfoElem::from(..)).collect();
+    for (((&k, &s0), &e0), &st) in axes.iter().zip(starts).zip(ends).zip(&steps) {
+        if st == 0 {
+            return Err("Slice step 0".into());
+        }
+        let d = x.shape()[k] as i64;
+        let clampi = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
+        let norm = |v: i64| if v < 0 { v + d } else { v };
+        let (s, e) = if st > 0 {
+            (clampi(norm(s0), 0, d), clampi(norm(e0), 0, d))
+        } else {
+            (clampi(norm(s0), -1, d - 1), clampi(norm(e0), -1, d - 1))
+        };
+        info[k] = if st > 0 {
+            ndarray::SliceInfoElem::Slice {
+                start: s as isize,
+                end: Some(e.max(s) as isize),
+                step: st as isize,
+            }
+        } else {
+            // A negative step walks from `s` down to just above `e`: ndarray expresses it as the
+            // range (e, s] traversed backwards.
+            let (lo, hi) = (e + 1, s + 1);
+            if hi <= lo {
+                ndarray::SliceInfoElem::Slice { start: 0, end: Some(0), step: 1 }
+            } else {
+                let len = hi - lo;
+                let steps_taken = (len - 1) / (-st);
+                let first = s - steps_taken * (-st);
+                ndarray::SliceInfoElem::Slice {
+                    start: first as isize,
+                    end: Some(hi as isize),
+                    step: st as isize,
+                }
+            }
+        };
+    }
+    let info = ndarray::SliceInfo::<_, IxDyn, IxDyn>::try_from(info).map_err(|e| e.to_string())?;
+    Ok(match x {
+        Array::F32(a) => Array::F32(a.slice(info.as_ref()).to_owned()),
+        Array::Int(a, dt) => Array::Int(a.slice(info.as_ref()).to_owned(), *dt),
+    })
+}

@@ -1,0 +1,502 @@
+//! The graph IR: values and nodes in arenas addressed by typed ids, ops with typed attributes,
+//! tensors whose bytes are shared with the loaded model file.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// Element types the compiler knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE binary32.
+    F32,
+    /// Signed 8-bit integer.
+    I8,
+    /// Unsigned 8-bit integer.
+    U8,
+    /// Signed 32-bit integer.
+    I32,
+    /// Signed 64-bit integer (shapes and indices).
+    I64,
+    /// Boolean, one byte.
+    Bool,
+}
+
+impl DType {
+    /// The ONNX `TensorProto.DataType` code.
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I8 => 3,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::Bool => 9,
+        }
+    }
+
+    /// The type for an ONNX data type code, if supported.
+    pub fn from_onnx(code: i32) -> Option<DType> {
+        Some(match code {
+            1 => DType::F32,
+            2 => DType::U8,
+            3 => DType::I8,
+            6 => DType::I32,
+            7 => DType::I64,
+            9 => DType::Bool,
+            _ => return None,
+        })
+    }
+
+    /// The name ONNX uses for a data type code (also for unsupported ones).
+    pub fn onnx_name(code: i32) -> &'static str {
+        const NAMES: [&str; 24] = [
+            "undefined",
+            "float",
+            "uint8",
+            "int8",
+            "uint16",
+            "int16",
+            "int32",
+            "int64",
+            "string",
+            "bool",
+            "float16",
+            "double",
+            "uint32",
+            "uint64",
+            "complex64",
+            "complex128",
+            "bfloat16",
+            "float8e4m3fn",
+            "float8e4m3fnuz",
+            "float8e5m2",
+            "float8e5m2fnuz",
+            "uint4",
+            "int4",
+            "float4e2m1",
+        ];
+        usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("unknown")
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::F32 | DType::I32 => 4,
+            DType::I64 => 8,
+        }
+    }
+
+    /// The name in the ONNX text syntax.
+    pub fn name(self) -> &'static str {
+        DType::onnx_name(self.onnx_code())
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A tensor with its data: dense, row-major, little-endian bytes (shared, never copied
+/// needlessly).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// `product(shape) · dtype.size()` bytes.
+    pub data: Bytes,
+}
+
+impl Tensor {
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements as f32 (for `F32` tensors).
+    pub fn f32s(&self) -> Vec<f32> {
+        self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+
+    /// The elements as i64 (for integer and bool tensors).
+    pub fn i64s(&self) -> Vec<i64> {
+        match self.dtype {
+            DType::I64 => self
+                .data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect(),
+            DType::I32 => self
+                .data
+                .chunks_exact(4)
+                .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+            DType::I8 => self.data.iter().map(|b| i64::from(*b as i8)).collect(),
+            DType::U8 | DType::Bool => self.data.iter().map(|b| i64::from(*b)).collect(),
+            DType::F32 => self.f32s().into_iter().map(|v| v as i64).collect(),
+        }
+    }
+
+    /// An f32 tensor.
+    pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Tensor {
+        Tensor {
+            dtype: DType::F32,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// An i64 tensor.
+    pub fn from_i64(shape: Vec<usize>, values: &[i64]) -> Tensor {
+        Tensor {
+            dtype: DType::I64,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// A value's type: element type and static shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorType {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dims: Vec<String> = self.shape.iter().map(usize::to_string).collect();
+        write!(f, "{}[{}]", self.dtype, dims.join(","))
+    }
+}
+
+/// Identifies a value of a graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+/// Identifies a node of a graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+/// A value: a graph input, a constant, or a node output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value {
+    /// Name (unique in the graph).
+    pub name: String,
+    /// Type, once known.
+    pub ty: Option<TensorType>,
+    /// Contents, for constants and initializers.
+    pub constant: Option<Tensor>,
+}
+
+/// Auto-padding modes of convolution and pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoPad {
+    /// Explicit `pads`.
+    NotSet,
+    /// Pad so the output is `ceil(input / stride)`, extra padding at the end.
+    SameUpper,
+    /// As `SameUpper`, extra padding at the start.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+/// Window attributes shared by convolution and pooling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Kernel spatial shape (empty: from the weights).
+    pub kernel: Vec<usize>,
+    /// Strides per spatial axis.
+    pub strides: Vec<usize>,
+    /// Dilations per spatial axis.
+    pub dilations: Vec<usize>,
+    /// Begin pads then end pads.
+    pub pads: Vec<usize>,
+    /// Auto-padding.
+    pub auto_pad: AutoPad,
+    /// Pooling: round the output size up.
+    pub ceil_mode: bool,
+}
+
+/// Operations with typed attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `alpha · A' · B' + beta · C`.
+    Gemm {
+        /// Scale of the product.
+        alpha: f32,
+        /// Scale of C.
+        beta: f32,
+        /// Transpose A.
+        trans_a: bool,
+        /// Transpose B.
+        trans_b: bool,
+    },
+    /// Batched matrix product with broadcasting.
+    MatMul,
+    /// Element-wise binary arithmetic with broadcasting.
+    Binary(BinaryOp),
+    /// Element-wise unary function.
+    Unary(UnaryOp),
+    /// `max(x, alpha · x)`.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        alpha: f32,
+    },
+    /// Clamp (bounds from optional inputs, or attributes in old opsets).
+    Clip {
+        /// Lower bound from attributes (opset < 11).
+        min: Option<f32>,
+        /// Upper bound from attributes (opset < 11).
+        max: Option<f32>,
+    },
+    /// `max(0, min(1, alpha · x + beta))`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// GELU (`approximate = "none"` or `"tanh"`).
+    Gelu {
+        /// Use the tanh approximation.
+        tanh: bool,
+    },
+    /// Softmax along an axis.
+    Softmax {
+        /// The axis.
+        axis: i64,
+    },
+    /// Log-softmax along an axis.
+    LogSoftmax {
+        /// The axis.
+        axis: i64,
+    },
+    /// Layer normalisation over the trailing axes from `axis`.
+    LayerNorm {
+        /// First normalised axis.
+        axis: i64,
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// Batch normalisation, inference form.
+    BatchNorm {
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// N-d convolution.
+    Conv {
+        /// Window attributes.
+        window: Window,
+        /// Groups.
+        group: usize,
+    },
+    /// Max or average pooling.
+    Pool {
+        /// Max (or average).
+        max: bool,
+        /// Window attributes.
+        window: Window,
+        /// Average pooling counts padding.
+        count_include_pad: bool,
+    },
+    /// Global average or max pooling.
+    GlobalPool {
+        /// Max (or average).
+        max: bool,
+    },
+    /// Reshape to a shape given as an input.
+    Reshape {
+        /// A 0 in the shape means an empty dimension (not "copy").
+        allowzero: bool,
+    },
+    /// Flatten to 2-D at an axis.
+    Flatten {
+        /// The axis.
+        axis: i64,
+    },
+    /// Permute axes.
+    Transpose {
+        /// The permutation (empty: reverse).
+        perm: Vec<i64>,
+    },
+    /// Concatenate along an axis.
+    Concat {
+        /// The axis.
+        axis: i64,
+    },
+    /// Gather along an axis.
+    Gather {
+        /// The axis.
+        axis: i64,
+    },
+    /// Remove axes of size 1 (axes from an input or attribute).
+    Squeeze {
+        /// Axes from attributes (opset < 13).
+        axes: Option<Vec<i64>>,
+    },
+    /// Insert axes of size 1.
+    Unsqueeze {
+        /// Axes from attributes (opset < 13).
+        axes: Option<Vec<i64>>,
+    },
+    /// Reduction over axes.
+    Reduce {
+        /// The reduction.
+        op: ReduceKind,
+        /// Axes from attributes (opsets before they became inputs).
+        axes: Option<Vec<i64>>,
+        /// Keep reduced axes as size 1.
+        keepdims: bool,
+        /// With no axes: reduce nothing (instead of everything).
+        noop_with_empty_axes: bool,
+    },
+    /// Type conversion.
+    Cast {
+        /// Target type.
+        to: DType,
+    },
+    /// Pass-through.
+    Identity,
+    /// A constant tensor.
+    Constant,
+    /// The input's shape as an int64 vector.
+    Shape,
+    /// Slice with starts, ends, axes and steps as inputs (or attributes before opset 10).
+    Slice {
+        /// Starts, ends and axes from attributes (opset < 10).
+        attrs: Option<SliceAttrs>,
+    },
+    /// An op the compiler does not support; kept so the model still imports and `check` can
+    /// list it.
+    Unsupported {
+        /// The ONNX op type.
+        op_type: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The attributes of an opset < 10 `Slice`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceAttrs {
+    /// Start indices.
+    pub starts: Vec<i64>,
+    /// End indices (exclusive).
+    pub ends: Vec<i64>,
+    /// Axes (default: the first ones).
+    pub axes: Option<Vec<i64>>,
+}
+
+/// Element-wise binary operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+    /// `a ^ b`.
+    Pow,
+    /// Remainder (`Mod`, `fmod = 0` semantics for integers).
+    Mod,
+}
+
+/// Element-wise unary functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    /// `max(x, 0)`.
+    Relu,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `e^x`.
+    Exp,
+    /// The error function.
+    Erf,
+    /// Square root.
+    Sqrt,
+    /// `x · hardsigmoid(x)` with alpha 1/6, beta 1/2.
+    HardSwish,
+    /// Negation.
+    Neg,
+    /// Absolute value.
+    Abs,
+}
+
+/// Reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// Mean.
+    Mean,
+    /// Sum.
+    Sum,
+    /// Maximum.
+    Max,
+}
+
+/// A node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Name (from the model, or generated).
+    pub name: String,
+    /// The ONNX op type it came from.
+    pub op_type: String,
+    /// The operation.
+    pub op: Op,
+    /// Inputs; `None` for omitted optional inputs.
+    pub inputs: Vec<Option<ValueId>>,
+    /// Outputs.
+    pub outputs: Vec<ValueId>,
+}
+
+/// A graph in topological order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    /// All values.
+    pub values: Vec<Value>,
+    /// Nodes, each after the producers of its inputs.
+    pub nodes: Vec<Node>,
+    /// Graph inputs (non-constant).
+    pub inputs: Vec<ValueId>,
+    /// Graph outputs.
+    pub outputs: Vec<ValueId>,
+    /// The default-domain opset the model imports.
+    pub opset: i64,
+}
+
+impl Graph {
+    /// A value by id.
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id.0 as usize]
+    }
+
+    /// A value by id, mutably.
+    pub fn value_mut(&mut self, id: ValueId) -> &mut Value {
+        &mut self.values[id.0 as usize]
+    }
+
+    /// Adds a value.
+    pub fn add_value(&mut self, value: Value) -> ValueId {
+        let id = ValueId(self.values.len() as u32);
+        self.values.push(value);
+        id
+    }
+}

@@ -1,0 +1,479 @@
+//! ONNX import: a binary `.onnx` file (with external-data weights) into the graph IR.
+//!
+//! Every node imports, supported or not: an op the compiler does not know, an attribute value it
+//! does not handle, another domain or an unsupported data type becomes an `Op::Unsupported`
+//! node that keeps its reason, so `accelc check` can list every blocker at once. Errors that make
+//! the file unusable (malformed protobuf, an undefined input, a duplicate value name) name the
+//! node and what is wrong.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::ir::SliceAttrs;
+use crate::ir::{
+    AutoPad, BinaryOp, DType, Graph, Node, Op, ReduceKind, Tensor, TensorType, UnaryOp, Value,
+    ValueId, Window,
+};
+use crate::proto::{self, AttributeProto, NodeProto, TensorProto};
+
+/// Oldest default-domain opset accepted.
+pub const MIN_OPSET: i64 = 7;
+/// Newest default-domain opset accepted.
+pub const MAX_OPSET: i64 = 28;
+
+/// Why a model cannot be imported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportError {
+    /// The node, when one is at fault.
+    pub node: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(n) => write!(f, "node `{n}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+fn err(message: impl Into<String>) -> ImportError {
+    ImportError { node: None, message: message.into() }
+}
+
+/// Import options.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Shapes for graph inputs with symbolic dimensions, by input name.
+    pub input_shapes: HashMap<String, Vec<usize>>,
+}
+
+/// Reads and imports a model file; external data is resolved next to it.
+pub fn load(path: &Path, opts: &ImportOptions) -> Result<Graph, ImportError> {
+    let data =
+        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    import(Bytes::from(data), path.parent(), opts)
+}
+
+/// Imports a model from its bytes; `base_dir` resolves external-data files.
+pub fn import(
+    data: Bytes,
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Graph, ImportError> {
+    let model = proto::ModelProto::decode(data)
+        .map_err(|e| err(format!("malformed ONNX protobuf: {e}")))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| {
+            o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx")
+        })
+        .and_then(|o| o.version)
+        .unwrap_or(1);
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(err(format!(
+            "default-domain opset {opset} is outside the supported {MIN_OPSET}..={MAX_OPSET}"
+        )));
+    }
+    let graph = model.graph.ok_or_else(|| err("the model has no graph"))?;
+    let mut b = Builder { g: Graph { opset, ..Graph::default() }, names: HashMap::new(), base_dir };
+
+    for init in &graph.initializer {
+        let name = init.name.clone().unwrap_or_default();
+        let t = b.tensor(init).map_err(|m| err(format!("initializer `{name}`: {m}")))?;
+        let ty = TensorType { dtype: t.dtype, shape: t.shape.clone() };
+        b.define(&name, Value { name: name.clone(), ty: Some(ty), constant: Some(t) }, None)?;
+    }
+    for input in &graph.input {
+        let name = input.name.clone().unwrap_or_default();
+        if b.names.contains_key(name.as_str()) {
+            continue; // an initializer listed as an input (IR version < 4)
+        }
+        let ty = value_type(input, opts).map_err(|m| err(format!("graph input `{name}`: {m}")))?;
+        let id =
+            b.define(&name, Value { name: name.clone(), ty: Some(ty), constant: None }, None)?;
+        b.g.inputs.push(id);
+    }
+    for (i, node) in graph.node.iter().enumerate() {
+        b.node(node, i)?;
+    }
+    for out in &graph.output {
+        let name = out.name.clone().unwrap_or_default();
+        let id = *b
+            .names
+            .get(name.as_str())
+            .ok_or_else(|| err(format!("graph output `{name}` is not produced")))?;
+        b.g.outputs.push(id);
+    }
+    Ok(b.g)
+}
+
+/// The type of a graph input.
+fn value_type(v: &proto::ValueInfoProto, opts: &ImportOptions) -> Result<TensorType, String> {
+    let name = v.name.clone().unwrap_or_default();
+    let Some(proto::type_proto::Value::TensorType(tt)) =
+        v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err("is not a tensor".into());
+    };
+    let code = tt.elem_type.unwrap_or(0);
+    let dtype = DType::from_onnx(code)
+        .ok_or_else(|| format!("data type {} is not supported", DType::onnx_name(code)))?;
+    if let Some(shape) = opts.input_shapes.get(&name) {
+        return Ok(TensorType { dtype, shape: shape.clone() });
+    }
+    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
+    let mut shape = Vec::with_capacity(dims.len());
+    for d in dims {
+        match &d.value {
+            Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
+                shape.push(*v as usize)
+            }
+            Some(proto::tensor_shape_proto::dimension::Value::DimParam(p)) => {
+                return Err(format!(
+                    "dimension `{p}` is symbolic; fix it with --input-shape {name}=..."
+                ));
+            }
+            _ => return Err("has an unknown dimension; fix it with --input-shape".into()),
+        }
+    }
+    Ok(TensorType { dtype, shape })
+}
+
+struct Builder<'a> {
+    g: Graph,
+    names: HashMap<String, ValueId>,
+    base_dir: Option<&'a Path>,
+}
+
+/// Attribute lookup for one node.
+struct Attrs<'n> {
+    node: &'n NodeProto,
+}
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+    }
+    fn f32(&self, name: &str, default: f32) -> f32 {
+        self.get(name).and_then(|a| a.f).unwrap_or(default)
+    }
+    fn i64(&self, name: &str, default: i64) -> i64 {
+        self.get(name).and_then(|a| a.i).unwrap_or(default)
+    }
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
+    }
+    fn usizes(&self, name: &str) -> Result<Vec<usize>, String> {
+        self.ints(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                usize::try_from(v).map_err(|_| format!("attribute `{name}` has negative value {v}"))
+            })
+            .collect()
+    }
+}
+
+impl Builder<'_> {
+    fn define(
+        &mut self,
+        name: &str,
+        value: Value,
+        node: Option<&str>,
+    ) -> Result<ValueId, ImportError> {
+        if self.names.contains_key(name) {
+            return Err(ImportError {
+                node: node.map(str::to_string),
+                message: format!("value `{name}` is defined twice"),
+            });
+        }
+        let id = self.g.add_value(value);
+        self.names.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn tensor(&self, t: &TensorProto) -> Result<Tensor, String> {
+        let code = t.data_type.unwrap_or(0);
+        let dtype = DType::from_onnx(code)
+            .ok_or_else(|| format!("data type {} is not supported", DType::onnx_name(code)))?;
+        let shape: Vec<usize> = t
+            .dims
+            .iter()
+            .map(|d| usize::try_from(*d).map_err(|_| format!("negative dimension {d}")))
+            .collect::<Result<_, _>>()?;
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, d| a.checked_mul(*d))
+            .ok_or("element count overflows")?;
+        let bytes = n.checked_mul(dtype.size()).ok_or("byte size overflows")?;
+        let data: Bytes =
+            if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
+                self.external(t)?
+            } else if let Some(raw) = t.raw_data.as_ref().filter(|r| !r.is_empty()) {
+                raw.clone()
+            } else {
+                match dtype {
+                    DType::F32 => t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    DType::I64 => t.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    DType::I32 => t.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    DType::I8 | DType::U8 | DType::Bool => {
+                        t.int32_data.iter().map(|v| *v as u8).collect()
+                    }
+                }
+            };
+        if data.len() != bytes {
+            return Err(format!("holds {} bytes, but {dtype}{shape:?} needs {bytes}", data.len()));
+        }
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    fn external(&self, t: &TensorProto) -> Result<Bytes, String> {
+        let entry = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key.as_deref() == Some(k))
+                .and_then(|e| e.value.clone())
+        };
+        let location = entry("location").ok_or("external data without a location")?;
+        if Path::new(&location).is_absolute() || location.split(['/', '\\']).any(|c| c == "..") {
+            return Err(format!(
+                "external data location `{location}` leaves the model's directory"
+            ));
+        }
+        let base = self.base_dir.ok_or("external data needs the model's directory")?;
+        let file = std::fs::read(base.join(&location))
+            .map_err(|e| format!("cannot read external data `{location}`: {e}"))?;
+        let offset: usize =
+            entry("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| "bad external data offset")?;
+        let length: usize = match entry("length") {
+            Some(v) => v.parse().map_err(|_| "bad external data length")?,
+            None => file.len().saturating_sub(offset),
+        };
+        let end = offset.checked_add(length).filter(|e| *e <= file.len()).ok_or_else(|| {
+            format!(
+                "external data {offset}+{length} lies outside `{location}` ({} bytes)",
+                file.len()
+            )
+        })?;
+        Ok(Bytes::from(file).slice(offset..end))
+    }
+
+    fn node(&mut self, n: &NodeProto, index: usize) -> Result<(), ImportError> {
+        let op_type = n.op_type.clone().unwrap_or_default();
+        let name = n
+            .name
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("{op_type}_{index}"));
+        let fail = |m: String| ImportError { node: Some(name.clone()), message: m };
+        let mut inputs = Vec::with_capacity(n.input.len());
+        for input in &n.input {
+            if input.is_empty() {
+                inputs.push(None);
+            } else {
+                let id = self.names.get(input.as_str()).ok_or_else(|| {
+                    fail(format!(
+                        "input `{input}` is not defined before this node (missing, or a cycle)"
+                    ))
+                })?;
+                inputs.push(Some(*id));
+            }
+        }
+        let domain = n.domain.clone().unwrap_or_default();
+        let op = if !domain.is_empty() && domain != "ai.onnx" {
+            Op::Unsupported {
+                op_type: op_type.clone(),
+                reason: format!("domain `{domain}` is not supported"),
+            }
+        } else {
+            convert(&op_type, &Attrs { node: n }, self.g.opset)
+                .unwrap_or_else(|reason| Op::Unsupported { op_type: op_type.clone(), reason })
+        };
+        // A Constant's value becomes the output's contents.
+        let constant =
+            if op == Op::Constant { Some(self.constant_value(n).map_err(&fail)?) } else { None };
+        let mut outputs = Vec::with_capacity(n.output.len());
+        for out in &n.output {
+            if out.is_empty() {
+                continue;
+            }
+            let ty =
+                constant.as_ref().map(|t| TensorType { dtype: t.dtype, shape: t.shape.clone() });
+            let v = Value { name: out.clone(), ty, constant: constant.clone() };
+            outputs.push(self.define(out, v, Some(&name))?);
+        }
+        self.g.nodes.push(Node { name, op_type, op, inputs, outputs });
+        Ok(())
+    }
+
+    fn constant_value(&self, n: &NodeProto) -> Result<Tensor, String> {
+        let a = Attrs { node: n };
+        if let Some(t) = a.get("value").and_then(|v| v.t.as_ref()) {
+            return self.tensor(t);
+        }
+        if let Some(v) = a.get("value_float").and_then(|v| v.f) {
+            return Ok(Tensor::from_f32(vec![], &[v]));
+        }
+        if let Some(v) = a.get("value_floats") {
+            return Ok(Tensor::from_f32(vec![v.floats.len()], &v.floats));
+        }
+        if let Some(v) = a.get("value_int").and_then(|v| v.i) {
+            return Ok(Tensor::from_i64(vec![], &[v]));
+        }
+        if let Some(v) = a.get("value_ints") {
+            return Ok(Tensor::from_i64(vec![v.ints.len()], &v.ints));
+        }
+        Err("Constant without a supported value attribute".into())
+    }
+}
+
+fn window(a: &Attrs<'_>) -> Result<Window, String> {
+    let auto_pad = match a.string("auto_pad").as_deref() {
+        None | Some("NOTSET") | Some("") => AutoPad::NotSet,
+        Some("SAME_UPPER") => AutoPad::SameUpper,
+        Some("SAME_LOWER") => AutoPad::SameLower,
+        Some("VALID") => AutoPad::Valid,
+        Some(other) => return Err(format!("auto_pad `{other}` is not defined")),
+    };
+    Ok(Window {
+        kernel: a.usizes("kernel_shape")?,
+        strides: a.usizes("strides")?,
+        dilations: a.usizes("dilations")?,
+        pads: a.usizes("pads")?,
+        auto_pad,
+        ceil_mode: a.i64("ceil_mode", 0) != 0,
+    })
+}
+
+/// The IR op for an ONNX node, or why it is not supported.
+fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
+    let unary = |u| Ok(Op::Unary(u));
+    let binary = |b| Ok(Op::Binary(b));
+    match op_type {
+        "Gemm" => Ok(Op::Gemm {
+            alpha: a.f32("alpha", 1.0),
+            beta: a.f32("beta", 1.0),
+            trans_a: a.i64("transA", 0) != 0,
+            trans_b: a.i64("transB", 0) != 0,
+        }),
+        "MatMul" => Ok(Op::MatMul),
+        "Add" => binary(BinaryOp::Add),
+        "Sub" => binary(BinaryOp::Sub),
+        "Mul" => binary(BinaryOp::Mul),
+        "Div" => binary(BinaryOp::Div),
+        "Pow" => binary(BinaryOp::Pow),
+        "Mod" if a.i64("fmod", 0) != 0 => Err("Mod with fmod=1 is not supported".into()),
+        "Mod" => binary(BinaryOp::Mod),
+        "Relu" => unary(UnaryOp::Relu),
+        "Sigmoid" => unary(UnaryOp::Sigmoid),
+        "Tanh" => unary(UnaryOp::Tanh),
+        "Exp" => unary(UnaryOp::Exp),
+        "Erf" => unary(UnaryOp::Erf),
+        "Sqrt" => unary(UnaryOp::Sqrt),
+        "HardSwish" => unary(UnaryOp::HardSwish),
+        "Neg" => unary(UnaryOp::Neg),
+        "Abs" => unary(UnaryOp::Abs),
+        "LeakyRelu" => Ok(Op::LeakyRelu { alpha: a.f32("alpha", 0.01) }),
+        "Clip" if opset < 11 => Ok(Op::Clip {
+            min: a.get("min").and_then(|v| v.f),
+            max: a.get("max").and_then(|v| v.f),
+        }),
+        "Clip" => Ok(Op::Clip { min: None, max: None }),
+        "HardSigmoid" => {
+            Ok(Op::HardSigmoid { alpha: a.f32("alpha", 0.2), beta: a.f32("beta", 0.5) })
+        }
+        "Gelu" => match a.string("approximate").as_deref() {
+            None | Some("none") => Ok(Op::Gelu { tanh: false }),
+            Some("tanh") => Ok(Op::Gelu { tanh: true }),
+            Some(other) => Err(format!("Gelu approximate `{other}` is not defined")),
+        },
+        "Softmax" => Ok(Op::Softmax { axis: a.i64("axis", if opset < 13 { 1 } else { -1 }) }),
+        "LogSoftmax" => Ok(Op::LogSoftmax { axis: a.i64("axis", if opset < 13 { 1 } else { -1 }) }),
+        "LayerNormalization" => {
+            if a.i64("stash_type", 1) != 1 {
+                return Err(
+                    "LayerNormalization with stash_type other than float is not supported".into()
+                );
+            }
+            Ok(Op::LayerNorm { axis: a.i64("axis", -1), epsilon: a.f32("epsilon", 1e-5) })
+        }
+        "BatchNormalization" => {
+            if a.i64("training_mode", 0) != 0 {
+                return Err("BatchNormalization in training mode is not supported".into());
+            }
+            Ok(Op::BatchNorm { epsilon: a.f32("epsilon", 1e-5) })
+        }
+        "Conv" => Ok(Op::Conv { window: window(a)?, group: a.i64("group", 1).max(1) as usize }),
+        "MaxPool" => {
+            if a.i64("storage_order", 0) != 0 {
+                return Err("MaxPool with storage_order=1 is not supported".into());
+            }
+            Ok(Op::Pool { max: true, window: window(a)?, count_include_pad: false })
+        }
+        "AveragePool" => Ok(Op::Pool {
+            max: false,
+            window: window(a)?,
+            count_include_pad: a.i64("count_include_pad", 0) != 0,
+        }),
+        "GlobalAveragePool" => Ok(Op::GlobalPool { max: false }),
+        "GlobalMaxPool" => Ok(Op::GlobalPool { max: true }),
+        "Reshape" => Ok(Op::Reshape { allowzero: a.i64("allowzero", 0) != 0 }),
+        "Flatten" => Ok(Op::Flatten { axis: a.i64("axis", 1) }),
+        "Transpose" => Ok(Op::Transpose { perm: a.ints("perm").unwrap_or_default() }),
+        "Concat" => Ok(Op::Concat { axis: a.i64("axis", 0) }),
+        "Gather" => Ok(Op::Gather { axis: a.i64("axis", 0) }),
+        "Squeeze" => Ok(Op::Squeeze { axes: if opset < 13 { a.ints("axes") } else { None } }),
+        "Unsqueeze" => Ok(Op::Unsqueeze { axes: if opset < 13 { a.ints("axes") } else { None } }),
+        "ReduceMean" | "ReduceSum" | "ReduceMax" => {
+            let op = match op_type {
+                "ReduceMean" => ReduceKind::Mean,
+                "ReduceSum" => ReduceKind::Sum,
+                _ => ReduceKind::Max,
+            };
+            // Axes moved from an attribute to an input in opset 13 (ReduceSum) and 18 (others).
+            let axes_input = if op == ReduceKind::Sum { opset >= 13 } else { opset >= 18 };
+            Ok(Op::Reduce {
+                op,
+                axes: if axes_input { None } else { a.ints("axes") },
+                keepdims: a.i64("keepdims", 1) != 0,
+                noop_with_empty_axes: a.i64("noop_with_empty_axes", 0) != 0,
+            })
+        }
+        "Cast" => {
+            let code = a.i64("to", 0) as i32;
+            let to = DType::from_onnx(code)
+                .ok_or_else(|| format!("Cast to {} is not supported", DType::onnx_name(code)))?;
+            Ok(Op::Cast { to })
+        }
+        "Identity" => Ok(Op::Identity),
+        "Constant" => Ok(Op::Constant),
+        "Shape" => {
+            if a.get("start").is_some() || a.get("end").is_some() {
+                return Err("Shape with start/end is not supported".into());
+            }
+            Ok(Op::Shape)
+        }
+        "Slice" if opset < 10 => Ok(Op::Slice {
+            attrs: Some(SliceAttrs {
+                starts: a.ints("starts").unwrap_or_default(),
+                ends: a.ints("ends").unwrap_or_default(),
+                axes: a.ints("axes"),
+            }),
+        }),
+        "Slice" => Ok(Op::Slice { attrs: None }),
+        other => Err(format!("`{other}` is not supported")),
+    }
+}
