@@ -241,6 +241,16 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
             };
             one(Array::F32(x.mapv(f)))
         }
+        Op::Clip { .. } if matches!(arg(args, 0)?, Array::Int(..)) => {
+            let Array::Int(x, dt) = arg(args, 0)? else { unreachable!("matched above") };
+            let bound = |i: usize| -> R<Option<i64>> {
+                opt(args, i)
+                    .map(|a| a.ints().map(|v| v.iter().next().copied().unwrap_or(0)))
+                    .transpose()
+            };
+            let (lo, hi) = (bound(1)?, bound(2)?);
+            one(Array::Int(x.mapv(|v| hi.map_or(v, |h| v.min(h)).max(lo.unwrap_or(i64::MIN))), *dt))
+        }
         Op::Clip { min, max } => {
             let x = arg(args, 0)?.f32()?;
             let scalar = |i: usize| -> R<Option<f32>> {
@@ -300,6 +310,7 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
                 .map_err(|e| e.to_string())?
                 .to_owned();
             let mut y = Array2::<f32>::zeros((outer, inner));
+            let (mut means, mut invs) = (Vec::with_capacity(outer), Vec::with_capacity(outer));
             for (src, mut dst) in flat.rows().into_iter().zip(y.rows_mut()) {
                 let mean = src.iter().map(|v| f64::from(*v)).sum::<f64>() / inner as f64;
                 let var =
@@ -308,13 +319,23 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
                 for (d, s) in dst.iter_mut().zip(src) {
                     *d = ((f64::from(*s) - mean) * inv) as f32;
                 }
+                means.push(mean as f32);
+                invs.push(inv as f32);
             }
             let y = y.into_shape_with_order(IxDyn(x.shape())).map_err(|e| e.to_string())?;
             let mut y = zip_f32(&y, arg(args, 1)?.f32()?, |p, q| p * q)?;
             if let Some(b) = opt(args, 2) {
                 y = zip_f32(&y, b.f32()?, |p, q| p + q)?;
             }
-            one(Array::F32(y))
+            // The optional Mean and InvStdDev outputs keep the normalised axes as size 1.
+            let stat_shape: Vec<usize> =
+                x.shape().iter().enumerate().map(|(i, d)| if i < k { *d } else { 1 }).collect();
+            let stat = |v: Vec<f32>| {
+                ArrayD::from_shape_vec(IxDyn(&stat_shape), v)
+                    .map(Array::F32)
+                    .map_err(|e| e.to_string())
+            };
+            Ok(vec![Array::F32(y), stat(means)?, stat(invs)?])
         }
         Op::BatchNorm { epsilon } => {
             let x = arg(args, 0)?.f32()?;
@@ -339,9 +360,15 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
             window,
             *group,
         )?)),
-        Op::Pool { max, window, count_include_pad } => {
-            one(Array::F32(pool(arg(args, 0)?.f32()?, *max, window, *count_include_pad)?))
-        }
+        Op::Pool { max, window, count_include_pad } => match arg(args, 0)? {
+            Array::F32(x) => one(Array::F32(pool(x, *max, window, *count_include_pad)?)),
+            // 8-bit values are exact in f32, so integer max pooling can share the float path.
+            Array::Int(x, dt @ (DType::U8 | DType::I8)) if *max => {
+                let y = pool(&x.mapv(|v| v as f32), true, window, false)?;
+                one(Array::Int(y.mapv(|v| v as i64), *dt))
+            }
+            Array::Int(_, dt) => Err(format!("pooling of {dt} is not supported")),
+        },
         Op::GlobalPool { max } => {
             let x = arg(args, 0)?.f32()?;
             if x.ndim() < 3 {
@@ -504,7 +531,12 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
             one(reshape(x, &shape)?)
         }
         Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
-            let x = arg(args, 0)?.f32()?;
+            let input = arg(args, 0)?;
+            // Reduce in f64: exact for integers below 2^53, and a more accurate float reference.
+            let x: ArrayD<f64> = match input {
+                Array::F32(a) => a.mapv(f64::from),
+                Array::Int(a, _) => a.mapv(|v| v as f64),
+            };
             let axes: Vec<i64> = match axes {
                 Some(a) => a.clone(),
                 None => opt(args, 1)
@@ -513,7 +545,7 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
                     .unwrap_or_default(),
             };
             if axes.is_empty() && *noop_with_empty_axes {
-                return one(Array::F32(x.clone()));
+                return one(input.clone());
             }
             let mut ks: Vec<usize> = if axes.is_empty() {
                 (0..x.ndim()).collect()
@@ -522,7 +554,7 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
             };
             ks.sort_unstable();
             ks.dedup();
-            let mut y = x.mapv(f64::from);
+            let mut y = x;
             for &k in ks.iter().rev() {
                 y = match op {
                     ReduceKind::Sum => y.sum_axis(Axis(k)),
@@ -533,12 +565,31 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
                     y.insert_axis_inplace(Axis(k));
                 }
             }
-            one(Array::F32(y.mapv(|v| v as f32)))
+            one(match input {
+                Array::F32(_) => Array::F32(y.mapv(|v| v as f32)),
+                // The maximum of nothing is the type's smallest value (false for bool).
+                Array::Int(_, dt) => {
+                    let least = match dt {
+                        DType::I8 => i64::from(i8::MIN),
+                        DType::I32 => i64::from(i32::MIN),
+                        DType::I64 => i64::MIN,
+                        _ => 0,
+                    };
+                    Array::Int(
+                        y.mapv(|v| if v == f64::NEG_INFINITY { least } else { v as i64 }),
+                        *dt,
+                    )
+                }
+            })
         }
         Op::Cast { to } => one(cast(arg(args, 0)?, *to)),
-        Op::Shape => {
+        Op::Shape { start, end } => {
             let x = arg(args, 0)?;
-            let dims: Vec<i64> = x.shape().iter().map(|d| *d as i64).collect();
+            let rank = x.shape().len() as i64;
+            // Negative bounds count from the end; both are clamped to 0..=rank.
+            let clampd = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+            let (s0, e0) = (clampd(*start), clampd(end.unwrap_or(rank)));
+            let dims: Vec<i64> = x.shape()[s0..e0.max(s0)].iter().map(|d| *d as i64).collect();
             one(Array::Int(
                 ArrayD::from_shape_vec(IxDyn(&[dims.len()]), dims).map_err(|e| e.to_string())?,
                 DType::I64,
@@ -565,14 +616,26 @@ fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
 
 fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
     match (a, b) {
+        // Pow takes the base's type; the exponent may be of another numeric type.
+        (Array::F32(_), Array::Int(y, _)) if op == BinaryOp::Pow => {
+            binary(op, a, &Array::F32(y.mapv(|v| v as f32)))
+        }
+        (Array::Int(x, dt), Array::F32(y)) if op == BinaryOp::Pow => {
+            let r =
+                zip_f32(&x.mapv(|v| v as f32), y, |p, q| f64::from(p).powf(f64::from(q)) as f32)?;
+            Ok(cast(&Array::F32(r), *dt))
+        }
         (Array::F32(x), Array::F32(y)) => Ok(Array::F32(zip_f32(x, y, |p, q| match op {
             BinaryOp::Add => p + q,
             BinaryOp::Sub => p - q,
             BinaryOp::Mul => p * q,
             BinaryOp::Div => p / q,
             BinaryOp::Pow => f64::from(p).powf(f64::from(q)) as f32,
-            // Float Mod without fmod is rejected at import; this is the integer-style remainder.
-            BinaryOp::Mod => p - q * (p / q).floor(),
+            // Mod with fmod = 0 on floats: numpy's `mod`, the sign of the divisor.
+            BinaryOp::Mod => {
+                let r = p % q;
+                if r != 0.0 && (r < 0.0) != (q < 0.0) { r + q } else { r }
+            }
         })?)),
         (Array::Int(x, dt), Array::Int(y, _)) => Ok(Array::Int(
             zip_i64(x, y, |p, q| match op {
@@ -875,64 +938,68 @@ fn conv(
     Ok(if one_d { out.remove_axis(Axis(2)) } else { out })
 }
 
-/// 2-D max or average pooling (NCHW).
+/// N-d max or average pooling (N, C, spatial...).
 fn pool(x: &ArrayD<f32>, max: bool, win: &Window, count_include_pad: bool) -> R<ArrayD<f32>> {
-    if x.ndim() != 4 || win.kernel.len() != 2 {
-        return Err("only 2-D pooling is supported".into());
+    let nd =
+        x.ndim().checked_sub(2).filter(|n| *n >= 1).ok_or("pooling needs N, C and spatial axes")?;
+    if win.kernel.len() != nd {
+        return Err(format!("kernel_shape has {} values for {nd} spatial axes", win.kernel.len()));
     }
-    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (kh, kw) = (win.kernel[0], win.kernel[1]);
-    let Geometry { begin: pb, end: pe, strides: st, dilations: dl } =
-        pads(win, &[h, wd], &[kh, kw])?;
-    let mut oh = out_size(h, kh, st[0], dl[0], pb[0], pe[0], win.ceil_mode)?;
-    let mut ow = out_size(wd, kw, st[1], dl[1], pb[1], pe[1], win.ceil_mode)?;
-    // With ceil_mode, a last window that starts in the end padding is dropped.
-    if win.ceil_mode {
-        if (oh - 1) * st[0] >= h + pb[0] {
-            oh -= 1;
+    let spatial = &x.shape()[2..];
+    let Geometry { begin, end, strides, dilations } = pads(win, spatial, &win.kernel)?;
+    let mut out_shape = x.shape()[..2].to_vec();
+    for i in 0..nd {
+        let mut o = out_size(
+            spatial[i],
+            win.kernel[i],
+            strides[i],
+            dilations[i],
+            begin[i],
+            end[i],
+            win.ceil_mode,
+        )?;
+        // With ceil_mode, a last window that starts in the end padding is dropped.
+        if win.ceil_mode && (o - 1) * strides[i] >= spatial[i] + begin[i] {
+            o -= 1;
         }
-        if (ow - 1) * st[1] >= wd + pb[1] {
-            ow -= 1;
-        }
+        out_shape.push(o);
     }
-    let mut out = ndarray::Array4::<f32>::zeros((n, c, oh, ow));
-    for b in 0..n {
-        for ch in 0..c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (mut acc, mut count) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
-                    let mut padded = 0usize;
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * st[0] + ky * dl[0]) as isize - pb[0] as isize;
-                            let ix = (ox * st[1] + kx * dl[1]) as isize - pb[1] as isize;
-                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                // Padding inside the declared pads counts for count_include_pad.
-                                if iy < (h + pe[0]) as isize && ix < (wd + pe[1]) as isize {
-                                    padded += 1;
-                                }
-                                continue;
-                            }
-                            let v = x[[b, ch, iy as usize, ix as usize]];
-                            if max {
-                                acc = acc.max(v);
-                            } else {
-                                acc += v;
-                            }
-                            count += 1;
-                        }
-                    }
-                    out[[b, ch, oy, ox]] = if max {
-                        acc
-                    } else {
-                        let d = if count_include_pad { count + padded } else { count };
-                        acc / d.max(1) as f32
-                    };
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&out_shape));
+    let mut at = vec![0usize; x.ndim()];
+    for (idx, slot) in out.indexed_iter_mut() {
+        let (mut acc, mut count, mut padded) =
+            (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize, 0usize);
+        for k in ndarray::indices(IxDyn(&win.kernel)) {
+            at[0] = idx[0];
+            at[1] = idx[1];
+            let mut inside = true;
+            let mut in_pads = true;
+            for i in 0..nd {
+                let pos =
+                    (idx[i + 2] * strides[i] + k[i] * dilations[i]) as isize - begin[i] as isize;
+                if pos < 0 || pos >= spatial[i] as isize {
+                    inside = false;
+                    // Padding inside the declared pads counts for count_include_pad.
+                    in_pads &= pos < (spatial[i] + end[i]) as isize;
+                } else {
+                    at[i + 2] = pos as usize;
                 }
             }
+            if !inside {
+                padded += usize::from(in_pads);
+                continue;
+            }
+            let v = x[IxDyn(&at)];
+            acc = if max { acc.max(v) } else { acc + v };
+            count += 1;
         }
+        *slot = if max {
+            acc
+        } else {
+            acc / (if count_include_pad { count + padded } else { count }).max(1) as f32
+        };
     }
-    Ok(out.into_dyn())
+    Ok(out)
 }
 
 fn slice(

@@ -373,8 +373,13 @@ pub enum Op {
     Identity,
     /// A constant tensor.
     Constant,
-    /// The input's shape as an int64 vector.
-    Shape,
+    /// The input's shape (dimensions `start..end`) as an int64 vector.
+    Shape {
+        /// First dimension (negative counts from the end).
+        start: i64,
+        /// One past the last dimension (`None`: the rank).
+        end: Option<i64>,
+    },
     /// Slice with starts, ends, axes and steps as inputs (or attributes before opset 10).
     Slice {
         /// Starts, ends and axes from attributes (opset < 10).

@@ -206,71 +206,66 @@ impl Builder<'_> {
     }
 
     fn tensor(&self, t: &TensorProto) -> Result<Tensor, String> {
-        let code = t.data_type.unwrap_or(0);
-        let dtype = DType::from_onnx(code)
-            .ok_or_else(|| format!("data type {} is not supported", DType::onnx_name(code)))?;
-        let shape: Vec<usize> = t
-            .dims
-            .iter()
-            .map(|d| usize::try_from(*d).map_err(|_| format!("negative dimension {d}")))
-            .collect::<Result<_, _>>()?;
-        let n = shape
-            .iter()
-            .try_fold(1usize, |a, d| a.checked_mul(*d))
-            .ok_or("element count overflows")?;
-        let bytes = n.checked_mul(dtype.size()).ok_or("byte size overflows")?;
-        let data: Bytes =
-            if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
-                self.external(t)?
-            } else if let Some(raw) = t.raw_data.as_ref().filter(|r| !r.is_empty()) {
-                raw.clone()
-            } else {
-                match dtype {
-                    DType::F32 => t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    DType::I64 => t.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    DType::I32 => t.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    DType::I8 | DType::U8 | DType::Bool => {
-                        t.int32_data.iter().map(|v| *v as u8).collect()
-                    }
-                }
-            };
-        if data.len() != bytes {
-            return Err(format!("holds {} bytes, but {dtype}{shape:?} needs {bytes}", data.len()));
-        }
-        Ok(Tensor { dtype, shape, data })
+        tensor_from_proto(t, self.base_dir)
     }
+}
 
-    fn external(&self, t: &TensorProto) -> Result<Bytes, String> {
-        let entry = |k: &str| {
-            t.external_data
-                .iter()
-                .find(|e| e.key.as_deref() == Some(k))
-                .and_then(|e| e.value.clone())
-        };
-        let location = entry("location").ok_or("external data without a location")?;
-        if Path::new(&location).is_absolute() || location.split(['/', '\\']).any(|c| c == "..") {
-            return Err(format!(
-                "external data location `{location}` leaves the model's directory"
-            ));
+/// Converts a `TensorProto` (raw or typed data, or external data next to `base_dir`).
+pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor, String> {
+    let code = t.data_type.unwrap_or(0);
+    let dtype = DType::from_onnx(code)
+        .ok_or_else(|| format!("data type {} is not supported", DType::onnx_name(code)))?;
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|d| usize::try_from(*d).map_err(|_| format!("negative dimension {d}")))
+        .collect::<Result<_, _>>()?;
+    let n =
+        shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or("element count overflows")?;
+    let bytes = n.checked_mul(dtype.size()).ok_or("byte size overflows")?;
+    let data: Bytes = if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32)
+    {
+        external(t, base_dir)?
+    } else if let Some(raw) = t.raw_data.as_ref().filter(|r| !r.is_empty()) {
+        raw.clone()
+    } else {
+        match dtype {
+            DType::F32 => t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::I64 => t.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::I32 => t.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::I8 | DType::U8 | DType::Bool => t.int32_data.iter().map(|v| *v as u8).collect(),
         }
-        let base = self.base_dir.ok_or("external data needs the model's directory")?;
-        let file = std::fs::read(base.join(&location))
-            .map_err(|e| format!("cannot read external data `{location}`: {e}"))?;
-        let offset: usize =
-            entry("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| "bad external data offset")?;
-        let length: usize = match entry("length") {
-            Some(v) => v.parse().map_err(|_| "bad external data length")?,
-            None => file.len().saturating_sub(offset),
-        };
-        let end = offset.checked_add(length).filter(|e| *e <= file.len()).ok_or_else(|| {
-            format!(
-                "external data {offset}+{length} lies outside `{location}` ({} bytes)",
-                file.len()
-            )
-        })?;
-        Ok(Bytes::from(file).slice(offset..end))
+    };
+    if data.len() != bytes {
+        return Err(format!("holds {} bytes, but {dtype}{shape:?} needs {bytes}", data.len()));
     }
+    Ok(Tensor { dtype, shape, data })
+}
 
+fn external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Bytes, String> {
+    let entry = |k: &str| {
+        t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone())
+    };
+    let location = entry("location").ok_or("external data without a location")?;
+    if Path::new(&location).is_absolute() || location.split(['/', '\\']).any(|c| c == "..") {
+        return Err(format!("external data location `{location}` leaves the model's directory"));
+    }
+    let base = base_dir.ok_or("external data needs the model's directory")?;
+    let file = std::fs::read(base.join(&location))
+        .map_err(|e| format!("cannot read external data `{location}`: {e}"))?;
+    let offset: usize =
+        entry("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| "bad external data offset")?;
+    let length: usize = match entry("length") {
+        Some(v) => v.parse().map_err(|_| "bad external data length")?,
+        None => file.len().saturating_sub(offset),
+    };
+    let end = offset.checked_add(length).filter(|e| *e <= file.len()).ok_or_else(|| {
+        format!("external data {offset}+{length} lies outside `{location}` ({} bytes)", file.len())
+    })?;
+    Ok(Bytes::from(file).slice(offset..end))
+}
+
+impl Builder<'_> {
     fn node(&mut self, n: &NodeProto, index: usize) -> Result<(), ImportError> {
         let op_type = n.op_type.clone().unwrap_or_default();
         let name = n
@@ -417,6 +412,9 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             Ok(Op::BatchNorm { epsilon: a.f32("epsilon", 1e-5) })
         }
         "Conv" => Ok(Op::Conv { window: window(a)?, group: a.i64("group", 1).max(1) as usize }),
+        "MaxPool" if a.node.output.iter().filter(|o| !o.is_empty()).count() > 1 => {
+            Err("MaxPool's Indices output is not supported".into())
+        }
         "MaxPool" => {
             if a.i64("storage_order", 0) != 0 {
                 return Err("MaxPool with storage_order=1 is not supported".into());
@@ -460,12 +458,7 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
         }
         "Identity" => Ok(Op::Identity),
         "Constant" => Ok(Op::Constant),
-        "Shape" => {
-            if a.get("start").is_some() || a.get("end").is_some() {
-                return Err("Shape with start/end is not supported".into());
-            }
-            Ok(Op::Shape)
-        }
+        "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),
         "Slice" if opset < 10 => Ok(Op::Slice {
             attrs: Some(SliceAttrs {
                 starts: a.ints("starts").unwrap_or_default(),

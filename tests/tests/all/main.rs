@@ -4,6 +4,7 @@ mod asm_errors;
 mod blob;
 mod book;
 mod cli;
+mod conformance;
 mod driver;
 mod encoding;
 mod roundtrip;
