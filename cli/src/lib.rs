@@ -96,6 +96,18 @@ enum Command {
         #[arg(long)]
         no_timing: bool,
     },
+    /// List everything in an ONNX model the compiler does not support (every blocker at once).
+    /// Exit status 0: fully supported; 1: blockers or an unreadable model.
+    Check {
+        /// The model (`.onnx`).
+        model: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
+        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+        input_shapes: Vec<String>,
+    },
     /// Show device configurations with their peak rates and roofline ridge points.
     Config {
         /// A configuration name [default: all].
@@ -154,6 +166,7 @@ fn dispatch(cmd: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
         Command::Config { name } => cmd_config(name.as_deref(), out),
+        Command::Check { model, json, input_shapes } => cmd_check(&model, json, &input_shapes, out),
         Command::Sim { input, config, segs, dumps, trace, no_timing } => {
             cmd_sim(&input, config.as_deref(), &segs, &dumps, trace.as_deref(), !no_timing, out)
         }
@@ -694,4 +707,84 @@ fn cmd_sim(
         writeln!(out, "segment {n}: {} bytes written to {}", data.len(), file.display())?;
     }
     Ok(())
+}
+
+fn parse_input_shapes(args: &[String]) -> anyhow::Result<accelc_compiler::onnx::ImportOptions> {
+    let mut opts = accelc_compiler::onnx::ImportOptions::default();
+    for arg in args {
+        let (name, dims) =
+            arg.split_once('=').ok_or_else(|| anyhow!("`{arg}` is not NAME=D,D,..."))?;
+        let dims: Vec<usize> = dims
+            .split(',')
+            .map(|d| d.trim().parse().map_err(|_| anyhow!("`{d}` in `{arg}` is not a dimension")))
+            .collect::<anyhow::Result<_>>()?;
+        opts.input_shapes.insert(name.to_string(), dims);
+    }
+    Ok(opts)
+}
+
+fn cmd_check(
+    model: &Path,
+    json: bool,
+    shape_args: &[String],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use accelc_compiler::ir::Op;
+    let opts = parse_input_shapes(shape_args)?;
+    let graph = match accelc_compiler::onnx::load(model, &opts) {
+        Ok(g) => g,
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({ "model": model.display().to_string(), "supported": false, "error": e.to_string() });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            }
+            bail!(invalid(format!("{}: {e}", model.display())));
+        }
+    };
+    let blockers: Vec<(&str, &str, &str)> = graph
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Unsupported { op_type, reason } => {
+                Some((n.name.as_str(), op_type.as_str(), reason.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    if json {
+        let list: Vec<serde_json::Value> = blockers
+            .iter()
+            .map(|(node, op, reason)| serde_json::json!({ "node": node, "op": op, "opset": graph.opset, "reason": reason }))
+            .collect();
+        let v = serde_json::json!({
+            "model": model.display().to_string(),
+            "opset": graph.opset,
+            "nodes": graph.nodes.len(),
+            "supported": blockers.is_empty(),
+            "blockers": list,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        writeln!(
+            out,
+            "{}: opset {}, {} nodes, {} blocker(s)",
+            model.display(),
+            graph.opset,
+            graph.nodes.len(),
+            blockers.len()
+        )?;
+        for (node, op, reason) in &blockers {
+            writeln!(out, "  node `{node}` ({op}, opset {}): {reason}", graph.opset)?;
+        }
+    }
+    if blockers.is_empty() {
+        Ok(())
+    } else {
+        // The list is the output; the exit status says the model is not fully supported.
+        Err(invalid(format!(
+            "{} is not fully supported ({} blocker(s))",
+            model.display(),
+            blockers.len()
+        )))
+    }
 }

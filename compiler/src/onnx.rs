@@ -18,6 +18,7 @@ use crate::ir::{
     AutoPad, BinaryOp, DType, Graph, Node, Op, ReduceKind, Tensor, TensorType, UnaryOp, Value,
     ValueId, Window,
 };
+use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{self, AttributeProto, NodeProto, TensorProto};
 
 /// Oldest default-domain opset accepted.
@@ -155,26 +156,51 @@ struct Builder<'a> {
     base_dir: Option<&'a Path>,
 }
 
-/// Attribute lookup for one node.
+/// Attribute lookup for one node. An attribute read as the wrong type is recorded in `bad`
+/// (the file is malformed) instead of silently taking the default.
 struct Attrs<'n> {
     node: &'n NodeProto,
+    bad: std::cell::RefCell<Option<String>>,
 }
 
-impl Attrs<'_> {
+impl<'n> Attrs<'n> {
+    fn new(node: &'n NodeProto) -> Attrs<'n> {
+        Attrs { node, bad: std::cell::RefCell::new(None) }
+    }
+
     fn get(&self, name: &str) -> Option<&AttributeProto> {
         self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
     }
+
+    /// The attribute, if present with type `want`.
+    fn typed(&self, name: &str, want: AttributeType) -> Option<&AttributeProto> {
+        let a = self.get(name)?;
+        if a.r#type != Some(want as i32) {
+            let got = a
+                .r#type
+                .and_then(|t| AttributeType::try_from(t).ok())
+                .map_or("untyped", |t| t.as_str_name());
+            self.bad.borrow_mut().get_or_insert(format!(
+                "attribute `{name}` is {got}, expected {}",
+                want.as_str_name()
+            ));
+            return None;
+        }
+        Some(a)
+    }
     fn f32(&self, name: &str, default: f32) -> f32 {
-        self.get(name).and_then(|a| a.f).unwrap_or(default)
+        self.typed(name, AttributeType::Float).and_then(|a| a.f).unwrap_or(default)
     }
     fn i64(&self, name: &str, default: i64) -> i64 {
-        self.get(name).and_then(|a| a.i).unwrap_or(default)
+        self.typed(name, AttributeType::Int).and_then(|a| a.i).unwrap_or(default)
     }
     fn ints(&self, name: &str) -> Option<Vec<i64>> {
-        self.get(name).map(|a| a.ints.clone())
+        self.typed(name, AttributeType::Ints).map(|a| a.ints.clone())
     }
     fn string(&self, name: &str) -> Option<String> {
-        self.get(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
+        self.typed(name, AttributeType::String)
+            .and_then(|a| a.s.as_ref())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
     }
     fn usizes(&self, name: &str) -> Result<Vec<usize>, String> {
         self.ints(name)
@@ -294,8 +320,13 @@ impl Builder<'_> {
                 reason: format!("domain `{domain}` is not supported"),
             }
         } else {
-            convert(&op_type, &Attrs { node: n }, self.g.opset)
-                .unwrap_or_else(|reason| Op::Unsupported { op_type: op_type.clone(), reason })
+            let attrs = Attrs::new(n);
+            let op = convert(&op_type, &attrs, self.g.opset)
+                .unwrap_or_else(|reason| Op::Unsupported { op_type: op_type.clone(), reason });
+            if let Some(bad) = attrs.bad.into_inner() {
+                return Err(fail(bad));
+            }
+            op
         };
         // A Constant's value becomes the output's contents.
         let constant =
@@ -315,7 +346,7 @@ impl Builder<'_> {
     }
 
     fn constant_value(&self, n: &NodeProto) -> Result<Tensor, String> {
-        let a = Attrs { node: n };
+        let a = Attrs::new(n);
         if let Some(t) = a.get("value").and_then(|v| v.t.as_ref()) {
             return self.tensor(t);
         }

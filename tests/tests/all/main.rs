@@ -7,6 +7,7 @@ mod cli;
 mod conformance;
 mod driver;
 mod encoding;
+mod frontend;
 mod roundtrip;
 mod sim;
 mod verify;
