@@ -37,6 +37,22 @@ impl Array {
         }
     }
 
+    /// As an IR tensor (integers narrowed to their type).
+    pub fn to_tensor(&self) -> Tensor {
+        let shape = self.shape().to_vec();
+        match self {
+            Array::F32(a) => Tensor::from_f32(shape, &a.iter().copied().collect::<Vec<_>>()),
+            Array::Int(a, dt) => {
+                let data: Vec<u8> = match dt {
+                    DType::I64 => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    DType::I32 => a.iter().flat_map(|v| (*v as i32).to_le_bytes()).collect(),
+                    _ => a.iter().map(|v| *v as u8).collect(),
+                };
+                Tensor { dtype: *dt, shape, data: data.into() }
+            }
+        }
+    }
+
     /// The dimensions.
     pub fn shape(&self) -> &[usize] {
         match self {
@@ -141,7 +157,7 @@ fn opt<'a>(args: &[Option<&'a Array>], i: usize) -> Option<&'a Array> {
 }
 
 /// Normalises a possibly negative axis.
-fn axis(a: i64, rank: usize) -> R<usize> {
+pub(crate) fn axis(a: i64, rank: usize) -> R<usize> {
     let r = rank as i64;
     let v = if a < 0 { a + r } else { a };
     if (0..r.max(1)).contains(&v) || (rank == 0 && v == 0) {
@@ -152,7 +168,7 @@ fn axis(a: i64, rank: usize) -> R<usize> {
 }
 
 /// Numpy broadcasting of two shapes.
-fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
+pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
@@ -197,7 +213,7 @@ fn erf(x: f32) -> f32 {
     libm::erf(f64::from(x)) as f32
 }
 
-fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
+pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
     let one = |a: Array| Ok(vec![a]);
     match &node.op {
         Op::Unsupported { reason, .. } => Err(format!("unsupported: {reason}")),
@@ -776,15 +792,15 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> R<ArrayD<f32>> {
 }
 
 /// A window's geometry per spatial axis.
-struct Geometry {
-    begin: Vec<usize>,
-    end: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
+pub(crate) struct Geometry {
+    pub(crate) begin: Vec<usize>,
+    pub(crate) end: Vec<usize>,
+    pub(crate) strides: Vec<usize>,
+    pub(crate) dilations: Vec<usize>,
 }
 
 /// Padding, strides and dilations per spatial axis for a window.
-fn pads(w: &Window, input: &[usize], kernel: &[usize]) -> R<Geometry> {
+pub(crate) fn pads(w: &Window, input: &[usize], kernel: &[usize]) -> R<Geometry> {
     let nd = input.len();
     let strides = if w.strides.is_empty() { vec![1; nd] } else { w.strides.clone() };
     let dil = if w.dilations.is_empty() { vec![1; nd] } else { w.dilations.clone() };
@@ -827,7 +843,7 @@ fn pads(w: &Window, input: &[usize], kernel: &[usize]) -> R<Geometry> {
     Ok(Geometry { begin, end, strides, dilations: dil })
 }
 
-fn out_size(
+pub(crate) fn out_size(
     input: usize,
     k: usize,
     stride: usize,

@@ -2,9 +2,12 @@
 //! blobs. Issue 4 (the frontend) is in progress: the protobuf import and the IR exist; shape
 //! inference, constant folding, the text syntax and the reference interpreter follow.
 
+pub mod fold;
 pub mod interp;
 pub mod ir;
 pub mod onnx;
+pub mod shape;
+pub mod verify;
 
 /// The ONNX protobuf messages, generated from `proto/onnx.proto`.
 #[allow(
