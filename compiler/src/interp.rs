@@ -167,6 +167,19 @@ pub(crate) fn axis(a: i64, rank: usize) -> R<usize> {
     }
 }
 
+/// For per-axis quantisation parameters of length `n` along `ax`: `(elements per step of that
+/// axis, n)`; `None` for per-tensor parameters.
+fn per_axis(shape: &[usize], n: usize, ax: i64) -> R<Option<(usize, usize)>> {
+    if n <= 1 {
+        return Ok(None);
+    }
+    let k = axis(ax, shape.len())?;
+    if shape[k] != n {
+        return Err(format!("{n} quantisation parameters for axis {k} of {shape:?}"));
+    }
+    Ok(Some((shape[k + 1..].iter().product(), n)))
+}
+
 /// Numpy broadcasting of two shapes.
 pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     let n = a.len().max(b.len());
@@ -599,6 +612,49 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             })
         }
         Op::Cast { to } => one(cast(arg(args, 0)?, *to)),
+        Op::QuantizeLinear { axis: ax } => {
+            let x = arg(args, 0)?.f32()?;
+            let scale = arg(args, 1)?.f32()?;
+            let (zp, dt) = match opt(args, 2) {
+                Some(Array::Int(z, dt)) => (Some(z), *dt),
+                Some(Array::F32(_)) => return Err("float zero points are not supported".into()),
+                None => (None, DType::U8),
+            };
+            let (lo, hi) = match dt {
+                DType::U8 => (0, 255),
+                DType::I8 => (-128, 127),
+                other => return Err(format!("quantizing to {other} is not supported")),
+            };
+            let per = per_axis(x.shape(), scale.len(), *ax)?;
+            let scales: Vec<f32> = scale.iter().copied().collect();
+            let zps: Vec<i64> =
+                zp.map_or_else(|| vec![0; scales.len()], |z| z.iter().copied().collect());
+            let mut y = ArrayD::<i64>::zeros(x.raw_dim());
+            for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
+                let c = per.map_or(0, |(inner, n)| (i / inner) % n);
+                let q = (v / scales[c]).round_ties_even();
+                // `as` saturates (and maps NaN to 0), so a huge quotient cannot wrap.
+                *out = (q as i64).saturating_add(zps[c]).clamp(lo, hi);
+            }
+            one(Array::Int(y, dt))
+        }
+        Op::DequantizeLinear { axis: ax } => {
+            let Array::Int(x, _) = arg(args, 0)? else {
+                return Err("DequantizeLinear of float data".into());
+            };
+            let scale = arg(args, 1)?.f32()?;
+            let zps: Option<Vec<i64>> =
+                opt(args, 2).map(|z| z.ints().map(|v| v.iter().copied().collect())).transpose()?;
+            let per = per_axis(x.shape(), scale.len(), *ax)?;
+            let scales: Vec<f32> = scale.iter().copied().collect();
+            let mut y = ArrayD::<f32>::zeros(x.raw_dim());
+            for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
+                let c = per.map_or(0, |(inner, n)| (i / inner) % n);
+                let z = zps.as_ref().map_or(0, |z| z[c]);
+                *out = (v - z) as f32 * scales[c];
+            }
+            one(Array::F32(y))
+        }
         Op::Shape { start, end } => {
             let x = arg(args, 0)?;
             let rank = x.shape().len() as i64;

@@ -369,6 +369,17 @@ pub enum Op {
         /// Target type.
         to: DType,
     },
+    /// `saturate(round_half_even(x / scale) + zero_point)`, per tensor or per `axis`; the
+    /// output type is the zero point's (`u8` without one).
+    QuantizeLinear {
+        /// The axis of per-axis scales.
+        axis: i64,
+    },
+    /// `(x - zero_point) · scale` as f32, per tensor or per `axis`.
+    DequantizeLinear {
+        /// The axis of per-axis scales.
+        axis: i64,
+    },
     /// Pass-through.
     Identity,
     /// A constant tensor.

@@ -487,6 +487,20 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
                 .ok_or_else(|| format!("Cast to {} is not supported", DType::onnx_name(code)))?;
             Ok(Op::Cast { to })
         }
+        "QuantizeLinear" | "DequantizeLinear" => {
+            if a.i64("block_size", 0) != 0 {
+                return Err(format!("{op_type} with block_size is not supported"));
+            }
+            if op_type == "QuantizeLinear" && a.get("output_dtype").is_some() {
+                return Err("QuantizeLinear with output_dtype is not supported".into());
+            }
+            let axis = a.i64("axis", 1);
+            Ok(if op_type == "QuantizeLinear" {
+                Op::QuantizeLinear { axis }
+            } else {
+                Op::DequantizeLinear { axis }
+            })
+        }
         "Identity" => Ok(Op::Identity),
         "Constant" => Ok(Op::Constant),
         "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),

@@ -317,6 +317,13 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
         Op::Cast { to } => Ok(vec![TensorType { dtype: *to, shape: x()?.shape.clone() }]),
+        Op::QuantizeLinear { .. } => {
+            let dtype = ins.get(2).copied().flatten().map_or(DType::U8, |z| z.dtype);
+            Ok(vec![TensorType { dtype, shape: x()?.shape.clone() }])
+        }
+        Op::DequantizeLinear { .. } => {
+            Ok(vec![TensorType { dtype: DType::F32, shape: x()?.shape.clone() }])
+        }
         Op::Shape { start, end } => {
             let rank = x()?.shape.len() as i64;
             let c = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank);

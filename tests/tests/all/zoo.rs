@@ -104,3 +104,54 @@ fn fold_infer_and_verify_every_zoo_model() {
     assert_eq!(legacy, modern, "the legacy export folds to the modern op set");
     assert!(!legacy.contains("Shape") && !legacy.contains("Constant") && !legacy.contains("Cast"));
 }
+
+/// The int8 QDQ models through the interpreter (quantisation emulated in float, as onnxruntime
+/// does without its integer kernels): every output within 3 steps of the output scale of
+/// optimised onnxruntime's and the same top-1 class (the zoo README's criterion; onnxruntime's
+/// own optimised and unoptimised runs differ by up to 2-3 steps), and within 1 step of
+/// unoptimised onnxruntime's.
+fn check_int8(model: &str) {
+    use accelc_compiler::ir::Op;
+    let graph = load(&zoo(&format!("{model}.onnx")), &ImportOptions::default()).unwrap();
+    // The output scale: the scale input of the DequantizeLinear that produces the output.
+    let out_id = graph.outputs[0];
+    let dq = graph.nodes.iter().find(|n| n.outputs.contains(&out_id)).unwrap();
+    assert!(matches!(dq.op, Op::DequantizeLinear { .. }), "{model}: output is not dequantized");
+    let scale = graph.value(dq.inputs[1].unwrap()).constant.as_ref().unwrap().f32s()[0];
+    let input: ArrayD<f32> = read_npy(zoo(&format!("{model}.input_0.npy"))).unwrap();
+    let want: ArrayD<f32> = read_npy(zoo(&format!("{model}.output_0.npy"))).unwrap();
+    let out = run(&graph, &[Array::F32(input)]).unwrap_or_else(|e| panic!("{model}: {e}"));
+    let Array::F32(got) = &out[0] else { panic!("{model}: output is not float") };
+    assert_eq!(got.shape(), want.shape());
+    let steps =
+        got.iter().zip(want.iter()).map(|(g, w)| ((g - w) / scale).abs()).fold(0.0f32, f32::max);
+    assert!(steps <= 3.0 + 1e-3, "{model}: {steps} output steps from onnxruntime");
+    let argmax = |a: &ArrayD<f32>| {
+        a.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |b, (i, v)| if *v > b.1 { (i, *v) } else { b })
+            .0
+    };
+    assert_eq!(argmax(got), argmax(&want), "{model}: top-1");
+    // Against onnxruntime without graph optimisations (float QDQ emulation, like ours).
+    let noopt: ArrayD<f32> = read_npy(zoo(&format!("{model}.output_0.ort_noopt.npy"))).unwrap();
+    let steps =
+        got.iter().zip(noopt.iter()).map(|(g, w)| ((g - w) / scale).abs()).fold(0.0f32, f32::max);
+    // Values next to a rounding boundary may land one step apart (float summation order).
+    assert!(steps <= 1.0 + 1e-3, "{model}: {steps} output steps from unoptimised onnxruntime");
+}
+
+#[test]
+fn mobilenet_v2_int8_qdq() {
+    check_int8("mobilenet_v2_int8_qdq");
+}
+
+#[test]
+fn mobilenet_v2_int8_qdq_pc() {
+    check_int8("mobilenet_v2_int8_qdq_pc");
+}
+
+#[test]
+fn resnet18_int8_qdq() {
+    check_int8("resnet18_int8_qdq");
+}
