@@ -108,6 +108,24 @@ enum Command {
         #[arg(long = "input-shape", value_name = "NAME=DIMS")]
         input_shapes: Vec<String>,
     },
+    /// Run the frontend on a model (binary ONNX or the ONNX text syntax) and print the IR in
+    /// the ONNX text syntax.
+    Ir {
+        /// The model.
+        model: PathBuf,
+        /// Write the IR here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Also print the IR after import and after every pass, to standard error.
+        #[arg(long)]
+        dump_ir: bool,
+        /// Summarise constants with more elements than this (the output is then not parseable).
+        #[arg(long)]
+        elide: Option<usize>,
+        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
+        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+        input_shapes: Vec<String>,
+    },
     /// Show device configurations with their peak rates and roofline ridge points.
     Config {
         /// A configuration name [default: all].
@@ -148,7 +166,7 @@ pub fn run(
             return code;
         }
     };
-    match dispatch(cli.command, out) {
+    match dispatch(cli.command, out, err) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(err, "error: {e:#}");
@@ -157,7 +175,7 @@ pub fn run(
     }
 }
 
-fn dispatch(cmd: Command, out: &mut dyn Write) -> anyhow::Result<()> {
+fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         Command::Asm { input, output, raw, config } => cmd_asm(&input, output, raw, &config, out),
         Command::Disasm { input, raw, hex } => cmd_disasm(&input, raw, hex, out),
@@ -167,6 +185,9 @@ fn dispatch(cmd: Command, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
         Command::Config { name } => cmd_config(name.as_deref(), out),
         Command::Check { model, json, input_shapes } => cmd_check(&model, json, &input_shapes, out),
+        Command::Ir { model, output, dump_ir, elide, input_shapes } => {
+            cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, out, err)
+        }
         Command::Sim { input, config, segs, dumps, trace, no_timing } => {
             cmd_sim(&input, config.as_deref(), &segs, &dumps, trace.as_deref(), !no_timing, out)
         }
@@ -787,4 +808,33 @@ fn cmd_check(
             blockers.len()
         )))
     }
+}
+
+fn cmd_ir(
+    model: &Path,
+    output: Option<&Path>,
+    dump_ir: bool,
+    elide: Option<usize>,
+    shape_args: &[String],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use accelc_compiler::text::print_with;
+    let opts = parse_input_shapes(shape_args)?;
+    let mut graph = accelc_compiler::pipeline::load_any(model, &opts).map_err(invalid)?;
+    let max = elide.unwrap_or(usize::MAX);
+    let mut dumps = String::new();
+    accelc_compiler::pipeline::run_frontend(&mut graph, &mut |pass, g| {
+        if dump_ir {
+            dumps.push_str(&format!("# --- IR after {pass}\n{}", print_with(g, max)));
+        }
+    })
+    .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
+    err.write_all(dumps.as_bytes())?;
+    let text = print_with(&graph, max);
+    match output {
+        Some(path) => write_atomic(path, text.as_bytes())?,
+        None => out.write_all(text.as_bytes())?,
+    }
+    Ok(())
 }

@@ -6,7 +6,9 @@ pub mod fold;
 pub mod interp;
 pub mod ir;
 pub mod onnx;
+pub mod pipeline;
 pub mod shape;
+pub mod text;
 pub mod verify;
 
 /// The ONNX protobuf messages, generated from `proto/onnx.proto`.

@@ -10,5 +10,6 @@ mod encoding;
 mod frontend;
 mod roundtrip;
 mod sim;
+mod text;
 mod verify;
 mod zoo;

@@ -1,0 +1,47 @@
+//! The frontend's pass pipeline, listed in one place: import, then each pass with the verifier
+//! after it, and an optional dump of the IR after every step (`--dump-ir`).
+
+use std::path::Path;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::fold::fold_constants;
+use crate::ir::Graph;
+use crate::onnx::{ImportOptions, import, load};
+use crate::shape::infer;
+use crate::verify::verify;
+
+/// The passes, in order, by name.
+pub const PASSES: &[&str] = &["fold-constants", "infer-shapes"];
+
+/// Loads a model: binary ONNX, or the text syntax when the file starts like text.
+pub fn load_any(path: &Path, opts: &ImportOptions) -> Result<Graph, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let is_text = path.extension().is_some_and(|e| e == "onnxtxt" || e == "txt")
+        || bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'<');
+    if is_text {
+        let source = String::from_utf8(bytes)
+            .map_err(|_| format!("{}: text model is not UTF-8", path.display()))?;
+        let model = crate::text::parse(&source).map_err(|d| {
+            accelc_isa::asm::render(&d, &source, &path.display().to_string()).trim_end().to_string()
+        })?;
+        import(Bytes::from(model.encode_to_vec()), path.parent(), opts).map_err(|e| e.to_string())
+    } else {
+        load(path, opts).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs every pass on `g`, verifying after each; `dump` receives `(pass, graph)` after import
+/// and after every pass.
+pub fn run_frontend(g: &mut Graph, dump: &mut dyn FnMut(&str, &Graph)) -> Result<(), String> {
+    verify(g, false).map_err(|e| format!("after import: {e}"))?;
+    dump("import", g);
+    fold_constants(g).map_err(|e| e.to_string())?;
+    verify(g, false).map_err(|e| format!("after fold-constants: {e}"))?;
+    dump("fold-constants", g);
+    infer(g).map_err(|e| e.to_string())?;
+    verify(g, true).map_err(|e| format!("after infer-shapes: {e}"))?;
+    dump("infer-shapes", g);
+    Ok(())
+}
