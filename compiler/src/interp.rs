@@ -8,7 +8,8 @@ use std::fmt;
 use ndarray::{Array2, ArrayD, Axis, IxDyn, Zip, s};
 
 use crate::ir::{
-    AutoPad, BinaryOp, DType, Graph, Node, Op, ReduceKind, Tensor, UnaryOp, ValueId, Window,
+    AutoPad, BinaryOp, DType, Graph, Node, Op, PadMode, ReduceKind, Tensor, UnaryOp, ValueId,
+    Window,
 };
 
 /// A runtime tensor: floats, or integers (any integer or bool type, held as i64 with its type).
@@ -612,6 +613,143 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             })
         }
         Op::Cast { to } => one(cast(arg(args, 0)?, *to)),
+        Op::Pad { mode, pads, value } => {
+            let x = arg(args, 0)?;
+            let rank = x.shape().len();
+            let pads: Vec<i64> = match pads {
+                Some(p) => p.clone(),
+                None => arg(args, 1)?.ints()?.iter().copied().collect(),
+            };
+            let axes: Vec<usize> = match opt(args, 3) {
+                Some(a) => a.ints()?.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                None => (0..rank).collect(),
+            };
+            if pads.len() != 2 * axes.len() {
+                return Err(format!("{} pads for {} axes", pads.len(), axes.len()));
+            }
+            let (mut begin, mut end) = (vec![0i64; rank], vec![0i64; rank]);
+            for (i, &k) in axes.iter().enumerate() {
+                begin[k] = pads[i];
+                end[k] = pads[i + axes.len()];
+            }
+            let (shape, map) = pad_map(x.shape(), &begin, &end, *mode)?;
+            one(match x {
+                Array::F32(a) => {
+                    let cv = match opt(args, 2) {
+                        Some(c) => c.f32()?.iter().next().copied().unwrap_or(0.0),
+                        None => *value,
+                    };
+                    let flat: Vec<f32> = a.iter().copied().collect();
+                    Array::F32(
+                        ArrayD::from_shape_vec(
+                            IxDyn(&shape),
+                            map.iter().map(|m| m.map_or(cv, |i| flat[i])).collect(),
+                        )
+                        .map_err(|e| e.to_string())?,
+                    )
+                }
+                Array::Int(a, dt) => {
+                    let cv = match opt(args, 2) {
+                        Some(c) => c.ints()?.iter().next().copied().unwrap_or(0),
+                        None => *value as i64,
+                    };
+                    let flat: Vec<i64> = a.iter().copied().collect();
+                    Array::Int(
+                        ArrayD::from_shape_vec(
+                            IxDyn(&shape),
+                            map.iter().map(|m| m.map_or(cv, |i| flat[i])).collect(),
+                        )
+                        .map_err(|e| e.to_string())?,
+                        *dt,
+                    )
+                }
+            })
+        }
+        Op::Split { axis: ax, split } => {
+            let x = arg(args, 0)?;
+            let k = axis(*ax, x.shape().len())?;
+            let d = x.shape()[k];
+            let sizes: Vec<usize> = match split {
+                Some(s) => s.iter().map(|v| *v as usize).collect(),
+                None => match opt(args, 1) {
+                    Some(s) => s.ints()?.iter().map(|v| *v as usize).collect(),
+                    None => {
+                        let n = node.outputs.len().max(1);
+                        let part = d.div_ceil(n);
+                        (0..n).map(|i| part.min(d.saturating_sub(i * part))).collect()
+                    }
+                },
+            };
+            if sizes.iter().sum::<usize>() != d || sizes.len() != node.outputs.len() {
+                return Err(format!(
+                    "split sizes {sizes:?} do not divide axis {k} of {:?} into {} outputs",
+                    x.shape(),
+                    node.outputs.len()
+                ));
+            }
+            let mut at = 0usize;
+            let mut outs = Vec::new();
+            for size in sizes {
+                let r = (at, at + size);
+                at += size;
+                outs.push(match x {
+                    Array::F32(a) => {
+                        Array::F32(a.slice_axis(Axis(k), ndarray::Slice::from(r.0..r.1)).to_owned())
+                    }
+                    Array::Int(a, dt) => Array::Int(
+                        a.slice_axis(Axis(k), ndarray::Slice::from(r.0..r.1)).to_owned(),
+                        *dt,
+                    ),
+                });
+            }
+            Ok(outs)
+        }
+        Op::MatMulInteger => {
+            let (a, b) = (
+                centered(arg(args, 0)?, opt(args, 2), true)?,
+                centered(arg(args, 1)?, opt(args, 3), false)?,
+            );
+            let y = matmul(&a, &b)?;
+            one(Array::Int(y.mapv(|v| v as i64), DType::I32))
+        }
+        Op::QLinearMatMul => {
+            let a = centered(arg(args, 0)?, opt(args, 2), true)?;
+            let b = centered(arg(args, 3)?, opt(args, 5), false)?;
+            let acc = matmul(&a, &b)?;
+            requantize(&acc, arg(args, 1)?, arg(args, 4)?, arg(args, 6)?, opt(args, 7), 1)
+        }
+        Op::ConvInteger { window, group } => {
+            let x = centered(arg(args, 0)?, opt(args, 2), false)?;
+            let w = centered_channels(arg(args, 1)?, opt(args, 3))?;
+            let y = conv_t(&x, &w, window, *group)?;
+            one(Array::Int(y.mapv(|v| v as i64), DType::I32))
+        }
+        Op::QLinearConv { window, group } => {
+            let x = centered(arg(args, 0)?, opt(args, 2), false)?;
+            let w = centered_channels(arg(args, 3)?, opt(args, 5))?;
+            let mut acc = conv_t(&x, &w, window, *group)?;
+            if let Some(bias) = opt(args, 8) {
+                let b: Vec<f64> = bias.ints()?.iter().map(|v| *v as f64).collect();
+                for (m, mut plane) in acc.axis_iter_mut(Axis(1)).enumerate() {
+                    let bv = b.get(m).copied().ok_or("bias shorter than the output channels")?;
+                    plane.mapv_inplace(|v| v + bv);
+                }
+            }
+            requantize(&acc, arg(args, 1)?, arg(args, 4)?, arg(args, 6)?, opt(args, 7), 1)
+        }
+        Op::ConvTranspose { window, group, output_padding, output_shape } => {
+            let x = arg(args, 0)?.f32()?;
+            let w = arg(args, 1)?.f32()?;
+            let mut y = conv_transpose(x, w, window, *group, output_padding, output_shape)?;
+            if let Some(b) = opt(args, 2) {
+                let b: Vec<f32> = b.f32()?.iter().copied().collect();
+                for (m, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
+                    let bv = b.get(m).copied().ok_or("bias shorter than the output channels")?;
+                    plane.mapv_inplace(|v| v + bv);
+                }
+            }
+            one(Array::F32(y))
+        }
         Op::QuantizeLinear { axis: ax } => {
             let x = arg(args, 0)?.f32()?;
             let scale = arg(args, 1)?.f32()?;
@@ -809,7 +947,7 @@ fn to2(a: &ArrayD<f32>) -> R<Array2<f32>> {
 }
 
 /// Batched matrix product with numpy broadcasting of the batch axes.
-fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> R<ArrayD<f32>> {
+fn matmul<T: ndarray::LinalgScalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> R<ArrayD<T>> {
     // 1-D operands become matrices and the added axis is removed afterwards.
     let (a2, drop_m) =
         if a.ndim() == 1 { (a.clone().insert_axis(Axis(0)), true) } else { (a.clone(), false) };
@@ -833,7 +971,7 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> R<ArrayD<f32>> {
     let nb: usize = batch.iter().product();
     let av = av.into_shape_with_order((nb, m, k)).map_err(|e| e.to_string())?;
     let bv = bv.into_shape_with_order((nb, k, n)).map_err(|e| e.to_string())?;
-    let mut out = ndarray::Array3::<f32>::zeros((nb, m, n));
+    let mut out = ndarray::Array3::<T>::zeros((nb, m, n));
     for i in 0..nb {
         out.slice_mut(s![i, .., ..]).assign(&av.slice(s![i, .., ..]).dot(&bv.slice(s![i, .., ..])));
     }
@@ -913,7 +1051,7 @@ pub(crate) fn out_size(
     Ok(if ceil { span.div_ceil(stride) + 1 } else { span / stride + 1 })
 }
 
-/// 2-D convolution (NCHW) via im2col and a GEMM per group; 1-D inputs are treated as height 1.
+/// 1-D or 2-D convolution (NCHW) with a bias, in f32.
 fn conv(
     x: &ArrayD<f32>,
     w: &ArrayD<f32>,
@@ -921,6 +1059,25 @@ fn conv(
     win: &Window,
     group: usize,
 ) -> R<ArrayD<f32>> {
+    let mut out = conv_t(x, w, win, group)?;
+    if let Some(bias) = bias {
+        let bias = bias.f32()?;
+        for (mi, mut plane) in out.axis_iter_mut(Axis(1)).enumerate() {
+            let bv = bias.iter().nth(mi).copied().ok_or("bias shorter than the output channels")?;
+            plane.mapv_inplace(|v| v + bv);
+        }
+    }
+    Ok(out)
+}
+
+/// 1-D or 2-D convolution (NCHW) via im2col and a GEMM per group, in any GEMM element type
+/// (f32 for float models, f64 for exact integer convolutions).
+fn conv_t<T: ndarray::LinalgScalar>(
+    x: &ArrayD<T>,
+    w: &ArrayD<T>,
+    win: &Window,
+    group: usize,
+) -> R<ArrayD<T>> {
     if x.ndim() != 4 && x.ndim() != 3 {
         return Err("only 1-D and 2-D convolutions are supported".into());
     }
@@ -964,12 +1121,12 @@ fn conv(
     let oh = out_size(h, kh, st[0], dl[0], pb[0], pe[0], false)?;
     let ow = out_size(wd, kw, st[1], dl[1], pb[1], pe[1], false)?;
     let mg = m / group;
-    let mut out = ndarray::Array4::<f32>::zeros((n, m, oh, ow));
+    let mut out = ndarray::Array4::<T>::zeros((n, m, oh, ow));
     let w2 =
         w.as_standard_layout().to_shape((m, cg * kh * kw)).map_err(|e| e.to_string())?.to_owned();
     for b in 0..n {
         for g in 0..group {
-            let mut cols = Array2::<f32>::zeros((cg * kh * kw, oh * ow));
+            let mut cols = Array2::<T>::zeros((cg * kh * kw, oh * ow));
             for ci in 0..cg {
                 let plane = x.slice(s![b, g * cg + ci, .., ..]);
                 for ky in 0..kh {
@@ -997,13 +1154,6 @@ fn conv(
                     *d = *v;
                 }
             }
-        }
-    }
-    if let Some(bias) = bias {
-        let bias = bias.f32()?;
-        for (mi, mut plane) in out.axis_iter_mut(Axis(1)).enumerate() {
-            let bv = bias.iter().nth(mi).copied().ok_or("bias shorter than the output channels")?;
-            plane.mapv_inplace(|v| v + bv);
         }
     }
     let out = out.into_dyn();
@@ -1133,4 +1283,239 @@ fn slice(
         Array::F32(a) => Array::F32(a.slice(info.as_ref()).to_owned()),
         Array::Int(a, dt) => Array::Int(a.slice(info.as_ref()).to_owned(), *dt),
     })
+}
+
+/// Output shape and, per output element, the flat input index it copies (`None`: filled).
+fn pad_map(
+    shape: &[usize],
+    begin: &[i64],
+    end: &[i64],
+    mode: PadMode,
+) -> R<(Vec<usize>, Vec<Option<usize>>)> {
+    let out: Vec<usize> = shape
+        .iter()
+        .zip(begin.iter().zip(end))
+        .map(|(d, (b, e))| {
+            let n = *d as i64 + b + e;
+            usize::try_from(n).map_err(|_| format!("padding makes a dimension negative ({n})"))
+        })
+        .collect::<R<_>>()?;
+    if mode != PadMode::Constant && shape.contains(&0) && out.iter().product::<usize>() > 0 {
+        return Err("cannot pad an empty axis by reflection, edge or wrap".into());
+    }
+    let strides: Vec<usize> = (0..shape.len()).map(|k| shape[k + 1..].iter().product()).collect();
+    let mut map = Vec::with_capacity(out.iter().product());
+    for idx in ndarray::indices(IxDyn(&out)) {
+        let mut flat = 0usize;
+        let mut inside = true;
+        for k in 0..shape.len() {
+            let d = shape[k] as i64;
+            let i = idx[k] as i64 - begin[k];
+            let src = if (0..d).contains(&i) {
+                i
+            } else {
+                match mode {
+                    PadMode::Constant => {
+                        inside = false;
+                        break;
+                    }
+                    PadMode::Edge => i.clamp(0, d - 1),
+                    PadMode::Wrap => i.rem_euclid(d),
+                    PadMode::Reflect if d == 1 => 0,
+                    PadMode::Reflect => {
+                        let period = 2 * (d - 1);
+                        let r = i.rem_euclid(period);
+                        if r >= d { period - r } else { r }
+                    }
+                }
+            };
+            flat += src as usize * strides[k];
+        }
+        map.push(inside.then_some(flat));
+    }
+    Ok((out, map))
+}
+
+/// Integer data minus its zero point, as exact f64. A 1-D zero point applies per row (the
+/// second-last axis) with `per_row`, else per column (the last axis).
+fn centered(x: &Array, zp: Option<&Array>, per_row: bool) -> R<ArrayD<f64>> {
+    let xi = x.ints()?;
+    let mut y = xi.mapv(|v| v as f64);
+    if let Some(z) = zp {
+        let z = z.ints()?;
+        if z.len() == 1 {
+            let zv = z.iter().next().copied().unwrap_or(0) as f64;
+            y.mapv_inplace(|v| v - zv);
+        } else if per_row && y.ndim() >= 2 {
+            let k = y.ndim() - 2;
+            for (r, mut lane) in y.axis_iter_mut(Axis(k)).enumerate() {
+                let zv = *z.iter().nth(r).ok_or("per-row zero point shorter than the rows")? as f64;
+                lane.mapv_inplace(|v| v - zv);
+            }
+        } else {
+            let k = y.ndim() - 1;
+            for (c, mut lane) in y.axis_iter_mut(Axis(k)).enumerate() {
+                let zv = *z.iter().nth(c).ok_or("per-column zero point shorter than the columns")?
+                    as f64;
+                lane.mapv_inplace(|v| v - zv);
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// Convolution weights minus their zero point (per tensor, or per output channel).
+fn centered_channels(w: &Array, zp: Option<&Array>) -> R<ArrayD<f64>> {
+    let mut y = w.ints()?.mapv(|v| v as f64);
+    if let Some(z) = zp {
+        let z: Vec<f64> = z.ints()?.iter().map(|v| *v as f64).collect();
+        for (m, mut plane) in y.axis_iter_mut(Axis(0)).enumerate() {
+            let zv = if z.len() == 1 {
+                z[0]
+            } else {
+                *z.get(m).ok_or("per-channel zero point shorter than the channels")?
+            };
+            plane.mapv_inplace(|v| v - zv);
+        }
+    }
+    Ok(y)
+}
+
+/// `round_half_even(acc · a_scale · b_scale / y_scale) + y_zp`, saturated to `y_zp`'s type;
+/// `b_scale` may hold one value per channel along `channel_axis`.
+fn requantize(
+    acc: &ArrayD<f64>,
+    a_scale: &Array,
+    b_scale: &Array,
+    y_scale: &Array,
+    y_zp: Option<&Array>,
+    channel_axis: usize,
+) -> R<Vec<Array>> {
+    let first =
+        |a: &Array| -> R<f64> { Ok(f64::from(a.f32()?.iter().next().copied().unwrap_or(1.0))) };
+    let (sa, sy) = (first(a_scale)?, first(y_scale)?);
+    let sb: Vec<f64> = b_scale.f32()?.iter().map(|v| f64::from(*v)).collect();
+    let (zp, dt) = match y_zp {
+        Some(Array::Int(z, dt)) => (z.iter().next().copied().unwrap_or(0), *dt),
+        Some(Array::F32(_)) => return Err("float zero points are not supported".into()),
+        None => (0, DType::U8),
+    };
+    let (lo, hi) = match dt {
+        DType::U8 => (0, 255),
+        DType::I8 => (-128, 127),
+        other => return Err(format!("quantizing to {other} is not supported")),
+    };
+    let axis_k =
+        if channel_axis < acc.ndim() { channel_axis } else { acc.ndim().saturating_sub(1) };
+    let mut y = ArrayD::<i64>::zeros(acc.raw_dim());
+    for (idx, v) in acc.indexed_iter() {
+        let c = if sb.len() > 1 { idx[axis_k] } else { 0 };
+        let scale = (sa * sb.get(c).copied().unwrap_or(1.0)) as f32 / sy as f32;
+        let q = (*v as f32 * scale).round_ties_even();
+        y[idx] = (q as i64).saturating_add(zp).clamp(lo, hi);
+    }
+    Ok(vec![Array::Int(y, dt)])
+}
+
+/// Geometry of a transposed convolution: output shape, begin pads, kernel, strides, dilations.
+#[allow(clippy::type_complexity, reason = "a private helper's tuple of related vectors")]
+pub(crate) fn conv_transpose_shape(
+    x: &[usize],
+    w: &[usize],
+    win: &Window,
+    group: usize,
+    output_padding: &[usize],
+    output_shape: &[usize],
+) -> R<(Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let nd = x
+        .len()
+        .checked_sub(2)
+        .filter(|n| (1..=2).contains(n))
+        .ok_or("only 1-D and 2-D transposed convolutions are supported")?;
+    if group == 0 || w.len() != x.len() || w[0] != x[1] || !x[1].is_multiple_of(group) {
+        return Err(format!("ConvTranspose of {x:?} with weights {w:?} in {group} groups"));
+    }
+    let kernel: Vec<usize> =
+        if win.kernel.is_empty() { w[2..].to_vec() } else { win.kernel.clone() };
+    let strides = if win.strides.is_empty() { vec![1; nd] } else { win.strides.clone() };
+    let dil = if win.dilations.is_empty() { vec![1; nd] } else { win.dilations.clone() };
+    let outpad = if output_padding.is_empty() { vec![0; nd] } else { output_padding.to_vec() };
+    if kernel.len() != nd || strides.len() != nd || dil.len() != nd || outpad.len() != nd {
+        return Err("window attributes do not match the spatial rank".into());
+    }
+    let input = &x[2..];
+    let (mut begin, mut out) = (vec![0usize; nd], vec![0usize; nd]);
+    for i in 0..nd {
+        let full = strides[i] * input[i].saturating_sub(1)
+            + outpad[i]
+            + (kernel[i].max(1) - 1) * dil[i]
+            + 1;
+        if !output_shape.is_empty()
+            || matches!(win.auto_pad, AutoPad::SameUpper | AutoPad::SameLower)
+        {
+            let target = if output_shape.is_empty() {
+                input[i] * strides[i]
+            } else {
+                output_shape[output_shape.len().saturating_sub(nd) + i]
+            };
+            let total = full.saturating_sub(target);
+            begin[i] =
+                if win.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
+            out[i] = target;
+        } else {
+            let (b, e) =
+                if win.pads.len() == 2 * nd { (win.pads[i], win.pads[i + nd]) } else { (0, 0) };
+            begin[i] = b;
+            out[i] = full.checked_sub(b + e).ok_or("padding larger than the output")?;
+        }
+    }
+    let mut shape = vec![x[0], w[1] * group];
+    shape.extend(&out);
+    Ok((shape, begin, kernel, strides, dil))
+}
+
+/// Transposed convolution (NCHW, 1-D or 2-D) by scattering every input element.
+fn conv_transpose(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    win: &Window,
+    group: usize,
+    output_padding: &[usize],
+    output_shape: &[usize],
+) -> R<ArrayD<f32>> {
+    // The shape function checks ranks, channels and groups.
+    let (shape, begin, kernel, strides, dil) =
+        conv_transpose_shape(x.shape(), w.shape(), win, group, output_padding, output_shape)?;
+    let nd = x.ndim() - 2;
+    let mg = w.shape()[1];
+    let out = &shape[2..];
+    let cg = x.shape()[1] / group;
+    let mut y = ArrayD::<f32>::zeros(IxDyn(&shape));
+    let x4 = x.view();
+    for ((b, ci, ix, jx), v) in
+        x4.indexed_iter().map(|(i, v)| ((i[0], i[1], i[2], if nd == 2 { i[3] } else { 0 }), *v))
+    {
+        let g = ci / cg;
+        for mo in 0..mg {
+            for ky in 0..kernel[0] {
+                let oy = (ix * strides[0] + ky * dil[0]) as isize - begin[0] as isize;
+                if oy < 0 || oy >= out[0] as isize {
+                    continue;
+                }
+                let kxs = if nd == 2 { kernel[1] } else { 1 };
+                for kx in 0..kxs {
+                    if nd == 2 {
+                        let ox = (jx * strides[1] + kx * dil[1]) as isize - begin[1] as isize;
+                        if ox < 0 || ox >= out[1] as isize {
+                            continue;
+                        }
+                        y[[b, g * mg + mo, oy as usize, ox as usize]] += v * w[[ci, mo, ky, kx]];
+                    } else {
+                        y[[b, g * mg + mo, oy as usize]] += v * w[[ci, mo, ky]];
+                    }
+                }
+            }
+        }
+    }
+    Ok(y)
 }

@@ -380,6 +380,52 @@ pub enum Op {
         /// The axis of per-axis scales.
         axis: i64,
     },
+    /// Padding of every axis (pads, constant value and axes as inputs; attributes before
+    /// opset 11).
+    Pad {
+        /// How padded elements are filled.
+        mode: PadMode,
+        /// Pads from attributes (opset < 11).
+        pads: Option<Vec<i64>>,
+        /// Constant value from attributes (opset < 11).
+        value: f32,
+    },
+    /// Split along an axis into several outputs.
+    Split {
+        /// The axis.
+        axis: i64,
+        /// Sizes from attributes (opset < 13).
+        split: Option<Vec<i64>>,
+    },
+    /// Integer matrix product with zero points: `(A - a_zp) · (B - b_zp)` in int32.
+    MatMulInteger,
+    /// Quantized matrix product: int8/uint8 in and out, scales and zero points as inputs.
+    QLinearMatMul,
+    /// Integer convolution with zero points, int32 out.
+    ConvInteger {
+        /// Window attributes.
+        window: Window,
+        /// Groups.
+        group: usize,
+    },
+    /// Quantized convolution: int8/uint8 in and out, scales and zero points as inputs.
+    QLinearConv {
+        /// Window attributes.
+        window: Window,
+        /// Groups.
+        group: usize,
+    },
+    /// Transposed convolution.
+    ConvTranspose {
+        /// Window attributes.
+        window: Window,
+        /// Groups.
+        group: usize,
+        /// Extra size added at the end of each spatial axis.
+        output_padding: Vec<usize>,
+        /// Explicit output spatial shape (pads then derived).
+        output_shape: Vec<usize>,
+    },
     /// Pass-through.
     Identity,
     /// A constant tensor.
@@ -415,6 +461,19 @@ pub struct SliceAttrs {
     pub ends: Vec<i64>,
     /// Axes (default: the first ones).
     pub axes: Option<Vec<i64>>,
+}
+
+/// How `Pad` fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge.
+    Reflect,
+    /// Repeat the edge.
+    Edge,
+    /// Wrap around.
+    Wrap,
 }
 
 /// Element-wise binary operations.

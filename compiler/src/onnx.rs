@@ -13,11 +13,11 @@ use std::path::Path;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::ir::SliceAttrs;
 use crate::ir::{
     AutoPad, BinaryOp, DType, Graph, Node, Op, ReduceKind, Tensor, TensorType, UnaryOp, Value,
     ValueId, Window,
 };
+use crate::ir::{PadMode, SliceAttrs};
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{self, AttributeProto, NodeProto, TensorProto};
 
@@ -501,6 +501,40 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
                 Op::DequantizeLinear { axis }
             })
         }
+        "Pad" => {
+            let mode = match a.string("mode").as_deref() {
+                None | Some("constant") => PadMode::Constant,
+                Some("reflect") => PadMode::Reflect,
+                Some("edge") => PadMode::Edge,
+                Some("wrap") => PadMode::Wrap,
+                Some(other) => return Err(format!("Pad mode `{other}` is not defined")),
+            };
+            let old = opset < 11;
+            Ok(Op::Pad {
+                mode,
+                pads: if old { a.ints("pads") } else { None },
+                value: if old { a.f32("value", 0.0) } else { 0.0 },
+            })
+        }
+        // Without sizes (and with `num_outputs`, opset 18) the outputs' count gives the parts.
+        "Split" => Ok(Op::Split {
+            axis: a.i64("axis", 0),
+            split: if opset < 13 { a.ints("split") } else { None },
+        }),
+        "MatMulInteger" => Ok(Op::MatMulInteger),
+        "QLinearMatMul" => Ok(Op::QLinearMatMul),
+        "ConvInteger" => {
+            Ok(Op::ConvInteger { window: window(a)?, group: a.i64("group", 1).max(1) as usize })
+        }
+        "QLinearConv" => {
+            Ok(Op::QLinearConv { window: window(a)?, group: a.i64("group", 1).max(1) as usize })
+        }
+        "ConvTranspose" => Ok(Op::ConvTranspose {
+            window: window(a)?,
+            group: a.i64("group", 1).max(1) as usize,
+            output_padding: a.usizes("output_padding")?,
+            output_shape: a.usizes("output_shape")?,
+        }),
         "Identity" => Ok(Op::Identity),
         "Constant" => Ok(Op::Constant),
         "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),

@@ -114,6 +114,42 @@ fn slice_len(d: i64, start: i64, end: i64, step: i64) -> R<usize> {
     Ok(n.max(0) as usize)
 }
 
+fn matmul_shape(a: &TensorType, b: &TensorType) -> R<Vec<usize>> {
+    let (sa, sb) = (&a.shape, &b.shape);
+    if sa.is_empty() || sb.is_empty() {
+        return Err("MatMul of a scalar".into());
+    }
+    let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.clone() };
+    let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.clone() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(format!("MatMul of {sa:?} and {sb:?}"));
+    }
+    let mut shape = broadcast_shape(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    if sa.len() > 1 {
+        shape.push(m);
+    }
+    if sb.len() > 1 {
+        shape.push(n);
+    }
+    Ok(shape)
+}
+
+fn conv_shape(t: &TensorType, w: &TensorType, window: &Window, group: usize) -> R<Vec<usize>> {
+    if t.shape.len() < 3 || w.shape.len() != t.shape.len() {
+        return Err(format!("Conv of {:?} with weights {:?}", t.shape, w.shape));
+    }
+    if t.shape[1] != w.shape[1] * group || !w.shape[0].is_multiple_of(group) {
+        return Err(format!("Conv of {:?} with weights {:?} in {group} groups", t.shape, w.shape));
+    }
+    let kernel =
+        if window.kernel.is_empty() { w.shape[2..].to_vec() } else { window.kernel.clone() };
+    let mut shape = vec![t.shape[0], w.shape[0]];
+    shape.extend(window_out(&t.shape[2..], &kernel, window, false)?);
+    Ok(shape)
+}
+
 fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
     let x = || input(ins, 0);
     match &node.op {
@@ -156,47 +192,85 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             Ok(vec![TensorType { dtype: a.dtype, shape: vec![m, n] }])
         }
         Op::MatMul => {
-            let (a, b) = (x()?, input(ins, 1)?);
-            let (sa, sb) = (&a.shape, &b.shape);
-            if sa.is_empty() || sb.is_empty() {
-                return Err("MatMul of a scalar".into());
-            }
-            let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.clone() };
-            let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.clone() };
-            let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-            let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
-            if k != k2 {
-                return Err(format!("MatMul of {sa:?} and {sb:?}"));
-            }
-            let mut shape = broadcast_shape(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
-            if sa.len() > 1 {
-                shape.push(m);
-            }
-            if sb.len() > 1 {
-                shape.push(n);
-            }
-            Ok(vec![TensorType { dtype: a.dtype, shape }])
+            Ok(vec![TensorType { dtype: x()?.dtype, shape: matmul_shape(x()?, input(ins, 1)?)? }])
         }
-        Op::Conv { window, group } => {
+        Op::MatMulInteger => {
+            Ok(vec![TensorType { dtype: DType::I32, shape: matmul_shape(x()?, input(ins, 1)?)? }])
+        }
+        Op::QLinearMatMul => {
+            let dtype = ins.get(7).copied().flatten().map_or(DType::U8, |z| z.dtype);
+            Ok(vec![TensorType { dtype, shape: matmul_shape(x()?, input(ins, 3)?)? }])
+        }
+        Op::ConvInteger { window, group } => Ok(vec![TensorType {
+            dtype: DType::I32,
+            shape: conv_shape(x()?, input(ins, 1)?, window, *group)?,
+        }]),
+        Op::QLinearConv { window, group } => {
+            let dtype = ins.get(7).copied().flatten().map_or(DType::U8, |z| z.dtype);
+            Ok(vec![TensorType { dtype, shape: conv_shape(x()?, input(ins, 3)?, window, *group)? }])
+        }
+        Op::ConvTranspose { window, group, output_padding, output_shape } => {
             let (t, w) = (x()?, input(ins, 1)?);
-            if t.shape.len() < 3 || w.shape.len() != t.shape.len() {
-                return Err(format!("Conv of {:?} with weights {:?}", t.shape, w.shape));
-            }
-            if t.shape[1] != w.shape[1] * group || w.shape[0] % group != 0 {
-                return Err(format!(
-                    "Conv of {:?} with weights {:?} in {group} groups",
-                    t.shape, w.shape
-                ));
-            }
-            let kernel = if window.kernel.is_empty() {
-                w.shape[2..].to_vec()
-            } else {
-                window.kernel.clone()
-            };
-            let mut shape = vec![t.shape[0], w.shape[0]];
-            shape.extend(window_out(&t.shape[2..], &kernel, window, false)?);
+            let shape = crate::interp::conv_transpose_shape(
+                &t.shape,
+                &w.shape,
+                window,
+                *group,
+                output_padding,
+                output_shape,
+            )?
+            .0;
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
+        Op::Pad { pads, .. } => {
+            let t = x()?;
+            let rank = t.shape.len();
+            let pads = match pads {
+                Some(p) => p.clone(),
+                None => const_ints(g, node, 1)?.ok_or("Pad needs pads")?,
+            };
+            let axes: Vec<usize> = match const_ints(g, node, 3)? {
+                Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                None => (0..rank).collect(),
+            };
+            if pads.len() != 2 * axes.len() {
+                return Err(format!("{} pads for {} axes", pads.len(), axes.len()));
+            }
+            let mut shape = t.shape.clone();
+            for (i, &k) in axes.iter().enumerate() {
+                let d = shape[k] as i64 + pads[i] + pads[i + axes.len()];
+                shape[k] = usize::try_from(d).map_err(|_| "padding makes a dimension negative")?;
+            }
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        Op::Split { axis: ax, split } => {
+            let t = x()?;
+            let k = axis(*ax, t.shape.len())?;
+            let d = t.shape[k];
+            let n = node.outputs.len().max(1);
+            let sizes: Vec<usize> = match split {
+                Some(s) => s.iter().map(|v| *v as usize).collect(),
+                None => match const_ints(g, node, 1)? {
+                    Some(s) => s.iter().map(|v| *v as usize).collect(),
+                    None => {
+                        let part = d.div_ceil(n);
+                        (0..n).map(|i| part.min(d.saturating_sub(i * part))).collect()
+                    }
+                },
+            };
+            Ok(sizes
+                .into_iter()
+                .map(|size| {
+                    let mut shape = t.shape.clone();
+                    shape[k] = size;
+                    TensorType { dtype: t.dtype, shape }
+                })
+                .collect())
+        }
+        Op::Conv { window, group } => Ok(vec![TensorType {
+            dtype: x()?.dtype,
+            shape: conv_shape(x()?, input(ins, 1)?, window, *group)?,
+        }]),
         Op::Pool { window, .. } => {
             let t = x()?;
             if t.shape.len() < 3 {
