@@ -8,8 +8,8 @@ use std::fmt;
 use ndarray::{Array2, ArrayD, Axis, IxDyn, Zip, s};
 
 use crate::ir::{
-    AutoPad, BinaryOp, DType, Graph, Node, Op, PadMode, ReduceKind, Tensor, UnaryOp, ValueId,
-    Window,
+    AutoPad, BinaryOp, DType, Graph, NearestMode, Node, Op, PadMode, ReduceKind, ResizeCoords,
+    Tensor, UnaryOp, ValueId, Window,
 };
 
 /// A runtime tensor: floats, or integers (any integer or bool type, held as i64 with its type).
@@ -749,6 +749,27 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                 }
             }
             one(Array::F32(y))
+        }
+        Op::Resize { linear, coords, nearest } => {
+            let x = arg(args, 0)?;
+            let scales = opt(args, 2)
+                .map(|a| a.f32().map(|v| v.iter().map(|s| f64::from(*s)).collect::<Vec<_>>()))
+                .transpose()?
+                .filter(|v| !v.is_empty());
+            let sizes = opt(args, 3)
+                .map(|a| a.ints().map(|v| v.iter().copied().collect::<Vec<_>>()))
+                .transpose()?
+                .filter(|v| !v.is_empty());
+            let (out_shape, scales) = resize_shape(x.shape(), scales.as_deref(), sizes.as_deref())?;
+            let xf = match x {
+                Array::F32(a) => a.mapv(f64::from),
+                Array::Int(a, _) => a.mapv(|v| v as f64),
+            };
+            let y = resize(&xf, &out_shape, &scales, *linear, *coords, *nearest);
+            one(match x {
+                Array::F32(_) => Array::F32(y.mapv(|v| v as f32)),
+                Array::Int(_, dt) => Array::Int(y.mapv(|v| v.round_ties_even() as i64), *dt),
+            })
         }
         Op::QuantizeLinear { axis: ax } => {
             let x = arg(args, 0)?.f32()?;
@@ -1518,4 +1539,139 @@ fn conv_transpose(
         }
     }
     Ok(y)
+}
+
+/// Output shape and per-axis scales of a `Resize` (from `sizes`, or `floor(input · scale)`).
+pub(crate) fn resize_shape(
+    input: &[usize],
+    scales: Option<&[f64]>,
+    sizes: Option<&[i64]>,
+) -> R<(Vec<usize>, Vec<f64>)> {
+    match (scales, sizes) {
+        (_, Some(sz)) => {
+            if sz.len() != input.len() {
+                return Err(format!("{} sizes for rank {}", sz.len(), input.len()));
+            }
+            let out: Vec<usize> = sz
+                .iter()
+                .map(|v| usize::try_from(*v).map_err(|_| "negative Resize size"))
+                .collect::<Result<_, _>>()?;
+            let sc = out.iter().zip(input).map(|(o, i)| *o as f64 / (*i).max(1) as f64).collect();
+            Ok((out, sc))
+        }
+        (Some(sc), None) => {
+            if sc.len() != input.len() {
+                return Err(format!("{} scales for rank {}", sc.len(), input.len()));
+            }
+            let out = input.iter().zip(sc).map(|(i, s)| (*i as f64 * s).floor() as usize).collect();
+            Ok((out, sc.to_vec()))
+        }
+        (None, None) => Err("Resize needs scales or sizes".into()),
+    }
+}
+
+fn resize(
+    x: &ArrayD<f64>,
+    out: &[usize],
+    scales: &[f64],
+    linear: bool,
+    coords: ResizeCoords,
+    nearest: NearestMode,
+) -> ArrayD<f64> {
+    let input = x.shape().to_vec();
+    let rank = input.len();
+    // Per axis and output coordinate: the source coordinate.
+    let src: Vec<Vec<f64>> = (0..rank)
+        .map(|k| {
+            // `lo` is the integer output length, `lf` the real one (`input · scale`), which ONNX
+            // uses for align_corners and pytorch_half_pixel.
+            let (li, lo, s) = (input[k] as f64, out[k] as f64, scales[k]);
+            let lf = li * s;
+            (0..out[k])
+                .map(|o| {
+                    let o = o as f64;
+                    match coords {
+                        ResizeCoords::HalfPixel => (o + 0.5) / s - 0.5,
+                        ResizeCoords::HalfPixelSymmetric => {
+                            let adjustment = lo / (s * li);
+                            let center = li / 2.0;
+                            let offset = center * (1.0 - adjustment);
+                            offset + (o + 0.5) / s - 0.5
+                        }
+                        ResizeCoords::PytorchHalfPixel => {
+                            if lf > 1.0 {
+                                (o + 0.5) / s - 0.5
+                            } else {
+                                0.0
+                            }
+                        }
+                        ResizeCoords::AlignCorners => {
+                            if lf == 1.0 {
+                                0.0
+                            } else {
+                                o * (li - 1.0) / (lf - 1.0)
+                            }
+                        }
+                        ResizeCoords::Asymmetric => o / s,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let strides: Vec<usize> = (0..rank).map(|k| input[k + 1..].iter().product()).collect();
+    let flat: Vec<f64> = x.iter().copied().collect();
+    let mut y = ArrayD::<f64>::zeros(IxDyn(out));
+    for (idx, slot) in y.indexed_iter_mut() {
+        if linear {
+            // Each axis contributes a floor index, the next one, and a weight.
+            let taps: Vec<(usize, usize, f64)> = (0..rank)
+                .map(|k| {
+                    let last = input[k].saturating_sub(1) as f64;
+                    let c = src[k][idx[k]].clamp(0.0, last);
+                    let i0 = c.floor();
+                    let i1 = (i0 + 1.0).min(last);
+                    (i0 as usize, i1 as usize, c - i0)
+                })
+                .collect();
+            let mut acc = 0.0;
+            for corner in 0..(1usize << rank) {
+                let (mut at, mut w) = (0usize, 1.0);
+                for (k, (i0, i1, f)) in taps.iter().enumerate() {
+                    let hi = corner >> k & 1 == 1;
+                    at += (if hi { *i1 } else { *i0 }) * strides[k];
+                    w *= if hi { *f } else { 1.0 - f };
+                }
+                if w != 0.0 {
+                    acc += w * flat[at];
+                }
+            }
+            *slot = acc;
+        } else {
+            let mut at = 0usize;
+            for k in 0..rank {
+                let c = src[k][idx[k]];
+                let r = match nearest {
+                    NearestMode::RoundPreferFloor => {
+                        if c.fract() == 0.5 {
+                            c.floor()
+                        } else {
+                            c.round()
+                        }
+                    }
+                    NearestMode::RoundPreferCeil => {
+                        if c.fract() == 0.5 {
+                            c.ceil()
+                        } else {
+                            c.round()
+                        }
+                    }
+                    NearestMode::Floor => c.floor(),
+                    NearestMode::Ceil => c.ceil(),
+                };
+                at += (r.max(0.0) as usize).min(input[k].saturating_sub(1)) * strides[k];
+            }
+            *slot = flat[at];
+        }
+    }
+    y
 }

@@ -426,6 +426,15 @@ pub enum Op {
         /// Explicit output spatial shape (pads then derived).
         output_shape: Vec<usize>,
     },
+    /// Nearest or linear resizing (scales or sizes as inputs).
+    Resize {
+        /// Linear (else nearest).
+        linear: bool,
+        /// How output coordinates map to input coordinates.
+        coords: ResizeCoords,
+        /// Rounding of nearest-neighbour coordinates.
+        nearest: NearestMode,
+    },
     /// Pass-through.
     Identity,
     /// A constant tensor.
@@ -461,6 +470,34 @@ pub struct SliceAttrs {
     pub ends: Vec<i64>,
     /// Axes (default: the first ones).
     pub axes: Option<Vec<i64>>,
+}
+
+/// `Resize` coordinate transformations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeCoords {
+    /// `(x + 0.5) / scale - 0.5`.
+    HalfPixel,
+    /// Half-pixel, centred so the output is symmetric.
+    HalfPixelSymmetric,
+    /// Half-pixel, but 0 when the output length is 1.
+    PytorchHalfPixel,
+    /// Corners of input and output aligned.
+    AlignCorners,
+    /// `x / scale`.
+    Asymmetric,
+}
+
+/// `Resize` nearest-neighbour rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearestMode {
+    /// Round, halves down.
+    RoundPreferFloor,
+    /// Round, halves up.
+    RoundPreferCeil,
+    /// Floor.
+    Floor,
+    /// Ceiling.
+    Ceil,
 }
 
 /// How `Pad` fills.

@@ -17,7 +17,7 @@ use crate::ir::{
     AutoPad, BinaryOp, DType, Graph, Node, Op, ReduceKind, Tensor, TensorType, UnaryOp, Value,
     ValueId, Window,
 };
-use crate::ir::{PadMode, SliceAttrs};
+use crate::ir::{NearestMode, PadMode, ResizeCoords, SliceAttrs};
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{self, AttributeProto, NodeProto, TensorProto};
 
@@ -535,6 +535,47 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             output_padding: a.usizes("output_padding")?,
             output_shape: a.usizes("output_shape")?,
         }),
+        "Resize" => {
+            let linear = match a.string("mode").as_deref() {
+                None | Some("nearest") => false,
+                Some("linear") => true,
+                Some(other) => return Err(format!("Resize mode `{other}` is not supported")),
+            };
+            let coords = match a.string("coordinate_transformation_mode").as_deref() {
+                None | Some("half_pixel") => ResizeCoords::HalfPixel,
+                Some("half_pixel_symmetric") => ResizeCoords::HalfPixelSymmetric,
+                Some("pytorch_half_pixel") => ResizeCoords::PytorchHalfPixel,
+                Some("align_corners") => ResizeCoords::AlignCorners,
+                Some("asymmetric") => ResizeCoords::Asymmetric,
+                Some(other) => {
+                    return Err(format!(
+                        "Resize coordinate_transformation_mode `{other}` is not supported"
+                    ));
+                }
+            };
+            let nearest = match a.string("nearest_mode").as_deref() {
+                None | Some("round_prefer_floor") => NearestMode::RoundPreferFloor,
+                Some("round_prefer_ceil") => NearestMode::RoundPreferCeil,
+                Some("floor") => NearestMode::Floor,
+                Some("ceil") => NearestMode::Ceil,
+                Some(other) => return Err(format!("Resize nearest_mode `{other}` is not defined")),
+            };
+            if a.i64("antialias", 0) != 0 {
+                return Err("Resize with antialias is not supported".into());
+            }
+            if a.get("axes").is_some() {
+                return Err("Resize with axes is not supported".into());
+            }
+            if !matches!(a.string("keep_aspect_ratio_policy").as_deref(), None | Some("stretch")) {
+                return Err(
+                    "Resize keep_aspect_ratio_policy other than stretch is not supported".into()
+                );
+            }
+            if opset < 11 {
+                return Err("Resize before opset 11 is not supported".into());
+            }
+            Ok(Op::Resize { linear, coords, nearest })
+        }
         "Identity" => Ok(Op::Identity),
         "Constant" => Ok(Op::Constant),
         "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),

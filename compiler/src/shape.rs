@@ -391,6 +391,24 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
         Op::Cast { to } => Ok(vec![TensorType { dtype: *to, shape: x()?.shape.clone() }]),
+        Op::Resize { .. } => {
+            let t = x()?;
+            let scales: Option<Vec<f64>> = match node.inputs.get(2) {
+                Some(Some(id)) => match &g.value(*id).constant {
+                    Some(c) if c.dtype == DType::F32 => {
+                        Some(c.f32s().into_iter().map(f64::from).collect())
+                    }
+                    Some(_) => return Err("Resize scales must be float".into()),
+                    None => return Err("Resize scales must be a constant".into()),
+                },
+                _ => None,
+            }
+            .filter(|v: &Vec<f64>| !v.is_empty());
+            let sizes = const_ints(g, node, 3)?.filter(|v| !v.is_empty());
+            let (shape, _) =
+                crate::interp::resize_shape(&t.shape, scales.as_deref(), sizes.as_deref())?;
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
         Op::QuantizeLinear { .. } => {
             let dtype = ins.get(2).copied().flatten().map_or(DType::U8, |z| z.dtype);
             Ok(vec![TensorType { dtype, shape: x()?.shape.clone() }])
