@@ -86,10 +86,23 @@ pub fn import(
         )));
     }
     let graph = model.graph.ok_or_else(|| err("the model has no graph"))?;
-    let mut b = Builder { g: Graph { opset, ..Graph::default() }, names: HashMap::new(), base_dir };
+    let mut b = Builder {
+        g: Graph { opset, ..Graph::default() },
+        names: HashMap::new(),
+        base_dir,
+        unsupported: HashMap::new(),
+    };
 
     for init in &graph.initializer {
         let name = init.name.clone().unwrap_or_default();
+        let code = init.data_type.unwrap_or(0);
+        if DType::from_onnx(code).is_none() {
+            // Not fatal: the nodes that use it become blockers that `check` lists.
+            let id =
+                b.define(&name, Value { name: name.clone(), ty: None, constant: None }, None)?;
+            b.unsupported.insert(id, format!("data type {}", DType::onnx_name(code)));
+            continue;
+        }
         let t = b.tensor(init).map_err(|m| err(format!("initializer `{name}`: {m}")))?;
         let ty = TensorType { dtype: t.dtype, shape: t.shape.clone() };
         b.define(&name, Value { name: name.clone(), ty: Some(ty), constant: Some(t) }, None)?;
@@ -99,9 +112,18 @@ pub fn import(
         if b.names.contains_key(name.as_str()) {
             continue; // an initializer listed as an input (IR version < 4)
         }
-        let ty = value_type(input, opts).map_err(|m| err(format!("graph input `{name}`: {m}")))?;
-        let id =
-            b.define(&name, Value { name: name.clone(), ty: Some(ty), constant: None }, None)?;
+        let ty = match value_type(input, opts) {
+            Ok(ty) => Some(ty),
+            Err(m) if m.starts_with("data type") => {
+                let id =
+                    b.define(&name, Value { name: name.clone(), ty: None, constant: None }, None)?;
+                b.unsupported.insert(id, m.trim_end_matches(" is not supported").to_string());
+                b.g.inputs.push(id);
+                continue;
+            }
+            Err(m) => return Err(err(format!("graph input `{name}`: {m}"))),
+        };
+        let id = b.define(&name, Value { name: name.clone(), ty, constant: None }, None)?;
         b.g.inputs.push(id);
     }
     for (i, node) in graph.node.iter().enumerate() {
@@ -154,6 +176,8 @@ struct Builder<'a> {
     g: Graph,
     names: HashMap<String, ValueId>,
     base_dir: Option<&'a Path>,
+    /// Values of a data type the compiler does not support, with the type's description.
+    unsupported: HashMap<ValueId, String>,
 }
 
 /// Attribute lookup for one node. An attribute read as the wrong type is recorded in `bad`
@@ -314,7 +338,14 @@ impl Builder<'_> {
             }
         }
         let domain = n.domain.clone().unwrap_or_default();
-        let op = if !domain.is_empty() && domain != "ai.onnx" {
+        let unsupported_input = inputs.iter().flatten().find_map(|id| {
+            self.unsupported.get(id).map(|why| {
+                format!("input `{}` has {why}, which is not supported", self.g.value(*id).name)
+            })
+        });
+        let op = if let Some(reason) = unsupported_input {
+            Op::Unsupported { op_type: op_type.clone(), reason }
+        } else if !domain.is_empty() && domain != "ai.onnx" {
             Op::Unsupported {
                 op_type: op_type.clone(),
                 reason: format!("domain `{domain}` is not supported"),

@@ -214,7 +214,14 @@ fn manifest() -> BTreeMap<String, String> {
 /// Shortens an out-of-scope reason to its kind, for the coverage table.
 fn reason_kind(r: &str) -> String {
     if r.contains("data type") {
-        let t = r.split("data type ").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("");
+        let t = r
+            .split("data type ")
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(',');
         format!("{t} data")
     } else if r.contains("is not supported") && r.contains('`') {
         r.split('`').nth(1).map_or_else(|| r.to_string(), |op| format!("{op} unsupported"))

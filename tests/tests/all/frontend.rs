@@ -101,6 +101,32 @@ fn check_lists_every_blocker() {
     assert_eq!(blockers[0]["reason"], "domain `com.example` is not supported");
     assert_eq!(blockers[1]["node"], "nms");
     assert_eq!(blockers[2]["opset"], 17);
+    // Unsupported data types are blockers too, listed with everything else.
+    let f16 = TensorProto {
+        name: Some("h".into()),
+        dims: vec![4],
+        data_type: Some(10),
+        raw_data: Some(vec![0; 8].into()),
+        ..Default::default()
+    };
+    let m = model(
+        vec![
+            node("half", "Add", &["x", "h"], &["a"]),
+            node("nms", "NonMaxSuppression", &["a"], &["y"]),
+        ],
+        vec![f16],
+    );
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let run = accelc(&["check", path.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains(
+            "node `half` (Add, opset 17): input `h` has data type float16, which is not supported"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("node `nms` (NonMaxSuppression"));
     // A fully supported model.
     let mlp = accelc_tests::repo_root().join("../shared/models/mlp_mnist.onnx");
     let run = accelc(&["check", mlp.to_str().unwrap()]);
