@@ -161,3 +161,33 @@ fn ir_snapshots_of_small_models() {
         assert!(run.stderr.contains(&format!("# --- IR after {pass}\n")), "{pass}");
     }
 }
+
+/// Each folding rule on a small model in the text syntax, the IR after folding snapshotted.
+#[test]
+fn folding_rules() {
+    use accelc_compiler::fold::fold_constants;
+    let header = "<ir_version: 8, opset_import: [\"\" : 17]>\n";
+    let cases = [
+        (
+            "constant_nodes_become_values",
+            "g (float[2] x) => (float[2] y) {\n  c = Constant <value: tensor = float[2] {1.0, 2.0}> ()\n  y = Add (x, c)\n}\n",
+        ),
+        (
+            "constant_subgraphs_are_evaluated",
+            "g (float[2] x) => (float[2] y) <float[2] a = {1.0, 2.0}, float[2] b = {3.0, 4.0}> {\n  s = Mul (a, b)\n  t = Sqrt (s)\n  y = Add (x, t)\n}\n",
+        ),
+        (
+            "shape_of_a_typed_value",
+            "g (float[2,3,4] x) => (float[12,2] y) <int64 i0 = {0}, int64[1] zero = {0}, int64[1] minus1 = {-1}> {\n  s = Shape (x)\n  d = Gather <axis: int = 0> (s, i0)\n  two = Unsqueeze (d, zero)\n  shp = Concat <axis: int = 0> (minus1, two)\n  c = Cast <to: int = 7> (shp)\n  k = Slice (s, minus1, zero)\n  y0 = Reshape (x, c)\n  y = Identity (y0)\n}\n",
+        ),
+        (
+            "dead_nodes_are_removed",
+            "g (float[2] x) => (float[2] y) {\n  unused = Relu (x)\n  y = Neg (x)\n}\n",
+        ),
+    ];
+    for (name, body) in cases {
+        let mut g = from_text(&format!("{header}{body}"));
+        let stats = fold_constants(&mut g).unwrap();
+        insta::assert_snapshot!(format!("fold_{name}"), format!("{stats:?}\n{}", print(&g)));
+    }
+}
