@@ -148,6 +148,8 @@ pub struct TraceEvent {
     pub start: u64,
     /// End cycle.
     pub end: u64,
+    /// The id of a `marker` instruction.
+    pub marker: Option<u32>,
 }
 
 /// The result of a completed job.
@@ -242,6 +244,8 @@ struct Schedule {
     remaining: Vec<usize>,
     /// Front-end instruction indices, in order.
     front: Vec<usize>,
+    /// Front-end instructions already in the trace.
+    front_traced: usize,
     sems: [u32; Sem::COUNT],
     /// Pending completions: (time, instruction).
     events: BinaryHeap<Reverse<(u64, usize)>>,
@@ -281,6 +285,7 @@ impl Schedule {
             epoch,
             remaining,
             front,
+            front_traced: 0,
             sems: program.sem_init.map(u32::from),
             events: BinaryHeap::new(),
             dram_free: 0,
@@ -374,13 +379,15 @@ impl Schedule {
         };
         let finish = self.now.saturating_add(1);
         if self.opts.trace {
-            for &b in &self.front {
+            // Barriers whose epoch had no queued instructions complete here, with `end`.
+            for &b in &self.front[self.front_traced..] {
                 self.stats.trace.push(TraceEvent {
                     engine: None,
                     inst: b,
                     mnemonic: program.insts[b].op.mnemonic(),
                     start: self.now,
                     end: finish,
+                    marker: None,
                 });
             }
         }
@@ -464,12 +471,14 @@ impl Schedule {
         st.bytes += work.bytes;
         st.macs += work.macs;
         if self.opts.trace {
+            let marker = if let Op::Marker(m) = inst.op { Some(m.id) } else { None };
             self.stats.trace.push(TraceEvent {
                 engine: Some(Engine::ALL[e]),
                 inst: i,
                 mnemonic: inst.op.mnemonic(),
                 start: self.now,
                 end,
+                marker,
             });
         }
         self.events.push(Reverse((end, i)));
@@ -515,6 +524,23 @@ impl Schedule {
         }
         let ep = self.epoch[i];
         self.remaining[ep] -= 1;
+        // Each front-end instruction completes when the queued instructions before it have:
+        // trace every one whose epoch is now closed.
+        while self.opts.trace
+            && self.front_traced < self.front.len()
+            && self.remaining[self.front_traced] == 0
+        {
+            let b = self.front[self.front_traced];
+            self.stats.trace.push(TraceEvent {
+                engine: None,
+                inst: b,
+                mnemonic: program.insts[b].op.mnemonic(),
+                start: self.now,
+                end: self.now + 1,
+                marker: None,
+            });
+            self.front_traced += 1;
+        }
         Ok(())
     }
 

@@ -23,13 +23,14 @@ pub fn chrome_json(events: &[TraceEvent], clock_hz: u64) -> String {
         let sep = if n + 1 == events.len() { "" } else { "," };
         let _ = writeln!(
             out,
-            "{{\"name\":\"{}\",\"cat\":\"inst\",\"ph\":\"X\",\"pid\":0,\"tid\":{tid},\"ts\":{:.3},\"dur\":{:.3},\"args\":{{\"inst\":{},\"start_cycle\":{},\"end_cycle\":{}}}}}{sep}",
+            "{{\"name\":\"{}\",\"cat\":\"inst\",\"ph\":\"X\",\"pid\":0,\"tid\":{tid},\"ts\":{:.3},\"dur\":{:.3},\"args\":{{\"inst\":{},\"start_cycle\":{},\"end_cycle\":{}{}}}}}{sep}",
             e.mnemonic,
             us(e.start),
             us(e.end.saturating_sub(e.start)),
             e.inst,
             e.start,
-            e.end
+            e.end,
+            e.marker.map_or(String::new(), |id| format!(",\"marker\":{id}"))
         );
     }
     if events.is_empty() {

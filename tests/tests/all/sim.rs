@@ -500,3 +500,25 @@ fn accepted_programs_never_fault_and_meet_their_bound() {
     assert!(accepted >= 300, "only {accepted} of {tried} random programs were accepted");
     assert!(executed_insts > 900);
 }
+
+#[test]
+fn traces_show_markers_and_barriers_when_they_happen() {
+    let src = ".seg s 0 size=4096 role=input\n.dma d x_bytes=4096\n\
+               marker queue=ld id=7\n\
+               dma.load desc=d seg=s offset=0 dst=spad:0\n\
+               barrier\n\
+               marker queue=vx id=8\n\
+               end code=0\n";
+    let stats = run_source(src, &DeviceConfig::default_npu(), &[], opts(), true).unwrap().stats;
+    let ev = |m: &str| stats.trace.iter().filter(|e| e.mnemonic == m).cloned().collect::<Vec<_>>();
+    let markers = ev("marker");
+    assert_eq!(markers.iter().map(|e| e.marker).collect::<Vec<_>>(), [Some(7), Some(8)]);
+    let load = &ev("dma.load")[0];
+    let barrier = &ev("barrier")[0];
+    // The barrier completes when the load does, and the second marker runs after it.
+    assert_eq!(barrier.start, load.end);
+    assert!(markers[1].start >= barrier.start);
+    assert_eq!(ev("end")[0].end, stats.cycles);
+    let json = accelc_runtime::sim::trace::chrome_json(&stats.trace, 1_000_000_000);
+    assert!(json.contains("\"marker\":7") && json.contains("\"marker\":8"));
+}
