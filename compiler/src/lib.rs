@@ -1,6 +1,6 @@
-//! The accelc compiler: ONNX import, the graph IR, e-graph optimisation and lowering to command
-//! blobs. Issue 4 (the frontend) is in progress: the protobuf import and the IR exist; shape
-//! inference, constant folding, the text syntax and the reference interpreter follow.
+//! The accelc compiler: ONNX import (binary and text), the graph IR, constant folding, shape
+//! inference, the verifier and the reference interpreter. The e-graph optimizer and the lowering
+//! to command blobs (issues 5 and 6) come next.
 
 pub mod fold;
 pub mod interp;

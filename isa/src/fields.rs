@@ -292,6 +292,18 @@ field_enum! {
     }
 }
 
+impl ReduceOp {
+    /// Whether the reduction of `input` elements may produce `output`: sums of integers give
+    /// `s32`, sums of floats the same type or `f32`, max and min the input type.
+    pub fn supports(self, input: Dtype, output: Dtype) -> bool {
+        match self {
+            ReduceOp::Sum if input.is_float() => output == input || output == Dtype::F32,
+            ReduceOp::Sum => output == Dtype::S32,
+            ReduceOp::Max | ReduceOp::Min => output == input,
+        }
+    }
+}
+
 field_enum! {
     /// Which axis of a shape `vx.reduce` folds.
     Axis [1] {

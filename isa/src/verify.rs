@@ -25,9 +25,7 @@ use std::fmt;
 
 use crate::config::DeviceConfig;
 use crate::cost::op_cycles;
-use crate::fields::{
-    Axis, DmaDescId, Dtype, Engine, LocalAddr, ReduceOp, Seg, Sem, ShapeId, Space,
-};
+use crate::fields::{Axis, DmaDescId, Dtype, Engine, LocalAddr, Seg, Sem, ShapeId, Space};
 use crate::inst::{DecodeErrorKind, INST_BYTES, Inst, Op, Route};
 use crate::program::{
     DESC_BYTES, DmaDesc, EncodedProgram, MAX_DMA_DESCS, MAX_INSTS, MAX_SHAPES, MAX_VX_ELEMENTS,
@@ -766,13 +764,7 @@ impl Verifier<'_> {
                 }
             }
             Op::VxReduce(it) => {
-                let ok = match it.op {
-                    ReduceOp::Sum if it.dtype.is_float() => {
-                        it.out_dtype == it.dtype || it.out_dtype == Dtype::F32
-                    }
-                    ReduceOp::Sum => it.out_dtype == Dtype::S32,
-                    ReduceOp::Max | ReduceOp::Min => it.out_dtype == it.dtype,
-                };
+                let ok = it.op.supports(it.dtype, it.out_dtype);
                 if !ok {
                     c.field(
                         "out_dtype",

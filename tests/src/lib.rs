@@ -7,6 +7,24 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// Every model of the zoo, float and int8.
+pub const ZOO_MODELS: &[&str] = &[
+    "mlp_mnist",
+    "transformer_encoder",
+    "transformer_encoder_legacy",
+    "squeezenet1_1",
+    "mobilenet_v2",
+    "resnet18",
+    "mobilenet_v2_int8_qdq",
+    "mobilenet_v2_int8_qdq_pc",
+    "resnet18_int8_qdq",
+];
+
+/// A file of the model zoo (`../shared/models`).
+pub fn zoo(name: &str) -> PathBuf {
+    repo_root().join("../shared/models").join(name)
+}
+
 /// A file under `tests/`.
 pub fn tests_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)

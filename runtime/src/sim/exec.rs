@@ -511,11 +511,7 @@ impl Exec<'_, '_> {
         dst: LocalAddr,
         src: LocalAddr,
     ) -> Result<Work, Fault> {
-        let ok = match op {
-            ReduceOp::Sum if dtype.is_float() => out_dtype == dtype || out_dtype == Dtype::F32,
-            ReduceOp::Sum => out_dtype == Dtype::S32,
-            ReduceOp::Max | ReduceOp::Min => out_dtype == dtype,
-        };
+        let ok = op.supports(dtype, out_dtype);
         if !ok {
             return Err(fault(
                 FaultKind::Illegal,

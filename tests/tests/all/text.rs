@@ -11,9 +11,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use prost::Message;
 
-fn zoo(name: &str) -> std::path::PathBuf {
-    repo_root().join("../shared/models").join(name)
-}
+use accelc_tests::{ZOO_MODELS, zoo};
 
 fn from_text(text: &str) -> accelc_compiler::ir::Graph {
     let model = parse(text).unwrap_or_else(|d| panic!("{}", render(&d, text, "printed.onnxtxt")));
@@ -22,17 +20,7 @@ fn from_text(text: &str) -> accelc_compiler::ir::Graph {
 
 #[test]
 fn print_parse_round_trips_every_zoo_model() {
-    for model in [
-        "mlp_mnist",
-        "transformer_encoder",
-        "transformer_encoder_legacy",
-        "squeezenet1_1",
-        "mobilenet_v2",
-        "mobilenet_v2_int8_qdq",
-        "mobilenet_v2_int8_qdq_pc",
-        "resnet18_int8_qdq",
-        "resnet18",
-    ] {
+    for &model in ZOO_MODELS {
         let g = load(&zoo(&format!("{model}.onnx")), &ImportOptions::default()).unwrap();
         let text = print(&g);
         let back = from_text(&text);

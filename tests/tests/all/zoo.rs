@@ -7,9 +7,7 @@ use accelc_compiler::onnx::{ImportOptions, load};
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 
-fn zoo(name: &str) -> std::path::PathBuf {
-    accelc_tests::repo_root().join("../shared/models").join(name)
-}
+use accelc_tests::{ZOO_MODELS, zoo};
 
 fn check(model: &str) {
     let graph = load(&zoo(&format!("{model}.onnx")), &ImportOptions::default()).unwrap();
@@ -69,16 +67,7 @@ fn fold_infer_and_verify_every_zoo_model() {
     use std::collections::BTreeSet;
 
     let mut op_sets = Vec::new();
-    for model in [
-        "mlp_mnist",
-        "transformer_encoder",
-        "transformer_encoder_legacy",
-        "squeezenet1_1",
-        "mobilenet_v2",
-        "resnet18",
-        "mobilenet_v2_int8_qdq",
-        "resnet18_int8_qdq",
-    ] {
+    for &model in ZOO_MODELS {
         let mut g = load(&zoo(&format!("{model}.onnx")), &ImportOptions::default()).unwrap();
         verify(&g, false).unwrap_or_else(|e| panic!("{model} as imported: {e}"));
         let before = g.clone();
