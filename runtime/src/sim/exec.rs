@@ -302,59 +302,25 @@ impl Exec<'_, '_> {
         let (spad, acc) = (&self.sim.spad, &mut self.sim.acc);
         let a_stride = usize::from(a_stride);
         let c_stride = usize::from(c_stride);
-        // Blocks of rows small enough to stay in the L1 cache: gather them densely as f32, run
-        // the kernel, scatter the results back. Integers go through the float kernel exactly
-        // (see `kernels::matmul_f32`): they sum from zero and are added to C with wrapping.
-        const BLOCK: usize = 64;
         let (w, int) = match weights {
             Weights::Int { w, .. } => (w, true),
             Weights::Float { w, .. } => (w, false),
         };
-        let mut av: Vec<f32> = Vec::with_capacity(BLOCK * k);
-        let mut cv: Vec<f32> = Vec::with_capacity(BLOCK * n);
-        for r0 in (0..rows).step_by(BLOCK) {
-            let block = BLOCK.min(rows - r0);
-            av.clear();
-            for r in r0..r0 + block {
-                let row = &spad[abase + r * a_stride..][..k * es];
-                match dtype {
-                    Dtype::U8 => av.extend(row.iter().map(|&b| f32::from(b))),
-                    Dtype::S8 => av.extend(row.iter().map(|&b| f32::from(b as i8))),
-                    Dtype::Bf16 => av.extend(
-                        row.chunks_exact(2).map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
-                    ),
-                    _ => av.extend(
-                        row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                    ),
-                }
-            }
-            cv.clear();
-            if accumulate && !int {
-                for r in r0..r0 + block {
-                    let bytes = &acc[cbase + r * c_stride..][..4 * n];
-                    cv.extend(
-                        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                    );
-                }
-            } else {
-                cv.resize(block * n, 0.0);
-            }
-            kernels::matmul_f32(&av, w, &mut cv, k, n);
-            for (r, crow) in cv.chunks_exact(n).enumerate() {
-                let bytes = &mut acc[cbase + (r0 + r) * c_stride..][..4 * n];
-                let pairs = crow.iter().zip(bytes.chunks_exact_mut(4));
-                match (int, accumulate) {
-                    (true, true) => pairs.for_each(|(v, b)| {
-                        let old = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                        b.copy_from_slice(&old.wrapping_add(*v as i32).to_le_bytes());
-                    }),
-                    (true, false) => {
-                        pairs.for_each(|(v, b)| b.copy_from_slice(&(*v as i32).to_le_bytes()))
-                    }
-                    (false, _) => pairs.for_each(|(v, b)| b.copy_from_slice(&v.to_le_bytes())),
-                }
-            }
-        }
+        kernels::matmul_rows(kernels::MatmulJob {
+            spad,
+            acc,
+            abase,
+            a_stride,
+            cbase,
+            c_stride,
+            rows,
+            k,
+            n,
+            dtype,
+            int,
+            accumulate,
+            w,
+        });
         Ok(Work { bytes: (rows * (k * es + n * 4)) as u64, macs: (rows * k * n) as u64 })
     }
 

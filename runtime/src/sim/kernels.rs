@@ -10,6 +10,10 @@
 //! most 8,323,200 < 2^24: every partial sum is an integer binary32 represents exactly, so the
 //! float kernel computes the exact integer dot products, at the speed of the float path.
 
+use accelc_isa::Dtype;
+
+use super::numerics::bf16_to_f32;
+
 /// Calls `$generic(args)`, compiled for AVX2 when the CPU has it (detected at run time). Only
 /// the vector width changes, never a result: Rust does not fuse multiplies and adds.
 macro_rules! with_avx2 {
@@ -34,12 +38,115 @@ macro_rules! with_avx2 {
     }};
 }
 
-/// `c[r][j] (+)= Σ_k a[r][k] · w[k][j]` for `rows` rows: `a` is `rows × k`, `w` is `k × n`,
-/// `c` is `rows × n`, all dense row-major.
-pub(crate) fn matmul_f32(a: &[f32], w: &[f32], c: &mut [f32], k: usize, n: usize) {
-    with_avx2!(matmul_f32_generic(a: &[f32], w: &[f32], c: &mut [f32], k: usize, n: usize))
+/// One `mx.matmul`: where its operands live and how to combine them.
+pub(crate) struct MatmulJob<'a> {
+    /// The scratchpad (inputs).
+    pub(crate) spad: &'a [u8],
+    /// The accumulator memory (outputs).
+    pub(crate) acc: &'a mut [u8],
+    /// Byte offset of input row 0 and bytes between input rows.
+    pub(crate) abase: usize,
+    pub(crate) a_stride: usize,
+    /// Byte offset of output row 0 and bytes between output rows.
+    pub(crate) cbase: usize,
+    pub(crate) c_stride: usize,
+    /// Rows, reduction depth, output columns.
+    pub(crate) rows: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    /// Input element type.
+    pub(crate) dtype: Dtype,
+    /// Integer matmul (exact through f32; sums from zero, added to C with wrapping).
+    pub(crate) int: bool,
+    /// Add to C instead of overwriting it.
+    pub(crate) accumulate: bool,
+    /// The weights, `k × n`, widened to f32.
+    pub(crate) w: &'a [f32],
 }
 
+/// Runs a matmul (operands already range-checked) in blocks of rows small enough to stay in
+/// the L1 cache: gather them densely as f32, run the kernel, scatter the results back. The
+/// whole loop, gathers and scatters included, is compiled for AVX2 when the CPU has it.
+pub(crate) fn matmul_rows(job: MatmulJob<'_>) {
+    with_avx2!(matmul_rows_generic(job: MatmulJob<'_>))
+}
+
+#[inline(always)]
+fn matmul_rows_generic(job: MatmulJob<'_>) {
+    const BLOCK: usize = 64;
+    let MatmulJob {
+        spad,
+        acc,
+        abase,
+        a_stride,
+        cbase,
+        c_stride,
+        rows,
+        k,
+        n,
+        dtype,
+        int,
+        accumulate,
+        w,
+    } = job;
+    let es = dtype.size() as usize;
+    let mut av: Vec<f32> = Vec::with_capacity(BLOCK * k);
+    let mut cv: Vec<f32> = Vec::with_capacity(BLOCK * n);
+    for r0 in (0..rows).step_by(BLOCK) {
+        let block = BLOCK.min(rows - r0);
+        av.clear();
+        for r in r0..r0 + block {
+            let row = &spad[abase + r * a_stride..][..k * es];
+            // Slice-to-slice loops (not `extend` over an iterator) so the widening vectorises.
+            let start = av.len();
+            match dtype {
+                Dtype::U8 => {
+                    av.resize(start + k, 0.0);
+                    av[start..].iter_mut().zip(row).for_each(|(t, &b)| *t = f32::from(b));
+                }
+                Dtype::S8 => {
+                    av.resize(start + k, 0.0);
+                    av[start..].iter_mut().zip(row).for_each(|(t, &b)| *t = f32::from(b as i8));
+                }
+                Dtype::Bf16 => av.extend(
+                    row.chunks_exact(2).map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+                ),
+                _ => av.extend(
+                    row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                ),
+            }
+        }
+        cv.clear();
+        if accumulate && !int {
+            for r in r0..r0 + block {
+                let bytes = &acc[cbase + r * c_stride..][..4 * n];
+                cv.extend(
+                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+            }
+        } else {
+            cv.resize(block * n, 0.0);
+        }
+        matmul_f32_generic(&av, w, &mut cv, k, n);
+        for (r, crow) in cv.chunks_exact(n).enumerate() {
+            let bytes = &mut acc[cbase + (r0 + r) * c_stride..][..4 * n];
+            let pairs = crow.iter().zip(bytes.chunks_exact_mut(4));
+            match (int, accumulate) {
+                (true, true) => pairs.for_each(|(v, b)| {
+                    let old = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    b.copy_from_slice(&old.wrapping_add(*v as i32).to_le_bytes());
+                }),
+                (true, false) => {
+                    pairs.for_each(|(v, b)| b.copy_from_slice(&(*v as i32).to_le_bytes()))
+                }
+                (false, _) => pairs.for_each(|(v, b)| b.copy_from_slice(&v.to_le_bytes())),
+            }
+        }
+    }
+}
+
+/// `c[r][j] (+)= Σ_k a[r][k] · w[k][j]` for `rows` rows: `a` is `rows × k`, `w` is `k × n`,
+/// `c` is `rows × n`, all dense row-major.
 #[inline(always)]
 fn matmul_f32_generic(a: &[f32], w: &[f32], c: &mut [f32], k: usize, n: usize) {
     match n {
