@@ -168,6 +168,28 @@ pub(crate) fn axis(a: i64, rank: usize) -> R<usize> {
     }
 }
 
+/// The part sizes of a `Split` of a `d`-long axis into `outputs` parts: the given sizes (all
+/// non-negative, summing to `d`), or equal parts with a smaller last one.
+pub(crate) fn split_sizes(d: usize, given: Option<&[i64]>, outputs: usize) -> R<Vec<usize>> {
+    match given {
+        Some(s) => {
+            let sizes: Vec<usize> = s
+                .iter()
+                .map(|v| usize::try_from(*v).map_err(|_| format!("negative split size {v}")))
+                .collect::<R<_>>()?;
+            if sizes.iter().try_fold(0usize, |a, b| a.checked_add(*b)) != Some(d) {
+                return Err(format!("split sizes {sizes:?} do not add up to {d}"));
+            }
+            Ok(sizes)
+        }
+        None => {
+            let n = outputs.max(1);
+            let part = d.div_ceil(n);
+            Ok((0..n).map(|i| part.min(d.saturating_sub(i * part))).collect())
+        }
+    }
+}
+
 /// For per-axis quantisation parameters of length `n` along `ax`: `(elements per step of that
 /// axis, n)`; `None` for per-tensor parameters.
 fn per_axis(shape: &[usize], n: usize, ax: i64) -> R<Option<(usize, usize)>> {
@@ -669,18 +691,14 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             let x = arg(args, 0)?;
             let k = axis(*ax, x.shape().len())?;
             let d = x.shape()[k];
-            let sizes: Vec<usize> = match split {
-                Some(s) => s.iter().map(|v| *v as usize).collect(),
-                None => match opt(args, 1) {
-                    Some(s) => s.ints()?.iter().map(|v| *v as usize).collect(),
-                    None => {
-                        let n = node.outputs.len().max(1);
-                        let part = d.div_ceil(n);
-                        (0..n).map(|i| part.min(d.saturating_sub(i * part))).collect()
-                    }
-                },
+            let given: Option<Vec<i64>> = match split {
+                Some(s) => Some(s.clone()),
+                None => opt(args, 1)
+                    .map(|s| s.ints().map(|v| v.iter().copied().collect()))
+                    .transpose()?,
             };
-            if sizes.iter().sum::<usize>() != d || sizes.len() != node.outputs.len() {
+            let sizes = split_sizes(d, given.as_deref(), node.outputs.len())?;
+            if sizes.len() != node.outputs.len() {
                 return Err(format!(
                     "split sizes {sizes:?} do not divide axis {k} of {:?} into {} outputs",
                     x.shape(),
@@ -788,6 +806,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             let scales: Vec<f32> = scale.iter().copied().collect();
             let zps: Vec<i64> =
                 zp.map_or_else(|| vec![0; scales.len()], |z| z.iter().copied().collect());
+            if zps.len() != scales.len() {
+                return Err(format!("{} zero points for {} scales", zps.len(), scales.len()));
+            }
             let mut y = ArrayD::<i64>::zeros(x.raw_dim());
             for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
                 let c = per.map_or(0, |(inner, n)| (i / inner) % n);
@@ -806,6 +827,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                 opt(args, 2).map(|z| z.ints().map(|v| v.iter().copied().collect())).transpose()?;
             let per = per_axis(x.shape(), scale.len(), *ax)?;
             let scales: Vec<f32> = scale.iter().copied().collect();
+            if zps.as_ref().is_some_and(|z| z.len() != scales.len()) {
+                return Err("zero points and scales differ in length".into());
+            }
             let mut y = ArrayD::<f32>::zeros(x.raw_dim());
             for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
                 let c = per.map_or(0, |(inner, n)| (i / inner) % n);
@@ -1102,6 +1126,9 @@ fn conv_t<T: ndarray::LinalgScalar>(
     if x.ndim() != 4 && x.ndim() != 3 {
         return Err("only 1-D and 2-D convolutions are supported".into());
     }
+    if w.ndim() != x.ndim() {
+        return Err(format!("Conv of {:?} with weights {:?}", x.shape(), w.shape()));
+    }
     let one_d = x.ndim() == 3;
     let x = if one_d { x.clone().insert_axis(Axis(2)) } else { x.clone() };
     let w = if one_d { w.clone().insert_axis(Axis(2)) } else { w.clone() };
@@ -1255,7 +1282,7 @@ fn slice(
     let rank = x.shape().len();
     let axes: Vec<usize> = match axes {
         Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
-        None => (0..starts.len()).collect(),
+        None => (0..starts.len()).map(|i| axis(i as i64, rank)).collect::<R<_>>()?,
     };
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
@@ -1458,6 +1485,9 @@ pub(crate) fn conv_transpose_shape(
     }
     let kernel: Vec<usize> =
         if win.kernel.is_empty() { w[2..].to_vec() } else { win.kernel.clone() };
+    if kernel != w[2..] {
+        return Err(format!("kernel_shape {kernel:?} does not match weights {w:?}"));
+    }
     let strides = if win.strides.is_empty() { vec![1; nd] } else { win.strides.clone() };
     let dil = if win.dilations.is_empty() { vec![1; nd] } else { win.dilations.clone() };
     let outpad = if output_padding.is_empty() { vec![0; nd] } else { output_padding.to_vec() };

@@ -248,16 +248,11 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             let k = axis(*ax, t.shape.len())?;
             let d = t.shape[k];
             let n = node.outputs.len().max(1);
-            let sizes: Vec<usize> = match split {
-                Some(s) => s.iter().map(|v| *v as usize).collect(),
-                None => match const_ints(g, node, 1)? {
-                    Some(s) => s.iter().map(|v| *v as usize).collect(),
-                    None => {
-                        let part = d.div_ceil(n);
-                        (0..n).map(|i| part.min(d.saturating_sub(i * part))).collect()
-                    }
-                },
+            let given = match split {
+                Some(s) => Some(s.clone()),
+                None => const_ints(g, node, 1)?,
             };
+            let sizes = crate::interp::split_sizes(d, given.as_deref(), n)?;
             Ok(sizes
                 .into_iter()
                 .map(|size| {
@@ -436,9 +431,15 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             let rank = t.shape.len();
             let axes: Vec<usize> = match axes {
                 Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
-                None => (0..starts.len()).collect(),
+                None => (0..starts.len()).map(|i| axis(i as i64, rank)).collect::<R<_>>()?,
             };
             let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            if ends.len() != starts.len()
+                || axes.len() != starts.len()
+                || steps.len() != starts.len()
+            {
+                return Err("Slice starts, ends, axes and steps differ in length".into());
+            }
             let mut shape = t.shape.clone();
             for (((k, s), e), st) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
                 shape[*k] = slice_len(t.shape[*k] as i64, *s, *e, *st)?;

@@ -179,3 +179,43 @@ fn folding_rules() {
         insta::assert_snapshot!(format!("fold_{name}"), format!("{stats:?}\n{}", print(&g)));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// Random small graphs of real ops with random attributes, shapes and constants: import,
+    /// folding, shape inference, the verifier and the interpreter return errors, never panic.
+    #[test]
+    fn random_graphs_never_panic_the_frontend(
+        nodes in proptest::collection::vec(
+            (
+                "(Relu|Add|Mul|Conv|ConvTranspose|Reshape|Gather|Concat|Slice|Pad|Split|Transpose|MatMul|Gemm|Softmax|Resize|MaxPool|AveragePool|QuantizeLinear|DequantizeLinear|Squeeze|Unsqueeze|ReduceMean|Flatten|LayerNormalization|Cast|Shape|Clip)",
+                "(<(axis|perm|pads|kernel_shape|strides|group|to|mode|axes|epsilon) = ([-0-9]{1,2}|\\[[-0-9,]{1,7}\\]|\"[a-z]{1,6}\")>)?",
+                proptest::collection::vec("(x|a|b|c|w|k|\"\")", 0..4),
+                "(a|b|c)",
+            ),
+            1..5,
+        ),
+        dims in proptest::collection::vec(1usize..4, 1..5),
+    ) {
+        let shape: Vec<String> = dims.iter().map(usize::to_string).collect();
+        let mut text = format!(
+            "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[{}] x) => (float[{}] c)\n   <float[2] w = {{1.5, -2.0}}, int64[2] k = {{1, -1}}>\n{{\n",
+            shape.join(","),
+            shape.join(",")
+        );
+        for (i, (op, attrs, inputs, out)) in nodes.iter().enumerate() {
+            text.push_str(&format!("  [n{i}] {out}{i} = {op} {attrs} ({})\n", inputs.join(", ")));
+        }
+        text.push_str("  c = Identity (x)\n}\n");
+        if let Ok(model) = parse(&text)
+            && let Ok(mut g) = import(Bytes::from(model.encode_to_vec()), None, &ImportOptions::default())
+        {
+            let _ = accelc_compiler::fold::fold_constants(&mut g);
+            let _ = accelc_compiler::shape::infer(&mut g);
+            let _ = accelc_compiler::verify::verify(&g, true);
+            let x = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&dims));
+            let _ = run(&g, &[Array::F32(x)]);
+        }
+    }
+}
