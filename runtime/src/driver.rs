@@ -117,6 +117,8 @@ pub enum JobStatus {
 #[derive(Debug, Default)]
 struct FenceState {
     status: Option<JobStatus>,
+    /// Position of the job among all the device's finished jobs.
+    order: Option<u64>,
 }
 
 /// Completion of a job. Cloneable; waiting never blocks past the given timeout.
@@ -126,10 +128,18 @@ pub struct Fence {
 }
 
 impl Fence {
-    fn signal(&self, status: JobStatus) {
+    fn signal(&self, status: JobStatus, order: u64) {
         let (m, cv) = &*self.inner;
-        lock(m).status = Some(status);
+        let mut state = lock(m);
+        state.status = Some(status);
+        state.order = Some(order);
         cv.notify_all();
+    }
+
+    /// The job's position among all jobs the device has finished (completed, faulted, timed
+    /// out or cancelled), once it has finished: the order the device ran them in.
+    pub fn order(&self) -> Option<u64> {
+        lock(&self.inner.0).order
     }
 
     /// The status if the job has finished.
@@ -289,6 +299,8 @@ struct DeviceShared {
     pending: Mutex<Pending>,
     wake: Condvar,
     seq: AtomicU64,
+    /// Jobs finished so far (gives every fence its completion order).
+    finished: AtomicU64,
     next_ctx: AtomicU64,
     stats: Mutex<DeviceStats>,
 }
@@ -330,6 +342,7 @@ impl Device {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             seq: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             next_ctx: AtomicU64::new(1),
             stats: Mutex::new(DeviceStats::default()),
         });
@@ -564,7 +577,10 @@ fn worker(shared: &DeviceShared, mut sim: Simulator) {
                 if pending.shutdown {
                     // Fail what is still queued so no fence waits forever.
                     for j in pending.jobs.drain() {
-                        j.fence.signal(JobStatus::Cancelled);
+                        j.fence.signal(
+                            JobStatus::Cancelled,
+                            shared.finished.fetch_add(1, Ordering::Relaxed),
+                        );
                     }
                     return;
                 }
@@ -579,7 +595,7 @@ fn worker(shared: &DeviceShared, mut sim: Simulator) {
             }
         };
         if job.wait_for.iter().any(|f| !matches!(f.status(), Some(JobStatus::Done(_)))) {
-            job.fence.signal(JobStatus::Cancelled);
+            job.fence.signal(JobStatus::Cancelled, shared.finished.fetch_add(1, Ordering::Relaxed));
             continue;
         }
         // On-chip memory never carries one client's data into another's job.
@@ -605,7 +621,7 @@ fn worker(shared: &DeviceShared, mut sim: Simulator) {
             JobStatus::Cancelled => {}
         }
         drop(stats);
-        job.fence.signal(status);
+        job.fence.signal(status, shared.finished.fetch_add(1, Ordering::Relaxed));
     }
 }
 

@@ -381,3 +381,40 @@ fn model_api_runs_a_blob() {
     let e = Model::load_blob(&other, &blob).unwrap_err();
     assert_eq!(e.to_string(), "built for ISA 1.0 on `default`; this device is ISA 1.0 `tiny`");
 }
+
+#[test]
+fn higher_priority_queues_run_first() {
+    let dev = Device::open(DeviceConfig::default_npu());
+    let ctx = dev.open_context();
+    let (low, high) = (ctx.create_queue(0), ctx.create_queue(5));
+    // A long job (about 2 G multiply-accumulates) keeps the device busy while the others are
+    // queued behind it.
+    let mut long = String::from("mx.load_w src=spad:0 k=32 n=32 stride=128 dtype=f32\n");
+    for _ in 0..2000 {
+        long.push_str("mx.matmul a=spad:0x1000 a_stride=128 c=acc:0 c_stride=128 rows=1000 dtype=f32 accumulate=1\n");
+    }
+    long.push_str("end code=0\n");
+    let (prog, _) =
+        ctx.create_program(&accelc_isa::asm::assemble(&long).unwrap().encode().unwrap()).unwrap();
+    let busy = ctx.submit(low, Job { program: Some(prog), ..Job::default() }).unwrap();
+    let lows: Vec<_> = (0..3)
+        .map(|_| {
+            let (job, _) = roundtrip_job(&ctx, &[1; 4096]);
+            ctx.submit(low, job).unwrap()
+        })
+        .collect();
+    let (job, _) = roundtrip_job(&ctx, &[2; 4096]);
+    let urgent = ctx.submit(high, job).unwrap();
+    for f in lows.iter().chain([&busy, &urgent]) {
+        assert!(matches!(wait(f), JobStatus::Done(_)));
+    }
+    let order = |f: &accelc_runtime::Fence| f.order().unwrap();
+    // The urgent job overtakes every low-priority job queued before it; those keep their order.
+    assert!(
+        lows.iter().all(|l| order(&urgent) < order(l)),
+        "urgent {} vs lows {:?}",
+        order(&urgent),
+        lows.iter().map(order).collect::<Vec<_>>()
+    );
+    assert!(order(&lows[0]) < order(&lows[1]) && order(&lows[1]) < order(&lows[2]));
+}
