@@ -5,6 +5,7 @@
 pub mod fold;
 pub mod interp;
 pub mod ir;
+pub mod lower;
 pub mod onnx;
 pub mod pipeline;
 pub mod shape;

@@ -8,6 +8,7 @@ mod conformance;
 mod driver;
 mod encoding;
 mod frontend;
+mod lower;
 mod roundtrip;
 mod sim;
 mod text;

@@ -1,0 +1,271 @@
+//! Lowering: from the graph IR to a command blob for the device.
+//!
+//! The passes, in order (listed once in [`PASSES`]):
+//!
+//! 1. **schedule** ([`schedule`]): each node, or a fused group (Conv/Gemm/MatMul with bias,
+//!    residual Add and activation), becomes one kernel step; layouts are chosen (NHWC for
+//!    tensors convolutions and pools touch, row-major otherwise, with conversions where they
+//!    meet); data-movement ops become strided views, reshapes become aliases;
+//! 2. **memory** ([`plan_memory`]): constants are packed into the constant segment, inputs and
+//!    outputs get their segments, and intermediate tensors get static offsets in one DRAM
+//!    arena, reusing space by liveness;
+//! 3. **emit** ([`kernels`]): each step becomes instructions, tiled to the scratchpad and
+//!    accumulator of the target, double-buffered, synchronised with semaphores, and closed by
+//!    a barrier; the program is validated and packed into a blob with I/O descriptors and
+//!    debug ranges mapping instructions back to ONNX nodes.
+
+mod emit;
+mod kernels;
+mod schedule;
+mod view;
+
+use std::fmt;
+
+use accelc_isa::blob::{Blob, DebugRange, Direction, IoTensor, SegmentDecl, SegmentRole};
+use accelc_isa::verify::{Limits, Report, verify};
+use accelc_isa::{DeviceConfig, Dtype, Program};
+
+use crate::ir::{DType, Graph};
+
+pub use schedule::LayerKind;
+
+/// The lowering passes, in order.
+pub const PASSES: &[&str] = &["schedule", "plan-memory", "emit"];
+
+/// Why a graph could not be lowered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowerError {
+    /// The ONNX node, when one is to blame.
+    pub node: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl LowerError {
+    pub(crate) fn msg(m: impl Into<String>) -> LowerError {
+        LowerError { node: None, message: m.into() }
+    }
+
+    pub(crate) fn at(node: &str, m: impl Into<String>) -> LowerError {
+        LowerError { node: Some(node.to_string()), message: m.into() }
+    }
+}
+
+impl fmt::Display for LowerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(n) => write!(f, "node `{n}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for LowerError {}
+
+/// Options of a compile.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// The target device.
+    pub config: DeviceConfig,
+    /// Make every intermediate tensor an extra output (for `accelc diff`).
+    pub expose_all: bool,
+}
+
+impl Default for CompileOptions {
+    fn default() -> CompileOptions {
+        CompileOptions { config: DeviceConfig::default_npu(), expose_all: false }
+    }
+}
+
+/// One kernel of the compiled program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    /// Display name: the ONNX nodes it implements, joined with `+`.
+    pub name: String,
+    /// What kind of kernel.
+    pub kind: LayerKind,
+    /// Instructions `start..end` (the last one is the kernel's barrier).
+    pub start: u32,
+    /// One past the last instruction.
+    pub end: u32,
+    /// Multiply-accumulates of useful work.
+    pub macs: u64,
+    /// The least DRAM traffic the layer needs: its inputs read once, its outputs written once.
+    pub min_bytes: u64,
+    /// The value the layer produces (for `diff`), if it produces a graph value.
+    pub output: Option<String>,
+}
+
+impl Layer {
+    /// The roofline bound in cycles: the larger of compute at the peak rate of `dtype` and
+    /// the minimum traffic at the DRAM bandwidth.
+    pub fn roofline_cycles(&self, cfg: &DeviceConfig) -> u64 {
+        let peak = cfg.peak_macs_per_sec(Dtype::F32).max(1) as f64 / cfg.clock_hz as f64;
+        let compute = (self.macs as f64 / peak).ceil() as u64;
+        compute.max(cfg.dram_cycles(self.min_bytes))
+    }
+}
+
+/// A compiled model.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The program.
+    pub program: Program,
+    /// The validator's report on it.
+    pub report: Report,
+    /// The constant segment's contents.
+    pub consts: Vec<u8>,
+    /// Segment declarations.
+    pub segments: Vec<SegmentDecl>,
+    /// Inputs and outputs.
+    pub io: Vec<IoTensor>,
+    /// Kernels, in program order.
+    pub layers: Vec<Layer>,
+    /// Bytes of the DRAM arena.
+    pub arena_bytes: u64,
+    /// Largest scratchpad use of any kernel.
+    pub spad_peak: u32,
+    /// Largest accumulator use of any kernel.
+    pub acc_peak: u32,
+    /// The target.
+    pub config: DeviceConfig,
+    /// Graph nodes lowered.
+    pub nodes: usize,
+}
+
+impl Compiled {
+    /// The blob.
+    pub fn blob(&self) -> Result<Vec<u8>, LowerError> {
+        let program = self
+            .program
+            .encode()
+            .map_err(|(i, e)| LowerError::msg(format!("instruction {i} does not encode: {e}")))?;
+        let debug = self
+            .layers
+            .iter()
+            .map(|l| DebugRange { start: l.start, end: l.end, name: l.name.clone() })
+            .collect();
+        let blob = Blob {
+            target: self.config.target(),
+            segments: self.segments.clone(),
+            io: self.io.clone(),
+            program,
+            cycle_bound: self.report.cycle_bound,
+            consts: self.consts.as_slice().into(),
+            meta: vec![
+                ("producer".into(), format!("accelc {}", env!("CARGO_PKG_VERSION"))),
+                ("arena_bytes".into(), self.arena_bytes.to_string()),
+                ("spad_peak".into(), self.spad_peak.to_string()),
+            ],
+            debug,
+        };
+        blob.to_bytes().map_err(|e| LowerError::msg(format!("blob: {e}")))
+    }
+
+    /// Total multiply-accumulates.
+    pub fn macs(&self) -> u64 {
+        self.layers.iter().map(|l| l.macs).sum()
+    }
+
+    /// Sum of the layers' roofline bounds in cycles.
+    pub fn roofline_cycles(&self) -> u64 {
+        self.layers.iter().map(|l| l.roofline_cycles(&self.config)).sum()
+    }
+}
+
+/// The device element type of an IR type.
+pub(crate) fn device_dtype(d: DType) -> Option<Dtype> {
+    Some(match d {
+        DType::F32 => Dtype::F32,
+        DType::I8 => Dtype::S8,
+        DType::U8 | DType::Bool => Dtype::U8,
+        DType::I32 => Dtype::S32,
+        DType::I64 => return None,
+    })
+}
+
+/// Lowers a frontend-processed graph (folded, shapes inferred) to a program for `opts.config`.
+pub fn compile(graph: &Graph, opts: &CompileOptions) -> Result<Compiled, LowerError> {
+    let mut sched = schedule::schedule(graph, opts)?;
+    let mem = schedule::plan_memory(&mut sched)?;
+    let mut em = emit::Emitter::new(opts.config.clone());
+    let mut layers = Vec::with_capacity(sched.steps.len());
+    for step in &sched.steps {
+        let start = em.insts.len() as u32;
+        let (macs, min_bytes) = kernels::emit_step(&mut em, &sched, step).map_err(|mut e| {
+            if e.node.is_none() {
+                e.node = Some(step.name.clone());
+            }
+            e
+        })?;
+        em.end_kernel()?;
+        layers.push(Layer {
+            name: step.name.clone(),
+            kind: step.kind(),
+            start,
+            end: em.insts.len() as u32,
+            macs,
+            min_bytes,
+            output: step.output.clone(),
+        });
+    }
+    em.push(accelc_isa::inst::End { code: 0 })?;
+    let program = Program {
+        insts: std::mem::take(&mut em.insts),
+        dma: std::mem::take(&mut em.dma),
+        shapes: std::mem::take(&mut em.shapes),
+        sem_init: emit::sem_init(),
+    };
+    let report = verify(&program, &opts.config, &Limits::default()).map_err(|e| {
+        LowerError::msg(format!("internal error: the emitted program is invalid: {e}"))
+    })?;
+    let mut segments = vec![SegmentDecl {
+        id: emit::SEG_CONST,
+        role: SegmentRole::Const,
+        access: SegmentRole::Const.access(),
+        size: (mem.consts.len() as u64).max(1),
+        init: Some((0, mem.consts.len() as u64)),
+    }];
+    for (id, role, size) in [
+        (emit::SEG_INPUT, SegmentRole::Input, mem.input_bytes),
+        (emit::SEG_OUTPUT, SegmentRole::Output, mem.output_bytes),
+        (emit::SEG_ARENA, SegmentRole::Arena, mem.arena_bytes),
+    ] {
+        segments.push(SegmentDecl {
+            id,
+            role,
+            access: role.access(),
+            size: size.max(1),
+            init: None,
+        });
+    }
+    let mut io = Vec::new();
+    for (dir, list) in [(Direction::Input, &mem.inputs), (Direction::Output, &mem.outputs)] {
+        for (name, seg, offset, t) in list {
+            let tens = &sched.tens[*t];
+            io.push(IoTensor {
+                name: name.clone(),
+                direction: dir,
+                segment: *seg,
+                offset: *offset,
+                dtype: device_dtype(tens.dtype)
+                    .ok_or_else(|| LowerError::msg(format!("`{name}` is int64")))?,
+                dims: tens.shape.iter().map(|&d| d as u64).collect(),
+                quant: None,
+            });
+        }
+    }
+    Ok(Compiled {
+        program,
+        report,
+        consts: mem.consts,
+        segments,
+        io,
+        layers,
+        arena_bytes: mem.arena_bytes,
+        spad_peak: em.spad_peak,
+        acc_peak: em.acc_peak,
+        config: opts.config.clone(),
+        nodes: graph.nodes.len(),
+    })
+}
