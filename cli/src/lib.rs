@@ -18,6 +18,10 @@ use accelc_isa::{DeviceConfig, Engine, asm};
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 
+mod models;
+
+pub use models::{Difference, first_difference, inputs as model_inputs};
+
 /// Compiler, assembler and tools for the accelc accelerator.
 #[derive(Parser, Debug)]
 #[command(name = "accelc", version, about, max_term_width = 100)]
@@ -126,6 +130,80 @@ enum Command {
         #[arg(long = "input-shape", value_name = "NAME=DIMS")]
         input_shapes: Vec<String>,
     },
+    /// Compile a model (binary ONNX or the text syntax) to a command blob and print a summary.
+    Compile {
+        /// The model.
+        model: PathBuf,
+        /// Output blob [default: the model with extension `.blob`].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Device configuration to compile for.
+        #[arg(long, default_value = "default")]
+        config: String,
+        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
+        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+        input_shapes: Vec<String>,
+    },
+    /// Run a model (compiled first) or a blob on the simulated device.
+    Run {
+        /// A model or a blob.
+        model: PathBuf,
+        /// An input, `NAME=FILE.npy` (repeatable); inputs not given are uniform random in
+        /// [-1, 1) from a fixed seed.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Write every output to DIR/NAME.npy.
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Check the outputs against the reference interpreter (rtol 1e-3, atol 1e-5).
+        #[arg(long)]
+        compare: bool,
+        /// Device configuration to compile for [default: `default`].
+        #[arg(long)]
+        config: Option<String>,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
+        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+        input_shapes: Vec<String>,
+    },
+    /// Run a model layer by layer on the device and on the reference interpreter and report
+    /// the first tensor that differs, with its node and instruction range.
+    Diff {
+        /// The model.
+        model: PathBuf,
+        /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Device configuration to compile for [default: `default`].
+        #[arg(long)]
+        config: Option<String>,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
+        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+        input_shapes: Vec<String>,
+    },
+    /// Per-layer cycles, MACs, DMA bytes, matrix-engine utilisation and roofline bounds of a
+    /// model (compiled first) or blob on the simulated device.
+    Profile {
+        /// A model or a blob.
+        model: PathBuf,
+        /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Write a Chrome trace (opens in Perfetto).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Device configuration to compile for [default: `default`].
+        #[arg(long)]
+        config: Option<String>,
+        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
+        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+        input_shapes: Vec<String>,
+    },
     /// Show device configurations with their peak rates and roofline ridge points.
     Config {
         /// A configuration name [default: all].
@@ -145,7 +223,7 @@ impl std::fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
-fn invalid(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn invalid(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Invalid(msg.into()))
 }
 
@@ -188,20 +266,46 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Ir { model, output, dump_ir, elide, input_shapes } => {
             cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, out, err)
         }
+        Command::Compile { model, output, config, input_shapes } => {
+            models::cmd_compile(&model, output, &config, &input_shapes, out)
+        }
+        Command::Run { model, inputs, output, compare, config, seed, input_shapes } => {
+            models::cmd_run(
+                &model,
+                &inputs,
+                output.as_deref(),
+                compare,
+                config.as_deref(),
+                seed,
+                &input_shapes,
+                out,
+            )
+        }
+        Command::Diff { model, inputs, config, seed, input_shapes } => {
+            models::cmd_diff(&model, &inputs, config.as_deref(), seed, &input_shapes, out)
+        }
+        Command::Profile { model, inputs, trace, config, input_shapes } => models::cmd_profile(
+            &model,
+            &inputs,
+            trace.as_deref(),
+            config.as_deref(),
+            &input_shapes,
+            out,
+        ),
         Command::Sim { input, config, segs, dumps, trace, no_timing } => {
             cmd_sim(&input, config.as_deref(), &segs, &dumps, trace.as_deref(), !no_timing, out)
         }
     }
 }
 
-fn config(name: &str) -> anyhow::Result<DeviceConfig> {
+pub(crate) fn config(name: &str) -> anyhow::Result<DeviceConfig> {
     DeviceConfig::by_name(name).ok_or_else(|| {
         let names: Vec<&str> = DeviceConfig::builtin().iter().map(|c| c.name).collect();
         anyhow!("unknown configuration `{name}` (known: {})", names.join(", "))
     })
 }
 
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
@@ -220,18 +324,18 @@ fn assemble_file(path: &Path, bytes: &[u8]) -> anyhow::Result<asm::Assembled> {
     })
 }
 
-fn is_blob(bytes: &[u8]) -> bool {
+pub(crate) fn is_blob(bytes: &[u8]) -> bool {
     bytes.starts_with(&blob::MAGIC)
 }
 
-fn read_blob(path: &Path, bytes: &[u8]) -> anyhow::Result<Blob<'static>> {
+pub(crate) fn read_blob(path: &Path, bytes: &[u8]) -> anyhow::Result<Blob<'static>> {
     let b = Blob::read(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     Ok(Blob { consts: std::borrow::Cow::Owned(b.consts.to_vec()), ..b })
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so an existing file is
 /// never left half-written.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -730,7 +834,9 @@ fn cmd_sim(
     Ok(())
 }
 
-fn parse_input_shapes(args: &[String]) -> anyhow::Result<accelc_compiler::onnx::ImportOptions> {
+pub(crate) fn parse_input_shapes(
+    args: &[String],
+) -> anyhow::Result<accelc_compiler::onnx::ImportOptions> {
     let mut opts = accelc_compiler::onnx::ImportOptions::default();
     for arg in args {
         let (name, dims) =

@@ -224,3 +224,83 @@ impl Model {
         result
     }
 }
+
+/// Runs a blob directly on a fresh simulator (no driver), with the simulator's options: the
+/// path tools take when they need a trace or the job's counters. The program is validated
+/// first, exactly as the driver would, and the job's budget is the validator's bound.
+pub fn simulate(
+    blob: &Blob<'_>,
+    inputs: &[&[u8]],
+    trace: bool,
+) -> Result<(Vec<Vec<u8>>, RunStats), ModelError> {
+    use crate::sim::{RunOptions, Segment, Segments, Simulator};
+    let cfg = accelc_isa::DeviceConfig::by_name(&blob.target.config_name).ok_or_else(|| {
+        ModelError::Target(format!(
+            "no built-in device configuration `{}`",
+            blob.target.config_name
+        ))
+    })?;
+    let (program, report) = accelc_isa::verify::verify_encoded(
+        &blob.program,
+        &cfg,
+        &accelc_isa::verify::Limits::default(),
+    )
+    .map_err(|e| ModelError::Driver(DriverError::Rejected(e)))?;
+    let mut buffers: Vec<Option<(Vec<u8>, bool)>> = (0..16).map(|_| None).collect();
+    for s in &blob.segments {
+        let mut data = vec![0u8; s.size as usize];
+        if let Some(init) = blob.segment_init(s.id) {
+            data[..init.len()].copy_from_slice(init);
+        }
+        buffers[usize::from(s.id)] = Some((data, s.role != SegmentRole::Const));
+    }
+    let specs: Vec<&IoTensor> =
+        blob.io.iter().filter(|t| t.direction == Direction::Input).collect();
+    if specs.len() != inputs.len() {
+        return Err(ModelError::Inputs(format!(
+            "the model takes {} inputs, {} given",
+            specs.len(),
+            inputs.len()
+        )));
+    }
+    for (spec, data) in specs.iter().zip(inputs) {
+        let size = spec.byte_size().unwrap_or(u64::MAX);
+        let buf = buffers.get_mut(usize::from(spec.segment)).and_then(Option::as_mut);
+        match buf {
+            Some((b, _)) if data.len() as u64 == size && spec.offset + size <= b.len() as u64 => {
+                b[spec.offset as usize..(spec.offset + size) as usize].copy_from_slice(data);
+            }
+            _ => {
+                return Err(ModelError::Inputs(format!(
+                    "input `{}` is {size} bytes; {} given",
+                    spec.name,
+                    data.len()
+                )));
+            }
+        }
+    }
+    let mut segs: Segments<'_> = Default::default();
+    for (slot, buf) in segs.iter_mut().zip(buffers.iter_mut()) {
+        if let Some((data, writable)) = buf {
+            *slot = Some(Segment { data: data.as_mut_slice(), writable: *writable });
+        }
+    }
+    let mut sim = Simulator::new(cfg);
+    let opts = RunOptions { timing: true, trace, max_cycles: Some(report.cycle_bound.max(1)) };
+    let stats =
+        sim.run(&program, &mut segs, opts).map_err(|f| ModelError::Job(JobStatus::Faulted(f)))?;
+    drop(segs);
+    let mut outs = Vec::new();
+    for spec in blob.io.iter().filter(|t| t.direction == Direction::Output) {
+        let size = spec.byte_size().unwrap_or(0);
+        let b = buffers
+            .get(usize::from(spec.segment))
+            .and_then(Option::as_ref)
+            .filter(|(b, _)| spec.offset + size <= b.len() as u64)
+            .ok_or_else(|| {
+                ModelError::Inputs(format!("output `{}` is outside its segment", spec.name))
+            })?;
+        outs.push(b.0[spec.offset as usize..(spec.offset + size) as usize].to_vec());
+    }
+    Ok((outs, stats))
+}

@@ -174,56 +174,66 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     };
     let bias_bytes = if has_bias { mm.cout as u64 * E } else { 0 };
     let packet_max = (u64::from(cfg.spad_bytes) / 16).max((a * a) as u64 * E);
-    let res_tile = |r: usize| (r * ow * nt_max) as u64 * E;
-    let acc_rows = |r: usize, flat: bool| if flat { (r - 1) * wp + ow } else { r * ow };
-    let act_bytes = |r: usize| (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wp * c) as u64 * E;
+    // A tile of `owt` output columns reads `wb(owt)` padded input columns.
+    let (kw_n, dw) = (mm.k[1], mm.d[1]);
+    let wb_of = |owt: usize| ((owt - 1) * sw + (kw_n - 1) * dw + 1).min(wp);
+    let res_tile = |r: usize, owt: usize| (r * owt * nt_max) as u64 * E;
+    let acc_rows =
+        |r: usize, owt: usize, flat: bool| if flat { (r - 1) * wb_of(owt) + owt } else { r * owt };
+    let act_bytes = |r: usize, owt: usize| {
+        (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * E
+    };
     let spad_avail = em.spad_free();
-    let fits = |r: usize, flat: bool| {
-        let rows = acc_rows(r, flat);
+    let fits = |r: usize, owt: usize, flat: bool| {
+        let rows = acc_rows(r, owt, flat);
         rows <= 4095
             && 2 * (rows * nt_max) as u64 * E <= u64::from(cfg.acc_bytes)
-            && 2 * act_bytes(r)
+            && 2 * act_bytes(r, owt)
                 + 2 * packet_max
-                + if mm.residual.is_some() { 2 * res_tile(r) } else { 0 }
+                + if mm.residual.is_some() { 2 * res_tile(r, owt) } else { 0 }
+                + 6 * 64
                 <= spad_avail
     };
-    let plan = |flat: bool| -> Option<(usize, u64)> {
-        let r = (1..=oh).rev().find(|&r| fits(r, flat))?;
+    // The widest tile (then the most rows) that fits, and its matrix-engine cycles.
+    let plan = |flat: bool| -> Option<(usize, usize, u64)> {
+        let parts = (1..=ow).find(|p| fits(1, ow.div_ceil(*p), flat))?;
+        let owt = ow.div_ceil(parts);
+        let r = (1..=oh).rev().find(|&r| fits(r, owt, flat))?;
         let blocks = oh.div_ceil(r);
         let r = oh.div_ceil(blocks);
         let per_block = if flat {
-            acc_rows(r, true) as u64 * rate + fill_drain
+            acc_rows(r, owt, true) as u64 * rate + fill_drain
         } else {
-            r as u64 * (ow as u64 * rate + fill_drain)
+            r as u64 * (owt as u64 * rate + fill_drain)
         };
-        Some((r, per_block * blocks as u64))
+        Some((r, owt, per_block * (blocks * parts) as u64))
     };
     let flat_ok = sh == sw;
     let choice = match (if flat_ok { plan(true) } else { None }, plan(false)) {
         (Some(f), Some(r)) => {
-            if f.1 <= r.1 {
-                (true, f.0)
+            if f.2 <= r.2 {
+                (true, f.0, f.1)
             } else {
-                (false, r.0)
+                (false, r.0, r.1)
             }
         }
-        (Some(f), None) => (true, f.0),
-        (None, Some(r)) => (false, r.0),
+        (Some(f), None) => (true, f.0, f.1),
+        (None, Some(r)) => (false, r.0, r.1),
         (None, None) => {
             return Err(LowerError::msg(format!(
-                "a {h}x{w}x{c} input does not fit the scratchpad even one output row at a time"
+                "a {h}x{w}x{c} input does not fit the scratchpad even one output pixel at a time"
             )));
         }
     };
-    let (flat, rblk) = choice;
-    let act_buf = [em.spad(act_bytes(rblk))?, em.spad(act_bytes(rblk))?];
+    let (flat, rblk, owblk) = choice;
+    let act_buf = [em.spad(act_bytes(rblk, owblk))?, em.spad(act_bytes(rblk, owblk))?];
     let w_buf = [em.spad(packet_max)?, em.spad(packet_max)?];
     let res_buf = if mm.residual.is_some() {
-        Some([em.spad(res_tile(rblk))?, em.spad(res_tile(rblk))?])
+        Some([em.spad(res_tile(rblk, owblk))?, em.spad(res_tile(rblk, owblk))?])
     } else {
         None
     };
-    let acc_tile = (acc_rows(rblk, flat) * nt_max) as u64 * E;
+    let acc_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * E;
     let acc_buf = [em.acc(acc_tile)?, em.acc(acc_tile)?];
     let (in_seg, in_base) = s.addr(mm.input)?;
     let (out_seg, out_base) = s.addr(mm.out)?;
@@ -245,10 +255,20 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
         wconst_off = off;
         let _ = wconst_off;
     }
+    let blocks: Vec<(usize, usize, usize, usize)> = (0..oh)
+        .step_by(rblk)
+        .flat_map(|oy0| {
+            (0..ow)
+                .step_by(owblk)
+                .map(move |ox0| (oy0, rblk.min(oh - oy0), ox0, owblk.min(ow - ox0)))
+        })
+        .collect();
     for img in 0..n {
-        let mut oy0 = 0;
-        while oy0 < oh {
-            let r = rblk.min(oh - oy0);
+        for &(oy0, r, ox0, owt) in &blocks {
+            let wb = wb_of(owt);
+            let px0 = ox0 * sw;
+            let ix0 = px0.saturating_sub(pl).min(w);
+            let ix1 = (px0 + wb).saturating_sub(pl).min(w);
             // The activation block: padded rows from oy0·sh, real rows clipped to the image.
             let pr0 = oy0 * sh;
             let nrows = ((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp - pr0);
@@ -256,17 +276,20 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
             let iy1 = (pr0 + nrows).saturating_sub(pt).min(h);
             let abuf = act_buf[ia % 2];
             em.wait(Engine::Ld, LD_MX_A.free);
-            let padded = pl + pr > 0 || pr0 < pt || pr0 + nrows > pt + h;
+            let padded = px0 < pl || px0 + wb > pl + w || pr0 < pt || pr0 + nrows > pt + h;
             if padded {
-                em.fill(abuf, (nrows * wp * c) as u64 * E, 0)?;
+                em.fill(abuf, (nrows * wb * c) as u64 * E, 0)?;
             }
-            if iy1 > iy0 {
-                let near = ((iy0 + pt - pr0) * wp + pl) * c;
+            if iy1 > iy0 && ix1 > ix0 {
+                let near = ((iy0 + pt - pr0) * wb + (ix0 + pl - px0)) * c;
                 em.dma_block(
                     Dir::Load,
                     in_seg,
-                    in_base + mm.a_offs[img] + (iy0 * w * c) as u64 * E,
-                    &[(iy1 - iy0, (w * c) as u64 * E, (wp * c) as u64 * E), (w * c, E, E)],
+                    in_base + mm.a_offs[img] + ((iy0 * w + ix0) * c) as u64 * E,
+                    &[
+                        (iy1 - iy0, (w * c) as u64 * E, (wb * c) as u64 * E),
+                        ((ix1 - ix0) * c, E, E),
+                    ],
                     E,
                     at(abuf, near as u64 * E),
                 )?;
@@ -297,7 +320,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                     em.wait(Engine::Mx, MX_VX.free);
                     let mut tile_off = packed_cursor[tile_idx];
                     for (pi, &(c0, c1)) in packets.iter().enumerate() {
-                        let wb = w_buf[iw % 2];
+                        let wbuf = w_buf[iw % 2];
                         em.wait(Engine::Ld, LD_MX_W.free);
                         match &mm.weights {
                             Weights::Const => {
@@ -308,7 +331,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                                     tile_off,
                                     &[(bytes as usize, 1, 1)],
                                     1,
-                                    wb,
+                                    wbuf,
                                 )?;
                                 tile_off += bytes;
                             }
@@ -323,7 +346,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                                         bbase + offs[img] + k0 * row + n0 as u64 * E,
                                         &[(x.rows.len(), *row, nt as u64 * E), (nt, E, E)],
                                         E,
-                                        at(wb, o),
+                                        at(wbuf, o),
                                     )?;
                                     o += tile_bytes(x, nt);
                                 }
@@ -335,32 +358,32 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                         for (ci, x) in ch[c0..c1].iter().enumerate() {
                             let first = pi == 0 && ci == 0;
                             em.push(MxLoadW {
-                                src: at(wb, o),
+                                src: at(wbuf, o),
                                 k: x.rows.len() as u8,
                                 n: nt as u8,
                                 stride: (nt as u64 * E) as u16,
                                 dtype: Dtype::F32,
                             })?;
                             o += tile_bytes(x, nt);
-                            let row_off = (x.kh * dh * wp * c) as u64 + x.a_off;
+                            let row_off = (x.kh * dh * wb * c) as u64 + x.a_off;
                             if flat {
                                 em.push(MxMatmul {
                                     a: at(abuf, row_off * E),
-                                    a_stride: if ow > 1 || r > 1 { a_stride as u16 } else { 0 },
+                                    a_stride: if owt > 1 || r > 1 { a_stride as u16 } else { 0 },
                                     c: abase,
                                     c_stride: (nt as u64 * E) as u16,
-                                    rows: acc_rows(r, true) as u16,
+                                    rows: acc_rows(r, owt, true) as u16,
                                     dtype: Dtype::F32,
                                     accumulate: !first,
                                 })?;
                             } else {
                                 for oy in 0..r {
                                     em.push(MxMatmul {
-                                        a: at(abuf, (row_off + (oy * sh * wp * c) as u64) * E),
-                                        a_stride: if ow > 1 { a_stride as u16 } else { 0 },
-                                        c: at(abase, (oy * ow * nt) as u64 * E),
+                                        a: at(abuf, (row_off + (oy * sh * wb * c) as u64) * E),
+                                        a_stride: if owt > 1 { a_stride as u16 } else { 0 },
+                                        c: at(abase, (oy * owt * nt) as u64 * E),
                                         c_stride: (nt as u64 * E) as u16,
-                                        rows: ow as u16,
+                                        rows: owt as u16,
                                         dtype: Dtype::F32,
                                         accumulate: !first,
                                     })?;
@@ -376,8 +399,8 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                         em.signal(Engine::Mx, LD_MX_A.free)?;
                     }
                     // Residual tile.
-                    let plane = if flat { (wp * nt) as u64 * E } else { (ow * nt) as u64 * E };
-                    let out_off = mm.out_offs[img] + ((oy0 * ow * mm.cout + n0) as u64) * E;
+                    let plane = if flat { (wb * nt) as u64 * E } else { (owt * nt) as u64 * E };
+                    let out_off = mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + n0) as u64) * E;
                     if let (Some(rb), Some((rseg, rbase))) = (res_buf, res_addr) {
                         em.wait(Engine::Ld, LD_VX.free);
                         em.dma_block(
@@ -385,8 +408,8 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                             rseg,
                             rbase + out_off,
                             &[
-                                (r, (ow * mm.cout) as u64 * E, (ow * nt) as u64 * E),
-                                (ow, mm.cout as u64 * E, nt as u64 * E),
+                                (r, (ow * mm.cout) as u64 * E, (owt * nt) as u64 * E),
+                                (owt, mm.cout as u64 * E, nt as u64 * E),
                                 (nt, E, E),
                             ],
                             E,
@@ -399,7 +422,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                     let shape = |src1: (u64, u64), flags| {
                         vshape(
                             r as u64,
-                            ow as u64,
+                            owt as u64,
                             nt as u64,
                             (nt as u64 * E, plane),
                             (nt as u64 * E, plane),
@@ -416,7 +439,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                         em.wait(Engine::Vx, LD_VX.full);
                         em.vbin(
                             BinOp::Add,
-                            shape((nt as u64 * E, (ow * nt) as u64 * E), 0),
+                            shape((nt as u64 * E, (owt * nt) as u64 * E), 0),
                             abase,
                             abase,
                             rb[iacc % 2],
@@ -463,7 +486,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                         out_base + out_off,
                         &[
                             (r, (ow * mm.cout) as u64 * E, plane),
-                            (ow, mm.cout as u64 * E, nt as u64 * E),
+                            (owt, mm.cout as u64 * E, nt as u64 * E),
                             (nt, E, E),
                         ],
                         E,
@@ -474,7 +497,6 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                 }
             }
             ia += 1;
-            oy0 += r;
         }
     }
     let _ = cg;
@@ -524,32 +546,41 @@ fn window(
     let pbuf = params(em, step, &scalars)?;
     let const_bytes = step.consts.first().map_or(0, |c| c.len() as u64);
     let imm = pbuf.map(|p| at(p, const_bytes));
-    let act_bytes =
-        |r: usize| (((r - 1) * st[0] + (k[0] - 1) * d[0] + 1).min(hp) * wp * c) as u64 * E;
-    let out_bytes = |r: usize| (r * ow * c) as u64 * E;
+    // Blocks of output rows over a slice of `ct` channels.
+    let act_bytes = |r: usize, ct: usize| {
+        (((r - 1) * st[0] + (k[0] - 1) * d[0] + 1).min(hp) * wp * ct) as u64 * E
+    };
+    let out_bytes = |r: usize, ct: usize| (r * ow * ct) as u64 * E;
     let avail = em.spad_free();
-    let rblk = (1..=oh)
-        .rev()
-        .find(|&r| {
-            2 * act_bytes(r) + 3 * out_bytes(r) <= avail
-                && (r * ow * c) as u64 <= MAX_VX_ELEMENTS
-                && r <= 65535
-        })
+    let fits = |r: usize, ct: usize| {
+        2 * act_bytes(r, ct) + 3 * out_bytes(r, ct) + 5 * 64 <= avail
+            && (r * ow * ct) as u64 <= MAX_VX_ELEMENTS
+            && r <= 65535
+            && ct <= 65535
+    };
+    let parts = (1..=c)
+        .find(|p| fits(1, c.div_ceil(*p)))
         .ok_or_else(|| LowerError::msg("a window kernel's rows do not fit the scratchpad"))?;
+    let ctile = c.div_ceil(parts);
+    let rblk = (1..=oh).rev().find(|&r| fits(r, ctile)).unwrap_or(1);
     let rblk = oh.div_ceil(oh.div_ceil(rblk));
-    if c > 65535 || ow > 65535 {
-        return Err(LowerError::msg("too many channels or columns for a vector shape"));
+    if ow > 65535 {
+        return Err(LowerError::msg("too many columns for a vector shape"));
     }
-    let act_buf = [em.spad(act_bytes(rblk))?, em.spad(act_bytes(rblk))?];
-    let out_buf = [em.spad(out_bytes(rblk))?, em.spad(out_bytes(rblk))?];
-    let tmp = em.spad(out_bytes(rblk))?;
+    let act_buf = [em.spad(act_bytes(rblk, ctile))?, em.spad(act_bytes(rblk, ctile))?];
+    let out_buf = [em.spad(out_bytes(rblk, ctile))?, em.spad(out_bytes(rblk, ctile))?];
+    let tmp = em.spad(out_bytes(rblk, ctile))?;
+    let blocks: Vec<(usize, usize, usize, usize)> = (0..oh)
+        .step_by(rblk)
+        .flat_map(|oy0| {
+            (0..c).step_by(ctile).map(move |c0| (oy0, rblk.min(oh - oy0), c0, ctile.min(c - c0)))
+        })
+        .collect();
     let (in_seg, in_base) = s.addr(input)?;
     let (out_seg, out_base) = s.addr(out)?;
     let mut i = 0usize;
     for im in 0..n {
-        let mut oy0 = 0;
-        while oy0 < oh {
-            let r = rblk.min(oh - oy0);
+        for &(oy0, r, c0, ct) in &blocks {
             let pr0 = oy0 * st[0];
             let nrows = ((r - 1) * st[0] + (k[0] - 1) * d[0] + 1).min(hp - pr0);
             let iy0 = pr0.saturating_sub(pt);
@@ -559,16 +590,20 @@ fn window(
             em.wait(Engine::Ld, LD_VX.free);
             let padded = pl + pr > 0 || pr0 < pt || pr0 + nrows > pt + h;
             if padded {
-                em.fill(abuf, (nrows * wp * c) as u64 * E, pad_value)?;
+                em.fill(abuf, (nrows * wp * ct) as u64 * E, pad_value)?;
             }
             if iy1 > iy0 {
                 em.dma_block(
                     Dir::Load,
                     in_seg,
-                    in_base + ((im * h + iy0) * w * c) as u64 * E,
-                    &[(iy1 - iy0, (w * c) as u64 * E, (wp * c) as u64 * E), (w * c, E, E)],
+                    in_base + (((im * h + iy0) * w * c) + c0) as u64 * E,
+                    &[
+                        (iy1 - iy0, (w * c) as u64 * E, (wp * ct) as u64 * E),
+                        (w, c as u64 * E, ct as u64 * E),
+                        (ct, E, E),
+                    ],
                     E,
-                    at(abuf, (((iy0 + pt - pr0) * wp + pl) * c) as u64 * E),
+                    at(abuf, (((iy0 + pt - pr0) * wp + pl) * ct) as u64 * E),
                 )?;
             } else if !padded {
                 em.fill(abuf, E, pad_value)?;
@@ -576,26 +611,25 @@ fn window(
             em.signal(Engine::Ld, LD_VX.full)?;
             em.wait(Engine::Vx, LD_VX.full);
             em.wait(Engine::Vx, VX_ST.free);
-            let dst = ((ow * c) as u64 * E, (ow * c) as u64 * E);
-            let dst = (c as u64 * E, dst.1);
-            let src = ((st[1] * c) as u64 * E, (st[0] * wp * c) as u64 * E);
+            let dst = (ct as u64 * E, (ow * ct) as u64 * E);
+            let src = ((st[1] * ct) as u64 * E, (st[0] * wp * ct) as u64 * E);
             for t in 0..taps {
                 let (kh, kw) = (t / k[1], t % k[1]);
-                let a0 = at(abuf, ((kh * d[0] * wp + kw * d[1]) * c) as u64 * E);
+                let a0 = at(abuf, ((kh * d[0] * wp + kw * d[1]) * ct) as u64 * E);
                 match kind {
                     WinKind::Depthwise(_) => {
                         let wts = at(
                             pbuf.ok_or_else(|| LowerError::msg("internal: no taps"))?,
-                            (c + t * c) as u64 * E,
+                            (c + t * c + c0) as u64 * E,
                         );
-                        let shape = vshape(r as u64, ow as u64, c as u64, dst, src, (0, 0), 0);
+                        let shape = vshape(r as u64, ow as u64, ct as u64, dst, src, (0, 0), 0);
                         if t == 0 {
                             em.vbin(BinOp::Mul, shape, obuf, a0, wts)?;
                         } else {
                             em.vbin(BinOp::Mul, shape, tmp, a0, wts)?;
                             em.vbin(
                                 BinOp::Add,
-                                vshape(r as u64, ow as u64, c as u64, dst, dst, dst, 0),
+                                vshape(r as u64, ow as u64, ct as u64, dst, dst, dst, 0),
                                 obuf,
                                 obuf,
                                 tmp,
@@ -606,7 +640,7 @@ fn window(
                         if t == 0 {
                             em.vun(
                                 UnOp::Mov,
-                                vshape(r as u64, ow as u64, c as u64, dst, src, (0, 0), 0),
+                                vshape(r as u64, ow as u64, ct as u64, dst, src, (0, 0), 0),
                                 obuf,
                                 a0,
                             )?;
@@ -614,7 +648,7 @@ fn window(
                             let op = if p.max { BinOp::Max } else { BinOp::Add };
                             em.vbin(
                                 op,
-                                vshape(r as u64, ow as u64, c as u64, dst, dst, src, 0),
+                                vshape(r as u64, ow as u64, ct as u64, dst, dst, src, 0),
                                 obuf,
                                 obuf,
                                 a0,
@@ -624,11 +658,11 @@ fn window(
                 }
             }
             em.signal(Engine::Vx, LD_VX.free)?;
-            let full = |flags| vshape(r as u64, ow as u64, c as u64, dst, dst, (0, 0), flags);
+            let full = |flags| vshape(r as u64, ow as u64, ct as u64, dst, dst, (0, 0), flags);
             match kind {
                 WinKind::Depthwise(x) => {
                     let pb = pbuf.ok_or_else(|| LowerError::msg("internal: no bias"))?;
-                    em.vbin(BinOp::Add, full(0), obuf, obuf, pb)?;
+                    em.vbin(BinOp::Add, full(0), obuf, obuf, at(pb, c0 as u64 * E))?;
                     match x.act {
                         Act::None => {}
                         Act::Relu => em.vun(UnOp::Relu, full(0), obuf, obuf)?,
@@ -657,14 +691,13 @@ fn window(
             em.dma_block(
                 Dir::Store,
                 out_seg,
-                out_base + ((im * oh + oy0) * ow * c) as u64 * E,
-                &[(r * ow * c, E, E)],
+                out_base + (((im * oh + oy0) * ow * c) + c0) as u64 * E,
+                &[(r * ow, c as u64 * E, ct as u64 * E), (ct, E, E)],
                 E,
                 obuf,
             )?;
             em.signal(Engine::St, VX_ST.free)?;
             i += 1;
-            oy0 += r;
         }
     }
     let macs = match kind {
@@ -835,7 +868,8 @@ fn elementwise(
     let _ = imms;
     let nin = ew.inputs.len() as u64;
     let bufs = if copy { 2 } else { 2 * nin + 2 + ew.regs.saturating_sub(1) as u64 };
-    let budget = (em.spad_free() / (bufs * e)).min(MAX_VX_ELEMENTS) as usize;
+    let budget =
+        (em.spad_free().saturating_sub(bufs * 64) / (bufs * e)).min(MAX_VX_ELEMENTS) as usize;
     if budget == 0 {
         return Err(LowerError::msg("no scratchpad left for an element-wise kernel"));
     }

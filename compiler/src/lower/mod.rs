@@ -156,10 +156,28 @@ impl Compiled {
                 ("producer".into(), format!("accelc {}", env!("CARGO_PKG_VERSION"))),
                 ("arena_bytes".into(), self.arena_bytes.to_string()),
                 ("spad_peak".into(), self.spad_peak.to_string()),
+                ("layers".into(), self.layers_meta()),
             ],
             debug,
         };
         blob.to_bytes().map_err(|e| LowerError::msg(format!("blob: {e}")))
+    }
+
+    /// Per-layer figures for the blob's metadata: `start end macs min_bytes kind` per line
+    /// (names are in the debug section).
+    fn layers_meta(&self) -> String {
+        self.layers
+            .iter()
+            .map(|l| {
+                format!("{} {} {} {} {}\n", l.start, l.end, l.macs, l.min_bytes, l.kind.name())
+            })
+            .collect()
+    }
+
+    /// A static estimate of the run time: per layer, the busiest engine (DMA engines share
+    /// the DRAM bus), summed over layers.
+    pub fn estimate_cycles(&self) -> u64 {
+        estimate_cycles(&self.program, &self.layers, &self.config)
     }
 
     /// Total multiply-accumulates.
@@ -186,11 +204,22 @@ pub(crate) fn device_dtype(d: DType) -> Option<Dtype> {
 
 /// Lowers a frontend-processed graph (folded, shapes inferred) to a program for `opts.config`.
 pub fn compile(graph: &Graph, opts: &CompileOptions) -> Result<Compiled, LowerError> {
+    compile_with_progress(graph, opts, &mut |_, _| {})
+}
+
+/// As [`compile`], calling `progress(done, total)` after each kernel is emitted.
+pub fn compile_with_progress(
+    graph: &Graph,
+    opts: &CompileOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Compiled, LowerError> {
     let mut sched = schedule::schedule(graph, opts)?;
     let mem = schedule::plan_memory(&mut sched)?;
     let mut em = emit::Emitter::new(opts.config.clone());
     let mut layers = Vec::with_capacity(sched.steps.len());
-    for step in &sched.steps {
+    let total = sched.steps.len();
+    for (i, step) in sched.steps.iter().enumerate() {
+        progress(i, total);
         let start = em.insts.len() as u32;
         let (macs, min_bytes) = kernels::emit_step(&mut em, &sched, step).map_err(|mut e| {
             if e.node.is_none() {
@@ -209,6 +238,7 @@ pub fn compile(graph: &Graph, opts: &CompileOptions) -> Result<Compiled, LowerEr
             output: step.output.clone(),
         });
     }
+    progress(total, total);
     em.push(accelc_isa::inst::End { code: 0 })?;
     let program = Program {
         insts: std::mem::take(&mut em.insts),
@@ -268,4 +298,66 @@ pub fn compile(graph: &Graph, opts: &CompileOptions) -> Result<Compiled, LowerEr
         config: opts.config.clone(),
         nodes: graph.nodes.len(),
     })
+}
+
+/// Per layer, the busiest engine's summed instruction costs (the two DMA engines' data
+/// transfers share the DRAM bus; each layer pays one DRAM latency), summed over layers.
+pub fn estimate_cycles(program: &Program, layers: &[Layer], cfg: &DeviceConfig) -> u64 {
+    use accelc_isa::cost::{dram_data_cycles, op_cycles};
+    use accelc_isa::{Op, Route};
+    let mut total = 0u64;
+    for l in layers {
+        let mut busy = [0u64; 4];
+        let mut bus = 0u64;
+        let range = l.start as usize..(l.end as usize).min(program.insts.len());
+        for inst in &program.insts[range] {
+            let Route::Engine(e) = inst.op.route() else { continue };
+            let c = match &inst.op {
+                Op::DmaLoad(it) => {
+                    let d = dram_data_cycles(&program.dma[usize::from(it.desc.0)], cfg);
+                    bus += d;
+                    d
+                }
+                Op::DmaStore(it) => {
+                    let d = dram_data_cycles(&program.dma[usize::from(it.desc.0)], cfg);
+                    bus += d;
+                    d
+                }
+                op => op_cycles(op, &program.dma, &program.shapes, cfg).unwrap_or(0),
+            };
+            busy[e as usize] += c;
+        }
+        let latency = u64::from(cfg.dram_read_latency + cfg.dram_write_latency);
+        total += busy.iter().copied().max().unwrap_or(0).max(bus) + latency;
+    }
+    total
+}
+
+/// The layers recorded in a blob (debug ranges and the `layers` metadata), if it has them.
+pub fn layers_from_blob(blob: &Blob<'_>) -> Option<Vec<Layer>> {
+    let meta = &blob.meta.iter().find(|(k, _)| k == "layers")?.1;
+    let mut out = Vec::new();
+    for (line, d) in meta.lines().zip(&blob.debug) {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [start, end, macs, min_bytes, kind] = f.as_slice() else { return None };
+        let kind = match *kind {
+            "matmul" => LayerKind::Matmul,
+            "depthwise" => LayerKind::Depthwise,
+            "pool" => LayerKind::Pool,
+            "eltwise" => LayerKind::Elementwise,
+            "copy" => LayerKind::Copy,
+            "rowwise" => LayerKind::Rowwise,
+            _ => return None,
+        };
+        out.push(Layer {
+            name: d.name.clone(),
+            kind,
+            start: start.parse().ok()?,
+            end: end.parse().ok()?,
+            macs: macs.parse().ok()?,
+            min_bytes: min_bytes.parse().ok()?,
+            output: None,
+        });
+    }
+    Some(out)
 }
