@@ -10,7 +10,7 @@
 //! tiles and residual tiles are double-buffered through the semaphore channels of
 //! [`super::emit`], so loads, matrix work, epilogues and stores overlap.
 
-use accelc_isa::inst::{MxLoadW, MxMatmul, VxReduce};
+use accelc_isa::inst::{MxLoadW, MxMatmul, VxReduce, VxTranspose};
 use accelc_isa::program::{MAX_VX_ELEMENTS, SHAPE_SRC0_COL_BROADCAST, SHAPE_SRC1_COL_BROADCAST};
 use accelc_isa::{Axis, BinOp, DeviceConfig, Dtype, Engine, LocalAddr, ReduceOp, UnOp};
 
@@ -21,7 +21,7 @@ use super::emit::{
 use super::schedule::{
     Act, Dw, Ew, Kernel, Micro, Mm, Pool, RowKind, Rw, Sched, Src, Step, Weights,
 };
-use super::view::collapse;
+use super::view::{View, collapse};
 use crate::ir::ReduceKind;
 
 const E: u64 = 4;
@@ -845,9 +845,19 @@ fn elementwise(
     }
     let e = s.tens[ew.out].elem();
     let copy = ew.prog.is_empty();
+    // Element-wise work may visit elements in any order: walk the result in memory order
+    // so runs are as long as the layouts allow.
+    let mut order: Vec<usize> = (0..out_view.dims.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(out_view.dims[i].1));
+    let reorder = |v: &View| View { dims: order.iter().map(|&i| v.dims[i]).collect(), ..v.clone() };
+    let out_view = reorder(&out_view);
+    let in_views: Vec<View> = in_views.iter().map(reorder).collect();
     let mut all = vec![&out_view];
     all.extend(in_views.iter());
     let (mut sizes, mut strides) = collapse(&all);
+    if copy && let Some(r) = copy_transposed(em, &out_view, &in_views[0], &sizes, &strides, e)? {
+        return Ok(r);
+    }
     if sizes.is_empty() {
         sizes.push(1);
         for st in &mut strides {
@@ -1154,4 +1164,110 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         i += 1;
     }
     Ok((0, s.tens[rw.input].bytes() + s.tens[rw.out].bytes()))
+}
+
+/// A copy whose source is contiguous along the result's second-innermost dimension (a
+/// batched 2-D transpose: layout conversions, `K^T`): loads contiguous source runs, swaps
+/// rows and columns with `vx.transpose`, stores contiguous result runs. `None` when the copy
+/// is not of that form.
+fn copy_transposed(
+    em: &mut Emitter,
+    out: &View,
+    input: &View,
+    sizes: &[usize],
+    strides: &[Vec<u64>],
+    e: u64,
+) -> Result<Option<(u64, u64)>, LowerError> {
+    let d = sizes.len();
+    if d < 2 || strides[0][d - 1] != e || strides[1][d - 1] == e || strides[1][d - 2] != e {
+        return Ok(None);
+    }
+    let dtype = match e {
+        1 => Dtype::U8,
+        2 => Dtype::S16,
+        4 => Dtype::S32,
+        _ => return Ok(None),
+    };
+    // Result dims [outer.., P?, A, B]: B contiguous in the result, A in the source.
+    let (an, bn) = (sizes[d - 2], sizes[d - 1]);
+    let (pn, p_out, p_in, outer_n) = if d >= 3 {
+        (sizes[d - 3], strides[0][d - 3], strides[1][d - 3], d - 3)
+    } else {
+        (1, 0, 0, 0)
+    };
+    let budget = (em.spad_free().saturating_sub(4 * 64) / (4 * e)).min(MAX_VX_ELEMENTS) as usize;
+    let bc = bn.min(65535).min(budget).max(1);
+    let ac = an.min(65535).min((budget / bc).max(1));
+    let pc = pn.min(65535).min((budget / (ac * bc)).max(1));
+    if (pc * ac * bc) as u64 > budget as u64 || budget == 0 {
+        return Ok(None);
+    }
+    let chunk = (pc * ac * bc) as u64 * e;
+    let src = [em.spad(chunk)?, em.spad(chunk)?];
+    let dst = [em.spad(chunk)?, em.spad(chunk)?];
+    let outer: &[usize] = &sizes[..outer_n];
+    let total: usize = outer.iter().product();
+    let mut slot = 0usize;
+    for o in 0..total {
+        let (mut oo, mut io) = (out.off, input.off);
+        let mut rest = o;
+        for dd in (0..outer_n).rev() {
+            let k = (rest % outer[dd]) as u64;
+            rest /= outer[dd];
+            oo += k * strides[0][dd];
+            io += k * strides[1][dd];
+        }
+        for p0 in (0..pn).step_by(pc) {
+            for a0 in (0..an).step_by(ac) {
+                for b0 in (0..bn).step_by(bc) {
+                    let (pp, aa, bb) = (pc.min(pn - p0), ac.min(an - a0), bc.min(bn - b0));
+                    let b = slot % 2;
+                    // Source chunk as [p][b][a], runs along a.
+                    em.wait(Engine::Ld, LD_VX.free);
+                    em.dma_block(
+                        Dir::Load,
+                        input.seg,
+                        io + p0 as u64 * p_in + a0 as u64 * e + b0 as u64 * strides[1][d - 1],
+                        &[
+                            (pp, p_in, (aa * bb) as u64 * e),
+                            (bb, strides[1][d - 1], aa as u64 * e),
+                            (aa, e, e),
+                        ],
+                        e,
+                        src[b],
+                    )?;
+                    em.signal(Engine::Ld, LD_VX.full)?;
+                    em.wait(Engine::Vx, LD_VX.full);
+                    em.wait(Engine::Vx, VX_ST.free);
+                    let plane = (aa * bb) as u64 * e;
+                    let shape = em.shape(vshape(
+                        pp as u64,
+                        bb as u64,
+                        aa as u64,
+                        (bb as u64 * e, plane),
+                        (aa as u64 * e, plane),
+                        (0, 0),
+                        0,
+                    ))?;
+                    em.push(VxTranspose { dtype, shape, dst: dst[b], src: src[b] })?;
+                    em.signal(Engine::Vx, LD_VX.free)?;
+                    em.signal(Engine::Vx, VX_ST.full)?;
+                    // Result chunk as [p][a][b], runs along b.
+                    em.wait(Engine::St, VX_ST.full);
+                    em.dma_block(
+                        Dir::Store,
+                        out.seg,
+                        oo + p0 as u64 * p_out + a0 as u64 * strides[0][d - 2] + b0 as u64 * e,
+                        &[(pp, p_out, plane), (aa, strides[0][d - 2], bb as u64 * e), (bb, e, e)],
+                        e,
+                        dst[b],
+                    )?;
+                    em.signal(Engine::St, VX_ST.free)?;
+                    slot += 1;
+                }
+            }
+        }
+    }
+    let elems: u64 = sizes.iter().product::<usize>() as u64;
+    Ok(Some((0, 2 * elems * e)))
 }
