@@ -845,6 +845,10 @@ fn elementwise(
     }
     let e = s.tens[ew.out].elem();
     let copy = ew.prog.is_empty();
+    if out_view.dims.iter().any(|d| d.0 == 0) {
+        // Nothing to compute; the kernel is just its barrier.
+        return Ok((0, 0));
+    }
     // Element-wise work may visit elements in any order: walk the result in memory order
     // so runs are as long as the layouts allow.
     let mut order: Vec<usize> = (0..out_view.dims.len()).collect();

@@ -787,7 +787,30 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                     None if *beta == 1.0 && cs == vec![m, nn] => {
                         residual = Some(b.layout(c, false))
                     }
-                    None => return Err(err("Gemm's C must be constant, or [M, N] with beta 1")),
+                    None => {
+                        // Expand (and scale) C into an [M, N] temporary added as a residual.
+                        let t = b.temp(
+                            format!("{name}.C"),
+                            vec![m, nn],
+                            DType::F32,
+                            false,
+                            Store::Arena,
+                        );
+                        let ew = Ew {
+                            out: t,
+                            out_view: vec![],
+                            inputs: vec![(c, vec![ViewOp::Broadcast(vec![m, nn])])],
+                            prog: vec![Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Imm(0))],
+                            regs: 1,
+                        };
+                        b.step(
+                            Kernel::Elementwise(ew),
+                            &format!("{name}:C"),
+                            None,
+                            vec![f32_bytes(&[*beta])],
+                        );
+                        residual = Some(t);
+                    }
                 }
             }
             let (weights, oihw) = match b.const_f32(bm) {
@@ -865,15 +888,28 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 return Err(err("only float32 MatMul is lowered"));
             }
             let a = b.layout(a0, false);
-            let sa = b.shape(a);
-            let sb = b.shape(bm);
-            if sa.len() < 2 || sb.len() < 2 {
-                return Err(err("MatMul of vectors is not lowered"));
+            let mut sa = b.shape(a);
+            let mut sb = b.shape(bm);
+            if sa.len() == 1 {
+                sa.insert(0, 1);
+            }
+            if sb.len() == 1 {
+                sb.push(1);
             }
             let (m, kk) = (sa[sa.len() - 2], sa[sa.len() - 1]);
             let nn = sb[sb.len() - 1];
             let out0 = b.out(n, 0)?;
-            let os = b.shape(out0);
+            // The output with any vector dimensions put back.
+            let (ab, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+            let mut os = if bb.len() > ab.len() { bb.to_vec() } else { ab.to_vec() };
+            let off = os.len();
+            for (i, d) in ab.iter().rev().enumerate() {
+                os[off - 1 - i] = os[off - 1 - i].max(*d);
+            }
+            for (i, d) in bb.iter().rev().enumerate() {
+                os[off - 1 - i] = os[off - 1 - i].max(*d);
+            }
+            os.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
             let batch: Vec<usize> = os[..os.len() - 2].to_vec();
             let nb: usize = batch.iter().product();
             let mut names = vec![name.clone()];
@@ -1320,6 +1356,23 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                         None => Ok(d.unwrap_or(inf)),
                     }
                 };
+            let runtime = |b: &Builder<'_>, i: usize| {
+                b.opt_input(n, i).is_some_and(|t| b.const_f32(t).is_none())
+            };
+            if runtime(b, 1) || runtime(b, 2) {
+                // Bounds computed at run time: element-wise max and min with broadcast scalars.
+                let mut n1 = n.clone();
+                let mut prog = vec![Micro::Un(UnOp::Mov, 0, Src::In(0))];
+                let mut next = 1;
+                for (i, op) in [(1, BinOp::Max), (2, BinOp::Min)] {
+                    if n.inputs.get(i).copied().flatten().is_some() {
+                        prog.push(Micro::Bin(op, 0, Src::Reg(0), Src::In(next)));
+                        next += 1;
+                    }
+                }
+                n1.inputs.retain(Option::is_some);
+                return ew_step(b, &n1, prog, 1, vec![]);
+            }
             let lo = bound(b, 1, *min, f32::NEG_INFINITY)?;
             let hi = bound(b, 2, *max, f32::INFINITY)?;
             let prog = vec![
@@ -1385,10 +1438,31 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let x = b.layout(b.input(n, 0)?, false);
             let xs = b.shape(x);
             let ax = norm_axis(*axis, xs.len()).map_err(|e| err(&e))?;
-            if b.g.opset >= 13 && ax + 1 != xs.len() {
-                return Err(err("Softmax over a leading axis is not lowered"));
-            }
             let out = b.out(n, 0)?;
+            if b.g.opset >= 13 && ax + 1 != xs.len() {
+                // Move the axis last, normalise rows, move it back.
+                let rank = xs.len();
+                let mut perm: Vec<usize> = (0..rank).filter(|a| *a != ax).collect();
+                perm.push(ax);
+                let mut inv = vec![0; rank];
+                for (i, p) in perm.iter().enumerate() {
+                    inv[*p] = i;
+                }
+                let ps: Vec<usize> = perm.iter().map(|p| xs[*p]).collect();
+                let t1 = b.temp(format!("{name}.in"), ps.clone(), DType::F32, false, Store::Arena);
+                let t2 = b.temp(format!("{name}.out"), ps, DType::F32, false, Store::Arena);
+                copy_step(
+                    b,
+                    &format!("{name}:to-last"),
+                    t1,
+                    vec![],
+                    x,
+                    vec![ViewOp::Permute(perm)],
+                );
+                rowwise(b, &name, t1, t2, rank - 1, RowKind::Softmax { log }, vec![])?;
+                copy_step(b, &format!("{name}:back"), out, vec![], t2, vec![ViewOp::Permute(inv)]);
+                return Ok(());
+            }
             rowwise(b, &name, x, out, ax, RowKind::Softmax { log }, vec![])
         }
         Op::LayerNorm { axis, epsilon } => {
@@ -1474,6 +1548,24 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 b.step(Kernel::Elementwise(ew), &format!("{name}:permute"), None, vec![]);
                 t
             };
+            let len: usize = ax.iter().map(|a| xs[*a]).product();
+            if len == 0 {
+                // The reduction of nothing is its identity.
+                let value = match (op, b.s.tens[out].dtype) {
+                    (ReduceKind::Mean, _) => {
+                        return Err(err("the mean of an empty axis is undefined"));
+                    }
+                    (ReduceKind::Sum, _) => 0,
+                    (ReduceKind::Max, DType::F32) => f32::NEG_INFINITY.to_bits(),
+                    // The least value of the type, as a repeated 32-bit pattern.
+                    (ReduceKind::Max, DType::U8 | DType::Bool) => 0,
+                    (ReduceKind::Max, DType::I8) => 0x8080_8080,
+                    (ReduceKind::Max, DType::I32) => 0x8000_0000,
+                    (ReduceKind::Max, DType::I64) => return Err(err("int64 is not a device type")),
+                };
+                b.step(Kernel::Fill { out, value }, &name, Some(out), vec![]);
+                return Ok(());
+            }
             rowwise(b, &name, x, out, keep.len(), RowKind::Reduce(*op), vec![])
         }
         Op::Constant | Op::Shape { .. } => Ok(()),

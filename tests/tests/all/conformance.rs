@@ -29,10 +29,51 @@ enum Status {
     Fail(String),
 }
 
+/// The same test compiled for the device and run on the simulator.
+#[derive(Debug)]
+enum Device {
+    /// The compiler does not lower it (the reason, for the coverage table).
+    NotLowered(String),
+    Pass,
+    Fail(String),
+}
+
 struct Outcome {
     name: String,
     ops: Vec<String>,
     status: Status,
+    /// Only for tests in scope that pass on the interpreter.
+    device: Option<Device>,
+}
+
+/// Compiles the bound graph for the default device, runs every data set on the simulator and
+/// compares with the reference outputs.
+fn on_device(g: &Graph, runtime: &[Array], want: &[Array]) -> Device {
+    use accelc_compiler::lower::{CompileOptions, compile};
+    let c = match compile(g, &CompileOptions::default()) {
+        Ok(c) => c,
+        // An invalid program or an internal inconsistency is a compiler bug, not a gap.
+        Err(e) if e.message.contains("internal") => return Device::Fail(e.to_string()),
+        Err(e) => return Device::NotLowered(e.message),
+    };
+    let bytes = match c.blob() {
+        Ok(b) => b,
+        Err(e) => return Device::Fail(format!("blob: {e}")),
+    };
+    let blob = accelc_isa::blob::Blob::read(&bytes).unwrap();
+    let data: Vec<Vec<u8>> = runtime.iter().map(|a| a.to_tensor().data.to_vec()).collect();
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let outs = match accelc_runtime::model::simulate(&blob, &refs, false) {
+        Ok((o, _)) => o,
+        Err(e) => return Device::Fail(format!("run: {e}")),
+    };
+    for (j, (o, w)) in outs.iter().zip(want).enumerate() {
+        let t = Tensor { dtype: w.dtype(), shape: w.shape().to_vec(), data: o.clone().into() };
+        if let Err(e) = close(&Array::from_tensor(&t), w) {
+            return Device::Fail(format!("output {j}: {e}"));
+        }
+    }
+    Device::Pass
 }
 
 fn read_tensor(path: &Path) -> Result<(Tensor, Array), String> {
@@ -100,7 +141,7 @@ fn close(got: &Array, want: &Array) -> Result<(), String> {
 
 fn evaluate(dir: &Path) -> Outcome {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let mut out = Outcome { name, ops: Vec::new(), status: Status::Pass };
+    let mut out = Outcome { name, ops: Vec::new(), status: Status::Pass, device: None };
     if let Ok(bytes) = std::fs::read(dir.join("model.onnx"))
         && let Ok(model) = accelc_compiler::proto::ModelProto::decode(bytes.as_slice())
     {
@@ -172,6 +213,7 @@ fn evaluate(dir: &Path) -> Outcome {
                 return out;
             }
         };
+        let mut wants = Vec::new();
         for (j, g) in got.iter().enumerate() {
             let want = match read_tensor(&set.join(format!("output_{j}.pb"))) {
                 Ok((_, w)) => w,
@@ -180,6 +222,7 @@ fn evaluate(dir: &Path) -> Outcome {
                     return out;
                 }
             };
+            wants.push(want.clone());
             if let Err(e) = close(g, &want) {
                 out.status = Status::Fail(format!("output {j}: {e}"));
                 return out;
@@ -194,12 +237,21 @@ fn evaluate(dir: &Path) -> Outcome {
                 return out;
             }
         }
+        // The first failure (or reason not to lower) on the device decides.
+        let dev = on_device(&compiled, &runtime, &wants);
+        if !matches!(out.device, Some(Device::NotLowered(_) | Device::Fail(_))) {
+            out.device = Some(dev);
+        }
     }
     out
 }
 
 fn manifest() -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(tests_path("conformance/expected-failures.txt")).unwrap();
+    read_manifest("conformance/expected-failures.txt")
+}
+
+fn read_manifest(rel: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(tests_path(rel)).unwrap();
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -230,6 +282,11 @@ fn reason_kind(r: &str) -> String {
     } else {
         r.to_string()
     }
+}
+
+/// Shortens a lowering error to its kind: the message without the node name.
+fn gap_kind(r: &str) -> String {
+    r.to_string()
 }
 
 #[test]
@@ -265,6 +322,21 @@ fn onnx_backend_node_tests() {
             unexpected.push(format!("{name}: listed as an expected failure but no such test"));
         }
     }
+    // On the device: failures must be listed; listed tests must fail.
+    let dev_expected = read_manifest("conformance/expected-device-failures.txt");
+    for o in &outcomes {
+        match (&o.device, dev_expected.get(&o.name)) {
+            (Some(Device::Fail(why)), None) => {
+                unexpected.push(format!("{} on the device: {why}", o.name))
+            }
+            (Some(Device::Fail(_)), Some(_)) => {}
+            (_, Some(_)) => unexpected.push(format!(
+                "{}: listed as an expected device failure but does not fail on the device",
+                o.name
+            )),
+            _ => {}
+        }
+    }
 
     // Coverage per op: tests containing it, in scope, passing, expected failures, reasons.
     #[derive(Default)]
@@ -274,11 +346,21 @@ fn onnx_backend_node_tests() {
         passing: usize,
         xfail: usize,
         reasons: BTreeMap<String, usize>,
+        device: usize,
+        not_lowered: BTreeMap<String, usize>,
     }
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let (mut total, mut in_scope, mut passing, mut xfail) = (0, 0, 0, 0);
+    let (mut dev_pass, mut dev_fail) = (0, 0);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut gap: BTreeMap<String, usize> = BTreeMap::new();
     for o in &outcomes {
+        match &o.device {
+            Some(Device::Pass) => dev_pass += 1,
+            Some(Device::Fail(_)) => dev_fail += 1,
+            Some(Device::NotLowered(r)) => *gap.entry(gap_kind(r)).or_default() += 1,
+            None => {}
+        }
         total += 1;
         match &o.status {
             Status::Pass => {
@@ -294,6 +376,13 @@ fn onnx_backend_node_tests() {
         for op in &o.ops {
             let row = rows.entry(op.clone()).or_default();
             row.tests += 1;
+            match &o.device {
+                Some(Device::Pass) => row.device += 1,
+                Some(Device::NotLowered(r)) => {
+                    *row.not_lowered.entry(gap_kind(r)).or_default() += 1
+                }
+                _ => {}
+            }
             match &o.status {
                 Status::Pass => {
                     row.in_scope += 1;
@@ -317,30 +406,45 @@ fn onnx_backend_node_tests() {
         "The {total} node tests of onnx {} through the importer and the reference interpreter. A test is in scope \
          when it imports and every node is supported; in-scope tests must match the reference outputs (rtol 1e-3, \
          atol 1e-7, exact data type and shape) or be listed in `tests/conformance/expected-failures.txt` with a \
-         reason.\n\n",
+         reason.\n\nEvery test that passes on the interpreter is also compiled for the default device and run \
+         on the simulator with the same tolerance (column *on device*); device failures must be listed in \
+         `tests/conformance/expected-device-failures.txt`. Tests the compiler does not lower are the gap between \
+         the two columns, listed below with the compiler's reason.\n\n",
         version.trim()
     ));
     page.push_str(&format!(
-        "| | tests |\n|---|---|\n| all | {total} |\n| in scope | {in_scope} |\n| passing | {passing} |\n| expected failures | {xfail} |\n| out of scope | {} |\n\n",
-        total - in_scope
+        "| | tests |\n|---|---|\n| all | {total} |\n| in scope | {in_scope} |\n| passing | {passing} |\n| expected failures | {xfail} |\n| out of scope | {} |\n| passing on the device | {dev_pass} |\n| expected device failures | {dev_fail} |\n| not lowered to the device | {} |\n\n",
+        total - in_scope,
+        passing - dev_pass - dev_fail
     ));
+    page.push_str("Passing on the interpreter but not lowered to the device, by reason:\n\n| reason | tests |\n|---|---|\n");
+    let mut by_count: Vec<_> = gap.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (r, n) in by_count {
+        page.push_str(&format!("| {} | {n} |\n", r.replace('|', "\\|")));
+    }
+    page.push('\n');
     page.push_str("Out of scope, by reason:\n\n| reason | tests |\n|---|---|\n");
     let mut by_count: Vec<_> = reasons.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     for (r, n) in by_count {
         page.push_str(&format!("| {} | {n} |\n", r.replace('|', "\\|")));
     }
-    page.push_str("\nPer op (a test counts for every op in its model):\n\n| op | tests | in scope | passing | expected failures | out of scope because |\n|---|---|---|---|---|---|\n");
+    page.push_str("\nPer op (a test counts for every op in its model):\n\n| op | tests | in scope | passing | expected failures | on device | out of scope because | not lowered because |\n|---|---|---|---|---|---|---|---|\n");
     for (op, r) in &rows {
         let why: Vec<String> =
             r.reasons.iter().map(|(k, n)| format!("{} ({n})", k.replace('|', "\\|"))).collect();
+        let gap: Vec<String> =
+            r.not_lowered.iter().map(|(k, n)| format!("{} ({n})", k.replace('|', "\\|"))).collect();
         page.push_str(&format!(
-            "| {op} | {} | {} | {} | {} | {} |\n",
+            "| {op} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.tests,
             r.in_scope,
             r.passing,
             r.xfail,
-            why.join("; ")
+            r.device,
+            why.join("; "),
+            gap.join("; ")
         ));
     }
     let path = repo_root().join("book/src/frontend/coverage.md");
