@@ -158,6 +158,10 @@ enum Command {
         /// Check the outputs against the reference interpreter (rtol 1e-3, atol 1e-5).
         #[arg(long)]
         compare: bool,
+        /// Check an output against stored values, `NAME=FILE.npy` (repeatable; rtol 1e-3,
+        /// atol 1e-5), for instance onnxruntime's output.
+        #[arg(long = "expect", value_name = "NAME=FILE")]
+        expect: Vec<String>,
         /// Device configuration to compile for [default: `default`].
         #[arg(long)]
         config: Option<String>,
@@ -269,12 +273,13 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Compile { model, output, config, input_shapes } => {
             models::cmd_compile(&model, output, &config, &input_shapes, out)
         }
-        Command::Run { model, inputs, output, compare, config, seed, input_shapes } => {
+        Command::Run { model, inputs, output, compare, expect, config, seed, input_shapes } => {
             models::cmd_run(
                 &model,
                 &inputs,
                 output.as_deref(),
                 compare,
+                &expect,
                 config.as_deref(),
                 seed,
                 &input_shapes,

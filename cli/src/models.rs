@@ -228,6 +228,7 @@ pub(crate) fn cmd_run(
     input_args: &[String],
     output_dir: Option<&Path>,
     compare_ref: bool,
+    expect: &[String],
     cfg: Option<&str>,
     seed: u64,
     shapes: &[String],
@@ -262,6 +263,17 @@ pub(crate) fn cmd_run(
     } else {
         None
     };
+    let mut expected = std::collections::HashMap::new();
+    for a in expect {
+        let (name, file) =
+            a.split_once('=').ok_or_else(|| anyhow!("`{a}` is not NAME=FILE.npy"))?;
+        if !specs.iter().any(|s| s.name == name) {
+            bail!(invalid(format!("the model has no output `{name}`")));
+        }
+        let arr: ArrayD<f32> = ndarray_npy::read_npy(file)
+            .map_err(|e| invalid(format!("{file}: not a float32 .npy file: {e}")))?;
+        expected.insert(name.to_string(), arr);
+    }
     let mut failed = false;
     for (i, (spec, data)) in specs.iter().zip(&outs).enumerate() {
         let vals = f32s(data);
@@ -281,6 +293,28 @@ pub(crate) fn cmd_run(
                 Some((at, g, w, _)) => {
                     failed = true;
                     write!(out, ": DIFFERS from the reference at element {at}: {g} vs {w}")?;
+                }
+            }
+        }
+        if let Some(want) = expected.get(&spec.name) {
+            let w: Vec<f32> = want.iter().copied().collect();
+            if want.shape() != dims.as_slice() {
+                failed = true;
+                write!(out, "; expected shape {:?}", want.shape())?;
+            } else {
+                match compare(&vals, &w) {
+                    None => write!(
+                        out,
+                        "; matches the expected values (max abs diff {:.3e})",
+                        max_abs_diff(&vals, &w)
+                    )?,
+                    Some((at, g, wv, _)) => {
+                        failed = true;
+                        write!(
+                            out,
+                            "; DIFFERS from the expected values at element {at}: {g} vs {wv}"
+                        )?;
+                    }
                 }
             }
         }
@@ -307,7 +341,7 @@ pub(crate) fn cmd_run(
         }
     }
     if failed {
-        bail!(invalid("the device's results differ from the reference interpreter"));
+        bail!(invalid("the device's results differ from the reference"));
     }
     Ok(())
 }

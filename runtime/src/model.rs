@@ -289,7 +289,6 @@ pub fn simulate(
     let opts = RunOptions { timing: true, trace, max_cycles: Some(report.cycle_bound.max(1)) };
     let stats =
         sim.run(&program, &mut segs, opts).map_err(|f| ModelError::Job(JobStatus::Faulted(f)))?;
-    drop(segs);
     let mut outs = Vec::new();
     for spec in blob.io.iter().filter(|t| t.direction == Direction::Output) {
         let size = spec.byte_size().unwrap_or(0);

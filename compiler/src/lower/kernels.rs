@@ -240,20 +240,18 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     let res_addr = mm.residual.map(|r| s.addr(r)).transpose()?;
     // Tile byte offsets inside the packed weights, in streaming order.
     let tile_bytes = |ch: &Chunk, nt: usize| (ch.rows.len() * nt) as u64 * E;
-    let mut wconst_off = step.const_offs.get(1).copied().unwrap_or(0);
+    let wconst_off = step.const_offs.get(1).copied().unwrap_or(0);
     let (mut ia, mut iw, mut iacc) = (0usize, 0usize, 0usize);
     let mut packed_cursor: Vec<u64> = Vec::new();
     // Start offset of each (g, tile) in the packed weights.
     {
         let mut off = wconst_off;
-        for g in 0..mm.groups {
+        for (g, ch) in all_chunks.iter().enumerate() {
             for (_, nt) in cout_tiles(mm, g, a) {
                 packed_cursor.push(off);
-                off += all_chunks[g].iter().map(|ch| tile_bytes(ch, nt)).sum::<u64>();
+                off += ch.iter().map(|x| tile_bytes(x, nt)).sum::<u64>();
             }
         }
-        wconst_off = off;
-        let _ = wconst_off;
     }
     let blocks: Vec<(usize, usize, usize, usize)> = (0..oh)
         .step_by(rblk)
@@ -300,9 +298,8 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
             em.wait(Engine::Mx, LD_MX_A.full);
             let mut tile_idx = 0usize;
             let ntiles: usize = (0..mm.groups).map(|g| cout_tiles(mm, g, a).len()).sum();
-            for g in 0..mm.groups {
+            for (g, ch) in all_chunks.iter().enumerate() {
                 for (n0, nt) in cout_tiles(mm, g, a) {
-                    let ch = &all_chunks[g];
                     // Packets of consecutive tiles.
                     let mut packets: Vec<(usize, usize)> = Vec::new();
                     let mut i = 0;
@@ -541,7 +538,7 @@ fn window(
             _ => (0, vec![]),
         },
         WinKind::Pool(p) if p.max => (NEG_INF, vec![]),
-        WinKind::Pool(_) => (0, vec![(taps as f32).to_bits()]),
+        WinKind::Pool(_) => (0, vec![]),
     };
     let pbuf = params(em, step, &scalars)?;
     let const_bytes = step.consts.first().map_or(0, |c| c.len() as u64);
@@ -681,8 +678,18 @@ fn window(
                     }
                 }
                 WinKind::Pool(p) if !p.max => {
-                    let imm = imm.ok_or_else(|| LowerError::msg("internal: no divisor"))?;
-                    em.vbin(BinOp::Div, full(SHAPE_SRC1_COL_BROADCAST), obuf, obuf, imm)?;
+                    // Divisors per output position, the same for every channel.
+                    let table = pbuf.ok_or_else(|| LowerError::msg("internal: no divisors"))?;
+                    let shape = vshape(
+                        r as u64,
+                        ow as u64,
+                        ct as u64,
+                        dst,
+                        dst,
+                        (E, ow as u64 * E),
+                        SHAPE_SRC1_COL_BROADCAST,
+                    );
+                    em.vbin(BinOp::Div, shape, obuf, obuf, at(table, (oy0 * ow) as u64 * E))?;
                 }
                 WinKind::Pool(_) => {}
             }
@@ -729,8 +736,9 @@ fn global_pool(
         em.signal(Engine::Ld, PARAMS)?;
         em.wait(Engine::Vx, PARAMS);
     }
-    let avail = em.spad_free();
-    let ct = ((avail / (2 * (hw as u64 + 1) * E)) as usize).min(c).min(65535).max(1);
+    // Four buffers, each rounded up to 64 bytes.
+    let avail = em.spad_free().saturating_sub(4 * 64);
+    let ct = ((avail / (2 * (hw as u64 + 1) * E)) as usize).min(c).clamp(1, 65535);
     if 2 * (hw as u64 + 1) * E * ct as u64 > avail {
         return Err(LowerError::msg("global pooling input too large for the scratchpad"));
     }
@@ -1087,8 +1095,7 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
     let (in_seg, in_base) = s.addr(rw.input)?;
     let (out_seg, out_base) = s.addr(rw.out)?;
     let l4 = len as u64 * E;
-    let mut i = 0;
-    for r0 in (0..rows).step_by(rc) {
+    for (i, r0) in (0..rows).step_by(rc).enumerate() {
         let r = rc.min(rows - r0);
         let b = i % 2;
         em.wait(Engine::Ld, LD_VX.free);
@@ -1165,7 +1172,6 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         let ol = out_len as u64 * E;
         em.dma_block(Dir::Store, out_seg, out_base + r0 as u64 * ol, &[(r * out_len, E, E)], E, y)?;
         em.signal(Engine::St, VX_ST.free)?;
-        i += 1;
     }
     Ok((0, s.tens[rw.input].bytes() + s.tens[rw.out].bytes()))
 }

@@ -466,14 +466,16 @@ impl Builder<'_> {
                         Some(v) if v.len() == 1 => v[0],
                         _ => return (Act::None, cur),
                     },
-                    None => min.unwrap_or(f32::NEG_INFINITY),
+                    None if self.g.opset < 11 => min.unwrap_or(f32::NEG_INFINITY),
+                    None => f32::NEG_INFINITY,
                 };
                 let hi = match self.opt_input(n, 2) {
                     Some(t) => match self.const_f32(t) {
                         Some(v) if v.len() == 1 => v[0],
                         _ => return (Act::None, cur),
                     },
-                    None => max.unwrap_or(f32::INFINITY),
+                    None if self.g.opset < 11 => max.unwrap_or(f32::INFINITY),
+                    None => f32::INFINITY,
                 };
                 Act::Clip(lo, hi)
             }
@@ -623,13 +625,16 @@ pub(crate) fn schedule(graph: &Graph, opts: &CompileOptions) -> Result<Sched, Lo
     Ok(b.s)
 }
 
+/// Strides, dilations and (top, left, bottom, right) padding of a 2-D window.
+type WindowGeometry = ([usize; 2], [usize; 2], [usize; 4]);
+
 fn window_geometry(
     n: &Node,
     w: &crate::ir::Window,
     x: &[usize],
     kernel: [usize; 2],
     out_hw: [usize; 2],
-) -> Result<([usize; 2], [usize; 2], [usize; 4]), LowerError> {
+) -> Result<WindowGeometry, LowerError> {
     let g = pads(w, &x[2..], &kernel).map_err(|e| LowerError::at(&n.name, e))?;
     let (s, d) = ([g.strides[0], g.strides[1]], [g.dilations[0], g.dilations[1]]);
     let mut pad = [g.begin[0], g.begin[1], g.end[0], g.end[1]];
@@ -990,8 +995,31 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let k = [window.kernel[0], window.kernel[1]];
             let out_hw = [os[2], os[3]];
             let (s, d, pad) = window_geometry(n, window, &xs, k, out_hw)?;
-            if !max && !count_include_pad && pad.iter().any(|p| *p > 0) {
-                return Err(err("average pooling that excludes padding is not lowered"));
+            // Average pooling divides by the taps inside the input (plus, with
+            // count_include_pad, those in the declared pads, not the ceil-mode overhang): a
+            // table per output position.
+            let mut consts = vec![];
+            if !max {
+                let g = pads(window, &xs[2..], &k).map_err(|e| err(&e))?;
+                let per_axis = |a: usize, o: usize| -> f32 {
+                    let (mut valid, mut padded) = (0, 0);
+                    for t in 0..k[a] {
+                        let pos = (o * s[a] + t * d[a]) as isize - g.begin[a] as isize;
+                        if pos >= 0 && pos < xs[2 + a] as isize {
+                            valid += 1;
+                        } else if pos < (xs[2 + a] + g.end[a]) as isize {
+                            padded += 1;
+                        }
+                    }
+                    if *count_include_pad { (valid + padded) as f32 } else { valid as f32 }
+                };
+                let mut table = Vec::with_capacity(out_hw[0] * out_hw[1]);
+                for oy in 0..out_hw[0] {
+                    for ox in 0..out_hw[1] {
+                        table.push((per_axis(0, oy) * per_axis(1, ox)).max(1.0));
+                    }
+                }
+                consts.push(f32_bytes(&table));
             }
             let xin = b.layout(x, true);
             b.s.tens[out].nhwc = true;
@@ -1006,7 +1034,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 out,
                 max: *max,
             };
-            b.step(Kernel::Pool(p), &name, Some(out), vec![]);
+            b.step(Kernel::Pool(p), &name, Some(out), consts);
             Ok(())
         }
         Op::GlobalPool { max } => {
@@ -1353,7 +1381,9 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                             .const_f32(t)
                             .and_then(|v| v.first().copied())
                             .ok_or_else(|| err("Clip bounds must be constant")),
-                        None => Ok(d.unwrap_or(inf)),
+                        // Attributes hold the bounds only before opset 11.
+                        None if b.g.opset < 11 => Ok(d.unwrap_or(inf)),
+                        None => Ok(inf),
                     }
                 };
             let runtime = |b: &Builder<'_>, i: usize| {
@@ -1741,9 +1771,9 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
             used[s.root(t)] = true;
         }
     }
-    for t in 0..s.tens.len() {
+    for (t, is_used) in used.iter().enumerate() {
         if let Store::Const(bytes) = &s.tens[t].store
-            && used[t]
+            && *is_used
         {
             let off = align(consts.len() as u64);
             consts.resize(off as usize, 0);

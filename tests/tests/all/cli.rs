@@ -186,6 +186,10 @@ proptest! {
             vec!["verify", "--raw", s(&bin)],
             vec!["verify", s(&txt)],
             vec!["inspect", s(&bin)],
+            vec!["compile", s(&bin), "-o", s(&out)],
+            vec!["compile", s(&txt), "-o", s(&out)],
+            vec!["run", s(&bin)],
+            vec!["profile", s(&bin)],
         ] {
             let run = accelc(&args);
             prop_assert!(run.code <= 1, "{args:?}: {run:?}");
@@ -226,4 +230,80 @@ fn sim_runs_programs_and_writes_traces_and_segments() {
     assert!(run.stderr.contains("rejected by the validator"), "{}", run.stderr);
     let run = accelc(&["sim", s(&src), "--seg", "0=/nonexistent"]);
     assert_eq!(run.code, 2);
+}
+
+#[test]
+fn model_commands() {
+    let dir = scratch("models");
+    let root = accelc_tests::repo_root().join("models");
+    let model = root.join("mlp_mnist.onnx");
+    let input = format!("input={}", s(&root.join("mlp_mnist.input_0.npy")));
+    let expect = format!("output={}", s(&root.join("mlp_mnist.output_0.npy")));
+    let blob = dir.join("mlp.blob");
+    let run = accelc(&["compile", s(&model), "-o", s(&blob)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for key in ["kernels:", "instructions:", "constants:", "arena:", "est. cycles:"] {
+        assert!(run.stdout.contains(key), "{key}: {}", run.stdout);
+    }
+    // The blob runs, matches onnxruntime's stored output and writes .npy files.
+    let outdir = dir.join("out");
+    let run =
+        accelc(&["run", s(&blob), "--input", &input, "--expect", &expect, "--output", s(&outdir)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("matches the expected values"), "{}", run.stdout);
+    let written: ndarray::ArrayD<f32> = ndarray_npy::read_npy(outdir.join("output.npy")).unwrap();
+    assert_eq!(written.shape(), &[1, 10]);
+    // The model against the reference interpreter, with random inputs.
+    let run = accelc(&["run", s(&model), "--compare"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("matches the reference"), "{}", run.stdout);
+    // Wrong values expected: exit 1 with the element.
+    let zeros_file = dir.join("zeros.npy");
+    let zeros = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[1, 10]));
+    ndarray_npy::write_npy(&zeros_file, &zeros).unwrap();
+    let wrong = format!("output={}", s(&zeros_file));
+    let run = accelc(&["run", s(&blob), "--input", &input, "--expect", &wrong]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("DIFFERS from the expected values at element"), "{}", run.stdout);
+    // Bad input names and shapes are usage errors of the model, exit 1.
+    let run = accelc(&["run", s(&blob), "--input", "nope=x.npy"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("no input `nope`") && run.stderr.contains("input"),
+        "{}",
+        run.stderr
+    );
+    // Layer by layer.
+    let run = accelc(&["diff", s(&model)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("all 3 tensors match"), "{}", run.stdout);
+    // Profile of the blob: per-layer lines and totals; a Perfetto trace.
+    let trace = dir.join("t.json");
+    let run = accelc(&["profile", s(&blob), "--trace", s(&trace)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("/net/net.1/Gemm+/net/net.2/Relu"), "{}", run.stdout);
+    assert!(run.stdout.lines().any(|l| l.starts_with("total")), "{}", run.stdout);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    assert!(json["traceEvents"].as_array().unwrap().len() > 500);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A model the compiler cannot lower: exit 1 naming the node and the reason, and an existing
+/// output file is left alone.
+#[test]
+fn compile_errors_name_the_node() {
+    let dir = scratch("unsupported");
+    let model = dir.join("m.onnxtxt");
+    std::fs::write(
+        &model,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[2,3] x, float[2,3] y) => (float[2,3] z) {\n  [the_mod] z = Mod <fmod: int = 1> (x, y)\n}\n",
+    )
+    .unwrap();
+    let out = dir.join("m.blob");
+    std::fs::write(&out, b"precious").unwrap();
+    let run = accelc(&["compile", s(&model), "-o", s(&out)]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("node `the_mod`") && run.stderr.contains("Mod"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

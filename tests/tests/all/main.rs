@@ -9,6 +9,7 @@ mod driver;
 mod encoding;
 mod frontend;
 mod lower;
+mod lower_random;
 mod roundtrip;
 mod sim;
 mod text;
