@@ -1,0 +1,139 @@
+//! The model zoo end to end: per float model, the compile time and peak compile memory, the
+//! simulated cycles against the sum of per-layer roofline bounds, and the simulator's wall
+//! time next to onnxruntime's CPU time for the same model and input (onnxruntime from the
+//! test venv, one thread, timed in the same run).
+//! Run with `cargo bench -p accelc-bench --bench zoo` after `bash .ci/setup`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use accelc_compiler::lower::{CompileOptions, compile};
+use accelc_compiler::onnx::ImportOptions;
+use accelc_compiler::pipeline::{load_any, run_frontend};
+use accelc_isa::blob::Blob;
+
+const MODELS: &[&str] = &[
+    "mlp_mnist",
+    "transformer_encoder",
+    "transformer_encoder_legacy",
+    "squeezenet1_1",
+    "mobilenet_v2",
+    "resnet18",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ has a parent").to_path_buf()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// onnxruntime's median inference time in seconds (one intra-op thread, like the simulator).
+fn onnxruntime_seconds(model: &Path, input: &Path, runs: usize) -> Option<f64> {
+    let py = root().join(".venv/bin/python");
+    let script = format!(
+        "import time, numpy as np, onnxruntime as ort\n\
+         o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1\n\
+         s = ort.InferenceSession(r'{}', o, providers=['CPUExecutionProvider'])\n\
+         x = np.load(r'{}'); name = s.get_inputs()[0].name\n\
+         s.run(None, {{name: x}})\n\
+         t = []\n\
+         for _ in range({runs}):\n\
+         \x20   a = time.perf_counter(); s.run(None, {{name: x}}); t.append(time.perf_counter() - a)\n\
+         print(sorted(t)[len(t) // 2])\n",
+        model.display(),
+        input.display()
+    );
+    let out = Command::new(py).arg("-c").arg(script).output().ok()?;
+    if !out.status.success() {
+        eprintln!("onnxruntime: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Runs the compile-peak helper: (seconds, peak RSS, model file bytes).
+fn compile_peak(model: &Path) -> Option<(f64, u64, u64)> {
+    let exe = std::env::current_exe().ok()?;
+    // target/release/deps/zoo-HASH -> target/release/compile-peak
+    let bin = exe.parent()?.parent()?.join("compile-peak");
+    let out = Command::new(&bin).arg(model).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<&str> = text.split_whitespace().collect();
+    Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+}
+
+fn main() {
+    let zoo = root().join("../shared/models");
+    let runs = 5;
+    println!(
+        "{:<28} {:>9} {:>10} {:>12} {:>12} {:>6} {:>10} {:>10} {:>7}",
+        "model",
+        "compile",
+        "peak MB",
+        "cycles",
+        "roofline",
+        "ratio",
+        "sim wall",
+        "ort cpu",
+        "sim/ort"
+    );
+    for m in MODELS {
+        let model = zoo.join(format!("{m}.onnx"));
+        let input = zoo.join(format!("{m}.input_0.npy"));
+        let mut times = Vec::new();
+        let mut compiled = None;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut g = load_any(&model, &ImportOptions::default()).expect("the zoo model loads");
+            run_frontend(&mut g, &mut |_, _| {}).expect("the frontend runs");
+            let c = compile(&g, &CompileOptions::default()).expect("the zoo model compiles");
+            times.push(t.elapsed().as_secs_f64());
+            compiled = Some(c);
+        }
+        let c = compiled.expect("compiled three times");
+        let compile_s = median(times);
+        let peak = compile_peak(&model);
+        let bytes = c.blob().expect("the blob serialises");
+        let blob = Blob::read(&bytes).expect("the blob reads back");
+        let x: Vec<u8> = std::fs::read(&input).expect("input");
+        // The .npy payload: the header ends with a newline, data is float32 little endian.
+        let header = x.iter().position(|b| *b == b'\n').expect("npy header") + 1;
+        let data = &x[header..];
+        let mut walls = Vec::new();
+        let mut cycles = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let (_, stats) =
+                accelc_runtime::model::simulate(&blob, &[data], false).expect("the model runs");
+            walls.push(t.elapsed().as_secs_f64());
+            cycles = stats.cycles;
+        }
+        let wall = median(walls);
+        let roof = c.roofline_cycles();
+        let ort = onnxruntime_seconds(&model, &input, runs * 4);
+        let (peak_mb, peak_note) = match peak {
+            Some((_, rss, size)) => (
+                format!("{:.0}", rss as f64 / 1e6),
+                format!("{:.1}x the {:.1} MB file", rss as f64 / size as f64, size as f64 / 1e6),
+            ),
+            None => ("?".into(), "helper not built".into()),
+        };
+        println!(
+            "{:<28} {:>8.3}s {:>10} {:>12} {:>12} {:>6.2} {:>9.3}s {:>10} {:>7}   peak {}",
+            m,
+            compile_s,
+            peak_mb,
+            cycles,
+            roof,
+            cycles as f64 / roof as f64,
+            wall,
+            ort.map_or("?".into(), |o| format!("{o:.4}s")),
+            ort.map_or("?".into(), |o| format!("{:.1}", wall / o)),
+            peak_note
+        );
+    }
+}
