@@ -1,6 +1,6 @@
 //! The accelc compiler: ONNX import (binary and text), the graph IR, constant folding, shape
-//! inference, the verifier and the reference interpreter. The e-graph optimizer and the lowering
-//! to command blobs (issues 5 and 6) come next.
+//! inference, the verifier, the reference interpreter, and the lowering to command blobs
+//! ([`lower`]). The e-graph optimizer (issue 6) comes next.
 
 pub mod fold;
 pub mod interp;
