@@ -117,6 +117,12 @@ enum Command {
     Ir {
         /// The model.
         model: PathBuf,
+        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
+        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+        opt_level: u8,
+        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
+        #[arg(short, long)]
+        verbose: bool,
         /// Write the IR here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -134,6 +140,12 @@ enum Command {
     Compile {
         /// The model.
         model: PathBuf,
+        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
+        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+        opt_level: u8,
+        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
+        #[arg(short, long)]
+        verbose: bool,
         /// Output blob [default: the model with extension `.blob`].
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -148,6 +160,12 @@ enum Command {
     Run {
         /// A model or a blob.
         model: PathBuf,
+        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
+        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+        opt_level: u8,
+        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
+        #[arg(short, long)]
+        verbose: bool,
         /// An input, `NAME=FILE.npy` (repeatable); inputs not given are uniform random in
         /// [-1, 1) from a fixed seed.
         #[arg(long = "input", value_name = "NAME=FILE")]
@@ -177,6 +195,12 @@ enum Command {
     Diff {
         /// The model.
         model: PathBuf,
+        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
+        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+        opt_level: u8,
+        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
+        #[arg(short, long)]
+        verbose: bool,
         /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
         #[arg(long = "input", value_name = "NAME=FILE")]
         inputs: Vec<String>,
@@ -195,6 +219,12 @@ enum Command {
     Profile {
         /// A model or a blob.
         model: PathBuf,
+        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
+        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+        opt_level: u8,
+        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
+        #[arg(short, long)]
+        verbose: bool,
         /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
         #[arg(long = "input", value_name = "NAME=FILE")]
         inputs: Vec<String>,
@@ -267,14 +297,30 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
         Command::Config { name } => cmd_config(name.as_deref(), out),
         Command::Check { model, json, input_shapes } => cmd_check(&model, json, &input_shapes, out),
-        Command::Ir { model, output, dump_ir, elide, input_shapes } => {
-            cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, out, err)
+        Command::Ir { model, output, dump_ir, elide, input_shapes, opt_level, verbose } => {
+            let o = models::OptArgs { level: opt_level, verbose };
+            cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
         }
-        Command::Compile { model, output, config, input_shapes } => {
-            models::cmd_compile(&model, output, &config, &input_shapes, out)
+        Command::Compile { model, output, config, input_shapes, opt_level, verbose } => {
+            let o = models::OptArgs { level: opt_level, verbose };
+            models::cmd_compile(&model, output, &config, &input_shapes, o, out, err)
         }
-        Command::Run { model, inputs, output, compare, expect, config, seed, input_shapes } => {
+        Command::Run {
+            model,
+            inputs,
+            output,
+            compare,
+            expect,
+            config,
+            seed,
+            input_shapes,
+            opt_level,
+            verbose,
+        } => {
+            let o = models::OptArgs { level: opt_level, verbose };
             models::cmd_run(
+                o,
+                err,
                 &model,
                 &inputs,
                 output.as_deref(),
@@ -286,17 +332,22 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
                 out,
             )
         }
-        Command::Diff { model, inputs, config, seed, input_shapes } => {
-            models::cmd_diff(&model, &inputs, config.as_deref(), seed, &input_shapes, out)
+        Command::Diff { model, inputs, config, seed, input_shapes, opt_level, verbose } => {
+            let o = models::OptArgs { level: opt_level, verbose };
+            models::cmd_diff(&model, &inputs, config.as_deref(), seed, &input_shapes, o, out, err)
         }
-        Command::Profile { model, inputs, trace, config, input_shapes } => models::cmd_profile(
-            &model,
-            &inputs,
-            trace.as_deref(),
-            config.as_deref(),
-            &input_shapes,
-            out,
-        ),
+        Command::Profile { model, inputs, trace, config, input_shapes, opt_level, verbose } => {
+            models::cmd_profile(
+                models::OptArgs { level: opt_level, verbose },
+                err,
+                &model,
+                &inputs,
+                trace.as_deref(),
+                config.as_deref(),
+                &input_shapes,
+                out,
+            )
+        }
         Command::Sim { input, config, segs, dumps, trace, no_timing } => {
             cmd_sim(&input, config.as_deref(), &segs, &dumps, trace.as_deref(), !no_timing, out)
         }
@@ -921,12 +972,14 @@ fn cmd_check(
     }
 }
 
+#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 fn cmd_ir(
     model: &Path,
     output: Option<&Path>,
     dump_ir: bool,
     elide: Option<usize>,
     shape_args: &[String],
+    o: models::OptArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
@@ -941,7 +994,17 @@ fn cmd_ir(
         }
     })
     .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
+    let report =
+        accelc_compiler::pipeline::run_optimizer(&mut graph, &o.options(), &mut |pass, g| {
+            if dump_ir {
+                dumps.push_str(&format!("# --- IR after {pass}\n{}", print_with(g, max)));
+            }
+        })
+        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     err.write_all(dumps.as_bytes())?;
+    if o.verbose {
+        write!(err, "{report}")?;
+    }
     let text = print_with(&graph, max);
     match output {
         Some(path) => write_atomic(path, text.as_bytes())?,

@@ -19,6 +19,41 @@ use crate::{config, invalid, is_blob, parse_input_shapes, read, read_blob, write
 const RTOL: f32 = 1e-3;
 const ATOL: f32 = 1e-5;
 
+/// The optimizer options of a command.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OptArgs {
+    pub(crate) level: u8,
+    pub(crate) verbose: bool,
+}
+
+impl OptArgs {
+    pub(crate) fn options(&self) -> accelc_compiler::opt::Options {
+        accelc_compiler::opt::Options {
+            level: accelc_compiler::opt::Level::from_number(self.level)
+                .unwrap_or(accelc_compiler::opt::Level::O2),
+            ..accelc_compiler::opt::Options::default()
+        }
+    }
+}
+
+/// Runs the optimizer on a frontend graph, logging to `err` when asked.
+fn optimize(
+    g: &mut Graph,
+    model: &Path,
+    o: OptArgs,
+    cfg: &DeviceConfig,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut opts = o.options();
+    opts.config = cfg.clone();
+    let report = accelc_compiler::pipeline::run_optimizer(g, &opts, &mut |_, _| {})
+        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
+    if o.verbose {
+        write!(err, "{report}")?;
+    }
+    Ok(())
+}
+
 /// Loads a model and runs the frontend.
 fn load_graph(model: &Path, shape_args: &[String]) -> anyhow::Result<Graph> {
     let opts = parse_input_shapes(shape_args)?;
@@ -49,6 +84,7 @@ fn compile_graph(g: &Graph, model: &Path, opts: &CompileOptions) -> anyhow::Resu
 
 /// A model or blob given on the command line, compiled if needed.
 struct Loaded {
+    /// The graph before optimisation (the reference).
     graph: Option<Graph>,
     blob: Vec<u8>,
     compiled: Option<Compiled>,
@@ -59,6 +95,8 @@ fn load_or_compile(
     cfg: Option<&str>,
     shapes: &[String],
     expose_all: bool,
+    o: OptArgs,
+    err: &mut dyn Write,
 ) -> anyhow::Result<Loaded> {
     let bytes = read(path)?;
     if is_blob(&bytes) {
@@ -72,7 +110,9 @@ fn load_or_compile(
     }
     let g = load_graph(path, shapes)?;
     let config = config(cfg.unwrap_or("default"))?;
-    let c = compile_graph(&g, path, &CompileOptions { config, expose_all })?;
+    let mut opt = g.clone();
+    optimize(&mut opt, path, o, &config, err)?;
+    let c = compile_graph(&opt, path, &CompileOptions { config, expose_all })?;
     let blob = c.blob().map_err(|e| invalid(e.to_string()))?;
     Ok(Loaded { graph: Some(g), blob, compiled: Some(c) })
 }
@@ -82,11 +122,14 @@ pub(crate) fn cmd_compile(
     output: Option<PathBuf>,
     cfg: &str,
     shapes: &[String],
+    o: OptArgs,
     out: &mut dyn Write,
+    err: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let g = load_graph(model, shapes)?;
+    let mut g = load_graph(model, shapes)?;
     let config = config(cfg)?;
+    optimize(&mut g, model, o, &config, err)?;
     let c = compile_graph(&g, model, &CompileOptions { config, expose_all: false })?;
     let blob = c.blob().map_err(|e| invalid(e.to_string()))?;
     let path = output.unwrap_or_else(|| model.with_extension("blob"));
@@ -224,6 +267,8 @@ fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
 
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_run(
+    o: OptArgs,
+    err: &mut dyn Write,
     model: &Path,
     input_args: &[String],
     output_dir: Option<&Path>,
@@ -234,7 +279,7 @@ pub(crate) fn cmd_run(
     shapes: &[String],
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let loaded = load_or_compile(model, cfg, shapes, false)?;
+    let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
     let blob = read_blob(model, &loaded.blob)?;
     let ins = inputs(&blob.io, input_args, seed)?;
     let bytes: Vec<Vec<u8>> = ins.iter().map(to_bytes).collect();
@@ -370,8 +415,11 @@ pub struct Difference {
     pub max_ref: f32,
 }
 
-/// Runs a model compiled with `expose_all` on the simulator and on the reference interpreter
-/// and returns the first tensor that differs (or the number of tensors compared).
+/// Runs a model compiled with `expose_all` on the simulator and `graph` (the reference: the
+/// model before optimisation) on the interpreter, and returns the first tensor, in program
+/// order, that differs (or the number of tensors compared). Tensors are matched by name; the
+/// optimizer keeps a value's name only on values equal to it, and tensors it introduced (no
+/// counterpart in the reference) are skipped.
 pub fn first_difference(
     graph: &Graph,
     compiled: &Compiled,
@@ -389,26 +437,29 @@ pub fn first_difference(
         .filter(|t| t.direction == Direction::Output)
         .map(|t| t.name.clone())
         .collect();
+    // Reference values with the device's output names (those the reference has).
     let mut g2 = graph.clone();
+    let mut known: Vec<String> = Vec::new();
     g2.outputs = names
         .iter()
-        .map(|n| {
-            graph
-                .values
-                .iter()
-                .position(|v| &v.name == n)
-                .map(|i| accelc_compiler::ir::ValueId(i as u32))
-                .ok_or_else(|| anyhow!("internal: no value `{n}`"))
+        .filter_map(|n| {
+            let i = graph.values.iter().position(|v| &v.name == n && v.constant.is_none())?;
+            known.push(n.clone());
+            Some(accelc_compiler::ir::ValueId(i as u32))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
     let arrays: Vec<Array> = inputs.iter().map(|a| Array::F32(a.clone())).collect();
     let want =
         interp::run(&g2, &arrays).map_err(|e| invalid(format!("reference interpreter: {e}")))?;
     let mut checked = 0;
     for layer in &compiled.layers {
         let Some(v) = &layer.output else { continue };
-        let Some(i) = names.iter().position(|x| x == v) else { continue };
-        let Array::F32(w) = &want[i] else { continue };
+        let (Some(i), Some(r)) =
+            (names.iter().position(|x| x == v), known.iter().position(|x| x == v))
+        else {
+            continue;
+        };
+        let Array::F32(w) = &want[r] else { continue };
         let w: Vec<f32> = w.iter().copied().collect();
         let got = f32s(&outs[i]);
         checked += 1;
@@ -443,15 +494,18 @@ fn compare_scaled(got: &[f32], want: &[f32], extra: f32) -> Option<(usize, f32, 
     worst
 }
 
+#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_diff(
     model: &Path,
     input_args: &[String],
     cfg: Option<&str>,
     seed: u64,
     shapes: &[String],
+    o: OptArgs,
     out: &mut dyn Write,
+    err: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let loaded = load_or_compile(model, cfg, shapes, true)?;
+    let loaded = load_or_compile(model, cfg, shapes, true, o, err)?;
     let (Some(g), Some(c)) = (&loaded.graph, &loaded.compiled) else { bail!("internal: no graph") };
     let ins = inputs(&c.io, input_args, seed)?;
     match first_difference(g, c, &ins)? {
@@ -486,7 +540,10 @@ pub(crate) fn cmd_diff(
 }
 
 /// Per layer: cycles from the trace (barrier to barrier), DMA bytes from the descriptors.
+#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_profile(
+    o: OptArgs,
+    err: &mut dyn Write,
     model: &Path,
     input_args: &[String],
     trace: Option<&Path>,
@@ -495,7 +552,7 @@ pub(crate) fn cmd_profile(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     use accelc_isa::{Op, Program};
-    let loaded = load_or_compile(model, cfg, shapes, false)?;
+    let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
     let blob: Blob<'static> = read_blob(model, &loaded.blob)?;
     let layers: Vec<Layer> = match &loaded.compiled {
         Some(c) => c.layers.clone(),

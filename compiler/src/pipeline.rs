@@ -12,8 +12,9 @@ use crate::onnx::{ImportOptions, import, load};
 use crate::shape::infer;
 use crate::verify::verify;
 
-/// The passes, in order, by name.
-pub const PASSES: &[&str] = &["fold-constants", "infer-shapes"];
+/// The frontend passes, in order, by name; the optimizer ([`run_optimizer`]) and the lowering
+/// (`crate::lower::PASSES`) follow.
+pub const PASSES: &[&str] = &["fold-constants", "infer-shapes", "optimize"];
 
 /// Loads a model: binary ONNX, or the text syntax when the file starts like text.
 pub fn load_any(path: &Path, opts: &ImportOptions) -> Result<Graph, String> {
@@ -44,4 +45,18 @@ pub fn run_frontend(g: &mut Graph, dump: &mut dyn FnMut(&str, &Graph)) -> Result
     verify(g, true).map_err(|e| format!("after infer-shapes: {e}"))?;
     dump("infer-shapes", g);
     Ok(())
+}
+
+/// Runs the e-graph optimizer on a frontend-processed graph, then the verifier and shape
+/// inference again; `dump` receives the graph after it.
+pub fn run_optimizer(
+    g: &mut Graph,
+    opts: &crate::opt::Options,
+    dump: &mut dyn FnMut(&str, &Graph),
+) -> Result<crate::opt::Report, String> {
+    let report = crate::opt::optimize(g, opts)?;
+    infer(g).map_err(|e| format!("after optimize: {e}"))?;
+    verify(g, true).map_err(|e| format!("after optimize: {e}"))?;
+    dump("optimize", g);
+    Ok(report)
 }

@@ -146,3 +146,52 @@ pub fn run_source(
         .map_err(|f| f.to_string())?;
     Ok(SimRun { segments: bufs.into_iter().map(|b| b.map(|(d, _)| d)).collect(), stats, bound })
 }
+
+/// `resnet18_bn`: a copy of `g` with a BatchNormalization (seeded random statistics) after
+/// every convolution, the form exporters produce without folding. The optimizer must fold them
+/// all back into the convolutions.
+pub fn insert_batchnorm(g: &accelc_compiler::ir::Graph, seed: u64) -> accelc_compiler::ir::Graph {
+    use accelc_compiler::ir::{DType, Node, Op, Tensor, TensorType, Value};
+    let mut rng = Rng::new(seed);
+    let mut out = g.clone();
+    out.nodes.clear();
+    for n in &g.nodes {
+        if !matches!(n.op, Op::Conv { .. }) {
+            out.nodes.push(n.clone());
+            continue;
+        }
+        let y = n.outputs[0];
+        let ty = g.value(y).ty.clone();
+        let c = ty.as_ref().map_or(1, |t| t.shape[1]);
+        let pre = out.add_value(Value {
+            name: format!("{}.pre_bn", g.value(y).name),
+            ty,
+            constant: None,
+        });
+        let mut conv = n.clone();
+        conv.outputs = vec![pre];
+        out.nodes.push(conv);
+        let mut param = |name: &str, lo: f32, hi: f32| {
+            let v: Vec<f32> = (0..c).map(|_| rng.f32_in(lo, hi)).collect();
+            out.add_value(Value {
+                name: format!("{}.bn.{name}", n.name),
+                ty: Some(TensorType { dtype: DType::F32, shape: vec![c] }),
+                constant: Some(Tensor::from_f32(vec![c], &v)),
+            })
+        };
+        let (s, b, m, v) = (
+            param("scale", 0.5, 1.5),
+            param("bias", -0.1, 0.1),
+            param("mean", -0.1, 0.1),
+            param("var", 0.5, 1.5),
+        );
+        out.nodes.push(Node {
+            name: format!("{}/BatchNormalization", n.name),
+            op_type: "BatchNormalization".into(),
+            op: Op::BatchNorm { epsilon: 1e-5 },
+            inputs: vec![Some(pre), Some(s), Some(b), Some(m), Some(v)],
+            outputs: vec![y],
+        });
+    }
+    out
+}

@@ -10,6 +10,7 @@ mod encoding;
 mod frontend;
 mod lower;
 mod lower_random;
+mod opt;
 mod roundtrip;
 mod sim;
 mod text;

@@ -1,0 +1,218 @@
+//! The optimizer's cost model: estimated device cycles per operation on the target, from its
+//! multiply-accumulates, vector work and DRAM bytes, with the constants of `accelc_isa`'s cost
+//! module (peak matrix rate, vector lanes and slow-operation factor, DRAM bandwidth and
+//! latency) that the validator, the simulator's timing model and `accelc profile` use.
+//!
+//! Each operation is costed as the lowering runs it: one kernel (a DRAM latency to drain at its
+//! barrier) bounded by the larger of its compute and its traffic; reshapes cost nothing; an
+//! activation or an addition the lowering fuses into a preceding Conv/Gemm/MatMul costs only
+//! its vector work on the accumulator.
+
+use std::collections::HashMap;
+
+use accelc_isa::DeviceConfig;
+use accelc_isa::config::{VX_LATENCY, VX_SLOW_FACTOR};
+use egg::{CostFunction, Id, Language};
+
+use super::{EG, Level, Node};
+use crate::ir::{BinaryOp, Graph, Op, TensorType, UnaryOp};
+
+fn elems(t: &TensorType) -> u64 {
+    t.shape.iter().product::<usize>() as u64
+}
+
+fn bytes(t: &TensorType) -> u64 {
+    elems(t) * t.dtype.size() as u64
+}
+
+/// Whether the lowering gives `op` no kernel of its own.
+fn is_alias(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Identity
+            | Op::Constant
+            | Op::Shape { .. }
+    )
+}
+
+/// Whether `op` produces a matrix kernel whose epilogue can absorb what follows.
+fn is_matrix(op: &Op) -> bool {
+    matches!(op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul)
+}
+
+/// Vector-engine passes per element of an element-wise operation, and whether they run at the
+/// slow (transcendental) rate.
+fn vector_passes(op: &Op) -> Option<(u64, bool)> {
+    Some(match op {
+        Op::Binary(BinaryOp::Div | BinaryOp::Pow) => (1, true),
+        Op::Binary(_) => (1, false),
+        Op::Unary(UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) => (1, false),
+        Op::Unary(UnaryOp::HardSwish) => (5, false),
+        Op::Unary(_) => (1, true),
+        Op::Clip { .. } | Op::BatchNorm { .. } => (2, false),
+        Op::LeakyRelu { .. } | Op::HardSigmoid { .. } => (4, false),
+        Op::Gelu { tanh } => (if *tanh { 9 } else { 5 }, true),
+        Op::Softmax { .. } | Op::LogSoftmax { .. } => (5, true),
+        Op::LayerNorm { .. } => (9, false),
+        Op::Reduce { .. } => (2, false),
+        _ => return None,
+    })
+}
+
+/// Estimated cycles of one operation; `fused` when it follows a matrix kernel the lowering
+/// merges it into.
+pub fn op_cycles(
+    op: &Op,
+    inputs: &[Option<TensorType>],
+    outputs: &[TensorType],
+    fused: bool,
+    cfg: &DeviceConfig,
+) -> f64 {
+    if is_alias(op)
+        || matches!(op, Op::Cast { .. })
+            && inputs.first().and_then(|t| t.as_ref()).map(|t| t.dtype)
+                == outputs.first().map(|t| t.dtype)
+    {
+        return 0.0;
+    }
+    let lanes = u64::from(cfg.vx_lanes.max(1));
+    let vx = |n: u64, passes: u64, slow: bool| {
+        (n.div_ceil(lanes) * passes * if slow { VX_SLOW_FACTOR } else { 1 } + VX_LATENCY) as f64
+    };
+    let out_elems: u64 = outputs.iter().map(elems).sum();
+    let traffic: u64 = inputs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !op.is_shape_operand(*i))
+        .filter_map(|(_, t)| t.as_ref().map(bytes))
+        .sum::<u64>()
+        + outputs.iter().map(bytes).sum::<u64>();
+    let dram = cfg.dram_cycles(traffic) as f64;
+    let overhead = f64::from(cfg.dram_read_latency + cfg.dram_write_latency);
+    let peak = cfg.peak_macs_per_sec(accelc_isa::Dtype::F32).max(1) as f64 / cfg.clock_hz as f64;
+    let input = |i: usize| inputs.get(i).and_then(|t| t.clone());
+    match op {
+        Op::Conv { group, .. } => {
+            let w = input(1).map(|t| t.shape).unwrap_or_default();
+            let per_out: u64 = w.iter().skip(1).product::<usize>() as u64;
+            let _ = group;
+            let macs = out_elems * per_out;
+            (macs as f64 / peak).max(dram) + overhead
+        }
+        Op::Gemm { trans_a, .. } => {
+            let a = input(0).map(|t| t.shape).unwrap_or_default();
+            let k = if *trans_a { a.first() } else { a.last() }.copied().unwrap_or(1) as u64;
+            ((out_elems * k) as f64 / peak).max(dram) + overhead
+        }
+        Op::MatMul => {
+            let a = input(0).map(|t| t.shape).unwrap_or_default();
+            let k = a.last().copied().unwrap_or(1) as u64;
+            ((out_elems * k) as f64 / peak).max(dram) + overhead
+        }
+        Op::Pool { window, .. } => {
+            let taps: u64 = window.kernel.iter().product::<usize>() as u64;
+            vx(out_elems, taps, false).max(dram) + overhead
+        }
+        _ => match vector_passes(op) {
+            // Fused into the matrix kernel's epilogue: vector work on the accumulator only.
+            Some((passes, slow)) if fused => vx(out_elems, passes, slow),
+            Some((passes, slow)) => vx(out_elems, passes, slow).max(dram) + overhead,
+            None => dram + overhead,
+        },
+    }
+}
+
+/// Whether an element-wise `op` reading `inputs` is fused into a matrix kernel producing one
+/// of them (Relu, Clip, or an Add).
+fn fusable(op: &Op) -> bool {
+    matches!(op, Op::Unary(UnaryOp::Relu) | Op::Clip { .. } | Op::Binary(BinaryOp::Add))
+}
+
+/// Cost of every e-node: device cycles at `-O2`, one per operation at `-O1`.
+pub fn node_costs(eg: &EG, cfg: &DeviceConfig, level: Level) -> HashMap<Node, f64> {
+    let mut table = HashMap::new();
+    for class in eg.classes() {
+        for node in &class.nodes {
+            let c = match node {
+                Node::Op(k, children) => {
+                    let op = &eg.analysis.ops[*k as usize].op;
+                    if level == Level::O1 {
+                        if is_alias(op) { 0.0 } else { 1.0 }
+                    } else {
+                        let ins: Vec<Option<TensorType>> =
+                            children.iter().map(|c| eg[*c].data.ty.clone()).collect();
+                        let outs: Vec<TensorType> = match (&class.data.ty, &class.data.tuple) {
+                            (Some(t), _) => vec![t.clone()],
+                            (None, Some(v)) => v.clone(),
+                            _ => vec![],
+                        };
+                        let fused = fusable(op)
+                            && children.iter().any(|c| {
+                                eg[*c].nodes.iter().any(|n| match n {
+                                    Node::Op(k2, _) => is_matrix(&eg.analysis.ops[*k2 as usize].op),
+                                    _ => false,
+                                })
+                            });
+                        op_cycles(op, &ins, &outs, fused, cfg)
+                    }
+                }
+                _ => 0.0,
+            };
+            table.insert(node.clone(), c);
+        }
+    }
+    table
+}
+
+/// Extraction by a precomputed per-node cost, summed over the chosen tree.
+pub struct TableCost<'a>(pub &'a HashMap<Node, f64>);
+
+impl CostFunction<Node> for TableCost<'_> {
+    type Cost = f64;
+
+    fn cost<C>(&mut self, enode: &Node, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        let own = self.0.get(enode).copied().unwrap_or(1e18);
+        enode.children().iter().fold(own, |acc, c| acc + costs(*c))
+    }
+}
+
+/// Estimated cycles of a whole graph (each node once).
+pub fn graph_cycles(g: &Graph, cfg: &DeviceConfig) -> f64 {
+    let mut producer: HashMap<crate::ir::ValueId, &Op> = HashMap::new();
+    let mut total = 0.0;
+    for n in &g.nodes {
+        if n.outputs.iter().all(|o| g.value(*o).constant.is_some()) {
+            continue;
+        }
+        let ins: Vec<Option<TensorType>> = n
+            .inputs
+            .iter()
+            .map(|i| {
+                i.and_then(|v| {
+                    let val = g.value(v);
+                    val.ty.clone().or_else(|| {
+                        val.constant
+                            .as_ref()
+                            .map(|t| TensorType { dtype: t.dtype, shape: t.shape.clone() })
+                    })
+                })
+            })
+            .collect();
+        let outs: Vec<TensorType> =
+            n.outputs.iter().filter_map(|o| g.value(*o).ty.clone()).collect();
+        let fused = fusable(&n.op)
+            && n.inputs.iter().flatten().any(|v| producer.get(v).is_some_and(|op| is_matrix(op)));
+        total += op_cycles(&n.op, &ins, &outs, fused, cfg);
+        for o in &n.outputs {
+            producer.insert(*o, &n.op);
+        }
+    }
+    total
+}
