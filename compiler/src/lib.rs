@@ -1,6 +1,6 @@
 //! The accelc compiler: ONNX import (binary and text), the graph IR, constant folding, shape
-//! inference, the verifier, the reference interpreter, and the lowering to command blobs
-//! ([`lower`]). The e-graph optimizer (issue 6) comes next.
+//! inference, the verifier, the reference interpreter, the e-graph optimizer ([`opt`]) and the
+//! lowering to command blobs ([`lower`]).
 
 pub mod fold;
 pub mod interp;
