@@ -1069,8 +1069,38 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         RowKind::Reduce(ReduceKind::Mean) => vec![(len as f32).to_bits()],
         _ => vec![],
     };
-    let pbuf = params(em, step, &scalars)?;
-    let cbytes = step.consts.first().map_or(0, |c| c.len() as u64);
+    let (pbuf, cbytes) = match &rw.affine {
+        None => (params(em, step, &scalars)?, step.consts.first().map_or(0, |c| c.len() as u64)),
+        Some(affine) => {
+            // Scale then bias as dense rows, loaded from their tensors, then the scalars.
+            let l4 = rw.len as u64 * E;
+            let buf = em.spad(2 * l4 + 4 * scalars.len() as u64)?;
+            for (i, part) in affine.iter().enumerate() {
+                let dst = at(buf, i as u64 * l4);
+                match part {
+                    Some((t, ops)) => {
+                        let v = s.view(*t)?.apply_all(ops)?;
+                        let shape = v.shape();
+                        let mut dims = Vec::new();
+                        let mut near = E;
+                        for (k, &(size, far)) in v.dims.iter().enumerate().rev() {
+                            dims.push((size, far, near));
+                            near *= shape[k] as u64;
+                        }
+                        dims.reverse();
+                        em.dma_block(Dir::Load, v.seg, v.off, &dims, E, dst)?;
+                    }
+                    None => em.fill(dst, l4, 0)?,
+                }
+            }
+            for (i, v) in scalars.iter().enumerate() {
+                em.fill(at(buf, 2 * l4 + 4 * i as u64), 4, *v)?;
+            }
+            em.signal(Engine::Ld, PARAMS)?;
+            em.wait(Engine::Vx, PARAMS);
+            (Some(buf), 2 * l4)
+        }
+    };
     let imm = pbuf.map(|p| at(p, cbytes));
     if len > 65535 {
         return Err(LowerError::msg("rows longer than 65535 elements are not lowered"));
@@ -1078,8 +1108,10 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
     let reduce = matches!(rw.kind, RowKind::Reduce(_));
     let out_len = if reduce { 1 } else { len };
     // Per row: two input buffers, two output buffers, one temporary, two statistics.
-    let per_row = (2 * len + 2 * out_len + len + 2) as u64 * E;
-    let rc = ((em.spad_free() / per_row) as usize)
+    // Per row: two input and two output buffers, a temporary, two statistics per slot; eight
+    // buffers rounded up to 64 bytes.
+    let per_row = (2 * len + 2 * out_len + len + 4) as u64 * E;
+    let rc = ((em.spad_free().saturating_sub(8 * 64) / per_row) as usize)
         .min(rows)
         .min(65535)
         .min(MAX_VX_ELEMENTS as usize / len.max(1));
@@ -1090,8 +1122,12 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
     let ib = [em.spad((rc * len) as u64 * E)?, em.spad((rc * len) as u64 * E)?];
     let ob = [em.spad((rc * out_len) as u64 * E)?, em.spad((rc * out_len) as u64 * E)?];
     let tmp = em.spad((rc * len) as u64 * E)?;
-    let st1 = em.spad(rc as u64 * E)?;
-    let st2 = em.spad(rc as u64 * E)?;
+    // Statistics per slot: the store of one chunk's Mean and InvStdDev may still be reading
+    // them while the next chunk is computed.
+    let st1s = [em.spad(rc as u64 * E)?, em.spad(rc as u64 * E)?];
+    let st2s = [em.spad(rc as u64 * E)?, em.spad(rc as u64 * E)?];
+    let stat_outs: Vec<Option<(u8, u64)>> =
+        rw.stats.iter().map(|t| t.map(|t| s.addr(t)).transpose()).collect::<Result<_, _>>()?;
     let (in_seg, in_base) = s.addr(rw.input)?;
     let (out_seg, out_base) = s.addr(rw.out)?;
     let l4 = len as u64 * E;
@@ -1123,6 +1159,7 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
             };
         let x = ib[b];
         let y = ob[b];
+        let (st1, st2) = (st1s[b], st2s[b]);
         let bc = SHAPE_SRC1_COL_BROADCAST;
         match rw.kind {
             RowKind::Softmax { log } => {
@@ -1153,6 +1190,9 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
                 em.vbin(BinOp::Div, full((E, 0), bc), y, tmp, st2)?;
                 em.vbin(BinOp::Mul, full((0, 0), 0), y, y, pb)?;
                 em.vbin(BinOp::Add, full((0, 0), 0), y, y, at(pb, l4))?;
+                if rw.stats[1].is_some() {
+                    em.vun(UnOp::Recip, col((0, 0), 0), st2, st2)?;
+                }
             }
             RowKind::Reduce(k) => {
                 let op = match k {
@@ -1171,6 +1211,11 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         em.wait(Engine::St, VX_ST.full);
         let ol = out_len as u64 * E;
         em.dma_block(Dir::Store, out_seg, out_base + r0 as u64 * ol, &[(r * out_len, E, E)], E, y)?;
+        for (stat, buf) in stat_outs.iter().zip([st1, st2]) {
+            if let Some((seg, base)) = stat {
+                em.dma_block(Dir::Store, *seg, base + r0 as u64 * E, &[(r, E, E)], E, buf)?;
+            }
+        }
         em.signal(Engine::St, VX_ST.free)?;
     }
     Ok((0, s.tens[rw.input].bytes() + s.tens[rw.out].bytes()))

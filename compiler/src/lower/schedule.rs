@@ -178,7 +178,15 @@ pub(crate) struct Rw {
     pub(crate) rows: usize,
     pub(crate) len: usize,
     pub(crate) kind: RowKind,
+    /// LayerNormalization's scale and bias read at run time (views broadcast to a row); the
+    /// bias may be absent.
+    pub(crate) affine: Option<[Option<TensorView>; 2]>,
+    /// LayerNormalization's Mean and InvStdDev outputs, when the node has them.
+    pub(crate) stats: [Option<T>; 2],
 }
+
+/// A tensor read through view transformations.
+pub(crate) type TensorView = (T, Vec<ViewOp>);
 
 /// A kernel step.
 #[derive(Clone, Debug)]
@@ -264,7 +272,15 @@ impl Step {
             Kernel::GlobalPool { input, out, .. } => (vec![*input], vec![*out]),
             Kernel::Elementwise(e) => (e.inputs.iter().map(|i| i.0).collect(), vec![e.out]),
             Kernel::Fill { out, .. } => (vec![], vec![*out]),
-            Kernel::Rowwise(r) => (vec![r.input], vec![r.out]),
+            Kernel::Rowwise(r) => {
+                let mut reads = vec![r.input];
+                if let Some(a) = &r.affine {
+                    reads.extend(a.iter().flatten().map(|(t, _)| *t));
+                }
+                let mut writes = vec![r.out];
+                writes.extend(r.stats.iter().flatten());
+                (reads, writes)
+            }
         }
     }
 }
@@ -658,8 +674,11 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let w = b.input(n, 1)?;
             let xs = b.shape(x);
             let ws = b.shape(w);
+            if xs.len() == 3 {
+                return lift_1d(b, idx, n);
+            }
             if xs.len() != 4 {
-                return Err(err("only 2-D convolutions are lowered"));
+                return Err(err("only 1-D and 2-D convolutions are lowered"));
             }
             if b.s.tens[x].dtype != DType::F32 {
                 return Err(err("only float32 convolutions are lowered"));
@@ -987,8 +1006,11 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
         Op::Pool { max, window, count_include_pad } => {
             let x = b.input(n, 0)?;
             let xs = b.shape(x);
+            if xs.len() == 3 && b.s.tens[x].dtype == DType::F32 {
+                return lift_1d(b, idx, n);
+            }
             if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
-                return Err(err("only 2-D float32 pooling is lowered"));
+                return Err(err("only 1-D and 2-D float32 pooling is lowered"));
             }
             let out = b.out(n, 0)?;
             let os = b.shape(out);
@@ -1524,15 +1546,32 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                     None => Ok(vec![d; len]),
                 }
             };
-            let mut gb = expand(b, 1, 1.0)?;
-            gb.extend(expand(b, 2, 0.0)?);
             let out = b.out(n, 0)?;
-            if n.outputs.len() > 1 {
-                return Err(err(
-                    "LayerNormalization's mean and inverse deviation outputs are not lowered",
-                ));
-            }
-            rowwise(b, &name, x, out, ax, RowKind::LayerNorm { eps: *epsilon }, f32_bytes(&gb))
+            let stats = [n.outputs.get(1).map(|v| b.t(*v)), n.outputs.get(2).map(|v| b.t(*v))];
+            let computed = |i: usize| b.opt_input(n, i).is_some_and(|t| b.const_f32(t).is_none());
+            let (consts, affine) = if computed(1) || computed(2) {
+                // Scale and bias read at run time through views broadcast to the rows.
+                let view = |i: usize| {
+                    b.opt_input(n, i).map(|t| (t, vec![ViewOp::Broadcast(xs[ax..].to_vec())]))
+                };
+                (vec![], Some([view(1), view(2)]))
+            } else {
+                let mut gb = expand(b, 1, 1.0)?;
+                gb.extend(expand(b, 2, 0.0)?);
+                (f32_bytes(&gb), None)
+            };
+            let rows: usize = xs[..ax].iter().product();
+            let rw = Rw {
+                input: x,
+                out,
+                rows,
+                len,
+                kind: RowKind::LayerNorm { eps: *epsilon },
+                affine,
+                stats,
+            };
+            b.step(Kernel::Rowwise(rw), &name, Some(out), vec![consts]);
+            Ok(())
         }
         Op::Reduce { op, axes, noop_with_empty_axes, .. } => {
             let x0 = b.input(n, 0)?;
@@ -1604,6 +1643,87 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
         }
         other => Err(err(&format!("{} is not lowered to the device yet", op_name(other, n)))),
     }
+}
+
+/// A 1-D convolution or pool as a 2-D one over `[N, C, 1, L]`: the input is viewed with an
+/// extra unit axis (an alias), weights get one, the window gets a unit first axis, and the
+/// result is copied back to the node's `[N, C, L]` output.
+fn lift_1d(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerError> {
+    let err = |m: &str| LowerError::at(&n.name, m.to_string());
+    let x = b.layout(b.input(n, 0)?, false);
+    let xs = b.shape(x);
+    let out = b.out(n, 0)?;
+    let os = b.shape(out);
+    let (window, kernel) = match &n.op {
+        Op::Conv { window, .. } => {
+            let ws = b.shape(b.input(n, 1)?);
+            (window, if window.kernel.is_empty() { ws[2] } else { window.kernel[0] })
+        }
+        Op::Pool { window, .. } => {
+            (window, *window.kernel.first().ok_or_else(|| err("no kernel_shape"))?)
+        }
+        _ => return Err(err("internal: not a window operation")),
+    };
+    let g = pads(window, &xs[2..], &[kernel]).map_err(|e| err(&e))?;
+    let window2 = crate::ir::Window {
+        kernel: vec![1, kernel],
+        strides: vec![1, g.strides[0]],
+        dilations: vec![1, g.dilations[0]],
+        pads: vec![0, g.begin[0], 0, g.end[0]],
+        auto_pad: crate::ir::AutoPad::NotSet,
+        ceil_mode: window.ceil_mode,
+    };
+    let name = &n.name;
+    let x4 = b.temp(
+        format!("{name}.in2d"),
+        vec![xs[0], xs[1], 1, xs[2]],
+        DType::F32,
+        false,
+        Store::Alias(x),
+    );
+    let out4 = b.temp(
+        format!("{name}.out2d"),
+        vec![os[0], os[1], 1, os[2]],
+        DType::F32,
+        false,
+        Store::Arena,
+    );
+    let mut n2 = n.clone();
+    n2.inputs[0] = Some(ValueId(x4 as u32));
+    n2.outputs = vec![ValueId(out4 as u32)];
+    match &n.op {
+        Op::Conv { group, .. } => {
+            let w = b.input(n, 1)?;
+            let ws = b.shape(w);
+            let bytes = match &b.s.tens[w].store {
+                Store::Const(v) => v.clone(),
+                _ => return Err(err("convolution weights must be constant")),
+            };
+            let w4 = b.temp(
+                format!("{name}.w2d"),
+                vec![ws[0], ws[1], 1, ws[2]],
+                DType::F32,
+                false,
+                Store::Const(bytes),
+            );
+            n2.inputs[1] = Some(ValueId(w4 as u32));
+            n2.op = Op::Conv { window: window2, group: *group };
+        }
+        Op::Pool { max, count_include_pad, .. } => {
+            n2.op = Op::Pool { max: *max, window: window2, count_include_pad: *count_include_pad };
+        }
+        _ => {}
+    }
+    lower_node(b, idx, &n2)?;
+    copy_step(
+        b,
+        &format!("{name}:to-1d"),
+        out,
+        vec![ViewOp::Reshape(vec![os[0], os[1], 1, os[2]])],
+        out4,
+        vec![],
+    );
+    Ok(())
 }
 
 fn op_name(_op: &Op, n: &Node) -> String {
@@ -1681,7 +1801,7 @@ fn rowwise(
     if b.s.tens[x].dtype != DType::F32 {
         return Err(LowerError::at(name, "only float32 is lowered"));
     }
-    let rw = Rw { input: x, out, rows, len, kind };
+    let rw = Rw { input: x, out, rows, len, kind, affine: None, stats: [None, None] };
     b.step(Kernel::Rowwise(rw), name, Some(out), vec![consts]);
     Ok(())
 }
