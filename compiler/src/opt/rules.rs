@@ -281,6 +281,87 @@ fn div_to_mul(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     ))
 }
 
+// ---- fusion ------------------------------------------------------------------------------
+
+/// Whether class `c` holds the scalar constant `v` (to within rounding of the exporter).
+fn is_scalar(eg: &EG, c: Id, v: f32) -> bool {
+    f32_value(eg, c).is_some_and(|t| t.len() == 1 && (t[0] - v).abs() <= 1e-6 * v.abs().max(1.0))
+}
+
+/// The operands of a commutative binary `op` in class `c` with one side the scalar `v`: the
+/// other side.
+fn with_scalar(eg: &EG, c: Id, op: BinaryOp, v: f32) -> Vec<Id> {
+    producers(eg, c)
+        .filter_map(|(o, ch)| match o {
+            Op::Binary(b) if *b == op => {
+                if is_scalar(eg, ch[1], v) {
+                    Some(ch[0])
+                } else if is_scalar(eg, ch[0], v) {
+                    Some(ch[1])
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether class `a` is `1 + erf(x / √2)` (either order of the addition, division or
+/// multiplication by 1/√2).
+fn is_erf_term(eg: &EG, x: Id, a: Id) -> bool {
+    let sqrt2 = std::f32::consts::SQRT_2;
+    with_scalar(eg, a, BinaryOp::Add, 1.0).into_iter().any(|e| {
+        producers(eg, e).any(|(o, ech)| {
+            if !matches!(o, Op::Unary(crate::ir::UnaryOp::Erf)) {
+                return false;
+            }
+            let d = ech[0];
+            let by_div = producers(eg, d).any(|(o, dch)| {
+                matches!(o, Op::Binary(BinaryOp::Div))
+                    && eg.find(dch[0]) == x
+                    && is_scalar(eg, dch[1], sqrt2)
+            });
+            by_div
+                || with_scalar(eg, d, BinaryOp::Mul, 1.0 / sqrt2).iter().any(|y| eg.find(*y) == x)
+        })
+    })
+}
+
+/// GELU as exporters write it, `x · (0.5 · (1 + erf(x / √2)))` or `(x · (1 + erf(x / √2))) ·
+/// 0.5` → `Gelu(x)`: one element-wise kernel instead of five.
+fn gelu_from_erf(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::Binary(BinaryOp::Mul), _, ch) = op(eg, n)? else { return None };
+    let gelu = |x: Id| Build::Op(Op::Gelu { tanh: false }, "Gelu", vec![Some(Build::Class(x))]);
+    for (x, m) in [(ch[0], ch[1]), (ch[1], ch[0])] {
+        // x · (0.5 · A)
+        let x = eg.find(x);
+        if with_scalar(eg, m, BinaryOp::Mul, 0.5).into_iter().any(|a| is_erf_term(eg, x, a)) {
+            return Some(gelu(x));
+        }
+    }
+    // (x · A) · 0.5
+    let half_side = if is_scalar(eg, ch[1], 0.5) {
+        Some(ch[0])
+    } else if is_scalar(eg, ch[0], 0.5) {
+        Some(ch[1])
+    } else {
+        None
+    }?;
+    for (o, pch) in producers(eg, half_side) {
+        if !matches!(o, Op::Binary(BinaryOp::Mul)) {
+            continue;
+        }
+        for (x, a) in [(pch[0], pch[1]), (pch[1], pch[0])] {
+            let x = eg.find(x);
+            if is_erf_term(eg, x, a) {
+                return Some(gelu(x));
+            }
+        }
+    }
+    None
+}
+
 // ---- folding into convolution and Gemm weights --------------------------------------------
 
 /// A convolution with constant weights (and bias) in class `c`: `(x, w, bias, op)`.
@@ -569,6 +650,12 @@ pub fn all() -> Vec<Rule> {
             topic: "weight folding",
             doc: "MatMul(a, B) + c → Gemm(a, B, c) for 2-D operands and a constant row c",
             apply: matmul_add_to_gemm,
+        },
+        Rule {
+            name: "gelu-from-erf",
+            topic: "fusion",
+            doc: "x·(0.5·(1 + erf(x/√2))) → Gelu(x), one kernel instead of five",
+            apply: gelu_from_erf,
         },
         Rule {
             name: "pad-into-conv",

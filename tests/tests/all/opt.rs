@@ -191,6 +191,22 @@ const RULE_CASES: &[RuleCase] = &[
     },
     RuleCase {
         output: "float[2,3]",
+        rules: &["gelu-from-erf"],
+        inputs: "float[2,3] x",
+        consts: "float r2 = {1.4142135}, float one = {1.0}, float half = {0.5}",
+        body: "d = Div (x, r2)\n e = Erf (d)\n a = Add (e, one)\n m = Mul (half, a)\n y = Mul (x, m)",
+        expect: &["Gelu"],
+    },
+    RuleCase {
+        output: "float[2,3]",
+        rules: &["gelu-from-erf"],
+        inputs: "float[2,3] x",
+        consts: "float r2 = {1.4142135}, float one = {1.0}, float half = {0.5}",
+        body: "d = Div (x, r2)\n e = Erf (d)\n a = Add (one, e)\n m = Mul (a, x)\n y = Mul (m, half)",
+        expect: &["Gelu"],
+    },
+    RuleCase {
+        output: "float[2,3]",
         rules: &["div-to-mul"],
         inputs: "float[2,3] x",
         consts: "float c = {1.4142135}",
