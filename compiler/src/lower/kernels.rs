@@ -152,7 +152,6 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     };
     let nt_max = a.min(mm.cout / mm.groups);
     let all_chunks: Vec<Vec<Chunk>> = (0..mm.groups).map(|g| chunks(mm, g, a)).collect();
-    let nchunks = all_chunks[0].len() as u64;
     let a_stride = (sw * c) as u64 * E;
     if a_stride > 65535 && ow > 1 {
         return Err(LowerError::msg(format!(
@@ -496,7 +495,6 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
             ia += 1;
         }
     }
-    let _ = cg;
     let macs = (n * oh * ow * mm.cout * mm.k[0] * mm.k[1] * cg) as u64;
     let wbytes = match &mm.weights {
         Weights::Const => mm.oihw.len() as u64 * E,
@@ -506,7 +504,6 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
         + wbytes
         + s.tens[mm.out].bytes()
         + mm.residual.map_or(0, |r| s.tens[r].bytes());
-    let _ = nchunks;
     Ok((macs, bytes))
 }
 
@@ -885,9 +882,7 @@ fn elementwise(
     let d = sizes.len();
     let (outer, inner) = sizes.split_at(d - 3);
     let [pn, rn, cn] = [inner[0], inner[1], inner[2]];
-    let imms = step.consts.first().map_or(0, |c| c.len() as u64);
     let pbuf = if copy { None } else { params(em, step, &[])? };
-    let _ = imms;
     let nin = ew.inputs.len() as u64;
     let bufs = if copy { 2 } else { 2 * nin + 2 + ew.regs.saturating_sub(1) as u64 };
     let budget =

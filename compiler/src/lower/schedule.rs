@@ -311,8 +311,7 @@ impl Sched {
             .ok_or_else(|| LowerError::msg(format!("internal: `{}` has no address", tn.name)))?;
         let e = tn.elem();
         if tn.nhwc && tn.shape.len() == 4 {
-            let [n, c, h, w] = [tn.shape[0], tn.shape[1], tn.shape[2], tn.shape[3]];
-            let _ = n;
+            let [c, h, w] = [tn.shape[1], tn.shape[2], tn.shape[3]];
             let c8 = c as u64 * e;
             Ok(View {
                 seg,

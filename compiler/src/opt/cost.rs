@@ -96,10 +96,10 @@ pub fn op_cycles(
     let peak = cfg.peak_macs_per_sec(accelc_isa::Dtype::F32).max(1) as f64 / cfg.clock_hz as f64;
     let input = |i: usize| inputs.get(i).and_then(|t| t.clone());
     match op {
-        Op::Conv { group, .. } => {
+        Op::Conv { .. } => {
+            // Weights are [Cout, Cin/group, kh, kw]: MACs per output element.
             let w = input(1).map(|t| t.shape).unwrap_or_default();
             let per_out: u64 = w.iter().skip(1).product::<usize>() as u64;
-            let _ = group;
             let macs = out_elems * per_out;
             (macs as f64 / peak).max(dram) + overhead
         }

@@ -275,6 +275,7 @@ fn infer_and_fold(op: &Operator, inputs: &[Option<&Data>], opset: i64, limit: us
         outputs: outs.clone(),
     };
     g.nodes.push(node.clone());
+    // A node that does not type-check leaves its class untyped; rules then skip it.
     let _ = infer_node(&mut g, 0);
     let types: Vec<Option<TensorType>> = outs.iter().map(|o| g.value(*o).ty.clone()).collect();
     let mut data = Data::default();
