@@ -595,3 +595,51 @@ fn random_chains_through_the_whole_pipeline() {
     // Nearly every chain is lowerable; a generator that stops producing them is a broken test.
     assert!(compiled > total * 3 / 2, "only {compiled} of {} compiles", 2 * total);
 }
+
+/// Transposed convolutions with random strides, padding, output padding, dilation and groups
+/// (constant weights, as exported models have them), on both devices.
+#[test]
+fn random_transposed_convolutions() {
+    let mut rng = Rng::new(29);
+    for i in 0..80 {
+        let mut g = Graph { opset: 17, ..Graph::default() };
+        let groups = pick(&mut rng, 1, 2);
+        let (cin, cout_g) = (groups * pick(&mut rng, 1, 6), pick(&mut rng, 1, 6));
+        let (kh, kw) = (pick(&mut rng, 1, 4), pick(&mut rng, 1, 4));
+        let (sh, sw) = (pick(&mut rng, 1, 3), pick(&mut rng, 1, 3));
+        let (dh, dw) = (pick(&mut rng, 1, 2), pick(&mut rng, 1, 2));
+        let (h, w) = (pick(&mut rng, 1, 9), pick(&mut rng, 1, 9));
+        let full = |n: usize, s: usize, k: usize, d: usize| (n - 1) * s + (k - 1) * d + 1;
+        let (fh, fw) = (full(h, sh, kh, dh), full(w, sw, kw, dw));
+        // Pads that leave at least one output element.
+        let pt = pick(&mut rng, 0, (fh - 1) / 2);
+        let pb = pick(&mut rng, 0, (fh - 1 - pt).min(2));
+        let pl = pick(&mut rng, 0, (fw - 1) / 2);
+        let pr = pick(&mut rng, 0, (fw - 1 - pl).min(2));
+        let op = vec![pick(&mut rng, 0, sh - 1), pick(&mut rng, 0, sw - 1)];
+        let x = input(&mut g, "x", &[1, cin, h, w]);
+        let wt = constant(&mut g, &mut rng, "w", &[cin, cout_g, kh, kw]);
+        let bias = constant(&mut g, &mut rng, "b", &[cout_g * groups]);
+        let window = Window {
+            kernel: vec![kh, kw],
+            strides: vec![sh, sw],
+            dilations: vec![dh, dw],
+            pads: vec![pt, pl, pb, pr],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let what = format!(
+            "conv-transpose c{cin}->{} g{groups} {h}x{w} k{kh}x{kw} s{sh},{sw} d{dh},{dw} pads [{pt},{pl},{pb},{pr}] out-pad {op:?}",
+            cout_g * groups
+        );
+        let y = node(
+            &mut g,
+            Op::ConvTranspose { window, group: groups, output_padding: op, output_shape: vec![] },
+            "ConvTranspose",
+            vec![Some(x), Some(wt), Some(bias)],
+        );
+        g.outputs.push(y);
+        let cfg = if i % 2 == 0 { DeviceConfig::tiny() } else { DeviceConfig::default_npu() };
+        check(g, cfg, &mut rng, &what);
+    }
+}
