@@ -152,6 +152,10 @@ enum Command {
         /// Device configuration to compile for.
         #[arg(long, default_value = "default")]
         config: String,
+        /// Print the IR after import and after every pass (frontend, optimizer, and the
+        /// lowering's schedule and memory plan) to standard error, constants elided.
+        #[arg(long)]
+        dump_ir: bool,
         /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
         #[arg(long = "input-shape", value_name = "NAME=DIMS")]
         input_shapes: Vec<String>,
@@ -301,9 +305,9 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
             let o = models::OptArgs { level: opt_level, verbose };
             cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
         }
-        Command::Compile { model, output, config, input_shapes, opt_level, verbose } => {
+        Command::Compile { model, output, config, dump_ir, input_shapes, opt_level, verbose } => {
             let o = models::OptArgs { level: opt_level, verbose };
-            models::cmd_compile(&model, output, &config, &input_shapes, o, out, err)
+            models::cmd_compile(&model, output, &config, &input_shapes, o, dump_ir, out, err)
         }
         Command::Run {
             model,

@@ -65,19 +65,33 @@ fn load_graph(model: &Path, shape_args: &[String]) -> anyhow::Result<Graph> {
 
 /// Compiles with a progress bar on standard error when it is a terminal.
 fn compile_graph(g: &Graph, model: &Path, opts: &CompileOptions) -> anyhow::Result<Compiled> {
+    compile_graph_dumping(g, model, opts, &mut |_, _| {})
+}
+
+fn compile_graph_dumping(
+    g: &Graph,
+    model: &Path,
+    opts: &CompileOptions,
+    dump: &mut dyn FnMut(&str, &str),
+) -> anyhow::Result<Compiled> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("compiling {bar:30} {pos}/{len} kernels")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    let result = lower::compile_with_progress(g, opts, &mut |done, total| {
-        // Only compiles that take a while are worth a bar.
-        if started.elapsed().as_millis() > 300 {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        }
-    });
+    let result = lower::compile_with(
+        g,
+        opts,
+        &mut |done, total| {
+            // Only compiles that take a while are worth a bar.
+            if started.elapsed().as_millis() > 300 {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        },
+        dump,
+    );
     bar.finish_and_clear();
     result.map_err(|e| invalid(format!("{}: {e}", model.display())))
 }
@@ -117,20 +131,49 @@ fn load_or_compile(
     Ok(Loaded { graph: Some(g), blob, compiled: Some(c) })
 }
 
+#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_compile(
     model: &Path,
     output: Option<PathBuf>,
     cfg: &str,
     shapes: &[String],
     o: OptArgs,
+    dump_ir: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    use accelc_compiler::text::print_with;
     let started = std::time::Instant::now();
-    let mut g = load_graph(model, shapes)?;
     let config = config(cfg)?;
-    optimize(&mut g, model, o, &config, err)?;
-    let c = compile_graph(&g, model, &CompileOptions { config, expose_all: false })?;
+    let mut dumps = String::new();
+    let mut g = accelc_compiler::pipeline::load_any(model, &parse_input_shapes(shapes)?)
+        .map_err(invalid)?;
+    let mut dump_graph = |pass: &str, g: &Graph| {
+        if dump_ir {
+            dumps.push_str(&format!("# --- IR after {pass}\n{}", print_with(g, 16)));
+        }
+    };
+    accelc_compiler::pipeline::run_frontend(&mut g, &mut dump_graph)
+        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
+    let mut opts = o.options();
+    opts.config = config.clone();
+    let report = accelc_compiler::pipeline::run_optimizer(&mut g, &opts, &mut dump_graph)
+        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
+    if o.verbose {
+        write!(err, "{report}")?;
+    }
+    let c = compile_graph_dumping(
+        &g,
+        model,
+        &CompileOptions { config, expose_all: false },
+        &mut |pass, text| {
+            if dump_ir {
+                dumps.push_str(&format!("# --- kernels after {pass}\n{text}"));
+            }
+        },
+    );
+    err.write_all(dumps.as_bytes())?;
+    let c = c?;
     let blob = c.blob().map_err(|e| invalid(e.to_string()))?;
     let path = output.unwrap_or_else(|| model.with_extension("blob"));
     write_atomic(&path, &blob)?;

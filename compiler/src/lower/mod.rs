@@ -213,8 +213,24 @@ pub fn compile_with_progress(
     opts: &CompileOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Compiled, LowerError> {
+    compile_with(graph, opts, progress, &mut |_, _| {})
+}
+
+/// As [`compile_with_progress`], also giving `dump(pass, text)` the schedule after `schedule`
+/// and after `plan-memory` (with addresses), for `--dump-ir`.
+pub fn compile_with(
+    graph: &Graph,
+    opts: &CompileOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    dump: &mut dyn FnMut(&str, &str),
+) -> Result<Compiled, LowerError> {
     let mut sched = schedule::schedule(graph, opts)?;
+    dump("schedule", &sched.dump());
     let mem = schedule::plan_memory(&mut sched)?;
+    sched
+        .verify_memory(&mem)
+        .map_err(|e| LowerError::msg(format!("internal error: after plan-memory: {e}")))?;
+    dump("plan-memory", &sched.dump());
     let mut em = emit::Emitter::new(opts.config.clone());
     let mut layers = Vec::with_capacity(sched.steps.len());
     let total = sched.steps.len();

@@ -1933,6 +1933,8 @@ fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result<(), LowerE
 
 /// The memory plan's results.
 pub(crate) struct MemPlan {
+    /// Arena tensors: `(tensor, first step, last step)`.
+    pub lifetimes: Vec<(T, usize, usize)>,
     pub(crate) consts: Vec<u8>,
     pub(crate) input_bytes: u64,
     pub(crate) output_bytes: u64,
@@ -2042,6 +2044,8 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
             }
         }
     }
+    let mut lifetimes: Vec<(T, usize, usize)> = life.iter().map(|(t, l)| (*t, l.0, l.1)).collect();
+    lifetimes.sort_unstable();
     let mut order: Vec<(T, (usize, usize))> = life.into_iter().collect();
     order.sort_by_key(|(t, l)| (std::cmp::Reverse(s.tens[*t].bytes()), l.0, *t));
     let mut placed: Vec<(u64, u64, usize, usize)> = Vec::new();
@@ -2063,6 +2067,7 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
         s.tens[t].loc = Some((emit::SEG_ARENA, off));
     }
     Ok(MemPlan {
+        lifetimes,
         consts,
         input_bytes: in_top,
         output_bytes: out_top,
@@ -2070,4 +2075,74 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
         inputs,
         outputs,
     })
+}
+
+impl Sched {
+    /// The memory plan's invariants: every tensor a step touches has an address inside its
+    /// segment, and no two arena tensors alive in the same step overlap.
+    pub(crate) fn verify_memory(&self, mem: &MemPlan) -> Result<(), String> {
+        for (i, st) in self.steps.iter().enumerate() {
+            let (r, w) = st.uses();
+            for t in r.into_iter().chain(w) {
+                let root = self.root(t);
+                let Some((seg, off)) = self.tens[root].loc else {
+                    return Err(format!(
+                        "step {i} (`{}`) uses `{}`, which has no address",
+                        st.name, self.tens[t].name
+                    ));
+                };
+                let size = match seg {
+                    emit::SEG_ARENA => mem.arena_bytes,
+                    emit::SEG_INPUT => mem.input_bytes,
+                    emit::SEG_OUTPUT => mem.output_bytes,
+                    _ => mem.consts.len() as u64,
+                };
+                if off + self.tens[t].bytes() > size {
+                    return Err(format!("`{}` ends past its segment", self.tens[t].name));
+                }
+            }
+        }
+        for (k, &(a, a0, a1)) in mem.lifetimes.iter().enumerate() {
+            for &(b, b0, b1) in &mem.lifetimes[k + 1..] {
+                let ((_, oa), (_, ob)) =
+                    (self.tens[a].loc.unwrap_or_default(), self.tens[b].loc.unwrap_or_default());
+                let (ea, eb) = (oa + self.tens[a].bytes(), ob + self.tens[b].bytes());
+                if a0 <= b1 && b0 <= a1 && oa < eb && ob < ea {
+                    return Err(format!(
+                        "arena tensors `{}` and `{}` are alive together (steps {a0}..={a1} and {b0}..={b1}) and overlap",
+                        self.tens[a].name, self.tens[b].name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule as text: each kernel with the tensors it reads and writes (shape, layout,
+    /// segment and offset once planned).
+    pub(crate) fn dump(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let tensor = |t: T| {
+            let tn = &self.tens[t];
+            let layout = if tn.nhwc && !tn.layouts_agree() { " nhwc" } else { "" };
+            let at = match self.tens[self.root(t)].loc {
+                Some((seg, off)) => format!(" @seg{seg}+{off}"),
+                None => String::new(),
+            };
+            format!("{}{:?}{layout}{at}", tn.name, tn.shape)
+        };
+        for (i, st) in self.steps.iter().enumerate() {
+            let (r, w) = st.uses();
+            let _ = writeln!(
+                out,
+                "{i:4} {:<8} {}\n       reads  {}\n       writes {}",
+                st.kind().name(),
+                st.name,
+                r.iter().map(|t| tensor(*t)).collect::<Vec<_>>().join(", "),
+                w.iter().map(|t| tensor(*t)).collect::<Vec<_>>().join(", ")
+            );
+        }
+        out
+    }
 }

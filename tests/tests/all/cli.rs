@@ -245,6 +245,19 @@ fn model_commands() {
     for key in ["kernels:", "instructions:", "constants:", "arena:", "est. cycles:"] {
         assert!(run.stdout.contains(key), "{key}: {}", run.stdout);
     }
+    // --dump-ir: the graph after every frontend pass and the optimizer, then the kernels
+    // after scheduling and with their addresses after memory planning.
+    let run = accelc(&["compile", s(&model), "-o", s(&blob), "--dump-ir"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for pass in [
+        "IR after import",
+        "IR after optimize",
+        "kernels after schedule",
+        "kernels after plan-memory",
+    ] {
+        assert!(run.stderr.contains(pass), "{pass}: {}", run.stderr);
+    }
+    assert!(run.stderr.contains("@seg3+"), "{}", run.stderr);
     // The blob runs, matches onnxruntime's stored output and writes .npy files.
     let outdir = dir.join("out");
     let run =
