@@ -335,7 +335,10 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                                 let (bseg, bbase) = s.addr(*t)?;
                                 let mut o = 0;
                                 for x in &ch[c0..c1] {
-                                    let k0 = x.rows[0].1 as u64;
+                                    // Row of the [kh][kw][cin/group][cout] matrix (a
+                                    // MatMul's B is the case kh = kw = 0, one group).
+                                    let (kw0, ci0) = x.rows[0];
+                                    let k0 = ((x.kh * kw_n + kw0) * cg + (ci0 - g * cg)) as u64;
                                     em.dma_block(
                                         Dir::Load,
                                         bseg,

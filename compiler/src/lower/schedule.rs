@@ -682,7 +682,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             if b.s.tens[x].dtype != DType::F32 {
                 return Err(err("only float32 convolutions are lowered"));
             }
-            let oihw = b.const_f32(w).ok_or_else(|| err("convolution weights must be constant"))?;
+            let const_w = b.const_f32(w);
             let cout = ws[0];
             let mut bias = match b.opt_input(n, 2) {
                 Some(t) => {
@@ -700,6 +700,31 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let mut names = vec![name.clone()];
             let img = [xs[0], xs[2], xs[3], xs[1]];
             let depthwise = *group == xs[1] && ws[1] == 1 && cout == xs[1] && *group > 1;
+            // Computed weights: permuted by a copy kernel into [kh][kw][cin/group][cout] rows,
+            // read tile by tile at run time like a MatMul's B.
+            let (weights, oihw) = match const_w {
+                Some(v) => (Weights::Const, v),
+                None if !depthwise => {
+                    let wt = b.temp(
+                        format!("{name}.w-rows"),
+                        vec![ws[2], ws[3], ws[1], cout],
+                        DType::F32,
+                        false,
+                        Store::Arena,
+                    );
+                    copy_step(
+                        b,
+                        &format!("{name}:weights"),
+                        wt,
+                        vec![],
+                        w,
+                        vec![ViewOp::Permute(vec![2, 3, 1, 0])],
+                    );
+                    let row = cout as u64 * 4;
+                    (Weights::Runtime { t: wt, offs: vec![0; xs[0]], row }, vec![])
+                }
+                None => return Err(err("depthwise convolution weights must be constant")),
+            };
             if depthwise {
                 let (act, end) = b.fuse_act(out0, &mut names);
                 b.s.tens[end].nhwc = true;
@@ -740,7 +765,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 cout,
                 out: end,
                 out_offs: (0..xs[0] as u64).map(|i| i * out_img).collect(),
-                weights: Weights::Const,
+                weights,
                 oihw,
                 bias,
                 residual: residual.map(|r| b.layout(r, true)),

@@ -108,7 +108,15 @@ fn conv_case(rng: &mut Rng) -> (Graph, String) {
     let h = ((kh - 1) * dh + 1).saturating_sub(pads[0] + pads[2]).max(1) + pick(rng, 0, 20);
     let w = ((kw - 1) * dw + 1).saturating_sub(pads[1] + pads[3]).max(1) + pick(rng, 0, 20);
     let x = input(&mut g, "x", &[n, cin, h, w]);
-    let wt = constant(&mut g, rng, "w", &[cout, cin / groups, kh, kw]);
+    // Sometimes the weights are computed (a graph input), read at run time.
+    // (Depthwise kernels take constant weights only.)
+    let computed =
+        !(groups == cin && cout == cin && groups > 1) && rng.next_u64().is_multiple_of(4);
+    let wt = if computed {
+        input(&mut g, "w", &[cout, cin / groups, kh, kw])
+    } else {
+        constant(&mut g, rng, "w", &[cout, cin / groups, kh, kw])
+    };
     let bias = (rng.next_u64().is_multiple_of(2)).then(|| constant(&mut g, rng, "b", &[cout]));
     let window = Window {
         kernel: vec![kh, kw],
@@ -143,7 +151,7 @@ fn conv_case(rng: &mut Rng) -> (Graph, String) {
     }
     g.outputs.push(y);
     let what = format!(
-        "conv n{n} c{cin}->{cout} g{groups} {h}x{w} k{kh}x{kw} s{sh},{sw} d{dh},{dw} pads{pads:?} residual {residual}"
+        "conv n{n} c{cin}->{cout} g{groups} {h}x{w} k{kh}x{kw} s{sh},{sw} d{dh},{dw} pads{pads:?} residual {residual} computed weights {computed}"
     );
     (g, what)
 }
