@@ -21,8 +21,8 @@ pub(crate) type T = usize;
 /// Where a tensor lives.
 #[derive(Clone, Debug)]
 pub(crate) enum Store {
-    /// In the constant segment.
-    Const(Vec<u8>),
+    /// In the constant segment (bytes shared with the model where they come from it).
+    Const(bytes::Bytes),
     /// In the input segment.
     Input,
     /// In the arena (or the output segment, decided by planning).
@@ -576,7 +576,7 @@ pub(crate) fn schedule(graph: &Graph, opts: &CompileOptions) -> Result<Sched, Lo
             (None, None) => (vec![], DType::F32),
         };
         let store = match &v.constant {
-            Some(c) => Store::Const(c.data.to_vec()),
+            Some(c) => Store::Const(c.data.clone()),
             None => Store::Arena,
         };
         s.tens.push(Tens { name: v.name.clone(), shape, dtype, nhwc: false, store, loc: None });
@@ -829,7 +829,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                             vec![m, nn],
                             DType::F32,
                             false,
-                            Store::Const(f32_bytes(&full)),
+                            Store::Const(f32_bytes(&full).into()),
                         ));
                     }
                     None if *beta == 1.0 && cs == vec![m, nn] => {
@@ -1480,14 +1480,14 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 shp.clone(),
                 DType::F32,
                 false,
-                Store::Const(f32_bytes(&scale)),
+                Store::Const(f32_bytes(&scale).into()),
             );
             let sh = b.temp(
                 format!("{name}.shift"),
                 shp,
                 DType::F32,
                 false,
-                Store::Const(f32_bytes(&shift)),
+                Store::Const(f32_bytes(&shift).into()),
             );
             let out = b.out(n, 0)?;
             let os = b.shape(out);
@@ -1844,7 +1844,7 @@ fn conv_transpose(
         vec![cout, cin_g, kh, kw],
         DType::F32,
         false,
-        Store::Const(f32_bytes(&flipped)),
+        Store::Const(f32_bytes(&flipped).into()),
     );
     let mut n2 = n.clone();
     n2.inputs[0] = Some(ValueId(spread as u32));
