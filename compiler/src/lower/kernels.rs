@@ -524,8 +524,9 @@ fn window(
     kind: WinKind<'_>,
 ) -> Result<(u64, u64), LowerError> {
     let (input, img, k, st, d, pad, out_hw, out) = match kind {
-        WinKind::Depthwise(x) => (x.input, x.img, x.k, x.s, x.d, x.pad, x.out_hw, x.out),
-        WinKind::Pool(x) => (x.input, x.img, x.k, x.s, x.d, x.pad, x.out_hw, x.out),
+        WinKind::Depthwise(Dw { win, .. }) | WinKind::Pool(Pool { win, .. }) => {
+            (win.input, win.img, win.k, win.s, win.d, win.pad, win.out_hw, win.out)
+        }
     };
     let [n, h, w, c] = img;
     let [oh, ow] = out_hw;
@@ -823,6 +824,21 @@ fn fill(em: &mut Emitter, s: &Sched, out: usize, value: u32) -> Result<(u64, u64
     Ok((0, bytes))
 }
 
+/// The base offset of each view (`bases[v] + Σ index·strides[v][dim]`) at flat index `o` of
+/// the `outer` dimensions, which the program walks instruction by instruction.
+fn outer_offsets(o: usize, outer: &[usize], bases: &[u64], strides: &[Vec<u64>]) -> Vec<u64> {
+    let mut offs = bases.to_vec();
+    let mut rest = o;
+    for dd in (0..outer.len()).rev() {
+        let k = (rest % outer[dd]) as u64;
+        rest /= outer[dd];
+        for (off, st) in offs.iter_mut().zip(strides) {
+            *off += k * st[dd];
+        }
+    }
+    offs
+}
+
 /// How one operand of an element-wise chunk sits in local memory.
 #[derive(Clone, Copy)]
 struct Operand {
@@ -910,16 +926,8 @@ fn elementwise(
     let total_outer: usize = outer.iter().product();
     let mut slot = 0usize;
     for o in 0..total_outer {
-        // Offsets of this outer index in every view.
-        let mut offs: Vec<u64> = all.iter().map(|v| v.off).collect();
-        let mut rest = o;
-        for dd in (0..outer.len()).rev() {
-            let k = rest % outer[dd];
-            rest /= outer[dd];
-            for (vi, off) in offs.iter_mut().enumerate() {
-                *off += k as u64 * strides[vi][dd];
-            }
-        }
+        let bases: Vec<u64> = all.iter().map(|v| v.off).collect();
+        let offs = outer_offsets(o, outer, &bases, &strides);
         for p0 in (0..pn).step_by(pc) {
             for r0 in (0..rn).step_by(rc) {
                 for c0 in (0..cn).step_by(cc) {
@@ -1262,14 +1270,8 @@ fn copy_transposed(
     let total: usize = outer.iter().product();
     let mut slot = 0usize;
     for o in 0..total {
-        let (mut oo, mut io) = (out.off, input.off);
-        let mut rest = o;
-        for dd in (0..outer_n).rev() {
-            let k = (rest % outer[dd]) as u64;
-            rest /= outer[dd];
-            oo += k * strides[0][dd];
-            io += k * strides[1][dd];
-        }
+        let offs = outer_offsets(o, outer, &[out.off, input.off], strides);
+        let (oo, io) = (offs[0], offs[1]);
         for p0 in (0..pn).step_by(pc) {
             for a0 in (0..an).step_by(ac) {
                 for b0 in (0..bn).step_by(bc) {

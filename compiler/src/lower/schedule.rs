@@ -102,31 +102,32 @@ pub(crate) struct Mm {
     pub(crate) act: Act,
 }
 
-/// A depthwise convolution on the vector engine.
+/// A 2-D sliding window over an NHWC tensor: what depthwise convolution and pooling share.
 #[derive(Clone, Debug)]
-pub(crate) struct Dw {
+pub(crate) struct Win {
     pub(crate) input: T,
+    /// `[n, h, w, c]`.
     pub(crate) img: [usize; 4],
     pub(crate) k: [usize; 2],
     pub(crate) s: [usize; 2],
     pub(crate) d: [usize; 2],
+    /// Top, left, bottom, right.
     pub(crate) pad: [usize; 4],
     pub(crate) out_hw: [usize; 2],
     pub(crate) out: T,
+}
+
+/// A depthwise convolution on the vector engine.
+#[derive(Clone, Debug)]
+pub(crate) struct Dw {
+    pub(crate) win: Win,
     pub(crate) act: Act,
 }
 
 /// Max or average pooling, NHWC.
 #[derive(Clone, Debug)]
 pub(crate) struct Pool {
-    pub(crate) input: T,
-    pub(crate) img: [usize; 4],
-    pub(crate) k: [usize; 2],
-    pub(crate) s: [usize; 2],
-    pub(crate) d: [usize; 2],
-    pub(crate) pad: [usize; 4],
-    pub(crate) out_hw: [usize; 2],
-    pub(crate) out: T,
+    pub(crate) win: Win,
     pub(crate) max: bool,
 }
 
@@ -267,8 +268,9 @@ impl Step {
                 r.extend(m.residual);
                 (r, vec![m.out])
             }
-            Kernel::Depthwise(d) => (vec![d.input], vec![d.out]),
-            Kernel::Pool(p) => (vec![p.input], vec![p.out]),
+            Kernel::Depthwise(Dw { win, .. }) | Kernel::Pool(Pool { win, .. }) => {
+                (vec![win.input], vec![win.out])
+            }
             Kernel::GlobalPool { input, out, .. } => (vec![*input], vec![*out]),
             Kernel::Elementwise(e) => (e.inputs.iter().map(|i| i.0).collect(), vec![e.out]),
             Kernel::Fill { out, .. } => (vec![], vec![*out]),
@@ -738,7 +740,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 }
                 let mut params = bias.clone();
                 params.extend(packed);
-                let dw = Dw { input: xin, img, k, s, d, pad, out_hw, out: end, act };
+                let dw = Dw { win: Win { input: xin, img, k, s, d, pad, out_hw, out: end }, act };
                 b.step(
                     Kernel::Depthwise(dw),
                     &names.join("+"),
@@ -1069,17 +1071,8 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             }
             let xin = b.layout(x, true);
             b.s.tens[out].nhwc = true;
-            let p = Pool {
-                input: xin,
-                img: [xs[0], xs[2], xs[3], xs[1]],
-                k,
-                s,
-                d,
-                pad,
-                out_hw,
-                out,
-                max: *max,
-            };
+            let img = [xs[0], xs[2], xs[3], xs[1]];
+            let p = Pool { win: Win { input: xin, img, k, s, d, pad, out_hw, out }, max: *max };
             b.step(Kernel::Pool(p), &name, Some(out), consts);
             Ok(())
         }
