@@ -117,12 +117,8 @@ enum Command {
     Ir {
         /// The model.
         model: PathBuf,
-        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
-        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
-        opt_level: u8,
-        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
-        #[arg(short, long)]
-        verbose: bool,
+        #[command(flatten)]
+        opt: models::OptArgs,
         /// Write the IR here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -140,12 +136,8 @@ enum Command {
     Compile {
         /// The model.
         model: PathBuf,
-        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
-        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
-        opt_level: u8,
-        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
-        #[arg(short, long)]
-        verbose: bool,
+        #[command(flatten)]
+        opt: models::OptArgs,
         /// Output blob [default: the model with extension `.blob`].
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -164,12 +156,8 @@ enum Command {
     Run {
         /// A model or a blob.
         model: PathBuf,
-        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
-        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
-        opt_level: u8,
-        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
-        #[arg(short, long)]
-        verbose: bool,
+        #[command(flatten)]
+        opt: models::OptArgs,
         /// An input, `NAME=FILE.npy` (repeatable); inputs not given are uniform random in
         /// [-1, 1) from a fixed seed.
         #[arg(long = "input", value_name = "NAME=FILE")]
@@ -199,12 +187,8 @@ enum Command {
     Diff {
         /// The model.
         model: PathBuf,
-        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
-        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
-        opt_level: u8,
-        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
-        #[arg(short, long)]
-        verbose: bool,
+        #[command(flatten)]
+        opt: models::OptArgs,
         /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
         #[arg(long = "input", value_name = "NAME=FILE")]
         inputs: Vec<String>,
@@ -223,12 +207,8 @@ enum Command {
     Profile {
         /// A model or a blob.
         model: PathBuf,
-        /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
-        #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
-        opt_level: u8,
-        /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
-        #[arg(short, long)]
-        verbose: bool,
+        #[command(flatten)]
+        opt: models::OptArgs,
         /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
         #[arg(long = "input", value_name = "NAME=FILE")]
         inputs: Vec<String>,
@@ -301,12 +281,12 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
         Command::Config { name } => cmd_config(name.as_deref(), out),
         Command::Check { model, json, input_shapes } => cmd_check(&model, json, &input_shapes, out),
-        Command::Ir { model, output, dump_ir, elide, input_shapes, opt_level, verbose } => {
-            let o = models::OptArgs { level: opt_level, verbose };
+        Command::Ir { model, output, dump_ir, elide, input_shapes, opt } => {
+            let o = opt;
             cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
         }
-        Command::Compile { model, output, config, dump_ir, input_shapes, opt_level, verbose } => {
-            let o = models::OptArgs { level: opt_level, verbose };
+        Command::Compile { model, output, config, dump_ir, input_shapes, opt } => {
+            let o = opt;
             models::cmd_compile(&model, output, &config, &input_shapes, o, dump_ir, out, err)
         }
         Command::Run {
@@ -318,10 +298,9 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
             config,
             seed,
             input_shapes,
-            opt_level,
-            verbose,
+            opt,
         } => {
-            let o = models::OptArgs { level: opt_level, verbose };
+            let o = opt;
             models::cmd_run(
                 o,
                 err,
@@ -336,13 +315,13 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
                 out,
             )
         }
-        Command::Diff { model, inputs, config, seed, input_shapes, opt_level, verbose } => {
-            let o = models::OptArgs { level: opt_level, verbose };
+        Command::Diff { model, inputs, config, seed, input_shapes, opt } => {
+            let o = opt;
             models::cmd_diff(&model, &inputs, config.as_deref(), seed, &input_shapes, o, out, err)
         }
-        Command::Profile { model, inputs, trace, config, input_shapes, opt_level, verbose } => {
+        Command::Profile { model, inputs, trace, config, input_shapes, opt } => {
             models::cmd_profile(
-                models::OptArgs { level: opt_level, verbose },
+                opt,
                 err,
                 &model,
                 &inputs,

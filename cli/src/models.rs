@@ -19,10 +19,14 @@ use crate::{config, invalid, is_blob, parse_input_shapes, read, read_blob, write
 const RTOL: f32 = 1e-3;
 const ATOL: f32 = 1e-5;
 
-/// The optimizer options of a command.
-#[derive(Clone, Copy, Debug)]
+/// The optimizer options the model commands share.
+#[derive(Clone, Copy, Debug, clap::Args)]
 pub(crate) struct OptArgs {
+    /// Optimisation level: 0 none, 1 rules without device costs, 2 full.
+    #[arg(short = 'O', long = "opt-level", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub(crate) level: u8,
+    /// Print the optimizer's log (stop reason, rules applied, estimated cycles) to standard error.
+    #[arg(short, long)]
     pub(crate) verbose: bool,
 }
 

@@ -707,21 +707,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let (weights, oihw) = match const_w {
                 Some(v) => (Weights::Const, v),
                 None if !depthwise => {
-                    let wt = b.temp(
-                        format!("{name}.w-rows"),
-                        vec![ws[2], ws[3], ws[1], cout],
-                        DType::F32,
-                        false,
-                        Store::Arena,
-                    );
-                    copy_step(
-                        b,
-                        &format!("{name}:weights"),
-                        wt,
-                        vec![],
-                        w,
-                        vec![ViewOp::Permute(vec![2, 3, 1, 0])],
-                    );
+                    let wt = permuted(b, w, vec![2, 3, 1, 0], "rows", &format!("{name}:weights"));
                     let row = cout as u64 * 4;
                     (Weights::Runtime { t: wt, offs: vec![0; xs[0]], row }, vec![])
                 }
@@ -782,24 +768,8 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 return Err(err("only float32 Gemm is lowered"));
             }
             a = b.layout(a, false);
-            let sa = b.shape(a);
             if *trans_a {
-                let t = b.temp(
-                    format!("{}.T", b.s.tens[a].name),
-                    vec![sa[1], sa[0]],
-                    DType::F32,
-                    false,
-                    Store::Arena,
-                );
-                let ew = Ew {
-                    out: t,
-                    out_view: vec![],
-                    inputs: vec![(a, vec![ViewOp::Permute(vec![1, 0])])],
-                    prog: vec![],
-                    regs: 0,
-                };
-                b.step(Kernel::Elementwise(ew), &format!("{name}:transA"), None, vec![]);
-                a = t;
+                a = permuted(b, a, vec![1, 0], "T", &format!("{name}:transA"));
             }
             let sa = b.shape(a);
             let (m, kk) = (sa[0], sa[1]);
@@ -885,22 +855,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                     }
                     let mut bt = b.layout(bm, false);
                     if *trans_b {
-                        let t = b.temp(
-                            format!("{}.T", b.s.tens[bt].name),
-                            vec![kk, nn],
-                            DType::F32,
-                            false,
-                            Store::Arena,
-                        );
-                        let ew = Ew {
-                            out: t,
-                            out_view: vec![],
-                            inputs: vec![(bt, vec![ViewOp::Permute(vec![1, 0])])],
-                            prog: vec![],
-                            regs: 0,
-                        };
-                        b.step(Kernel::Elementwise(ew), &format!("{name}:transB"), None, vec![]);
-                        bt = t;
+                        bt = permuted(b, bt, vec![1, 0], "T", &format!("{name}:transB"));
                     }
                     (Weights::Runtime { t: bt, offs: vec![0], row: nn as u64 * 4 }, vec![])
                 }
@@ -1517,17 +1472,9 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 for (i, p) in perm.iter().enumerate() {
                     inv[*p] = i;
                 }
-                let ps: Vec<usize> = perm.iter().map(|p| xs[*p]).collect();
-                let t1 = b.temp(format!("{name}.in"), ps.clone(), DType::F32, false, Store::Arena);
-                let t2 = b.temp(format!("{name}.out"), ps, DType::F32, false, Store::Arena);
-                copy_step(
-                    b,
-                    &format!("{name}:to-last"),
-                    t1,
-                    vec![],
-                    x,
-                    vec![ViewOp::Permute(perm)],
-                );
+                let t1 = permuted(b, x, perm, "axis-last", &format!("{name}:to-last"));
+                let t2 =
+                    b.temp(format!("{name}.out"), b.shape(t1), DType::F32, false, Store::Arena);
                 rowwise(b, &name, t1, t2, rank - 1, RowKind::Softmax { log }, vec![])?;
                 copy_step(b, &format!("{name}:back"), out, vec![], t2, vec![ViewOp::Permute(inv)]);
                 return Ok(());
@@ -1622,17 +1569,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let x = if perm.iter().enumerate().all(|(i, p)| i == *p) {
                 b.layout(x0, false)
             } else {
-                let ps: Vec<usize> = perm.iter().map(|p| xs[*p]).collect();
-                let t = b.temp(format!("{name}.perm"), ps, DType::F32, false, Store::Arena);
-                let ew = Ew {
-                    out: t,
-                    out_view: vec![],
-                    inputs: vec![(x0, vec![ViewOp::Permute(perm)])],
-                    prog: vec![],
-                    regs: 0,
-                };
-                b.step(Kernel::Elementwise(ew), &format!("{name}:permute"), None, vec![]);
-                t
+                permuted(b, x0, perm, "reduced-last", &format!("{name}:permute"))
             };
             let len: usize = ax.iter().map(|a| xs[*a]).product();
             if len == 0 {
@@ -1872,6 +1809,24 @@ fn hard_sigmoid(_a: f32, _b: f32, dst: usize, swish: bool) -> Vec<Micro> {
         p.push(Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Reg(dst)));
     }
     p
+}
+
+/// A temporary holding `x` with its dimensions permuted (new dimension `i` is old `perm[i]`,
+/// as Transpose's), made by a copy kernel called `step`.
+fn permuted(b: &mut Builder<'_>, x: T, perm: Vec<usize>, tag: &str, step: &str) -> T {
+    let xs = b.shape(x);
+    let shape = perm.iter().map(|p| xs[*p]).collect();
+    let (name, dtype) = (format!("{}.{tag}", b.s.tens[x].name), b.s.tens[x].dtype);
+    let t = b.temp(name, shape, dtype, false, Store::Arena);
+    let ew = Ew {
+        out: t,
+        out_view: vec![],
+        inputs: vec![(x, vec![ViewOp::Permute(perm)])],
+        prog: vec![],
+        regs: 0,
+    };
+    b.step(Kernel::Elementwise(ew), step, None, vec![]);
+    t
 }
 
 fn copy_step(
