@@ -294,18 +294,7 @@ fn f32s(b: &[u8]) -> Vec<f32> {
 
 /// The worst element of a comparison: `(index, got, want, excess over the tolerance)`.
 fn compare(got: &[f32], want: &[f32]) -> Option<(usize, f32, f32, f32)> {
-    let mut worst: Option<(usize, f32, f32, f32)> = None;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let excess = if g.is_nan() != w.is_nan() {
-            f32::INFINITY
-        } else {
-            (g - w).abs() - (ATOL + RTOL * w.abs())
-        };
-        if excess > 0.0 && worst.is_none_or(|x| excess > x.3) {
-            worst = Some((i, *g, *w, excess));
-        }
-    }
-    worst
+    compare_scaled(got, want, 0.0)
 }
 
 fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
@@ -366,7 +355,8 @@ pub(crate) fn cmd_run(
             .map_err(|e| invalid(format!("{file}: not a float32 .npy file: {e}")))?;
         expected.insert(name.to_string(), arr);
     }
-    let mut failed = false;
+    // Which comparisons failed: against the reference interpreter, against the expected files.
+    let (mut failed_ref, mut failed_expect) = (false, false);
     for (i, (spec, data)) in specs.iter().zip(&outs).enumerate() {
         let vals = f32s(data);
         let dims: Vec<usize> = spec.dims.iter().map(|d| *d as usize).collect();
@@ -383,7 +373,7 @@ pub(crate) fn cmd_run(
                     max_abs_diff(&vals, &want)
                 )?,
                 Some((at, g, w, _)) => {
-                    failed = true;
+                    failed_ref = true;
                     write!(out, ": DIFFERS from the reference at element {at}: {g} vs {w}")?;
                 }
             }
@@ -391,7 +381,7 @@ pub(crate) fn cmd_run(
         if let Some(want) = expected.get(&spec.name) {
             let w: Vec<f32> = want.iter().copied().collect();
             if want.shape() != dims.as_slice() {
-                failed = true;
+                failed_expect = true;
                 write!(out, "; expected shape {:?}", want.shape())?;
             } else {
                 match compare(&vals, &w) {
@@ -401,7 +391,7 @@ pub(crate) fn cmd_run(
                         max_abs_diff(&vals, &w)
                     )?,
                     Some((at, g, wv, _)) => {
-                        failed = true;
+                        failed_expect = true;
                         write!(
                             out,
                             "; DIFFERS from the expected values at element {at}: {g} vs {wv}"
@@ -432,8 +422,23 @@ pub(crate) fn cmd_run(
             writeln!(out, "  written to {}", path.display())?;
         }
     }
-    if failed {
-        bail!(invalid("the device's results differ from the reference"));
+    match (failed_ref, failed_expect) {
+        (false, false) => {}
+        (true, false) => {
+            bail!(invalid("the device's results differ from the reference interpreter"))
+        }
+        (false, true) if compare_ref => bail!(invalid(
+            "the device's results differ from the expected values (--expect) but match the \
+             reference interpreter, so the model's reference semantics or the expected file \
+             are in question"
+        )),
+        (false, true) => {
+            bail!(invalid("the device's results differ from the expected values (--expect)"))
+        }
+        (true, true) => bail!(invalid(
+            "the device's results differ from the reference interpreter and from the expected \
+             values (--expect)"
+        )),
     }
     Ok(())
 }
@@ -529,10 +534,14 @@ pub fn first_difference(
 fn compare_scaled(got: &[f32], want: &[f32], extra: f32) -> Option<(usize, f32, f32, f32)> {
     let mut worst: Option<(usize, f32, f32, f32)> = None;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let excess = if g.is_nan() != w.is_nan() {
-            f32::INFINITY
-        } else {
+        // NaN matches only NaN and an infinity only itself (inf - inf is NaN, which would
+        // compare as within any tolerance).
+        let excess = if g.is_finite() && w.is_finite() {
             (g - w).abs() - (ATOL + RTOL * w.abs() + extra)
+        } else if g == w || (g.is_nan() && w.is_nan()) {
+            0.0
+        } else {
+            f32::INFINITY
         };
         if excess > 0.0 && worst.is_none_or(|x| excess > x.3) {
             worst = Some((i, *g, *w, excess));

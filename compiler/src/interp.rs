@@ -169,8 +169,14 @@ pub(crate) fn axis(a: i64, rank: usize) -> R<usize> {
 }
 
 /// The part sizes of a `Split` of a `d`-long axis into `outputs` parts: the given sizes (all
-/// non-negative, summing to `d`), or equal parts with a smaller last one.
-pub(crate) fn split_sizes(d: usize, given: Option<&[i64]>, outputs: usize) -> R<Vec<usize>> {
+/// non-negative, summing to `d`), or equal parts. From opset 18 (`num_outputs`) an axis that
+/// does not divide evenly gets a smaller last part; before it, the parts must be equal.
+pub(crate) fn split_sizes(
+    d: usize,
+    given: Option<&[i64]>,
+    outputs: usize,
+    opset: i64,
+) -> R<Vec<usize>> {
     match given {
         Some(s) => {
             let sizes: Vec<usize> = s
@@ -184,6 +190,12 @@ pub(crate) fn split_sizes(d: usize, given: Option<&[i64]>, outputs: usize) -> R<
         }
         None => {
             let n = outputs.max(1);
+            if opset < 18 && !d.is_multiple_of(n) {
+                return Err(format!(
+                    "Split of an axis of {d} into {n} equal parts (before opset 18 the parts \
+                     must be equal)"
+                ));
+            }
             let part = d.div_ceil(n);
             Ok((0..n).map(|i| part.min(d.saturating_sub(i * part))).collect())
         }
@@ -245,6 +257,13 @@ fn zip_i64(a: &ArrayD<i64>, b: &ArrayD<i64>, f: impl Fn(i64, i64) -> R<i64>) -> 
     err.map_or(Ok(out), Err)
 }
 
+/// The larger of two values, NaN if either is NaN: the rule for every max-like op (Relu,
+/// MaxPool, ReduceMax, GlobalMaxPool, Softmax's shift), as numpy's `maximum` and PyTorch do and
+/// as the simulator's `vx` max does (book: numerics, NaN).
+pub(crate) fn nan_max<F: ndarray::NdFloat>(a: F, b: F) -> F {
+    if a.is_nan() || b.is_nan() { F::nan() } else { a.max(b) }
+}
+
 fn erf(x: f32) -> f32 {
     libm::erf(f64::from(x)) as f32
 }
@@ -259,7 +278,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
         Op::Unary(op) => {
             let x = arg(args, 0)?.f32()?;
             let f: fn(f32) -> f32 = match op {
-                UnaryOp::Relu => |v| if v > 0.0 { v } else { 0.0 },
+                // NaN propagates (the book's numerics chapter): `v > 0` is false for NaN.
+                UnaryOp::Relu => |v| if v > 0.0 || v.is_nan() { v } else { 0.0 },
                 UnaryOp::Sigmoid => |v| (1.0 / (1.0 + (-f64::from(v)).exp())) as f32,
                 UnaryOp::Tanh => |v| f64::from(v).tanh() as f32,
                 UnaryOp::Exp => |v| f64::from(v).exp() as f32,
@@ -336,10 +356,22 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
         Op::Softmax { axis: ax } | Op::LogSoftmax { axis: ax } => {
             let x = arg(args, 0)?.f32()?;
             let k = axis(*ax, x.ndim())?;
-            let mut y = x.clone();
+            // Before opset 13 the input is coerced to 2-D at `axis`: each row of the trailing
+            // block `shape[axis..]` is normalised as one (ONNX changelog, Softmax-13).
+            let (lanes_shape, k) = if opset < 13 {
+                let outer: usize = x.shape()[..k].iter().product();
+                (vec![outer, x.shape()[k..].iter().product()], 1)
+            } else {
+                (x.shape().to_vec(), k)
+            };
+            let mut y = x
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&lanes_shape))
+                .map_err(|e| e.to_string())?;
             let log = matches!(node.op, Op::LogSoftmax { .. });
             for mut lane in y.lanes_mut(Axis(k)) {
-                let m = lane.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let m = lane.fold(f32::NEG_INFINITY, |a, &b| nan_max(a, b));
                 let sum: f64 = lane.iter().map(|v| f64::from(v - m).exp()).sum();
                 lane.mapv_inplace(|v| {
                     if log {
@@ -349,7 +381,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                     }
                 });
             }
-            one(Array::F32(y))
+            one(Array::F32(y.into_shape_with_order(IxDyn(x.shape())).map_err(|e| e.to_string())?))
         }
         Op::LayerNorm { axis: ax, epsilon } => {
             let x = arg(args, 0)?.f32()?;
@@ -440,7 +472,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                     img.outer_iter()
                         .map(|ch| {
                             if *max {
-                                ch.fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+                                ch.fold(f32::NEG_INFINITY, |a, &b| nan_max(a, b))
                             } else {
                                 (ch.iter().map(|v| f64::from(*v)).sum::<f64>() / ch.len() as f64)
                                     as f32
@@ -611,7 +643,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                 y = match op {
                     ReduceKind::Sum => y.sum_axis(Axis(k)),
                     ReduceKind::Mean => y.mean_axis(Axis(k)).ok_or("mean of an empty axis")?,
-                    ReduceKind::Max => y.fold_axis(Axis(k), f64::NEG_INFINITY, |a, b| a.max(*b)),
+                    ReduceKind::Max => {
+                        y.fold_axis(Axis(k), f64::NEG_INFINITY, |a, b| nan_max(*a, *b))
+                    }
                 };
                 if *keepdims {
                     y.insert_axis_inplace(Axis(k));
@@ -697,7 +731,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                     .map(|s| s.ints().map(|v| v.iter().copied().collect()))
                     .transpose()?,
             };
-            let sizes = split_sizes(d, given.as_deref(), node.outputs.len())?;
+            let sizes = split_sizes(d, given.as_deref(), node.outputs.len(), opset)?;
             if sizes.len() != node.outputs.len() {
                 return Err(format!(
                     "split sizes {sizes:?} do not divide axis {k} of {:?} into {} outputs",
@@ -1260,7 +1294,7 @@ fn pool(x: &ArrayD<f32>, max: bool, win: &Window, count_include_pad: bool) -> R<
                 continue;
             }
             let v = x[IxDyn(&at)];
-            acc = if max { acc.max(v) } else { acc + v };
+            acc = if max { nan_max(acc, v) } else { acc + v };
             count += 1;
         }
         *slot = if max {
@@ -1611,43 +1645,8 @@ fn resize(
     let input = x.shape().to_vec();
     let rank = input.len();
     // Per axis and output coordinate: the source coordinate.
-    let src: Vec<Vec<f64>> = (0..rank)
-        .map(|k| {
-            // `lo` is the integer output length, `lf` the real one (`input · scale`), which ONNX
-            // uses for align_corners and pytorch_half_pixel.
-            let (li, lo, s) = (input[k] as f64, out[k] as f64, scales[k]);
-            let lf = li * s;
-            (0..out[k])
-                .map(|o| {
-                    let o = o as f64;
-                    match coords {
-                        ResizeCoords::HalfPixel => (o + 0.5) / s - 0.5,
-                        ResizeCoords::HalfPixelSymmetric => {
-                            let adjustment = lo / (s * li);
-                            let center = li / 2.0;
-                            let offset = center * (1.0 - adjustment);
-                            offset + (o + 0.5) / s - 0.5
-                        }
-                        ResizeCoords::PytorchHalfPixel => {
-                            if lf > 1.0 {
-                                (o + 0.5) / s - 0.5
-                            } else {
-                                0.0
-                            }
-                        }
-                        ResizeCoords::AlignCorners => {
-                            if lf == 1.0 {
-                                0.0
-                            } else {
-                                o * (li - 1.0) / (lf - 1.0)
-                            }
-                        }
-                        ResizeCoords::Asymmetric => o / s,
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let src: Vec<Vec<f64>> =
+        (0..rank).map(|k| resize_coords(input[k], out[k], scales[k], coords)).collect();
     let strides: Vec<usize> = (0..rank).map(|k| input[k + 1..].iter().product()).collect();
     let flat: Vec<f64> = x.iter().copied().collect();
     let mut y = ArrayD::<f64>::zeros(IxDyn(out));
@@ -1679,29 +1678,88 @@ fn resize(
         } else {
             let mut at = 0usize;
             for k in 0..rank {
-                let c = src[k][idx[k]];
-                let r = match nearest {
-                    NearestMode::RoundPreferFloor => {
-                        if c.fract() == 0.5 {
-                            c.floor()
-                        } else {
-                            c.round()
-                        }
-                    }
-                    NearestMode::RoundPreferCeil => {
-                        if c.fract() == 0.5 {
-                            c.ceil()
-                        } else {
-                            c.round()
-                        }
-                    }
-                    NearestMode::Floor => c.floor(),
-                    NearestMode::Ceil => c.ceil(),
-                };
-                at += (r.max(0.0) as usize).min(input[k].saturating_sub(1)) * strides[k];
+                at += nearest_index(src[k][idx[k]], input[k], nearest) * strides[k];
             }
             *slot = flat[at];
         }
     }
     y
+}
+
+/// The input index nearest-neighbour `Resize` reads for source coordinate `c` on an axis of
+/// `len` elements: rounded by `mode`, then clamped into the axis (ONNX Resize-19, `nearest_mode`).
+fn nearest_index(c: f64, len: usize, mode: NearestMode) -> usize {
+    let r = match mode {
+        NearestMode::RoundPreferFloor => {
+            if c.fract() == 0.5 {
+                c.floor()
+            } else {
+                c.round()
+            }
+        }
+        NearestMode::RoundPreferCeil => {
+            if c.fract() == 0.5 {
+                c.ceil()
+            } else {
+                c.round()
+            }
+        }
+        NearestMode::Floor => c.floor(),
+        NearestMode::Ceil => c.ceil(),
+    };
+    (r.max(0.0) as usize).min(len.saturating_sub(1))
+}
+
+/// The source coordinate of each output index on one axis of a `Resize` from `len_in` to
+/// `len_out` elements at `scale` (ONNX Resize-19, `coordinate_transformation_mode`).
+fn resize_coords(len_in: usize, len_out: usize, scale: f64, coords: ResizeCoords) -> Vec<f64> {
+    // `lo` is the integer output length, `lf` the real one (`input · scale`), which ONNX uses
+    // for align_corners and pytorch_half_pixel.
+    let (li, lo, s) = (len_in as f64, len_out as f64, scale);
+    let lf = li * s;
+    (0..len_out)
+        .map(|o| {
+            let o = o as f64;
+            match coords {
+                ResizeCoords::HalfPixel => (o + 0.5) / s - 0.5,
+                ResizeCoords::HalfPixelSymmetric => {
+                    let adjustment = lo / (s * li);
+                    let center = li / 2.0;
+                    let offset = center * (1.0 - adjustment);
+                    offset + (o + 0.5) / s - 0.5
+                }
+                ResizeCoords::PytorchHalfPixel => {
+                    if lf > 1.0 {
+                        (o + 0.5) / s - 0.5
+                    } else {
+                        0.0
+                    }
+                }
+                ResizeCoords::AlignCorners => {
+                    if lf == 1.0 {
+                        0.0
+                    } else {
+                        o * (li - 1.0) / (lf - 1.0)
+                    }
+                }
+                ResizeCoords::Asymmetric => o / s,
+            }
+        })
+        .collect()
+}
+
+/// For each output index on one axis of a nearest-neighbour `Resize`, the input index it
+/// copies: the op's definition, shared by the reference and the lowering (which may only take
+/// a shortcut, such as a plain repeat, when it equals this map).
+pub(crate) fn nearest_index_map(
+    len_in: usize,
+    len_out: usize,
+    scale: f64,
+    coords: ResizeCoords,
+    mode: NearestMode,
+) -> Vec<usize> {
+    resize_coords(len_in, len_out, scale, coords)
+        .into_iter()
+        .map(|c| nearest_index(c, len_in, mode))
+        .collect()
 }

@@ -21,6 +21,69 @@ use crate::ir::{NearestMode, PadMode, ResizeCoords, SliceAttrs};
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{self, AttributeProto, NodeProto, TensorProto};
 
+/// How a refusal for an attribute the importer does not handle ends (after "attribute `NAME` of
+/// OP "); tests look for it.
+pub const UNREAD: &str = "is not supported (the importer does not handle it)";
+
+/// The default-domain ops the importer converts (all others become `Op::Unsupported`).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "ConvInteger",
+    "ConvTranspose",
+    "DequantizeLinear",
+    "Div",
+    "Erf",
+    "Exp",
+    "Flatten",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LayerNormalization",
+    "LeakyRelu",
+    "LogSoftmax",
+    "MatMul",
+    "MatMulInteger",
+    "MaxPool",
+    "Mod",
+    "Mul",
+    "Neg",
+    "Pad",
+    "Pow",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+];
+
 /// Oldest default-domain opset accepted.
 pub const MIN_OPSET: i64 = 7;
 /// Newest default-domain opset accepted.
@@ -182,22 +245,42 @@ struct Builder<'a> {
 
 /// Attribute lookup for one node. An attribute read as the wrong type is recorded in `bad`
 /// (the file is malformed) instead of silently taking the default.
+///
+/// Every lookup is recorded, so after conversion an attribute the converter never asked for is
+/// known to be unhandled and the node is refused naming it (an attribute is either honoured or
+/// refused, never silently dropped).
 struct Attrs<'n> {
     node: &'n NodeProto,
     bad: std::cell::RefCell<Option<String>>,
+    read: std::cell::RefCell<Vec<&'static str>>,
 }
 
 impl<'n> Attrs<'n> {
     fn new(node: &'n NodeProto) -> Attrs<'n> {
-        Attrs { node, bad: std::cell::RefCell::new(None) }
+        Attrs {
+            node,
+            bad: std::cell::RefCell::new(None),
+            read: std::cell::RefCell::new(Vec::new()),
+        }
     }
 
-    fn get(&self, name: &str) -> Option<&AttributeProto> {
+    fn get(&self, name: &'static str) -> Option<&AttributeProto> {
+        self.read.borrow_mut().push(name);
         self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
     }
 
+    /// The first attribute on the node that conversion did not look at.
+    fn unread(&self) -> Option<String> {
+        let read = self.read.borrow();
+        self.node
+            .attribute
+            .iter()
+            .map(|a| a.name.clone().unwrap_or_default())
+            .find(|n| !read.contains(&n.as_str()))
+    }
+
     /// The attribute, if present with type `want`.
-    fn typed(&self, name: &str, want: AttributeType) -> Option<&AttributeProto> {
+    fn typed(&self, name: &'static str, want: AttributeType) -> Option<&AttributeProto> {
         let a = self.get(name)?;
         if a.r#type != Some(want as i32) {
             let got = a
@@ -212,21 +295,21 @@ impl<'n> Attrs<'n> {
         }
         Some(a)
     }
-    fn f32(&self, name: &str, default: f32) -> f32 {
+    fn f32(&self, name: &'static str, default: f32) -> f32 {
         self.typed(name, AttributeType::Float).and_then(|a| a.f).unwrap_or(default)
     }
-    fn i64(&self, name: &str, default: i64) -> i64 {
+    fn i64(&self, name: &'static str, default: i64) -> i64 {
         self.typed(name, AttributeType::Int).and_then(|a| a.i).unwrap_or(default)
     }
-    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+    fn ints(&self, name: &'static str) -> Option<Vec<i64>> {
         self.typed(name, AttributeType::Ints).map(|a| a.ints.clone())
     }
-    fn string(&self, name: &str) -> Option<String> {
+    fn string(&self, name: &'static str) -> Option<String> {
         self.typed(name, AttributeType::String)
             .and_then(|a| a.s.as_ref())
             .map(|s| String::from_utf8_lossy(s).into_owned())
     }
-    fn usizes(&self, name: &str) -> Result<Vec<usize>, String> {
+    fn usizes(&self, name: &'static str) -> Result<Vec<usize>, String> {
         self.ints(name)
             .unwrap_or_default()
             .into_iter()
@@ -343,6 +426,15 @@ impl Builder<'_> {
                 format!("input `{}` has {why}, which is not supported", self.g.value(*id).name)
             })
         });
+        if unsupported_input.is_none()
+            && domain.is_empty()
+            && op_type == "BatchNormalization"
+            && self.g.opset < 9
+            && n.output.iter().filter(|o| !o.is_empty()).count() == 1
+            && Attrs::new(n).i64("spatial", 1) == 0
+        {
+            return self.batchnorm_per_activation(n, &name, &inputs);
+        }
         let op = if let Some(reason) = unsupported_input {
             Op::Unsupported { op_type: op_type.clone(), reason }
         } else if !domain.is_empty() && domain != "ai.onnx" {
@@ -352,8 +444,12 @@ impl Builder<'_> {
             }
         } else {
             let attrs = Attrs::new(n);
-            let op = convert(&op_type, &attrs, self.g.opset)
-                .unwrap_or_else(|reason| Op::Unsupported { op_type: op_type.clone(), reason });
+            let op = convert(&op_type, &attrs, self.g.opset).and_then(|op| match attrs.unread() {
+                Some(a) => Err(format!("attribute `{a}` of {op_type} {UNREAD}")),
+                None => Ok(op),
+            });
+            let op =
+                op.unwrap_or_else(|reason| Op::Unsupported { op_type: op_type.clone(), reason });
             if let Some(bad) = attrs.bad.into_inner() {
                 return Err(fail(bad));
             }
@@ -373,6 +469,73 @@ impl Builder<'_> {
             outputs.push(self.define(out, v, Some(&name))?);
         }
         self.g.nodes.push(Node { name, op_type, op, inputs, outputs });
+        Ok(())
+    }
+
+    /// BatchNormalization-7 with `spatial = 0`: scale, bias, mean and variance have shape
+    /// (C, D1, ..., Dn) and apply per activation, `y = scale · (x - mean) / sqrt(var + epsilon)
+    /// plus bias` with the parameters broadcast over the batch axis (ONNX
+    /// BatchNormalization-7). Imported as those element-wise nodes, so every later stage sees
+    /// ops it knows.
+    fn batchnorm_per_activation(
+        &mut self,
+        n: &NodeProto,
+        name: &str,
+        inputs: &[Option<ValueId>],
+    ) -> Result<(), ImportError> {
+        let fail = |m: String| ImportError { node: Some(name.to_string()), message: m };
+        let a = Attrs::new(n);
+        let epsilon = a.f32("epsilon", 1e-5);
+        let _ = (a.get("momentum"), a.get("spatial"));
+        if let Some(bad) = a.bad.borrow().clone() {
+            return Err(fail(bad));
+        }
+        if let Some(other) = a.unread() {
+            return Err(fail(format!("attribute `{other}` of BatchNormalization {UNREAD}")));
+        }
+        let [Some(x), Some(scale), Some(bias), Some(mean), Some(var)] = inputs else {
+            return Err(fail("BatchNormalization needs five inputs".into()));
+        };
+        let out = n.output.iter().find(|o| !o.is_empty()).cloned().unwrap_or_default();
+        let eps_name = format!("{name}/epsilon");
+        let eps = self.define(
+            &eps_name,
+            Value {
+                name: eps_name.clone(),
+                ty: Some(TensorType { dtype: DType::F32, shape: vec![] }),
+                constant: Some(Tensor::from_f32(vec![], &[epsilon])),
+            },
+            Some(name),
+        )?;
+        // One element-wise node per step; the last one keeps the node's name and output.
+        let push = |b: &mut Self, tag: &str, op_type: &str, op: Op, ins: Vec<ValueId>| {
+            let (vname, nname) = if tag.is_empty() {
+                (out.clone(), name.to_string())
+            } else {
+                (format!("{name}/{tag}"), format!("{name}/{tag}"))
+            };
+            let v = b.define(
+                &vname,
+                Value { name: vname.clone(), ty: None, constant: None },
+                Some(name),
+            )?;
+            b.g.nodes.push(Node {
+                name: nname,
+                op_type: op_type.into(),
+                op,
+                inputs: ins.into_iter().map(Some).collect(),
+                outputs: vec![v],
+            });
+            Ok::<ValueId, ImportError>(v)
+        };
+        let centered = push(self, "centered", "Sub", Op::Binary(BinaryOp::Sub), vec![*x, *mean])?;
+        let var_eps = push(self, "var_eps", "Add", Op::Binary(BinaryOp::Add), vec![*var, eps])?;
+        let std = push(self, "std", "Sqrt", Op::Unary(UnaryOp::Sqrt), vec![var_eps])?;
+        let normalized =
+            push(self, "normalized", "Div", Op::Binary(BinaryOp::Div), vec![centered, std])?;
+        let scaled =
+            push(self, "scaled", "Mul", Op::Binary(BinaryOp::Mul), vec![normalized, *scale])?;
+        push(self, "", "Add", Op::Binary(BinaryOp::Add), vec![scaled, *bias])?;
         Ok(())
     }
 
@@ -444,10 +607,11 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
         "Neg" => unary(UnaryOp::Neg),
         "Abs" => unary(UnaryOp::Abs),
         "LeakyRelu" => Ok(Op::LeakyRelu { alpha: a.f32("alpha", 0.01) }),
-        "Clip" if opset < 11 => Ok(Op::Clip {
-            min: a.get("min").and_then(|v| v.f),
-            max: a.get("max").and_then(|v| v.f),
-        }),
+        // Clip-6's attribute defaults are the float range's ends, not infinities: an infinite
+        // input is clamped to ±f32::MAX.
+        "Clip" if opset < 11 => {
+            Ok(Op::Clip { min: Some(a.f32("min", f32::MIN)), max: Some(a.f32("max", f32::MAX)) })
+        }
         "Clip" => Ok(Op::Clip { min: None, max: None }),
         "HardSigmoid" => {
             Ok(Op::HardSigmoid { alpha: a.f32("alpha", 0.2), beta: a.f32("beta", 0.5) })
@@ -468,9 +632,21 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             Ok(Op::LayerNorm { axis: a.i64("axis", -1), epsilon: a.f32("epsilon", 1e-5) })
         }
         "BatchNormalization" => {
+            if a.node.output.iter().filter(|o| !o.is_empty()).count() > 1 {
+                return Err("BatchNormalization's running-statistics outputs (training) are not \
+                            supported"
+                    .into());
+            }
             if a.i64("training_mode", 0) != 0 {
                 return Err("BatchNormalization in training mode is not supported".into());
             }
+            // Before opset 9, `spatial = 0` means per-activation statistics of shape
+            // (C, D1, ...); such nodes are expanded before conversion (`Builder::node`).
+            if opset < 9 && a.i64("spatial", 1) == 0 {
+                return Err("internal: BatchNormalization with spatial = 0 reached convert".into());
+            }
+            // `momentum` only updates running statistics in training, which is refused above.
+            let _ = a.get("momentum");
             Ok(Op::BatchNorm { epsilon: a.f32("epsilon", 1e-5) })
         }
         "Conv" => Ok(Op::Conv { window: window(a)?, group: a.i64("group", 1).max(1) as usize }),
@@ -513,6 +689,8 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             })
         }
         "Cast" => {
+            // `saturate` and `round_mode` only concern float8/float4 targets, none supported.
+            let _ = (a.get("saturate"), a.get("round_mode"));
             let code = a.i64("to", 0) as i32;
             let to = DType::from_onnx(code)
                 .ok_or_else(|| format!("Cast to {} is not supported", DType::onnx_name(code)))?;
@@ -522,9 +700,14 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             if a.i64("block_size", 0) != 0 {
                 return Err(format!("{op_type} with block_size is not supported"));
             }
-            if op_type == "QuantizeLinear" && a.get("output_dtype").is_some() {
-                return Err("QuantizeLinear with output_dtype is not supported".into());
+            if a.get("output_dtype").is_some_and(|v| v.i.unwrap_or(0) != 0) {
+                return Err(format!("{op_type} with output_dtype is not supported"));
             }
+            if a.get("precision").is_some_and(|v| v.i.unwrap_or(0) != 0) {
+                return Err(format!("{op_type} with precision is not supported"));
+            }
+            // `saturate` only concerns float8 outputs, which are not supported.
+            let _ = a.get("saturate");
             let axis = a.i64("axis", 1);
             Ok(if op_type == "QuantizeLinear" {
                 Op::QuantizeLinear { axis }
@@ -548,10 +731,20 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             })
         }
         // Without sizes (and with `num_outputs`, opset 18) the outputs' count gives the parts.
-        "Split" => Ok(Op::Split {
-            axis: a.i64("axis", 0),
-            split: if opset < 13 { a.ints("split") } else { None },
-        }),
+        "Split" => {
+            if let Some(k) = a.get("num_outputs").map(|_| a.i64("num_outputs", 0)) {
+                let outputs = a.node.output.len();
+                if usize::try_from(k).ok() != Some(outputs) {
+                    return Err(format!(
+                        "Split num_outputs = {k} but the node has {outputs} outputs"
+                    ));
+                }
+            }
+            Ok(Op::Split {
+                axis: a.i64("axis", 0),
+                split: if opset < 13 { a.ints("split") } else { None },
+            })
+        }
         "MatMulInteger" => Ok(Op::MatMulInteger),
         "QLinearMatMul" => Ok(Op::QLinearMatMul),
         "ConvInteger" => {
@@ -597,6 +790,11 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             if a.get("axes").is_some() {
                 return Err("Resize with axes is not supported".into());
             }
+            // `cubic_coeff_a` belongs to cubic mode and `extrapolation_value` to
+            // tf_crop_and_resize, both refused above; `exclude_outside` reweights only cubic
+            // (and antialiased) taps, so nearest and linear results do not depend on it.
+            let _ =
+                (a.get("cubic_coeff_a"), a.get("extrapolation_value"), a.get("exclude_outside"));
             if !matches!(a.string("keep_aspect_ratio_policy").as_deref(), None | Some("stretch")) {
                 return Err(
                     "Resize keep_aspect_ratio_policy other than stretch is not supported".into()
@@ -608,7 +806,18 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             Ok(Op::Resize { linear, coords, nearest })
         }
         "Identity" => Ok(Op::Identity),
-        "Constant" => Ok(Op::Constant),
+        "Constant" => {
+            for other in ["sparse_value", "value_string", "value_strings"] {
+                if a.get(other).is_some() {
+                    return Err(format!("Constant with `{other}` is not supported"));
+                }
+            }
+            // Read by `constant_value`.
+            for v in ["value", "value_float", "value_floats", "value_int", "value_ints"] {
+                let _ = a.get(v);
+            }
+            Ok(Op::Constant)
+        }
         "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),
         "Slice" if opset < 10 => Ok(Op::Slice {
             attrs: Some(SliceAttrs {

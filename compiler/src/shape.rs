@@ -252,7 +252,7 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
                 Some(s) => Some(s.clone()),
                 None => const_ints(g, node, 1)?,
             };
-            let sizes = crate::interp::split_sizes(d, given.as_deref(), n)?;
+            let sizes = crate::interp::split_sizes(d, given.as_deref(), n, g.opset)?;
             Ok(sizes
                 .into_iter()
                 .map(|size| {

@@ -12,7 +12,7 @@ use accelc_isa::{BinOp, DeviceConfig, UnOp};
 
 use super::view::{View, ViewOp};
 use super::{CompileOptions, LowerError, emit, kernels};
-use crate::interp::{axis as norm_axis, pads, split_sizes};
+use crate::interp::{axis as norm_axis, nearest_index_map, pads, resize_shape, split_sizes};
 use crate::ir::{BinaryOp, DType, Graph, Node, Op, PadMode, ReduceKind, UnaryOp, ValueId};
 
 /// A tensor index in [`Sched::tens`] (graph values first, by id, then temporaries).
@@ -1121,8 +1121,8 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 Some(t) => Some(b.const_i64(t).ok_or_else(|| err("Split sizes must be constant"))?),
                 None => split.clone(),
             };
-            let sizes =
-                split_sizes(xs[ax], given.as_deref(), n.outputs.len()).map_err(|e| err(&e))?;
+            let sizes = split_sizes(xs[ax], given.as_deref(), n.outputs.len(), b.g.opset)
+                .map_err(|e| err(&e))?;
             let mut start = 0;
             for (j, len) in sizes.into_iter().enumerate() {
                 let out = b.out(n, j)?;
@@ -1267,31 +1267,97 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             Ok(())
         }
         Op::Resize { linear, coords, nearest } => {
-            use crate::ir::{NearestMode, ResizeCoords};
+            if *linear {
+                return Err(err("linear Resize is not lowered"));
+            }
             let x = b.input(n, 0)?;
             let xs = b.shape(x);
             let out = b.out(n, 0)?;
             let os = b.shape(out);
-            let floor_like =
-                matches!((coords, nearest), (ResizeCoords::Asymmetric, NearestMode::Floor))
-                    || (matches!(coords, ResizeCoords::HalfPixel | ResizeCoords::PytorchHalfPixel)
-                        && matches!(
-                            nearest,
-                            NearestMode::RoundPreferFloor | NearestMode::RoundPreferCeil
-                        ));
-            if *linear || !floor_like || xs.iter().zip(&os).any(|(i, o)| *i == 0 || o % i != 0) {
-                return Err(err("only nearest resizing by integer factors is lowered"));
+            let scales = match b.opt_input(n, 2) {
+                Some(t) => Some(
+                    b.const_f32(t)
+                        .ok_or_else(|| err("Resize scales must be constant"))?
+                        .iter()
+                        .map(|v| f64::from(*v))
+                        .collect::<Vec<_>>(),
+                ),
+                None => None,
             }
-            let mut view = vec![];
-            let mut split_shape = vec![];
-            for a in 0..xs.len() {
-                split_shape.push(xs[a]);
-                split_shape.push(os[a] / xs[a]);
+            .filter(|v| !v.is_empty());
+            let sizes = match b.opt_input(n, 3) {
+                Some(t) => {
+                    Some(b.const_i64(t).ok_or_else(|| err("Resize sizes must be constant"))?)
+                }
+                None => None,
             }
-            for a in (0..xs.len()).rev() {
-                view.push(ViewOp::Repeat { axis: a, times: os[a] / xs[a] });
+            .filter(|v| !v.is_empty());
+            let (shape, scales) =
+                resize_shape(&xs, scales.as_deref(), sizes.as_deref()).map_err(|e| err(&e))?;
+            if shape != os || os.contains(&0) {
+                return Err(err("Resize to an empty or mismatched shape is not lowered"));
             }
-            copy_step(b, &name, out, vec![ViewOp::Reshape(split_shape)], x, view);
+            // The op's own index map per axis; a shortcut is taken only where it is proven
+            // equal to this map.
+            let maps: Vec<Vec<usize>> = (0..xs.len())
+                .map(|a| nearest_index_map(xs[a], os[a], scales[a], *coords, *nearest))
+                .collect();
+            let is_repeat = |a: usize| {
+                os[a].is_multiple_of(xs[a])
+                    && maps[a].iter().enumerate().all(|(o, &i)| i == o / (os[a] / xs[a]))
+            };
+            if (0..xs.len()).all(is_repeat) {
+                // Every axis is a plain integer repeat: one copy through a stride-0 view.
+                let mut view = vec![];
+                let mut split_shape = vec![];
+                for a in 0..xs.len() {
+                    split_shape.push(xs[a]);
+                    split_shape.push(os[a] / xs[a]);
+                }
+                for a in (0..xs.len()).rev() {
+                    view.push(ViewOp::Repeat { axis: a, times: os[a] / xs[a] });
+                }
+                copy_step(b, &name, out, vec![ViewOp::Reshape(split_shape)], x, view);
+                return Ok(());
+            }
+            // The general path: a gather per resized axis, one copy per run of output indices
+            // reading the same input index (broadcast along the run).
+            let axes: Vec<usize> = (0..xs.len())
+                .filter(|&a| !(xs[a] == os[a] && maps[a].iter().enumerate().all(|(o, &i)| o == i)))
+                .collect();
+            let mut cur = x;
+            let mut cur_shape = xs.clone();
+            for (k, &a) in axes.iter().enumerate() {
+                let mut dst_shape = cur_shape.clone();
+                dst_shape[a] = os[a];
+                let dst = if k + 1 == axes.len() {
+                    out
+                } else {
+                    let dtype = b.s.tens[x].dtype;
+                    b.temp(format!("{name}.axis{a}"), dst_shape.clone(), dtype, false, Store::Arena)
+                };
+                let mut o0 = 0;
+                while o0 < os[a] {
+                    let src = maps[a][o0];
+                    let len = maps[a][o0..].iter().take_while(|i| **i == src).count();
+                    let mut run_shape = dst_shape.clone();
+                    run_shape[a] = len;
+                    copy_step(
+                        b,
+                        &format!("{name}:axis{a}@{o0}"),
+                        dst,
+                        vec![ViewOp::Slice { axis: a, start: o0, len, step: 1 }],
+                        cur,
+                        vec![
+                            ViewOp::Slice { axis: a, start: src, len: 1, step: 1 },
+                            ViewOp::Broadcast(run_shape),
+                        ],
+                    );
+                    o0 += len;
+                }
+                cur = dst;
+                cur_shape = dst_shape;
+            }
             Ok(())
         }
         Op::Binary(op) => {

@@ -181,13 +181,19 @@ impl egg::Analysis<Node> for Facts {
             }
             Node::Op(k, children) => {
                 let operator = facts.ops[*k as usize].clone();
-                let inputs: Vec<Option<&Data>> = children
-                    .iter()
-                    .map(|c| {
-                        let d = &egraph[*c].data;
-                        (d.ty.is_some()).then_some(d)
-                    })
-                    .collect();
+                // An omitted optional input is `None`; a present but untyped one (downstream
+                // of an unsupported node) leaves the result untyped too, as in `infer_node`.
+                let mut inputs: Vec<Option<&Data>> = Vec::with_capacity(children.len());
+                for c in children {
+                    let class = &egraph[*c];
+                    if class.nodes.iter().any(|n| matches!(n, Node::Absent)) {
+                        inputs.push(None);
+                    } else if class.data.ty.is_some() {
+                        inputs.push(Some(&class.data));
+                    } else {
+                        return Data::default();
+                    }
+                }
                 infer_and_fold(&operator, &inputs, facts.opset, facts.fold_limit)
             }
         }

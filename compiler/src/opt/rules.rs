@@ -682,7 +682,9 @@ impl Searcher<Node, Facts> for Search {
         eclass: Id,
         limit: usize,
     ) -> Option<SearchMatches<'_, Node>> {
-        if limit == 0 {
+        // Rewrites fire only on typed classes: an untyped one (downstream of an unsupported
+        // node) has nothing to preserve the type of.
+        if limit == 0 || eg[eclass].data.ty.is_none() {
             return None;
         }
         let hit = eg[eclass].nodes.iter().any(|n| (self.0)(eg, eclass, n).is_some());
@@ -725,11 +727,18 @@ impl Applier<Node, Facts> for Apply {
         _ast: Option<&egg::PatternAst<Node>>,
         _rule: Symbol,
     ) -> Vec<Id> {
+        let want = eg[eclass].data.ty.clone();
+        if want.is_none() {
+            return vec![];
+        }
         let nodes = eg[eclass].nodes.clone();
         let builds: Vec<Build> = nodes.iter().filter_map(|n| (self.0)(eg, eclass, n)).collect();
         let mut changed = vec![];
         for b in builds {
+            // The replacement must have exactly the class's type: a rule that would change it
+            // is wrong for this match and is not applied.
             if let Some(id) = build(eg, &b)
+                && eg[id].data.ty == want
                 && eg.union(eclass, id)
             {
                 changed.push(id);

@@ -7,6 +7,7 @@ mod cli;
 mod conformance;
 mod driver;
 mod encoding;
+mod faithful;
 mod frontend;
 mod lower;
 mod lower_random;

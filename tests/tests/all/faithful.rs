@@ -1,0 +1,532 @@
+//! Semantic faithfulness: the edge cases of `../shared/cases` (expected values computed from the
+//! ONNX specification, cross-checked against onnxruntime and `onnx.reference`) end to end through
+//! `accelc run --expect`; every attribute of every ONNX schema version of a supported op either
+//! honoured or refused by name (walking the schemas the pinned `onnx` package lists); the opset
+//! changes of supported ops (hand-computed values, reference and device); the NaN rule; and
+//! nearest `Resize` on the device against the op's index map.
+
+use std::path::PathBuf;
+
+use accelc_compiler::ir::Op;
+use accelc_compiler::onnx::{ImportOptions, MAX_OPSET, MIN_OPSET, SUPPORTED_OPS, UNREAD, import};
+use accelc_compiler::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, attribute_proto,
+};
+use accelc_tests::{accelc, repo_root};
+use ndarray::ArrayD;
+use prost::Message;
+
+fn case(name: &str, file: &str) -> String {
+    repo_root().join("../shared/cases").join(name).join(file).display().to_string()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("accelc-faithful-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `accelc run MODEL --input x=... --expect y=...` at `-O0` and `-O2`: exit status and output.
+fn run_case(name: &str) -> Vec<(u8, String)> {
+    ["-O0", "-O2"]
+        .iter()
+        .map(|o| {
+            let r = accelc(&[
+                "run",
+                &case(name, "model.onnx"),
+                o,
+                "--input",
+                &format!("x={}", case(name, "input_x.npy")),
+                "--expect",
+                &format!("y={}", case(name, "expected_y.npy")),
+            ]);
+            (r.code, format!("{}{}", r.stdout, r.stderr))
+        })
+        .collect()
+}
+
+#[test]
+fn cases_with_known_answers_match_end_to_end() {
+    for name in [
+        "resize_nearest_noninteger_scale",
+        "batchnorm_opset7_spatial0",
+        "softmax_opset11_coerce",
+        "softmax_opset11_coerce_folded",
+    ] {
+        for (code, text) in run_case(name) {
+            assert_eq!(code, 0, "{name}: {text}");
+            assert!(text.contains("matches the expected values"), "{name}: {text}");
+        }
+    }
+}
+
+#[test]
+fn an_unsupported_node_is_named_at_every_optimization_level() {
+    // The refusal names the unsupported Where, never an optimizer-made type error downstream
+    // of it (rewrites fire only on typed classes and keep the class's type).
+    for (code, text) in run_case("where_upstream_of_concat") {
+        assert_ne!(code, 0, "{text}");
+        assert!(text.contains("node `Where_2`") && !text.contains("MatMul of"), "{text}");
+    }
+}
+
+#[test]
+fn batchnorm_7_spatial_attribute_with_runtime_parameters() {
+    // spatial = 0 with parameters as graph inputs (nothing folds): per activation; spatial = 1
+    // (the default): per channel.
+    let x: Vec<f32> = (0..8).map(|i| i as f32).collect();
+    let p = |v: [f32; 4]| arr(&[2, 2], v.to_vec());
+    let (scale, bias, mean, var) = (
+        p([1.0, 2.0, 3.0, 4.0]),
+        p([0.5, 0.0, -0.5, 1.0]),
+        p([1.0, 1.0, 2.0, 2.0]),
+        p([1.0, 4.0, 9.0, 16.0]),
+    );
+    let model = "<ir_version: 3, opset_import: [\"\" : 7]>\n\
+        g (float[2,2,2] x, float[2,2] s, float[2,2] b, float[2,2] m, float[2,2] v) => (float y) {\n\
+          y = BatchNormalization <spatial: int = 0, epsilon: float = 0.0> (x, s, b, m, v)\n\
+        }";
+    let ins = [
+        ("x", arr(&[2, 2, 2], x.clone())),
+        ("s", scale.clone()),
+        ("b", bias.clone()),
+        ("m", mean.clone()),
+        ("v", var.clone()),
+    ];
+    let r = run_text("bn7", model, &ins, "-O2").ok();
+    let want: Vec<f64> = (0..8)
+        .map(|i| {
+            let k = i % 4;
+            let f = |a: &ArrayD<f32>| f64::from(a.as_slice().unwrap()[k]);
+            (f64::from(x[i]) - f(&mean)) / f(&var).sqrt() * f(&scale) + f(&bias)
+        })
+        .collect();
+    close(&r.out("y"), &want, "spatial = 0");
+}
+
+// ---- attributes ---------------------------------------------------------------------------
+
+/// One version of an operator's schema, as `tests/conformance/generate.py` writes it.
+struct Schema {
+    name: String,
+    since_version: i64,
+    attributes: Vec<(String, SchemaAttr)>,
+}
+
+struct SchemaAttr {
+    r#type: String,
+    default: Option<serde_json::Value>,
+}
+
+fn schemas() -> Vec<Schema> {
+    let path = repo_root().join("target/onnx-node-tests/schemas.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `bash .ci/setup`)", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Schema {
+            name: s["name"].as_str().unwrap().to_string(),
+            since_version: s["since_version"].as_i64().unwrap(),
+            attributes: s["attributes"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, a)| {
+                    let t = a["type"].as_str().unwrap().to_string();
+                    (
+                        k.clone(),
+                        SchemaAttr {
+                            r#type: t,
+                            default: Some(a["default"].clone()).filter(|d| !d.is_null()),
+                        },
+                    )
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// An attribute holding the schema's default, or a plausible value when it has none.
+fn attribute(name: &str, a: &SchemaAttr) -> Option<AttributeProto> {
+    use attribute_proto::AttributeType as T;
+    let mut p = AttributeProto { name: Some(name.into()), ..Default::default() };
+    let d = a.default.as_ref();
+    match a.r#type.as_str() {
+        "INT" => {
+            p.r#type = Some(T::Int as i32);
+            p.i = Some(d.and_then(|v| v.as_i64()).unwrap_or(match name {
+                "to" => 1,
+                "axis" => 0,
+                _ => 1,
+            }));
+        }
+        "FLOAT" => {
+            p.r#type = Some(T::Float as i32);
+            p.f = Some(d.and_then(|v| v.as_f64()).unwrap_or(0.5) as f32);
+        }
+        "STRING" => {
+            p.r#type = Some(T::String as i32);
+            p.s = Some(d.and_then(|v| v.as_str()).unwrap_or("").as_bytes().to_vec().into());
+        }
+        "INTS" => {
+            p.r#type = Some(T::Ints as i32);
+            p.ints = d
+                .and_then(|v| v.as_array())
+                .map(|v| v.iter().filter_map(|x| x.as_i64()).collect())
+                .unwrap_or_else(|| vec![if name == "perm" || name == "axes" { 0 } else { 1 }]);
+        }
+        "FLOATS" => {
+            p.r#type = Some(T::Floats as i32);
+            p.floats = vec![1.0];
+        }
+        // Tensors, graphs, sparse tensors and string lists: only Constant's values, which are
+        // checked by the Constant tests of the frontend.
+        _ => return None,
+    }
+    Some(p)
+}
+
+fn one_node_model(op: &str, opset: i64, attrs: Vec<AttributeProto>) -> ModelProto {
+    let node = NodeProto {
+        op_type: Some(op.into()),
+        name: Some("n".into()),
+        input: vec![],
+        output: vec!["y".into()],
+        attribute: attrs,
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(GraphProto { node: vec![node], ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The refusal reason of the model's only node (or the import error), if it is refused.
+fn refusal(m: &ModelProto) -> Option<String> {
+    let g = match import(m.encode_to_vec().into(), None, &ImportOptions::default()) {
+        Ok(g) => g,
+        Err(e) => return Some(e.to_string()),
+    };
+    match &g.nodes[0].op {
+        Op::Unsupported { reason, .. } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_schema_attribute_of_a_supported_op_is_known_to_the_importer() {
+    let schemas = schemas();
+    let mut checked = 0;
+    let mut unknown = vec![];
+    for op in SUPPORTED_OPS {
+        let versions: Vec<&Schema> = schemas.iter().filter(|s| s.name == *op).collect();
+        assert!(!versions.is_empty(), "{op} is not an ONNX operator");
+        for opset in MIN_OPSET..=MAX_OPSET {
+            let Some(s) = versions
+                .iter()
+                .filter(|s| s.since_version <= opset)
+                .max_by_key(|s| s.since_version)
+            else {
+                continue;
+            };
+            for (name, a) in &s.attributes {
+                let Some(attr) = attribute(name, a) else { continue };
+                checked += 1;
+                let mut base = vec![];
+                if *op == "Cast" && name != "to" {
+                    base.push(
+                        attribute("to", &SchemaAttr { r#type: "INT".into(), default: None })
+                            .unwrap(),
+                    );
+                }
+                // A refusal of the op at this opset whatever its attributes says nothing about
+                // this one.
+                let whole_op = refusal(&one_node_model(op, opset, base.clone()));
+                let mut attrs = base;
+                attrs.push(attr);
+                // Imported as supported (the attribute is honoured), or refused naming it.
+                if let Some(r) = refusal(&one_node_model(op, opset, attrs))
+                    && (r.contains(UNREAD)
+                        || (!r.contains(name.as_str()) && whole_op.as_ref() != Some(&r)))
+                {
+                    unknown
+                        .push(format!("{op}-{} at opset {opset}, `{name}`: {r}", s.since_version));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "attributes neither honoured nor refused by name:\n{}",
+        unknown.join("\n")
+    );
+    assert!(checked > 500, "only {checked} attributes checked");
+}
+
+#[test]
+fn an_attribute_no_schema_has_is_refused_by_name() {
+    for op in SUPPORTED_OPS {
+        let bogus = AttributeProto {
+            name: Some("bogus".into()),
+            r#type: Some(attribute_proto::AttributeType::Int as i32),
+            i: Some(1),
+            ..Default::default()
+        };
+        let mut attrs = vec![bogus];
+        if *op == "Cast" {
+            attrs.push(
+                attribute("to", &SchemaAttr { r#type: "INT".into(), default: None }).unwrap(),
+            );
+        }
+        let r = refusal(&one_node_model(op, 17, attrs))
+            .unwrap_or_else(|| panic!("{op} with an unknown attribute imported as supported"));
+        assert!(r.contains("`bogus`"), "{op}: {r}");
+    }
+}
+
+// ---- opset changes ------------------------------------------------------------------------
+
+/// Writes a text model, runs it with `--compare` and returns the outputs by name.
+fn run_text(tag: &str, model: &str, inputs: &[(&str, ArrayD<f32>)], opt: &str) -> RunResult {
+    let dir = scratch(tag);
+    let path = dir.join("m.onnxtxt");
+    std::fs::write(&path, model).unwrap();
+    let mut args: Vec<String> = vec!["run".into(), path.display().to_string(), opt.into()];
+    for (name, a) in inputs {
+        let f = dir.join(format!("{name}.npy"));
+        ndarray_npy::write_npy(&f, a).unwrap();
+        args.push("--input".into());
+        args.push(format!("{name}={}", f.display()));
+    }
+    args.extend(["--compare".into(), "--output".into(), dir.join("out").display().to_string()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = accelc(&argv);
+    RunResult { code: r.code, text: format!("{}{}", r.stdout, r.stderr), dir }
+}
+
+struct RunResult {
+    code: u8,
+    text: String,
+    dir: PathBuf,
+}
+
+impl RunResult {
+    fn ok(self) -> RunResult {
+        assert_eq!(self.code, 0, "{}", self.text);
+        self
+    }
+
+    fn out(&self, name: &str) -> Vec<f32> {
+        let a: ArrayD<f32> =
+            ndarray_npy::read_npy(self.dir.join("out").join(format!("{name}.npy")))
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{}", self.text));
+        a.iter().copied().collect()
+    }
+}
+
+fn arr(shape: &[usize], v: Vec<f32>) -> ArrayD<f32> {
+    ArrayD::from_shape_vec(shape, v).unwrap()
+}
+
+fn close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((f64::from(*g) - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+/// Softmax of `v` in `rows` rows, in f64 (the definition).
+fn softmax_rows(v: &[f32], row: usize, log: bool) -> Vec<f64> {
+    v.chunks(row)
+        .flat_map(|r| {
+            let m = r.iter().fold(f64::NEG_INFINITY, |a, b| a.max(f64::from(*b)));
+            let s: f64 = r.iter().map(|x| (f64::from(*x) - m).exp()).sum();
+            r.iter()
+                .map(
+                    move |x| {
+                        if log { f64::from(*x) - m - s.ln() } else { (f64::from(*x) - m).exp() / s }
+                    },
+                )
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn softmax_before_opset_13_normalises_the_trailing_block() {
+    let x: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.0).collect();
+    for op in ["Softmax", "LogSoftmax"] {
+        let log = op == "LogSoftmax";
+        for (opset, axis, row) in [(11, 1, 12), (11, 2, 4), (11, 0, 24), (13, 1, 0), (13, 2, 4)] {
+            let model = format!(
+                "<ir_version: 8, opset_import: [\"\" : {opset}]>\n\
+                 g (float[2,3,4] x) => (float y) {{ y = {op} <axis: int = {axis}> (x) }}"
+            );
+            for o in ["-O0", "-O2"] {
+                let r = run_text(
+                    &format!("{op}{opset}{axis}{o}"),
+                    &model,
+                    &[("x", arr(&[2, 3, 4], x.clone()))],
+                    o,
+                )
+                .ok();
+                let want = if row == 0 {
+                    // opset 13, axis 1: along the middle axis only.
+                    let mut w = vec![0.0; 24];
+                    for n in 0..2 {
+                        for k in 0..4 {
+                            let lane: Vec<f32> = (0..3).map(|c| x[n * 12 + c * 4 + k]).collect();
+                            for (c, v) in softmax_rows(&lane, 3, log).into_iter().enumerate() {
+                                w[n * 12 + c * 4 + k] = v;
+                            }
+                        }
+                    }
+                    w
+                } else {
+                    softmax_rows(&x, row, log)
+                };
+                close(&r.out("y"), &want, &format!("{op}-{opset} axis {axis} {o}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn clip_6_defaults_clamp_infinities_to_the_float_range() {
+    let model = "<ir_version: 8, opset_import: [\"\" : 9]>\n\
+                 g (float[4] x) => (float y, float z) {\n\
+                   y = Clip (x)\n\
+                   z = Clip <min: float = -1.0> (x)\n\
+                 }";
+    let x = arr(&[4], vec![f32::INFINITY, f32::NEG_INFINITY, 2.0, -3.0]);
+    for o in ["-O0", "-O2"] {
+        let r = run_text(&format!("clip{o}"), model, &[("x", x.clone())], o).ok();
+        assert_eq!(r.out("y"), vec![f32::MAX, f32::MIN, 2.0, -3.0]);
+        assert_eq!(r.out("z"), vec![f32::MAX, -1.0, 2.0, -1.0]);
+    }
+}
+
+#[test]
+fn split_into_equal_parts_before_opset_18_and_a_smaller_last_part_after() {
+    let x = arr(&[5], vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    let old = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+               g (float[5] x) => (float a, float b) { a, b = Split (x) }";
+    let r = run_text("split13", old, &[("x", x.clone())], "-O0");
+    assert_ne!(r.code, 0, "{}", r.text);
+    assert!(r.text.contains("equal parts"), "{}", r.text);
+    let new = "<ir_version: 8, opset_import: [\"\" : 18]>\n\
+               g (float[5] x) => (float a, float b, float c) {\n\
+                 a, b, c = Split <num_outputs: int = 3> (x)\n\
+               }";
+    let r = run_text("split18", new, &[("x", x)], "-O0").ok();
+    assert_eq!((r.out("a"), r.out("b"), r.out("c")), (vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0]));
+}
+
+#[test]
+fn batchnorm_training_outputs_are_refused() {
+    let model = "<ir_version: 8, opset_import: [\"\" : 9]>\n\
+                 g (float[1,2,1,1] x) => (float y, float m) \n\
+                 <float[2] s = {1.0, 1.0}, float[2] b = {0.0, 0.0}, float[2] mu = {0.0, 0.0}, float[2] v = {1.0, 1.0}> {\n\
+                   y, m = BatchNormalization (x, s, b, mu, v)\n\
+                 }";
+    let r = run_text("bn-train", model, &[("x", arr(&[1, 2, 1, 1], vec![1.0, 2.0]))], "-O0");
+    assert_ne!(r.code, 0, "{}", r.text);
+    assert!(r.text.contains("running-statistics outputs"), "{}", r.text);
+}
+
+// ---- NaN ----------------------------------------------------------------------------------
+
+#[test]
+fn nan_propagates_through_max_like_ops_on_device_reference_and_folder() {
+    // `k / 0 · 0` folds to NaN everywhere; the same ops then run on folded constants.
+    let model = "<ir_version: 8, opset_import: [\"\" : 17]>\n\
+        g (float[1,2,2,2] x) => (float r, float mp, float rm, float gm, float cl, float lr, float fr, float fm)\n\
+        <float[1,2,2,2] k = {1.0, 0.0, 0.0, 0.0, 2.0, 3.0, 0.0, -1.0}, float[1] z = {0.0}, float lo = {0.0}, float hi = {1.0}> {\n\
+          r = Relu (x)\n\
+          mp = MaxPool <kernel_shape: ints = [2, 2]> (x)\n\
+          rm = ReduceMax <keepdims: int = 0> (x)\n\
+          gm = GlobalMaxPool (x)\n\
+          cl = Clip (x, lo, hi)\n\
+          lr = LeakyRelu (x)\n\
+          kn = Div (k, z)\n\
+          kz = Mul (kn, z)\n\
+          fr = Relu (kz)\n\
+          fm = ReduceMax <keepdims: int = 0> (kz)\n\
+        }";
+    let x = arr(&[1, 2, 2, 2], vec![1.0, f32::NAN, -2.0, 3.0, -1.0, -2.0, -3.0, -4.0]);
+    for o in ["-O0", "-O2"] {
+        let r = run_text(&format!("nan{o}"), model, &[("x", x.clone())], o).ok();
+        let nan = |v: &[f32]| v.iter().map(|x| x.is_nan()).collect::<Vec<_>>();
+        assert_eq!(nan(&r.out("r")), [false, true, false, false, false, false, false, false]);
+        assert_eq!(r.out("r")[0], 1.0);
+        assert_eq!(nan(&r.out("mp")), [true, false]);
+        assert_eq!(r.out("mp")[1], -1.0);
+        assert_eq!(nan(&r.out("rm")), [true]);
+        assert_eq!(nan(&r.out("gm")), [true, false]);
+        assert!(r.out("cl")[1].is_nan() && r.out("lr")[1].is_nan());
+        assert!(r.out("fr").iter().all(|v| v.is_nan()));
+        assert!(r.out("fm")[0].is_nan());
+    }
+}
+
+// ---- nearest Resize -----------------------------------------------------------------------
+
+/// The shared case's index map, [0, 0, 1, 1, 1, 2], through a non-integer scale whose output
+/// is an integer multiple of the input; and true integer factors under modes whose maps are
+/// not plain repeats. Every mode and rounding runs on the device against the reference.
+#[test]
+fn nearest_resize_follows_the_index_map_in_every_mode() {
+    let coords =
+        ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric"];
+    let modes = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"];
+    let x: Vec<f32> = (0..2 * 3 * 4).map(|i| i as f32).collect();
+    let mut tried = 0;
+    for (scales, out) in
+        [("2.3, 2.3", "6,9"), ("2.0, 2.0", "6,8"), ("0.5, 0.75", "1,3"), ("1.5, 1.0", "4,4")]
+    {
+        for c in coords {
+            for m in modes {
+                let model = format!(
+                    "<ir_version: 8, opset_import: [\"\" : 19]>\n\
+                     g (float[1,2,3,4] x) => (float[1,2,{out}] y) <float[4] s = {{1.0, 1.0, {scales}}}> {{\n\
+                       y = Resize <coordinate_transformation_mode: string = \"{c}\", nearest_mode: string = \"{m}\"> (x, \"\", s)\n\
+                     }}"
+                );
+                let r = run_text(
+                    &format!("resize{tried}"),
+                    &model,
+                    &[("x", arr(&[1, 2, 3, 4], x.clone()))],
+                    "-O2",
+                );
+                assert_eq!(r.code, 0, "scales {scales}, {c}, {m}: {}", r.text);
+                assert!(r.text.contains("matches the reference"), "{}", r.text);
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 80);
+}
+
+#[test]
+fn the_noninteger_case_has_the_spec_index_map() {
+    // 1×1×3×3 at scale 2.3 (half_pixel, round_prefer_floor): rows and columns read
+    // [0, 0, 1, 1, 1, 2] (from the case's README and the ONNX definition).
+    let expected: ArrayD<f32> =
+        ndarray_npy::read_npy(case("resize_nearest_noninteger_scale", "expected_y.npy")).unwrap();
+    let input: ArrayD<f32> =
+        ndarray_npy::read_npy(case("resize_nearest_noninteger_scale", "input_x.npy")).unwrap();
+    let map = [0, 0, 1, 1, 1, 2];
+    for (i, r) in map.iter().enumerate() {
+        for (j, c) in map.iter().enumerate() {
+            assert_eq!(expected[[0, 0, i, j]], input[[0, 0, *r, *c]]);
+        }
+    }
+}
