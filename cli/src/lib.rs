@@ -46,7 +46,9 @@ enum Command {
         #[arg(long, default_value = "default")]
         config: String,
     },
-    /// Disassemble a blob or raw instruction words; the output reassembles to the same bytes.
+    /// Disassemble a blob or raw instruction words; `accelc asm` of the output gives back the
+    /// same program, tables and segment table (constant bytes, I/O descriptors, metadata and
+    /// debug ranges are not carried by assembly text, and are listed in a comment).
     Disasm {
         /// A blob, or raw instruction words with --raw.
         input: PathBuf,
@@ -457,10 +459,24 @@ fn raw_program(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
 
 fn cmd_disasm(input: &Path, raw: bool, hex: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let bytes = read(input)?;
+    let mut segments = Vec::new();
+    let mut header = String::new();
     let program = if raw {
         raw_program(input, &bytes)?
     } else if is_blob(&bytes) {
         let blob = read_blob(input, &bytes)?;
+        let _ = writeln!(
+            header,
+            "; from a blob for `{}` (reassemble with --config {}); not carried by the text: \
+             {} bytes of constants, {} I/O descriptor(s), {} metadata entries, {} debug range(s)",
+            blob.target.config_name,
+            blob.target.config_name,
+            blob.consts.len(),
+            blob.io.len(),
+            blob.meta.len(),
+            blob.debug.len()
+        );
+        segments = blob.segments.clone();
         Program::decode(&blob.program).map_err(|e| invalid(format!("{}: {e}", input.display())))?
     } else {
         bail!(invalid(format!(
@@ -480,7 +496,7 @@ fn cmd_disasm(input: &Path, raw: bool, hex: bool, out: &mut dyn Write) -> anyhow
         }
         s
     } else {
-        disasm::disassemble(&program, Options { hex })
+        header + &disasm::disassemble_with_segments(&program, &segments, Options { hex })
     };
     out.write_all(text.as_bytes())?;
     Ok(())

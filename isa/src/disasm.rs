@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use crate::blob::{SegmentDecl, SegmentRole};
 use crate::fields::{FieldKind, FieldValue, LocalAddr, Sem};
 use crate::inst::{Inst, Sync};
 use crate::program::{DmaDesc, Program, SHAPE_SRC0_COL_BROADCAST, SHAPE_SRC1_COL_BROADCAST, Shape};
@@ -19,7 +20,41 @@ pub struct Options {
 
 /// Writes a whole program: semaphore initial values, tables, instructions.
 pub fn disassemble(program: &Program, opts: Options) -> String {
+    disassemble_with_segments(program, &[], opts)
+}
+
+/// As [`disassemble`], starting with a `.seg` declaration (size and role) for each of a blob's
+/// segments, so that assembling the text gives back the same program, tables and segment table.
+/// What assembly cannot express is said in comments: the initial contents of constant segments
+/// (bytes of the blob's CONST section), access bits that differ from the role's, and (by the
+/// caller) I/O descriptors, metadata and debug ranges.
+pub fn disassemble_with_segments(
+    program: &Program,
+    segments: &[SegmentDecl],
+    opts: Options,
+) -> String {
     let mut out = String::new();
+    for s in segments {
+        let role = match s.role {
+            SegmentRole::Const => "const",
+            SegmentRole::Arena => "arena",
+            SegmentRole::Input => "input",
+            SegmentRole::Output => "output",
+            SegmentRole::InOut => "inout",
+        };
+        let _ = write!(out, ".seg seg{id} {id} size={} role={role}", s.size, id = s.id);
+        if let Some((off, len)) = s.init {
+            let _ = write!(
+                out,
+                " ; initialised from {len} bytes at offset {off} of the blob's constants (not carried by the text)"
+            );
+        }
+        if s.access != s.role.access() {
+            let _ =
+                write!(out, " ; access bits {:#x} differ from the role's (not carried)", s.access);
+        }
+        out.push('\n');
+    }
     let _ = writeln!(
         out,
         "; {} instructions, {} dma descriptors, {} shapes",

@@ -126,3 +126,69 @@ fn sems_print_as_their_names() {
     let s = Sem::new(12).unwrap();
     assert_eq!(s.to_string(), "s12");
 }
+
+/// `accelc asm` of `accelc disasm BLOB` gives back the blob's program, tables and segment table
+/// (all but constant segments' initial contents, which the text says it does not carry), for
+/// every assembly program under `tests/` and for compiled models on every built-in device.
+#[test]
+fn disassembled_blobs_reassemble_to_the_same_program_and_segments() {
+    use accelc_isa::blob::Blob;
+    let dir = std::env::temp_dir().join(format!("accelc-disasm-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |n: &str| dir.join(n).display().to_string();
+    let mut blobs: Vec<(String, String)> = Vec::new();
+    for sub in ["programs", "fixtures/verify"] {
+        let mut files: Vec<_> = std::fs::read_dir(accelc_tests::tests_path(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "s"))
+            .collect();
+        files.sort();
+        for f in files {
+            let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+            let out = path(&format!("{name}.blob"));
+            let r = accelc_tests::accelc(&["asm", &f.display().to_string(), "-o", &out]);
+            // A fixture that does not assemble has no blob to disassemble.
+            if r.code == 0 {
+                blobs.push((name, "default".into()));
+            }
+        }
+    }
+    assert!(blobs.len() >= 20, "only {} assembly programs found", blobs.len());
+    let models =
+        [accelc_tests::zoo("mlp_mnist.onnx"), accelc_tests::tests_path("models/small_cnn.onnxtxt")];
+    for cfg in accelc_isa::DeviceConfig::builtin() {
+        for m in &models {
+            let name = format!("{}-{}", m.file_stem().unwrap().to_string_lossy(), cfg.name);
+            let r = accelc_tests::accelc(&[
+                "compile",
+                &m.display().to_string(),
+                "--config",
+                cfg.name,
+                "-o",
+                &path(&format!("{name}.blob")),
+            ]);
+            assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+            blobs.push((name, cfg.name.to_string()));
+        }
+    }
+    for (name, cfg) in &blobs {
+        let original = path(&format!("{name}.blob"));
+        let r = accelc_tests::accelc(&["disasm", &original]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        let text = path(&format!("{name}.rt.s"));
+        std::fs::write(&text, &r.stdout).unwrap();
+        let again = path(&format!("{name}.rt.blob"));
+        let r = accelc_tests::accelc(&["asm", &text, "--config", cfg, "-o", &again]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        let (a, b) = (std::fs::read(&original).unwrap(), std::fs::read(&again).unwrap());
+        let (a, b) = (Blob::read(&a).unwrap(), Blob::read(&b).unwrap());
+        assert_eq!(a.program, b.program, "{name}: program");
+        assert_eq!(a.target, b.target, "{name}: target");
+        let strip = |b: &Blob<'_>| {
+            b.segments.iter().map(|s| (s.id, s.role, s.access, s.size)).collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&a), strip(&b), "{name}: segments");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
