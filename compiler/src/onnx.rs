@@ -540,23 +540,26 @@ impl Builder<'_> {
     }
 
     fn constant_value(&self, n: &NodeProto) -> Result<Tensor, String> {
+        // Typed lookups: a value attribute of the wrong type (`value_floats` holding INTS) is
+        // an error naming it, never an empty tensor.
         let a = Attrs::new(n);
-        if let Some(t) = a.get("value").and_then(|v| v.t.as_ref()) {
-            return self.tensor(t);
+        let t = if let Some(t) = a.typed("value", AttributeType::Tensor) {
+            self.tensor(t.t.as_ref().ok_or("Constant `value` holds no tensor")?)
+        } else if let Some(v) = a.typed("value_float", AttributeType::Float) {
+            Ok(Tensor::from_f32(vec![], &[v.f.unwrap_or(0.0)]))
+        } else if let Some(v) = a.typed("value_floats", AttributeType::Floats) {
+            Ok(Tensor::from_f32(vec![v.floats.len()], &v.floats))
+        } else if let Some(v) = a.typed("value_int", AttributeType::Int) {
+            Ok(Tensor::from_i64(vec![], &[v.i.unwrap_or(0)]))
+        } else if let Some(v) = a.typed("value_ints", AttributeType::Ints) {
+            Ok(Tensor::from_i64(vec![v.ints.len()], &v.ints))
+        } else {
+            Err("Constant without a supported value attribute".to_string())
+        };
+        if let Some(bad) = a.bad.into_inner() {
+            return Err(bad);
         }
-        if let Some(v) = a.get("value_float").and_then(|v| v.f) {
-            return Ok(Tensor::from_f32(vec![], &[v]));
-        }
-        if let Some(v) = a.get("value_floats") {
-            return Ok(Tensor::from_f32(vec![v.floats.len()], &v.floats));
-        }
-        if let Some(v) = a.get("value_int").and_then(|v| v.i) {
-            return Ok(Tensor::from_i64(vec![], &[v]));
-        }
-        if let Some(v) = a.get("value_ints") {
-            return Ok(Tensor::from_i64(vec![v.ints.len()], &v.ints));
-        }
-        Err("Constant without a supported value attribute".into())
+        t
     }
 }
 

@@ -24,13 +24,23 @@ pub fn load_any(path: &Path, opts: &ImportOptions) -> Result<Graph, String> {
     if is_text {
         let source = String::from_utf8(bytes)
             .map_err(|_| format!("{}: text model is not UTF-8", path.display()))?;
-        let model = crate::text::parse(&source).map_err(|d| {
-            accelc_isa::asm::render(&d, &source, &path.display().to_string()).trim_end().to_string()
-        })?;
-        import(Bytes::from(model.encode_to_vec()), path.parent(), opts).map_err(|e| e.to_string())
+        load_text(&source, &path.display().to_string(), path.parent(), opts)
     } else {
         load(path, opts).map_err(|e| e.to_string())
     }
+}
+
+/// Imports a model in the ONNX text syntax; `name` names it in errors (with line and column),
+/// `base_dir` resolves external data.
+pub fn load_text(
+    source: &str,
+    name: &str,
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Graph, String> {
+    let model = crate::text::parse(source)
+        .map_err(|d| accelc_isa::asm::render(&d, source, name).trim_end().to_string())?;
+    import(Bytes::from(model.encode_to_vec()), base_dir, opts).map_err(|e| e.to_string())
 }
 
 /// Runs every pass on `g`, verifying after each; `dump` receives `(pass, graph)` after import

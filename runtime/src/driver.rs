@@ -233,6 +233,9 @@ pub struct Job {
     pub wait_for: Vec<Fence>,
     /// A cycle budget below the default, for callers with a deadline.
     pub budget_cycles: Option<u64>,
+    /// Record a trace event per instruction in the job's counters (for profiling; the
+    /// functional result and the cycles are the same either way).
+    pub trace: bool,
 }
 
 #[derive(Debug, Default)]
@@ -267,6 +270,7 @@ struct QueuedJob {
     bindings: Vec<Bound>,
     wait_for: Vec<Fence>,
     budget: u64,
+    trace: bool,
     fence: Fence,
 }
 
@@ -553,6 +557,7 @@ impl Context {
             bindings,
             wait_for: job.wait_for,
             budget,
+            trace: job.trace,
             fence: fence.clone(),
         };
         let mut pending = lock(&shared.pending);
@@ -648,7 +653,7 @@ fn run_job(sim: &mut Simulator, job: &QueuedJob) -> JobStatus {
         segs[b.seg] =
             Some(Segment { data: &mut guard[b.offset..b.offset + b.size], writable: b.writable });
     }
-    let opts = RunOptions { timing: true, trace: false, max_cycles: Some(job.budget) };
+    let opts = RunOptions { timing: true, trace: job.trace, max_cycles: Some(job.budget) };
     match sim.run(&job.program.program, &mut segs, opts) {
         Ok(stats) => JobStatus::Done(Box::new(stats)),
         Err(f) if f.kind == FaultKind::Watchdog => JobStatus::TimedOut(f),

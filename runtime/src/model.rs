@@ -149,6 +149,12 @@ impl Model {
 
     /// Runs the model on `inputs` (little-endian tensor bytes, in signature order).
     pub fn run(&self, inputs: &[&[u8]]) -> Result<Outputs, ModelError> {
+        self.run_with(inputs, false)
+    }
+
+    /// As [`Model::run`]; with `trace`, the job records a trace event per instruction
+    /// (`Outputs::stats.trace`), for profiles.
+    pub fn run_with(&self, inputs: &[&[u8]], trace: bool) -> Result<Outputs, ModelError> {
         let specs: Vec<&IoTensor> = self.inputs().collect();
         if specs.len() != inputs.len() {
             return Err(ModelError::Inputs(format!(
@@ -197,8 +203,12 @@ impl Model {
                 })?;
                 self.ctx.write_bo(bo, spec.offset, data)?;
             }
-            let job =
-                Job { program: Some(self.program), bindings: bindings.clone(), ..Job::default() };
+            let job = Job {
+                program: Some(self.program),
+                bindings: bindings.clone(),
+                trace,
+                ..Job::default()
+            };
             let fence = self.ctx.submit(self.queue, job)?;
             let status = loop {
                 if let Some(s) = fence.wait(std::time::Duration::from_secs(1)) {
@@ -240,6 +250,12 @@ pub fn simulate(
             blob.target.config_name
         ))
     })?;
+    if !blob.target.runs_on(&cfg) {
+        return Err(ModelError::Target(format!(
+            "built for ISA {}.{} on a `{}` whose fingerprint differs from the built-in one",
+            blob.target.isa_major, blob.target.isa_minor, blob.target.config_name
+        )));
+    }
     let (program, report) = accelc_isa::verify::verify_encoded(
         &blob.program,
         &cfg,

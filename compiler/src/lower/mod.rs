@@ -216,6 +216,21 @@ pub fn compile_with_progress(
     compile_with(graph, opts, progress, &mut |_, _| {})
 }
 
+/// Asks the lowering, for every node of `graph` (folded and typed; it may hold unsupported
+/// nodes), whether it runs on `opts.config`: `Err` with the failing constraint when the
+/// lowering refuses it (or it does not import, or an input is untyped because a node upstream
+/// does not import); `Ok` when it is lowered, fused into another node's kernel, or folded
+/// away. It is the lowering's own answer, from the code [`compile`] runs, so the two cannot
+/// disagree on a node; whole-program limits (instruction count, memory) only show in
+/// [`compile`].
+pub fn device_support(graph: &Graph, opts: &CompileOptions) -> Vec<Result<(), LowerError>> {
+    let mut nodes: Vec<Result<(), LowerError>> = vec![Ok(()); graph.nodes.len()];
+    for (i, e) in schedule::schedule_all(graph, opts) {
+        nodes[i] = Err(e);
+    }
+    nodes
+}
+
 /// As [`compile_with_progress`], also giving `dump(pass, text)` the schedule after `schedule`
 /// and after `plan-memory` (with addresses), for `--dump-ir`.
 pub fn compile_with(

@@ -563,6 +563,23 @@ impl Builder<'_> {
 
 /// Builds the schedule.
 pub(crate) fn schedule(graph: &Graph, opts: &CompileOptions) -> Result<Sched, LowerError> {
+    schedule_inner(graph, opts, None)
+}
+
+/// Schedules every node it can, recording each node's failure (by node index) instead of
+/// stopping at the first: the per-node answer of [`super::device_support`]. A node fed by a
+/// value without a type (downstream of one that does not import) fails naming that value.
+pub(crate) fn schedule_all(graph: &Graph, opts: &CompileOptions) -> Vec<(usize, LowerError)> {
+    let mut errors = Vec::new();
+    let _ = schedule_inner(graph, opts, Some(&mut errors));
+    errors
+}
+
+fn schedule_inner(
+    graph: &Graph,
+    opts: &CompileOptions,
+    mut errors: Option<&mut Vec<(usize, LowerError)>>,
+) -> Result<Sched, LowerError> {
     let mut s = Sched {
         tens: Vec::with_capacity(graph.values.len()),
         steps: Vec::new(),
@@ -614,12 +631,36 @@ pub(crate) fn schedule(graph: &Graph, opts: &CompileOptions) -> Result<Sched, Lo
         if n.outputs.iter().all(|o| graph.value(*o).constant.is_some()) {
             continue;
         }
-        lower_node(&mut b, i, n).map_err(|mut e| {
+        let result = match (&n.op, &errors) {
+            (Op::Unsupported { reason, .. }, Some(_)) => {
+                Err(LowerError::at(&n.name, format!("does not import: {reason}")))
+            }
+            (_, Some(_)) => match n.inputs.iter().flatten().find(|v| {
+                let v = graph.value(**v);
+                v.ty.is_none() && v.constant.is_none()
+            }) {
+                Some(v) => Err(LowerError::at(
+                    &n.name,
+                    format!(
+                        "input `{}` has no type (a node upstream does not import)",
+                        graph.value(*v).name
+                    ),
+                )),
+                None => lower_node(&mut b, i, n),
+            },
+            _ => lower_node(&mut b, i, n),
+        };
+        let result = result.map_err(|mut e| {
             if e.node.is_none() {
                 e.node = Some(n.name.clone());
             }
             e
-        })?;
+        });
+        match (result, errors.as_deref_mut()) {
+            (Ok(()), _) => {}
+            (Err(e), Some(list)) => list.push((i, e)),
+            (Err(e), None) => return Err(e),
+        }
     }
     let mut outs: Vec<ValueId> = graph.outputs.clone();
     if opts.expose_all {
@@ -1506,20 +1547,42 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let out = b.out(n, 0)?;
             let os = b.shape(out);
             b.s.tens[out].nhwc = b.s.tens[x].nhwc;
-            let ew = Ew {
-                out,
-                out_view: vec![],
-                inputs: vec![
-                    (x, vec![]),
-                    (st, vec![ViewOp::Broadcast(os.clone())]),
-                    (sh, vec![ViewOp::Broadcast(os)]),
-                ],
-                prog: vec![
-                    Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::In(1)),
+            let mut inputs = vec![
+                (x, vec![]),
+                (st, vec![ViewOp::Broadcast(os.clone())]),
+                (sh, vec![ViewOp::Broadcast(os.clone())]),
+            ];
+            let mut prog = vec![
+                Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::In(1)),
+                Micro::Bin(BinOp::Add, 0, Src::Reg(0), Src::In(2)),
+            ];
+            if !scale.iter().chain(&shift).all(|v| v.is_finite()) {
+                // A zero variance (plus epsilon) makes the scale infinite, and `x·scale + shift`
+                // would be inf − inf; the definition's `(x − mean)·scale + bias` is not.
+                let mut shp = vec![c];
+                shp.extend(std::iter::repeat_n(1, xs.len().saturating_sub(2)));
+                let mean = b.temp(
+                    format!("{name}.mean"),
+                    shp,
+                    DType::F32,
+                    false,
+                    Store::Const(f32_bytes(&p[2]).into()),
+                );
+                inputs[2].0 = b.temp(
+                    format!("{name}.bias"),
+                    b.shape(mean),
+                    DType::F32,
+                    false,
+                    Store::Const(f32_bytes(&p[1]).into()),
+                );
+                inputs.push((mean, vec![ViewOp::Broadcast(os)]));
+                prog = vec![
+                    Micro::Bin(BinOp::Sub, 0, Src::In(0), Src::In(3)),
+                    Micro::Bin(BinOp::Mul, 0, Src::Reg(0), Src::In(1)),
                     Micro::Bin(BinOp::Add, 0, Src::Reg(0), Src::In(2)),
-                ],
-                regs: 1,
-            };
+                ];
+            }
+            let ew = Ew { out, out_view: vec![], inputs, prog, regs: 1 };
             b.step(Kernel::Elementwise(ew), &name, Some(out), vec![]);
             Ok(())
         }

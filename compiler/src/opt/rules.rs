@@ -267,10 +267,12 @@ fn div_to_mul(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     let (Op::Binary(BinaryOp::Div), _, ch) = op(eg, n)? else { return None };
     let t = value(eg, ch[1]).filter(|t| t.dtype == DType::F32)?;
     let v = t.f32s();
-    if v.iter().any(|x| *x == 0.0 || !x.is_finite()) {
+    // Only where the reciprocal is an ordinary number: for a subnormal divisor 1/c overflows
+    // (x/c finite, x·(1/c) infinite), and for a huge one it underflows.
+    let inv: Vec<f32> = v.iter().map(|x| 1.0 / x).collect();
+    if v.iter().zip(&inv).any(|(x, r)| !x.is_normal() || !r.is_normal()) {
         return None;
     }
-    let inv: Vec<f32> = v.iter().map(|x| 1.0 / x).collect();
     Some(Build::Op(
         Op::Binary(BinaryOp::Mul),
         "Mul",
@@ -400,11 +402,17 @@ fn per_channel(eg: &EG, k: Id, out_rank: usize, channels: usize) -> Option<Vec<f
     ok.then_some(v)
 }
 
-fn rebuild_conv(x: Id, w: &Tensor, scale: &[f32], bias: Vec<f32>, o: Op) -> Build {
+/// The convolution with weights scaled per output channel and a new bias; `None` when a scale,
+/// a folded weight or the bias is not finite, where folding would change the result (a zero
+/// weight times an infinite scale is NaN, while the unfolded graph gives an infinity).
+fn rebuild_conv(x: Id, w: &Tensor, scale: &[f32], bias: Vec<f32>, o: Op) -> Option<Build> {
     let per = w.len() / scale.len().max(1);
     let wv: Vec<f32> = w.f32s().iter().enumerate().map(|(i, v)| v * scale[i / per]).collect();
+    if !scale.iter().chain(&wv).chain(&bias).all(|v| v.is_finite()) {
+        return None;
+    }
     let cout = scale.len();
-    Build::Op(
+    Some(Build::Op(
         o,
         "Conv",
         vec![
@@ -412,7 +420,7 @@ fn rebuild_conv(x: Id, w: &Tensor, scale: &[f32], bias: Vec<f32>, o: Op) -> Buil
             Some(Build::Const(Tensor::from_f32(w.shape.clone(), &wv))),
             Some(Build::Const(Tensor::from_f32(vec![cout], &bias))),
         ],
-    )
+    ))
 }
 
 fn batchnorm_into_conv(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
@@ -426,7 +434,7 @@ fn batchnorm_into_conv(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     }
     let scale: Vec<f32> = (0..cout).map(|i| s[i] / (v[i] + epsilon).sqrt()).collect();
     let bias: Vec<f32> = (0..cout).map(|i| (b[i] - m[i]) * scale[i] + bb[i]).collect();
-    Some(rebuild_conv(x, &w, &scale, bias, o))
+    rebuild_conv(x, &w, &scale, bias, o)
 }
 
 fn mul_into_conv(eg: &EG, c: Id, n: &Node) -> Option<Build> {
@@ -438,7 +446,7 @@ fn mul_into_conv(eg: &EG, c: Id, n: &Node) -> Option<Build> {
             && let Some(s) = per_channel(eg, k, rank, w.shape[0])
         {
             let bias = b.iter().zip(&s).map(|(b, s)| b * s).collect();
-            return Some(rebuild_conv(x, &w, &s, bias, o));
+            return rebuild_conv(x, &w, &s, bias, o);
         }
     }
     None
@@ -453,7 +461,7 @@ fn add_into_conv(eg: &EG, c: Id, n: &Node) -> Option<Build> {
             && let Some(a) = per_channel(eg, k, rank, w.shape[0])
         {
             let bias = b.iter().zip(&a).map(|(b, a)| b + a).collect();
-            return Some(rebuild_conv(x, &w, &vec![1.0; w.shape[0]], bias, o));
+            return rebuild_conv(x, &w, &vec![1.0; w.shape[0]], bias, o);
         }
     }
     None

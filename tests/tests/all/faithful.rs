@@ -530,3 +530,64 @@ fn the_noninteger_case_has_the_spec_index_map() {
         }
     }
 }
+
+// ---- extreme values through the optimizer and the lowering ----------------------------------
+
+#[test]
+fn rewrites_do_not_change_infinities_or_overflow() {
+    // x / c with a subnormal c must not become x · (1/c) = x · inf.
+    let div = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+               g (float[4] x) => (float y) <float[4] c = {1e-39, 3e38, 7.0, -1e-40}> { y = Div (x, c) }";
+    let x = arr(&[4], vec![1e-5, 3e38, 1.0, 1e-30]);
+    for o in ["-O0", "-O2"] {
+        let r = run_text(&format!("div{o}"), div, &[("x", x.clone())], o).ok();
+        let y = r.out("y");
+        let want = [1e-5f32 / 1e-39, 1.0, 1.0 / 7.0, 1e-30 / -1e-40];
+        for (g, w) in y.iter().zip(want) {
+            assert!(g.is_finite() && (g - w).abs() <= 1e-6 * w.abs(), "{o}: {y:?} vs {want:?}");
+        }
+    }
+    // Conv · inf with a zero weight: the graph gives +inf everywhere (ORT agrees); folding the
+    // scale into the weights would give 0 · inf = NaN.
+    let conv = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[1,1,3,3] x) => (float y)\n\
+        <float[2,1,2,2] w = {0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0}, float[1] s = {inf}> {\n\
+          c = Conv (x, w)\n\
+          y = Mul (c, s)\n\
+        }";
+    for o in ["-O0", "-O2"] {
+        let r =
+            run_text(&format!("convinf{o}"), conv, &[("x", arr(&[1, 1, 3, 3], vec![1.0; 9]))], o)
+                .ok();
+        assert!(r.out("y").iter().all(|v| *v == f32::INFINITY), "{o}: {:?}", r.out("y"));
+    }
+}
+
+#[test]
+fn batchnorm_with_zero_variance_follows_the_definition() {
+    // (x - mean) / sqrt(var + eps) · scale + bias with var + eps = 0: ±inf where x ≠ mean, NaN
+    // where x = mean; `x · scale + shift` would give inf − inf = NaN everywhere.
+    let model = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[1,2,1,2] x) => (float y)\n\
+        <float[2] s = {1.0, 1.0}, float[2] b = {0.0, 0.0}, float[2] m = {2.0, 0.0}, float[2] v = {0.0, 1.0}> {\n\
+          y = BatchNormalization <epsilon: float = 0.0> (x, s, b, m, v)\n\
+        }";
+    let x = arr(&[1, 2, 1, 2], vec![3.0, 1.0, 5.0, -1.0]);
+    for o in ["-O0", "-O2"] {
+        let r = run_text(&format!("bnzero{o}"), model, &[("x", x.clone())], o).ok();
+        assert_eq!(r.out("y"), vec![f32::INFINITY, f32::NEG_INFINITY, 5.0, -1.0], "{o}");
+    }
+}
+
+#[test]
+fn a_constant_value_of_the_wrong_attribute_type_is_an_error() {
+    use attribute_proto::AttributeType as T;
+    let ints = AttributeProto {
+        name: Some("value_floats".into()),
+        r#type: Some(T::Ints as i32),
+        ints: vec![5, 6],
+        ..Default::default()
+    };
+    let r = refusal(&one_node_model("Constant", 13, vec![ints])).expect("must not import");
+    assert!(r.contains("value_floats") && r.contains("INTS"), "{r}");
+}

@@ -1,0 +1,114 @@
+//! `check`: for every node of a model, whether it imports and whether it runs on the chosen
+//! device, and whether the whole model compiles, decided by the same code `compile` runs.
+
+use accelc_compiler::ir::Op;
+use accelc_compiler::lower::{CompileOptions, device_support};
+use accelc_compiler::onnx::ImportOptions;
+use accelc_compiler::pipeline;
+
+use crate::{Error, Options, Source};
+
+/// One node's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeCheck {
+    /// Node name.
+    pub name: String,
+    /// ONNX op type.
+    pub op_type: String,
+    /// Where it was decided: `import` for nodes that do not import, else `device` (a node of
+    /// the optimized graph the lowering sees).
+    pub stage: &'static str,
+    /// `Err` with the reason (the failing constraint) when it does not run on the device.
+    pub result: Result<(), String>,
+}
+
+/// The whole answer for one model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The model, as errors name it.
+    pub model: String,
+    /// Default-domain opset.
+    pub opset: i64,
+    /// Device configuration checked against.
+    pub config: String,
+    /// Nodes as imported.
+    pub imported_nodes: usize,
+    /// Nodes that do not import (stage `import`), then every node of the optimized graph
+    /// (stage `device`), each with its answer.
+    pub nodes: Vec<NodeCheck>,
+    /// Whether [`crate::compile`] succeeds with the same options, and its error when not.
+    pub compile: Result<(), String>,
+}
+
+impl CheckReport {
+    /// Whether the model compiles for the device: exactly when [`crate::compile`] succeeds.
+    pub fn supported(&self) -> bool {
+        self.compile.is_ok()
+    }
+
+    /// The nodes with a reason not to run.
+    pub fn blockers(&self) -> impl Iterator<Item = &NodeCheck> {
+        self.nodes.iter().filter(|n| n.result.is_err())
+    }
+}
+
+/// Checks a model against `opts.config`.
+///
+/// Errors only when the file cannot be imported at all ([`Error::Model`], with the node or
+/// byte position); everything else is an answer in the report.
+pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
+    let import = ImportOptions { input_shapes: opts.input_shapes.clone() };
+    let imported = match src {
+        Source::Path(p) => pipeline::load_any(p, &import).map_err(Error::Model)?,
+        Source::Onnx(b) => {
+            accelc_compiler::onnx::import(bytes::Bytes::copy_from_slice(b), None, &import)
+                .map_err(|e| Error::Model(format!("{}: {e}", src.describe())))?
+        }
+        Source::Text(t) => {
+            pipeline::load_text(t, "<onnx text>", None, &import).map_err(Error::Model)?
+        }
+    };
+    let mut nodes: Vec<NodeCheck> = imported
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Unsupported { reason, .. } => Some(NodeCheck {
+                name: n.name.clone(),
+                op_type: n.op_type.clone(),
+                stage: "import",
+                result: Err(reason.clone()),
+            }),
+            _ => None,
+        })
+        .collect();
+    // The device stage sees what `compile` lowers: the frontend's and optimizer's graph.
+    let mut g = imported.clone();
+    let frontend = pipeline::run_frontend(&mut g, &mut |_, _| {})
+        .map_err(|e| format!("{}: {e}", src.describe()))
+        .and_then(|()| {
+            crate::optimize(&mut g, &src, opts, &mut ()).map(|_| ()).map_err(|e| e.to_string())
+        });
+    if frontend.is_ok() {
+        let copts = CompileOptions { config: opts.config.clone(), expose_all: false };
+        for (n, r) in g.nodes.iter().zip(device_support(&g, &copts)) {
+            if matches!(n.op, Op::Unsupported { .. } | Op::Constant) {
+                continue; // listed at import / nothing to run
+            }
+            nodes.push(NodeCheck {
+                name: n.name.clone(),
+                op_type: n.op_type.clone(),
+                stage: "device",
+                result: r.map_err(|e| e.message),
+            });
+        }
+    }
+    let compile = crate::compile(src, opts, &mut ()).map(|_| ()).map_err(|e| e.to_string());
+    Ok(CheckReport {
+        model: src.describe(),
+        opset: imported.opset,
+        config: opts.config.name.to_string(),
+        imported_nodes: imported.nodes.len(),
+        nodes,
+        compile,
+    })
+}

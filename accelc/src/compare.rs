@@ -1,0 +1,144 @@
+//! Comparing device results with references: element-wise tolerances, and the first tensor of
+//! a model, in program order, on which the device and the reference interpreter disagree.
+
+use accelc_compiler::interp::{self, Array};
+use accelc_compiler::ir::{Graph, ValueId};
+use accelc_compiler::lower::Compiled;
+use accelc_isa::blob::Direction;
+
+use crate::{Error, HostTensor, Session};
+
+/// Relative tolerance of comparisons with a reference (the zoo's onnxruntime tolerance).
+pub const RTOL: f32 = 1e-3;
+/// Absolute tolerance of comparisons with a reference.
+pub const ATOL: f32 = 1e-5;
+/// Error allowed on intermediate tensors in proportion to the tensor's largest magnitude:
+/// summing in another order leaves rounding errors that scale with the terms, not with the
+/// (possibly cancelled) result, so elementwise tolerances alone flag near-zero outputs of
+/// residual additions. About 170 ulps of the largest element.
+pub const SCALE_TOL: f32 = 1e-5;
+
+/// The worst element of a comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mismatch {
+    /// Flat (row-major) index.
+    pub index: usize,
+    /// The value found.
+    pub got: f32,
+    /// The value expected.
+    pub want: f32,
+    /// By how much the difference exceeds the tolerance (infinite for NaN against a number).
+    pub excess: f32,
+}
+
+/// The worst element of `got` against `want` beyond `ATOL + RTOL·|want|`, if any. NaN matches
+/// only NaN and an infinity only itself.
+pub fn compare(got: &[f32], want: &[f32]) -> Option<Mismatch> {
+    compare_scaled(got, want, 0.0)
+}
+
+/// As [`compare`] with an extra absolute allowance `extra`.
+pub fn compare_scaled(got: &[f32], want: &[f32], extra: f32) -> Option<Mismatch> {
+    let mut worst: Option<Mismatch> = None;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        // inf - inf is NaN, which would compare as within any tolerance.
+        let excess = if g.is_finite() && w.is_finite() {
+            (g - w).abs() - (ATOL + RTOL * w.abs() + extra)
+        } else if g == w || (g.is_nan() && w.is_nan()) {
+            0.0
+        } else {
+            f32::INFINITY
+        };
+        if excess > 0.0 && worst.as_ref().is_none_or(|x| excess > x.excess) {
+            worst = Some(Mismatch { index: i, got: *g, want: *w, excess });
+        }
+    }
+    worst
+}
+
+/// The first tensor, in program order, on which the device and the reference interpreter
+/// disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Difference {
+    /// The tensor (ONNX value name).
+    pub tensor: String,
+    /// The kernel that produced it (its ONNX nodes joined with `+`).
+    pub layer: String,
+    /// Its instruction range.
+    pub insts: (u32, u32),
+    /// The worst element: index, device value, reference value.
+    pub element: (usize, f32, f32),
+    /// Largest absolute difference in the tensor.
+    pub max_abs_diff: f32,
+    /// Largest reference magnitude.
+    pub max_ref: f32,
+}
+
+/// The largest absolute difference (0 for empty tensors).
+pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
+}
+
+/// Runs a model compiled with `expose_all` through the driver and `graph` (the reference: the
+/// model before optimisation) on the interpreter, and returns the first tensor, in program
+/// order, that differs (or the number of tensors compared). Tensors are matched by name; the
+/// optimizer keeps a value's name only on values equal to it, and tensors it introduced (no
+/// counterpart in the reference) are skipped. Float tensors are compared within
+/// [`RTOL`]/[`ATOL`] plus [`SCALE_TOL`] of the tensor's largest magnitude.
+pub fn first_difference(
+    graph: &Graph,
+    compiled: &Compiled,
+    inputs: &[HostTensor],
+) -> Result<Result<usize, Difference>, Error> {
+    let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
+    let outs = Session::new(blob)?.run(inputs)?.outputs;
+    let names: Vec<String> = compiled
+        .io
+        .iter()
+        .filter(|t| t.direction == Direction::Output)
+        .map(|t| t.name.clone())
+        .collect();
+    // Reference values with the device's output names (those the reference has).
+    let mut g2 = graph.clone();
+    let mut known: Vec<String> = Vec::new();
+    g2.outputs = names
+        .iter()
+        .filter_map(|n| {
+            let i = graph.values.iter().position(|v| &v.name == n && v.constant.is_none())?;
+            known.push(n.clone());
+            Some(ValueId(i as u32))
+        })
+        .collect();
+    let want = crate::reference(&g2, inputs)?;
+    let mut checked = 0;
+    for layer in &compiled.layers {
+        let Some(v) = &layer.output else { continue };
+        let (Some(i), Some(r)) =
+            (names.iter().position(|x| x == v), known.iter().position(|x| x == v))
+        else {
+            continue;
+        };
+        let (Some(w), Some(got)) = (want[r].f32s(), outs[i].f32s()) else { continue };
+        checked += 1;
+        let max_ref = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        if let Some(m) = compare_scaled(&got, &w, SCALE_TOL * max_ref) {
+            return Ok(Err(Difference {
+                tensor: v.clone(),
+                layer: layer.name.clone(),
+                insts: (layer.start, layer.end),
+                element: (m.index, m.got, m.want),
+                max_abs_diff: max_abs_diff(&got, &w),
+                max_ref,
+            }));
+        }
+    }
+    Ok(Ok(checked))
+}
+
+/// Runs `graph` on the reference interpreter.
+pub fn reference(graph: &Graph, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, Error> {
+    let arrays: Vec<Array> = inputs.iter().map(HostTensor::to_array).collect();
+    let outs = interp::run(graph, &arrays)
+        .map_err(|e| Error::Model(format!("reference interpreter: {e}")))?;
+    Ok(outs.iter().map(HostTensor::from_array).collect())
+}

@@ -1,0 +1,162 @@
+//! Compiling a model: the frontend (import, fold, infer), the optimizer and the lowering, in
+//! one place, with options and a progress observer.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use accelc_compiler::ir::Graph;
+use accelc_compiler::lower::{self, CompileOptions, Compiled};
+use accelc_compiler::onnx::ImportOptions;
+use accelc_compiler::opt::{self, Level};
+use accelc_compiler::pipeline;
+use accelc_isa::DeviceConfig;
+use bytes::Bytes;
+
+use crate::Error;
+
+/// Where a model comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// A file: binary ONNX, or the ONNX text syntax (by extension `.onnxtxt`/`.txt`, or a first
+    /// non-blank character `<`); external data is resolved next to it.
+    Path(&'a Path),
+    /// Binary ONNX (no external data).
+    Onnx(&'a [u8]),
+    /// The ONNX text syntax.
+    Text(&'a str),
+}
+
+impl Source<'_> {
+    /// How errors name the model.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Path(p) => p.display().to_string(),
+            Source::Onnx(_) => "<onnx bytes>".into(),
+            Source::Text(_) => "<onnx text>".into(),
+        }
+    }
+}
+
+/// What to compile for, and how.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The target device.
+    pub config: DeviceConfig,
+    /// Optimizer level (`O2` by default).
+    pub level: Level,
+    /// Shapes for graph inputs with symbolic dimensions, by input name.
+    pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Make every intermediate tensor an extra output (for [`crate::first_difference`]).
+    pub expose_all: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            config: DeviceConfig::default_npu(),
+            level: Level::O2,
+            input_shapes: HashMap::new(),
+            expose_all: false,
+        }
+    }
+}
+
+/// Told what the compiler is doing; every method has an empty default.
+pub trait Observer {
+    /// The graph after a frontend pass or the optimizer (`import`, `fold-constants`,
+    /// `infer-shapes`, `optimize`).
+    fn graph(&mut self, _pass: &str, _graph: &Graph) {}
+    /// The optimizer's report.
+    fn optimized(&mut self, _report: &opt::Report) {}
+    /// The lowering's schedule as text, after `schedule` and `plan-memory`.
+    fn kernels(&mut self, _pass: &str, _text: &str) {}
+    /// `done` of `total` kernels emitted.
+    fn progress(&mut self, _done: usize, _total: usize) {}
+}
+
+/// An observer that ignores everything.
+impl Observer for () {}
+
+/// A compiled model.
+#[derive(Clone, Debug)]
+pub struct Compilation {
+    /// The graph after the frontend, before optimisation: the reference that `--compare` and
+    /// `diff` run.
+    pub reference: Graph,
+    /// The graph the lowering compiled.
+    pub optimized: Graph,
+    /// The optimizer's report.
+    pub report: opt::Report,
+    /// The program, tables, layers and figures.
+    pub compiled: Compiled,
+    /// The command blob.
+    pub blob: Vec<u8>,
+}
+
+fn model_err(src: &Source<'_>, e: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{}: {e}", src.describe()))
+}
+
+/// Imports a model and runs the frontend passes (fold, infer, verify).
+pub fn load_graph(src: Source<'_>, opts: &Options, obs: &mut dyn Observer) -> Result<Graph, Error> {
+    let import = ImportOptions { input_shapes: opts.input_shapes.clone() };
+    let mut g = match src {
+        Source::Path(p) => pipeline::load_any(p, &import).map_err(Error::Model)?,
+        Source::Onnx(b) => accelc_compiler::onnx::import(Bytes::copy_from_slice(b), None, &import)
+            .map_err(|e| model_err(&src, e))?,
+        Source::Text(t) => {
+            pipeline::load_text(t, "<onnx text>", None, &import).map_err(Error::Model)?
+        }
+    };
+    pipeline::run_frontend(&mut g, &mut |pass, g| obs.graph(pass, g))
+        .map_err(|e| model_err(&src, e))?;
+    Ok(g)
+}
+
+/// Runs the optimizer on a frontend graph for `opts.config` at `opts.level`.
+pub fn optimize(
+    g: &mut Graph,
+    src: &Source<'_>,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Result<opt::Report, Error> {
+    let o =
+        opt::Options { level: opts.level, config: opts.config.clone(), ..opt::Options::default() };
+    let report = pipeline::run_optimizer(g, &o, &mut |pass, g| obs.graph(pass, g))
+        .map_err(|e| model_err(src, e))?;
+    obs.optimized(&report);
+    Ok(report)
+}
+
+/// Compiles a model: frontend, optimizer, lowering, blob.
+///
+/// Errors: [`Error::Model`] when the model cannot be read or processed, [`Error::Unsupported`]
+/// when a node does not run on the device (its name and the constraint), [`Error::Internal`]
+/// when accelc finds an inconsistency in its own output.
+pub fn compile(
+    src: Source<'_>,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Result<Compilation, Error> {
+    let reference = load_graph(src, opts, obs)?;
+    let mut optimized = reference.clone();
+    let report = optimize(&mut optimized, &src, opts, obs)?;
+    let copts = CompileOptions { config: opts.config.clone(), expose_all: opts.expose_all };
+    // Both callbacks report to the one observer.
+    let obs = std::cell::RefCell::new(obs);
+    let compiled = lower::compile_with(
+        &optimized,
+        &copts,
+        &mut |done, total| obs.borrow_mut().progress(done, total),
+        &mut |pass, text| obs.borrow_mut().kernels(pass, text),
+    )
+    .map_err(|e| lower_err(&src, e))?;
+    let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Compilation { reference, optimized, report, compiled, blob })
+}
+
+/// A lowering error: internal when accelc contradicts itself, else a device limitation.
+pub(crate) fn lower_err(src: &Source<'_>, e: lower::LowerError) -> Error {
+    let m = format!("{}: {e}", src.describe());
+    if e.message.contains("internal") { Error::Internal(m) } else { Error::Unsupported(m) }
+}

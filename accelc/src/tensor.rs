@@ -1,0 +1,102 @@
+//! Host tensors: a data type, dimensions and little-endian row-major bytes, for every data type
+//! the IR has; the currency of [`crate::Session::run`], [`crate::reference`] and the bindings.
+
+use accelc_compiler::interp::Array;
+use accelc_compiler::ir::{DType, Tensor};
+
+use crate::Error;
+
+/// A dense tensor on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions (empty for a scalar).
+    pub dims: Vec<usize>,
+    /// `product(dims) · dtype.size()` bytes, little-endian, row-major.
+    pub data: Vec<u8>,
+}
+
+impl HostTensor {
+    /// A tensor from its parts; errors when the byte count does not match the dimensions.
+    pub fn new(dtype: DType, dims: Vec<usize>, data: Vec<u8>) -> Result<HostTensor, Error> {
+        let want = dims
+            .iter()
+            .try_fold(dtype.size(), |a, d| a.checked_mul(*d))
+            .ok_or_else(|| Error::Input(format!("{dtype}{dims:?} has too many elements")))?;
+        if data.len() != want {
+            return Err(Error::Input(format!(
+                "{dtype}{dims:?} needs {want} bytes; {} given",
+                data.len()
+            )));
+        }
+        Ok(HostTensor { dtype, dims, data })
+    }
+
+    /// An `f32` tensor.
+    pub fn from_f32(dims: Vec<usize>, values: &[f32]) -> Result<HostTensor, Error> {
+        HostTensor::new(DType::F32, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// Uniform values in [-1, 1) from a SplitMix64 stream seeded with `seed` (integers: the
+    /// type's low bits of the same stream), the inputs tools use when none are given.
+    pub fn random(dtype: DType, dims: Vec<usize>, seed: u64) -> HostTensor {
+        let n: usize = dims.iter().product();
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let data: Vec<u8> = match dtype {
+            DType::F32 => (0..n)
+                .flat_map(|_| ((next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).to_le_bytes())
+                .collect(),
+            DType::Bool => (0..n).map(|_| (next() & 1) as u8).collect(),
+            _ => (0..n).flat_map(|_| next().to_le_bytes()[..dtype.size()].to_vec()).collect(),
+        };
+        HostTensor { dtype, dims, data }
+    }
+
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as `f32` (`None` unless the type is `f32`).
+    pub fn f32s(&self) -> Option<Vec<f32>> {
+        (self.dtype == DType::F32).then(|| {
+            self.data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+    }
+
+    /// The IR tensor with the same contents.
+    pub fn to_ir(&self) -> Tensor {
+        Tensor { dtype: self.dtype, shape: self.dims.clone(), data: self.data.clone().into() }
+    }
+
+    /// From an IR tensor.
+    pub fn from_ir(t: &Tensor) -> HostTensor {
+        HostTensor { dtype: t.dtype, dims: t.shape.clone(), data: t.data.to_vec() }
+    }
+
+    /// The reference interpreter's array.
+    pub(crate) fn to_array(&self) -> Array {
+        Array::from_tensor(&self.to_ir())
+    }
+
+    /// From the reference interpreter's array.
+    pub(crate) fn from_array(a: &Array) -> HostTensor {
+        HostTensor::from_ir(&a.to_tensor())
+    }
+}
