@@ -15,8 +15,9 @@ pub struct NodeCheck {
     pub name: String,
     /// ONNX op type.
     pub op_type: String,
-    /// Where it was decided: `import` for nodes that do not import, else `device` (a node of
-    /// the optimized graph the lowering sees).
+    /// Where it was decided: `import` for nodes that do not import, `frontend` for a node at
+    /// which shape inference or the optimizer stopped, else `device` (a node of the optimized
+    /// graph the lowering sees).
     pub stage: &'static str,
     /// `Err` with the reason (the failing constraint) when it does not run on the device.
     pub result: Result<(), String>,
@@ -88,6 +89,18 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
         .and_then(|()| {
             crate::optimize(&mut g, &src, opts, &mut ()).map(|_| ()).map_err(|e| e.to_string())
         });
+    if let Err(e) = &frontend {
+        // Shape inference or the optimizer stopped at a node: that node is the blocker.
+        if let Some(name) = e.split("node `").nth(1).and_then(|r| r.split('`').next()) {
+            let op_type = g.nodes.iter().find(|n| n.name == name).map(|n| n.op_type.clone());
+            nodes.push(NodeCheck {
+                name: name.to_string(),
+                op_type: op_type.unwrap_or_default(),
+                stage: "frontend",
+                result: Err(e.clone()),
+            });
+        }
+    }
     if frontend.is_ok() {
         let copts = CompileOptions { config: opts.config.clone(), expose_all: false };
         for (n, r) in g.nodes.iter().zip(device_support(&g, &copts)) {

@@ -38,10 +38,10 @@ impl HostTensor {
         HostTensor::new(DType::F32, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
-    /// Uniform values in [-1, 1) from a SplitMix64 stream seeded with `seed` (integers: the
-    /// type's low bits of the same stream), the inputs tools use when none are given.
-    pub fn random(dtype: DType, dims: Vec<usize>, seed: u64) -> HostTensor {
-        let n: usize = dims.iter().product();
+    /// Tensors of the given types and dimensions, filled from one SplitMix64 stream seeded with
+    /// `seed`, in order: floats uniform in [-1, 1), integers the type's low bits of the stream,
+    /// bools its lowest bit. These are the inputs tools use when none are given.
+    pub fn random(specs: &[(DType, Vec<usize>)], seed: u64) -> Vec<HostTensor> {
         let mut state = seed;
         let mut next = || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -50,14 +50,24 @@ impl HostTensor {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        let data: Vec<u8> = match dtype {
-            DType::F32 => (0..n)
-                .flat_map(|_| ((next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).to_le_bytes())
-                .collect(),
-            DType::Bool => (0..n).map(|_| (next() & 1) as u8).collect(),
-            _ => (0..n).flat_map(|_| next().to_le_bytes()[..dtype.size()].to_vec()).collect(),
-        };
-        HostTensor { dtype, dims, data }
+        specs
+            .iter()
+            .map(|(dtype, dims)| {
+                let n: usize = dims.iter().product();
+                let data: Vec<u8> = match dtype {
+                    DType::F32 => (0..n)
+                        .flat_map(|_| {
+                            ((next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).to_le_bytes()
+                        })
+                        .collect(),
+                    DType::Bool => (0..n).map(|_| (next() & 1) as u8).collect(),
+                    _ => {
+                        (0..n).flat_map(|_| next().to_le_bytes()[..dtype.size()].to_vec()).collect()
+                    }
+                };
+                HostTensor { dtype: *dtype, dims: dims.clone(), data }
+            })
+            .collect()
     }
 
     /// Elements.

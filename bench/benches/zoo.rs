@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use accelc_compiler::lower::{CompileOptions, compile};
-use accelc_compiler::onnx::ImportOptions;
-use accelc_compiler::pipeline::{load_any, run_frontend};
-use accelc_isa::blob::Blob;
+use accelc::{HostTensor, Level, Options, Session, Source};
 
 const MODELS: &[&str] = &[
     "mlp_mnist",
@@ -86,34 +83,35 @@ fn main() {
         let input = zoo.join(format!("{m}.input_0.npy"));
         let mut times = Vec::new();
         let mut compiled = None;
+        // The lowering alone (-O0): the optimizer's payoff is the `opt` bench's.
+        let opts = Options { level: Level::O0, ..Options::default() };
         for _ in 0..3 {
             let t = Instant::now();
-            let mut g = load_any(&model, &ImportOptions::default()).expect("the zoo model loads");
-            run_frontend(&mut g, &mut |_, _| {}).expect("the frontend runs");
-            let c = compile(&g, &CompileOptions::default()).expect("the zoo model compiles");
+            let c = accelc::compile(Source::Path(&model), &opts, &mut ())
+                .expect("the zoo model compiles");
             times.push(t.elapsed().as_secs_f64());
             compiled = Some(c);
         }
         let c = compiled.expect("compiled three times");
         let compile_s = median(times);
         let peak = compile_peak(&model);
-        let bytes = c.blob().expect("the blob serialises");
-        let blob = Blob::read(&bytes).expect("the blob reads back");
+        let session = Session::new(c.blob.clone()).expect("the blob loads through the driver");
         let x: Vec<u8> = std::fs::read(&input).expect("input");
         // The .npy payload: the header ends with a newline, data is float32 little endian.
         let header = x.iter().position(|b| *b == b'\n').expect("npy header") + 1;
-        let data = &x[header..];
+        let spec = session.inputs()[0].dims.iter().map(|d| *d as usize).collect();
+        let data = HostTensor::new(accelc::DType::F32, spec, x[header..].to_vec())
+            .expect("the input matches the model");
         let mut walls = Vec::new();
         let mut cycles = 0;
         for _ in 0..runs {
             let t = Instant::now();
-            let (_, stats) =
-                accelc_runtime::model::simulate(&blob, &[data], false).expect("the model runs");
+            let r = session.run(std::slice::from_ref(&data)).expect("the model runs");
             walls.push(t.elapsed().as_secs_f64());
-            cycles = stats.cycles;
+            cycles = r.stats.cycles;
         }
         let wall = median(walls);
-        let roof = c.roofline_cycles();
+        let roof = c.compiled.roofline_cycles();
         let ort = onnxruntime_seconds(&model, &input, runs * 4);
         let (peak_mb, peak_note) = match peak {
             Some((_, rss, size)) => (

@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 mod models;
 
-pub use models::{Difference, first_difference, inputs as model_inputs};
+pub use models::inputs as model_inputs;
 
 /// Compiler, assembler and tools for the accelc accelerator.
 #[derive(Parser, Debug)]
@@ -105,11 +105,16 @@ enum Command {
     /// List everything in an ONNX model the compiler does not support (every blocker at once).
     /// Exit status 0: fully supported; 1: blockers or an unreadable model.
     Check {
-        /// The model (`.onnx`).
+        /// The model (binary ONNX or the text syntax).
         model: PathBuf,
+        #[command(flatten)]
+        opt: models::OptArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Device configuration to check against [default: `default`].
+        #[arg(long)]
+        config: Option<String>,
         /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
         #[arg(long = "input-shape", value_name = "NAME=DIMS")]
         input_shapes: Vec<String>,
@@ -282,7 +287,9 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         }
         Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
         Command::Config { name } => cmd_config(name.as_deref(), out),
-        Command::Check { model, json, input_shapes } => cmd_check(&model, json, &input_shapes, out),
+        Command::Check { model, opt, json, config, input_shapes } => {
+            models::cmd_check(&model, opt, json, config.as_deref(), &input_shapes, out)
+        }
         Command::Ir { model, output, dump_ir, elide, input_shapes, opt } => {
             let o = opt;
             cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
@@ -903,72 +910,6 @@ pub(crate) fn parse_input_shapes(
         opts.input_shapes.insert(name.to_string(), dims);
     }
     Ok(opts)
-}
-
-fn cmd_check(
-    model: &Path,
-    json: bool,
-    shape_args: &[String],
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    use accelc_compiler::ir::Op;
-    let opts = parse_input_shapes(shape_args)?;
-    let graph = match accelc_compiler::onnx::load(model, &opts) {
-        Ok(g) => g,
-        Err(e) => {
-            if json {
-                let v = serde_json::json!({ "model": model.display().to_string(), "supported": false, "error": e.to_string() });
-                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-            }
-            bail!(invalid(format!("{}: {e}", model.display())));
-        }
-    };
-    let blockers: Vec<(&str, &str, &str)> = graph
-        .nodes
-        .iter()
-        .filter_map(|n| match &n.op {
-            Op::Unsupported { op_type, reason } => {
-                Some((n.name.as_str(), op_type.as_str(), reason.as_str()))
-            }
-            _ => None,
-        })
-        .collect();
-    if json {
-        let list: Vec<serde_json::Value> = blockers
-            .iter()
-            .map(|(node, op, reason)| serde_json::json!({ "node": node, "op": op, "opset": graph.opset, "reason": reason }))
-            .collect();
-        let v = serde_json::json!({
-            "model": model.display().to_string(),
-            "opset": graph.opset,
-            "nodes": graph.nodes.len(),
-            "supported": blockers.is_empty(),
-            "blockers": list,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-    } else {
-        writeln!(
-            out,
-            "{}: opset {}, {} nodes, {} blocker(s)",
-            model.display(),
-            graph.opset,
-            graph.nodes.len(),
-            blockers.len()
-        )?;
-        for (node, op, reason) in &blockers {
-            writeln!(out, "  node `{node}` ({op}, opset {}): {reason}", graph.opset)?;
-        }
-    }
-    if blockers.is_empty() {
-        Ok(())
-    } else {
-        // The list is the output; the exit status says the model is not fully supported.
-        Err(invalid(format!(
-            "{} is not fully supported ({} blocker(s))",
-            model.display(),
-            blockers.len()
-        )))
-    }
 }
 
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]

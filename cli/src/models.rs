@@ -4,20 +4,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use accelc_compiler::interp::{self, Array};
 use accelc_compiler::ir::Graph;
-use accelc_compiler::lower::{self, CompileOptions, Compiled, Layer};
-use accelc_isa::DeviceConfig;
-use accelc_isa::blob::{Blob, Direction, IoTensor};
+use accelc_compiler::lower::{Compiled, Layer};
+use accelc_isa::blob::{Direction, IoTensor};
 use anyhow::{Context, anyhow, bail};
 use ndarray::{ArrayD, IxDyn};
 
-use crate::{config, invalid, is_blob, parse_input_shapes, read, read_blob, write_atomic};
-
-/// Relative and absolute tolerance of comparisons with the reference interpreter (the
-/// zoo's onnxruntime tolerance).
-const RTOL: f32 = 1e-3;
-const ATOL: f32 = 1e-5;
+use crate::{config, invalid, is_blob, parse_input_shapes, read, write_atomic};
+use accelc::{ATOL, RTOL, SCALE_TOL};
+use accelc::{Compilation, HostTensor, Observer, Options, Session, Source};
 
 /// The optimizer options the model commands share.
 #[derive(Clone, Copy, Debug, clap::Args)]
@@ -40,72 +35,97 @@ impl OptArgs {
     }
 }
 
-/// Runs the optimizer on a frontend graph, logging to `err` when asked.
-fn optimize(
-    g: &mut Graph,
-    model: &Path,
+/// The facade's options for a model command.
+pub(crate) fn facade_options(
     o: OptArgs,
-    cfg: &DeviceConfig,
-    err: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let mut opts = o.options();
-    opts.config = cfg.clone();
-    let report = accelc_compiler::pipeline::run_optimizer(g, &opts, &mut |_, _| {})
-        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    if o.verbose {
-        write!(err, "{report}")?;
+    cfg: Option<&str>,
+    shapes: &[String],
+    expose_all: bool,
+) -> anyhow::Result<Options> {
+    Ok(Options {
+        config: config(cfg.unwrap_or("default"))?,
+        level: o.options().level,
+        input_shapes: parse_input_shapes(shapes)?.input_shapes,
+        expose_all,
+    })
+}
+
+/// What the CLI shows of a compile: the optimizer's log (`-v`), IR and kernel dumps
+/// (`--dump-ir`), and a progress bar on standard error once a compile takes a while.
+struct CliObserver {
+    verbose: bool,
+    dump_ir: bool,
+    log: String,
+    dumps: String,
+    bar: indicatif::ProgressBar,
+    started: std::time::Instant,
+}
+
+impl CliObserver {
+    fn new(verbose: bool, dump_ir: bool) -> CliObserver {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("compiling {bar:30} {pos}/{len} kernels")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        CliObserver {
+            verbose,
+            dump_ir,
+            log: String::new(),
+            dumps: String::new(),
+            bar,
+            started: std::time::Instant::now(),
+        }
     }
-    Ok(())
+
+    /// Writes the log, then the dumps, to `err`.
+    fn finish(self, err: &mut dyn Write) -> anyhow::Result<()> {
+        self.bar.finish_and_clear();
+        err.write_all(self.log.as_bytes())?;
+        err.write_all(self.dumps.as_bytes())?;
+        Ok(())
+    }
 }
 
-/// Loads a model and runs the frontend.
-fn load_graph(model: &Path, shape_args: &[String]) -> anyhow::Result<Graph> {
-    let opts = parse_input_shapes(shape_args)?;
-    let mut g = accelc_compiler::pipeline::load_any(model, &opts).map_err(invalid)?;
-    accelc_compiler::pipeline::run_frontend(&mut g, &mut |_, _| {})
-        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    Ok(g)
+impl Observer for CliObserver {
+    fn graph(&mut self, pass: &str, g: &Graph) {
+        if self.dump_ir {
+            let text = accelc_compiler::text::print_with(g, 16);
+            self.dumps.push_str(&format!("# --- IR after {pass}\n{text}"));
+        }
+    }
+
+    fn optimized(&mut self, report: &accelc_compiler::opt::Report) {
+        if self.verbose {
+            self.log.push_str(&report.to_string());
+        }
+    }
+
+    fn kernels(&mut self, pass: &str, text: &str) {
+        if self.dump_ir {
+            self.dumps.push_str(&format!("# --- kernels after {pass}\n{text}"));
+        }
+    }
+
+    fn progress(&mut self, done: usize, total: usize) {
+        // Only compiles that take a while are worth a bar.
+        if self.started.elapsed().as_millis() > 300 {
+            self.bar.set_length(total as u64);
+            self.bar.set_position(done as u64);
+        }
+    }
 }
 
-/// Compiles with a progress bar on standard error when it is a terminal.
-fn compile_graph(g: &Graph, model: &Path, opts: &CompileOptions) -> anyhow::Result<Compiled> {
-    compile_graph_dumping(g, model, opts, &mut |_, _| {})
-}
-
-fn compile_graph_dumping(
-    g: &Graph,
-    model: &Path,
-    opts: &CompileOptions,
-    dump: &mut dyn FnMut(&str, &str),
-) -> anyhow::Result<Compiled> {
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("compiling {bar:30} {pos}/{len} kernels")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let started = std::time::Instant::now();
-    let result = lower::compile_with(
-        g,
-        opts,
-        &mut |done, total| {
-            // Only compiles that take a while are worth a bar.
-            if started.elapsed().as_millis() > 300 {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            }
-        },
-        dump,
-    );
-    bar.finish_and_clear();
-    result.map_err(|e| invalid(format!("{}: {e}", model.display())))
+/// A facade error as a CLI error (exit status 1: the input, not the tool).
+fn fail(e: accelc::Error) -> anyhow::Error {
+    invalid(e.to_string())
 }
 
 /// A model or blob given on the command line, compiled if needed.
 struct Loaded {
-    /// The graph before optimisation (the reference).
-    graph: Option<Graph>,
+    /// The compilation, for models (not for blobs).
+    compilation: Option<Compilation>,
     blob: Vec<u8>,
-    compiled: Option<Compiled>,
 }
 
 fn load_or_compile(
@@ -124,15 +144,20 @@ fn load_or_compile(
                 path.display()
             )));
         }
-        return Ok(Loaded { graph: None, blob: bytes, compiled: None });
+        return Ok(Loaded { compilation: None, blob: bytes });
     }
-    let g = load_graph(path, shapes)?;
-    let config = config(cfg.unwrap_or("default"))?;
-    let mut opt = g.clone();
-    optimize(&mut opt, path, o, &config, err)?;
-    let c = compile_graph(&opt, path, &CompileOptions { config, expose_all })?;
-    let blob = c.blob().map_err(|e| invalid(e.to_string()))?;
-    Ok(Loaded { graph: Some(g), blob, compiled: Some(c) })
+    let opts = facade_options(o, cfg, shapes, expose_all)?;
+    let mut obs = CliObserver::new(o.verbose, false);
+    let c = accelc::compile(Source::Path(path), &opts, &mut obs);
+    obs.finish(err)?;
+    let c = c.map_err(fail)?;
+    let blob = c.blob.clone();
+    Ok(Loaded { compilation: Some(c), blob })
+}
+
+/// Loads a blob through the driver model, naming the file in errors.
+fn session(path: &Path, blob: Vec<u8>) -> anyhow::Result<Session> {
+    Session::new(blob).map_err(|e| invalid(format!("{}: {e}", path.display())))
 }
 
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
@@ -146,51 +171,24 @@ pub(crate) fn cmd_compile(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use accelc_compiler::text::print_with;
     let started = std::time::Instant::now();
-    let config = config(cfg)?;
-    let mut dumps = String::new();
-    let mut g = accelc_compiler::pipeline::load_any(model, &parse_input_shapes(shapes)?)
-        .map_err(invalid)?;
-    let mut dump_graph = |pass: &str, g: &Graph| {
-        if dump_ir {
-            dumps.push_str(&format!("# --- IR after {pass}\n{}", print_with(g, 16)));
-        }
-    };
-    accelc_compiler::pipeline::run_frontend(&mut g, &mut dump_graph)
-        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    let mut opts = o.options();
-    opts.config = config.clone();
-    let report = accelc_compiler::pipeline::run_optimizer(&mut g, &opts, &mut dump_graph)
-        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    if o.verbose {
-        write!(err, "{report}")?;
-    }
-    let c = compile_graph_dumping(
-        &g,
-        model,
-        &CompileOptions { config, expose_all: false },
-        &mut |pass, text| {
-            if dump_ir {
-                dumps.push_str(&format!("# --- kernels after {pass}\n{text}"));
-            }
-        },
-    );
-    err.write_all(dumps.as_bytes())?;
-    let c = c?;
-    let blob = c.blob().map_err(|e| invalid(e.to_string()))?;
+    let opts = facade_options(o, Some(cfg), shapes, false)?;
+    let mut obs = CliObserver::new(o.verbose, dump_ir);
+    let c = accelc::compile(Source::Path(model), &opts, &mut obs);
+    obs.finish(err)?;
+    let c = c.map_err(fail)?;
     let path = output.unwrap_or_else(|| model.with_extension("blob"));
-    write_atomic(&path, &blob)?;
+    write_atomic(&path, &c.blob)?;
     let elapsed = started.elapsed();
     writeln!(
         out,
         "{} -> {} ({} bytes, {:.2} s)",
         model.display(),
         path.display(),
-        blob.len(),
+        c.blob.len(),
         elapsed.as_secs_f64()
     )?;
-    summary(&c, out)
+    summary(&c.compiled, out)
 }
 
 fn summary(c: &Compiled, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -224,25 +222,9 @@ fn summary(c: &Compiled, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A small deterministic generator (SplitMix64) for default inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // Uniform in [-1, 1).
-        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-/// The inputs of a run (in signature order): from `NAME=FILE.npy` arguments, or uniform random in [-1, 1) with a
-/// fixed seed.
-pub fn inputs(io: &[IoTensor], args: &[String], seed: u64) -> anyhow::Result<Vec<ArrayD<f32>>> {
-    let specs: Vec<&IoTensor> = io.iter().filter(|t| t.direction == Direction::Input).collect();
+/// The inputs of a run (in signature order): from `NAME=FILE.npy` arguments, or uniform random
+/// in [-1, 1) from one stream with a fixed seed.
+pub fn inputs(specs: &[&IoTensor], args: &[String], seed: u64) -> anyhow::Result<Vec<HostTensor>> {
     let mut given = std::collections::HashMap::new();
     for a in args {
         let (name, file) =
@@ -258,11 +240,17 @@ pub fn inputs(io: &[IoTensor], args: &[String], seed: u64) -> anyhow::Result<Vec
             .map_err(|e| invalid(format!("{file}: not a float32 .npy file: {e}")))?;
         given.insert(name.to_string(), arr);
     }
-    let mut rng = Rng(seed);
+    // Random values for the inputs not given, from one stream in signature order.
+    let missing: Vec<(accelc::DType, Vec<usize>)> = specs
+        .iter()
+        .filter(|s| !given.contains_key(&s.name))
+        .map(|s| (accelc::DType::F32, s.dims.iter().map(|d| *d as usize).collect()))
+        .collect();
+    let mut random = HostTensor::random(&missing, seed).into_iter();
     let mut out = Vec::new();
     for s in specs {
         let dims: Vec<usize> = s.dims.iter().map(|d| *d as usize).collect();
-        let arr = match given.remove(&s.name) {
+        let t = match given.remove(&s.name) {
             Some(a) => {
                 if a.shape() != dims.as_slice() {
                     bail!(invalid(format!(
@@ -272,33 +260,17 @@ pub fn inputs(io: &[IoTensor], args: &[String], seed: u64) -> anyhow::Result<Vec
                         dims
                     )));
                 }
-                a
+                HostTensor::from_f32(dims, &a.iter().copied().collect::<Vec<_>>()).map_err(fail)?
             }
-            None => {
-                let n: usize = dims.iter().product();
-                ArrayD::from_shape_vec(IxDyn(&dims), (0..n).map(|_| rng.next()).collect())?
-            }
+            None => random.next().ok_or_else(|| anyhow!("internal: too few random inputs"))?,
         };
-        out.push(arr);
+        out.push(t);
     }
     Ok(out)
 }
 
-fn to_bytes(a: &ArrayD<f32>) -> Vec<u8> {
-    a.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
-/// The worst element of a comparison: `(index, got, want, excess over the tolerance)`.
-fn compare(got: &[f32], want: &[f32]) -> Option<(usize, f32, f32, f32)> {
-    compare_scaled(got, want, 0.0)
-}
-
-fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
-    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
+fn f32s(t: &HostTensor) -> anyhow::Result<Vec<f32>> {
+    t.f32s().ok_or_else(|| invalid(format!("{} values cannot be compared yet", t.dtype)))
 }
 
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
@@ -316,14 +288,11 @@ pub(crate) fn cmd_run(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
-    let blob = read_blob(model, &loaded.blob)?;
-    let ins = inputs(&blob.io, input_args, seed)?;
-    let bytes: Vec<Vec<u8>> = ins.iter().map(to_bytes).collect();
-    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-    let (outs, stats) = accelc_runtime::model::simulate(&blob, &refs, false)
-        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    let cfgd =
-        DeviceConfig::by_name(&blob.target.config_name).unwrap_or_else(DeviceConfig::default_npu);
+    let session = session(model, loaded.blob)?;
+    let ins = inputs(&session.inputs(), input_args, seed)?;
+    let result = session.run(&ins).map_err(|e| invalid(format!("{}: {e}", model.display())))?;
+    let (outs, stats) = (result.outputs, result.stats);
+    let cfgd = session.config().clone();
     writeln!(
         out,
         "ran on `{}` in {} cycles ({:.3} ms at {} GHz)",
@@ -332,15 +301,13 @@ pub(crate) fn cmd_run(
         stats.cycles as f64 * 1e3 / cfgd.clock_hz as f64,
         cfgd.clock_hz as f64 / 1e9
     )?;
-    let specs: Vec<&IoTensor> =
-        blob.io.iter().filter(|t| t.direction == Direction::Output).collect();
+    let specs: Vec<IoTensor> = session.outputs().into_iter().cloned().collect();
     let reference = if compare_ref {
-        let g = loaded
-            .graph
+        let c = loaded
+            .compilation
             .as_ref()
             .ok_or_else(|| invalid("--compare needs the model, not a blob"))?;
-        let arrays: Vec<Array> = ins.iter().map(|a| Array::F32(a.clone())).collect();
-        Some(interp::run(g, &arrays).map_err(|e| invalid(format!("reference interpreter: {e}")))?)
+        Some(accelc::reference(&c.reference, &ins).map_err(fail)?)
     } else {
         None
     };
@@ -358,21 +325,21 @@ pub(crate) fn cmd_run(
     // Which comparisons failed: against the reference interpreter, against the expected files.
     let (mut failed_ref, mut failed_expect) = (false, false);
     for (i, (spec, data)) in specs.iter().zip(&outs).enumerate() {
-        let vals = f32s(data);
+        let vals = f32s(data)?;
         let dims: Vec<usize> = spec.dims.iter().map(|d| *d as usize).collect();
         write!(out, "output `{}` {:?}", spec.name, dims)?;
         if let Some(r) = &reference {
-            let Some(Array::F32(want)) = r.get(i) else {
-                bail!("reference output {i} is not float")
-            };
-            let want: Vec<f32> = want.iter().copied().collect();
-            match compare(&vals, &want) {
+            let want = r
+                .get(i)
+                .and_then(HostTensor::f32s)
+                .ok_or_else(|| anyhow!("reference output {i} is not float"))?;
+            match accelc::compare(&vals, &want) {
                 None => write!(
                     out,
                     ": matches the reference (max abs diff {:.3e})",
-                    max_abs_diff(&vals, &want)
+                    accelc::max_abs_diff(&vals, &want)
                 )?,
-                Some((at, g, w, _)) => {
+                Some(accelc::Mismatch { index: at, got: g, want: w, .. }) => {
                     failed_ref = true;
                     write!(out, ": DIFFERS from the reference at element {at}: {g} vs {w}")?;
                 }
@@ -384,13 +351,13 @@ pub(crate) fn cmd_run(
                 failed_expect = true;
                 write!(out, "; expected shape {:?}", want.shape())?;
             } else {
-                match compare(&vals, &w) {
+                match accelc::compare(&vals, &w) {
                     None => write!(
                         out,
                         "; matches the expected values (max abs diff {:.3e})",
-                        max_abs_diff(&vals, &w)
+                        accelc::max_abs_diff(&vals, &w)
                     )?,
-                    Some((at, g, wv, _)) => {
+                    Some(accelc::Mismatch { index: at, got: g, want: wv, .. }) => {
                         failed_expect = true;
                         write!(
                             out,
@@ -443,113 +410,6 @@ pub(crate) fn cmd_run(
     Ok(())
 }
 
-/// Error allowed on intermediate tensors in proportion to the tensor's largest magnitude:
-/// summing in another order leaves rounding errors that scale with the terms, not with the
-/// (possibly cancelled) result, so elementwise tolerances alone flag near-zero outputs of
-/// residual additions. About 170 ulps of the largest element.
-const SCALE_TOL: f32 = 1e-5;
-
-/// The first tensor, in program order, on which the device and the reference interpreter
-/// disagree.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Difference {
-    /// The tensor (ONNX value name).
-    pub tensor: String,
-    /// The kernel that produced it (its ONNX nodes joined with `+`).
-    pub layer: String,
-    /// Its instruction range.
-    pub insts: (u32, u32),
-    /// The worst element: index, device value, reference value.
-    pub element: (usize, f32, f32),
-    /// Largest absolute difference and largest reference magnitude in the tensor.
-    pub max_abs_diff: f32,
-    /// Largest reference magnitude.
-    pub max_ref: f32,
-}
-
-/// Runs a model compiled with `expose_all` on the simulator and `graph` (the reference: the
-/// model before optimisation) on the interpreter, and returns the first tensor, in program
-/// order, that differs (or the number of tensors compared). Tensors are matched by name; the
-/// optimizer keeps a value's name only on values equal to it, and tensors it introduced (no
-/// counterpart in the reference) are skipped.
-pub fn first_difference(
-    graph: &Graph,
-    compiled: &Compiled,
-    inputs: &[ArrayD<f32>],
-) -> anyhow::Result<Result<usize, Difference>> {
-    let bytes = compiled.blob().map_err(|e| invalid(e.to_string()))?;
-    let blob = Blob::read(&bytes).map_err(|e| invalid(e.to_string()))?;
-    let data: Vec<Vec<u8>> = inputs.iter().map(to_bytes).collect();
-    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-    let (outs, _) =
-        accelc_runtime::model::simulate(&blob, &refs, false).map_err(|e| invalid(e.to_string()))?;
-    let names: Vec<String> = compiled
-        .io
-        .iter()
-        .filter(|t| t.direction == Direction::Output)
-        .map(|t| t.name.clone())
-        .collect();
-    // Reference values with the device's output names (those the reference has).
-    let mut g2 = graph.clone();
-    let mut known: Vec<String> = Vec::new();
-    g2.outputs = names
-        .iter()
-        .filter_map(|n| {
-            let i = graph.values.iter().position(|v| &v.name == n && v.constant.is_none())?;
-            known.push(n.clone());
-            Some(accelc_compiler::ir::ValueId(i as u32))
-        })
-        .collect();
-    let arrays: Vec<Array> = inputs.iter().map(|a| Array::F32(a.clone())).collect();
-    let want =
-        interp::run(&g2, &arrays).map_err(|e| invalid(format!("reference interpreter: {e}")))?;
-    let mut checked = 0;
-    for layer in &compiled.layers {
-        let Some(v) = &layer.output else { continue };
-        let (Some(i), Some(r)) =
-            (names.iter().position(|x| x == v), known.iter().position(|x| x == v))
-        else {
-            continue;
-        };
-        let Array::F32(w) = &want[r] else { continue };
-        let w: Vec<f32> = w.iter().copied().collect();
-        let got = f32s(&outs[i]);
-        checked += 1;
-        let max_ref = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        if let Some((at, gv, wv, _)) = compare_scaled(&got, &w, SCALE_TOL * max_ref) {
-            return Ok(Err(Difference {
-                tensor: v.clone(),
-                layer: layer.name.clone(),
-                insts: (layer.start, layer.end),
-                element: (at, gv, wv),
-                max_abs_diff: max_abs_diff(&got, &w),
-                max_ref,
-            }));
-        }
-    }
-    Ok(Ok(checked))
-}
-
-/// As [`compare`] with an extra absolute allowance.
-fn compare_scaled(got: &[f32], want: &[f32], extra: f32) -> Option<(usize, f32, f32, f32)> {
-    let mut worst: Option<(usize, f32, f32, f32)> = None;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        // NaN matches only NaN and an infinity only itself (inf - inf is NaN, which would
-        // compare as within any tolerance).
-        let excess = if g.is_finite() && w.is_finite() {
-            (g - w).abs() - (ATOL + RTOL * w.abs() + extra)
-        } else if g == w || (g.is_nan() && w.is_nan()) {
-            0.0
-        } else {
-            f32::INFINITY
-        };
-        if excess > 0.0 && worst.is_none_or(|x| excess > x.3) {
-            worst = Some((i, *g, *w, excess));
-        }
-    }
-    worst
-}
-
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_diff(
     model: &Path,
@@ -562,9 +422,11 @@ pub(crate) fn cmd_diff(
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let loaded = load_or_compile(model, cfg, shapes, true, o, err)?;
-    let (Some(g), Some(c)) = (&loaded.graph, &loaded.compiled) else { bail!("internal: no graph") };
-    let ins = inputs(&c.io, input_args, seed)?;
-    match first_difference(g, c, &ins)? {
+    let Some(c) = &loaded.compilation else { bail!("internal: no graph") };
+    let specs: Vec<&IoTensor> =
+        c.compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
+    let ins = inputs(&specs, input_args, seed)?;
+    match accelc::first_difference(&c.reference, &c.compiled, &ins).map_err(fail)? {
         Ok(n) => {
             writeln!(
                 out,
@@ -607,53 +469,22 @@ pub(crate) fn cmd_profile(
     shapes: &[String],
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use accelc_isa::{Op, Program};
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
-    let blob: Blob<'static> = read_blob(model, &loaded.blob)?;
-    let layers: Vec<Layer> = match &loaded.compiled {
-        Some(c) => c.layers.clone(),
-        None => lower::layers_from_blob(&blob).ok_or_else(|| {
-            invalid(format!("{}: the blob has no layer records", model.display()))
-        })?,
-    };
-    let cfgd =
-        DeviceConfig::by_name(&blob.target.config_name).unwrap_or_else(DeviceConfig::default_npu);
-    let ins = inputs(&blob.io, input_args, 0)?;
-    let bytes: Vec<Vec<u8>> = ins.iter().map(to_bytes).collect();
-    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-    let (_, stats) = accelc_runtime::model::simulate(&blob, &refs, true)
+    let session = session(model, loaded.blob)?;
+    let layers: Option<&[Layer]> =
+        loaded.compilation.as_ref().map(|c| c.compiled.layers.as_slice());
+    let ins = inputs(&session.inputs(), input_args, 0)?;
+    let p = accelc::profile(&session, layers, &ins)
         .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    let program = Program::decode(&blob.program).map_err(|e| invalid(e.to_string()))?;
-    // Completion cycle of every barrier.
-    let mut barrier_end = std::collections::HashMap::new();
-    for e in &stats.trace {
-        if e.mnemonic == "barrier" {
-            barrier_end.insert(e.inst, e.end);
-        }
-    }
-    let peak_per_cycle =
-        cfgd.peak_macs_per_sec(accelc_isa::Dtype::F32) as f64 / cfgd.clock_hz as f64;
+    let cfgd = session.config().clone();
+    let stats = &p.stats;
     writeln!(
         out,
         "{:<44} {:>9} {:>11} {:>13} {:>11} {:>6} {:>11} {:>6}",
         "layer", "kind", "cycles", "MACs", "DMA bytes", "util", "roofline", "ratio"
     )?;
-    let (mut prev, mut t_cycles, mut t_macs, mut t_bytes, mut t_roof) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    for l in &layers {
-        let end = barrier_end.get(&(l.end as usize - 1)).copied().unwrap_or(prev);
-        let cycles = end.saturating_sub(prev);
-        prev = end;
-        let moved: u64 = program.insts[l.start as usize..l.end as usize]
-            .iter()
-            .map(|i| match &i.op {
-                Op::DmaLoad(x) => program.dma[usize::from(x.desc.0)].bytes(),
-                Op::DmaStore(x) => program.dma[usize::from(x.desc.0)].bytes(),
-                _ => 0,
-            })
-            .sum();
-        let roof = l.roofline_cycles(&cfgd);
-        let util = l.macs as f64 / (cycles.max(1) as f64 * peak_per_cycle);
+    let (mut t_cycles, mut t_macs, mut t_bytes, mut t_roof) = (0u64, 0u64, 0u64, 0u64);
+    for l in &p.layers {
         let mut name = l.name.clone();
         if name.len() > 44 {
             name.truncate(41);
@@ -661,18 +492,21 @@ pub(crate) fn cmd_profile(
         }
         writeln!(
             out,
-            "{name:<44} {:>9} {cycles:>11} {:>13} {moved:>11} {:>5.1}% {roof:>11} {:>6.2}",
+            "{name:<44} {:>9} {:>11} {:>13} {:>11} {:>5.1}% {:>11} {:>6.2}",
             l.kind.name(),
+            l.cycles,
             l.macs,
-            util * 100.0,
-            cycles as f64 / roof.max(1) as f64
+            l.dma_bytes,
+            l.utilisation * 100.0,
+            l.roofline_cycles,
+            l.cycles as f64 / l.roofline_cycles.max(1) as f64
         )?;
-        t_cycles += cycles;
+        t_cycles += l.cycles;
         t_macs += l.macs;
-        t_bytes += moved;
-        t_roof += roof;
+        t_bytes += l.dma_bytes;
+        t_roof += l.roofline_cycles;
     }
-    let util = t_macs as f64 / (t_cycles.max(1) as f64 * peak_per_cycle);
+    let util = p.utilisation(&session);
     writeln!(
         out,
         "{:<44} {:>9} {t_cycles:>11} {t_macs:>13} {t_bytes:>11} {:>5.1}% {t_roof:>11} {:>6.2}",
@@ -694,4 +528,97 @@ pub(crate) fn cmd_profile(
         writeln!(out, "trace: {} ({} events)", path.display(), stats.trace.len())?;
     }
     Ok(())
+}
+
+/// `check`: every node that does not import, every node of the optimized graph with whether it
+/// runs on the device (the lowering's own answer), and whether the model compiles. Exit status
+/// 0 exactly when `compile` with the same options succeeds.
+pub(crate) fn cmd_check(
+    model: &Path,
+    o: OptArgs,
+    json: bool,
+    cfg: Option<&str>,
+    shapes: &[String],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let opts = facade_options(o, cfg, shapes, false)?;
+    let report = match accelc::check(Source::Path(model), &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({ "model": model.display().to_string(), "supported": false, "error": e.to_string() });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            }
+            bail!(fail(e));
+        }
+    };
+    let blockers: Vec<&accelc::NodeCheck> = report.blockers().collect();
+    // A compile failure no node explains (a whole-program limit) counts as a blocker too.
+    let whole = report.compile.as_ref().err().filter(|_| blockers.is_empty());
+    let count = blockers.len() + usize::from(whole.is_some());
+    if json {
+        let node = |n: &accelc::NodeCheck| {
+            serde_json::json!({
+                "node": n.name,
+                "op": n.op_type,
+                "opset": report.opset,
+                "stage": n.stage,
+                "device": n.result.is_ok(),
+                "reason": n.result.as_ref().err(),
+            })
+        };
+        let v = serde_json::json!({
+            "model": model.display().to_string(),
+            "opset": report.opset,
+            "config": report.config,
+            "nodes": report.imported_nodes,
+            "supported": report.supported(),
+            "blockers": blockers.iter().map(|n| node(n)).collect::<Vec<_>>(),
+            "placement": report.nodes.iter().map(node).collect::<Vec<_>>(),
+            "compile_error": report.compile.as_ref().err(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        for n in &report.nodes {
+            match (&n.result, n.stage) {
+                (Err(why), "import") => writeln!(
+                    out,
+                    "  node `{}` ({}, opset {}): {why}",
+                    n.name, n.op_type, report.opset
+                )?,
+                (Err(why), "frontend") => {
+                    writeln!(out, "  node `{}` ({}): {why}", n.name, n.op_type)?
+                }
+                (Err(why), _) => writeln!(
+                    out,
+                    "  node `{}` ({}): not on `{}`: {why}",
+                    n.name, n.op_type, report.config
+                )?,
+                (Ok(()), _) => {
+                    writeln!(out, "  node `{}` ({}): on `{}`", n.name, n.op_type, report.config)?
+                }
+            }
+        }
+        if let Some(e) = whole {
+            writeln!(out, "  whole program: {e}")?;
+        }
+        writeln!(
+            out,
+            "{}: opset {}, {} nodes, {count} blocker(s) for `{}`",
+            model.display(),
+            report.opset,
+            report.imported_nodes,
+            report.config
+        )?;
+    }
+    if report.supported() {
+        Ok(())
+    } else {
+        // The list is the output; the exit status says the model does not compile.
+        Err(invalid(format!(
+            "{} does not compile for `{}` ({count} blocker(s))",
+            model.display(),
+            report.config
+        )))
+    }
 }

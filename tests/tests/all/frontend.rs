@@ -131,7 +131,11 @@ fn check_lists_every_blocker() {
     let mlp = accelc_tests::repo_root().join("../shared/models/mlp_mnist.onnx");
     let run = accelc(&["check", mlp.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.ends_with("opset 17, 6 nodes, 0 blocker(s)\n"));
+    assert!(
+        run.stdout.ends_with("opset 17, 6 nodes, 0 blocker(s) for `default`\n"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -133,7 +133,12 @@ fn diff_reports_the_first_wrong_layer() {
     let opts = CompileOptions { config: DeviceConfig::default_npu(), expose_all: true };
     let input: ArrayD<f32> = read_npy(zoo("mlp_mnist.input_0.npy")).unwrap();
     let mut c = compile(&g, &opts).unwrap();
-    let clean = accelc_cli::first_difference(&g, &c, std::slice::from_ref(&input)).unwrap();
+    let input = accelc::HostTensor::from_f32(
+        input.shape().to_vec(),
+        &input.iter().copied().collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let clean = accelc::first_difference(&g, &c, std::slice::from_ref(&input)).unwrap();
     assert_eq!(clean, Ok(3));
     let layer = c.layers.iter().find(|l| l.name.contains("net.4/Relu")).unwrap().clone();
     let mut planted = 0;
@@ -146,7 +151,7 @@ fn diff_reports_the_first_wrong_layer() {
         }
     }
     assert!(planted > 0);
-    let d = accelc_cli::first_difference(&g, &c, &[input]).unwrap().unwrap_err();
+    let d = accelc::first_difference(&g, &c, &[input]).unwrap().unwrap_err();
     assert_eq!(d.tensor, "/net/net.4/Relu_output_0");
     assert_eq!(d.layer, layer.name);
     assert_eq!(d.insts, (layer.start, layer.end));

@@ -596,7 +596,12 @@ fn random_chains_through_the_whole_pipeline() {
                 }
             };
             compiled += 1;
-            let d = accelc_cli::first_difference(&g, &c, std::slice::from_ref(&x)).unwrap();
+            let xt = accelc::HostTensor::from_f32(
+                x.shape().to_vec(),
+                &x.iter().copied().collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let d = accelc::first_difference(&g, &c, std::slice::from_ref(&xt)).unwrap();
             assert!(d.is_ok(), "{what} on {}: {d:?}", cfg.name);
         }
     }

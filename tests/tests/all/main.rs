@@ -3,6 +3,7 @@
 mod asm_errors;
 mod blob;
 mod book;
+mod check;
 mod cli;
 mod conformance;
 mod driver;

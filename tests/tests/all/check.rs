@@ -1,0 +1,91 @@
+//! `accelc check` tells the truth: it exits 0 exactly when `accelc compile` succeeds, and when
+//! compile fails at a node, `check` lists that node as a blocker (over every model of the zoo,
+//! the shared edge cases and every ONNX backend node test).
+
+use std::path::PathBuf;
+
+use accelc::{Options, Source};
+use accelc_tests::{accelc, repo_root};
+
+/// The node a compile error names (`node `X`: ...`), if any.
+fn blamed(e: &str) -> Option<String> {
+    let rest = e.split("node `").nth(1)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// Checks one model through the facade; returns whether it compiles.
+fn agrees(path: &std::path::Path) -> Option<bool> {
+    let opts = Options::default();
+    let Ok(report) = accelc::check(Source::Path(path), &opts) else {
+        // Not importable at all: compile must fail too.
+        assert!(accelc::compile(Source::Path(path), &opts, &mut ()).is_err(), "{}", path.display());
+        return None;
+    };
+    let compiled = accelc::compile(Source::Path(path), &opts, &mut ());
+    assert_eq!(report.supported(), compiled.is_ok(), "{}: {:?}", path.display(), report.compile);
+    if let Err(e) = &compiled {
+        let names: Vec<&str> = report.blockers().map(|n| n.name.as_str()).collect();
+        match blamed(&e.to_string()) {
+            Some(node) => assert!(
+                names.contains(&node.as_str()),
+                "{}: compile fails at `{node}` but check blames {names:?}",
+                path.display()
+            ),
+            None => assert!(
+                report.compile.is_err(),
+                "{}: compile fails ({e}) but check reports no whole-program failure",
+                path.display()
+            ),
+        }
+    } else {
+        assert_eq!(report.blockers().count(), 0, "{}", path.display());
+    }
+    Some(compiled.is_ok())
+}
+
+#[test]
+fn check_exits_zero_exactly_when_compile_succeeds_on_the_zoo_and_cases() {
+    let mut models: Vec<PathBuf> =
+        accelc_tests::ZOO_MODELS.iter().map(|m| accelc_tests::zoo(&format!("{m}.onnx"))).collect();
+    for e in std::fs::read_dir(repo_root().join("../shared/cases")).unwrap() {
+        let p = e.unwrap().path().join("model.onnx");
+        if p.exists() {
+            models.push(p);
+        }
+    }
+    for m in &models {
+        let path = m.display().to_string();
+        let check = accelc(&["check", &path]);
+        let out = std::env::temp_dir().join(format!("accelc-check-{}.blob", std::process::id()));
+        let compile = accelc(&["compile", &path, "-o", &out.display().to_string()]);
+        assert_eq!(
+            check.code == 0,
+            compile.code == 0,
+            "{path}:\n{}\n{}",
+            check.stdout,
+            compile.stderr
+        );
+        agrees(m);
+    }
+}
+
+#[test]
+fn check_agrees_with_compile_on_every_node_test() {
+    let root = repo_root().join("target/onnx-node-tests/node");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `bash .ci/setup`", root.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 1800);
+    let (mut ok, mut refused) = (0, 0);
+    for d in &dirs {
+        match agrees(&d.join("model.onnx")) {
+            Some(true) => ok += 1,
+            Some(false) => refused += 1,
+            None => {}
+        }
+    }
+    // Node tests take shapes and indices as graph inputs, so most do not compile as they are.
+    assert!(ok > 50 && refused > 500, "{ok} compile, {refused} refused");
+}
