@@ -584,25 +584,25 @@ pub fn all() -> Vec<Rule> {
         Rule {
             name: "noop-reshape",
             topic: "no-ops",
-            doc: "a reshape to the same shape → its input",
+            doc: "a reshape (Reshape, Flatten, Squeeze, Unsqueeze) to the same shape → x",
             apply: noop_reshape,
         },
         Rule {
             name: "noop-transpose",
             topic: "no-ops",
-            doc: "Transpose with the identity permutation → its input",
+            doc: "Transpose with the identity permutation → x",
             apply: noop_transpose,
         },
         Rule {
             name: "noop-cast",
             topic: "no-ops",
-            doc: "Cast to the input's type → its input",
+            doc: "Cast to the input's type → x",
             apply: noop_cast,
         },
         Rule {
             name: "noop-arith",
             topic: "no-ops",
-            doc: "x+0, x-0, x·1, x/1 → x (when nothing broadcasts)",
+            doc: "x+0, 0+x, x−0, x·1, 1·x, x/1 → x, when the constant broadcasts nothing",
             apply: noop_arith,
         },
         Rule {
@@ -632,49 +632,49 @@ pub fn all() -> Vec<Rule> {
         Rule {
             name: "div-to-mul",
             topic: "device arithmetic",
-            doc: "x / c → x · (1/c) (division runs at the slow vector rate)",
+            doc: "x / c → x · (1/c) when c and 1/c are normal numbers (division runs at the vector engine's slow rate)",
             apply: div_to_mul,
         },
         Rule {
             name: "batchnorm-into-conv",
             topic: "weight folding",
-            doc: "BatchNormalization(Conv(x, w, b)) → Conv(x, w', b')",
+            doc: "BatchNormalization(Conv(x, w, b)) → Conv(x, w·s, (b−m)·s + β), when every folded value is finite",
             apply: batchnorm_into_conv,
         },
         Rule {
             name: "mul-into-conv",
             topic: "weight folding",
-            doc: "Conv(x, w, b) · c → Conv(x, w·c, b·c) for scalar or per-channel c",
+            doc: "Conv(x, w, b) · c → Conv(x, w·c, b·c), c scalar or per channel, when every folded value is finite",
             apply: mul_into_conv,
         },
         Rule {
             name: "add-into-conv",
             topic: "weight folding",
-            doc: "Conv(x, w, b) + c → Conv(x, w, b + c) for scalar or per-channel c",
+            doc: "Conv(x, w, b) + c → Conv(x, w, b + c), c scalar or per channel, when every folded value is finite",
             apply: add_into_conv,
         },
         Rule {
             name: "matmul-add-to-gemm",
             topic: "weight folding",
-            doc: "MatMul(a, B) + c → Gemm(a, B, c) for 2-D operands and a constant row c",
+            doc: "MatMul(a, B) + c → Gemm(a, B, c), 2-D operands, constant row c",
             apply: matmul_add_to_gemm,
         },
         Rule {
             name: "gelu-from-erf",
             topic: "fusion",
-            doc: "x·(0.5·(1 + erf(x/√2))) → Gelu(x), one kernel instead of five",
+            doc: "x·(0.5·(1+erf(x/√2))) or (x·(1+erf(x/√2)))·0.5 → Gelu(x): one kernel instead of five",
             apply: gelu_from_erf,
         },
         Rule {
             name: "pad-into-conv",
             topic: "padding",
-            doc: "Conv(Pad(x, zeros)) → Conv with the pads",
+            doc: "Conv(Pad(x, zeros on H and W)) → Conv with the pads added",
             apply: pad_into_conv,
         },
         Rule {
             name: "pad-into-pool",
             topic: "padding",
-            doc: "MaxPool(Pad(x, -inf)), AveragePool(Pad(x, 0)) counting pads → the pool with the pads",
+            doc: "MaxPool(Pad(x, −∞)), AveragePool(Pad(x, 0)) counting pads → the pool with the pads",
             apply: pad_into_pool,
         },
     ]
@@ -771,4 +771,23 @@ pub fn rewrites_of(only: Option<&[&str]>) -> Vec<Rewrite<Node, Facts>> {
 /// Every rule as an egg rewrite.
 pub fn rewrites() -> Vec<Rewrite<Node, Facts>> {
     rewrites_of(None)
+}
+
+/// The book's rule table (`book/src/compiler/rules.md`), generated from [`all`] so it cannot go
+/// stale; a test compares it with the committed page.
+pub fn book_page() -> String {
+    let mut out = String::from(
+        "# Optimizer rules\n\n<!-- Generated from compiler/src/opt/rules.rs by \
+         `UPDATE_EXPECT=1 cargo test -p accelc-tests book`; do not edit. -->\n\n\
+         Every rule of the e-graph optimizer, in application order, by topic. See \
+         [the optimizer](optimizer.md) for how they are applied and extracted.\n\n\
+         | topic | rule | rewrite |\n|---|---|---|\n",
+    );
+    let mut last = "";
+    for r in all() {
+        let topic = if r.topic == last { "" } else { r.topic };
+        last = r.topic;
+        out.push_str(&format!("| {topic} | `{}` | {} |\n", r.name, r.doc));
+    }
+    out
 }

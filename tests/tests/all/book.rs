@@ -1,12 +1,15 @@
-//! The book's generated reference pages must match what the instruction table generates now;
-//! `UPDATE_EXPECT=1` rewrites them.
+//! The book's generated reference pages (the ISA reference, the device configurations, the
+//! optimizer's rule table) must match what their tables generate now; `UPDATE_EXPECT=1`
+//! rewrites them.
 
 use accelc_tests::repo_root;
 
 #[test]
 fn generated_pages_are_up_to_date() {
     let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    for (rel, contents) in accelc_isa::book::pages() {
+    let mut pages = accelc_isa::book::pages();
+    pages.push(("compiler/rules.md", accelc_compiler::opt::rules::book_page()));
+    for (rel, contents) in pages {
         let path = repo_root().join("book/src").join(rel);
         let current = std::fs::read_to_string(&path).unwrap_or_default();
         if current == contents {
