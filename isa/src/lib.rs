@@ -21,6 +21,7 @@ pub mod disasm;
 pub mod fields;
 pub mod inst;
 pub mod program;
+pub mod requant;
 pub mod verify;
 
 pub use config::DeviceConfig;

@@ -1,0 +1,154 @@
+//! Requantisation, defined once for the compiler (which writes records and will compute the
+//! integer reference) and the simulator (which executes `vx.requant`): the 16-byte record
+//! layout and the fixed-point arithmetic, exactly as TFLite and gemmlowp compute it (the book's
+//! numerics page, "Requantisation").
+
+use crate::Dtype;
+
+/// Bytes of one record in a requantisation table.
+pub const RECORD_BYTES: usize = 16;
+
+/// Smallest and largest value of an integer type.
+pub fn int_range(dtype: Dtype) -> (i64, i64) {
+    match dtype {
+        Dtype::S8 => (i8::MIN.into(), i8::MAX.into()),
+        Dtype::U8 => (0, u8::MAX.into()),
+        Dtype::S16 => (i16::MIN.into(), i16::MAX.into()),
+        Dtype::S32 => (i32::MIN.into(), i32::MAX.into()),
+        // Float types never reach integer saturation.
+        Dtype::Bf16 | Dtype::F32 => (i64::MIN, i64::MAX),
+    }
+}
+
+/// TFLite's saturating rounding doubling high multiply.
+fn srdhm(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = i64::from(a) * i64::from(b);
+    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // Division truncates toward zero, as in C.
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// TFLite's rounding divide by a power of two (round half away from zero).
+fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    let mask: i32 = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> exponent) + i32::from(remainder > threshold)
+}
+
+/// One requantisation record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequantRecord {
+    /// A Q31 fraction: the real multiplier times 2^31.
+    pub multiplier: i32,
+    /// Power-of-two exponent: positive shifts left, negative right; -31..=30.
+    pub shift: i32,
+    /// Added after scaling.
+    pub zero_point: i32,
+    /// Lower clamp (intersected with the output type's range).
+    pub clamp_lo: i16,
+    /// Upper clamp.
+    pub clamp_hi: i16,
+}
+
+impl RequantRecord {
+    /// Encodes as 16 little-endian bytes: multiplier, shift, zero point (`s32` each), then
+    /// clamp_lo and clamp_hi (`s16` each).
+    pub fn to_bytes(&self) -> [u8; RECORD_BYTES] {
+        let mut b = [0u8; RECORD_BYTES];
+        b[0..4].copy_from_slice(&self.multiplier.to_le_bytes());
+        b[4..8].copy_from_slice(&self.shift.to_le_bytes());
+        b[8..12].copy_from_slice(&self.zero_point.to_le_bytes());
+        b[12..14].copy_from_slice(&self.clamp_lo.to_le_bytes());
+        b[14..16].copy_from_slice(&self.clamp_hi.to_le_bytes());
+        b
+    }
+
+    /// Decodes 16 little-endian bytes.
+    pub fn from_bytes(b: &[u8; 16]) -> RequantRecord {
+        let i32_at = |o: usize| i32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        RequantRecord {
+            multiplier: i32_at(0),
+            shift: i32_at(4),
+            zero_point: i32_at(8),
+            clamp_lo: i16::from_le_bytes([b[12], b[13]]),
+            clamp_hi: i16::from_le_bytes([b[14], b[15]]),
+        }
+    }
+
+    /// Whether the shift is in the defined range.
+    pub fn valid(&self) -> bool {
+        (-31..=30).contains(&self.shift)
+    }
+
+    /// `x` requantised to `dtype` (the record must be valid).
+    pub fn apply(&self, x: i32, dtype: Dtype) -> i64 {
+        let left = self.shift.max(0) as u32;
+        let right = (-self.shift).max(0) as u32;
+        let a = (i64::from(x) << left).clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+        let q = rounding_divide_by_pot(srdhm(a, self.multiplier), right);
+        let (tlo, thi) = int_range(dtype);
+        let lo = i64::from(self.clamp_lo).max(tlo);
+        let hi = i64::from(self.clamp_hi).min(thi);
+        // An empty clamp range (lo > hi) yields hi, as clamp-to-hi-after-lo would.
+        (i64::from(q) + i64::from(self.zero_point)).max(lo).min(hi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_bytes() {
+        let r = RequantRecord {
+            multiplier: 0x4000_0001,
+            shift: -7,
+            zero_point: -3,
+            clamp_lo: -128,
+            clamp_hi: 127,
+        };
+        assert_eq!(RequantRecord::from_bytes(&r.to_bytes()), r);
+    }
+
+    #[test]
+    fn requant_matches_tflite_reference_values() {
+        // multiplier 0.5 in Q31, no shift: 100 * 0.5 = 50.
+        let r = RequantRecord {
+            multiplier: 1 << 30,
+            shift: 0,
+            zero_point: 0,
+            clamp_lo: -128,
+            clamp_hi: 127,
+        };
+        assert_eq!(r.apply(100, Dtype::S8), 50);
+        // 0.5 with a right shift of 2: 100 * 0.5 / 4 = 12.5, rounded away from zero: 13.
+        let r = RequantRecord { shift: -2, ..r };
+        assert_eq!(r.apply(100, Dtype::S8), 13);
+        assert_eq!(r.apply(-100, Dtype::S8), -13);
+        // Saturation of the doubling multiply (MIN x MIN is the one overflowing case); the
+        // record's clamp then bounds it.
+        let r = RequantRecord {
+            multiplier: i32::MIN,
+            shift: 0,
+            zero_point: 0,
+            clamp_lo: i16::MIN,
+            clamp_hi: i16::MAX,
+        };
+        assert_eq!(r.apply(i32::MIN, Dtype::S16), i64::from(i16::MAX));
+        assert_eq!(r.apply(i32::MIN + 1, Dtype::S16), i64::from(i16::MAX));
+        // Zero point and clamp (a fused ReLU at zero point 10).
+        let r = RequantRecord {
+            multiplier: 1 << 30,
+            shift: 0,
+            zero_point: 10,
+            clamp_lo: 10,
+            clamp_hi: 255,
+        };
+        assert_eq!(r.apply(-100, Dtype::U8), 10);
+        assert_eq!(r.apply(1000, Dtype::U8), 255);
+    }
+}
