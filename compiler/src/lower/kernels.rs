@@ -19,7 +19,7 @@ use super::emit::{
     Dir, Emitter, LD_MX_A, LD_MX_W, LD_VX, MX_VX, PARAMS, SEG_CONST, VX_ST, at, vshape,
 };
 use super::schedule::{
-    Act, Dw, Ew, Kernel, Micro, Mm, Pool, RowKind, Rw, Sched, Src, Step, Weights,
+    Act, Dw, Ew, Kernel, Micro, Mm, Pool, RowKind, Rw, Sched, Src, Step, T, Weights,
 };
 use super::view::{View, collapse};
 use crate::ir::ReduceKind;
@@ -721,8 +721,8 @@ fn window(
 fn global_pool(
     em: &mut Emitter,
     s: &Sched,
-    input: usize,
-    out: usize,
+    input: T,
+    out: T,
     max: bool,
     img: [usize; 4],
 ) -> Result<(u64, u64), LowerError> {
@@ -801,7 +801,7 @@ fn global_pool(
     Ok((0, s.tens[input].bytes() + s.tens[out].bytes()))
 }
 
-fn fill(em: &mut Emitter, s: &Sched, out: usize, value: u32) -> Result<(u64, u64), LowerError> {
+fn fill(em: &mut Emitter, s: &Sched, out: T, value: u32) -> Result<(u64, u64), LowerError> {
     let bytes = s.tens[out].bytes();
     let (seg, base) = s.addr(out)?;
     let chunk = (em.spad_free() / 2).min(bytes).max(4) / 4 * 4;

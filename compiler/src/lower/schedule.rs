@@ -15,8 +15,55 @@ use super::{CompileOptions, LowerError, emit, kernels};
 use crate::interp::{axis as norm_axis, nearest_index_map, pads, resize_shape, split_sizes};
 use crate::ir::{BinaryOp, DType, Graph, Node, Op, PadMode, ReduceKind, UnaryOp, ValueId};
 
-/// A tensor index in [`Sched::tens`] (graph values first, by id, then temporaries).
-pub(crate) type T = usize;
+/// A tensor of the schedule: an index in [`Sched::tens`] (graph values first, at their
+/// `ValueId`, then temporaries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct T(pub(crate) u32);
+
+impl T {
+    /// The tensor of graph value `v` (graph values come first, in id order).
+    pub(crate) fn of_value(v: ValueId) -> T {
+        T(v.0)
+    }
+
+    /// The index, for side tables parallel to [`Sched::tens`].
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The schedule's tensors, addressed by [`T`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tensors(Vec<Tens>);
+
+impl Tensors {
+    pub(crate) fn with_capacity(n: usize) -> Tensors {
+        Tensors(Vec::with_capacity(n))
+    }
+
+    /// Adds a tensor; returns its id.
+    pub(crate) fn push(&mut self, t: Tens) -> T {
+        self.0.push(t);
+        T(self.0.len() as u32 - 1)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl std::ops::Index<T> for Tensors {
+    type Output = Tens;
+    fn index(&self, t: T) -> &Tens {
+        &self.0[t.0 as usize]
+    }
+}
+
+impl std::ops::IndexMut<T> for Tensors {
+    fn index_mut(&mut self, t: T) -> &mut Tens {
+        &mut self.0[t.0 as usize]
+    }
+}
 
 /// Where a tensor lives.
 #[derive(Clone, Debug)]
@@ -289,7 +336,7 @@ impl Step {
 
 /// The schedule: tensors and steps.
 pub(crate) struct Sched {
-    pub(crate) tens: Vec<Tens>,
+    pub(crate) tens: Tensors,
     pub(crate) steps: Vec<Step>,
     pub(crate) inputs: Vec<(String, T)>,
     pub(crate) outputs: Vec<(String, T)>,
@@ -355,7 +402,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 impl Builder<'_> {
     fn t(&self, v: ValueId) -> T {
-        v.0 as usize
+        T::of_value(v)
     }
 
     fn input(&self, n: &Node, i: usize) -> Result<T, LowerError> {
@@ -415,8 +462,7 @@ impl Builder<'_> {
         nhwc: bool,
         store: Store,
     ) -> T {
-        self.s.tens.push(Tens { name, shape, dtype, nhwc, store, loc: None });
-        self.s.tens.len() - 1
+        self.s.tens.push(Tens { name, shape, dtype, nhwc, store, loc: None })
     }
 
     fn step(&mut self, kernel: Kernel, name: &str, output: Option<T>, consts: Vec<Vec<u8>>) {
@@ -453,7 +499,7 @@ impl Builder<'_> {
 
     /// The single consumer of `v`'s tensor if it has exactly one and `v` is not a graph output.
     fn sole_user(&self, t: T) -> Option<usize> {
-        let v = ValueId(t as u32);
+        let v = ValueId(t.0);
         if self.g.outputs.contains(&v) {
             return None;
         }
@@ -465,7 +511,7 @@ impl Builder<'_> {
 
     /// Whether tensor `t` is available before node `at` runs.
     fn ready_before(&self, t: T, at: usize) -> bool {
-        match self.producer.get(&ValueId(t as u32)) {
+        match self.producer.get(&ValueId(t.0)) {
             Some(p) => *p < at,
             None => true,
         }
@@ -581,7 +627,7 @@ fn schedule_inner(
     mut errors: Option<&mut Vec<(usize, LowerError)>>,
 ) -> Result<Sched, LowerError> {
     let mut s = Sched {
-        tens: Vec::with_capacity(graph.values.len()),
+        tens: Tensors::with_capacity(graph.values.len()),
         steps: Vec::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),
@@ -601,7 +647,7 @@ fn schedule_inner(
         s.tens.push(Tens { name: v.name.clone(), shape, dtype, nhwc: false, store, loc: None });
     }
     for id in &graph.inputs {
-        let t = id.0 as usize;
+        let t = T::of_value(*id);
         s.tens[t].store = Store::Input;
         s.inputs.push((graph.value(*id).name.clone(), t));
     }
@@ -677,7 +723,7 @@ fn schedule_inner(
         }
     }
     for id in outs {
-        let t = id.0 as usize;
+        let t = T::of_value(id);
         b.s.outputs.push((graph.value(id).name.clone(), t));
     }
     Ok(b.s)
@@ -1775,8 +1821,8 @@ fn lift_1d(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerError> 
         Store::Arena,
     );
     let mut n2 = n.clone();
-    n2.inputs[0] = Some(ValueId(x4 as u32));
-    n2.outputs = vec![ValueId(out4 as u32)];
+    n2.inputs[0] = Some(ValueId(x4.0));
+    n2.outputs = vec![ValueId(out4.0)];
     match &n.op {
         Op::Conv { group, .. } => {
             let w = b.input(n, 1)?;
@@ -1792,7 +1838,7 @@ fn lift_1d(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerError> 
                 false,
                 Store::Const(bytes),
             );
-            n2.inputs[1] = Some(ValueId(w4 as u32));
+            n2.inputs[1] = Some(ValueId(w4.0));
             n2.op = Op::Conv { window: window2, group: *group };
         }
         Op::Pool { max, count_include_pad, .. } => {
@@ -1906,8 +1952,8 @@ fn conv_transpose(
         Store::Const(f32_bytes(&flipped).into()),
     );
     let mut n2 = n.clone();
-    n2.inputs[0] = Some(ValueId(spread as u32));
-    n2.inputs[1] = Some(ValueId(w2 as u32));
+    n2.inputs[0] = Some(ValueId(spread.0));
+    n2.inputs[1] = Some(ValueId(w2.0));
     n2.op = Op::Conv {
         window: crate::ir::Window {
             kernel: vec![kh, kw],
@@ -2057,7 +2103,7 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
     let mut read = vec![false; s.tens.len()];
     for st in &s.steps {
         for t in st.uses().0 {
-            read[s.root(t)] = true;
+            read[s.root(t).index()] = true;
         }
     }
     let mut placed_out: Vec<T> = Vec::new();
@@ -2066,15 +2112,14 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
     for (name, t) in s.outputs.clone() {
         let tn = &s.tens[t];
         let direct = matches!(tn.store, Store::Arena)
-            && !read[t]
+            && !read[t.index()]
             && (!tn.nhwc || tn.layouts_agree())
             && !placed_out.contains(&t)
             && !s.steps.is_empty();
         let target = if direct {
             t
         } else {
-            let c = s.tens.len();
-            s.tens.push(Tens {
+            let c = s.tens.push(Tens {
                 name: format!("{name}.out"),
                 shape: tn.shape.clone(),
                 dtype: tn.dtype,
@@ -2104,10 +2149,11 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
     for st in &s.steps {
         let (r, w) = st.uses();
         for t in r.into_iter().chain(w) {
-            used[s.root(t)] = true;
+            used[s.root(t).index()] = true;
         }
     }
-    for (t, is_used) in used.iter().enumerate() {
+    for (i, is_used) in used.iter().enumerate() {
+        let t = T(i as u32);
         if let Store::Const(bytes) = &s.tens[t].store
             && *is_used
         {
