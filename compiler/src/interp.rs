@@ -264,6 +264,11 @@ pub(crate) fn nan_max<F: ndarray::NdFloat>(a: F, b: F) -> F {
     if a.is_nan() || b.is_nan() { F::nan() } else { a.max(b) }
 }
 
+/// The smaller of two values, NaN if either is NaN (see [`nan_max`]).
+pub(crate) fn nan_min<F: ndarray::NdFloat>(a: F, b: F) -> F {
+    if a.is_nan() || b.is_nan() { F::nan() } else { a.min(b) }
+}
+
 fn erf(x: f32) -> f32 {
     libm::erf(f64::from(x)) as f32
 }
@@ -330,12 +335,12 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                     .map(|a| a.f32().map(|v| v.iter().next().copied().unwrap_or(0.0)))
                     .transpose()
             };
-            let lo = if opset < 11 { *min } else { scalar(1)? };
-            let hi = if opset < 11 { *max } else { scalar(2)? };
-            one(Array::F32(x.mapv(|v| {
-                let v = lo.map_or(v, |l| if v < l { l } else { v });
-                hi.map_or(v, |h| if v > h { h } else { v })
-            })))
+            // Omitted bounds are the float range's ends (Clip-6's attribute defaults, Clip-11+'s
+            // `numeric_limits::lowest()`/`max()`); `Min(max, Max(x, min))` with NaN propagating
+            // from the input and from the bounds.
+            let lo = if opset < 11 { *min } else { scalar(1)? }.unwrap_or(f32::MIN);
+            let hi = if opset < 11 { *max } else { scalar(2)? }.unwrap_or(f32::MAX);
+            one(Array::F32(x.mapv(|v| nan_min(nan_max(v, lo), hi))))
         }
         Op::Gemm { alpha, beta, trans_a, trans_b } => {
             let a = to2(arg(args, 0)?.f32()?)?;
@@ -346,7 +351,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                 return Err(format!("Gemm of {:?} and {:?}", a.shape(), b.shape()));
             }
             let mut y = a.dot(&b).into_dyn() * *alpha;
-            if let Some(c) = opt(args, 2) {
+            // beta = 0 skips C (onnxruntime and onnx.reference do), so 0·inf never enters.
+            if let Some(c) = opt(args, 2).filter(|_| *beta != 0.0) {
                 let c = c.f32()?.mapv(|v| v * beta);
                 y = zip_f32(&y, &c, |p, q| p + q)?;
             }
@@ -932,8 +938,16 @@ fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
                 BinaryOp::Sub => Ok(p.wrapping_sub(q)),
                 BinaryOp::Mul => Ok(p.wrapping_mul(q)),
                 BinaryOp::Div if q == 0 => Err("integer division by zero".into()),
-                BinaryOp::Div => Ok(p / q),
-                BinaryOp::Pow => Ok(p.wrapping_pow(q.clamp(0, u32::MAX as i64) as u32)),
+                BinaryOp::Div => Ok(p.wrapping_div(q)),
+                // A negative exponent: the real power truncated toward zero (onnxruntime's
+                // result), which is 0 unless the base is ±1; 0 to a negative power has none.
+                BinaryOp::Pow if q < 0 => match p {
+                    0 => Err("integer 0 raised to a negative power".into()),
+                    1 => Ok(1),
+                    -1 => Ok(if q % 2 == 0 { 1 } else { -1 }),
+                    _ => Ok(0),
+                },
+                BinaryOp::Pow => Ok(p.wrapping_pow(q.min(u32::MAX as i64) as u32)),
                 BinaryOp::Mod if q == 0 => Err("integer modulo by zero".into()),
                 // ONNX Mod (fmod = 0): the result has the sign of the divisor.
                 BinaryOp::Mod => {
@@ -1015,6 +1029,13 @@ pub fn reshape_target(
             return Err(format!("cannot infer a dimension reshaping {input:?} to {spec:?}"));
         }
         out[i] = total / known;
+    }
+    // The element count must not change (ONNX Reshape).
+    let n = out.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+    if n != Some(total) {
+        return Err(format!(
+            "Reshape of {input:?} ({total} elements) to {out:?} changes the element count"
+        ));
     }
     Ok(out)
 }
@@ -1329,13 +1350,7 @@ fn slice(
             return Err("Slice step 0".into());
         }
         let d = x.shape()[k] as i64;
-        let clampi = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
-        let norm = |v: i64| if v < 0 { v + d } else { v };
-        let (s, e) = if st > 0 {
-            (clampi(norm(s0), 0, d), clampi(norm(e0), 0, d))
-        } else {
-            (clampi(norm(s0), -1, d - 1), clampi(norm(e0), -1, d - 1))
-        };
+        let (s, e) = crate::shape::slice_range(d, s0, e0, st);
         info[k] = if st > 0 {
             ndarray::SliceInfoElem::Slice {
                 start: s as isize,
@@ -1346,7 +1361,7 @@ fn slice(
             // A negative step walks from `s` down to just above `e`: ndarray expresses it as the
             // range (e, s] traversed backwards.
             let (lo, hi) = (e + 1, s + 1);
-            if hi <= lo {
+            if hi <= lo || d == 0 {
                 ndarray::SliceInfoElem::Slice { start: 0, end: Some(0), step: 1 }
             } else {
                 let len = hi - lo;
@@ -1713,8 +1728,11 @@ fn nearest_index(c: f64, len: usize, mode: NearestMode) -> usize {
 /// The source coordinate of each output index on one axis of a `Resize` from `len_in` to
 /// `len_out` elements at `scale` (ONNX Resize-19, `coordinate_transformation_mode`).
 fn resize_coords(len_in: usize, len_out: usize, scale: f64, coords: ResizeCoords) -> Vec<f64> {
-    // `lo` is the integer output length, `lf` the real one (`input · scale`), which ONNX uses
-    // for align_corners and pytorch_half_pixel.
+    // `lo` is the integer output length, `lf` the real one (`input · scale`). Resize-19 defines
+    // `scale = length_resized / length_original`, so with a given scale `length_resized` is
+    // `lf`, which align_corners and pytorch_half_pixel use: the ONNX backend tests' data (from
+    // onnx's reference) follow this reading, onnxruntime the integer length instead; they
+    // differ only for non-integer output lengths, and we follow the conformance tests.
     let (li, lo, s) = (len_in as f64, len_out as f64, scale);
     let lf = li * s;
     (0..len_out)

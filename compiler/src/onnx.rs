@@ -458,15 +458,18 @@ impl Builder<'_> {
         // A Constant's value becomes the output's contents.
         let constant =
             if op == Op::Constant { Some(self.constant_value(n).map_err(&fail)?) } else { None };
-        let mut outputs = Vec::with_capacity(n.output.len());
-        for out in &n.output {
-            if out.is_empty() {
-                continue;
-            }
+        // Outputs keep their positions: an omitted optional output before a present one
+        // (LayerNormalization's `y, "", inv_std_dev`) gets an unused placeholder value, so
+        // output `i` of the node is always the op's output `i`. Trailing omitted ones are dropped.
+        let used = n.output.iter().rposition(|o| !o.is_empty()).map_or(0, |i| i + 1);
+        let mut outputs = Vec::with_capacity(used);
+        for (i, out) in n.output[..used].iter().enumerate() {
+            let out =
+                if out.is_empty() { format!("{name}:omitted_output_{i}") } else { out.clone() };
             let ty =
                 constant.as_ref().map(|t| TensorType { dtype: t.dtype, shape: t.shape.clone() });
             let v = Value { name: out.clone(), ty, constant: constant.clone() };
-            outputs.push(self.define(out, v, Some(&name))?);
+            outputs.push(self.define(&out, v, Some(&name))?);
         }
         self.g.nodes.push(Node { name, op_type, op, inputs, outputs });
         Ok(())

@@ -96,17 +96,29 @@ fn window_out(input: &[usize], kernel: &[usize], w: &Window, trim_ceil: bool) ->
 }
 
 /// Number of elements ONNX `Slice` takes from a dimension of size `d`.
-fn slice_len(d: i64, start: i64, end: i64, step: i64) -> R<usize> {
+/// The effective `(start, end)` of a Slice on an axis of `d` elements (ONNX Slice-13): negative
+/// values count from the end; then for a positive step both are clamped to `[0, d]`, for a
+/// negative step `start` to `[0, d - 1]` and `end` to `[-1, d - 1]`. The one definition the
+/// shape rule, the reference and the lowering use.
+pub(crate) fn slice_range(d: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
+    let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    if step > 0 {
+        (norm(start).clamp(0, d), norm(end).clamp(0, d))
+    } else {
+        // `max` after `min`, so an empty axis (d = 0) gives start 0 and nothing to take.
+        (norm(start).min(d - 1).max(0), norm(end).clamp(-1, (d - 1).max(-1)))
+    }
+}
+
+/// Elements a Slice takes from an axis of `d` elements.
+pub(crate) fn slice_len(d: i64, start: i64, end: i64, step: i64) -> R<usize> {
     if step == 0 {
         return Err("Slice step 0".into());
     }
-    let norm = |v: i64| if v < 0 { v + d } else { v };
-    let (s, e) = if step > 0 {
-        (norm(start).clamp(0, d), norm(end).clamp(0, d))
-    } else {
-        (norm(start).clamp(-1, d - 1), norm(end).clamp(-1, d - 1))
-    };
-    let n = if step > 0 {
+    let (s, e) = slice_range(d, start, end, step);
+    let n = if d == 0 {
+        0
+    } else if step > 0 {
         (e - s + step - 1).div_euclid(step)
     } else {
         (s - e + (-step) - 1).div_euclid(-step)
@@ -143,8 +155,18 @@ fn conv_shape(t: &TensorType, w: &TensorType, window: &Window, group: usize) -> 
     if t.shape[1] != w.shape[1] * group || !w.shape[0].is_multiple_of(group) {
         return Err(format!("Conv of {:?} with weights {:?} in {group} groups", t.shape, w.shape));
     }
-    let kernel =
-        if window.kernel.is_empty() { w.shape[2..].to_vec() } else { window.kernel.clone() };
+    // `kernel_shape`, when given, must be the weights' spatial shape (ONNX Conv).
+    if !window.kernel.is_empty() && window.kernel != w.shape[2..] {
+        return Err(format!(
+            "kernel_shape {:?} does not match the weights' spatial shape {:?}",
+            window.kernel,
+            &w.shape[2..]
+        ));
+    }
+    if group == 0 {
+        return Err("Conv with group 0".into());
+    }
+    let kernel = w.shape[2..].to_vec();
     let mut shape = vec![t.shape[0], w.shape[0]];
     shape.extend(window_out(&t.shape[2..], &kernel, window, false)?);
     Ok(shape)
@@ -306,6 +328,10 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             } else {
                 perm.iter().map(|p| axis(*p, rank)).collect::<R<_>>()?
             };
+            let mut seen = vec![false; rank];
+            if perm.len() != rank || perm.iter().any(|p| std::mem::replace(&mut seen[*p], true)) {
+                return Err(format!("Transpose perm {perm:?} is not a permutation of {rank} axes"));
+            }
             Ok(vec![TensorType {
                 dtype: t.dtype,
                 shape: perm.iter().map(|p| t.shape[*p]).collect(),
@@ -338,6 +364,14 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
                 Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
                 None => (0..rank).filter(|i| t.shape[*i] == 1).collect(),
             };
+            for (i, k) in drop.iter().enumerate() {
+                if t.shape[*k] != 1 {
+                    return Err(format!("Squeeze of axis {k}, which has size {}", t.shape[*k]));
+                }
+                if drop[..i].contains(k) {
+                    return Err(format!("Squeeze axis {k} given twice"));
+                }
+            }
             Ok(vec![TensorType {
                 dtype: t.dtype,
                 shape: t
@@ -357,6 +391,11 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             };
             let rank = t.shape.len() + axes.len();
             let ins_at: Vec<usize> = axes.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?;
+            if let Some(k) =
+                ins_at.iter().enumerate().find_map(|(i, k)| ins_at[..i].contains(k).then_some(k))
+            {
+                return Err(format!("Unsqueeze axis {k} given twice"));
+            }
             let mut dims = t.shape.iter();
             let shape = (0..rank)
                 .map(|i| if ins_at.contains(&i) { 1 } else { dims.next().copied().unwrap_or(1) })

@@ -529,16 +529,16 @@ impl Builder<'_> {
                         Some(v) if v.len() == 1 => v[0],
                         _ => return (Act::None, cur),
                     },
-                    None if self.g.opset < 11 => min.unwrap_or(f32::NEG_INFINITY),
-                    None => f32::NEG_INFINITY,
+                    None if self.g.opset < 11 => min.unwrap_or(f32::MIN),
+                    None => f32::MIN,
                 };
                 let hi = match self.opt_input(n, 2) {
                     Some(t) => match self.const_f32(t) {
                         Some(v) if v.len() == 1 => v[0],
                         _ => return (Act::None, cur),
                     },
-                    None if self.g.opset < 11 => max.unwrap_or(f32::INFINITY),
-                    None => f32::INFINITY,
+                    None if self.g.opset < 11 => max.unwrap_or(f32::MAX),
+                    None => f32::MAX,
                 };
                 Act::Clip(lo, hi)
             }
@@ -865,7 +865,9 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let mut names = vec![name.clone()];
             let mut bias = vec![0.0f32; nn];
             let mut residual = None;
-            if let Some(c) = b.opt_input(n, 2) {
+            // With beta = 0, C is not read at all (onnxruntime and onnx.reference skip it), so
+            // an infinite or NaN C does not turn the result into NaN through 0·C.
+            if let Some(c) = b.opt_input(n, 2).filter(|_| *beta != 0.0) {
                 let cs = b.shape(c);
                 match b.const_f32(c) {
                     Some(v) if v.len() == nn && cs.last() == Some(&nn) => {
@@ -1259,12 +1261,11 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let out = b.out(n, 0)?;
             let os = b.shape(out);
             let mut view = vec![];
-            for (((&k, &s0), _), &st) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
+            for (((&k, &s0), &e0), &st) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
                 if st <= 0 {
                     return Err(err("Slice with a negative step is not lowered"));
                 }
-                let d = xs[k] as i64;
-                let s = if s0 < 0 { s0 + d } else { s0 }.clamp(0, d);
+                let (s, _) = crate::shape::slice_range(xs[k] as i64, s0, e0, st);
                 view.push(ViewOp::Slice {
                     axis: k,
                     start: s as usize,
@@ -1537,21 +1538,28 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
                 b.opt_input(n, i).is_some_and(|t| b.const_f32(t).is_none())
             };
             if runtime(b, 1) || runtime(b, 2) {
-                // Bounds computed at run time: element-wise max and min with broadcast scalars.
+                // Bounds computed at run time: element-wise max and min with broadcast scalars;
+                // an omitted bound is the float range's end (Clip-13's default).
                 let mut n1 = n.clone();
                 let mut prog = vec![Micro::Un(UnOp::Mov, 0, Src::In(0))];
+                let mut imms = vec![];
                 let mut next = 1;
-                for (i, op) in [(1, BinOp::Max), (2, BinOp::Min)] {
+                for (i, op, default) in [(1, BinOp::Max, f32::MIN), (2, BinOp::Min, f32::MAX)] {
                     if n.inputs.get(i).copied().flatten().is_some() {
                         prog.push(Micro::Bin(op, 0, Src::Reg(0), Src::In(next)));
                         next += 1;
+                    } else {
+                        prog.push(Micro::Bin(op, 0, Src::Reg(0), Src::Imm(imms.len())));
+                        imms.push(default);
                     }
                 }
                 n1.inputs.retain(Option::is_some);
-                return ew_step(b, &n1, prog, 1, vec![]);
+                return ew_step(b, &n1, prog, 1, imms);
             }
-            let lo = bound(b, 1, *min, f32::NEG_INFINITY)?;
-            let hi = bound(b, 2, *max, f32::INFINITY)?;
+            // Omitted bounds default to the float range's ends (Clip-6 attributes and Clip-11+
+            // inputs alike), so an infinite input is clamped to ±f32::MAX.
+            let lo = bound(b, 1, *min, f32::MIN)?;
+            let hi = bound(b, 2, *max, f32::MAX)?;
             let prog = vec![
                 Micro::Bin(BinOp::Max, 0, Src::In(0), Src::Imm(0)),
                 Micro::Bin(BinOp::Min, 0, Src::Reg(0), Src::Imm(1)),

@@ -591,3 +591,119 @@ fn a_constant_value_of_the_wrong_attribute_type_is_an_error() {
     let r = refusal(&one_node_model("Constant", 13, vec![ints])).expect("must not import");
     assert!(r.contains("value_floats") && r.contains("INTS"), "{r}");
 }
+
+// ---- found by the second review --------------------------------------------------------------
+
+/// Runs a text model at -O0 and -O2 and returns the named float output of each run.
+fn outputs(tag: &str, model: &str, inputs: &[(&str, ArrayD<f32>)], name: &str) -> Vec<Vec<f32>> {
+    ["-O0", "-O2"]
+        .iter()
+        .map(|o| run_text(&format!("{tag}{o}"), model, inputs, o).ok().out(name))
+        .collect()
+}
+
+#[test]
+fn clip_defaults_are_the_float_range_and_nan_bounds_propagate() {
+    let x = arr(&[3], vec![f32::INFINITY, f32::NEG_INFINITY, 5.0]);
+    // Clip-13 with only min: max defaults to f32::MAX, so +inf is clamped.
+    let only_min = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[3] x) => (float y) <float lo = {0.0}> { y = Clip (x, lo) }";
+    for y in outputs("clipmin", only_min, &[("x", x.clone())], "y") {
+        assert_eq!(y, vec![f32::MAX, 0.0, 5.0]);
+    }
+    // A NaN bound: Min(max, Max(x, NaN)) is NaN everywhere, folded or not.
+    let nan_lo = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[3] x) => (float y, float z) <float lo = {nan}, float hi = {1.0}, float[3] k = {-5.0, 0.0, 3.0}> {\n\
+          y = Clip (x, lo, hi)\n\
+          z = Clip (k, lo, hi)\n\
+        }";
+    for o in ["-O0", "-O2"] {
+        let r = run_text(&format!("clipnan{o}"), nan_lo, &[("x", x.clone())], o).ok();
+        assert!(r.out("y").iter().chain(&r.out("z")).all(|v| v.is_nan()), "{o}: {}", r.text);
+    }
+}
+
+#[test]
+fn an_omitted_optional_output_keeps_the_others_in_place() {
+    // LayerNormalization's outputs `y, "", istd`: istd is the inverse standard deviation, not
+    // the mean.
+    let model = "<ir_version: 8, opset_import: [\"\" : 17]>\n\
+        g (float[2,4] x) => (float y, float istd) <float[4] s = {1.0, 1.0, 1.0, 1.0}> {\n\
+          y, \"\", istd = LayerNormalization <epsilon: float = 0.0> (x, s)\n\
+        }";
+    let x = arr(&[2, 4], vec![1.0, 2.0, 3.0, 6.0, 0.0, 0.0, 4.0, -4.0]);
+    for istd in outputs("lnskip", model, &[("x", x)], "istd") {
+        // Row variances 3.5 and 8.
+        close(&istd, &[1.0 / 3.5f64.sqrt(), 1.0 / 8f64.sqrt()], "istd");
+    }
+}
+
+#[test]
+fn slice_with_a_negative_step_clamps_start_into_the_axis() {
+    use accelc_compiler::interp::{Array, run};
+    use accelc_compiler::pipeline::{load_text, run_frontend};
+    // starts = -7 on 6 elements with step -1: start clamps to 0 (Slice-13: [0, dim - 1] for
+    // negative steps), so one element per row is taken, both at run time and when folded.
+    let model = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[2,6] x) => (float y, float f)\n\
+        <int64[1] st = {-7}, int64[1] en = {-100}, int64[1] ax = {1}, int64[1] sp = {-1}, float[2,6] k = {0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0}> {\n\
+          y = Slice (x, st, en, ax, sp)\n\
+          f = Slice (k, st, en, ax, sp)\n\
+        }";
+    let mut g = load_text(model, "slice", None, &Default::default()).unwrap();
+    run_frontend(&mut g, &mut |_, _| {}).unwrap();
+    let x: Vec<f32> = (0..12).map(|i| i as f32 * 10.0).collect();
+    let x = ndarray::ArrayD::from_shape_vec(vec![2, 6], x).unwrap();
+    let out = run(&g, &[Array::F32(x)]).unwrap();
+    let (y, f) = (out[0].to_tensor(), out[1].to_tensor());
+    assert_eq!((y.shape.clone(), y.f32s()), (vec![2, 1], vec![0.0, 60.0]));
+    assert_eq!((f.shape.clone(), f.f32s()), (vec![2, 1], vec![0.0, 6.0]));
+}
+
+#[test]
+fn integer_pow_with_a_negative_exponent_truncates() {
+    use accelc_compiler::interp::{Array, run};
+    use accelc_compiler::pipeline::{load_text, run_frontend};
+    let model = "<ir_version: 8, opset_import: [\"\" : 15]>\n\
+        g (int32[4] x) => (int32 y) <int32[4] e = {-1, -2, -3, 2}> { y = Pow (x, e) }";
+    let mut g = load_text(model, "pow", None, &Default::default()).unwrap();
+    run_frontend(&mut g, &mut |_, _| {}).unwrap();
+    let x = ndarray::ArrayD::from_shape_vec(vec![4], vec![2i64, 1, -1, -3]).unwrap();
+    let y = run(&g, &[Array::Int(x, accelc_compiler::ir::DType::I32)]).unwrap();
+    assert_eq!(y[0].to_tensor().i64s(), vec![0, 1, -1, 9]);
+}
+
+#[test]
+fn gemm_with_beta_zero_does_not_read_c() {
+    // C holds inf and NaN; with beta = 0 the result is A·B (onnxruntime and onnx.reference).
+    let model = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[2,2] a) => (float y) <float[2,2] b = {1.0, 2.0, 3.0, 4.0}, float[2] c = {inf, nan}> {\n\
+          y = Gemm <beta: float = 0.0> (a, b, c)\n\
+        }";
+    for y in outputs("gemmb0", model, &[("a", arr(&[2, 2], vec![1.0, 0.0, 0.0, 1.0]))], "y") {
+        assert_eq!(y, vec![1.0, 2.0, 3.0, 4.0]);
+    }
+}
+
+#[test]
+fn invalid_models_are_refused_by_node() {
+    for (what, body, inputs, needle) in [
+        ("reshape", "y = Reshape (x, s)", "<int64[2] s = {4, 2}>", "changes the element count"),
+        ("squeeze", "y = Squeeze (x, s)", "<int64[1] s = {1}>", "Squeeze of axis 1"),
+        ("transpose", "y = Transpose <perm: ints = [0, 0]> (x)", "", "not a permutation"),
+        ("unsqueeze", "y = Unsqueeze (x, s)", "<int64[2] s = {1, 1}>", "given twice"),
+    ] {
+        let model = format!(
+            "<ir_version: 8, opset_import: [\"\" : 13]>\ng (float[2,3] x) => (float y) {inputs} {{ {body} }}"
+        );
+        let r = run_text(what, &model, &[("x", arr(&[2, 3], vec![1.0; 6]))], "-O0");
+        assert_ne!(r.code, 0, "{what}: {}", r.text);
+        assert!(r.text.contains(needle) && r.text.contains("node `"), "{what}: {}", r.text);
+    }
+    let conv = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[1,1,4,4] x) => (float y) <float[1,1,3,3] w = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0}> {\n\
+          y = Conv <kernel_shape: ints = [2, 2]> (x, w)\n\
+        }";
+    let r = run_text("convks", conv, &[("x", arr(&[1, 1, 4, 4], vec![1.0; 16]))], "-O0");
+    assert!(r.code != 0 && r.text.contains("kernel_shape [2, 2]"), "{}", r.text);
+}
