@@ -5,19 +5,15 @@
 //! malformed blob), 2 usage or I/O errors.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use accelc_isa::DeviceConfig;
 use accelc_isa::blob::{self, Blob};
-use accelc_isa::disasm::{self, Options};
-use accelc_isa::inst::{INST_BYTES, decode_all};
-use accelc_isa::program::{EncodedProgram, Program};
-use accelc_isa::verify::{self, Limits, Report};
-use accelc_isa::{DeviceConfig, Engine, asm};
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 
+mod isa_tools;
 mod models;
 
 pub use models::inputs as model_inputs;
@@ -102,8 +98,8 @@ enum Command {
         #[arg(long)]
         no_timing: bool,
     },
-    /// List everything in an ONNX model the compiler does not support (every blocker at once).
-    /// Exit status 0: fully supported; 1: blockers or an unreadable model.
+    /// For every node of a model: whether it imports and whether it runs on the device (the
+    /// failing constraint when not). Exit status 0 exactly when `compile` succeeds.
     Check {
         /// The model (binary ONNX or the text syntax).
         model: PathBuf,
@@ -112,12 +108,8 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
-        /// Device configuration to check against [default: `default`].
-        #[arg(long)]
-        config: Option<String>,
-        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
-        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-        input_shapes: Vec<String>,
+        #[command(flatten)]
+        target: models::TargetArgs,
     },
     /// Run the frontend on a model (binary ONNX or the ONNX text syntax) and print the IR in
     /// the ONNX text syntax.
@@ -148,16 +140,12 @@ enum Command {
         /// Output blob [default: the model with extension `.blob`].
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Device configuration to compile for.
-        #[arg(long, default_value = "default")]
-        config: String,
         /// Print the IR after import and after every pass (frontend, optimizer, and the
         /// lowering's schedule and memory plan) to standard error, constants elided.
         #[arg(long)]
         dump_ir: bool,
-        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
-        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-        input_shapes: Vec<String>,
+        #[command(flatten)]
+        target: models::TargetArgs,
     },
     /// Run a model (compiled first) or a blob on the simulated device.
     Run {
@@ -165,10 +153,8 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         opt: models::OptArgs,
-        /// An input, `NAME=FILE.npy` (repeatable); inputs not given are uniform random in
-        /// [-1, 1) from a fixed seed.
-        #[arg(long = "input", value_name = "NAME=FILE")]
-        inputs: Vec<String>,
+        #[command(flatten)]
+        inputs: models::InputArgs,
         /// Write every output to DIR/NAME.npy.
         #[arg(long, value_name = "DIR")]
         output: Option<PathBuf>,
@@ -179,15 +165,8 @@ enum Command {
         /// atol 1e-5), for instance onnxruntime's output.
         #[arg(long = "expect", value_name = "NAME=FILE")]
         expect: Vec<String>,
-        /// Device configuration to compile for [default: `default`].
-        #[arg(long)]
-        config: Option<String>,
-        /// Seed of the random inputs.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
-        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-        input_shapes: Vec<String>,
+        #[command(flatten)]
+        target: models::TargetArgs,
     },
     /// Run a model layer by layer on the device and on the reference interpreter and report
     /// the first tensor that differs, with its node and instruction range.
@@ -196,18 +175,10 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         opt: models::OptArgs,
-        /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
-        #[arg(long = "input", value_name = "NAME=FILE")]
-        inputs: Vec<String>,
-        /// Device configuration to compile for [default: `default`].
-        #[arg(long)]
-        config: Option<String>,
-        /// Seed of the random inputs.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
-        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-        input_shapes: Vec<String>,
+        #[command(flatten)]
+        inputs: models::InputArgs,
+        #[command(flatten)]
+        target: models::TargetArgs,
     },
     /// Per-layer cycles, MACs, DMA bytes, matrix-engine utilisation and roofline bounds of a
     /// model (compiled first) or blob on the simulated device.
@@ -216,18 +187,13 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         opt: models::OptArgs,
-        /// An input, `NAME=FILE.npy` (repeatable); others are random from a fixed seed.
-        #[arg(long = "input", value_name = "NAME=FILE")]
-        inputs: Vec<String>,
+        #[command(flatten)]
+        inputs: models::InputArgs,
         /// Write a Chrome trace (opens in Perfetto).
         #[arg(long)]
         trace: Option<PathBuf>,
-        /// Device configuration to compile for [default: `default`].
-        #[arg(long)]
-        config: Option<String>,
-        /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
-        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-        input_shapes: Vec<String>,
+        #[command(flatten)]
+        target: models::TargetArgs,
     },
     /// Show device configurations with their peak rates and roofline ridge points.
     Config {
@@ -280,69 +246,51 @@ pub fn run(
 
 fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
-        Command::Asm { input, output, raw, config } => cmd_asm(&input, output, raw, &config, out),
-        Command::Disasm { input, raw, hex } => cmd_disasm(&input, raw, hex, out),
-        Command::Verify { input, raw, config, max_cycles } => {
-            cmd_verify(&input, raw, config.as_deref(), max_cycles, out)
+        Command::Asm { input, output, raw, config } => {
+            isa_tools::cmd_asm(&input, output, raw, &config, out)
         }
-        Command::Inspect { input, no_disasm } => cmd_inspect(&input, !no_disasm, out),
-        Command::Config { name } => cmd_config(name.as_deref(), out),
-        Command::Check { model, opt, json, config, input_shapes } => {
-            models::cmd_check(&model, opt, json, config.as_deref(), &input_shapes, out)
+        Command::Disasm { input, raw, hex } => isa_tools::cmd_disasm(&input, raw, hex, out),
+        Command::Verify { input, raw, config, max_cycles } => {
+            isa_tools::cmd_verify(&input, raw, config.as_deref(), max_cycles, out)
+        }
+        Command::Inspect { input, no_disasm } => isa_tools::cmd_inspect(&input, !no_disasm, out),
+        Command::Config { name } => isa_tools::cmd_config(name.as_deref(), out),
+        Command::Check { model, opt, json, target } => {
+            models::cmd_check(&model, opt, json, &target, out)
         }
         Command::Ir { model, output, dump_ir, elide, input_shapes, opt } => {
             let o = opt;
             cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
         }
-        Command::Compile { model, output, config, dump_ir, input_shapes, opt } => {
-            let o = opt;
-            models::cmd_compile(&model, output, &config, &input_shapes, o, dump_ir, out, err)
+        Command::Compile { model, output, dump_ir, target, opt } => {
+            models::cmd_compile(&model, output, &target, opt, dump_ir, out, err)
         }
-        Command::Run {
-            model,
-            inputs,
-            output,
-            compare,
-            expect,
-            config,
-            seed,
-            input_shapes,
+        Command::Run { model, inputs, output, compare, expect, target, opt } => models::cmd_run(
             opt,
-        } => {
-            let o = opt;
-            models::cmd_run(
-                o,
-                err,
-                &model,
-                &inputs,
-                output.as_deref(),
-                compare,
-                &expect,
-                config.as_deref(),
-                seed,
-                &input_shapes,
-                out,
-            )
+            err,
+            &model,
+            &inputs,
+            output.as_deref(),
+            compare,
+            &expect,
+            &target,
+            out,
+        ),
+        Command::Diff { model, inputs, target, opt } => {
+            models::cmd_diff(&model, &inputs, &target, opt, out, err)
         }
-        Command::Diff { model, inputs, config, seed, input_shapes, opt } => {
-            let o = opt;
-            models::cmd_diff(&model, &inputs, config.as_deref(), seed, &input_shapes, o, out, err)
+        Command::Profile { model, inputs, trace, target, opt } => {
+            models::cmd_profile(opt, err, &model, &inputs, trace.as_deref(), &target, out)
         }
-        Command::Profile { model, inputs, trace, config, input_shapes, opt } => {
-            models::cmd_profile(
-                opt,
-                err,
-                &model,
-                &inputs,
-                trace.as_deref(),
-                config.as_deref(),
-                &input_shapes,
-                out,
-            )
-        }
-        Command::Sim { input, config, segs, dumps, trace, no_timing } => {
-            cmd_sim(&input, config.as_deref(), &segs, &dumps, trace.as_deref(), !no_timing, out)
-        }
+        Command::Sim { input, config, segs, dumps, trace, no_timing } => isa_tools::cmd_sim(
+            &input,
+            config.as_deref(),
+            &segs,
+            &dumps,
+            trace.as_deref(),
+            !no_timing,
+            out,
+        ),
     }
 }
 
@@ -355,21 +303,6 @@ pub(crate) fn config(name: &str) -> anyhow::Result<DeviceConfig> {
 
 pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// Assembles a source file, rendering every error with line, column and the offending text.
-fn assemble_file(path: &Path, bytes: &[u8]) -> anyhow::Result<asm::Assembled> {
-    let source = std::str::from_utf8(bytes).map_err(|e| {
-        invalid(format!(
-            "{}: not a blob and not UTF-8 assembly text (byte {})",
-            path.display(),
-            e.valid_up_to()
-        ))
-    })?;
-    asm::assemble_module(source).map_err(|diags| {
-        let rendered = asm::render(&diags, source, &path.display().to_string());
-        invalid(format!("{} error(s) in {}\n{}", diags.len(), path.display(), rendered.trim_end()))
-    })
 }
 
 pub(crate) fn is_blob(bytes: &[u8]) -> bool {
@@ -390,510 +323,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-}
-
-fn cmd_asm(
-    input: &Path,
-    output: Option<PathBuf>,
-    raw: bool,
-    cfg_name: &str,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let cfg = config(cfg_name)?;
-    let module = assemble_file(input, &read(input)?)?;
-    let program = module.program;
-    let enc = program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
-    let output = output.unwrap_or_else(|| input.with_extension(if raw { "bin" } else { "blob" }));
-    // The blob records the validator's run-time bound; a program that does not validate is
-    // still written (so `verify` can be shown it), without one.
-    let cycle_bound = match verify::verify(&program, &cfg, &Limits::default()) {
-        Ok(report) => report.cycle_bound,
-        Err(errors) => {
-            writeln!(
-                out,
-                "note: the program does not validate for `{}` ({} error(s); see accelc verify); no cycle bound recorded",
-                cfg.name,
-                errors.0.len()
-            )?;
-            0
-        }
-    };
-    let bytes = if raw {
-        enc.text.clone()
-    } else {
-        let source_name =
-            input.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let blob = Blob {
-            target: cfg.target(),
-            segments: declared_segments(&module.segments),
-            io: Vec::new(),
-            program: enc,
-            cycle_bound,
-            consts: std::borrow::Cow::Borrowed(&[]),
-            meta: vec![
-                ("source".into(), source_name),
-                ("producer".into(), format!("accelc asm {}", env!("CARGO_PKG_VERSION"))),
-            ],
-            debug: Vec::new(),
-        };
-        blob.to_bytes().map_err(|e| invalid(e.to_string()))?
-    };
-    write_atomic(&output, &bytes)?;
-    writeln!(
-        out,
-        "wrote {} ({} instructions, {} bytes)",
-        output.display(),
-        program.insts.len(),
-        bytes.len()
-    )?;
-    Ok(())
-}
-
-fn declared_segments(specs: &[asm::SegmentSpec]) -> Vec<blob::SegmentDecl> {
-    specs
-        .iter()
-        .filter_map(|s| {
-            let (size, role) = s.decl?;
-            Some(blob::SegmentDecl { id: s.id, role, access: role.access(), size, init: None })
-        })
-        .collect()
-}
-
-fn raw_program(path: &Path, bytes: &[u8]) -> anyhow::Result<Program> {
-    let insts = decode_all(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-    Ok(Program { insts, ..Program::default() })
-}
-
-fn cmd_disasm(input: &Path, raw: bool, hex: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = read(input)?;
-    let mut segments = Vec::new();
-    let mut header = String::new();
-    let program = if raw {
-        raw_program(input, &bytes)?
-    } else if is_blob(&bytes) {
-        let blob = read_blob(input, &bytes)?;
-        let _ = writeln!(
-            header,
-            "; from a blob for `{}` (reassemble with --config {}); not carried by the text: \
-             {} bytes of constants, {} I/O descriptor(s), {} metadata entries, {} debug range(s)",
-            blob.target.config_name,
-            blob.target.config_name,
-            blob.consts.len(),
-            blob.io.len(),
-            blob.meta.len(),
-            blob.debug.len()
-        );
-        segments = blob.segments.clone();
-        Program::decode(&blob.program).map_err(|e| invalid(format!("{}: {e}", input.display())))?
-    } else {
-        bail!(invalid(format!(
-            "{}: not a command blob (use --raw for raw instruction words)",
-            input.display()
-        )));
-    };
-    let text = if raw {
-        // Without tables, descriptor and shape operands stay plain indices.
-        let mut s = String::new();
-        for (i, inst) in program.insts.iter().enumerate() {
-            s.push_str(&disasm::inst_text(inst, None));
-            if hex {
-                let _ = write!(s, " ; {i}: {}", disasm::hex_words(inst.to_word().unwrap_or(0)));
-            }
-            s.push('\n');
-        }
-        s
-    } else {
-        header + &disasm::disassemble_with_segments(&program, &segments, Options { hex })
-    };
-    out.write_all(text.as_bytes())?;
-    Ok(())
-}
-
-fn cmd_verify(
-    input: &Path,
-    raw: bool,
-    cfg_name: Option<&str>,
-    max_cycles: Option<u64>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let bytes = read(input)?;
-    let limits = Limits { max_cycles };
-    let (program_enc, blob_cfg, segments) = if raw {
-        let n = bytes.len();
-        if n % INST_BYTES != 0 {
-            bail!(invalid(format!(
-                "{}: {n} bytes is not a whole number of {INST_BYTES}-byte instructions",
-                input.display()
-            )));
-        }
-        (EncodedProgram { text: bytes, ..EncodedProgram::default() }, None, Vec::new())
-    } else if is_blob(&bytes) {
-        let blob = read_blob(input, &bytes)?;
-        (blob.program.clone(), Some(blob.target), blob.segments)
-    } else {
-        let module = assemble_file(input, &bytes)?;
-        let enc =
-            module.program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
-        (enc, None, declared_segments(&module.segments))
-    };
-    let cfg = match (cfg_name, &blob_cfg) {
-        (Some(name), _) => config(name)?,
-        (None, Some(t)) => {
-            DeviceConfig::by_name(&t.config_name).unwrap_or_else(DeviceConfig::default_npu)
-        }
-        (None, None) => DeviceConfig::default_npu(),
-    };
-    if let Some(t) = &blob_cfg
-        && !t.runs_on(&cfg)
-    {
-        bail!(invalid(format!(
-            "{}: built for ISA {}.{} on `{}`, which does not match configuration `{}`",
-            input.display(),
-            t.isa_major,
-            t.isa_minor,
-            t.config_name,
-            cfg.name
-        )));
-    }
-    match verify::verify_encoded(&program_enc, &cfg, &limits) {
-        Ok((_, report)) => {
-            // Declared segment sizes stand in for the buffers a driver would bind.
-            if !segments.is_empty() {
-                let mut bindings = [None; 16];
-                for s in &segments {
-                    if let Some(slot) = bindings.get_mut(usize::from(s.id)) {
-                        *slot = Some(verify::Binding {
-                            size: s.size,
-                            writable: s.access & blob::ACCESS_WRITE != 0,
-                        });
-                    }
-                }
-                if let Err(errors) = verify::check_bindings(&report, &bindings) {
-                    let n = errors.0.len();
-                    bail!(invalid(format!(
-                        "{}: the program does not fit its declared segments ({n} error(s))\n{errors}",
-                        input.display()
-                    )));
-                }
-            }
-            write_report(out, &report, &cfg, !segments.is_empty())?;
-            Ok(())
-        }
-        Err(errors) => {
-            let n = errors.0.len();
-            Err(invalid(format!(
-                "{}: rejected with {n} error(s) for configuration `{}`\n{errors}",
-                input.display(),
-                cfg.name
-            )))
-        }
-    }
-}
-
-fn write_report(
-    out: &mut dyn Write,
-    r: &Report,
-    cfg: &DeviceConfig,
-    declared: bool,
-) -> anyhow::Result<()> {
-    let total: usize = r.per_engine.iter().sum::<usize>() + r.front_end;
-    writeln!(out, "valid for configuration `{}`", cfg.name)?;
-    let per: Vec<String> =
-        Engine::ALL.iter().map(|e| format!("{} {}", e.name(), r.per_engine[*e as usize])).collect();
-    writeln!(out, "instructions: {total} ({}, front-end {})", per.join(", "), r.front_end)?;
-    let micros = r.cycle_bound as f64 * 1e6 / cfg.clock_hz as f64;
-    writeln!(
-        out,
-        "run-time bound: {} cycles ({micros:.3} us at {} GHz)",
-        r.cycle_bound,
-        cfg.clock_hz as f64 / 1e9
-    )?;
-    let used: Vec<usize> = (0..r.segments.len()).filter(|i| r.segments[*i].used()).collect();
-    if used.is_empty() {
-        writeln!(out, "segments: none")?;
-    } else {
-        let note = if declared { "within their declared sizes" } else { "sizes not declared" };
-        writeln!(out, "segments ({note}):")?;
-        writeln!(out, "  seg  access  read extent     write extent    bytes required")?;
-        for i in used {
-            let s = &r.segments[i];
-            let access = format!(
-                "{}{}",
-                if s.read_end.is_some() { "r" } else { "-" },
-                if s.write_end.is_some() { "w" } else { "-" }
-            );
-            let ext = |e: Option<u64>| e.map_or("-".to_string(), |v| format!("{v:#x}"));
-            writeln!(
-                out,
-                "  {i:<4} {access:<7} {:<15} {:<15} {}",
-                ext(s.read_end),
-                ext(s.write_end),
-                s.required_size()
-            )?;
-        }
-    }
-    let peaks: Vec<String> = r
-        .sem_peak
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| **p > 0)
-        .map(|(i, p)| format!("s{i} {p}"))
-        .collect();
-    if !peaks.is_empty() {
-        writeln!(out, "semaphore peaks: {}", peaks.join(", "))?;
-    }
-    Ok(())
-}
-
-fn cmd_inspect(input: &Path, with_disasm: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = read(input)?;
-    if !is_blob(&bytes) {
-        bail!(invalid(format!("{}: not a command blob (bad magic)", input.display())));
-    }
-    let blob = read_blob(input, &bytes)?;
-    let mut s = String::new();
-    let _ = writeln!(s, "blob {} ({} bytes)", input.display(), bytes.len());
-    let _ = writeln!(
-        s,
-        "format {}.{}",
-        u16::from_le_bytes([bytes[8], bytes[9]]),
-        u16::from_le_bytes([bytes[10], bytes[11]])
-    );
-    let _ = writeln!(s, "content sha256 {}", hex(&bytes[64..96]));
-    let _ = writeln!(s, "sections:");
-    let count = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]) as usize;
-    for i in 0..count {
-        let e = &bytes[128 + 32 * i..160 + 32 * i];
-        let kind = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-        let flags = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-        let off = u64::from_le_bytes(e[8..16].try_into().unwrap_or([0; 8]));
-        let size = u64::from_le_bytes(e[16..24].try_into().unwrap_or([0; 8]));
-        let crc = u32::from_le_bytes([e[24], e[25], e[26], e[27]]);
-        let _ = writeln!(
-            s,
-            "  {:<9} offset {off:#08x} size {size:>9} crc32c {crc:08x}{}",
-            section_name(kind),
-            if flags & blob::SECTION_REQUIRED != 0 { " required" } else { "" }
-        );
-    }
-    let t = &blob.target;
-    let _ = writeln!(
-        s,
-        "target: ISA {}.{}, config `{}` (array {}x{}, {} lanes, scratchpad {} KiB, accumulator {} KiB, features {:#x}), fingerprint {}",
-        t.isa_major,
-        t.isa_minor,
-        t.config_name,
-        t.array_dim,
-        t.array_dim,
-        t.vx_lanes,
-        t.spad_bytes / 1024,
-        t.acc_bytes / 1024,
-        t.features,
-        hex(&t.fingerprint())
-    );
-    let _ = writeln!(s, "segments: {}", blob.segments.len());
-    for seg in &blob.segments {
-        let init =
-            seg.init.map_or(String::new(), |(o, l)| format!(", init CONST[{o:#x}..+{l:#x}]"));
-        let _ = writeln!(
-            s,
-            "  {:<3} {:<6} {:>12} bytes, access {:#x}{init}",
-            seg.id,
-            seg.role.name(),
-            seg.size,
-            seg.access
-        );
-    }
-    let _ = writeln!(s, "io tensors: {}", blob.io.len());
-    for t in &blob.io {
-        let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
-        let q = t
-            .quant
-            .map_or(String::new(), |q| format!(", scale {} zero point {}", q.scale, q.zero_point));
-        let _ = writeln!(
-            s,
-            "  {:?} {} {}[{}] in segment {} at {:#x}{q}",
-            t.direction,
-            t.name,
-            t.dtype,
-            dims.join(", "),
-            t.segment,
-            t.offset
-        );
-    }
-    let _ = writeln!(s, "constants: {} bytes", blob.consts.len());
-    let _ = writeln!(s, "cycle bound (declared): {}", blob.cycle_bound);
-    for (k, v) in &blob.meta {
-        let _ = writeln!(s, "meta {k} = {v}");
-    }
-    for d in &blob.debug {
-        let _ = writeln!(s, "debug {}..{} {}", d.start, d.end, d.name);
-    }
-    if with_disasm {
-        let program = Program::decode(&blob.program)
-            .map_err(|e| invalid(format!("{}: {e}", input.display())))?;
-        let _ = writeln!(s, "program:");
-        s.push_str(&disasm::disassemble(&program, Options { hex: true }));
-    }
-    out.write_all(s.as_bytes())?;
-    Ok(())
-}
-
-fn section_name(kind: u32) -> String {
-    blob::SectionKind::from_u32(kind).map_or(format!("kind {kind}"), |k| k.name().to_string())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn cmd_config(name: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
-    let configs = match name {
-        Some(n) => vec![config(n)?],
-        None => DeviceConfig::builtin(),
-    };
-    for (i, c) in configs.iter().enumerate() {
-        if i > 0 {
-            writeln!(out)?;
-        }
-        writeln!(out, "{c}")?;
-    }
-    Ok(())
-}
-
-fn parse_seg_arg(arg: &str) -> anyhow::Result<(usize, PathBuf)> {
-    let (n, file) = arg.split_once('=').ok_or_else(|| anyhow!("`{arg}` is not N=FILE"))?;
-    let n: usize = n
-        .parse()
-        .ok()
-        .filter(|n| *n < 16)
-        .ok_or_else(|| anyhow!("`{n}` is not a segment number 0..15"))?;
-    Ok((n, PathBuf::from(file)))
-}
-
-fn cmd_sim(
-    input: &Path,
-    cfg_name: Option<&str>,
-    seg_args: &[String],
-    dump_args: &[String],
-    trace: Option<&Path>,
-    timing: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    use accelc_runtime::sim::{RunOptions, Segment, Simulator, trace::chrome_json};
-    let bytes = read(input)?;
-    let (program, decls, blob_cfg, consts) = if is_blob(&bytes) {
-        let blob = read_blob(input, &bytes)?;
-        let program = Program::decode(&blob.program)
-            .map_err(|e| invalid(format!("{}: {e}", input.display())))?;
-        let consts: Vec<(u8, Vec<u8>)> = blob
-            .segments
-            .iter()
-            .filter_map(|s| blob.segment_init(s.id).map(|d| (s.id, d.to_vec())))
-            .collect();
-        (program, blob.segments.clone(), Some(blob.target.clone()), consts)
-    } else {
-        let module = assemble_file(input, &bytes)?;
-        (module.program, declared_segments(&module.segments), None, Vec::new())
-    };
-    let cfg = match (cfg_name, &blob_cfg) {
-        (Some(name), _) => config(name)?,
-        (None, Some(t)) => {
-            DeviceConfig::by_name(&t.config_name).unwrap_or_else(DeviceConfig::default_npu)
-        }
-        (None, None) => DeviceConfig::default_npu(),
-    };
-    // The driver's checks come first: the simulator only ever sees validated programs.
-    let report = verify::verify(&program, &cfg, &Limits::default()).map_err(|e| {
-        invalid(format!("{}: rejected by the validator for `{}`\n{e}", input.display(), cfg.name))
-    })?;
-    let mut buffers: Vec<Option<(Vec<u8>, bool)>> = vec![None; 16];
-    for (i, u) in report.segments.iter().enumerate() {
-        let decl = decls.iter().find(|d| usize::from(d.id) == i);
-        if u.used() || decl.is_some() {
-            let size = decl.map_or(u.required_size(), |d| d.size);
-            let writable = decl.is_none_or(|d| d.access & blob::ACCESS_WRITE != 0);
-            buffers[i] = Some((vec![0; size as usize], writable));
-        }
-    }
-    for (id, data) in consts {
-        if let Some(Some((buf, _))) = buffers.get_mut(usize::from(id)) {
-            buf[..data.len()].copy_from_slice(&data);
-        }
-    }
-    for arg in seg_args {
-        let (n, file) = parse_seg_arg(arg)?;
-        let data = read(&file)?;
-        let slot = &mut buffers[n];
-        match slot {
-            Some((buf, _)) if data.len() <= buf.len() => buf[..data.len()].copy_from_slice(&data),
-            Some((buf, _)) if decls.iter().any(|d| usize::from(d.id) == n) => {
-                bail!(invalid(format!(
-                    "{}: {} bytes do not fit segment {n}, declared {} bytes",
-                    file.display(),
-                    data.len(),
-                    buf.len()
-                )))
-            }
-            Some((buf, _)) => *buf = data,
-            None => bail!(invalid(format!("segment {n} is not used by the program"))),
-        }
-    }
-    let mut segs: accelc_runtime::sim::Segments<'_> = Default::default();
-    for (slot, buf) in segs.iter_mut().zip(buffers.iter_mut()) {
-        if let Some((data, writable)) = buf {
-            *slot = Some(Segment { data: data.as_mut_slice(), writable: *writable });
-        }
-    }
-    let mut sim = Simulator::new(cfg.clone());
-    // The validator's bound holds for every schedule, so it is the job's budget.
-    let opts =
-        RunOptions { timing, trace: trace.is_some(), max_cycles: Some(report.cycle_bound.max(1)) };
-    let stats = sim
-        .run(&program, &mut segs, opts)
-        .map_err(|f| invalid(format!("{}: {f}", input.display())))?;
-    writeln!(
-        out,
-        "completed with code {} in {} cycles ({:.3} us at {} GHz){}",
-        stats.end_code,
-        stats.cycles,
-        stats.cycles as f64 * 1e6 / cfg.clock_hz as f64,
-        cfg.clock_hz as f64 / 1e9,
-        if timing { "" } else { " [timing off]" }
-    )?;
-    writeln!(
-        out,
-        "engine  insts  busy cycles  util   stall sem  stall barrier  stall dma  bytes        MACs"
-    )?;
-    for e in Engine::ALL {
-        let s = &stats.engines[*e as usize];
-        writeln!(
-            out,
-            "{:<7} {:>5}  {:>11}  {:>4.0}%  {:>9}  {:>13}  {:>9}  {:>11}  {:>9}",
-            e.name(),
-            s.insts,
-            s.busy,
-            100.0 * s.busy as f64 / stats.cycles.max(1) as f64,
-            s.stall_sem,
-            s.stall_barrier,
-            s.stall_dma_slots,
-            s.bytes,
-            s.macs
-        )?;
-    }
-    if let Some(path) = trace {
-        write_atomic(path, chrome_json(&stats.trace, cfg.clock_hz).as_bytes())?;
-        writeln!(out, "trace: {} ({} events)", path.display(), stats.trace.len())?;
-    }
-    for arg in dump_args {
-        let (n, file) = parse_seg_arg(arg)?;
-        let Some(Some((data, _))) = buffers.get(n) else {
-            bail!(invalid(format!("segment {n} is not bound")))
-        };
-        write_atomic(&file, data)?;
-        writeln!(out, "segment {n}: {} bytes written to {}", data.len(), file.display())?;
-    }
-    Ok(())
 }
 
 pub(crate) fn parse_input_shapes(

@@ -35,6 +35,29 @@ impl OptArgs {
     }
 }
 
+/// The device and input shapes a model command compiles for.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct TargetArgs {
+    /// Device configuration [default: `default`].
+    #[arg(long)]
+    pub(crate) config: Option<String>,
+    /// Fix a symbolic input shape, `NAME=D,D,...` (repeatable).
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub(crate) input_shapes: Vec<String>,
+}
+
+/// The inputs of a run.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct InputArgs {
+    /// An input, `NAME=FILE.npy` (repeatable); inputs not given are uniform random in
+    /// [-1, 1) from a fixed seed.
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    pub(crate) inputs: Vec<String>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+}
+
 /// The facade's options for a model command.
 pub(crate) fn facade_options(
     o: OptArgs,
@@ -164,15 +187,14 @@ fn session(path: &Path, blob: Vec<u8>) -> anyhow::Result<Session> {
 pub(crate) fn cmd_compile(
     model: &Path,
     output: Option<PathBuf>,
-    cfg: &str,
-    shapes: &[String],
+    target: &TargetArgs,
     o: OptArgs,
     dump_ir: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let opts = facade_options(o, Some(cfg), shapes, false)?;
+    let opts = facade_options(o, target.config.as_deref(), &target.input_shapes, false)?;
     let mut obs = CliObserver::new(o.verbose, dump_ir);
     let c = accelc::compile(Source::Path(model), &opts, &mut obs);
     obs.finish(err)?;
@@ -278,15 +300,15 @@ pub(crate) fn cmd_run(
     o: OptArgs,
     err: &mut dyn Write,
     model: &Path,
-    input_args: &[String],
+    input_args: &InputArgs,
     output_dir: Option<&Path>,
     compare_ref: bool,
     expect: &[String],
-    cfg: Option<&str>,
-    seed: u64,
-    shapes: &[String],
+    target: &TargetArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
+    let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
     let session = session(model, loaded.blob)?;
     let ins = inputs(&session.inputs(), input_args, seed)?;
@@ -413,14 +435,14 @@ pub(crate) fn cmd_run(
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_diff(
     model: &Path,
-    input_args: &[String],
-    cfg: Option<&str>,
-    seed: u64,
-    shapes: &[String],
+    input_args: &InputArgs,
+    target: &TargetArgs,
     o: OptArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
+    let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, true, o, err)?;
     let Some(c) = &loaded.compilation else { bail!("internal: no graph") };
     let specs: Vec<&IoTensor> =
@@ -463,17 +485,18 @@ pub(crate) fn cmd_profile(
     o: OptArgs,
     err: &mut dyn Write,
     model: &Path,
-    input_args: &[String],
+    input_args: &InputArgs,
     trace: Option<&Path>,
-    cfg: Option<&str>,
-    shapes: &[String],
+    target: &TargetArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
+    let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
     let session = session(model, loaded.blob)?;
     let layers: Option<&[Layer]> =
         loaded.compilation.as_ref().map(|c| c.compiled.layers.as_slice());
-    let ins = inputs(&session.inputs(), input_args, 0)?;
+    let ins = inputs(&session.inputs(), input_args, seed)?;
     let p = accelc::profile(&session, layers, &ins)
         .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let cfgd = session.config().clone();
@@ -537,11 +560,10 @@ pub(crate) fn cmd_check(
     model: &Path,
     o: OptArgs,
     json: bool,
-    cfg: Option<&str>,
-    shapes: &[String],
+    target: &TargetArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let opts = facade_options(o, cfg, shapes, false)?;
+    let opts = facade_options(o, target.config.as_deref(), &target.input_shapes, false)?;
     let report = match accelc::check(Source::Path(model), &opts) {
         Ok(r) => r,
         Err(e) => {

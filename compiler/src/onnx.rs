@@ -198,6 +198,9 @@ pub fn import(
             .names
             .get(name.as_str())
             .ok_or_else(|| err(format!("graph output `{name}` is not produced")))?;
+        if b.g.outputs.contains(&id) {
+            return Err(err(format!("graph output `{name}` is listed twice")));
+        }
         b.g.outputs.push(id);
     }
     Ok(b.g)

@@ -341,6 +341,22 @@ fn node_types(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<Tens
             let parts: Vec<&TensorType> = ins.iter().flatten().copied().collect();
             let first = parts.first().ok_or("Concat of nothing")?;
             let k = axis(*ax, first.shape.len())?;
+            // Every part has the first's type and dimensions except along the axis.
+            for p in &parts {
+                let same_rank = p.shape.len() == first.shape.len();
+                if p.dtype != first.dtype
+                    || !same_rank
+                    || p.shape
+                        .iter()
+                        .zip(&first.shape)
+                        .enumerate()
+                        .any(|(i, (a, b))| i != k && a != b)
+                {
+                    return Err(format!(
+                        "Concat along axis {k} of {first} and {p}, which differ elsewhere"
+                    ));
+                }
+            }
             let mut shape = first.shape.clone();
             shape[k] = parts.iter().map(|p| p.shape.get(k).copied().unwrap_or(0)).sum();
             Ok(vec![TensorType { dtype: first.dtype, shape }])

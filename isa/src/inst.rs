@@ -654,3 +654,25 @@ pub fn encode_all(insts: &[Inst]) -> Result<Vec<u8>, (usize, EncodeError)> {
     }
     Ok(out)
 }
+
+/// The largest value field `field` of instruction `mnemonic` can hold, from the instruction
+/// table (so limits the compiler respects are never written as separate literals); `None` for
+/// an unknown instruction or field.
+pub fn field_max(mnemonic: &str, field: &str) -> Option<u64> {
+    let op = OPS.iter().find(|o| o.mnemonic == mnemonic)?;
+    let f = op.fields.iter().find(|f| f.name == field)?;
+    Some(if f.width() >= 64 { u64::MAX } else { (1u64 << f.width()) - 1 })
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::field_max;
+
+    #[test]
+    fn field_limits_come_from_the_table() {
+        assert_eq!(field_max("mx.matmul", "rows"), Some(4095));
+        assert_eq!(field_max("mx.matmul", "a_stride"), Some(u64::from(u16::MAX)));
+        assert_eq!(field_max("mx.matmul", "nope"), None);
+        assert_eq!(field_max("nope", "rows"), None);
+    }
+}

@@ -14,6 +14,12 @@ pub const MAX_SHAPES: usize = 1 << 16;
 /// Most elements one vector instruction may process (larger work is split by the compiler;
 /// the bound keeps every instruction's working set and run time finite in practice).
 pub const MAX_VX_ELEMENTS: u64 = 1 << 24;
+
+/// Largest extent of a vector shape's dimension (`cols`, `rows` and `planes` are `u16`).
+pub const MAX_SHAPE_DIM: usize = u16::MAX as usize;
+
+/// Largest row or plane count of a DMA descriptor (`y_count` and `z_count` are `u16`).
+pub const MAX_DMA_COUNT: u64 = u16::MAX as u64;
 /// Bytes per DMA descriptor and per shape.
 pub const DESC_BYTES: usize = 32;
 

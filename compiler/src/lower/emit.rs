@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use accelc_isa::inst::{
     Barrier, DmaFill, DmaLoad, DmaStore, Nop, SemSignal, SemWait, VxBinary, VxUnary,
 };
-use accelc_isa::program::{MAX_DMA_DESCS, MAX_INSTS, MAX_SHAPES};
+use accelc_isa::program::{MAX_DMA_COUNT, MAX_DMA_DESCS, MAX_INSTS, MAX_SHAPES};
 use accelc_isa::{
     BinOp, DeviceConfig, DmaDesc, DmaDescId, Dtype, Engine, Inst, LocalAddr, Op, Route, Seg, Sem,
     Shape, ShapeId, UnOp,
@@ -291,8 +291,8 @@ impl Emitter {
         // Split counts above the 16-bit field into an outer loop.
         let mut e: Vec<(u64, u64, u64)> = Vec::new();
         for (c, f, n) in d {
-            if c > 65535 {
-                let inner = (1..=65535u64).rev().find(|k| c % k == 0).unwrap_or(1);
+            if c > MAX_DMA_COUNT {
+                let inner = (1..=MAX_DMA_COUNT).rev().find(|k| c % k == 0).unwrap_or(1);
                 e.push((c / inner, f * inner, n * inner));
                 e.push((inner, f, n));
             } else {

@@ -10,8 +10,10 @@
 //! tiles and residual tiles are double-buffered through the semaphore channels of
 //! [`super::emit`], so loads, matrix work, epilogues and stores overlap.
 
-use accelc_isa::inst::{MxLoadW, MxMatmul, VxReduce, VxTranspose};
-use accelc_isa::program::{MAX_VX_ELEMENTS, SHAPE_SRC0_COL_BROADCAST, SHAPE_SRC1_COL_BROADCAST};
+use accelc_isa::inst::{MxLoadW, MxMatmul, VxReduce, VxTranspose, field_max};
+use accelc_isa::program::{
+    MAX_SHAPE_DIM, MAX_VX_ELEMENTS, SHAPE_SRC0_COL_BROADCAST, SHAPE_SRC1_COL_BROADCAST,
+};
 use accelc_isa::{Axis, BinOp, DeviceConfig, Dtype, Engine, LocalAddr, ReduceOp, UnOp};
 
 use super::LowerError;
@@ -153,7 +155,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     let nt_max = a.min(mm.cout / mm.groups);
     let all_chunks: Vec<Vec<Chunk>> = (0..mm.groups).map(|g| chunks(mm, g, a)).collect();
     let a_stride = (sw * c) as u64 * E;
-    if a_stride > 65535 && ow > 1 {
+    if a_stride > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
         return Err(LowerError::msg(format!(
             "input rows of {c} channels are too wide for the matrix engine's stride field"
         )));
@@ -183,9 +185,10 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
         (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * E
     };
     let spad_avail = em.spad_free();
+    let max_rows = field_max("mx.matmul", "rows").unwrap_or(0) as usize;
     let fits = |r: usize, owt: usize, flat: bool| {
         let rows = acc_rows(r, owt, flat);
-        rows <= 4095
+        rows <= max_rows
             && 2 * (rows * nt_max) as u64 * E <= u64::from(cfg.acc_bytes)
             && 2 * act_bytes(r, owt)
                 + 2 * packet_max
@@ -553,8 +556,8 @@ fn window(
     let fits = |r: usize, ct: usize| {
         2 * act_bytes(r, ct) + 3 * out_bytes(r, ct) + 5 * 64 <= avail
             && (r * ow * ct) as u64 <= MAX_VX_ELEMENTS
-            && r <= 65535
-            && ct <= 65535
+            && r <= MAX_SHAPE_DIM
+            && ct <= MAX_SHAPE_DIM
     };
     let parts = (1..=c)
         .find(|p| fits(1, c.div_ceil(*p)))
@@ -562,7 +565,7 @@ fn window(
     let ctile = c.div_ceil(parts);
     let rblk = (1..=oh).rev().find(|&r| fits(r, ctile)).unwrap_or(1);
     let rblk = oh.div_ceil(oh.div_ceil(rblk));
-    if ow > 65535 {
+    if ow > MAX_SHAPE_DIM {
         return Err(LowerError::msg("too many columns for a vector shape"));
     }
     let act_buf = [em.spad(act_bytes(rblk, ctile))?, em.spad(act_bytes(rblk, ctile))?];
@@ -728,8 +731,10 @@ fn global_pool(
 ) -> Result<(u64, u64), LowerError> {
     let [n, h, w, c] = img;
     let hw = h * w;
-    if hw > 65535 {
-        return Err(LowerError::msg("global pooling over more than 65535 positions"));
+    if hw > MAX_SHAPE_DIM {
+        return Err(LowerError::msg(format!(
+            "global pooling over more than {MAX_SHAPE_DIM} positions"
+        )));
     }
     let scal = em.spad(4)?;
     if !max {
@@ -739,7 +744,7 @@ fn global_pool(
     }
     // Four buffers, each rounded up to 64 bytes.
     let avail = em.spad_free().saturating_sub(4 * 64);
-    let ct = ((avail / (2 * (hw as u64 + 1) * E)) as usize).min(c).clamp(1, 65535);
+    let ct = ((avail / (2 * (hw as u64 + 1) * E)) as usize).min(c).clamp(1, MAX_SHAPE_DIM);
     if 2 * (hw as u64 + 1) * E * ct as u64 > avail {
         return Err(LowerError::msg("global pooling input too large for the scratchpad"));
     }
@@ -910,11 +915,15 @@ fn elementwise(
         return Err(LowerError::msg("no scratchpad left for an element-wise kernel"));
     }
     let (pc, rc, cc) = if rn * cn <= budget {
-        ((budget / (rn * cn)).min(pn).min(65535), rn.min(65535), cn.min(65535))
+        (
+            (budget / (rn * cn)).min(pn).min(MAX_SHAPE_DIM),
+            rn.min(MAX_SHAPE_DIM),
+            cn.min(MAX_SHAPE_DIM),
+        )
     } else if cn <= budget {
-        (1, (budget / cn).min(rn).min(65535), cn.min(65535))
+        (1, (budget / cn).min(rn).min(MAX_SHAPE_DIM), cn.min(MAX_SHAPE_DIM))
     } else {
-        (1, 1, budget.min(cn).min(65535))
+        (1, 1, budget.min(cn).min(MAX_SHAPE_DIM))
     };
     let chunk_bytes = (pc * rc * cc) as u64 * e;
     let ibufs: Vec<[LocalAddr; 2]> = (0..nin)
@@ -1108,8 +1117,10 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         }
     };
     let imm = pbuf.map(|p| at(p, cbytes));
-    if len > 65535 {
-        return Err(LowerError::msg("rows longer than 65535 elements are not lowered"));
+    if len > MAX_SHAPE_DIM {
+        return Err(LowerError::msg(format!(
+            "rows longer than {MAX_SHAPE_DIM} elements are not lowered"
+        )));
     }
     let reduce = matches!(rw.kind, RowKind::Reduce(_));
     let out_len = if reduce { 1 } else { len };
@@ -1119,7 +1130,7 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
     let per_row = (2 * len + 2 * out_len + len + 4) as u64 * E;
     let rc = ((em.spad_free().saturating_sub(8 * 64) / per_row) as usize)
         .min(rows)
-        .min(65535)
+        .min(MAX_SHAPE_DIM)
         .min(MAX_VX_ELEMENTS as usize / len.max(1));
     if rc == 0 {
         return Err(LowerError::msg("a row does not fit the scratchpad"));
@@ -1257,9 +1268,9 @@ fn copy_transposed(
         (1, 0, 0, 0)
     };
     let budget = (em.spad_free().saturating_sub(4 * 64) / (4 * e)).min(MAX_VX_ELEMENTS) as usize;
-    let bc = bn.min(65535).min(budget).max(1);
-    let ac = an.min(65535).min((budget / bc).max(1));
-    let pc = pn.min(65535).min((budget / (ac * bc)).max(1));
+    let bc = bn.min(MAX_SHAPE_DIM).min(budget).max(1);
+    let ac = an.min(MAX_SHAPE_DIM).min((budget / bc).max(1));
+    let pc = pn.min(MAX_SHAPE_DIM).min((budget / (ac * bc)).max(1));
     if (pc * ac * bc) as u64 > budget as u64 || budget == 0 {
         return Ok(None);
     }

@@ -707,3 +707,57 @@ fn invalid_models_are_refused_by_node() {
     let r = run_text("convks", conv, &[("x", arr(&[1, 1, 4, 4], vec![1.0; 16]))], "-O0");
     assert!(r.code != 0 && r.text.contains("kernel_shape [2, 2]"), "{}", r.text);
 }
+
+#[test]
+fn refusals_blame_the_right_thing() {
+    // Concat of parts that differ off the axis: a shape error at the Concat, not an internal
+    // lowering error.
+    let concat = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[1,3] x) => (float y) <float[1,4] k = {1.0, 2.0, 3.0, 4.0}> { y = Concat <axis: int = 0> (x, k) }";
+    let r = run_text("concat", concat, &[("x", arr(&[1, 3], vec![1.0; 3]))], "-O0");
+    assert!(r.code != 0 && r.text.contains("Concat") && !r.text.contains("internal"), "{}", r.text);
+    // The same value listed twice among the graph outputs.
+    let dup = "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+        g (float[2] x) => (float y, float y) { y = Relu (x) }";
+    let r = run_text("dupout", dup, &[("x", arr(&[2], vec![1.0; 2]))], "-O0");
+    assert!(r.code != 0 && r.text.contains("listed twice"), "{}", r.text);
+    // A double initializer: the data type is the reason, not "read before it is computed".
+    let f64_model = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(GraphProto {
+            node: vec![NodeProto {
+                op_type: Some("Cast".into()),
+                name: Some("c".into()),
+                input: vec!["a".into()],
+                output: vec!["y".into()],
+                attribute: vec![
+                    attribute("to", &SchemaAttr { r#type: "INT".into(), default: None }).unwrap(),
+                ],
+                ..Default::default()
+            }],
+            initializer: vec![accelc_compiler::proto::TensorProto {
+                name: Some("a".into()),
+                dims: vec![1],
+                data_type: Some(11),
+                raw_data: Some(vec![0u8; 8].into()),
+                ..Default::default()
+            }],
+            output: vec![accelc_compiler::proto::ValueInfoProto {
+                name: Some("y".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = scratch("f64");
+    let path = dir.join("m.onnx");
+    std::fs::write(&path, f64_model.encode_to_vec()).unwrap();
+    let r = accelc(&["run", &path.display().to_string()]);
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        r.code != 0 && text.contains("double") && !text.contains("before it is computed"),
+        "{text}"
+    );
+}
