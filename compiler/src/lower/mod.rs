@@ -16,6 +16,7 @@
 
 mod emit;
 mod kernels;
+mod legalize;
 mod schedule;
 mod view;
 
@@ -30,7 +31,7 @@ use crate::ir::{DType, Graph};
 pub use schedule::LayerKind;
 
 /// The lowering passes, in order.
-pub const PASSES: &[&str] = &["schedule", "plan-memory", "emit"];
+pub const PASSES: &[&str] = &["legalize", "schedule", "plan-memory", "emit"];
 
 /// Why a graph could not be lowered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,8 +226,23 @@ pub fn compile_with_progress(
 /// [`compile`].
 pub fn device_support(graph: &Graph, opts: &CompileOptions) -> Vec<Result<(), LowerError>> {
     let mut nodes: Vec<Result<(), LowerError>> = vec![Ok(()); graph.nodes.len()];
-    for (i, e) in schedule::schedule_all(graph, opts) {
-        nodes[i] = Err(e);
+    let legal = match legalize::legalize(graph) {
+        Ok(l) => l,
+        Err(e) => {
+            // Blame the node legalize stopped at (or every node when it names none).
+            for (n, r) in graph.nodes.iter().zip(&mut nodes) {
+                if e.node.as_deref().is_none_or(|x| x == n.name) {
+                    *r = Err(e.clone());
+                }
+            }
+            return nodes;
+        }
+    };
+    for (i, e) in schedule::schedule_all(&legal.graph, opts) {
+        let o = legal.origin[i];
+        if nodes[o].is_ok() {
+            nodes[o] = Err(e);
+        }
     }
     nodes
 }
@@ -239,6 +255,9 @@ pub fn compile_with(
     progress: &mut dyn FnMut(usize, usize),
     dump: &mut dyn FnMut(&str, &str),
 ) -> Result<Compiled, LowerError> {
+    let legal = legalize::legalize(graph)?;
+    dump("legalize", &crate::text::print_with(&legal.graph, 16));
+    let graph = &legal.graph;
     let mut sched = schedule::schedule(graph, opts)?;
     dump("schedule", &sched.dump());
     let mem = schedule::plan_memory(&mut sched)?;

@@ -762,9 +762,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
             let w = b.input(n, 1)?;
             let xs = b.shape(x);
             let ws = b.shape(w);
-            if xs.len() == 3 {
-                return lift_1d(b, idx, n);
-            }
+            // 1-D convolutions arrive as 2-D ones (`legalize`).
             if xs.len() != 4 {
                 return Err(err("only 1-D and 2-D convolutions are lowered"));
             }
@@ -1076,9 +1074,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
         Op::Pool { max, window, count_include_pad } => {
             let x = b.input(n, 0)?;
             let xs = b.shape(x);
-            if xs.len() == 3 && b.s.tens[x].dtype == DType::F32 {
-                return lift_1d(b, idx, n);
-            }
+            // 1-D pooling arrives as 2-D (`legalize`).
             if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
                 return Err(err("only 1-D and 2-D float32 pooling is lowered"));
             }
@@ -1783,87 +1779,6 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
         }
         other => Err(err(&format!("{} is not lowered to the device yet", op_name(other, n)))),
     }
-}
-
-/// A 1-D convolution or pool as a 2-D one over `[N, C, 1, L]`: the input is viewed with an
-/// extra unit axis (an alias), weights get one, the window gets a unit first axis, and the
-/// result is copied back to the node's `[N, C, L]` output.
-fn lift_1d(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerError> {
-    let err = |m: &str| LowerError::at(&n.name, m.to_string());
-    let x = b.layout(b.input(n, 0)?, false);
-    let xs = b.shape(x);
-    let out = b.out(n, 0)?;
-    let os = b.shape(out);
-    let (window, kernel) = match &n.op {
-        Op::Conv { window, .. } => {
-            let ws = b.shape(b.input(n, 1)?);
-            (window, if window.kernel.is_empty() { ws[2] } else { window.kernel[0] })
-        }
-        Op::Pool { window, .. } => {
-            (window, *window.kernel.first().ok_or_else(|| err("no kernel_shape"))?)
-        }
-        _ => return Err(err("internal: not a window operation")),
-    };
-    let g = pads(window, &xs[2..], &[kernel]).map_err(|e| err(&e))?;
-    let window2 = crate::ir::Window {
-        kernel: vec![1, kernel],
-        strides: vec![1, g.strides[0]],
-        dilations: vec![1, g.dilations[0]],
-        pads: vec![0, g.begin[0], 0, g.end[0]],
-        auto_pad: crate::ir::AutoPad::NotSet,
-        ceil_mode: window.ceil_mode,
-    };
-    let name = &n.name;
-    let x4 = b.temp(
-        format!("{name}.in2d"),
-        vec![xs[0], xs[1], 1, xs[2]],
-        DType::F32,
-        false,
-        Store::Alias(x),
-    );
-    let out4 = b.temp(
-        format!("{name}.out2d"),
-        vec![os[0], os[1], 1, os[2]],
-        DType::F32,
-        false,
-        Store::Arena,
-    );
-    let mut n2 = n.clone();
-    n2.inputs[0] = Some(ValueId(x4.0));
-    n2.outputs = vec![ValueId(out4.0)];
-    match &n.op {
-        Op::Conv { group, .. } => {
-            let w = b.input(n, 1)?;
-            let ws = b.shape(w);
-            let bytes = match &b.s.tens[w].store {
-                Store::Const(v) => v.clone(),
-                _ => return Err(err("convolution weights must be constant")),
-            };
-            let w4 = b.temp(
-                format!("{name}.w2d"),
-                vec![ws[0], ws[1], 1, ws[2]],
-                DType::F32,
-                false,
-                Store::Const(bytes),
-            );
-            n2.inputs[1] = Some(ValueId(w4.0));
-            n2.op = Op::Conv { window: window2, group: *group };
-        }
-        Op::Pool { max, count_include_pad, .. } => {
-            n2.op = Op::Pool { max: *max, window: window2, count_include_pad: *count_include_pad };
-        }
-        _ => {}
-    }
-    lower_node(b, idx, &n2)?;
-    copy_step(
-        b,
-        &format!("{name}:to-1d"),
-        out,
-        vec![ViewOp::Reshape(vec![os[0], os[1], 1, os[2]])],
-        out4,
-        vec![],
-    );
-    Ok(())
 }
 
 /// A transposed convolution as an ordinary one: the input is spread with `stride - 1` zeros
