@@ -217,7 +217,15 @@ fn value_type(v: &proto::ValueInfoProto, opts: &ImportOptions) -> Result<TensorT
     let code = tt.elem_type.unwrap_or(0);
     let dtype = DType::from_onnx(code)
         .ok_or_else(|| format!("data type {} is not supported", DType::onnx_name(code)))?;
+    let fits = |shape: &[usize]| -> Result<(), String> {
+        shape
+            .iter()
+            .try_fold(dtype.size() as u64, |a, d| a.checked_mul(*d as u64))
+            .map(|_| ())
+            .ok_or_else(|| format!("shape {shape:?} has more bytes than 64 bits can count"))
+    };
     if let Some(shape) = opts.input_shapes.get(&name) {
+        fits(shape)?;
         return Ok(TensorType { dtype, shape: shape.clone() });
     }
     let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
@@ -235,6 +243,7 @@ fn value_type(v: &proto::ValueInfoProto, opts: &ImportOptions) -> Result<TensorT
             _ => return Err("has an unknown dimension; fix it with --input-shape".into()),
         }
     }
+    fits(&shape)?;
     Ok(TensorType { dtype, shape })
 }
 
@@ -569,6 +578,15 @@ impl Builder<'_> {
     }
 }
 
+/// The `group` attribute: at least 1 (0 or a negative count is refused, not clamped).
+fn group(a: &Attrs<'_>) -> Result<usize, String> {
+    let g = a.i64("group", 1);
+    usize::try_from(g)
+        .ok()
+        .filter(|g| *g >= 1)
+        .ok_or_else(|| format!("group = {g} is not a positive count"))
+}
+
 fn window(a: &Attrs<'_>) -> Result<Window, String> {
     let auto_pad = match a.string("auto_pad").as_deref() {
         None | Some("NOTSET") | Some("") => AutoPad::NotSet,
@@ -658,7 +676,7 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
             let _ = a.get("momentum");
             Ok(Op::BatchNorm { epsilon: a.f32("epsilon", 1e-5) })
         }
-        "Conv" => Ok(Op::Conv { window: window(a)?, group: a.i64("group", 1).max(1) as usize }),
+        "Conv" => Ok(Op::Conv { window: window(a)?, group: group(a)? }),
         "MaxPool" if a.node.output.iter().filter(|o| !o.is_empty()).count() > 1 => {
             Err("MaxPool's Indices output is not supported".into())
         }
@@ -756,15 +774,11 @@ fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
         }
         "MatMulInteger" => Ok(Op::MatMulInteger),
         "QLinearMatMul" => Ok(Op::QLinearMatMul),
-        "ConvInteger" => {
-            Ok(Op::ConvInteger { window: window(a)?, group: a.i64("group", 1).max(1) as usize })
-        }
-        "QLinearConv" => {
-            Ok(Op::QLinearConv { window: window(a)?, group: a.i64("group", 1).max(1) as usize })
-        }
+        "ConvInteger" => Ok(Op::ConvInteger { window: window(a)?, group: group(a)? }),
+        "QLinearConv" => Ok(Op::QLinearConv { window: window(a)?, group: group(a)? }),
         "ConvTranspose" => Ok(Op::ConvTranspose {
             window: window(a)?,
-            group: a.i64("group", 1).max(1) as usize,
+            group: group(a)?,
             output_padding: a.usizes("output_padding")?,
             output_shape: a.usizes("output_shape")?,
         }),

@@ -49,6 +49,17 @@ pub fn infer_node(g: &mut Graph, i: usize) -> Result<(), InferError> {
     }
     let types = node_types(g, node, &ins)
         .map_err(|message| InferError { node: node.name.clone(), message })?;
+    // Every size downstream (tiling, memory plans, buffers) is computed from these shapes:
+    // a tensor whose byte size does not fit in 64 bits is refused here, by node.
+    for t in &types {
+        if t.shape.iter().try_fold(t.dtype.size() as u64, |a, d| a.checked_mul(*d as u64)).is_none()
+        {
+            return Err(InferError {
+                node: node.name.clone(),
+                message: format!("the result {t} has more bytes than 64 bits can count"),
+            });
+        }
+    }
     let outputs = g.nodes[i].outputs.clone();
     for (id, ty) in outputs.iter().zip(types) {
         g.value_mut(*id).ty = Some(ty);

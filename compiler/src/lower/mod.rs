@@ -319,6 +319,13 @@ pub fn compile_with(
             init: None,
         });
     }
+    // Declare only what the program uses (or an I/O tensor lives in): a driver refuses to bind
+    // a segment the program does not touch, so `accelc verify` of this blob must not see one.
+    let io_segs: Vec<u8> =
+        mem.inputs.iter().chain(&mem.outputs).map(|(_, seg, _, _)| *seg).collect();
+    segments.retain(|d| {
+        report.segments.get(usize::from(d.id)).is_some_and(|u| u.used()) || io_segs.contains(&d.id)
+    });
     let mut io = Vec::new();
     for (dir, list) in [(Direction::Input, &mem.inputs), (Direction::Output, &mem.outputs)] {
         for (name, seg, offset, t) in list {
