@@ -3,8 +3,6 @@
 
 use accelc_compiler::ir::Op;
 use accelc_compiler::lower::{CompileOptions, device_support};
-use accelc_compiler::onnx::ImportOptions;
-use accelc_compiler::pipeline;
 
 use crate::{Error, Options, Source};
 
@@ -37,7 +35,8 @@ pub struct CheckReport {
     /// Nodes that do not import (stage `import`), then every node of the optimized graph
     /// (stage `device`), each with its answer.
     pub nodes: Vec<NodeCheck>,
-    /// Whether [`crate::compile`] succeeds with the same options, and its error when not.
+    /// Whether [`crate::compile`] succeeds with the same options, and its error when not
+    /// (decided by the same frontend, optimizer and lowering calls, made once).
     pub compile: Result<(), String>,
 }
 
@@ -58,17 +57,7 @@ impl CheckReport {
 /// Errors only when the file cannot be imported at all ([`Error::Model`], with the node or
 /// byte position); everything else is an answer in the report.
 pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
-    let import = ImportOptions { input_shapes: opts.input_shapes.clone() };
-    let imported = match src {
-        Source::Path(p) => pipeline::load_any(p, &import).map_err(Error::Model)?,
-        Source::Onnx(b) => {
-            accelc_compiler::onnx::import(bytes::Bytes::copy_from_slice(b), None, &import)
-                .map_err(|e| Error::Model(format!("{}: {e}", src.describe())))?
-        }
-        Source::Text(t) => {
-            pipeline::load_text(t, "<onnx text>", None, &import).map_err(Error::Model)?
-        }
-    };
+    let imported = crate::compile::import(src, opts)?;
     let mut nodes: Vec<NodeCheck> = imported
         .nodes
         .iter()
@@ -82,13 +71,12 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
             _ => None,
         })
         .collect();
-    // The device stage sees what `compile` lowers: the frontend's and optimizer's graph.
+    // The device stage sees what `compile` lowers: the frontend's and optimizer's graph, made
+    // by the same steps `compile` takes (and its verdict is theirs).
     let mut g = imported.clone();
-    let frontend = pipeline::run_frontend(&mut g, &mut |_, _| {})
-        .map_err(|e| format!("{}: {e}", src.describe()))
-        .and_then(|()| {
-            crate::optimize(&mut g, &src, opts, &mut ()).map(|_| ()).map_err(|e| e.to_string())
-        });
+    let frontend = crate::compile::frontend(&mut g, &src, &mut ())
+        .and_then(|()| crate::optimize(&mut g, &src, opts, &mut ()).map(|_| ()))
+        .map_err(|e| e.to_string());
     if let Err(e) = &frontend {
         // Shape inference or the optimizer stopped at a node: that node is the blocker.
         if let Some(name) = e.split("node `").nth(1).and_then(|r| r.split('`').next()) {
@@ -101,6 +89,7 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
             });
         }
     }
+    let mut compile = frontend.clone();
     if frontend.is_ok() {
         let copts = CompileOptions { config: opts.config.clone(), expose_all: false };
         for (n, r) in g.nodes.iter().zip(device_support(&g, &copts)) {
@@ -114,8 +103,9 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
                 result: r.map_err(|e| e.message),
             });
         }
+        compile =
+            crate::compile::lower(&g, &src, opts, &mut ()).map(|_| ()).map_err(|e| e.to_string());
     }
-    let compile = crate::compile(src, opts, &mut ()).map(|_| ()).map_err(|e| e.to_string());
     Ok(CheckReport {
         model: src.describe(),
         opset: imported.opset,

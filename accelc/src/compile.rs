@@ -68,8 +68,9 @@ pub trait Observer {
     fn graph(&mut self, _pass: &str, _graph: &Graph) {}
     /// The optimizer's report.
     fn optimized(&mut self, _report: &opt::Report) {}
-    /// The lowering's schedule as text, after `schedule` and `plan-memory`.
-    fn kernels(&mut self, _pass: &str, _text: &str) {}
+    /// The lowering's intermediate forms as text: the graph after `legalize`, the kernels after
+    /// `schedule` and `plan-memory`. `text` builds it (only call it when it is wanted).
+    fn kernels(&mut self, _pass: &str, _text: &dyn Fn() -> String) {}
     /// `done` of `total` kernels emitted.
     fn progress(&mut self, _done: usize, _total: usize) {}
 }
@@ -97,19 +98,28 @@ fn model_err(src: &Source<'_>, e: impl std::fmt::Display) -> Error {
     Error::Model(format!("{}: {e}", src.describe()))
 }
 
+/// Imports a model (no passes): the one place a [`Source`] is read.
+pub fn import(src: Source<'_>, opts: &Options) -> Result<Graph, Error> {
+    let import = ImportOptions { input_shapes: opts.input_shapes.clone() };
+    match src {
+        Source::Path(p) => pipeline::load_any(p, &import).map_err(Error::Model),
+        Source::Onnx(b) => accelc_compiler::onnx::import(Bytes::copy_from_slice(b), None, &import)
+            .map_err(|e| model_err(&src, e)),
+        Source::Text(t) => {
+            pipeline::load_text(t, "<onnx text>", None, &import).map_err(Error::Model)
+        }
+    }
+}
+
+/// Runs the frontend passes (fold, infer, verify) on an imported graph.
+pub fn frontend(g: &mut Graph, src: &Source<'_>, obs: &mut dyn Observer) -> Result<(), Error> {
+    pipeline::run_frontend(g, &mut |pass, g| obs.graph(pass, g)).map_err(|e| model_err(src, e))
+}
+
 /// Imports a model and runs the frontend passes (fold, infer, verify).
 pub fn load_graph(src: Source<'_>, opts: &Options, obs: &mut dyn Observer) -> Result<Graph, Error> {
-    let import = ImportOptions { input_shapes: opts.input_shapes.clone() };
-    let mut g = match src {
-        Source::Path(p) => pipeline::load_any(p, &import).map_err(Error::Model)?,
-        Source::Onnx(b) => accelc_compiler::onnx::import(Bytes::copy_from_slice(b), None, &import)
-            .map_err(|e| model_err(&src, e))?,
-        Source::Text(t) => {
-            pipeline::load_text(t, "<onnx text>", None, &import).map_err(Error::Model)?
-        }
-    };
-    pipeline::run_frontend(&mut g, &mut |pass, g| obs.graph(pass, g))
-        .map_err(|e| model_err(&src, e))?;
+    let mut g = import(src, opts)?;
+    frontend(&mut g, &src, obs)?;
     Ok(g)
 }
 
@@ -141,18 +151,29 @@ pub fn compile(
     let reference = load_graph(src, opts, obs)?;
     let mut optimized = reference.clone();
     let report = optimize(&mut optimized, &src, opts, obs)?;
+    let (compiled, blob) = lower(&optimized, &src, opts, obs)?;
+    Ok(Compilation { reference, optimized, report, compiled, blob })
+}
+
+/// The lowering step of [`compile`]: an optimized graph to its program and blob.
+pub(crate) fn lower(
+    optimized: &Graph,
+    src: &Source<'_>,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Result<(Compiled, Vec<u8>), Error> {
     let copts = CompileOptions { config: opts.config.clone(), expose_all: opts.expose_all };
     // Both callbacks report to the one observer.
     let obs = std::cell::RefCell::new(obs);
     let compiled = lower::compile_with(
-        &optimized,
+        optimized,
         &copts,
         &mut |done, total| obs.borrow_mut().progress(done, total),
         &mut |pass, text| obs.borrow_mut().kernels(pass, text),
     )
-    .map_err(|e| lower_err(&src, e))?;
+    .map_err(|e| lower_err(src, e))?;
     let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(Compilation { reference, optimized, report, compiled, blob })
+    Ok((compiled, blob))
 }
 
 /// A lowering error: internal when accelc contradicts itself, else a device limitation.

@@ -30,7 +30,9 @@ pub use compare::{
     ATOL, Difference, Mismatch, RTOL, SCALE_TOL, compare, compare_scaled, first_difference,
     max_abs_diff, reference,
 };
-pub use compile::{Compilation, Observer, Options, Source, compile, load_graph, optimize};
+pub use compile::{
+    Compilation, Observer, Options, Source, compile, frontend, import, load_graph, optimize,
+};
 pub use profile::{LayerProfile, Profile, blob_layers, profile};
 pub use session::{RunResult, Session};
 pub use tensor::HostTensor;

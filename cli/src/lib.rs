@@ -260,7 +260,7 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         }
         Command::Ir { model, output, dump_ir, elide, input_shapes, opt } => {
             let o = opt;
-            cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
+            models::cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
         }
         Command::Compile { model, output, dump_ir, target, opt } => {
             models::cmd_compile(&model, output, &target, opt, dump_ir, out, err)
@@ -339,45 +339,4 @@ pub(crate) fn parse_input_shapes(
         opts.input_shapes.insert(name.to_string(), dims);
     }
     Ok(opts)
-}
-
-#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
-fn cmd_ir(
-    model: &Path,
-    output: Option<&Path>,
-    dump_ir: bool,
-    elide: Option<usize>,
-    shape_args: &[String],
-    o: models::OptArgs,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> anyhow::Result<()> {
-    use accelc_compiler::text::print_with;
-    let opts = parse_input_shapes(shape_args)?;
-    let mut graph = accelc_compiler::pipeline::load_any(model, &opts).map_err(invalid)?;
-    let max = elide.unwrap_or(usize::MAX);
-    let mut dumps = String::new();
-    accelc_compiler::pipeline::run_frontend(&mut graph, &mut |pass, g| {
-        if dump_ir {
-            dumps.push_str(&format!("# --- IR after {pass}\n{}", print_with(g, max)));
-        }
-    })
-    .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    let report =
-        accelc_compiler::pipeline::run_optimizer(&mut graph, &o.options(), &mut |pass, g| {
-            if dump_ir {
-                dumps.push_str(&format!("# --- IR after {pass}\n{}", print_with(g, max)));
-            }
-        })
-        .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
-    err.write_all(dumps.as_bytes())?;
-    if o.verbose {
-        write!(err, "{report}")?;
-    }
-    let text = print_with(&graph, max);
-    match output {
-        Some(path) => write_atomic(path, text.as_bytes())?,
-        None => out.write_all(text.as_bytes())?,
-    }
-    Ok(())
 }

@@ -26,12 +26,9 @@ pub(crate) struct OptArgs {
 }
 
 impl OptArgs {
-    pub(crate) fn options(&self) -> accelc_compiler::opt::Options {
-        accelc_compiler::opt::Options {
-            level: accelc_compiler::opt::Level::from_number(self.level)
-                .unwrap_or(accelc_compiler::opt::Level::O2),
-            ..accelc_compiler::opt::Options::default()
-        }
+    /// The optimizer level.
+    pub(crate) fn level(&self) -> accelc::Level {
+        accelc::Level::from_number(self.level).unwrap_or(accelc::Level::O2)
     }
 }
 
@@ -67,7 +64,7 @@ pub(crate) fn facade_options(
 ) -> anyhow::Result<Options> {
     Ok(Options {
         config: config(cfg.unwrap_or("default"))?,
-        level: o.options().level,
+        level: o.level(),
         input_shapes: parse_input_shapes(shapes)?.input_shapes,
         expose_all,
     })
@@ -78,6 +75,8 @@ pub(crate) fn facade_options(
 struct CliObserver {
     verbose: bool,
     dump_ir: bool,
+    /// Constants with more elements than this are summarised in IR dumps.
+    elide: usize,
     log: String,
     dumps: String,
     bar: indicatif::ProgressBar,
@@ -94,6 +93,7 @@ impl CliObserver {
         CliObserver {
             verbose,
             dump_ir,
+            elide: 16,
             log: String::new(),
             dumps: String::new(),
             bar,
@@ -113,7 +113,7 @@ impl CliObserver {
 impl Observer for CliObserver {
     fn graph(&mut self, pass: &str, g: &Graph) {
         if self.dump_ir {
-            let text = accelc_compiler::text::print_with(g, 16);
+            let text = accelc_compiler::text::print_with(g, self.elide);
             self.dumps.push_str(&format!("# --- IR after {pass}\n{text}"));
         }
     }
@@ -124,9 +124,10 @@ impl Observer for CliObserver {
         }
     }
 
-    fn kernels(&mut self, pass: &str, text: &str) {
+    fn kernels(&mut self, pass: &str, text: &dyn Fn() -> String) {
         if self.dump_ir {
-            self.dumps.push_str(&format!("# --- kernels after {pass}\n{text}"));
+            let what = if pass == "legalize" { "IR" } else { "kernels" };
+            self.dumps.push_str(&format!("# --- {what} after {pass}\n{}", text()));
         }
     }
 
@@ -643,4 +644,33 @@ pub(crate) fn cmd_check(
             report.config
         )))
     }
+}
+
+/// `ir`: the frontend and the optimizer (the facade's steps), then the IR in the text syntax.
+#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
+pub(crate) fn cmd_ir(
+    model: &Path,
+    output: Option<&Path>,
+    dump_ir: bool,
+    elide: Option<usize>,
+    shapes: &[String],
+    o: OptArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let opts = facade_options(o, None, shapes, false)?;
+    let src = Source::Path(model);
+    let mut obs = CliObserver::new(o.verbose, dump_ir);
+    obs.elide = elide.unwrap_or(usize::MAX);
+    let mut graph = accelc::load_graph(src, &opts, &mut obs).map_err(fail)?;
+    accelc::optimize(&mut graph, &src, &opts, &mut obs).map_err(fail)?;
+    // Dumps first, then the optimizer's log.
+    err.write_all(obs.dumps.as_bytes())?;
+    err.write_all(obs.log.as_bytes())?;
+    let text = accelc_compiler::text::print_with(&graph, obs.elide);
+    match output {
+        Some(path) => write_atomic(path, text.as_bytes())?,
+        None => out.write_all(text.as_bytes())?,
+    }
+    Ok(())
 }

@@ -28,10 +28,19 @@ fn add_value(g: &mut Graph, name: String, ty: TensorType, constant: Option<Tenso
     g.add_value(Value { name, ty: Some(ty), constant })
 }
 
-/// An int64 vector constant (Unsqueeze/Squeeze axes).
-fn axes(g: &mut Graph, name: String) -> ValueId {
+/// Appends `op` (Unsqueeze or Squeeze) of `x` at axis 2 as node `name`, producing `out`.
+fn unit_axis(g: &mut Graph, name: String, op: Op, x: ValueId, out: ValueId) {
     let t = Tensor::from_i64(vec![1], &[2]);
-    add_value(g, name, TensorType { dtype: DType::I64, shape: vec![1] }, Some(t))
+    let ty = TensorType { dtype: DType::I64, shape: vec![1] };
+    let axes = add_value(g, format!("{name}.axes"), ty, Some(t));
+    let op_type = if matches!(op, Op::Squeeze { .. }) { "Squeeze" } else { "Unsqueeze" };
+    g.nodes.push(Node {
+        name,
+        op_type: op_type.into(),
+        op,
+        inputs: vec![Some(x), Some(axes)],
+        outputs: vec![out],
+    });
 }
 
 /// Legalizes `graph` (folded, typed).
@@ -80,16 +89,9 @@ pub(crate) fn legalize(graph: &Graph) -> Result<Legalized, LowerError> {
         };
         let name = &n.name;
         let f32t = |shape: Vec<usize>| TensorType { dtype: DType::F32, shape };
-        let ax_in = axes(&mut g, format!("{name}/lift.axes"));
         let x4 =
             add_value(&mut g, format!("{name}/lift.in"), f32t(vec![xs[0], xs[1], 1, xs[2]]), None);
-        g.nodes.push(Node {
-            name: format!("{name}/lift"),
-            op_type: "Unsqueeze".into(),
-            op: Op::Unsqueeze { axes: None },
-            inputs: vec![Some(x), Some(ax_in)],
-            outputs: vec![x4],
-        });
+        unit_axis(&mut g, format!("{name}/lift"), Op::Unsqueeze { axes: None }, x, x4);
         origin.push(i);
         let mut inputs = n.inputs.clone();
         inputs[0] = Some(x4);
@@ -107,15 +109,9 @@ pub(crate) fn legalize(graph: &Graph) -> Result<Legalized, LowerError> {
                         add_value(&mut g, format!("{}/2d", wv.name), f32t(w4shape), Some(t4))
                     }
                     None => {
-                        let ax_w = axes(&mut g, format!("{name}/lift.waxes"));
                         let w4 = add_value(&mut g, format!("{name}/lift.w"), f32t(w4shape), None);
-                        g.nodes.push(Node {
-                            name: format!("{name}/lift.weights"),
-                            op_type: "Unsqueeze".into(),
-                            op: Op::Unsqueeze { axes: None },
-                            inputs: vec![Some(w), Some(ax_w)],
-                            outputs: vec![w4],
-                        });
+                        let op = Op::Unsqueeze { axes: None };
+                        unit_axis(&mut g, format!("{name}/lift.weights"), op, w, w4);
                         origin.push(i);
                         w4
                     }
@@ -138,14 +134,7 @@ pub(crate) fn legalize(graph: &Graph) -> Result<Legalized, LowerError> {
             outputs: vec![out4],
         });
         origin.push(i);
-        let ax_out = axes(&mut g, format!("{name}/unlift.axes"));
-        g.nodes.push(Node {
-            name: format!("{name}/unlift"),
-            op_type: "Squeeze".into(),
-            op: Op::Squeeze { axes: None },
-            inputs: vec![Some(out4), Some(ax_out)],
-            outputs: vec![out],
-        });
+        unit_axis(&mut g, format!("{name}/unlift"), Op::Squeeze { axes: None }, out4, out);
         origin.push(i);
     }
     Ok(Legalized { graph: g, origin })

@@ -247,24 +247,25 @@ pub fn device_support(graph: &Graph, opts: &CompileOptions) -> Vec<Result<(), Lo
     nodes
 }
 
-/// As [`compile_with_progress`], also giving `dump(pass, text)` the schedule after `schedule`
-/// and after `plan-memory` (with addresses), for `--dump-ir`.
+/// As [`compile_with_progress`], also offering `dump(pass, text)` the graph after `legalize`
+/// and the schedule after `schedule` and after `plan-memory` (with addresses), for
+/// `--dump-ir`. The text is built only when `dump` calls `text`.
 pub fn compile_with(
     graph: &Graph,
     opts: &CompileOptions,
     progress: &mut dyn FnMut(usize, usize),
-    dump: &mut dyn FnMut(&str, &str),
+    dump: &mut dyn FnMut(&str, &dyn Fn() -> String),
 ) -> Result<Compiled, LowerError> {
     let legal = legalize::legalize(graph)?;
-    dump("legalize", &crate::text::print_with(&legal.graph, 16));
+    dump("legalize", &|| crate::text::print_with(&legal.graph, 16));
     let graph = &legal.graph;
     let mut sched = schedule::schedule(graph, opts)?;
-    dump("schedule", &sched.dump());
+    dump("schedule", &|| sched.dump());
     let mem = schedule::plan_memory(&mut sched)?;
     sched
         .verify_memory(&mem)
         .map_err(|e| LowerError::msg(format!("internal error: after plan-memory: {e}")))?;
-    dump("plan-memory", &sched.dump());
+    dump("plan-memory", &|| sched.dump());
     let mut em = emit::Emitter::new(opts.config.clone());
     let mut layers = Vec::with_capacity(sched.steps.len());
     let total = sched.steps.len();
