@@ -8,8 +8,8 @@ use std::fmt;
 use ndarray::{Array2, ArrayD, Axis, IxDyn, Zip, s};
 
 use crate::ir::{
-    AutoPad, BinaryOp, DType, Graph, NearestMode, Node, Op, PadMode, ReduceKind, ResizeCoords,
-    Tensor, UnaryOp, ValueId, Window,
+    AutoPad, BinaryOp, DType, Graph, NearestMode, Node, Op, PadMode, ResizeCoords, Tensor, ValueId,
+    Window,
 };
 
 /// A runtime tensor: floats, or integers (any integer or bool type, held as i64 with its type).
@@ -70,14 +70,14 @@ impl Array {
         }
     }
 
-    fn f32(&self) -> Result<&ArrayD<f32>, String> {
+    pub(crate) fn f32(&self) -> Result<&ArrayD<f32>, String> {
         match self {
             Array::F32(a) => Ok(a),
             Array::Int(_, dt) => Err(format!("expected float data, got {dt}")),
         }
     }
 
-    fn ints(&self) -> Result<&ArrayD<i64>, String> {
+    pub(crate) fn ints(&self) -> Result<&ArrayD<i64>, String> {
         match self {
             Array::Int(a, _) => Ok(a),
             Array::F32(_) => Err("expected integer data, got float".into()),
@@ -149,11 +149,11 @@ pub fn run(graph: &Graph, inputs: &[Array]) -> Result<Vec<Array>, EvalError> {
         .collect()
 }
 
-fn arg<'a>(args: &[Option<&'a Array>], i: usize) -> R<&'a Array> {
+pub(crate) fn arg<'a>(args: &[Option<&'a Array>], i: usize) -> R<&'a Array> {
     args.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
 }
 
-fn opt<'a>(args: &[Option<&'a Array>], i: usize) -> Option<&'a Array> {
+pub(crate) fn opt<'a>(args: &[Option<&'a Array>], i: usize) -> Option<&'a Array> {
     args.get(i).copied().flatten()
 }
 
@@ -204,7 +204,7 @@ pub(crate) fn split_sizes(
 
 /// For per-axis quantisation parameters of length `n` along `ax`: `(elements per step of that
 /// axis, n)`; `None` for per-tensor parameters.
-fn per_axis(shape: &[usize], n: usize, ax: i64) -> R<Option<(usize, usize)>> {
+pub(crate) fn per_axis(shape: &[usize], n: usize, ax: i64) -> R<Option<(usize, usize)>> {
     if n <= 1 {
         return Ok(None);
     }
@@ -232,7 +232,11 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     Ok(out)
 }
 
-fn zip_f32(a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32) -> R<ArrayD<f32>> {
+pub(crate) fn zip_f32(
+    a: &ArrayD<f32>,
+    b: &ArrayD<f32>,
+    f: impl Fn(f32, f32) -> f32,
+) -> R<ArrayD<f32>> {
     let shape = broadcast_shape(a.shape(), b.shape())?;
     let (av, bv) = (
         a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
@@ -241,7 +245,11 @@ fn zip_f32(a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32) -> R<A
     Ok(Zip::from(&av).and(&bv).map_collect(|x, y| f(*x, *y)))
 }
 
-fn zip_i64(a: &ArrayD<i64>, b: &ArrayD<i64>, f: impl Fn(i64, i64) -> R<i64>) -> R<ArrayD<i64>> {
+pub(crate) fn zip_i64(
+    a: &ArrayD<i64>,
+    b: &ArrayD<i64>,
+    f: impl Fn(i64, i64) -> R<i64>,
+) -> R<ArrayD<i64>> {
     let shape = broadcast_shape(a.shape(), b.shape())?;
     let (av, bv) = (
         a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
@@ -269,647 +277,15 @@ pub(crate) fn nan_min<F: ndarray::NdFloat>(a: F, b: F) -> F {
     if a.is_nan() || b.is_nan() { F::nan() } else { a.min(b) }
 }
 
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     libm::erf(f64::from(x)) as f32
 }
 
 pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
-    let one = |a: Array| Ok(vec![a]);
-    match &node.op {
-        Op::Unsupported { reason, .. } => Err(format!("unsupported: {reason}")),
-        Op::Constant => Err("constants are bound before evaluation".into()),
-        Op::Identity => one(arg(args, 0)?.clone()),
-        Op::Binary(op) => one(binary(*op, arg(args, 0)?, arg(args, 1)?)?),
-        Op::Unary(op) => {
-            let x = arg(args, 0)?.f32()?;
-            let f: fn(f32) -> f32 = match op {
-                // NaN propagates (the book's numerics chapter): `v > 0` is false for NaN.
-                UnaryOp::Relu => |v| if v > 0.0 || v.is_nan() { v } else { 0.0 },
-                UnaryOp::Sigmoid => |v| (1.0 / (1.0 + (-f64::from(v)).exp())) as f32,
-                UnaryOp::Tanh => |v| f64::from(v).tanh() as f32,
-                UnaryOp::Exp => |v| f64::from(v).exp() as f32,
-                UnaryOp::Erf => erf,
-                UnaryOp::Sqrt => f32::sqrt,
-                UnaryOp::HardSwish => |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
-                UnaryOp::Neg => |v| -v,
-                UnaryOp::Abs => f32::abs,
-            };
-            one(Array::F32(x.mapv(f)))
-        }
-        Op::LeakyRelu { alpha } => {
-            one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| if v < 0.0 { alpha * v } else { v })))
-        }
-        Op::HardSigmoid { alpha, beta } => {
-            one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| (alpha * v + beta).clamp(0.0, 1.0))))
-        }
-        Op::Gelu { tanh } => {
-            let x = arg(args, 0)?.f32()?;
-            let f = |v: f32| {
-                let v = f64::from(v);
-                let r = if *tanh {
-                    0.5 * v
-                        * (1.0
-                            + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v))
-                                .tanh())
-                } else {
-                    0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2))
-                };
-                r as f32
-            };
-            one(Array::F32(x.mapv(f)))
-        }
-        Op::Clip { .. } if matches!(arg(args, 0)?, Array::Int(..)) => {
-            let Array::Int(x, dt) = arg(args, 0)? else { unreachable!("matched above") };
-            let bound = |i: usize| -> R<Option<i64>> {
-                opt(args, i)
-                    .map(|a| a.ints().map(|v| v.iter().next().copied().unwrap_or(0)))
-                    .transpose()
-            };
-            let (lo, hi) = (bound(1)?, bound(2)?);
-            one(Array::Int(x.mapv(|v| hi.map_or(v, |h| v.min(h)).max(lo.unwrap_or(i64::MIN))), *dt))
-        }
-        Op::Clip { min, max } => {
-            let x = arg(args, 0)?.f32()?;
-            let scalar = |i: usize| -> R<Option<f32>> {
-                opt(args, i)
-                    .map(|a| a.f32().map(|v| v.iter().next().copied().unwrap_or(0.0)))
-                    .transpose()
-            };
-            // Omitted bounds are the float range's ends (Clip-6's attribute defaults, Clip-11+'s
-            // `numeric_limits::lowest()`/`max()`); `Min(max, Max(x, min))` with NaN propagating
-            // from the input and from the bounds.
-            let lo = if opset < 11 { *min } else { scalar(1)? }.unwrap_or(f32::MIN);
-            let hi = if opset < 11 { *max } else { scalar(2)? }.unwrap_or(f32::MAX);
-            one(Array::F32(x.mapv(|v| nan_min(nan_max(v, lo), hi))))
-        }
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
-            let a = to2(arg(args, 0)?.f32()?)?;
-            let b = to2(arg(args, 1)?.f32()?)?;
-            let a = if *trans_a { a.t().to_owned() } else { a };
-            let b = if *trans_b { b.t().to_owned() } else { b };
-            if a.ncols() != b.nrows() {
-                return Err(format!("Gemm of {:?} and {:?}", a.shape(), b.shape()));
-            }
-            let mut y = a.dot(&b).into_dyn() * *alpha;
-            // beta = 0 skips C (onnxruntime and onnx.reference do), so 0·inf never enters.
-            if let Some(c) = opt(args, 2).filter(|_| *beta != 0.0) {
-                let c = c.f32()?.mapv(|v| v * beta);
-                y = zip_f32(&y, &c, |p, q| p + q)?;
-            }
-            one(Array::F32(y))
-        }
-        Op::MatMul => one(Array::F32(matmul(arg(args, 0)?.f32()?, arg(args, 1)?.f32()?)?)),
-        Op::Softmax { axis: ax } | Op::LogSoftmax { axis: ax } => {
-            let x = arg(args, 0)?.f32()?;
-            let k = axis(*ax, x.ndim())?;
-            // Before opset 13 the input is coerced to 2-D at `axis`: each row of the trailing
-            // block `shape[axis..]` is normalised as one (ONNX changelog, Softmax-13).
-            let (lanes_shape, k) = if opset < 13 {
-                let outer: usize = x.shape()[..k].iter().product();
-                (vec![outer, x.shape()[k..].iter().product()], 1)
-            } else {
-                (x.shape().to_vec(), k)
-            };
-            let mut y = x
-                .as_standard_layout()
-                .into_owned()
-                .into_shape_with_order(IxDyn(&lanes_shape))
-                .map_err(|e| e.to_string())?;
-            let log = matches!(node.op, Op::LogSoftmax { .. });
-            for mut lane in y.lanes_mut(Axis(k)) {
-                let m = lane.fold(f32::NEG_INFINITY, |a, &b| nan_max(a, b));
-                let sum: f64 = lane.iter().map(|v| f64::from(v - m).exp()).sum();
-                lane.mapv_inplace(|v| {
-                    if log {
-                        ((f64::from(v - m)) - sum.ln()) as f32
-                    } else {
-                        (f64::from(v - m).exp() / sum) as f32
-                    }
-                });
-            }
-            one(Array::F32(y.into_shape_with_order(IxDyn(x.shape())).map_err(|e| e.to_string())?))
-        }
-        Op::LayerNorm { axis: ax, epsilon } => {
-            let x = arg(args, 0)?.f32()?;
-            let k = axis(*ax, x.ndim())?;
-            let outer: usize = x.shape()[..k].iter().product();
-            let inner: usize = x.shape()[k..].iter().product();
-            let flat = x
-                .as_standard_layout()
-                .to_shape((outer, inner))
-                .map_err(|e| e.to_string())?
-                .to_owned();
-            let mut y = Array2::<f32>::zeros((outer, inner));
-            let (mut means, mut invs) = (Vec::with_capacity(outer), Vec::with_capacity(outer));
-            for (src, mut dst) in flat.rows().into_iter().zip(y.rows_mut()) {
-                let mean = src.iter().map(|v| f64::from(*v)).sum::<f64>() / inner as f64;
-                let var =
-                    src.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / inner as f64;
-                let inv = 1.0 / (var + f64::from(*epsilon)).sqrt();
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = ((f64::from(*s) - mean) * inv) as f32;
-                }
-                means.push(mean as f32);
-                invs.push(inv as f32);
-            }
-            let y = y.into_shape_with_order(IxDyn(x.shape())).map_err(|e| e.to_string())?;
-            let mut y = zip_f32(&y, arg(args, 1)?.f32()?, |p, q| p * q)?;
-            if let Some(b) = opt(args, 2) {
-                y = zip_f32(&y, b.f32()?, |p, q| p + q)?;
-            }
-            // The optional Mean and InvStdDev outputs keep the normalised axes as size 1.
-            let stat_shape: Vec<usize> =
-                x.shape().iter().enumerate().map(|(i, d)| if i < k { *d } else { 1 }).collect();
-            let stat = |v: Vec<f32>| {
-                ArrayD::from_shape_vec(IxDyn(&stat_shape), v)
-                    .map(Array::F32)
-                    .map_err(|e| e.to_string())
-            };
-            Ok(vec![Array::F32(y), stat(means)?, stat(invs)?])
-        }
-        Op::BatchNorm { epsilon } => {
-            let x = arg(args, 0)?.f32()?;
-            let c = x.shape().get(1).copied().ok_or("BatchNormalization needs a channel axis")?;
-            let p =
-                |i: usize| -> R<Vec<f32>> { Ok(arg(args, i)?.f32()?.iter().copied().collect()) };
-            let (scale, bias, mean, var) = (p(1)?, p(2)?, p(3)?, p(4)?);
-            if [&scale, &bias, &mean, &var].iter().any(|v| v.len() != c) {
-                return Err("BatchNormalization parameters do not match the channels".into());
-            }
-            let mut y = x.clone();
-            for (ci, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
-                let inv = 1.0 / (var[ci] + epsilon).sqrt();
-                plane.mapv_inplace(|v| (v - mean[ci]) * inv * scale[ci] + bias[ci]);
-            }
-            one(Array::F32(y))
-        }
-        Op::Conv { window, group } => one(Array::F32(conv(
-            arg(args, 0)?.f32()?,
-            arg(args, 1)?.f32()?,
-            opt(args, 2),
-            window,
-            *group,
-        )?)),
-        Op::Pool { max, window, count_include_pad } => match arg(args, 0)? {
-            Array::F32(x) => one(Array::F32(pool(x, *max, window, *count_include_pad)?)),
-            // 8-bit values are exact in f32, so integer max pooling can share the float path.
-            Array::Int(x, dt @ (DType::U8 | DType::I8)) if *max => {
-                let y = pool(&x.mapv(|v| v as f32), true, window, false)?;
-                one(Array::Int(y.mapv(|v| v as i64), *dt))
-            }
-            Array::Int(_, dt) => Err(format!("pooling of {dt} is not supported")),
-        },
-        Op::GlobalPool { max } => {
-            let x = arg(args, 0)?.f32()?;
-            if x.ndim() < 3 {
-                return Err("global pooling needs N, C and spatial axes".into());
-            }
-            let (n, c) = (x.shape()[0], x.shape()[1]);
-            let mut shape = vec![n, c];
-            shape.extend(std::iter::repeat_n(1, x.ndim() - 2));
-            let flat = x
-                .as_standard_layout()
-                .to_shape((n, c, x.len() / (n * c).max(1)))
-                .map_err(|e| e.to_string())?
-                .to_owned();
-            let vals: Vec<f32> = flat
-                .outer_iter()
-                .flat_map(|img| {
-                    img.outer_iter()
-                        .map(|ch| {
-                            if *max {
-                                ch.fold(f32::NEG_INFINITY, |a, &b| nan_max(a, b))
-                            } else {
-                                (ch.iter().map(|v| f64::from(*v)).sum::<f64>() / ch.len() as f64)
-                                    as f32
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            one(Array::F32(ArrayD::from_shape_vec(IxDyn(&shape), vals).map_err(|e| e.to_string())?))
-        }
-        Op::Reshape { allowzero } => {
-            let x = arg(args, 0)?;
-            let spec = arg(args, 1)?.ints()?;
-            let shape = reshape_target(x.shape(), spec.iter().copied(), *allowzero)?;
-            one(reshape(x, &shape)?)
-        }
-        Op::Flatten { axis: ax } => {
-            let x = arg(args, 0)?;
-            let k = if *ax == x.shape().len() as i64 {
-                x.shape().len()
-            } else {
-                axis(*ax, x.shape().len())?
-            };
-            let outer: usize = x.shape()[..k].iter().product();
-            let inner: usize = x.shape()[k..].iter().product();
-            one(reshape(x, &[outer, inner])?)
-        }
-        Op::Transpose { perm } => {
-            let x = arg(args, 0)?;
-            let rank = x.shape().len();
-            let perm: Vec<usize> = if perm.is_empty() {
-                (0..rank).rev().collect()
-            } else {
-                perm.iter().map(|p| axis(*p, rank)).collect::<R<_>>()?
-            };
-            let mut seen = perm.clone();
-            seen.sort_unstable();
-            if seen != (0..rank).collect::<Vec<_>>() {
-                return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
-            }
-            one(match x {
-                Array::F32(a) => Array::F32(
-                    a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned(),
-                ),
-                Array::Int(a, dt) => Array::Int(
-                    a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned(),
-                    *dt,
-                ),
-            })
-        }
-        Op::Concat { axis: ax } => {
-            let parts: Vec<&Array> = args.iter().flatten().copied().collect();
-            let first = parts.first().ok_or("Concat of nothing")?;
-            let k = axis(*ax, first.shape().len())?;
-            one(match first {
-                Array::F32(_) => {
-                    let views: Vec<_> =
-                        parts.iter().map(|p| p.f32().map(|a| a.view())).collect::<R<_>>()?;
-                    Array::F32(ndarray::concatenate(Axis(k), &views).map_err(|e| e.to_string())?)
-                }
-                Array::Int(_, dt) => {
-                    let views: Vec<_> =
-                        parts.iter().map(|p| p.ints().map(|a| a.view())).collect::<R<_>>()?;
-                    Array::Int(
-                        ndarray::concatenate(Axis(k), &views).map_err(|e| e.to_string())?,
-                        *dt,
-                    )
-                }
-            })
-        }
-        Op::Gather { axis: ax } => {
-            let x = arg(args, 0)?;
-            let idx = arg(args, 1)?.ints()?;
-            let k = axis(*ax, x.shape().len())?;
-            let dim = x.shape()[k] as i64;
-            let picks: Vec<usize> = idx
-                .iter()
-                .map(|&i| {
-                    let j = if i < 0 { i + dim } else { i };
-                    if (0..dim).contains(&j) {
-                        Ok(j as usize)
-                    } else {
-                        Err(format!("index {i} is out of range for axis of {dim}"))
-                    }
-                })
-                .collect::<R<_>>()?;
-            let mut shape: Vec<usize> = x.shape()[..k].to_vec();
-            shape.extend(idx.shape());
-            shape.extend(&x.shape()[k + 1..]);
-            fn take<T: Clone>(
-                a: &ArrayD<T>,
-                k: usize,
-                picks: &[usize],
-                shape: &[usize],
-            ) -> R<ArrayD<T>> {
-                let sel = a.select(Axis(k), picks);
-                sel.as_standard_layout()
-                    .to_shape(IxDyn(shape))
-                    .map(|v| v.to_owned())
-                    .map_err(|e| e.to_string())
-            }
-            one(match x {
-                Array::F32(a) => Array::F32(take(a, k, &picks, &shape)?),
-                Array::Int(a, dt) => Array::Int(take(a, k, &picks, &shape)?, *dt),
-            })
-        }
-        Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
-            let x = arg(args, 0)?;
-            let axes: Option<Vec<i64>> = match axes {
-                Some(a) => Some(a.clone()),
-                None => opt(args, 1)
-                    .map(|a| a.ints().map(|v| v.iter().copied().collect()))
-                    .transpose()?,
-            };
-            let shape = if matches!(node.op, Op::Squeeze { .. }) {
-                let rank = x.shape().len();
-                let drop: Vec<usize> = match axes {
-                    Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
-                    None => (0..rank).filter(|i| x.shape()[*i] == 1).collect(),
-                };
-                if drop.iter().any(|d| x.shape()[*d] != 1) {
-                    return Err(format!("cannot squeeze axes {drop:?} of {:?}", x.shape()));
-                }
-                x.shape()
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !drop.contains(i))
-                    .map(|(_, d)| *d)
-                    .collect()
-            } else {
-                let axes = axes.ok_or("Unsqueeze needs axes")?;
-                let rank = x.shape().len() + axes.len();
-                let mut ins: Vec<usize> = axes.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?;
-                ins.sort_unstable();
-                let mut dims = x.shape().iter();
-                (0..rank)
-                    .map(|i| if ins.contains(&i) { 1 } else { dims.next().copied().unwrap_or(1) })
-                    .collect::<Vec<_>>()
-            };
-            one(reshape(x, &shape)?)
-        }
-        Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
-            let input = arg(args, 0)?;
-            // Reduce in f64: exact for integers below 2^53, and a more accurate float reference.
-            let x: ArrayD<f64> = match input {
-                Array::F32(a) => a.mapv(f64::from),
-                Array::Int(a, _) => a.mapv(|v| v as f64),
-            };
-            let axes: Vec<i64> = match axes {
-                Some(a) => a.clone(),
-                None => opt(args, 1)
-                    .map(|a| a.ints().map(|v| v.iter().copied().collect()))
-                    .transpose()?
-                    .unwrap_or_default(),
-            };
-            if axes.is_empty() && *noop_with_empty_axes {
-                return one(input.clone());
-            }
-            let mut ks: Vec<usize> = if axes.is_empty() {
-                (0..x.ndim()).collect()
-            } else {
-                axes.iter().map(|a| axis(*a, x.ndim())).collect::<R<_>>()?
-            };
-            ks.sort_unstable();
-            ks.dedup();
-            let mut y = x;
-            for &k in ks.iter().rev() {
-                y = match op {
-                    ReduceKind::Sum => y.sum_axis(Axis(k)),
-                    ReduceKind::Mean => y.mean_axis(Axis(k)).ok_or("mean of an empty axis")?,
-                    ReduceKind::Max => {
-                        y.fold_axis(Axis(k), f64::NEG_INFINITY, |a, b| nan_max(*a, *b))
-                    }
-                };
-                if *keepdims {
-                    y.insert_axis_inplace(Axis(k));
-                }
-            }
-            one(match input {
-                Array::F32(_) => Array::F32(y.mapv(|v| v as f32)),
-                // The maximum of nothing is the type's smallest value (false for bool).
-                Array::Int(_, dt) => {
-                    let least = match dt {
-                        DType::I8 => i64::from(i8::MIN),
-                        DType::I32 => i64::from(i32::MIN),
-                        DType::I64 => i64::MIN,
-                        _ => 0,
-                    };
-                    Array::Int(
-                        y.mapv(|v| if v == f64::NEG_INFINITY { least } else { v as i64 }),
-                        *dt,
-                    )
-                }
-            })
-        }
-        Op::Cast { to } => one(cast(arg(args, 0)?, *to)),
-        Op::Pad { mode, pads, value } => {
-            let x = arg(args, 0)?;
-            let rank = x.shape().len();
-            let pads: Vec<i64> = match pads {
-                Some(p) => p.clone(),
-                None => arg(args, 1)?.ints()?.iter().copied().collect(),
-            };
-            let axes: Vec<usize> = match opt(args, 3) {
-                Some(a) => a.ints()?.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
-                None => (0..rank).collect(),
-            };
-            if pads.len() != 2 * axes.len() {
-                return Err(format!("{} pads for {} axes", pads.len(), axes.len()));
-            }
-            let (mut begin, mut end) = (vec![0i64; rank], vec![0i64; rank]);
-            for (i, &k) in axes.iter().enumerate() {
-                begin[k] = pads[i];
-                end[k] = pads[i + axes.len()];
-            }
-            let (shape, map) = pad_map(x.shape(), &begin, &end, *mode)?;
-            one(match x {
-                Array::F32(a) => {
-                    let cv = match opt(args, 2) {
-                        Some(c) => c.f32()?.iter().next().copied().unwrap_or(0.0),
-                        None => *value,
-                    };
-                    let flat: Vec<f32> = a.iter().copied().collect();
-                    Array::F32(
-                        ArrayD::from_shape_vec(
-                            IxDyn(&shape),
-                            map.iter().map(|m| m.map_or(cv, |i| flat[i])).collect(),
-                        )
-                        .map_err(|e| e.to_string())?,
-                    )
-                }
-                Array::Int(a, dt) => {
-                    let cv = match opt(args, 2) {
-                        Some(c) => c.ints()?.iter().next().copied().unwrap_or(0),
-                        None => *value as i64,
-                    };
-                    let flat: Vec<i64> = a.iter().copied().collect();
-                    Array::Int(
-                        ArrayD::from_shape_vec(
-                            IxDyn(&shape),
-                            map.iter().map(|m| m.map_or(cv, |i| flat[i])).collect(),
-                        )
-                        .map_err(|e| e.to_string())?,
-                        *dt,
-                    )
-                }
-            })
-        }
-        Op::Split { axis: ax, split } => {
-            let x = arg(args, 0)?;
-            let k = axis(*ax, x.shape().len())?;
-            let d = x.shape()[k];
-            let given: Option<Vec<i64>> = match split {
-                Some(s) => Some(s.clone()),
-                None => opt(args, 1)
-                    .map(|s| s.ints().map(|v| v.iter().copied().collect()))
-                    .transpose()?,
-            };
-            let sizes = split_sizes(d, given.as_deref(), node.outputs.len(), opset)?;
-            if sizes.len() != node.outputs.len() {
-                return Err(format!(
-                    "split sizes {sizes:?} do not divide axis {k} of {:?} into {} outputs",
-                    x.shape(),
-                    node.outputs.len()
-                ));
-            }
-            let mut at = 0usize;
-            let mut outs = Vec::new();
-            for size in sizes {
-                let r = (at, at + size);
-                at += size;
-                outs.push(match x {
-                    Array::F32(a) => {
-                        Array::F32(a.slice_axis(Axis(k), ndarray::Slice::from(r.0..r.1)).to_owned())
-                    }
-                    Array::Int(a, dt) => Array::Int(
-                        a.slice_axis(Axis(k), ndarray::Slice::from(r.0..r.1)).to_owned(),
-                        *dt,
-                    ),
-                });
-            }
-            Ok(outs)
-        }
-        Op::MatMulInteger => {
-            let (a, b) = (
-                centered(arg(args, 0)?, opt(args, 2), true)?,
-                centered(arg(args, 1)?, opt(args, 3), false)?,
-            );
-            let y = matmul(&a, &b)?;
-            one(Array::Int(y.mapv(|v| v as i64), DType::I32))
-        }
-        Op::QLinearMatMul => {
-            let a = centered(arg(args, 0)?, opt(args, 2), true)?;
-            let b = centered(arg(args, 3)?, opt(args, 5), false)?;
-            let acc = matmul(&a, &b)?;
-            requantize(&acc, arg(args, 1)?, arg(args, 4)?, arg(args, 6)?, opt(args, 7), 1)
-        }
-        Op::ConvInteger { window, group } => {
-            let x = centered(arg(args, 0)?, opt(args, 2), false)?;
-            let w = centered_channels(arg(args, 1)?, opt(args, 3))?;
-            let y = conv_t(&x, &w, window, *group)?;
-            one(Array::Int(y.mapv(|v| v as i64), DType::I32))
-        }
-        Op::QLinearConv { window, group } => {
-            let x = centered(arg(args, 0)?, opt(args, 2), false)?;
-            let w = centered_channels(arg(args, 3)?, opt(args, 5))?;
-            let mut acc = conv_t(&x, &w, window, *group)?;
-            if let Some(bias) = opt(args, 8) {
-                let b: Vec<f64> = bias.ints()?.iter().map(|v| *v as f64).collect();
-                for (m, mut plane) in acc.axis_iter_mut(Axis(1)).enumerate() {
-                    let bv = b.get(m).copied().ok_or("bias shorter than the output channels")?;
-                    plane.mapv_inplace(|v| v + bv);
-                }
-            }
-            requantize(&acc, arg(args, 1)?, arg(args, 4)?, arg(args, 6)?, opt(args, 7), 1)
-        }
-        Op::ConvTranspose { window, group, output_padding, output_shape } => {
-            let x = arg(args, 0)?.f32()?;
-            let w = arg(args, 1)?.f32()?;
-            let mut y = conv_transpose(x, w, window, *group, output_padding, output_shape)?;
-            if let Some(b) = opt(args, 2) {
-                let b: Vec<f32> = b.f32()?.iter().copied().collect();
-                for (m, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
-                    let bv = b.get(m).copied().ok_or("bias shorter than the output channels")?;
-                    plane.mapv_inplace(|v| v + bv);
-                }
-            }
-            one(Array::F32(y))
-        }
-        Op::Resize { linear, coords, nearest } => {
-            let x = arg(args, 0)?;
-            let scales = opt(args, 2)
-                .map(|a| a.f32().map(|v| v.iter().map(|s| f64::from(*s)).collect::<Vec<_>>()))
-                .transpose()?
-                .filter(|v| !v.is_empty());
-            let sizes = opt(args, 3)
-                .map(|a| a.ints().map(|v| v.iter().copied().collect::<Vec<_>>()))
-                .transpose()?
-                .filter(|v| !v.is_empty());
-            let (out_shape, scales) = resize_shape(x.shape(), scales.as_deref(), sizes.as_deref())?;
-            let xf = match x {
-                Array::F32(a) => a.mapv(f64::from),
-                Array::Int(a, _) => a.mapv(|v| v as f64),
-            };
-            let y = resize(&xf, &out_shape, &scales, *linear, *coords, *nearest);
-            one(match x {
-                Array::F32(_) => Array::F32(y.mapv(|v| v as f32)),
-                Array::Int(_, dt) => Array::Int(y.mapv(|v| v.round_ties_even() as i64), *dt),
-            })
-        }
-        Op::QuantizeLinear { axis: ax } => {
-            let x = arg(args, 0)?.f32()?;
-            let scale = arg(args, 1)?.f32()?;
-            let (zp, dt) = match opt(args, 2) {
-                Some(Array::Int(z, dt)) => (Some(z), *dt),
-                Some(Array::F32(_)) => return Err("float zero points are not supported".into()),
-                None => (None, DType::U8),
-            };
-            let (lo, hi) = match dt {
-                DType::U8 => (0, 255),
-                DType::I8 => (-128, 127),
-                other => return Err(format!("quantizing to {other} is not supported")),
-            };
-            let per = per_axis(x.shape(), scale.len(), *ax)?;
-            let scales: Vec<f32> = scale.iter().copied().collect();
-            let zps: Vec<i64> =
-                zp.map_or_else(|| vec![0; scales.len()], |z| z.iter().copied().collect());
-            if zps.len() != scales.len() {
-                return Err(format!("{} zero points for {} scales", zps.len(), scales.len()));
-            }
-            let mut y = ArrayD::<i64>::zeros(x.raw_dim());
-            for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
-                let c = per.map_or(0, |(inner, n)| (i / inner) % n);
-                let q = (v / scales[c]).round_ties_even();
-                // `as` saturates (and maps NaN to 0), so a huge quotient cannot wrap.
-                *out = (q as i64).saturating_add(zps[c]).clamp(lo, hi);
-            }
-            one(Array::Int(y, dt))
-        }
-        Op::DequantizeLinear { axis: ax } => {
-            let Array::Int(x, _) = arg(args, 0)? else {
-                return Err("DequantizeLinear of float data".into());
-            };
-            let scale = arg(args, 1)?.f32()?;
-            let zps: Option<Vec<i64>> =
-                opt(args, 2).map(|z| z.ints().map(|v| v.iter().copied().collect())).transpose()?;
-            let per = per_axis(x.shape(), scale.len(), *ax)?;
-            let scales: Vec<f32> = scale.iter().copied().collect();
-            if zps.as_ref().is_some_and(|z| z.len() != scales.len()) {
-                return Err("zero points and scales differ in length".into());
-            }
-            let mut y = ArrayD::<f32>::zeros(x.raw_dim());
-            for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
-                let c = per.map_or(0, |(inner, n)| (i / inner) % n);
-                let z = zps.as_ref().map_or(0, |z| z[c]);
-                *out = (v - z) as f32 * scales[c];
-            }
-            one(Array::F32(y))
-        }
-        Op::Shape { start, end } => {
-            let x = arg(args, 0)?;
-            let rank = x.shape().len() as i64;
-            // Negative bounds count from the end; both are clamped to 0..=rank.
-            let clampd = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-            let (s0, e0) = (clampd(*start), clampd(end.unwrap_or(rank)));
-            let dims: Vec<i64> = x.shape()[s0..e0.max(s0)].iter().map(|d| *d as i64).collect();
-            one(Array::Int(
-                ArrayD::from_shape_vec(IxDyn(&[dims.len()]), dims).map_err(|e| e.to_string())?,
-                DType::I64,
-            ))
-        }
-        Op::Slice { attrs } => {
-            let x = arg(args, 0)?;
-            let vec_of = |i: usize| -> R<Option<Vec<i64>>> {
-                opt(args, i).map(|a| a.ints().map(|v| v.iter().copied().collect())).transpose()
-            };
-            let (starts, ends, axes, steps) = match attrs {
-                Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
-                None => (
-                    vec_of(1)?.ok_or("Slice needs starts")?,
-                    vec_of(2)?.ok_or("Slice needs ends")?,
-                    vec_of(3)?,
-                    vec_of(4)?,
-                ),
-            };
-            one(slice(x, &starts, &ends, axes, steps)?)
-        }
-    }
+    (crate::ops::def(&node.op).eval)(node, args, opset)
 }
 
-fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
+pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
     match (a, b) {
         // Pow takes the base's type; the exponent may be of another numeric type.
         (Array::F32(_), Array::Int(y, _)) if op == BinaryOp::Pow => {
@@ -960,7 +336,7 @@ fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
     }
 }
 
-fn cast(x: &Array, to: DType) -> Array {
+pub(crate) fn cast(x: &Array, to: DType) -> Array {
     match (x, to) {
         (Array::F32(a), DType::F32) => Array::F32(a.clone()),
         (Array::F32(a), dt) => Array::Int(
@@ -984,7 +360,7 @@ fn cast(x: &Array, to: DType) -> Array {
     }
 }
 
-fn reshape(x: &Array, shape: &[usize]) -> R<Array> {
+pub(crate) fn reshape(x: &Array, shape: &[usize]) -> R<Array> {
     let n: usize = shape.iter().product();
     if n != x.shape().iter().product::<usize>() {
         return Err(format!("cannot reshape {:?} to {shape:?}", x.shape()));
@@ -1040,14 +416,14 @@ pub fn reshape_target(
     Ok(out)
 }
 
-fn to2(a: &ArrayD<f32>) -> R<Array2<f32>> {
+pub(crate) fn to2(a: &ArrayD<f32>) -> R<Array2<f32>> {
     a.clone()
         .into_dimensionality::<ndarray::Ix2>()
         .map_err(|_| format!("expected a matrix, got shape {:?}", a.shape()))
 }
 
 /// Batched matrix product with numpy broadcasting of the batch axes.
-fn matmul<T: ndarray::LinalgScalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> R<ArrayD<T>> {
+pub(crate) fn matmul<T: ndarray::LinalgScalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> R<ArrayD<T>> {
     // 1-D operands become matrices and the added axis is removed afterwards.
     let (a2, drop_m) =
         if a.ndim() == 1 { (a.clone().insert_axis(Axis(0)), true) } else { (a.clone(), false) };
@@ -1152,7 +528,7 @@ pub(crate) fn out_size(
 }
 
 /// 1-D or 2-D convolution (NCHW) with a bias, in f32.
-fn conv(
+pub(crate) fn conv(
     x: &ArrayD<f32>,
     w: &ArrayD<f32>,
     bias: Option<&Array>,
@@ -1172,7 +548,7 @@ fn conv(
 
 /// 1-D or 2-D convolution (NCHW) via im2col and a GEMM per group, in any GEMM element type
 /// (f32 for float models, f64 for exact integer convolutions).
-fn conv_t<T: ndarray::LinalgScalar>(
+pub(crate) fn conv_t<T: ndarray::LinalgScalar>(
     x: &ArrayD<T>,
     w: &ArrayD<T>,
     win: &Window,
@@ -1264,7 +640,12 @@ fn conv_t<T: ndarray::LinalgScalar>(
 }
 
 /// N-d max or average pooling (N, C, spatial...).
-fn pool(x: &ArrayD<f32>, max: bool, win: &Window, count_include_pad: bool) -> R<ArrayD<f32>> {
+pub(crate) fn pool(
+    x: &ArrayD<f32>,
+    max: bool,
+    win: &Window,
+    count_include_pad: bool,
+) -> R<ArrayD<f32>> {
     let nd =
         x.ndim().checked_sub(2).filter(|n| *n >= 1).ok_or("pooling needs N, C and spatial axes")?;
     if win.kernel.len() != nd {
@@ -1327,7 +708,7 @@ fn pool(x: &ArrayD<f32>, max: bool, win: &Window, count_include_pad: bool) -> R<
     Ok(out)
 }
 
-fn slice(
+pub(crate) fn slice(
     x: &Array,
     starts: &[i64],
     ends: &[i64],
@@ -1383,7 +764,7 @@ fn slice(
 }
 
 /// Output shape and, per output element, the flat input index it copies (`None`: filled).
-fn pad_map(
+pub(crate) fn pad_map(
     shape: &[usize],
     begin: &[i64],
     end: &[i64],
@@ -1435,7 +816,7 @@ fn pad_map(
 
 /// Integer data minus its zero point, as exact f64. A 1-D zero point applies per row (the
 /// second-last axis) with `per_row`, else per column (the last axis).
-fn centered(x: &Array, zp: Option<&Array>, per_row: bool) -> R<ArrayD<f64>> {
+pub(crate) fn centered(x: &Array, zp: Option<&Array>, per_row: bool) -> R<ArrayD<f64>> {
     let xi = x.ints()?;
     let mut y = xi.mapv(|v| v as f64);
     if let Some(z) = zp {
@@ -1462,7 +843,7 @@ fn centered(x: &Array, zp: Option<&Array>, per_row: bool) -> R<ArrayD<f64>> {
 }
 
 /// Convolution weights minus their zero point (per tensor, or per output channel).
-fn centered_channels(w: &Array, zp: Option<&Array>) -> R<ArrayD<f64>> {
+pub(crate) fn centered_channels(w: &Array, zp: Option<&Array>) -> R<ArrayD<f64>> {
     let mut y = w.ints()?.mapv(|v| v as f64);
     if let Some(z) = zp {
         let z: Vec<f64> = z.ints()?.iter().map(|v| *v as f64).collect();
@@ -1480,7 +861,7 @@ fn centered_channels(w: &Array, zp: Option<&Array>) -> R<ArrayD<f64>> {
 
 /// `round_half_even(acc · a_scale · b_scale / y_scale) + y_zp`, saturated to `y_zp`'s type;
 /// `b_scale` may hold one value per channel along `channel_axis`.
-fn requantize(
+pub(crate) fn requantize(
     acc: &ArrayD<f64>,
     a_scale: &Array,
     b_scale: &Array,
@@ -1575,7 +956,7 @@ pub(crate) fn conv_transpose_shape(
 }
 
 /// Transposed convolution (NCHW, 1-D or 2-D) by scattering every input element.
-fn conv_transpose(
+pub(crate) fn conv_transpose(
     x: &ArrayD<f32>,
     w: &ArrayD<f32>,
     win: &Window,
@@ -1649,7 +1030,7 @@ pub(crate) fn resize_shape(
     }
 }
 
-fn resize(
+pub(crate) fn resize(
     x: &ArrayD<f64>,
     out: &[usize],
     scales: &[f64],
@@ -1703,7 +1084,7 @@ fn resize(
 
 /// The input index nearest-neighbour `Resize` reads for source coordinate `c` on an axis of
 /// `len` elements: rounded by `mode`, then clamped into the axis (ONNX Resize-19, `nearest_mode`).
-fn nearest_index(c: f64, len: usize, mode: NearestMode) -> usize {
+pub(crate) fn nearest_index(c: f64, len: usize, mode: NearestMode) -> usize {
     let r = match mode {
         NearestMode::RoundPreferFloor => {
             if c.fract() == 0.5 {
@@ -1727,7 +1108,12 @@ fn nearest_index(c: f64, len: usize, mode: NearestMode) -> usize {
 
 /// The source coordinate of each output index on one axis of a `Resize` from `len_in` to
 /// `len_out` elements at `scale` (ONNX Resize-19, `coordinate_transformation_mode`).
-fn resize_coords(len_in: usize, len_out: usize, scale: f64, coords: ResizeCoords) -> Vec<f64> {
+pub(crate) fn resize_coords(
+    len_in: usize,
+    len_out: usize,
+    scale: f64,
+    coords: ResizeCoords,
+) -> Vec<f64> {
     // `lo` is the integer output length, `lf` the real one (`input · scale`). Resize-19 defines
     // `scale = length_resized / length_original`, so with a given scale `length_resized` is
     // `lf`, which align_corners and pytorch_half_pixel use: the ONNX backend tests' data (from

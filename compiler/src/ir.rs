@@ -516,19 +516,10 @@ pub enum PadMode {
 impl Op {
     /// Whether input `i` determines the output's shape (a static compiler needs it constant):
     /// Reshape's shape, Resize's roi, scales and sizes, Slice's starts/ends/axes/steps, the axes
-    /// of Squeeze, Unsqueeze and reductions, Split's sizes, Pad's pads and axes.
+    /// of Squeeze, Unsqueeze and reductions, Split's sizes, Pad's pads and axes (each family's
+    /// `shape_operand`, [`crate::ops`]).
     pub fn is_shape_operand(&self, i: usize) -> bool {
-        match self {
-            Op::Reshape { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Reduce { .. }
-            | Op::Split { .. } => i == 1,
-            Op::Resize { .. } => (1..=3).contains(&i),
-            Op::Slice { .. } => (1..=4).contains(&i),
-            Op::Pad { .. } => i == 1 || i == 3,
-            _ => false,
-        }
+        (crate::ops::def(self).shape_operand)(self, i)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod interp;
 pub mod ir;
 pub mod lower;
 pub mod onnx;
+pub mod ops;
 pub mod opt;
 pub mod pipeline;
 pub mod shape;

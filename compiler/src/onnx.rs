@@ -14,75 +14,14 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::ir::{
-    AutoPad, BinaryOp, DType, Graph, Node, Op, ReduceKind, Tensor, TensorType, UnaryOp, Value,
-    ValueId, Window,
+    AutoPad, BinaryOp, DType, Graph, Node, Op, Tensor, TensorType, UnaryOp, Value, ValueId, Window,
 };
-use crate::ir::{NearestMode, PadMode, ResizeCoords, SliceAttrs};
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{self, AttributeProto, NodeProto, TensorProto};
 
 /// How a refusal for an attribute the importer does not handle ends (after "attribute `NAME` of
 /// OP "); tests look for it.
 pub const UNREAD: &str = "is not supported (the importer does not handle it)";
-
-/// The default-domain ops the importer converts (all others become `Op::Unsupported`).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs",
-    "Add",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Clip",
-    "Concat",
-    "Constant",
-    "Conv",
-    "ConvInteger",
-    "ConvTranspose",
-    "DequantizeLinear",
-    "Div",
-    "Erf",
-    "Exp",
-    "Flatten",
-    "Gather",
-    "Gelu",
-    "Gemm",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "HardSigmoid",
-    "HardSwish",
-    "Identity",
-    "LayerNormalization",
-    "LeakyRelu",
-    "LogSoftmax",
-    "MatMul",
-    "MatMulInteger",
-    "MaxPool",
-    "Mod",
-    "Mul",
-    "Neg",
-    "Pad",
-    "Pow",
-    "QLinearConv",
-    "QLinearMatMul",
-    "QuantizeLinear",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "Shape",
-    "Sigmoid",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Tanh",
-    "Transpose",
-    "Unsqueeze",
-];
 
 /// Oldest default-domain opset accepted.
 pub const MIN_OPSET: i64 = 7;
@@ -109,7 +48,7 @@ impl fmt::Display for ImportError {
 
 impl std::error::Error for ImportError {}
 
-fn err(message: impl Into<String>) -> ImportError {
+pub(crate) fn err(message: impl Into<String>) -> ImportError {
     ImportError { node: None, message: message.into() }
 }
 
@@ -207,7 +146,10 @@ pub fn import(
 }
 
 /// The type of a graph input.
-fn value_type(v: &proto::ValueInfoProto, opts: &ImportOptions) -> Result<TensorType, String> {
+pub(crate) fn value_type(
+    v: &proto::ValueInfoProto,
+    opts: &ImportOptions,
+) -> Result<TensorType, String> {
     let name = v.name.clone().unwrap_or_default();
     let Some(proto::type_proto::Value::TensorType(tt)) =
         v.r#type.as_ref().and_then(|t| t.value.as_ref())
@@ -247,7 +189,7 @@ fn value_type(v: &proto::ValueInfoProto, opts: &ImportOptions) -> Result<TensorT
     Ok(TensorType { dtype, shape })
 }
 
-struct Builder<'a> {
+pub(crate) struct Builder<'a> {
     g: Graph,
     names: HashMap<String, ValueId>,
     base_dir: Option<&'a Path>,
@@ -261,14 +203,14 @@ struct Builder<'a> {
 /// Every lookup is recorded, so after conversion an attribute the converter never asked for is
 /// known to be unhandled and the node is refused naming it (an attribute is either honoured or
 /// refused, never silently dropped).
-struct Attrs<'n> {
-    node: &'n NodeProto,
-    bad: std::cell::RefCell<Option<String>>,
-    read: std::cell::RefCell<Vec<&'static str>>,
+pub(crate) struct Attrs<'n> {
+    pub(crate) node: &'n NodeProto,
+    pub(crate) bad: std::cell::RefCell<Option<String>>,
+    pub(crate) read: std::cell::RefCell<Vec<&'static str>>,
 }
 
 impl<'n> Attrs<'n> {
-    fn new(node: &'n NodeProto) -> Attrs<'n> {
+    pub(crate) fn new(node: &'n NodeProto) -> Attrs<'n> {
         Attrs {
             node,
             bad: std::cell::RefCell::new(None),
@@ -276,13 +218,13 @@ impl<'n> Attrs<'n> {
         }
     }
 
-    fn get(&self, name: &'static str) -> Option<&AttributeProto> {
+    pub(crate) fn get(&self, name: &'static str) -> Option<&AttributeProto> {
         self.read.borrow_mut().push(name);
         self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
     }
 
     /// The first attribute on the node that conversion did not look at.
-    fn unread(&self) -> Option<String> {
+    pub(crate) fn unread(&self) -> Option<String> {
         let read = self.read.borrow();
         self.node
             .attribute
@@ -292,7 +234,7 @@ impl<'n> Attrs<'n> {
     }
 
     /// The attribute, if present with type `want`.
-    fn typed(&self, name: &'static str, want: AttributeType) -> Option<&AttributeProto> {
+    pub(crate) fn typed(&self, name: &'static str, want: AttributeType) -> Option<&AttributeProto> {
         let a = self.get(name)?;
         if a.r#type != Some(want as i32) {
             let got = a
@@ -307,21 +249,21 @@ impl<'n> Attrs<'n> {
         }
         Some(a)
     }
-    fn f32(&self, name: &'static str, default: f32) -> f32 {
+    pub(crate) fn f32(&self, name: &'static str, default: f32) -> f32 {
         self.typed(name, AttributeType::Float).and_then(|a| a.f).unwrap_or(default)
     }
-    fn i64(&self, name: &'static str, default: i64) -> i64 {
+    pub(crate) fn i64(&self, name: &'static str, default: i64) -> i64 {
         self.typed(name, AttributeType::Int).and_then(|a| a.i).unwrap_or(default)
     }
-    fn ints(&self, name: &'static str) -> Option<Vec<i64>> {
+    pub(crate) fn ints(&self, name: &'static str) -> Option<Vec<i64>> {
         self.typed(name, AttributeType::Ints).map(|a| a.ints.clone())
     }
-    fn string(&self, name: &'static str) -> Option<String> {
+    pub(crate) fn string(&self, name: &'static str) -> Option<String> {
         self.typed(name, AttributeType::String)
             .and_then(|a| a.s.as_ref())
             .map(|s| String::from_utf8_lossy(s).into_owned())
     }
-    fn usizes(&self, name: &'static str) -> Result<Vec<usize>, String> {
+    pub(crate) fn usizes(&self, name: &'static str) -> Result<Vec<usize>, String> {
         self.ints(name)
             .unwrap_or_default()
             .into_iter()
@@ -387,7 +329,7 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
     Ok(Tensor { dtype, shape, data })
 }
 
-fn external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Bytes, String> {
+pub(crate) fn external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Bytes, String> {
     let entry = |k: &str| {
         t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone())
     };
@@ -579,7 +521,7 @@ impl Builder<'_> {
 }
 
 /// The `group` attribute: at least 1 (0 or a negative count is refused, not clamped).
-fn group(a: &Attrs<'_>) -> Result<usize, String> {
+pub(crate) fn group(a: &Attrs<'_>) -> Result<usize, String> {
     let g = a.i64("group", 1);
     usize::try_from(g)
         .ok()
@@ -587,7 +529,7 @@ fn group(a: &Attrs<'_>) -> Result<usize, String> {
         .ok_or_else(|| format!("group = {g} is not a positive count"))
 }
 
-fn window(a: &Attrs<'_>) -> Result<Window, String> {
+pub(crate) fn window(a: &Attrs<'_>) -> Result<Window, String> {
     let auto_pad = match a.string("auto_pad").as_deref() {
         None | Some("NOTSET") | Some("") => AutoPad::NotSet,
         Some("SAME_UPPER") => AutoPad::SameUpper,
@@ -606,250 +548,6 @@ fn window(a: &Attrs<'_>) -> Result<Window, String> {
 }
 
 /// The IR op for an ONNX node, or why it is not supported.
-fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
-    let unary = |u| Ok(Op::Unary(u));
-    let binary = |b| Ok(Op::Binary(b));
-    match op_type {
-        "Gemm" => Ok(Op::Gemm {
-            alpha: a.f32("alpha", 1.0),
-            beta: a.f32("beta", 1.0),
-            trans_a: a.i64("transA", 0) != 0,
-            trans_b: a.i64("transB", 0) != 0,
-        }),
-        "MatMul" => Ok(Op::MatMul),
-        "Add" => binary(BinaryOp::Add),
-        "Sub" => binary(BinaryOp::Sub),
-        "Mul" => binary(BinaryOp::Mul),
-        "Div" => binary(BinaryOp::Div),
-        "Pow" => binary(BinaryOp::Pow),
-        "Mod" if a.i64("fmod", 0) != 0 => Err("Mod with fmod=1 is not supported".into()),
-        "Mod" => binary(BinaryOp::Mod),
-        "Relu" => unary(UnaryOp::Relu),
-        "Sigmoid" => unary(UnaryOp::Sigmoid),
-        "Tanh" => unary(UnaryOp::Tanh),
-        "Exp" => unary(UnaryOp::Exp),
-        "Erf" => unary(UnaryOp::Erf),
-        "Sqrt" => unary(UnaryOp::Sqrt),
-        "HardSwish" => unary(UnaryOp::HardSwish),
-        "Neg" => unary(UnaryOp::Neg),
-        "Abs" => unary(UnaryOp::Abs),
-        "LeakyRelu" => Ok(Op::LeakyRelu { alpha: a.f32("alpha", 0.01) }),
-        // Clip-6's attribute defaults are the float range's ends, not infinities: an infinite
-        // input is clamped to ±f32::MAX.
-        "Clip" if opset < 11 => {
-            Ok(Op::Clip { min: Some(a.f32("min", f32::MIN)), max: Some(a.f32("max", f32::MAX)) })
-        }
-        "Clip" => Ok(Op::Clip { min: None, max: None }),
-        "HardSigmoid" => {
-            Ok(Op::HardSigmoid { alpha: a.f32("alpha", 0.2), beta: a.f32("beta", 0.5) })
-        }
-        "Gelu" => match a.string("approximate").as_deref() {
-            None | Some("none") => Ok(Op::Gelu { tanh: false }),
-            Some("tanh") => Ok(Op::Gelu { tanh: true }),
-            Some(other) => Err(format!("Gelu approximate `{other}` is not defined")),
-        },
-        "Softmax" => Ok(Op::Softmax { axis: a.i64("axis", if opset < 13 { 1 } else { -1 }) }),
-        "LogSoftmax" => Ok(Op::LogSoftmax { axis: a.i64("axis", if opset < 13 { 1 } else { -1 }) }),
-        "LayerNormalization" => {
-            if a.i64("stash_type", 1) != 1 {
-                return Err(
-                    "LayerNormalization with stash_type other than float is not supported".into()
-                );
-            }
-            Ok(Op::LayerNorm { axis: a.i64("axis", -1), epsilon: a.f32("epsilon", 1e-5) })
-        }
-        "BatchNormalization" => {
-            if a.node.output.iter().filter(|o| !o.is_empty()).count() > 1 {
-                return Err("BatchNormalization's running-statistics outputs (training) are not \
-                            supported"
-                    .into());
-            }
-            if a.i64("training_mode", 0) != 0 {
-                return Err("BatchNormalization in training mode is not supported".into());
-            }
-            // Before opset 9, `spatial = 0` means per-activation statistics of shape
-            // (C, D1, ...); such nodes are expanded before conversion (`Builder::node`).
-            if opset < 9 && a.i64("spatial", 1) == 0 {
-                return Err("internal: BatchNormalization with spatial = 0 reached convert".into());
-            }
-            // `momentum` only updates running statistics in training, which is refused above.
-            let _ = a.get("momentum");
-            Ok(Op::BatchNorm { epsilon: a.f32("epsilon", 1e-5) })
-        }
-        "Conv" => Ok(Op::Conv { window: window(a)?, group: group(a)? }),
-        "MaxPool" if a.node.output.iter().filter(|o| !o.is_empty()).count() > 1 => {
-            Err("MaxPool's Indices output is not supported".into())
-        }
-        "MaxPool" => {
-            if a.i64("storage_order", 0) != 0 {
-                return Err("MaxPool with storage_order=1 is not supported".into());
-            }
-            Ok(Op::Pool { max: true, window: window(a)?, count_include_pad: false })
-        }
-        "AveragePool" => Ok(Op::Pool {
-            max: false,
-            window: window(a)?,
-            count_include_pad: a.i64("count_include_pad", 0) != 0,
-        }),
-        "GlobalAveragePool" => Ok(Op::GlobalPool { max: false }),
-        "GlobalMaxPool" => Ok(Op::GlobalPool { max: true }),
-        "Reshape" => Ok(Op::Reshape { allowzero: a.i64("allowzero", 0) != 0 }),
-        "Flatten" => Ok(Op::Flatten { axis: a.i64("axis", 1) }),
-        "Transpose" => Ok(Op::Transpose { perm: a.ints("perm").unwrap_or_default() }),
-        "Concat" => Ok(Op::Concat { axis: a.i64("axis", 0) }),
-        "Gather" => Ok(Op::Gather { axis: a.i64("axis", 0) }),
-        "Squeeze" => Ok(Op::Squeeze { axes: if opset < 13 { a.ints("axes") } else { None } }),
-        "Unsqueeze" => Ok(Op::Unsqueeze { axes: if opset < 13 { a.ints("axes") } else { None } }),
-        "ReduceMean" | "ReduceSum" | "ReduceMax" => {
-            let op = match op_type {
-                "ReduceMean" => ReduceKind::Mean,
-                "ReduceSum" => ReduceKind::Sum,
-                _ => ReduceKind::Max,
-            };
-            // Axes moved from an attribute to an input in opset 13 (ReduceSum) and 18 (others).
-            let axes_input = if op == ReduceKind::Sum { opset >= 13 } else { opset >= 18 };
-            Ok(Op::Reduce {
-                op,
-                axes: if axes_input { None } else { a.ints("axes") },
-                keepdims: a.i64("keepdims", 1) != 0,
-                noop_with_empty_axes: a.i64("noop_with_empty_axes", 0) != 0,
-            })
-        }
-        "Cast" => {
-            // `saturate` and `round_mode` only concern float8/float4 targets, none supported.
-            let _ = (a.get("saturate"), a.get("round_mode"));
-            let code = a.i64("to", 0) as i32;
-            let to = DType::from_onnx(code)
-                .ok_or_else(|| format!("Cast to {} is not supported", DType::onnx_name(code)))?;
-            Ok(Op::Cast { to })
-        }
-        "QuantizeLinear" | "DequantizeLinear" => {
-            if a.i64("block_size", 0) != 0 {
-                return Err(format!("{op_type} with block_size is not supported"));
-            }
-            if a.get("output_dtype").is_some_and(|v| v.i.unwrap_or(0) != 0) {
-                return Err(format!("{op_type} with output_dtype is not supported"));
-            }
-            if a.get("precision").is_some_and(|v| v.i.unwrap_or(0) != 0) {
-                return Err(format!("{op_type} with precision is not supported"));
-            }
-            // `saturate` only concerns float8 outputs, which are not supported.
-            let _ = a.get("saturate");
-            let axis = a.i64("axis", 1);
-            Ok(if op_type == "QuantizeLinear" {
-                Op::QuantizeLinear { axis }
-            } else {
-                Op::DequantizeLinear { axis }
-            })
-        }
-        "Pad" => {
-            let mode = match a.string("mode").as_deref() {
-                None | Some("constant") => PadMode::Constant,
-                Some("reflect") => PadMode::Reflect,
-                Some("edge") => PadMode::Edge,
-                Some("wrap") => PadMode::Wrap,
-                Some(other) => return Err(format!("Pad mode `{other}` is not defined")),
-            };
-            let old = opset < 11;
-            Ok(Op::Pad {
-                mode,
-                pads: if old { a.ints("pads") } else { None },
-                value: if old { a.f32("value", 0.0) } else { 0.0 },
-            })
-        }
-        // Without sizes (and with `num_outputs`, opset 18) the outputs' count gives the parts.
-        "Split" => {
-            if let Some(k) = a.get("num_outputs").map(|_| a.i64("num_outputs", 0)) {
-                let outputs = a.node.output.len();
-                if usize::try_from(k).ok() != Some(outputs) {
-                    return Err(format!(
-                        "Split num_outputs = {k} but the node has {outputs} outputs"
-                    ));
-                }
-            }
-            Ok(Op::Split {
-                axis: a.i64("axis", 0),
-                split: if opset < 13 { a.ints("split") } else { None },
-            })
-        }
-        "MatMulInteger" => Ok(Op::MatMulInteger),
-        "QLinearMatMul" => Ok(Op::QLinearMatMul),
-        "ConvInteger" => Ok(Op::ConvInteger { window: window(a)?, group: group(a)? }),
-        "QLinearConv" => Ok(Op::QLinearConv { window: window(a)?, group: group(a)? }),
-        "ConvTranspose" => Ok(Op::ConvTranspose {
-            window: window(a)?,
-            group: group(a)?,
-            output_padding: a.usizes("output_padding")?,
-            output_shape: a.usizes("output_shape")?,
-        }),
-        "Resize" => {
-            let linear = match a.string("mode").as_deref() {
-                None | Some("nearest") => false,
-                Some("linear") => true,
-                Some(other) => return Err(format!("Resize mode `{other}` is not supported")),
-            };
-            let coords = match a.string("coordinate_transformation_mode").as_deref() {
-                None | Some("half_pixel") => ResizeCoords::HalfPixel,
-                Some("half_pixel_symmetric") => ResizeCoords::HalfPixelSymmetric,
-                Some("pytorch_half_pixel") => ResizeCoords::PytorchHalfPixel,
-                Some("align_corners") => ResizeCoords::AlignCorners,
-                Some("asymmetric") => ResizeCoords::Asymmetric,
-                Some(other) => {
-                    return Err(format!(
-                        "Resize coordinate_transformation_mode `{other}` is not supported"
-                    ));
-                }
-            };
-            let nearest = match a.string("nearest_mode").as_deref() {
-                None | Some("round_prefer_floor") => NearestMode::RoundPreferFloor,
-                Some("round_prefer_ceil") => NearestMode::RoundPreferCeil,
-                Some("floor") => NearestMode::Floor,
-                Some("ceil") => NearestMode::Ceil,
-                Some(other) => return Err(format!("Resize nearest_mode `{other}` is not defined")),
-            };
-            if a.i64("antialias", 0) != 0 {
-                return Err("Resize with antialias is not supported".into());
-            }
-            if a.get("axes").is_some() {
-                return Err("Resize with axes is not supported".into());
-            }
-            // `cubic_coeff_a` belongs to cubic mode and `extrapolation_value` to
-            // tf_crop_and_resize, both refused above; `exclude_outside` reweights only cubic
-            // (and antialiased) taps, so nearest and linear results do not depend on it.
-            let _ =
-                (a.get("cubic_coeff_a"), a.get("extrapolation_value"), a.get("exclude_outside"));
-            if !matches!(a.string("keep_aspect_ratio_policy").as_deref(), None | Some("stretch")) {
-                return Err(
-                    "Resize keep_aspect_ratio_policy other than stretch is not supported".into()
-                );
-            }
-            if opset < 11 {
-                return Err("Resize before opset 11 is not supported".into());
-            }
-            Ok(Op::Resize { linear, coords, nearest })
-        }
-        "Identity" => Ok(Op::Identity),
-        "Constant" => {
-            for other in ["sparse_value", "value_string", "value_strings"] {
-                if a.get(other).is_some() {
-                    return Err(format!("Constant with `{other}` is not supported"));
-                }
-            }
-            // Read by `constant_value`.
-            for v in ["value", "value_float", "value_floats", "value_int", "value_ints"] {
-                let _ = a.get(v);
-            }
-            Ok(Op::Constant)
-        }
-        "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),
-        "Slice" if opset < 10 => Ok(Op::Slice {
-            attrs: Some(SliceAttrs {
-                starts: a.ints("starts").unwrap_or_default(),
-                ends: a.ints("ends").unwrap_or_default(),
-                axes: a.ints("axes"),
-            }),
-        }),
-        "Slice" => Ok(Op::Slice { attrs: None }),
-        other => Err(format!("`{other}` is not supported")),
-    }
+pub(crate) fn convert(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
+    crate::ops::import(op_type, a, opset)
 }

@@ -14,11 +14,11 @@
 //!    a barrier; the program is validated and packed into a blob with I/O descriptors and
 //!    debug ranges mapping instructions back to ONNX nodes.
 
-mod emit;
-mod kernels;
+pub(crate) mod emit;
+pub(crate) mod kernels;
 mod legalize;
-mod schedule;
-mod view;
+pub(crate) mod schedule;
+pub(crate) mod view;
 
 use std::fmt;
 

@@ -12,8 +12,8 @@ use accelc_isa::{BinOp, DeviceConfig, UnOp};
 
 use super::view::{View, ViewOp};
 use super::{CompileOptions, LowerError, emit, kernels};
-use crate::interp::{axis as norm_axis, nearest_index_map, pads, resize_shape, split_sizes};
-use crate::ir::{BinaryOp, DType, Graph, Node, Op, PadMode, ReduceKind, UnaryOp, ValueId};
+use crate::interp::pads;
+use crate::ir::{BinaryOp, DType, Graph, Node, Op, ReduceKind, UnaryOp, ValueId};
 
 /// A tensor of the schedule: an index in [`Sched::tens`] (graph values first, at their
 /// `ValueId`, then temporaries).
@@ -380,32 +380,32 @@ impl Sched {
     }
 }
 
-struct Builder<'g> {
-    g: &'g Graph,
-    s: Sched,
+pub(crate) struct Builder<'g> {
+    pub(crate) g: &'g Graph,
+    pub(crate) s: Sched,
     /// Consumers of each value (node indices).
-    users: HashMap<ValueId, Vec<usize>>,
+    pub(crate) users: HashMap<ValueId, Vec<usize>>,
     /// Index of the node producing each value.
-    producer: HashMap<ValueId, usize>,
-    fused: Vec<bool>,
+    pub(crate) producer: HashMap<ValueId, usize>,
+    pub(crate) fused: Vec<bool>,
     /// Layout conversions already made: (tensor, to NHWC) → copy.
-    converted: HashMap<(T, bool), T>,
+    pub(crate) converted: HashMap<(T, bool), T>,
 }
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 impl Builder<'_> {
-    fn t(&self, v: ValueId) -> T {
+    pub(crate) fn t(&self, v: ValueId) -> T {
         T::of_value(v)
     }
 
-    fn input(&self, n: &Node, i: usize) -> Result<T, LowerError> {
+    pub(crate) fn input(&self, n: &Node, i: usize) -> Result<T, LowerError> {
         n.inputs
             .get(i)
             .copied()
@@ -414,22 +414,22 @@ impl Builder<'_> {
             .ok_or_else(|| LowerError::at(&n.name, format!("input {i} is missing")))
     }
 
-    fn opt_input(&self, n: &Node, i: usize) -> Option<T> {
+    pub(crate) fn opt_input(&self, n: &Node, i: usize) -> Option<T> {
         n.inputs.get(i).copied().flatten().map(|v| self.t(v))
     }
 
-    fn constant(&self, t: T) -> Option<&[u8]> {
+    pub(crate) fn constant(&self, t: T) -> Option<&[u8]> {
         match &self.s.tens[t].store {
             Store::Const(b) => Some(b),
             _ => None,
         }
     }
 
-    fn const_f32(&self, t: T) -> Option<Vec<f32>> {
+    pub(crate) fn const_f32(&self, t: T) -> Option<Vec<f32>> {
         (self.s.tens[t].dtype == DType::F32).then(|| self.constant(t).map(f32s)).flatten()
     }
 
-    fn const_i64(&self, t: T) -> Option<Vec<i64>> {
+    pub(crate) fn const_i64(&self, t: T) -> Option<Vec<i64>> {
         let b = self.constant(t)?;
         match self.s.tens[t].dtype {
             DType::I64 => Some(
@@ -446,15 +446,15 @@ impl Builder<'_> {
         }
     }
 
-    fn out(&self, n: &Node, i: usize) -> Result<T, LowerError> {
+    pub(crate) fn out(&self, n: &Node, i: usize) -> Result<T, LowerError> {
         n.outputs.get(i).map(|v| self.t(*v)).ok_or_else(|| LowerError::at(&n.name, "no output"))
     }
 
-    fn shape(&self, t: T) -> Vec<usize> {
+    pub(crate) fn shape(&self, t: T) -> Vec<usize> {
         self.s.tens[t].shape.clone()
     }
 
-    fn temp(
+    pub(crate) fn temp(
         &mut self,
         name: String,
         shape: Vec<usize>,
@@ -465,7 +465,13 @@ impl Builder<'_> {
         self.s.tens.push(Tens { name, shape, dtype, nhwc, store, loc: None })
     }
 
-    fn step(&mut self, kernel: Kernel, name: &str, output: Option<T>, consts: Vec<Vec<u8>>) {
+    pub(crate) fn step(
+        &mut self,
+        kernel: Kernel,
+        name: &str,
+        output: Option<T>,
+        consts: Vec<Vec<u8>>,
+    ) {
         let output = output.map(|t| self.s.tens[t].name.clone());
         self.s.steps.push(Step {
             kernel,
@@ -477,7 +483,7 @@ impl Builder<'_> {
     }
 
     /// `t` in the requested layout, converting by a copy if the bytes differ.
-    fn layout(&mut self, t: T, nhwc: bool) -> T {
+    pub(crate) fn layout(&mut self, t: T, nhwc: bool) -> T {
         let tn = &self.s.tens[t];
         if tn.nhwc == nhwc || tn.layouts_agree() {
             return t;
@@ -498,7 +504,7 @@ impl Builder<'_> {
     }
 
     /// The single consumer of `v`'s tensor if it has exactly one and `v` is not a graph output.
-    fn sole_user(&self, t: T) -> Option<usize> {
+    pub(crate) fn sole_user(&self, t: T) -> Option<usize> {
         let v = ValueId(t.0);
         if self.g.outputs.contains(&v) {
             return None;
@@ -510,7 +516,7 @@ impl Builder<'_> {
     }
 
     /// Whether tensor `t` is available before node `at` runs.
-    fn ready_before(&self, t: T, at: usize) -> bool {
+    pub(crate) fn ready_before(&self, t: T, at: usize) -> bool {
         match self.producer.get(&ValueId(t.0)) {
             Some(p) => *p < at,
             None => true,
@@ -518,7 +524,7 @@ impl Builder<'_> {
     }
 
     /// Fuses an activation following `cur`, if any; returns it and the new end tensor.
-    fn fuse_act(&mut self, cur: T, names: &mut Vec<String>) -> (Act, T) {
+    pub(crate) fn fuse_act(&mut self, cur: T, names: &mut Vec<String>) -> (Act, T) {
         let Some(u) = self.sole_user(cur) else { return (Act::None, cur) };
         let n = &self.g.nodes[u];
         let act = match &n.op {
@@ -550,7 +556,7 @@ impl Builder<'_> {
     }
 
     /// Fuses a residual `Add` of a same-shaped tensor in `layout` following `cur`.
-    fn fuse_residual(
+    pub(crate) fn fuse_residual(
         &mut self,
         cur: T,
         at: usize,
@@ -582,7 +588,13 @@ impl Builder<'_> {
     }
 
     /// Fuses an `Add` of a constant `[N]` (or `[1, N]`) bias following `cur`.
-    fn fuse_bias(&mut self, cur: T, cout: usize, bias: &mut [f32], names: &mut Vec<String>) -> T {
+    pub(crate) fn fuse_bias(
+        &mut self,
+        cur: T,
+        cout: usize,
+        bias: &mut [f32],
+        names: &mut Vec<String>,
+    ) -> T {
         let Some(u) = self.sole_user(cur) else { return cur };
         let n = &self.g.nodes[u];
         if n.op != Op::Binary(BinaryOp::Add) || n.inputs.len() != 2 {
@@ -621,7 +633,7 @@ pub(crate) fn schedule_all(graph: &Graph, opts: &CompileOptions) -> Vec<(usize, 
     errors
 }
 
-fn schedule_inner(
+pub(crate) fn schedule_inner(
     graph: &Graph,
     opts: &CompileOptions,
     mut errors: Option<&mut Vec<(usize, LowerError)>>,
@@ -677,24 +689,35 @@ fn schedule_inner(
         if n.outputs.iter().all(|o| graph.value(*o).constant.is_some()) {
             continue;
         }
+        let untyped = |v: &ValueId| {
+            let v = graph.value(*v);
+            v.ty.is_none() && v.constant.is_none()
+        };
         let result = match (&n.op, &errors) {
             (Op::Unsupported { reason, .. }, Some(_)) => {
                 Err(LowerError::at(&n.name, format!("does not import: {reason}")))
             }
-            (_, Some(_)) => match n.inputs.iter().flatten().find(|v| {
-                let v = graph.value(**v);
-                v.ty.is_none() && v.constant.is_none()
-            }) {
-                Some(v) => Err(LowerError::at(
+            _ => match (
+                n.inputs.iter().flatten().find(|v| untyped(v)),
+                n.outputs.iter().find(|v| untyped(v)),
+            ) {
+                (Some(v), _) => Err(LowerError::at(
                     &n.name,
                     format!(
-                        "input `{}` has no type (a node upstream does not import)",
+                        "input `{}` has no type (a node upstream does not import, or shape \
+                         inference has not run)",
                         graph.value(*v).name
                     ),
                 )),
-                None => lower_node(&mut b, i, n),
+                (None, Some(v)) => Err(LowerError::at(
+                    &n.name,
+                    format!(
+                        "output `{}` has no type (shape inference has not run)",
+                        graph.value(*v).name
+                    ),
+                )),
+                (None, None) => lower_node(&mut b, i, n),
             },
-            _ => lower_node(&mut b, i, n),
         };
         let result = result.map_err(|mut e| {
             if e.node.is_none() {
@@ -730,9 +753,9 @@ fn schedule_inner(
 }
 
 /// Strides, dilations and (top, left, bottom, right) padding of a 2-D window.
-type WindowGeometry = ([usize; 2], [usize; 2], [usize; 4]);
+pub(crate) type WindowGeometry = ([usize; 2], [usize; 2], [usize; 4]);
 
-fn window_geometry(
+pub(crate) fn window_geometry(
     n: &Node,
     w: &crate::ir::Window,
     x: &[usize],
@@ -753,1032 +776,8 @@ fn window_geometry(
     Ok((s, d, pad))
 }
 
-fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerError> {
-    let name = n.name.clone();
-    let err = |m: &str| LowerError::at(&name, m.to_string());
-    match &n.op {
-        Op::Conv { window, group } => {
-            let x = b.input(n, 0)?;
-            let w = b.input(n, 1)?;
-            let xs = b.shape(x);
-            let ws = b.shape(w);
-            // 1-D convolutions arrive as 2-D ones (`legalize`).
-            if xs.len() != 4 {
-                return Err(err("only 1-D and 2-D convolutions are lowered"));
-            }
-            if b.s.tens[x].dtype != DType::F32 {
-                return Err(err("only float32 convolutions are lowered"));
-            }
-            let const_w = b.const_f32(w);
-            let cout = ws[0];
-            let mut bias = match b.opt_input(n, 2) {
-                Some(t) => {
-                    b.const_f32(t).ok_or_else(|| err("convolution bias must be constant"))?
-                }
-                None => vec![0.0; cout],
-            };
-            bias.resize(cout, 0.0);
-            let out0 = b.out(n, 0)?;
-            let os = b.shape(out0);
-            let k = [ws[2], ws[3]];
-            let out_hw = [os[2], os[3]];
-            let (s, d, pad) = window_geometry(n, window, &xs, k, out_hw)?;
-            let xin = b.layout(x, true);
-            let mut names = vec![name.clone()];
-            let img = [xs[0], xs[2], xs[3], xs[1]];
-            let depthwise = *group == xs[1] && ws[1] == 1 && cout == xs[1] && *group > 1;
-            // Computed weights: permuted by a copy kernel into [kh][kw][cin/group][cout] rows,
-            // read tile by tile at run time like a MatMul's B.
-            let (weights, oihw) = match const_w {
-                Some(v) => (Weights::Const, v),
-                None if !depthwise => {
-                    let wt = permuted(b, w, vec![2, 3, 1, 0], "rows", &format!("{name}:weights"));
-                    let row = cout as u64 * 4;
-                    (Weights::Runtime { t: wt, offs: vec![0; xs[0]], row }, vec![])
-                }
-                None => return Err(err("depthwise convolution weights must be constant")),
-            };
-            if depthwise {
-                let (act, end) = b.fuse_act(out0, &mut names);
-                b.s.tens[end].nhwc = true;
-                // Constants: bias, then the taps as [kh·kw][c].
-                let taps = k[0] * k[1];
-                let mut packed = vec![0f32; taps * cout];
-                for c in 0..cout {
-                    for t in 0..taps {
-                        packed[t * cout + c] = oihw[c * taps + t];
-                    }
-                }
-                let mut params = bias.clone();
-                params.extend(packed);
-                let dw = Dw { win: Win { input: xin, img, k, s, d, pad, out_hw, out: end }, act };
-                b.step(
-                    Kernel::Depthwise(dw),
-                    &names.join("+"),
-                    Some(end),
-                    vec![f32_bytes(&params)],
-                );
-                return Ok(());
-            }
-            let (residual, end) = b.fuse_residual(out0, idx, true, &mut names);
-            let (act, end) = b.fuse_act(end, &mut names);
-            b.s.tens[end].nhwc = true;
-            let out_img = (os[1] * os[2] * os[3]) as u64 * 4;
-            let in_img = (xs[1] * xs[2] * xs[3]) as u64 * 4;
-            let mm = Mm {
-                input: xin,
-                img,
-                a_offs: (0..xs[0] as u64).map(|i| i * in_img).collect(),
-                k,
-                s,
-                d,
-                pad,
-                groups: *group,
-                out_hw,
-                cout,
-                out: end,
-                out_offs: (0..xs[0] as u64).map(|i| i * out_img).collect(),
-                weights,
-                oihw,
-                bias,
-                residual: residual.map(|r| b.layout(r, true)),
-                act,
-            };
-            push_mm(b, mm, &names.join("+"), end)
-        }
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
-            let mut a = b.input(n, 0)?;
-            let bm = b.input(n, 1)?;
-            if b.s.tens[a].dtype != DType::F32 {
-                return Err(err("only float32 Gemm is lowered"));
-            }
-            a = b.layout(a, false);
-            if *trans_a {
-                a = permuted(b, a, vec![1, 0], "T", &format!("{name}:transA"));
-            }
-            let sa = b.shape(a);
-            let (m, kk) = (sa[0], sa[1]);
-            let out0 = b.out(n, 0)?;
-            let nn = b.shape(out0)[1];
-            let mut names = vec![name.clone()];
-            let mut bias = vec![0.0f32; nn];
-            let mut residual = None;
-            // With beta = 0, C is not read at all (onnxruntime and onnx.reference skip it), so
-            // an infinite or NaN C does not turn the result into NaN through 0·C.
-            if let Some(c) = b.opt_input(n, 2).filter(|_| *beta != 0.0) {
-                let cs = b.shape(c);
-                match b.const_f32(c) {
-                    Some(v) if v.len() == nn && cs.last() == Some(&nn) => {
-                        bias = v.iter().map(|x| x * beta).collect();
-                    }
-                    Some(v) if v.len() == 1 => bias = vec![v[0] * beta; nn],
-                    Some(v) => {
-                        // Any other broadcast: expand to [M, N] and add as a residual.
-                        let src = View::dense(0, 0, &cs, 1);
-                        let bv = src.apply(&ViewOp::Broadcast(vec![m, nn]))?;
-                        let mut full = Vec::with_capacity(m * nn);
-                        for i in 0..m {
-                            for j in 0..nn {
-                                let off = i as u64 * bv.dims[0].1 + j as u64 * bv.dims[1].1;
-                                full.push(v[off as usize] * beta);
-                            }
-                        }
-                        residual = Some(b.temp(
-                            format!("{name}.C"),
-                            vec![m, nn],
-                            DType::F32,
-                            false,
-                            Store::Const(f32_bytes(&full).into()),
-                        ));
-                    }
-                    None if *beta == 1.0 && cs == vec![m, nn] => {
-                        residual = Some(b.layout(c, false))
-                    }
-                    None => {
-                        // Expand (and scale) C into an [M, N] temporary added as a residual.
-                        let t = b.temp(
-                            format!("{name}.C"),
-                            vec![m, nn],
-                            DType::F32,
-                            false,
-                            Store::Arena,
-                        );
-                        let ew = Ew {
-                            out: t,
-                            out_view: vec![],
-                            inputs: vec![(c, vec![ViewOp::Broadcast(vec![m, nn])])],
-                            prog: vec![Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Imm(0))],
-                            regs: 1,
-                        };
-                        b.step(
-                            Kernel::Elementwise(ew),
-                            &format!("{name}:C"),
-                            None,
-                            vec![f32_bytes(&[*beta])],
-                        );
-                        residual = Some(t);
-                    }
-                }
-            }
-            let (weights, oihw) = match b.const_f32(bm) {
-                Some(v) => {
-                    // oihw is [N][K].
-                    let w: Vec<f32> = if *trans_b {
-                        v.iter().map(|x| x * alpha).collect()
-                    } else {
-                        let mut t = vec![0.0; nn * kk];
-                        for k in 0..kk {
-                            for j in 0..nn {
-                                t[j * kk + k] = v[k * nn + j] * alpha;
-                            }
-                        }
-                        t
-                    };
-                    (Weights::Const, w)
-                }
-                None => {
-                    if *alpha != 1.0 {
-                        return Err(err("Gemm with a computed B needs alpha 1"));
-                    }
-                    let mut bt = b.layout(bm, false);
-                    if *trans_b {
-                        bt = permuted(b, bt, vec![1, 0], "T", &format!("{name}:transB"));
-                    }
-                    (Weights::Runtime { t: bt, offs: vec![0], row: nn as u64 * 4 }, vec![])
-                }
-            };
-            let mut end = out0;
-            if residual.is_none() {
-                end = b.fuse_bias(end, nn, &mut bias, &mut names);
-            }
-            let (act, end) = b.fuse_act(end, &mut names);
-            let mm = Mm {
-                input: a,
-                img: [1, m, 1, kk],
-                a_offs: vec![0],
-                k: [1, 1],
-                s: [1, 1],
-                d: [1, 1],
-                pad: [0; 4],
-                groups: 1,
-                out_hw: [m, 1],
-                cout: nn,
-                out: end,
-                out_offs: vec![0],
-                weights,
-                oihw,
-                bias,
-                residual,
-                act,
-            };
-            push_mm(b, mm, &names.join("+"), end)
-        }
-        Op::MatMul => {
-            let a0 = b.input(n, 0)?;
-            let bm = b.input(n, 1)?;
-            if b.s.tens[a0].dtype != DType::F32 {
-                return Err(err("only float32 MatMul is lowered"));
-            }
-            let a = b.layout(a0, false);
-            let mut sa = b.shape(a);
-            let mut sb = b.shape(bm);
-            if sa.len() == 1 {
-                sa.insert(0, 1);
-            }
-            if sb.len() == 1 {
-                sb.push(1);
-            }
-            let (m, kk) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-            let nn = sb[sb.len() - 1];
-            let out0 = b.out(n, 0)?;
-            // The output with any vector dimensions put back.
-            let (ab, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
-            let mut os = if bb.len() > ab.len() { bb.to_vec() } else { ab.to_vec() };
-            let off = os.len();
-            for (i, d) in ab.iter().rev().enumerate() {
-                os[off - 1 - i] = os[off - 1 - i].max(*d);
-            }
-            for (i, d) in bb.iter().rev().enumerate() {
-                os[off - 1 - i] = os[off - 1 - i].max(*d);
-            }
-            os.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
-            let batch: Vec<usize> = os[..os.len() - 2].to_vec();
-            let nb: usize = batch.iter().product();
-            let mut names = vec![name.clone()];
-            let mut bias = vec![0.0f32; nn];
-            let a_batch: usize = sa[..sa.len() - 2].iter().product();
-            let const_b = if sb.len() == 2 { b.const_f32(bm) } else { None };
-            let (img, a_offs, out_offs, weights, oihw) = match const_b {
-                Some(v) if a_batch == nb => {
-                    let mut t = vec![0.0; nn * kk];
-                    for k in 0..kk {
-                        for j in 0..nn {
-                            t[j * kk + k] = v[k * nn + j];
-                        }
-                    }
-                    ([1, nb * m, 1, kk], vec![0], vec![0], Weights::Const, t)
-                }
-                _ => {
-                    let bt = b.layout(bm, false);
-                    // Per batch index: offsets of A, B and the output under broadcasting.
-                    let av = View::dense(0, 0, &sa[..sa.len() - 2], (m * kk * 4) as u64)
-                        .apply(&ViewOp::Broadcast(batch.clone()))?;
-                    let bv = View::dense(0, 0, &sb[..sb.len() - 2], (kk * nn * 4) as u64)
-                        .apply(&ViewOp::Broadcast(batch.clone()))?;
-                    let mut ao = Vec::new();
-                    let mut bo = Vec::new();
-                    for i in 0..nb {
-                        let (mut rest, mut oa, mut ob) = (i, 0u64, 0u64);
-                        for d in (0..batch.len()).rev() {
-                            let k = rest % batch[d];
-                            rest /= batch[d];
-                            oa += k as u64 * av.dims[d].1;
-                            ob += k as u64 * bv.dims[d].1;
-                        }
-                        ao.push(oa);
-                        bo.push(ob);
-                    }
-                    let oo = (0..nb as u64).map(|i| i * (m * nn * 4) as u64).collect();
-                    (
-                        [nb, m, 1, kk],
-                        ao,
-                        oo,
-                        Weights::Runtime { t: bt, offs: bo, row: nn as u64 * 4 },
-                        vec![],
-                    )
-                }
-            };
-            let end = b.fuse_bias(out0, nn, &mut bias, &mut names);
-            let (act, end) = b.fuse_act(end, &mut names);
-            let mm = Mm {
-                input: a,
-                img,
-                a_offs,
-                k: [1, 1],
-                s: [1, 1],
-                d: [1, 1],
-                pad: [0; 4],
-                groups: 1,
-                out_hw: [img[1], 1],
-                cout: nn,
-                out: end,
-                out_offs,
-                weights,
-                oihw,
-                bias,
-                residual: None,
-                act,
-            };
-            push_mm(b, mm, &names.join("+"), end)
-        }
-        Op::Pool { max, window, count_include_pad } => {
-            let x = b.input(n, 0)?;
-            let xs = b.shape(x);
-            // 1-D pooling arrives as 2-D (`legalize`).
-            if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
-                return Err(err("only 1-D and 2-D float32 pooling is lowered"));
-            }
-            let out = b.out(n, 0)?;
-            let os = b.shape(out);
-            let k = [window.kernel[0], window.kernel[1]];
-            let out_hw = [os[2], os[3]];
-            let (s, d, pad) = window_geometry(n, window, &xs, k, out_hw)?;
-            // Average pooling divides by the taps inside the input (plus, with
-            // count_include_pad, those in the declared pads, not the ceil-mode overhang): a
-            // table per output position.
-            let mut consts = vec![];
-            if !max {
-                let g = pads(window, &xs[2..], &k).map_err(|e| err(&e))?;
-                let per_axis = |a: usize, o: usize| -> f32 {
-                    let (mut valid, mut padded) = (0, 0);
-                    for t in 0..k[a] {
-                        let pos = (o * s[a] + t * d[a]) as isize - g.begin[a] as isize;
-                        if pos >= 0 && pos < xs[2 + a] as isize {
-                            valid += 1;
-                        } else if pos < (xs[2 + a] + g.end[a]) as isize {
-                            padded += 1;
-                        }
-                    }
-                    if *count_include_pad { (valid + padded) as f32 } else { valid as f32 }
-                };
-                let mut table = Vec::with_capacity(out_hw[0] * out_hw[1]);
-                for oy in 0..out_hw[0] {
-                    for ox in 0..out_hw[1] {
-                        table.push((per_axis(0, oy) * per_axis(1, ox)).max(1.0));
-                    }
-                }
-                consts.push(f32_bytes(&table));
-            }
-            let xin = b.layout(x, true);
-            b.s.tens[out].nhwc = true;
-            let img = [xs[0], xs[2], xs[3], xs[1]];
-            let p = Pool { win: Win { input: xin, img, k, s, d, pad, out_hw, out }, max: *max };
-            b.step(Kernel::Pool(p), &name, Some(out), consts);
-            Ok(())
-        }
-        Op::GlobalPool { max } => {
-            let x = b.input(n, 0)?;
-            let xs = b.shape(x);
-            if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
-                return Err(err("only 2-D float32 pooling is lowered"));
-            }
-            let out = b.out(n, 0)?;
-            let xin = b.layout(x, true);
-            b.s.tens[out].nhwc = true;
-            let hw = (xs[2] * xs[3]) as f32;
-            b.step(
-                Kernel::GlobalPool {
-                    input: xin,
-                    out,
-                    max: *max,
-                    img: [xs[0], xs[2], xs[3], xs[1]],
-                },
-                &name,
-                Some(out),
-                vec![f32_bytes(&[hw])],
-            );
-            Ok(())
-        }
-        Op::Reshape { .. }
-        | Op::Flatten { .. }
-        | Op::Squeeze { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Identity => {
-            let x = b.input(n, 0)?;
-            let out = b.out(n, 0)?;
-            let src = b.layout(x, false);
-            b.s.tens[out].store = Store::Alias(src);
-            Ok(())
-        }
-        Op::Cast { to } => {
-            let x = b.input(n, 0)?;
-            if *to != b.s.tens[x].dtype {
-                return Err(err("type conversions are not lowered"));
-            }
-            let out = b.out(n, 0)?;
-            let src = b.layout(x, false);
-            b.s.tens[out].store = Store::Alias(src);
-            Ok(())
-        }
-        Op::Transpose { perm } => {
-            let x = b.input(n, 0)?;
-            let rank = b.shape(x).len();
-            let perm: Vec<usize> = if perm.is_empty() {
-                (0..rank).rev().collect()
-            } else {
-                perm.iter()
-                    .map(|p| norm_axis(*p, rank))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| err(&e))?
-            };
-            let out = b.out(n, 0)?;
-            copy_step(b, &name, out, vec![], x, vec![ViewOp::Permute(perm)]);
-            Ok(())
-        }
-        Op::Concat { axis } => {
-            let out = b.out(n, 0)?;
-            let os = b.shape(out);
-            let ax = norm_axis(*axis, os.len()).map_err(|e| err(&e))?;
-            let ins: Vec<T> = n.inputs.iter().flatten().map(|v| b.t(*v)).collect();
-            if os.len() == 4 && ins.iter().all(|t| b.s.tens[*t].nhwc) {
-                b.s.tens[out].nhwc = true;
-            }
-            let mut start = 0;
-            for (j, t) in ins.iter().enumerate() {
-                let len = b.shape(*t)[ax];
-                if len > 0 {
-                    let v = vec![ViewOp::Slice { axis: ax, start, len, step: 1 }];
-                    let nm = if j == 0 { name.clone() } else { format!("{name}#{j}") };
-                    copy_step(b, &nm, out, v, *t, vec![]);
-                }
-                start += len;
-            }
-            if let Some(last) = b.s.steps.last_mut() {
-                last.output = Some(b.s.tens[out].name.clone());
-            }
-            Ok(())
-        }
-        Op::Split { axis, split } => {
-            let x = b.input(n, 0)?;
-            let xs = b.shape(x);
-            let ax = norm_axis(*axis, xs.len()).map_err(|e| err(&e))?;
-            let given = match b.opt_input(n, 1) {
-                Some(t) => Some(b.const_i64(t).ok_or_else(|| err("Split sizes must be constant"))?),
-                None => split.clone(),
-            };
-            let sizes = split_sizes(xs[ax], given.as_deref(), n.outputs.len(), b.g.opset)
-                .map_err(|e| err(&e))?;
-            let mut start = 0;
-            for (j, len) in sizes.into_iter().enumerate() {
-                let out = b.out(n, j)?;
-                copy_step(
-                    b,
-                    &format!("{name}#{j}"),
-                    out,
-                    vec![],
-                    x,
-                    vec![ViewOp::Slice { axis: ax, start, len, step: 1 }],
-                );
-                start += len;
-            }
-            Ok(())
-        }
-        Op::Slice { attrs } => {
-            let x = b.input(n, 0)?;
-            let xs = b.shape(x);
-            let rank = xs.len();
-            let get = |b: &Builder<'_>, i: usize| -> Result<Option<Vec<i64>>, LowerError> {
-                match b.opt_input(n, i) {
-                    Some(t) => b
-                        .const_i64(t)
-                        .map(Some)
-                        .ok_or_else(|| err("Slice parameters must be constant")),
-                    None => Ok(None),
-                }
-            };
-            let (starts, ends, axes, steps) = match attrs {
-                Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
-                None => (
-                    get(b, 1)?.unwrap_or_default(),
-                    get(b, 2)?.unwrap_or_default(),
-                    get(b, 3)?,
-                    get(b, 4)?,
-                ),
-            };
-            let axes: Vec<usize> = match axes {
-                Some(a) => a
-                    .iter()
-                    .map(|v| norm_axis(*v, rank))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| err(&e))?,
-                None => (0..starts.len()).collect(),
-            };
-            let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
-            let out = b.out(n, 0)?;
-            let os = b.shape(out);
-            let mut view = vec![];
-            for (((&k, &s0), &e0), &st) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
-                if st <= 0 {
-                    return Err(err("Slice with a negative step is not lowered"));
-                }
-                let (s, _) = crate::shape::slice_range(xs[k] as i64, s0, e0, st);
-                view.push(ViewOp::Slice {
-                    axis: k,
-                    start: s as usize,
-                    len: os[k],
-                    step: st as usize,
-                });
-            }
-            copy_step(b, &name, out, vec![], x, view);
-            Ok(())
-        }
-        Op::Gather { axis } => {
-            let x = b.input(n, 0)?;
-            let ix = b.input(n, 1)?;
-            let xs = b.shape(x);
-            let ax = norm_axis(*axis, xs.len()).map_err(|e| err(&e))?;
-            let idx = b.const_i64(ix).ok_or_else(|| err("Gather indices must be constant"))?;
-            let out = b.out(n, 0)?;
-            let norm = |v: i64| -> Result<usize, LowerError> {
-                let d = xs[ax] as i64;
-                let w = if v < 0 { v + d } else { v };
-                if (0..d).contains(&w) {
-                    Ok(w as usize)
-                } else {
-                    Err(err("Gather index out of range"))
-                }
-            };
-            if b.shape(ix).is_empty() {
-                let i = norm(idx[0])?;
-                copy_step(b, &name, out, vec![], x, vec![ViewOp::Select { axis: ax, index: i }]);
-            } else {
-                let mut flat_shape = xs.clone();
-                flat_shape[ax] = idx.len();
-                for (j, v) in idx.iter().enumerate() {
-                    let i = norm(*v)?;
-                    let ov = vec![
-                        ViewOp::Reshape(flat_shape.clone()),
-                        ViewOp::Slice { axis: ax, start: j, len: 1, step: 1 },
-                    ];
-                    copy_step(
-                        b,
-                        &format!("{name}#{j}"),
-                        out,
-                        ov,
-                        x,
-                        vec![ViewOp::Slice { axis: ax, start: i, len: 1, step: 1 }],
-                    );
-                }
-            }
-            Ok(())
-        }
-        Op::Pad { mode, pads, value } => {
-            if *mode != PadMode::Constant {
-                return Err(err("only constant padding is lowered"));
-            }
-            let x = b.input(n, 0)?;
-            let xs = b.shape(x);
-            let pads = match b.opt_input(n, 1) {
-                Some(t) => b.const_i64(t).ok_or_else(|| err("Pad pads must be constant"))?,
-                None => pads.clone().unwrap_or_default(),
-            };
-            let value = match b.opt_input(n, 2) {
-                Some(t) => b
-                    .const_f32(t)
-                    .and_then(|v| v.first().copied())
-                    .ok_or_else(|| err("Pad value must be a float constant"))?,
-                None => *value,
-            };
-            if b.opt_input(n, 3).is_some() {
-                return Err(err("Pad with axes is not lowered"));
-            }
-            if pads.len() != 2 * xs.len() || pads.iter().any(|p| *p < 0) {
-                return Err(err("Pad with negative or mismatched pads is not lowered"));
-            }
-            let out = b.out(n, 0)?;
-            b.step(
-                Kernel::Fill { out, value: value.to_bits() },
-                &format!("{name}:fill"),
-                None,
-                vec![],
-            );
-            let view = xs
-                .iter()
-                .enumerate()
-                .map(|(a, &len)| ViewOp::Slice { axis: a, start: pads[a] as usize, len, step: 1 })
-                .collect();
-            copy_step(b, &name, out, view, x, vec![]);
-            Ok(())
-        }
-        Op::Resize { linear, coords, nearest } => {
-            if *linear {
-                return Err(err("linear Resize is not lowered"));
-            }
-            let x = b.input(n, 0)?;
-            let xs = b.shape(x);
-            let out = b.out(n, 0)?;
-            let os = b.shape(out);
-            let scales = match b.opt_input(n, 2) {
-                Some(t) => Some(
-                    b.const_f32(t)
-                        .ok_or_else(|| err("Resize scales must be constant"))?
-                        .iter()
-                        .map(|v| f64::from(*v))
-                        .collect::<Vec<_>>(),
-                ),
-                None => None,
-            }
-            .filter(|v| !v.is_empty());
-            let sizes = match b.opt_input(n, 3) {
-                Some(t) => {
-                    Some(b.const_i64(t).ok_or_else(|| err("Resize sizes must be constant"))?)
-                }
-                None => None,
-            }
-            .filter(|v| !v.is_empty());
-            let (shape, scales) =
-                resize_shape(&xs, scales.as_deref(), sizes.as_deref()).map_err(|e| err(&e))?;
-            if shape != os || os.contains(&0) {
-                return Err(err("Resize to an empty or mismatched shape is not lowered"));
-            }
-            // The op's own index map per axis; a shortcut is taken only where it is proven
-            // equal to this map.
-            let maps: Vec<Vec<usize>> = (0..xs.len())
-                .map(|a| nearest_index_map(xs[a], os[a], scales[a], *coords, *nearest))
-                .collect();
-            let is_repeat = |a: usize| {
-                os[a].is_multiple_of(xs[a])
-                    && maps[a].iter().enumerate().all(|(o, &i)| i == o / (os[a] / xs[a]))
-            };
-            if (0..xs.len()).all(is_repeat) {
-                // Every axis is a plain integer repeat: one copy through a stride-0 view.
-                let mut view = vec![];
-                let mut split_shape = vec![];
-                for a in 0..xs.len() {
-                    split_shape.push(xs[a]);
-                    split_shape.push(os[a] / xs[a]);
-                }
-                for a in (0..xs.len()).rev() {
-                    view.push(ViewOp::Repeat { axis: a, times: os[a] / xs[a] });
-                }
-                copy_step(b, &name, out, vec![ViewOp::Reshape(split_shape)], x, view);
-                return Ok(());
-            }
-            // The general path: a gather per resized axis, one copy per run of output indices
-            // reading the same input index (broadcast along the run).
-            let axes: Vec<usize> = (0..xs.len())
-                .filter(|&a| !(xs[a] == os[a] && maps[a].iter().enumerate().all(|(o, &i)| o == i)))
-                .collect();
-            let mut cur = x;
-            let mut cur_shape = xs.clone();
-            for (k, &a) in axes.iter().enumerate() {
-                let mut dst_shape = cur_shape.clone();
-                dst_shape[a] = os[a];
-                let dst = if k + 1 == axes.len() {
-                    out
-                } else {
-                    let dtype = b.s.tens[x].dtype;
-                    b.temp(format!("{name}.axis{a}"), dst_shape.clone(), dtype, false, Store::Arena)
-                };
-                let mut o0 = 0;
-                while o0 < os[a] {
-                    let src = maps[a][o0];
-                    let len = maps[a][o0..].iter().take_while(|i| **i == src).count();
-                    let mut run_shape = dst_shape.clone();
-                    run_shape[a] = len;
-                    copy_step(
-                        b,
-                        &format!("{name}:axis{a}@{o0}"),
-                        dst,
-                        vec![ViewOp::Slice { axis: a, start: o0, len, step: 1 }],
-                        cur,
-                        vec![
-                            ViewOp::Slice { axis: a, start: src, len: 1, step: 1 },
-                            ViewOp::Broadcast(run_shape),
-                        ],
-                    );
-                    o0 += len;
-                }
-                cur = dst;
-                cur_shape = dst_shape;
-            }
-            Ok(())
-        }
-        Op::Binary(op) => {
-            let bop = match op {
-                BinaryOp::Add => BinOp::Add,
-                BinaryOp::Sub => BinOp::Sub,
-                BinaryOp::Mul => BinOp::Mul,
-                BinaryOp::Div => BinOp::Div,
-                BinaryOp::Pow => BinOp::Pow,
-                BinaryOp::Mod => return Err(err("Mod is not lowered")),
-            };
-            ew_step(b, n, vec![Micro::Bin(bop, 0, Src::In(0), Src::In(1))], 1, vec![])
-        }
-        Op::Unary(u) => {
-            let one = |op| (vec![Micro::Un(op, 0, Src::In(0))], 1, vec![]);
-            let (prog, regs, imms) = match u {
-                UnaryOp::Relu => one(UnOp::Relu),
-                UnaryOp::Sigmoid => one(UnOp::Sigmoid),
-                UnaryOp::Tanh => one(UnOp::Tanh),
-                UnaryOp::Exp => one(UnOp::Exp),
-                UnaryOp::Erf => one(UnOp::Erf),
-                UnaryOp::Sqrt => one(UnOp::Sqrt),
-                UnaryOp::Neg => one(UnOp::Neg),
-                UnaryOp::Abs => one(UnOp::Abs),
-                UnaryOp::HardSwish => {
-                    (hard_sigmoid(1.0 / 6.0, 0.5, 1, true), 2, vec![1.0 / 6.0, 0.5, 0.0, 1.0])
-                }
-            };
-            ew_step(b, n, prog, regs, imms)
-        }
-        Op::HardSigmoid { alpha, beta } => {
-            ew_step(b, n, hard_sigmoid(*alpha, *beta, 0, false), 1, vec![*alpha, *beta, 0.0, 1.0])
-        }
-        Op::LeakyRelu { alpha } => {
-            // relu(x) + alpha·min(x, 0)
-            let prog = vec![
-                Micro::Bin(BinOp::Min, 1, Src::In(0), Src::Imm(1)),
-                Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(0)),
-                Micro::Un(UnOp::Relu, 0, Src::In(0)),
-                Micro::Bin(BinOp::Add, 0, Src::Reg(0), Src::Reg(1)),
-            ];
-            ew_step(b, n, prog, 2, vec![*alpha, 0.0])
-        }
-        Op::Gelu { tanh } => {
-            let (prog, imms) = if *tanh {
-                // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
-                (
-                    vec![
-                        Micro::Bin(BinOp::Mul, 1, Src::In(0), Src::In(0)),
-                        Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::In(0)),
-                        Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(0)),
-                        Micro::Bin(BinOp::Add, 1, Src::Reg(1), Src::In(0)),
-                        Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(1)),
-                        Micro::Un(UnOp::Tanh, 1, Src::Reg(1)),
-                        Micro::Bin(BinOp::Add, 1, Src::Reg(1), Src::Imm(2)),
-                        Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Imm(3)),
-                        Micro::Bin(BinOp::Mul, 0, Src::Reg(0), Src::Reg(1)),
-                    ],
-                    vec![0.044715, (2.0f64 / std::f64::consts::PI).sqrt() as f32, 1.0, 0.5],
-                )
-            } else {
-                // 0.5·x·(1 + erf(x / √2))
-                (
-                    vec![
-                        Micro::Bin(BinOp::Div, 1, Src::In(0), Src::Imm(0)),
-                        Micro::Un(UnOp::Erf, 1, Src::Reg(1)),
-                        Micro::Bin(BinOp::Add, 1, Src::Reg(1), Src::Imm(1)),
-                        Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Imm(2)),
-                        Micro::Bin(BinOp::Mul, 0, Src::Reg(0), Src::Reg(1)),
-                    ],
-                    vec![std::f32::consts::SQRT_2, 1.0, 0.5],
-                )
-            };
-            ew_step(b, n, prog, 2, imms)
-        }
-        Op::Clip { min, max } => {
-            let bound =
-                |b: &Builder<'_>, i: usize, d: Option<f32>, inf: f32| -> Result<f32, LowerError> {
-                    match b.opt_input(n, i) {
-                        Some(t) => b
-                            .const_f32(t)
-                            .and_then(|v| v.first().copied())
-                            .ok_or_else(|| err("Clip bounds must be constant")),
-                        // Attributes hold the bounds only before opset 11.
-                        None if b.g.opset < 11 => Ok(d.unwrap_or(inf)),
-                        None => Ok(inf),
-                    }
-                };
-            let runtime = |b: &Builder<'_>, i: usize| {
-                b.opt_input(n, i).is_some_and(|t| b.const_f32(t).is_none())
-            };
-            if runtime(b, 1) || runtime(b, 2) {
-                // Bounds computed at run time: element-wise max and min with broadcast scalars;
-                // an omitted bound is the float range's end (Clip-13's default).
-                let mut n1 = n.clone();
-                let mut prog = vec![Micro::Un(UnOp::Mov, 0, Src::In(0))];
-                let mut imms = vec![];
-                let mut next = 1;
-                for (i, op, default) in [(1, BinOp::Max, f32::MIN), (2, BinOp::Min, f32::MAX)] {
-                    if n.inputs.get(i).copied().flatten().is_some() {
-                        prog.push(Micro::Bin(op, 0, Src::Reg(0), Src::In(next)));
-                        next += 1;
-                    } else {
-                        prog.push(Micro::Bin(op, 0, Src::Reg(0), Src::Imm(imms.len())));
-                        imms.push(default);
-                    }
-                }
-                n1.inputs.retain(Option::is_some);
-                return ew_step(b, &n1, prog, 1, imms);
-            }
-            // Omitted bounds default to the float range's ends (Clip-6 attributes and Clip-11+
-            // inputs alike), so an infinite input is clamped to ±f32::MAX.
-            let lo = bound(b, 1, *min, f32::MIN)?;
-            let hi = bound(b, 2, *max, f32::MAX)?;
-            let prog = vec![
-                Micro::Bin(BinOp::Max, 0, Src::In(0), Src::Imm(0)),
-                Micro::Bin(BinOp::Min, 0, Src::Reg(0), Src::Imm(1)),
-            ];
-            let mut n1 = n.clone();
-            n1.inputs.truncate(1);
-            ew_step(b, &n1, prog, 1, vec![lo, hi])
-        }
-        Op::BatchNorm { epsilon } => {
-            let x = b.input(n, 0)?;
-            let xs = b.shape(x);
-            let p: Vec<Vec<f32>> = (1..5)
-                .map(|i| {
-                    b.input(n, i)
-                        .ok()
-                        .and_then(|t| b.const_f32(t))
-                        .ok_or_else(|| err("BatchNormalization parameters must be constant"))
-                })
-                .collect::<Result<_, _>>()?;
-            let c = xs.get(1).copied().unwrap_or(1);
-            let scale: Vec<f32> = (0..c).map(|i| p[0][i] / (p[3][i] + epsilon).sqrt()).collect();
-            let shift: Vec<f32> = (0..c).map(|i| p[1][i] - p[2][i] * scale[i]).collect();
-            let mut shp = vec![c];
-            shp.extend(std::iter::repeat_n(1, xs.len().saturating_sub(2)));
-            let st = b.temp(
-                format!("{name}.scale"),
-                shp.clone(),
-                DType::F32,
-                false,
-                Store::Const(f32_bytes(&scale).into()),
-            );
-            let sh = b.temp(
-                format!("{name}.shift"),
-                shp,
-                DType::F32,
-                false,
-                Store::Const(f32_bytes(&shift).into()),
-            );
-            let out = b.out(n, 0)?;
-            let os = b.shape(out);
-            b.s.tens[out].nhwc = b.s.tens[x].nhwc;
-            let mut inputs = vec![
-                (x, vec![]),
-                (st, vec![ViewOp::Broadcast(os.clone())]),
-                (sh, vec![ViewOp::Broadcast(os.clone())]),
-            ];
-            let mut prog = vec![
-                Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::In(1)),
-                Micro::Bin(BinOp::Add, 0, Src::Reg(0), Src::In(2)),
-            ];
-            if !scale.iter().chain(&shift).all(|v| v.is_finite()) {
-                // A zero variance (plus epsilon) makes the scale infinite, and `x·scale + shift`
-                // would be inf − inf; the definition's `(x − mean)·scale + bias` is not.
-                let mut shp = vec![c];
-                shp.extend(std::iter::repeat_n(1, xs.len().saturating_sub(2)));
-                let mean = b.temp(
-                    format!("{name}.mean"),
-                    shp,
-                    DType::F32,
-                    false,
-                    Store::Const(f32_bytes(&p[2]).into()),
-                );
-                inputs[2].0 = b.temp(
-                    format!("{name}.bias"),
-                    b.shape(mean),
-                    DType::F32,
-                    false,
-                    Store::Const(f32_bytes(&p[1]).into()),
-                );
-                inputs.push((mean, vec![ViewOp::Broadcast(os)]));
-                prog = vec![
-                    Micro::Bin(BinOp::Sub, 0, Src::In(0), Src::In(3)),
-                    Micro::Bin(BinOp::Mul, 0, Src::Reg(0), Src::In(1)),
-                    Micro::Bin(BinOp::Add, 0, Src::Reg(0), Src::In(2)),
-                ];
-            }
-            let ew = Ew { out, out_view: vec![], inputs, prog, regs: 1 };
-            b.step(Kernel::Elementwise(ew), &name, Some(out), vec![]);
-            Ok(())
-        }
-        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
-            let log = matches!(n.op, Op::LogSoftmax { .. });
-            let x = b.layout(b.input(n, 0)?, false);
-            let xs = b.shape(x);
-            let ax = norm_axis(*axis, xs.len()).map_err(|e| err(&e))?;
-            let out = b.out(n, 0)?;
-            if b.g.opset >= 13 && ax + 1 != xs.len() {
-                // Move the axis last, normalise rows, move it back.
-                let rank = xs.len();
-                let mut perm: Vec<usize> = (0..rank).filter(|a| *a != ax).collect();
-                perm.push(ax);
-                let mut inv = vec![0; rank];
-                for (i, p) in perm.iter().enumerate() {
-                    inv[*p] = i;
-                }
-                let t1 = permuted(b, x, perm, "axis-last", &format!("{name}:to-last"));
-                let t2 =
-                    b.temp(format!("{name}.out"), b.shape(t1), DType::F32, false, Store::Arena);
-                rowwise(b, &name, t1, t2, rank - 1, RowKind::Softmax { log }, vec![])?;
-                copy_step(b, &format!("{name}:back"), out, vec![], t2, vec![ViewOp::Permute(inv)]);
-                return Ok(());
-            }
-            rowwise(b, &name, x, out, ax, RowKind::Softmax { log }, vec![])
-        }
-        Op::LayerNorm { axis, epsilon } => {
-            let x = b.layout(b.input(n, 0)?, false);
-            let xs = b.shape(x);
-            let ax = norm_axis(*axis, xs.len()).map_err(|e| err(&e))?;
-            let len: usize = xs[ax..].iter().product();
-            let expand = |b: &Builder<'_>, i: usize, d: f32| -> Result<Vec<f32>, LowerError> {
-                match b.opt_input(n, i) {
-                    Some(t) => {
-                        let v = b.const_f32(t).ok_or_else(|| {
-                            err("LayerNormalization scale and bias must be constant")
-                        })?;
-                        let src = View::dense(0, 0, &b.shape(t), 1)
-                            .apply(&ViewOp::Broadcast(xs[ax..].to_vec()))?;
-                        let (sizes, strides) =
-                            (src.shape(), src.dims.iter().map(|d| d.1).collect::<Vec<_>>());
-                        Ok((0..len)
-                            .map(|f| {
-                                let (mut r, mut o) = (f, 0u64);
-                                for dd in (0..sizes.len()).rev() {
-                                    o += (r % sizes[dd]) as u64 * strides[dd];
-                                    r /= sizes[dd];
-                                }
-                                v[o as usize]
-                            })
-                            .collect())
-                    }
-                    None => Ok(vec![d; len]),
-                }
-            };
-            let out = b.out(n, 0)?;
-            let stats = [n.outputs.get(1).map(|v| b.t(*v)), n.outputs.get(2).map(|v| b.t(*v))];
-            let computed = |i: usize| b.opt_input(n, i).is_some_and(|t| b.const_f32(t).is_none());
-            let (consts, affine) = if computed(1) || computed(2) {
-                // Scale and bias read at run time through views broadcast to the rows.
-                let view = |i: usize| {
-                    b.opt_input(n, i).map(|t| (t, vec![ViewOp::Broadcast(xs[ax..].to_vec())]))
-                };
-                (vec![], Some([view(1), view(2)]))
-            } else {
-                let mut gb = expand(b, 1, 1.0)?;
-                gb.extend(expand(b, 2, 0.0)?);
-                (f32_bytes(&gb), None)
-            };
-            let rows: usize = xs[..ax].iter().product();
-            let rw = Rw {
-                input: x,
-                out,
-                rows,
-                len,
-                kind: RowKind::LayerNorm { eps: *epsilon },
-                affine,
-                stats,
-            };
-            b.step(Kernel::Rowwise(rw), &name, Some(out), vec![consts]);
-            Ok(())
-        }
-        Op::Reduce { op, axes, noop_with_empty_axes, .. } => {
-            let x0 = b.input(n, 0)?;
-            let xs = b.shape(x0);
-            let rank = xs.len();
-            let axes = match b.opt_input(n, 1) {
-                Some(t) => {
-                    Some(b.const_i64(t).ok_or_else(|| err("reduction axes must be constant"))?)
-                }
-                None => axes.clone(),
-            };
-            let mut ax: Vec<usize> = match axes {
-                Some(a) if !a.is_empty() => a
-                    .iter()
-                    .map(|v| norm_axis(*v, rank))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| err(&e))?,
-                _ if *noop_with_empty_axes => vec![],
-                _ => (0..rank).collect(),
-            };
-            ax.sort_unstable();
-            ax.dedup();
-            let out = b.out(n, 0)?;
-            if ax.is_empty() {
-                copy_step(b, &name, out, vec![ViewOp::Reshape(xs.clone())], x0, vec![]);
-                return Ok(());
-            }
-            // Move the reduced axes last (a copy unless they already are).
-            let keep: Vec<usize> = (0..rank).filter(|a| !ax.contains(a)).collect();
-            let perm: Vec<usize> = keep.iter().chain(&ax).copied().collect();
-            let x = if perm.iter().enumerate().all(|(i, p)| i == *p) {
-                b.layout(x0, false)
-            } else {
-                permuted(b, x0, perm, "reduced-last", &format!("{name}:permute"))
-            };
-            let len: usize = ax.iter().map(|a| xs[*a]).product();
-            if len == 0 {
-                // The reduction of nothing is its identity.
-                let value = match (op, b.s.tens[out].dtype) {
-                    (ReduceKind::Mean, _) => {
-                        return Err(err("the mean of an empty axis is undefined"));
-                    }
-                    (ReduceKind::Sum, _) => 0,
-                    (ReduceKind::Max, DType::F32) => f32::NEG_INFINITY.to_bits(),
-                    // The least value of the type, as a repeated 32-bit pattern.
-                    (ReduceKind::Max, DType::U8 | DType::Bool) => 0,
-                    (ReduceKind::Max, DType::I8) => 0x8080_8080,
-                    (ReduceKind::Max, DType::I32) => 0x8000_0000,
-                    (ReduceKind::Max, DType::I64) => return Err(err("int64 is not a device type")),
-                };
-                b.step(Kernel::Fill { out, value }, &name, Some(out), vec![]);
-                return Ok(());
-            }
-            rowwise(b, &name, x, out, keep.len(), RowKind::Reduce(*op), vec![])
-        }
-        Op::ConvTranspose { window, group, output_padding, output_shape } => {
-            conv_transpose(b, idx, n, window, *group, output_padding, output_shape)
-        }
-        Op::Constant | Op::Shape { .. } => Ok(()),
-        Op::Unsupported { op_type, reason } => {
-            Err(err(&format!("{op_type} is not supported: {reason}")))
-        }
-        other => Err(err(&format!("{} is not lowered to the device yet", op_name(other, n)))),
-    }
+pub(crate) fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerError> {
+    (crate::ops::def(&n.op).lower)(b, idx, n)
 }
 
 /// A transposed convolution as an ordinary one: the input is spread with `stride - 1` zeros
@@ -1786,7 +785,7 @@ fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerErro
 /// padding (a fill, then a copy into a strided view), and convolved with the weights flipped
 /// in space and transposed in channels.
 #[allow(clippy::too_many_arguments, reason = "the operation's attributes")]
-fn conv_transpose(
+pub(crate) fn lower_conv_transpose(
     b: &mut Builder<'_>,
     idx: usize,
     n: &Node,
@@ -1891,12 +890,8 @@ fn conv_transpose(
     lower_node(b, idx, &n2)
 }
 
-fn op_name(_op: &Op, n: &Node) -> String {
-    n.op_type.clone()
-}
-
 /// `max(0, min(1, a·x + b))` into register `dst` (then `x·that` into 0 for HardSwish).
-fn hard_sigmoid(_a: f32, _b: f32, dst: usize, swish: bool) -> Vec<Micro> {
+pub(crate) fn hard_sigmoid(_a: f32, _b: f32, dst: usize, swish: bool) -> Vec<Micro> {
     let mut p = vec![
         Micro::Bin(BinOp::Mul, dst, Src::In(0), Src::Imm(0)),
         Micro::Bin(BinOp::Add, dst, Src::Reg(dst), Src::Imm(1)),
@@ -1911,7 +906,7 @@ fn hard_sigmoid(_a: f32, _b: f32, dst: usize, swish: bool) -> Vec<Micro> {
 
 /// A temporary holding `x` with its dimensions permuted (new dimension `i` is old `perm[i]`,
 /// as Transpose's), made by a copy kernel called `step`.
-fn permuted(b: &mut Builder<'_>, x: T, perm: Vec<usize>, tag: &str, step: &str) -> T {
+pub(crate) fn permuted(b: &mut Builder<'_>, x: T, perm: Vec<usize>, tag: &str, step: &str) -> T {
     let xs = b.shape(x);
     let shape = perm.iter().map(|p| xs[*p]).collect();
     let (name, dtype) = (format!("{}.{tag}", b.s.tens[x].name), b.s.tens[x].dtype);
@@ -1927,7 +922,7 @@ fn permuted(b: &mut Builder<'_>, x: T, perm: Vec<usize>, tag: &str, step: &str) 
     t
 }
 
-fn copy_step(
+pub(crate) fn copy_step(
     b: &mut Builder<'_>,
     name: &str,
     out: T,
@@ -1939,7 +934,7 @@ fn copy_step(
     b.step(Kernel::Elementwise(ew), name, Some(out), vec![]);
 }
 
-fn ew_step(
+pub(crate) fn ew_step(
     b: &mut Builder<'_>,
     n: &Node,
     prog: Vec<Micro>,
@@ -1969,7 +964,7 @@ fn ew_step(
     Ok(())
 }
 
-fn rowwise(
+pub(crate) fn rowwise(
     b: &mut Builder<'_>,
     name: &str,
     x: T,
@@ -1989,7 +984,7 @@ fn rowwise(
     Ok(())
 }
 
-fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result<(), LowerError> {
+pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result<(), LowerError> {
     let mut params = mm.bias.clone();
     if let Act::Clip(lo, hi) = mm.act {
         params.extend([lo, hi]);
@@ -2015,7 +1010,7 @@ pub(crate) struct MemPlan {
     pub(crate) outputs: Vec<(String, u8, u64, T)>,
 }
 
-fn align(x: u64) -> u64 {
+pub(crate) fn align(x: u64) -> u64 {
     x.div_ceil(64) * 64
 }
 

@@ -16,6 +16,7 @@ use egg::{CostFunction, Id, Language};
 
 use super::{EG, Level, Node};
 use crate::ir::{BinaryOp, Graph, Op, TensorType, UnaryOp};
+use crate::ops::Work;
 
 fn elems(t: &TensorType) -> u64 {
     t.shape.iter().product::<usize>() as u64
@@ -25,42 +26,14 @@ fn bytes(t: &TensorType) -> u64 {
     elems(t) * t.dtype.size() as u64
 }
 
-/// Whether the lowering gives `op` no kernel of its own.
+/// Whether the lowering gives `op` no kernel of its own, whatever its types.
 fn is_alias(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Reshape { .. }
-            | Op::Flatten { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Identity
-            | Op::Constant
-            | Op::Shape { .. }
-    )
+    (crate::ops::def(op).work)(op, &[], &[]) == Work::Free
 }
 
 /// Whether `op` produces a matrix kernel whose epilogue can absorb what follows.
 fn is_matrix(op: &Op) -> bool {
     matches!(op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul)
-}
-
-/// Vector-engine passes per element of an element-wise operation, and whether they run at the
-/// slow (transcendental) rate.
-fn vector_passes(op: &Op) -> Option<(u64, bool)> {
-    Some(match op {
-        Op::Binary(BinaryOp::Div | BinaryOp::Pow) => (1, true),
-        Op::Binary(_) => (1, false),
-        Op::Unary(UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) => (1, false),
-        Op::Unary(UnaryOp::HardSwish) => (5, false),
-        Op::Unary(_) => (1, true),
-        Op::Clip { .. } | Op::BatchNorm { .. } => (2, false),
-        Op::LeakyRelu { .. } | Op::HardSigmoid { .. } => (4, false),
-        Op::Gelu { tanh } => (if *tanh { 9 } else { 5 }, true),
-        Op::Softmax { .. } | Op::LogSoftmax { .. } => (5, true),
-        Op::LayerNorm { .. } => (9, false),
-        Op::Reduce { .. } => (2, false),
-        _ => return None,
-    })
 }
 
 /// Estimated cycles of one operation; `fused` when it follows a matrix kernel the lowering
@@ -72,13 +45,6 @@ pub fn op_cycles(
     fused: bool,
     cfg: &DeviceConfig,
 ) -> f64 {
-    if is_alias(op)
-        || matches!(op, Op::Cast { .. })
-            && inputs.first().and_then(|t| t.as_ref()).map(|t| t.dtype)
-                == outputs.first().map(|t| t.dtype)
-    {
-        return 0.0;
-    }
     let lanes = u64::from(cfg.vx_lanes.max(1));
     let vx = |n: u64, passes: u64, slow: bool| {
         (n.div_ceil(lanes) * passes * if slow { VX_SLOW_FACTOR } else { 1 } + VX_LATENCY) as f64
@@ -94,35 +60,13 @@ pub fn op_cycles(
     let dram = cfg.dram_cycles(traffic) as f64;
     let overhead = f64::from(cfg.dram_read_latency + cfg.dram_write_latency);
     let peak = cfg.peak_macs_per_sec(accelc_isa::Dtype::F32).max(1) as f64 / cfg.clock_hz as f64;
-    let input = |i: usize| inputs.get(i).and_then(|t| t.clone());
-    match op {
-        Op::Conv { .. } => {
-            // Weights are [Cout, Cin/group, kh, kw]: MACs per output element.
-            let w = input(1).map(|t| t.shape).unwrap_or_default();
-            let per_out: u64 = w.iter().skip(1).product::<usize>() as u64;
-            let macs = out_elems * per_out;
-            (macs as f64 / peak).max(dram) + overhead
-        }
-        Op::Gemm { trans_a, .. } => {
-            let a = input(0).map(|t| t.shape).unwrap_or_default();
-            let k = if *trans_a { a.first() } else { a.last() }.copied().unwrap_or(1) as u64;
-            ((out_elems * k) as f64 / peak).max(dram) + overhead
-        }
-        Op::MatMul => {
-            let a = input(0).map(|t| t.shape).unwrap_or_default();
-            let k = a.last().copied().unwrap_or(1) as u64;
-            ((out_elems * k) as f64 / peak).max(dram) + overhead
-        }
-        Op::Pool { window, .. } => {
-            let taps: u64 = window.kernel.iter().product::<usize>() as u64;
-            vx(out_elems, taps, false).max(dram) + overhead
-        }
-        _ => match vector_passes(op) {
-            // Fused into the matrix kernel's epilogue: vector work on the accumulator only.
-            Some((passes, slow)) if fused => vx(out_elems, passes, slow),
-            Some((passes, slow)) => vx(out_elems, passes, slow).max(dram) + overhead,
-            None => dram + overhead,
-        },
+    match (crate::ops::def(op).work)(op, inputs, outputs) {
+        Work::Free => 0.0,
+        Work::Macs(macs) => (macs as f64 / peak).max(dram) + overhead,
+        // Fused into the matrix kernel's epilogue: vector work on the accumulator only.
+        Work::Vector { passes, slow } if fused => vx(out_elems, passes, slow),
+        Work::Vector { passes, slow } => vx(out_elems, passes, slow).max(dram) + overhead,
+        Work::Traffic => dram + overhead,
     }
 }
 

@@ -416,123 +416,54 @@ fn tensor_text(out: &mut String, t: &Tensor, max_values: usize) {
     out.push('}');
 }
 
+/// A float attribute value in the text syntax (shortest round-tripping form).
+pub(crate) fn flt(v: f32) -> String {
+    let mut s = String::new();
+    float(&mut s, v);
+    s
+}
+
+/// An ints attribute value: `[1,2,3]`.
+pub(crate) fn ints(v: &[i64]) -> String {
+    format!("[{}]", v.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+}
+
+/// An ints attribute value from sizes.
+pub(crate) fn usizes(v: &[usize]) -> String {
+    format!("[{}]", v.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+}
+
+/// The window attributes of convolution and pooling (those that differ from the defaults).
+pub(crate) fn print_window(a: &mut Vec<String>, w: &crate::ir::Window) {
+    use crate::ir::AutoPad;
+    let pad = match w.auto_pad {
+        AutoPad::NotSet => None,
+        AutoPad::SameUpper => Some("SAME_UPPER"),
+        AutoPad::SameLower => Some("SAME_LOWER"),
+        AutoPad::Valid => Some("VALID"),
+    };
+    if let Some(p) = pad {
+        a.push(format!("auto_pad: string = \"{p}\""));
+    }
+    if w.ceil_mode {
+        a.push("ceil_mode: int = 1".into());
+    }
+    for (k, v) in [
+        ("dilations", &w.dilations),
+        ("kernel_shape", &w.kernel),
+        ("pads", &w.pads),
+        ("strides", &w.strides),
+    ] {
+        if !v.is_empty() {
+            a.push(format!("{k}: ints = {}", usizes(v)));
+        }
+    }
+}
+
 /// The attributes of an op, as `name: type = value` texts.
 fn attributes(op: &Op) -> Vec<String> {
-    use crate::ir::{AutoPad, Window};
-    let mut a: Vec<String> = Vec::new();
-    let f = |v: f32| {
-        let mut s = String::new();
-        float(&mut s, v);
-        s
-    };
-    let ints =
-        |v: &[i64]| format!("[{}]", v.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
-    let us =
-        |v: &[usize]| format!("[{}]", v.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
-    let window = |a: &mut Vec<String>, w: &Window| {
-        let pad = match w.auto_pad {
-            AutoPad::NotSet => None,
-            AutoPad::SameUpper => Some("SAME_UPPER"),
-            AutoPad::SameLower => Some("SAME_LOWER"),
-            AutoPad::Valid => Some("VALID"),
-        };
-        if let Some(p) = pad {
-            a.push(format!("auto_pad: string = \"{p}\""));
-        }
-        if w.ceil_mode {
-            a.push("ceil_mode: int = 1".into());
-        }
-        for (k, v) in [
-            ("dilations", &w.dilations),
-            ("kernel_shape", &w.kernel),
-            ("pads", &w.pads),
-            ("strides", &w.strides),
-        ] {
-            if !v.is_empty() {
-                a.push(format!("{k}: ints = {}", us(v)));
-            }
-        }
-    };
-    match op {
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
-            a.push(format!("alpha: float = {}", f(*alpha)));
-            a.push(format!("beta: float = {}", f(*beta)));
-            a.push(format!("transA: int = {}", i64::from(*trans_a)));
-            a.push(format!("transB: int = {}", i64::from(*trans_b)));
-        }
-        Op::LeakyRelu { alpha } => a.push(format!("alpha: float = {}", f(*alpha))),
-        Op::Clip { min, max } => {
-            if let Some(v) = min {
-                a.push(format!("min: float = {}", f(*v)));
-            }
-            if let Some(v) = max {
-                a.push(format!("max: float = {}", f(*v)));
-            }
-        }
-        Op::HardSigmoid { alpha, beta } => {
-            a.push(format!("alpha: float = {}", f(*alpha)));
-            a.push(format!("beta: float = {}", f(*beta)));
-        }
-        Op::Gelu { tanh } => {
-            a.push(format!("approximate: string = \"{}\"", if *tanh { "tanh" } else { "none" }))
-        }
-        Op::Softmax { axis }
-        | Op::LogSoftmax { axis }
-        | Op::Flatten { axis }
-        | Op::Concat { axis }
-        | Op::Gather { axis } => a.push(format!("axis: int = {axis}")),
-        Op::QuantizeLinear { axis } | Op::DequantizeLinear { axis } => {
-            a.push(format!("axis: int = {axis}"))
-        }
-        Op::LayerNorm { axis, epsilon } => {
-            a.push(format!("axis: int = {axis}"));
-            a.push(format!("epsilon: float = {}", f(*epsilon)));
-        }
-        Op::BatchNorm { epsilon } => a.push(format!("epsilon: float = {}", f(*epsilon))),
-        Op::Conv { window: w, group } => {
-            window(&mut a, w);
-            a.push(format!("group: int = {group}"));
-        }
-        Op::Pool { window: w, count_include_pad, max } => {
-            window(&mut a, w);
-            if !*max && *count_include_pad {
-                a.push("count_include_pad: int = 1".into());
-            }
-        }
-        Op::Reshape { allowzero } => a.push(format!("allowzero: int = {}", i64::from(*allowzero))),
-        Op::Transpose { perm } if !perm.is_empty() => {
-            a.push(format!("perm: ints = {}", ints(perm)))
-        }
-        Op::Squeeze { axes: Some(ax) } | Op::Unsqueeze { axes: Some(ax) } => {
-            a.push(format!("axes: ints = {}", ints(ax)))
-        }
-        Op::Reduce { axes, keepdims, noop_with_empty_axes, .. } => {
-            if let Some(ax) = axes {
-                a.push(format!("axes: ints = {}", ints(ax)));
-            }
-            a.push(format!("keepdims: int = {}", i64::from(*keepdims)));
-            if *noop_with_empty_axes {
-                a.push("noop_with_empty_axes: int = 1".into());
-            }
-        }
-        Op::Cast { to } => a.push(format!("to: int = {}", to.onnx_code())),
-        Op::Shape { start, end } => {
-            if *start != 0 {
-                a.push(format!("start: int = {start}"));
-            }
-            if let Some(e) = end {
-                a.push(format!("end: int = {e}"));
-            }
-        }
-        Op::Slice { attrs: Some(s) } => {
-            a.push(format!("starts: ints = {}", ints(&s.starts)));
-            a.push(format!("ends: ints = {}", ints(&s.ends)));
-            if let Some(ax) = &s.axes {
-                a.push(format!("axes: ints = {}", ints(ax)));
-            }
-        }
-        _ => {}
-    }
+    let mut a = Vec::new();
+    (crate::ops::def(op).print)(op, &mut a);
     a
 }
 

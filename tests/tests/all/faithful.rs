@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 
 use accelc_compiler::ir::Op;
-use accelc_compiler::onnx::{ImportOptions, MAX_OPSET, MIN_OPSET, SUPPORTED_OPS, UNREAD, import};
+use accelc_compiler::onnx::{ImportOptions, MAX_OPSET, MIN_OPSET, UNREAD, import};
+use accelc_compiler::ops::onnx_ops;
 use accelc_compiler::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, attribute_proto,
 };
@@ -226,7 +227,7 @@ fn every_schema_attribute_of_a_supported_op_is_known_to_the_importer() {
     let schemas = schemas();
     let mut checked = 0;
     let mut unknown = vec![];
-    for op in SUPPORTED_OPS {
+    for op in &onnx_ops() {
         let versions: Vec<&Schema> = schemas.iter().filter(|s| s.name == *op).collect();
         assert!(!versions.is_empty(), "{op} is not an ONNX operator");
         for opset in MIN_OPSET..=MAX_OPSET {
@@ -273,7 +274,7 @@ fn every_schema_attribute_of_a_supported_op_is_known_to_the_importer() {
 
 #[test]
 fn an_attribute_no_schema_has_is_refused_by_name() {
-    for op in SUPPORTED_OPS {
+    for op in &onnx_ops() {
         let bogus = AttributeProto {
             name: Some("bogus".into()),
             r#type: Some(attribute_proto::AttributeType::Int as i32),

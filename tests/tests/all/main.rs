@@ -13,6 +13,7 @@ mod frontend;
 mod lower;
 mod lower_random;
 mod opt;
+mod registry;
 mod reliability;
 mod roundtrip;
 mod sim;

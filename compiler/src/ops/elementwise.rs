@@ -1,0 +1,352 @@
+//! Element-wise arithmetic and activations: Add, Sub, Mul, Div, Pow, Mod, Relu, Sigmoid,
+//! Tanh, Exp, Erf, Sqrt, HardSwish, Neg, Abs, LeakyRelu, Clip, HardSigmoid, Gelu.
+//!
+//! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
+//! printer and device lowering.
+
+use accelc_isa::{BinOp, UnOp};
+
+use crate::interp::*;
+use crate::ir::*;
+use crate::lower::LowerError;
+use crate::lower::schedule::*;
+use crate::onnx::Attrs;
+use crate::shape::*;
+use crate::text::*;
+
+use super::Work;
+
+type R<T> = Result<T, String>;
+
+/// The family's name in the registry.
+pub(crate) const FAMILY: &str = "elementwise";
+
+/// The ONNX op types this family imports.
+pub(crate) const ONNX: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Mod",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Erf",
+    "Sqrt",
+    "HardSwish",
+    "Neg",
+    "Abs",
+    "LeakyRelu",
+    "Clip",
+    "HardSigmoid",
+    "Gelu",
+];
+
+/// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
+/// it is not supported.
+pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
+    let unary = |u| Ok(Op::Unary(u));
+    let binary = |b| Ok(Op::Binary(b));
+    match op_type {
+        "Add" => binary(BinaryOp::Add),
+        "Sub" => binary(BinaryOp::Sub),
+        "Mul" => binary(BinaryOp::Mul),
+        "Div" => binary(BinaryOp::Div),
+        "Pow" => binary(BinaryOp::Pow),
+        "Mod" if a.i64("fmod", 0) != 0 => Err("Mod with fmod=1 is not supported".into()),
+        "Mod" => binary(BinaryOp::Mod),
+        "Relu" => unary(UnaryOp::Relu),
+        "Sigmoid" => unary(UnaryOp::Sigmoid),
+        "Tanh" => unary(UnaryOp::Tanh),
+        "Exp" => unary(UnaryOp::Exp),
+        "Erf" => unary(UnaryOp::Erf),
+        "Sqrt" => unary(UnaryOp::Sqrt),
+        "HardSwish" => unary(UnaryOp::HardSwish),
+        "Neg" => unary(UnaryOp::Neg),
+        "Abs" => unary(UnaryOp::Abs),
+        "LeakyRelu" => Ok(Op::LeakyRelu { alpha: a.f32("alpha", 0.01) }),
+        // Clip-6's attribute defaults are the float range's ends, not infinities: an infinite
+        // input is clamped to ±f32::MAX.
+        "Clip" if opset < 11 => {
+            Ok(Op::Clip { min: Some(a.f32("min", f32::MIN)), max: Some(a.f32("max", f32::MAX)) })
+        }
+        "Clip" => Ok(Op::Clip { min: None, max: None }),
+        "HardSigmoid" => {
+            Ok(Op::HardSigmoid { alpha: a.f32("alpha", 0.2), beta: a.f32("beta", 0.5) })
+        }
+        "Gelu" => match a.string("approximate").as_deref() {
+            None | Some("none") => Ok(Op::Gelu { tanh: false }),
+            Some("tanh") => Ok(Op::Gelu { tanh: true }),
+            Some(other) => Err(format!("Gelu approximate `{other}` is not defined")),
+        },
+        other => Err(super::misrouted_name(other, FAMILY)),
+    }
+}
+
+/// Output types from input types `ins` (and constant shape operands of `g`).
+pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
+    let x = || input(ins, 0);
+    match &node.op {
+        Op::Unary(_)
+        | Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::Gelu { .. }
+        | Op::Clip { .. } => same(x()?),
+        Op::Binary(_) => {
+            let (a, b) = (x()?, input(ins, 1)?);
+            Ok(vec![TensorType { dtype: a.dtype, shape: broadcast_shape(&a.shape, &b.shape)? }])
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
+/// against).
+pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
+    let one = |a: Array| Ok(vec![a]);
+    match &node.op {
+        Op::Binary(op) => one(binary(*op, arg(args, 0)?, arg(args, 1)?)?),
+        Op::Unary(op) => {
+            let x = arg(args, 0)?.f32()?;
+            let f: fn(f32) -> f32 = match op {
+                // NaN propagates (the book's numerics chapter): `v > 0` is false for NaN.
+                UnaryOp::Relu => |v| if v > 0.0 || v.is_nan() { v } else { 0.0 },
+                UnaryOp::Sigmoid => |v| (1.0 / (1.0 + (-f64::from(v)).exp())) as f32,
+                UnaryOp::Tanh => |v| f64::from(v).tanh() as f32,
+                UnaryOp::Exp => |v| f64::from(v).exp() as f32,
+                UnaryOp::Erf => erf,
+                UnaryOp::Sqrt => f32::sqrt,
+                UnaryOp::HardSwish => |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+                UnaryOp::Neg => |v| -v,
+                UnaryOp::Abs => f32::abs,
+            };
+            one(Array::F32(x.mapv(f)))
+        }
+        Op::LeakyRelu { alpha } => {
+            one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| if v < 0.0 { alpha * v } else { v })))
+        }
+        Op::HardSigmoid { alpha, beta } => {
+            one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| (alpha * v + beta).clamp(0.0, 1.0))))
+        }
+        Op::Gelu { tanh } => {
+            let x = arg(args, 0)?.f32()?;
+            let f = |v: f32| {
+                let v = f64::from(v);
+                let r = if *tanh {
+                    0.5 * v
+                        * (1.0
+                            + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v))
+                                .tanh())
+                } else {
+                    0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2))
+                };
+                r as f32
+            };
+            one(Array::F32(x.mapv(f)))
+        }
+        Op::Clip { .. } if matches!(arg(args, 0)?, Array::Int(..)) => {
+            let Array::Int(x, dt) = arg(args, 0)? else { unreachable!("matched above") };
+            let bound = |i: usize| -> R<Option<i64>> {
+                opt(args, i)
+                    .map(|a| a.ints().map(|v| v.iter().next().copied().unwrap_or(0)))
+                    .transpose()
+            };
+            let (lo, hi) = (bound(1)?, bound(2)?);
+            one(Array::Int(x.mapv(|v| hi.map_or(v, |h| v.min(h)).max(lo.unwrap_or(i64::MIN))), *dt))
+        }
+        Op::Clip { min, max } => {
+            let x = arg(args, 0)?.f32()?;
+            let scalar = |i: usize| -> R<Option<f32>> {
+                opt(args, i)
+                    .map(|a| a.f32().map(|v| v.iter().next().copied().unwrap_or(0.0)))
+                    .transpose()
+            };
+            // Omitted bounds are the float range's ends (Clip-6's attribute defaults, Clip-11+'s
+            // `numeric_limits::lowest()`/`max()`); `Min(max, Max(x, min))` with NaN propagating
+            // from the input and from the bounds.
+            let lo = if opset < 11 { *min } else { scalar(1)? }.unwrap_or(f32::MIN);
+            let hi = if opset < 11 { *max } else { scalar(2)? }.unwrap_or(f32::MAX);
+            one(Array::F32(x.mapv(|v| nan_min(nan_max(v, lo), hi))))
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
+pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
+    match op {
+        Op::LeakyRelu { alpha } => a.push(format!("alpha: float = {}", flt(*alpha))),
+        Op::Clip { min, max } => {
+            if let Some(v) = min {
+                a.push(format!("min: float = {}", flt(*v)));
+            }
+            if let Some(v) = max {
+                a.push(format!("max: float = {}", flt(*v)));
+            }
+        }
+        Op::HardSigmoid { alpha, beta } => {
+            a.push(format!("alpha: float = {}", flt(*alpha)));
+            a.push(format!("beta: float = {}", flt(*beta)));
+        }
+        Op::Gelu { tanh } => {
+            a.push(format!("approximate: string = \"{}\"", if *tanh { "tanh" } else { "none" }))
+        }
+        Op::Binary(_) => {}
+        Op::Unary(_) => {}
+        _ => {}
+    }
+}
+
+/// Device lowering: `n` (node `idx` of the graph) as kernel steps of `b`, or the constraint
+/// that keeps it off the device.
+pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerError> {
+    let name = n.name.clone();
+    let err = |m: &str| LowerError::at(&name, m.to_string());
+    match &n.op {
+        Op::Binary(op) => {
+            let bop = match op {
+                BinaryOp::Add => BinOp::Add,
+                BinaryOp::Sub => BinOp::Sub,
+                BinaryOp::Mul => BinOp::Mul,
+                BinaryOp::Div => BinOp::Div,
+                BinaryOp::Pow => BinOp::Pow,
+                BinaryOp::Mod => return Err(err("Mod is not lowered")),
+            };
+            ew_step(b, n, vec![Micro::Bin(bop, 0, Src::In(0), Src::In(1))], 1, vec![])
+        }
+        Op::Unary(u) => {
+            let one = |op| (vec![Micro::Un(op, 0, Src::In(0))], 1, vec![]);
+            let (prog, regs, imms) = match u {
+                UnaryOp::Relu => one(UnOp::Relu),
+                UnaryOp::Sigmoid => one(UnOp::Sigmoid),
+                UnaryOp::Tanh => one(UnOp::Tanh),
+                UnaryOp::Exp => one(UnOp::Exp),
+                UnaryOp::Erf => one(UnOp::Erf),
+                UnaryOp::Sqrt => one(UnOp::Sqrt),
+                UnaryOp::Neg => one(UnOp::Neg),
+                UnaryOp::Abs => one(UnOp::Abs),
+                UnaryOp::HardSwish => {
+                    (hard_sigmoid(1.0 / 6.0, 0.5, 1, true), 2, vec![1.0 / 6.0, 0.5, 0.0, 1.0])
+                }
+            };
+            ew_step(b, n, prog, regs, imms)
+        }
+        Op::HardSigmoid { alpha, beta } => {
+            ew_step(b, n, hard_sigmoid(*alpha, *beta, 0, false), 1, vec![*alpha, *beta, 0.0, 1.0])
+        }
+        Op::LeakyRelu { alpha } => {
+            // relu(x) + alpha·min(x, 0)
+            let prog = vec![
+                Micro::Bin(BinOp::Min, 1, Src::In(0), Src::Imm(1)),
+                Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(0)),
+                Micro::Un(UnOp::Relu, 0, Src::In(0)),
+                Micro::Bin(BinOp::Add, 0, Src::Reg(0), Src::Reg(1)),
+            ];
+            ew_step(b, n, prog, 2, vec![*alpha, 0.0])
+        }
+        Op::Gelu { tanh } => {
+            let (prog, imms) = if *tanh {
+                // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+                (
+                    vec![
+                        Micro::Bin(BinOp::Mul, 1, Src::In(0), Src::In(0)),
+                        Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::In(0)),
+                        Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(0)),
+                        Micro::Bin(BinOp::Add, 1, Src::Reg(1), Src::In(0)),
+                        Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(1)),
+                        Micro::Un(UnOp::Tanh, 1, Src::Reg(1)),
+                        Micro::Bin(BinOp::Add, 1, Src::Reg(1), Src::Imm(2)),
+                        Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Imm(3)),
+                        Micro::Bin(BinOp::Mul, 0, Src::Reg(0), Src::Reg(1)),
+                    ],
+                    vec![0.044715, (2.0f64 / std::f64::consts::PI).sqrt() as f32, 1.0, 0.5],
+                )
+            } else {
+                // 0.5·x·(1 + erf(x / √2))
+                (
+                    vec![
+                        Micro::Bin(BinOp::Div, 1, Src::In(0), Src::Imm(0)),
+                        Micro::Un(UnOp::Erf, 1, Src::Reg(1)),
+                        Micro::Bin(BinOp::Add, 1, Src::Reg(1), Src::Imm(1)),
+                        Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Imm(2)),
+                        Micro::Bin(BinOp::Mul, 0, Src::Reg(0), Src::Reg(1)),
+                    ],
+                    vec![std::f32::consts::SQRT_2, 1.0, 0.5],
+                )
+            };
+            ew_step(b, n, prog, 2, imms)
+        }
+        Op::Clip { min, max } => {
+            let bound =
+                |b: &Builder<'_>, i: usize, d: Option<f32>, inf: f32| -> Result<f32, LowerError> {
+                    match b.opt_input(n, i) {
+                        Some(t) => b
+                            .const_f32(t)
+                            .and_then(|v| v.first().copied())
+                            .ok_or_else(|| err("Clip bounds must be constant")),
+                        // Attributes hold the bounds only before opset 11.
+                        None if b.g.opset < 11 => Ok(d.unwrap_or(inf)),
+                        None => Ok(inf),
+                    }
+                };
+            let runtime = |b: &Builder<'_>, i: usize| {
+                b.opt_input(n, i).is_some_and(|t| b.const_f32(t).is_none())
+            };
+            if runtime(b, 1) || runtime(b, 2) {
+                // Bounds computed at run time: element-wise max and min with broadcast scalars;
+                // an omitted bound is the float range's end (Clip-13's default).
+                let mut n1 = n.clone();
+                let mut prog = vec![Micro::Un(UnOp::Mov, 0, Src::In(0))];
+                let mut imms = vec![];
+                let mut next = 1;
+                for (i, op, default) in [(1, BinOp::Max, f32::MIN), (2, BinOp::Min, f32::MAX)] {
+                    if n.inputs.get(i).copied().flatten().is_some() {
+                        prog.push(Micro::Bin(op, 0, Src::Reg(0), Src::In(next)));
+                        next += 1;
+                    } else {
+                        prog.push(Micro::Bin(op, 0, Src::Reg(0), Src::Imm(imms.len())));
+                        imms.push(default);
+                    }
+                }
+                n1.inputs.retain(Option::is_some);
+                return ew_step(b, &n1, prog, 1, imms);
+            }
+            // Omitted bounds default to the float range's ends (Clip-6 attributes and Clip-11+
+            // inputs alike), so an infinite input is clamped to ±f32::MAX.
+            let lo = bound(b, 1, *min, f32::MIN)?;
+            let hi = bound(b, 2, *max, f32::MAX)?;
+            let prog = vec![
+                Micro::Bin(BinOp::Max, 0, Src::In(0), Src::Imm(0)),
+                Micro::Bin(BinOp::Min, 0, Src::Reg(0), Src::Imm(1)),
+            ];
+            let mut n1 = n.clone();
+            n1.inputs.truncate(1);
+            ew_step(b, &n1, prog, 1, vec![lo, hi])
+        }
+        other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
+    }
+}
+
+/// Cost inputs: one vector pass per element for plain arithmetic, more for composite
+/// activations, at the slow rate for transcendental functions and division.
+pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
+    let (passes, slow) = match op {
+        Op::Binary(BinaryOp::Div | BinaryOp::Pow) => (1, true),
+        Op::Binary(_) => (1, false),
+        Op::Unary(UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) => (1, false),
+        Op::Unary(UnaryOp::HardSwish) => (5, false),
+        Op::Unary(_) => (1, true),
+        Op::Clip { .. } => (2, false),
+        Op::LeakyRelu { .. } | Op::HardSigmoid { .. } => (4, false),
+        Op::Gelu { tanh } => (if *tanh { 9 } else { 5 }, true),
+        _ => return Work::Traffic,
+    };
+    Work::Vector { passes, slow }
+}
+
+/// No input determines the output shape.
+pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
+    false
+}

@@ -1,0 +1,386 @@
+//! Matrix products: Gemm, MatMul, and the integer MatMulInteger and QLinearMatMul.
+//!
+//! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
+//! printer and device lowering.
+
+use accelc_isa::BinOp;
+
+use crate::interp::*;
+use crate::ir::*;
+use crate::lower::LowerError;
+use crate::lower::schedule::*;
+use crate::lower::view::{View, ViewOp};
+use crate::onnx::Attrs;
+use crate::shape::*;
+use crate::text::*;
+
+use super::Work;
+
+type R<T> = Result<T, String>;
+
+/// The family's name in the registry.
+pub(crate) const FAMILY: &str = "matmul";
+
+/// The ONNX op types this family imports.
+pub(crate) const ONNX: &[&str] = &["Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"];
+
+/// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
+/// it is not supported.
+pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, String> {
+    match op_type {
+        "Gemm" => Ok(Op::Gemm {
+            alpha: a.f32("alpha", 1.0),
+            beta: a.f32("beta", 1.0),
+            trans_a: a.i64("transA", 0) != 0,
+            trans_b: a.i64("transB", 0) != 0,
+        }),
+        "MatMul" => Ok(Op::MatMul),
+        "MatMulInteger" => Ok(Op::MatMulInteger),
+        "QLinearMatMul" => Ok(Op::QLinearMatMul),
+        other => Err(super::misrouted_name(other, FAMILY)),
+    }
+}
+
+/// Output types from input types `ins` (and constant shape operands of `g`).
+pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
+    let x = || input(ins, 0);
+    match &node.op {
+        Op::Gemm { trans_a, trans_b, .. } => {
+            let (a, b) = (x()?, input(ins, 1)?);
+            if a.shape.len() != 2 || b.shape.len() != 2 {
+                return Err("Gemm needs matrices".into());
+            }
+            let (m, k) = if *trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+            let (k2, n) =
+                if *trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+            if k != k2 {
+                return Err(format!("Gemm of {:?} and {:?}", a.shape, b.shape));
+            }
+            Ok(vec![TensorType { dtype: a.dtype, shape: vec![m, n] }])
+        }
+        Op::MatMul => {
+            Ok(vec![TensorType { dtype: x()?.dtype, shape: matmul_shape(x()?, input(ins, 1)?)? }])
+        }
+        Op::MatMulInteger => {
+            Ok(vec![TensorType { dtype: DType::I32, shape: matmul_shape(x()?, input(ins, 1)?)? }])
+        }
+        Op::QLinearMatMul => {
+            let dtype = ins.get(7).copied().flatten().map_or(DType::U8, |z| z.dtype);
+            Ok(vec![TensorType { dtype, shape: matmul_shape(x()?, input(ins, 3)?)? }])
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
+/// against).
+pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<Array>> {
+    let one = |a: Array| Ok(vec![a]);
+    match &node.op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            let a = to2(arg(args, 0)?.f32()?)?;
+            let b = to2(arg(args, 1)?.f32()?)?;
+            let a = if *trans_a { a.t().to_owned() } else { a };
+            let b = if *trans_b { b.t().to_owned() } else { b };
+            if a.ncols() != b.nrows() {
+                return Err(format!("Gemm of {:?} and {:?}", a.shape(), b.shape()));
+            }
+            let mut y = a.dot(&b).into_dyn() * *alpha;
+            // beta = 0 skips C (onnxruntime and onnx.reference do), so 0·inf never enters.
+            if let Some(c) = opt(args, 2).filter(|_| *beta != 0.0) {
+                let c = c.f32()?.mapv(|v| v * beta);
+                y = zip_f32(&y, &c, |p, q| p + q)?;
+            }
+            one(Array::F32(y))
+        }
+        Op::MatMul => one(Array::F32(matmul(arg(args, 0)?.f32()?, arg(args, 1)?.f32()?)?)),
+        Op::MatMulInteger => {
+            let (a, b) = (
+                centered(arg(args, 0)?, opt(args, 2), true)?,
+                centered(arg(args, 1)?, opt(args, 3), false)?,
+            );
+            let y = matmul(&a, &b)?;
+            one(Array::Int(y.mapv(|v| v as i64), DType::I32))
+        }
+        Op::QLinearMatMul => {
+            let a = centered(arg(args, 0)?, opt(args, 2), true)?;
+            let b = centered(arg(args, 3)?, opt(args, 5), false)?;
+            let acc = matmul(&a, &b)?;
+            requantize(&acc, arg(args, 1)?, arg(args, 4)?, arg(args, 6)?, opt(args, 7), 1)
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
+pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
+    match op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            a.push(format!("alpha: float = {}", flt(*alpha)));
+            a.push(format!("beta: float = {}", flt(*beta)));
+            a.push(format!("transA: int = {}", i64::from(*trans_a)));
+            a.push(format!("transB: int = {}", i64::from(*trans_b)));
+        }
+        Op::MatMul => {}
+        Op::MatMulInteger => {}
+        Op::QLinearMatMul => {}
+        _ => {}
+    }
+}
+
+/// Device lowering: `n` (node `idx` of the graph) as kernel steps of `b`, or the constraint
+/// that keeps it off the device.
+pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerError> {
+    let name = n.name.clone();
+    let err = |m: &str| LowerError::at(&name, m.to_string());
+    match &n.op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            let mut a = b.input(n, 0)?;
+            let bm = b.input(n, 1)?;
+            if b.s.tens[a].dtype != DType::F32 {
+                return Err(err("only float32 Gemm is lowered"));
+            }
+            a = b.layout(a, false);
+            if *trans_a {
+                a = permuted(b, a, vec![1, 0], "T", &format!("{name}:transA"));
+            }
+            let sa = b.shape(a);
+            let (m, kk) = (sa[0], sa[1]);
+            let out0 = b.out(n, 0)?;
+            let nn = b.shape(out0)[1];
+            let mut names = vec![name.clone()];
+            let mut bias = vec![0.0f32; nn];
+            let mut residual = None;
+            // With beta = 0, C is not read at all (onnxruntime and onnx.reference skip it), so
+            // an infinite or NaN C does not turn the result into NaN through 0·C.
+            if let Some(c) = b.opt_input(n, 2).filter(|_| *beta != 0.0) {
+                let cs = b.shape(c);
+                match b.const_f32(c) {
+                    Some(v) if v.len() == nn && cs.last() == Some(&nn) => {
+                        bias = v.iter().map(|x| x * beta).collect();
+                    }
+                    Some(v) if v.len() == 1 => bias = vec![v[0] * beta; nn],
+                    Some(v) => {
+                        // Any other broadcast: expand to [M, N] and add as a residual.
+                        let src = View::dense(0, 0, &cs, 1);
+                        let bv = src.apply(&ViewOp::Broadcast(vec![m, nn]))?;
+                        let mut full = Vec::with_capacity(m * nn);
+                        for i in 0..m {
+                            for j in 0..nn {
+                                let off = i as u64 * bv.dims[0].1 + j as u64 * bv.dims[1].1;
+                                full.push(v[off as usize] * beta);
+                            }
+                        }
+                        residual = Some(b.temp(
+                            format!("{name}.C"),
+                            vec![m, nn],
+                            DType::F32,
+                            false,
+                            Store::Const(f32_bytes(&full).into()),
+                        ));
+                    }
+                    None if *beta == 1.0 && cs == vec![m, nn] => {
+                        residual = Some(b.layout(c, false))
+                    }
+                    None => {
+                        // Expand (and scale) C into an [M, N] temporary added as a residual.
+                        let t = b.temp(
+                            format!("{name}.C"),
+                            vec![m, nn],
+                            DType::F32,
+                            false,
+                            Store::Arena,
+                        );
+                        let ew = Ew {
+                            out: t,
+                            out_view: vec![],
+                            inputs: vec![(c, vec![ViewOp::Broadcast(vec![m, nn])])],
+                            prog: vec![Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Imm(0))],
+                            regs: 1,
+                        };
+                        b.step(
+                            Kernel::Elementwise(ew),
+                            &format!("{name}:C"),
+                            None,
+                            vec![f32_bytes(&[*beta])],
+                        );
+                        residual = Some(t);
+                    }
+                }
+            }
+            let (weights, oihw) = match b.const_f32(bm) {
+                Some(v) => {
+                    // oihw is [N][K].
+                    let w: Vec<f32> = if *trans_b {
+                        v.iter().map(|x| x * alpha).collect()
+                    } else {
+                        let mut t = vec![0.0; nn * kk];
+                        for k in 0..kk {
+                            for j in 0..nn {
+                                t[j * kk + k] = v[k * nn + j] * alpha;
+                            }
+                        }
+                        t
+                    };
+                    (Weights::Const, w)
+                }
+                None => {
+                    if *alpha != 1.0 {
+                        return Err(err("Gemm with a computed B needs alpha 1"));
+                    }
+                    let mut bt = b.layout(bm, false);
+                    if *trans_b {
+                        bt = permuted(b, bt, vec![1, 0], "T", &format!("{name}:transB"));
+                    }
+                    (Weights::Runtime { t: bt, offs: vec![0], row: nn as u64 * 4 }, vec![])
+                }
+            };
+            let mut end = out0;
+            if residual.is_none() {
+                end = b.fuse_bias(end, nn, &mut bias, &mut names);
+            }
+            let (act, end) = b.fuse_act(end, &mut names);
+            let mm = Mm {
+                input: a,
+                img: [1, m, 1, kk],
+                a_offs: vec![0],
+                k: [1, 1],
+                s: [1, 1],
+                d: [1, 1],
+                pad: [0; 4],
+                groups: 1,
+                out_hw: [m, 1],
+                cout: nn,
+                out: end,
+                out_offs: vec![0],
+                weights,
+                oihw,
+                bias,
+                residual,
+                act,
+            };
+            push_mm(b, mm, &names.join("+"), end)
+        }
+        Op::MatMul => {
+            let a0 = b.input(n, 0)?;
+            let bm = b.input(n, 1)?;
+            if b.s.tens[a0].dtype != DType::F32 {
+                return Err(err("only float32 MatMul is lowered"));
+            }
+            let a = b.layout(a0, false);
+            let mut sa = b.shape(a);
+            let mut sb = b.shape(bm);
+            if sa.len() == 1 {
+                sa.insert(0, 1);
+            }
+            if sb.len() == 1 {
+                sb.push(1);
+            }
+            let (m, kk) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+            let nn = sb[sb.len() - 1];
+            let out0 = b.out(n, 0)?;
+            // The output with any vector dimensions put back.
+            let (ab, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+            let mut os = if bb.len() > ab.len() { bb.to_vec() } else { ab.to_vec() };
+            let off = os.len();
+            for (i, d) in ab.iter().rev().enumerate() {
+                os[off - 1 - i] = os[off - 1 - i].max(*d);
+            }
+            for (i, d) in bb.iter().rev().enumerate() {
+                os[off - 1 - i] = os[off - 1 - i].max(*d);
+            }
+            os.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
+            let batch: Vec<usize> = os[..os.len() - 2].to_vec();
+            let nb: usize = batch.iter().product();
+            let mut names = vec![name.clone()];
+            let mut bias = vec![0.0f32; nn];
+            let a_batch: usize = sa[..sa.len() - 2].iter().product();
+            let const_b = if sb.len() == 2 { b.const_f32(bm) } else { None };
+            let (img, a_offs, out_offs, weights, oihw) = match const_b {
+                Some(v) if a_batch == nb => {
+                    let mut t = vec![0.0; nn * kk];
+                    for k in 0..kk {
+                        for j in 0..nn {
+                            t[j * kk + k] = v[k * nn + j];
+                        }
+                    }
+                    ([1, nb * m, 1, kk], vec![0], vec![0], Weights::Const, t)
+                }
+                _ => {
+                    let bt = b.layout(bm, false);
+                    // Per batch index: offsets of A, B and the output under broadcasting.
+                    let av = View::dense(0, 0, &sa[..sa.len() - 2], (m * kk * 4) as u64)
+                        .apply(&ViewOp::Broadcast(batch.clone()))?;
+                    let bv = View::dense(0, 0, &sb[..sb.len() - 2], (kk * nn * 4) as u64)
+                        .apply(&ViewOp::Broadcast(batch.clone()))?;
+                    let mut ao = Vec::new();
+                    let mut bo = Vec::new();
+                    for i in 0..nb {
+                        let (mut rest, mut oa, mut ob) = (i, 0u64, 0u64);
+                        for d in (0..batch.len()).rev() {
+                            let k = rest % batch[d];
+                            rest /= batch[d];
+                            oa += k as u64 * av.dims[d].1;
+                            ob += k as u64 * bv.dims[d].1;
+                        }
+                        ao.push(oa);
+                        bo.push(ob);
+                    }
+                    let oo = (0..nb as u64).map(|i| i * (m * nn * 4) as u64).collect();
+                    (
+                        [nb, m, 1, kk],
+                        ao,
+                        oo,
+                        Weights::Runtime { t: bt, offs: bo, row: nn as u64 * 4 },
+                        vec![],
+                    )
+                }
+            };
+            let end = b.fuse_bias(out0, nn, &mut bias, &mut names);
+            let (act, end) = b.fuse_act(end, &mut names);
+            let mm = Mm {
+                input: a,
+                img,
+                a_offs,
+                k: [1, 1],
+                s: [1, 1],
+                d: [1, 1],
+                pad: [0; 4],
+                groups: 1,
+                out_hw: [img[1], 1],
+                cout: nn,
+                out: end,
+                out_offs,
+                weights,
+                oihw,
+                bias,
+                residual: None,
+                act,
+            };
+            push_mm(b, mm, &names.join("+"), end)
+        }
+        Op::MatMulInteger => Err(err(&format!("{} is not lowered to the device yet", n.op_type))),
+        Op::QLinearMatMul => Err(err(&format!("{} is not lowered to the device yet", n.op_type))),
+        other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
+    }
+}
+
+/// Cost inputs: `M·N·K` multiply-accumulates for the float products; the integer ones run
+/// bounded by traffic (they are not lowered to the matrix engine yet).
+pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType]) -> Work {
+    let out_elems: u64 = outputs.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
+    let a = inputs.first().and_then(|t| t.as_ref()).map(|t| t.shape.clone()).unwrap_or_default();
+    match op {
+        Op::Gemm { trans_a, .. } => {
+            let k = if *trans_a { a.first() } else { a.last() }.copied().unwrap_or(1) as u64;
+            Work::Macs(out_elems * k)
+        }
+        Op::MatMul => Work::Macs(out_elems * a.last().copied().unwrap_or(1) as u64),
+        _ => Work::Traffic,
+    }
+}
+
+/// No input determines the output shape.
+pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
+    false
+}

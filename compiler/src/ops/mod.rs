@@ -1,0 +1,185 @@
+//! The op registry: every ONNX op the compiler understands has one home, a module per op
+//! family, holding all of its facets, and is listed once in [`REGISTRY`].
+//!
+//! A family module defines, for its ops:
+//! - `ONNX`: the op types it imports, and `import`: the attribute schema (every attribute
+//!   read, defaults per opset, values it refuses), giving an [`Op`];
+//! - `infer`: the shape and type rule;
+//! - `eval`: the reference semantics (the interpreter, the oracle for everything else);
+//! - `print`: the attributes in the ONNX text syntax, so that printing and re-importing gives
+//!   the same op;
+//! - `work`: the cost estimate's inputs (multiply-accumulates, vector passes or traffic);
+//! - `shape_operand`: which inputs determine the output shape (and must be constant);
+//! - `lower`: the device lowering (kernel steps), or the constraint that keeps it off the
+//!   device.
+//!
+//! [`def`] maps every [`Op`] variant to its family with an exhaustive `match`, so a new
+//! variant does not compile until it has a home; a test walks the registry with a sample node
+//! per op type through every facet, so a family that misses a case fails a test.
+
+use crate::interp::Array;
+use crate::ir::{Graph, Node, Op, TensorType};
+use crate::lower::LowerError;
+use crate::lower::schedule::Builder;
+use crate::onnx::Attrs;
+
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub(crate) mod matmul;
+pub(crate) mod movement;
+pub(crate) mod norm;
+pub(crate) mod pool;
+pub(crate) mod quant;
+pub(crate) mod reduce;
+pub(crate) mod shape_ops;
+pub(crate) mod unsupported;
+
+/// What one operation costs, as the optimizer's cost model (`opt::cost`) turns into cycles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// No kernel of its own (a view of the same bytes, or folded at compile time).
+    Free,
+    /// A matrix-engine kernel of this many multiply-accumulates.
+    Macs(u64),
+    /// A vector-engine kernel: passes per output element, at the slow (transcendental) rate.
+    Vector {
+        /// Passes per output element.
+        passes: u64,
+        /// Whether the passes run at the slow rate.
+        slow: bool,
+    },
+    /// A kernel bounded by its DRAM traffic (copies, gathers, integer kernels).
+    Traffic,
+}
+
+/// The shape and type rule: output types from the graph (for constant shape operands), the
+/// node and its input types.
+type InferFn = fn(&Graph, &Node, &[Option<&TensorType>]) -> Result<Vec<TensorType>, String>;
+
+/// The reference semantics: outputs from the node, its input arrays and the opset.
+type EvalFn = fn(&Node, &[Option<&Array>], i64) -> Result<Vec<Array>, String>;
+
+/// One op family's facets (see the module documentation).
+pub struct OpDef {
+    /// The family's name (its module).
+    pub family: &'static str,
+    /// The ONNX op types it imports.
+    pub onnx: &'static [&'static str],
+    pub(crate) import: fn(&str, &Attrs<'_>, i64) -> Result<Op, String>,
+    pub(crate) infer: InferFn,
+    pub(crate) eval: EvalFn,
+    pub(crate) print: fn(&Op, &mut Vec<String>),
+    pub(crate) work: fn(&Op, &[Option<TensorType>], &[TensorType]) -> Work,
+    pub(crate) shape_operand: fn(&Op, usize) -> bool,
+    pub(crate) lower: fn(&mut Builder<'_>, usize, &Node) -> Result<(), LowerError>,
+}
+
+macro_rules! family {
+    ($m:ident) => {
+        OpDef {
+            family: $m::FAMILY,
+            onnx: $m::ONNX,
+            import: $m::import,
+            infer: $m::infer,
+            eval: $m::eval,
+            print: $m::print,
+            work: $m::work,
+            shape_operand: $m::shape_operand,
+            lower: $m::lower,
+        }
+    };
+}
+
+static ELEMENTWISE: OpDef = family!(elementwise);
+static MATMUL: OpDef = family!(matmul);
+static CONV: OpDef = family!(conv);
+static POOL: OpDef = family!(pool);
+static NORM: OpDef = family!(norm);
+static REDUCE: OpDef = family!(reduce);
+static SHAPE_OPS: OpDef = family!(shape_ops);
+static MOVEMENT: OpDef = family!(movement);
+static QUANT: OpDef = family!(quant);
+static UNSUPPORTED: OpDef = family!(unsupported);
+
+/// Every op family, once.
+pub static REGISTRY: &[&OpDef] = &[
+    &ELEMENTWISE,
+    &MATMUL,
+    &CONV,
+    &POOL,
+    &NORM,
+    &REDUCE,
+    &SHAPE_OPS,
+    &MOVEMENT,
+    &QUANT,
+    &UNSUPPORTED,
+];
+
+/// The family of an op (exhaustive: a new [`Op`] variant needs a home here).
+pub fn def(op: &Op) -> &'static OpDef {
+    match op {
+        Op::Binary(_)
+        | Op::Unary(_)
+        | Op::LeakyRelu { .. }
+        | Op::Clip { .. }
+        | Op::HardSigmoid { .. }
+        | Op::Gelu { .. } => &ELEMENTWISE,
+        Op::Gemm { .. } | Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul => &MATMUL,
+        Op::Conv { .. }
+        | Op::ConvTranspose { .. }
+        | Op::ConvInteger { .. }
+        | Op::QLinearConv { .. } => &CONV,
+        Op::Pool { .. } | Op::GlobalPool { .. } => &POOL,
+        Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::BatchNorm { .. } => &NORM,
+        Op::Reduce { .. } => &REDUCE,
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Identity
+        | Op::Shape { .. }
+        | Op::Constant => &SHAPE_OPS,
+        Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Gather { .. }
+        | Op::Pad { .. }
+        | Op::Resize { .. } => &MOVEMENT,
+        Op::Cast { .. } | Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => &QUANT,
+        Op::Unsupported { .. } => &UNSUPPORTED,
+    }
+}
+
+/// The family importing ONNX op type `op_type` (default domain), if any.
+pub fn family_of(op_type: &str) -> Option<&'static OpDef> {
+    REGISTRY.iter().copied().find(|d| d.onnx.contains(&op_type))
+}
+
+/// Every default-domain ONNX op type the importer converts, sorted.
+pub fn onnx_ops() -> Vec<&'static str> {
+    let mut v: Vec<&str> = REGISTRY.iter().flat_map(|d| d.onnx.iter().copied()).collect();
+    v.sort_unstable();
+    v
+}
+
+/// Imports ONNX op `op_type` through its family, or says it is not supported.
+pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
+    match family_of(op_type) {
+        Some(d) => (d.import)(op_type, a, opset),
+        None => Err(format!("`{op_type}` is not supported")),
+    }
+}
+
+/// The error of a facet handed an op of another family (a registry bug, never user input).
+pub(crate) fn misrouted(op: &Op, family: &str) -> String {
+    format!("internal: {op:?} reached the {family} family (ops::def routes it elsewhere)")
+}
+
+/// As [`misrouted`], for an ONNX op type handed to the wrong family's importer.
+pub(crate) fn misrouted_name(op_type: &str, family: &str) -> String {
+    format!("internal: `{op_type}` reached the {family} family's importer")
+}

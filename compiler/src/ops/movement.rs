@@ -1,0 +1,846 @@
+//! Data movement: Transpose, Concat, Split, Slice, Gather, Pad, Resize.
+//!
+//! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
+//! printer and device lowering.
+
+use ndarray::{ArrayD, Axis, IxDyn};
+
+use crate::interp::axis as norm_axis;
+use crate::interp::*;
+use crate::ir::*;
+use crate::lower::LowerError;
+use crate::lower::schedule::*;
+use crate::lower::view::ViewOp;
+use crate::onnx::Attrs;
+use crate::shape::*;
+use crate::text::*;
+
+use super::Work;
+
+type R<T> = Result<T, String>;
+
+/// The family's name in the registry.
+pub(crate) const FAMILY: &str = "movement";
+
+/// The ONNX op types this family imports.
+pub(crate) const ONNX: &[&str] =
+    &["Transpose", "Concat", "Gather", "Pad", "Split", "Resize", "Slice"];
+
+/// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
+/// it is not supported.
+pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
+    match op_type {
+        "Transpose" => Ok(Op::Transpose { perm: a.ints("perm").unwrap_or_default() }),
+        "Concat" => Ok(Op::Concat { axis: a.i64("axis", 0) }),
+        "Gather" => Ok(Op::Gather { axis: a.i64("axis", 0) }),
+        "Pad" => {
+            let mode = match a.string("mode").as_deref() {
+                None | Some("constant") => PadMode::Constant,
+                Some("reflect") => PadMode::Reflect,
+                Some("edge") => PadMode::Edge,
+                Some("wrap") => PadMode::Wrap,
+                Some(other) => return Err(format!("Pad mode `{other}` is not defined")),
+            };
+            let old = opset < 11;
+            Ok(Op::Pad {
+                mode,
+                pads: if old { a.ints("pads") } else { None },
+                value: if old { a.f32("value", 0.0) } else { 0.0 },
+            })
+        }
+        // Without sizes (and with `num_outputs`, opset 18) the outputs' count gives the parts.
+        "Split" => {
+            if let Some(k) = a.get("num_outputs").map(|_| a.i64("num_outputs", 0)) {
+                let outputs = a.node.output.len();
+                if usize::try_from(k).ok() != Some(outputs) {
+                    return Err(format!(
+                        "Split num_outputs = {k} but the node has {outputs} outputs"
+                    ));
+                }
+            }
+            Ok(Op::Split {
+                axis: a.i64("axis", 0),
+                split: if opset < 13 { a.ints("split") } else { None },
+            })
+        }
+        "Resize" => {
+            let linear = match a.string("mode").as_deref() {
+                None | Some("nearest") => false,
+                Some("linear") => true,
+                Some(other) => return Err(format!("Resize mode `{other}` is not supported")),
+            };
+            let coords = match a.string("coordinate_transformation_mode").as_deref() {
+                None | Some("half_pixel") => ResizeCoords::HalfPixel,
+                Some("half_pixel_symmetric") => ResizeCoords::HalfPixelSymmetric,
+                Some("pytorch_half_pixel") => ResizeCoords::PytorchHalfPixel,
+                Some("align_corners") => ResizeCoords::AlignCorners,
+                Some("asymmetric") => ResizeCoords::Asymmetric,
+                Some(other) => {
+                    return Err(format!(
+                        "Resize coordinate_transformation_mode `{other}` is not supported"
+                    ));
+                }
+            };
+            let nearest = match a.string("nearest_mode").as_deref() {
+                None | Some("round_prefer_floor") => NearestMode::RoundPreferFloor,
+                Some("round_prefer_ceil") => NearestMode::RoundPreferCeil,
+                Some("floor") => NearestMode::Floor,
+                Some("ceil") => NearestMode::Ceil,
+                Some(other) => return Err(format!("Resize nearest_mode `{other}` is not defined")),
+            };
+            if a.i64("antialias", 0) != 0 {
+                return Err("Resize with antialias is not supported".into());
+            }
+            if a.get("axes").is_some() {
+                return Err("Resize with axes is not supported".into());
+            }
+            // `cubic_coeff_a` belongs to cubic mode and `extrapolation_value` to
+            // tf_crop_and_resize, both refused above; `exclude_outside` reweights only cubic
+            // (and antialiased) taps, so nearest and linear results do not depend on it.
+            let _ =
+                (a.get("cubic_coeff_a"), a.get("extrapolation_value"), a.get("exclude_outside"));
+            if !matches!(a.string("keep_aspect_ratio_policy").as_deref(), None | Some("stretch")) {
+                return Err(
+                    "Resize keep_aspect_ratio_policy other than stretch is not supported".into()
+                );
+            }
+            if opset < 11 {
+                return Err("Resize before opset 11 is not supported".into());
+            }
+            Ok(Op::Resize { linear, coords, nearest })
+        }
+        "Slice" if opset < 10 => Ok(Op::Slice {
+            attrs: Some(SliceAttrs {
+                starts: a.ints("starts").unwrap_or_default(),
+                ends: a.ints("ends").unwrap_or_default(),
+                axes: a.ints("axes"),
+            }),
+        }),
+        "Slice" => Ok(Op::Slice { attrs: None }),
+        other => Err(super::misrouted_name(other, FAMILY)),
+    }
+}
+
+/// Output types from input types `ins` (and constant shape operands of `g`).
+pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
+    let x = || input(ins, 0);
+    match &node.op {
+        Op::Pad { pads, .. } => {
+            let t = x()?;
+            let rank = t.shape.len();
+            let pads = match pads {
+                Some(p) => p.clone(),
+                None => const_ints(g, node, 1)?.ok_or("Pad needs pads")?,
+            };
+            let axes: Vec<usize> = match const_ints(g, node, 3)? {
+                Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                None => (0..rank).collect(),
+            };
+            if pads.len() != 2 * axes.len() {
+                return Err(format!("{} pads for {} axes", pads.len(), axes.len()));
+            }
+            let mut shape = t.shape.clone();
+            for (i, &k) in axes.iter().enumerate() {
+                let d = shape[k] as i64 + pads[i] + pads[i + axes.len()];
+                shape[k] = usize::try_from(d).map_err(|_| "padding makes a dimension negative")?;
+            }
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        Op::Split { axis: ax, split } => {
+            let t = x()?;
+            let k = axis(*ax, t.shape.len())?;
+            let d = t.shape[k];
+            let n = node.outputs.len().max(1);
+            let given = match split {
+                Some(s) => Some(s.clone()),
+                None => const_ints(g, node, 1)?,
+            };
+            let sizes = crate::interp::split_sizes(d, given.as_deref(), n, g.opset)?;
+            Ok(sizes
+                .into_iter()
+                .map(|size| {
+                    let mut shape = t.shape.clone();
+                    shape[k] = size;
+                    TensorType { dtype: t.dtype, shape }
+                })
+                .collect())
+        }
+        Op::Transpose { perm } => {
+            let t = x()?;
+            let rank = t.shape.len();
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..rank).rev().collect()
+            } else {
+                perm.iter().map(|p| axis(*p, rank)).collect::<R<_>>()?
+            };
+            let mut seen = vec![false; rank];
+            if perm.len() != rank || perm.iter().any(|p| std::mem::replace(&mut seen[*p], true)) {
+                return Err(format!("Transpose perm {perm:?} is not a permutation of {rank} axes"));
+            }
+            Ok(vec![TensorType {
+                dtype: t.dtype,
+                shape: perm.iter().map(|p| t.shape[*p]).collect(),
+            }])
+        }
+        Op::Concat { axis: ax } => {
+            let parts: Vec<&TensorType> = ins.iter().flatten().copied().collect();
+            let first = parts.first().ok_or("Concat of nothing")?;
+            let k = axis(*ax, first.shape.len())?;
+            // Every part has the first's type and dimensions except along the axis.
+            for p in &parts {
+                let same_rank = p.shape.len() == first.shape.len();
+                if p.dtype != first.dtype
+                    || !same_rank
+                    || p.shape
+                        .iter()
+                        .zip(&first.shape)
+                        .enumerate()
+                        .any(|(i, (a, b))| i != k && a != b)
+                {
+                    return Err(format!(
+                        "Concat along axis {k} of {first} and {p}, which differ elsewhere"
+                    ));
+                }
+            }
+            let mut shape = first.shape.clone();
+            shape[k] = parts.iter().map(|p| p.shape.get(k).copied().unwrap_or(0)).sum();
+            Ok(vec![TensorType { dtype: first.dtype, shape }])
+        }
+        Op::Gather { axis: ax } => {
+            let (t, idx) = (x()?, input(ins, 1)?);
+            let k = axis(*ax, t.shape.len())?;
+            let mut shape = t.shape[..k].to_vec();
+            shape.extend(&idx.shape);
+            shape.extend(&t.shape[k + 1..]);
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        Op::Resize { .. } => {
+            let t = x()?;
+            let scales: Option<Vec<f64>> = match node.inputs.get(2) {
+                Some(Some(id)) => match &g.value(*id).constant {
+                    Some(c) if c.dtype == DType::F32 => {
+                        Some(c.f32s().into_iter().map(f64::from).collect())
+                    }
+                    Some(_) => return Err("Resize scales must be float".into()),
+                    None => return Err("Resize scales must be a constant".into()),
+                },
+                _ => None,
+            }
+            .filter(|v: &Vec<f64>| !v.is_empty());
+            let sizes = const_ints(g, node, 3)?.filter(|v| !v.is_empty());
+            let (shape, _) =
+                crate::interp::resize_shape(&t.shape, scales.as_deref(), sizes.as_deref())?;
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        Op::Slice { attrs } => {
+            let t = x()?;
+            let (starts, ends, axes, steps) = match attrs {
+                Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
+                None => (
+                    const_ints(g, node, 1)?.ok_or("Slice needs starts")?,
+                    const_ints(g, node, 2)?.ok_or("Slice needs ends")?,
+                    const_ints(g, node, 3)?,
+                    const_ints(g, node, 4)?,
+                ),
+            };
+            let rank = t.shape.len();
+            let axes: Vec<usize> = match axes {
+                Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                None => (0..starts.len()).map(|i| axis(i as i64, rank)).collect::<R<_>>()?,
+            };
+            let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            if ends.len() != starts.len()
+                || axes.len() != starts.len()
+                || steps.len() != starts.len()
+            {
+                return Err("Slice starts, ends, axes and steps differ in length".into());
+            }
+            let mut shape = t.shape.clone();
+            for (((k, s), e), st) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
+                shape[*k] = slice_len(t.shape[*k] as i64, *s, *e, *st)?;
+            }
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
+/// against).
+pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Array>> {
+    let one = |a: Array| Ok(vec![a]);
+    match &node.op {
+        Op::Transpose { perm } => {
+            let x = arg(args, 0)?;
+            let rank = x.shape().len();
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..rank).rev().collect()
+            } else {
+                perm.iter().map(|p| axis(*p, rank)).collect::<R<_>>()?
+            };
+            let mut seen = perm.clone();
+            seen.sort_unstable();
+            if seen != (0..rank).collect::<Vec<_>>() {
+                return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
+            }
+            one(match x {
+                Array::F32(a) => Array::F32(
+                    a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned(),
+                ),
+                Array::Int(a, dt) => Array::Int(
+                    a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned(),
+                    *dt,
+                ),
+            })
+        }
+        Op::Concat { axis: ax } => {
+            let parts: Vec<&Array> = args.iter().flatten().copied().collect();
+            let first = parts.first().ok_or("Concat of nothing")?;
+            let k = axis(*ax, first.shape().len())?;
+            one(match first {
+                Array::F32(_) => {
+                    let views: Vec<_> =
+                        parts.iter().map(|p| p.f32().map(|a| a.view())).collect::<R<_>>()?;
+                    Array::F32(ndarray::concatenate(Axis(k), &views).map_err(|e| e.to_string())?)
+                }
+                Array::Int(_, dt) => {
+                    let views: Vec<_> =
+                        parts.iter().map(|p| p.ints().map(|a| a.view())).collect::<R<_>>()?;
+                    Array::Int(
+                        ndarray::concatenate(Axis(k), &views).map_err(|e| e.to_string())?,
+                        *dt,
+                    )
+                }
+            })
+        }
+        Op::Gather { axis: ax } => {
+            let x = arg(args, 0)?;
+            let idx = arg(args, 1)?.ints()?;
+            let k = axis(*ax, x.shape().len())?;
+            let dim = x.shape()[k] as i64;
+            let picks: Vec<usize> = idx
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + dim } else { i };
+                    if (0..dim).contains(&j) {
+                        Ok(j as usize)
+                    } else {
+                        Err(format!("index {i} is out of range for axis of {dim}"))
+                    }
+                })
+                .collect::<R<_>>()?;
+            let mut shape: Vec<usize> = x.shape()[..k].to_vec();
+            shape.extend(idx.shape());
+            shape.extend(&x.shape()[k + 1..]);
+            fn take<T: Clone>(
+                a: &ArrayD<T>,
+                k: usize,
+                picks: &[usize],
+                shape: &[usize],
+            ) -> R<ArrayD<T>> {
+                let sel = a.select(Axis(k), picks);
+                sel.as_standard_layout()
+                    .to_shape(IxDyn(shape))
+                    .map(|v| v.to_owned())
+                    .map_err(|e| e.to_string())
+            }
+            one(match x {
+                Array::F32(a) => Array::F32(take(a, k, &picks, &shape)?),
+                Array::Int(a, dt) => Array::Int(take(a, k, &picks, &shape)?, *dt),
+            })
+        }
+        Op::Pad { mode, pads, value } => {
+            let x = arg(args, 0)?;
+            let rank = x.shape().len();
+            let pads: Vec<i64> = match pads {
+                Some(p) => p.clone(),
+                None => arg(args, 1)?.ints()?.iter().copied().collect(),
+            };
+            let axes: Vec<usize> = match opt(args, 3) {
+                Some(a) => a.ints()?.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                None => (0..rank).collect(),
+            };
+            if pads.len() != 2 * axes.len() {
+                return Err(format!("{} pads for {} axes", pads.len(), axes.len()));
+            }
+            let (mut begin, mut end) = (vec![0i64; rank], vec![0i64; rank]);
+            for (i, &k) in axes.iter().enumerate() {
+                begin[k] = pads[i];
+                end[k] = pads[i + axes.len()];
+            }
+            let (shape, map) = pad_map(x.shape(), &begin, &end, *mode)?;
+            one(match x {
+                Array::F32(a) => {
+                    let cv = match opt(args, 2) {
+                        Some(c) => c.f32()?.iter().next().copied().unwrap_or(0.0),
+                        None => *value,
+                    };
+                    let flat: Vec<f32> = a.iter().copied().collect();
+                    Array::F32(
+                        ArrayD::from_shape_vec(
+                            IxDyn(&shape),
+                            map.iter().map(|m| m.map_or(cv, |i| flat[i])).collect(),
+                        )
+                        .map_err(|e| e.to_string())?,
+                    )
+                }
+                Array::Int(a, dt) => {
+                    let cv = match opt(args, 2) {
+                        Some(c) => c.ints()?.iter().next().copied().unwrap_or(0),
+                        None => *value as i64,
+                    };
+                    let flat: Vec<i64> = a.iter().copied().collect();
+                    Array::Int(
+                        ArrayD::from_shape_vec(
+                            IxDyn(&shape),
+                            map.iter().map(|m| m.map_or(cv, |i| flat[i])).collect(),
+                        )
+                        .map_err(|e| e.to_string())?,
+                        *dt,
+                    )
+                }
+            })
+        }
+        Op::Split { axis: ax, split } => {
+            let x = arg(args, 0)?;
+            let k = axis(*ax, x.shape().len())?;
+            let d = x.shape()[k];
+            let given: Option<Vec<i64>> = match split {
+                Some(s) => Some(s.clone()),
+                None => opt(args, 1)
+                    .map(|s| s.ints().map(|v| v.iter().copied().collect()))
+                    .transpose()?,
+            };
+            let sizes = split_sizes(d, given.as_deref(), node.outputs.len(), opset)?;
+            if sizes.len() != node.outputs.len() {
+                return Err(format!(
+                    "split sizes {sizes:?} do not divide axis {k} of {:?} into {} outputs",
+                    x.shape(),
+                    node.outputs.len()
+                ));
+            }
+            let mut at = 0usize;
+            let mut outs = Vec::new();
+            for size in sizes {
+                let r = (at, at + size);
+                at += size;
+                outs.push(match x {
+                    Array::F32(a) => {
+                        Array::F32(a.slice_axis(Axis(k), ndarray::Slice::from(r.0..r.1)).to_owned())
+                    }
+                    Array::Int(a, dt) => Array::Int(
+                        a.slice_axis(Axis(k), ndarray::Slice::from(r.0..r.1)).to_owned(),
+                        *dt,
+                    ),
+                });
+            }
+            Ok(outs)
+        }
+        Op::Resize { linear, coords, nearest } => {
+            let x = arg(args, 0)?;
+            let scales = opt(args, 2)
+                .map(|a| a.f32().map(|v| v.iter().map(|s| f64::from(*s)).collect::<Vec<_>>()))
+                .transpose()?
+                .filter(|v| !v.is_empty());
+            let sizes = opt(args, 3)
+                .map(|a| a.ints().map(|v| v.iter().copied().collect::<Vec<_>>()))
+                .transpose()?
+                .filter(|v| !v.is_empty());
+            let (out_shape, scales) = resize_shape(x.shape(), scales.as_deref(), sizes.as_deref())?;
+            let xf = match x {
+                Array::F32(a) => a.mapv(f64::from),
+                Array::Int(a, _) => a.mapv(|v| v as f64),
+            };
+            let y = resize(&xf, &out_shape, &scales, *linear, *coords, *nearest);
+            one(match x {
+                Array::F32(_) => Array::F32(y.mapv(|v| v as f32)),
+                Array::Int(_, dt) => Array::Int(y.mapv(|v| v.round_ties_even() as i64), *dt),
+            })
+        }
+        Op::Slice { attrs } => {
+            let x = arg(args, 0)?;
+            let vec_of = |i: usize| -> R<Option<Vec<i64>>> {
+                opt(args, i).map(|a| a.ints().map(|v| v.iter().copied().collect())).transpose()
+            };
+            let (starts, ends, axes, steps) = match attrs {
+                Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
+                None => (
+                    vec_of(1)?.ok_or("Slice needs starts")?,
+                    vec_of(2)?.ok_or("Slice needs ends")?,
+                    vec_of(3)?,
+                    vec_of(4)?,
+                ),
+            };
+            one(slice(x, &starts, &ends, axes, steps)?)
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
+pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
+    match op {
+        Op::Concat { axis } | Op::Gather { axis } => a.push(format!("axis: int = {axis}")),
+        Op::Transpose { perm } if !perm.is_empty() => {
+            a.push(format!("perm: ints = {}", ints(perm)))
+        }
+        Op::Slice { attrs: Some(s) } => {
+            a.push(format!("starts: ints = {}", ints(&s.starts)));
+            a.push(format!("ends: ints = {}", ints(&s.ends)));
+            if let Some(ax) = &s.axes {
+                a.push(format!("axes: ints = {}", ints(ax)));
+            }
+        }
+        Op::Transpose { .. } | Op::Slice { attrs: None } => {}
+        Op::Pad { mode, pads, value } => {
+            let mode = match mode {
+                PadMode::Constant => "constant",
+                PadMode::Reflect => "reflect",
+                PadMode::Edge => "edge",
+                PadMode::Wrap => "wrap",
+            };
+            a.push(format!("mode: string = \"{mode}\""));
+            // The attribute forms of opsets before 11.
+            if let Some(p) = pads {
+                a.push(format!("pads: ints = {}", ints(p)));
+                a.push(format!("value: float = {}", flt(*value)));
+            }
+        }
+        Op::Split { axis, split } => {
+            a.push(format!("axis: int = {axis}"));
+            if let Some(s) = split {
+                a.push(format!("split: ints = {}", ints(s)));
+            }
+        }
+        Op::Resize { linear, coords, nearest } => {
+            a.push(format!("mode: string = \"{}\"", if *linear { "linear" } else { "nearest" }));
+            let coords = match coords {
+                ResizeCoords::HalfPixel => "half_pixel",
+                ResizeCoords::HalfPixelSymmetric => "half_pixel_symmetric",
+                ResizeCoords::PytorchHalfPixel => "pytorch_half_pixel",
+                ResizeCoords::AlignCorners => "align_corners",
+                ResizeCoords::Asymmetric => "asymmetric",
+            };
+            a.push(format!("coordinate_transformation_mode: string = \"{coords}\""));
+            let nearest = match nearest {
+                NearestMode::RoundPreferFloor => "round_prefer_floor",
+                NearestMode::RoundPreferCeil => "round_prefer_ceil",
+                NearestMode::Floor => "floor",
+                NearestMode::Ceil => "ceil",
+            };
+            a.push(format!("nearest_mode: string = \"{nearest}\""));
+        }
+        _ => {}
+    }
+}
+
+/// Device lowering: `n` (node `idx` of the graph) as kernel steps of `b`, or the constraint
+/// that keeps it off the device.
+pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerError> {
+    let name = n.name.clone();
+    let err = |m: &str| LowerError::at(&name, m.to_string());
+    match &n.op {
+        Op::Transpose { perm } => {
+            let x = b.input(n, 0)?;
+            let rank = b.shape(x).len();
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..rank).rev().collect()
+            } else {
+                perm.iter()
+                    .map(|p| norm_axis(*p, rank))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| err(&e))?
+            };
+            let out = b.out(n, 0)?;
+            copy_step(b, &name, out, vec![], x, vec![ViewOp::Permute(perm)]);
+            Ok(())
+        }
+        Op::Concat { axis } => {
+            let out = b.out(n, 0)?;
+            let os = b.shape(out);
+            let ax = norm_axis(*axis, os.len()).map_err(|e| err(&e))?;
+            let ins: Vec<T> = n.inputs.iter().flatten().map(|v| b.t(*v)).collect();
+            if os.len() == 4 && ins.iter().all(|t| b.s.tens[*t].nhwc) {
+                b.s.tens[out].nhwc = true;
+            }
+            let mut start = 0;
+            for (j, t) in ins.iter().enumerate() {
+                let len = b.shape(*t)[ax];
+                if len > 0 {
+                    let v = vec![ViewOp::Slice { axis: ax, start, len, step: 1 }];
+                    let nm = if j == 0 { name.clone() } else { format!("{name}#{j}") };
+                    copy_step(b, &nm, out, v, *t, vec![]);
+                }
+                start += len;
+            }
+            if let Some(last) = b.s.steps.last_mut() {
+                last.output = Some(b.s.tens[out].name.clone());
+            }
+            Ok(())
+        }
+        Op::Split { axis, split } => {
+            let x = b.input(n, 0)?;
+            let xs = b.shape(x);
+            let ax = norm_axis(*axis, xs.len()).map_err(|e| err(&e))?;
+            let given = match b.opt_input(n, 1) {
+                Some(t) => Some(b.const_i64(t).ok_or_else(|| err("Split sizes must be constant"))?),
+                None => split.clone(),
+            };
+            let sizes = split_sizes(xs[ax], given.as_deref(), n.outputs.len(), b.g.opset)
+                .map_err(|e| err(&e))?;
+            let mut start = 0;
+            for (j, len) in sizes.into_iter().enumerate() {
+                let out = b.out(n, j)?;
+                copy_step(
+                    b,
+                    &format!("{name}#{j}"),
+                    out,
+                    vec![],
+                    x,
+                    vec![ViewOp::Slice { axis: ax, start, len, step: 1 }],
+                );
+                start += len;
+            }
+            Ok(())
+        }
+        Op::Slice { attrs } => {
+            let x = b.input(n, 0)?;
+            let xs = b.shape(x);
+            let rank = xs.len();
+            let get = |b: &Builder<'_>, i: usize| -> Result<Option<Vec<i64>>, LowerError> {
+                match b.opt_input(n, i) {
+                    Some(t) => b
+                        .const_i64(t)
+                        .map(Some)
+                        .ok_or_else(|| err("Slice parameters must be constant")),
+                    None => Ok(None),
+                }
+            };
+            let (starts, ends, axes, steps) = match attrs {
+                Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
+                None => (
+                    get(b, 1)?.unwrap_or_default(),
+                    get(b, 2)?.unwrap_or_default(),
+                    get(b, 3)?,
+                    get(b, 4)?,
+                ),
+            };
+            let axes: Vec<usize> = match axes {
+                Some(a) => a
+                    .iter()
+                    .map(|v| norm_axis(*v, rank))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| err(&e))?,
+                None => (0..starts.len()).collect(),
+            };
+            let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            let out = b.out(n, 0)?;
+            let os = b.shape(out);
+            let mut view = vec![];
+            for (((&k, &s0), &e0), &st) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
+                if st <= 0 {
+                    return Err(err("Slice with a negative step is not lowered"));
+                }
+                let (s, _) = crate::shape::slice_range(xs[k] as i64, s0, e0, st);
+                view.push(ViewOp::Slice {
+                    axis: k,
+                    start: s as usize,
+                    len: os[k],
+                    step: st as usize,
+                });
+            }
+            copy_step(b, &name, out, vec![], x, view);
+            Ok(())
+        }
+        Op::Gather { axis } => {
+            let x = b.input(n, 0)?;
+            let ix = b.input(n, 1)?;
+            let xs = b.shape(x);
+            let ax = norm_axis(*axis, xs.len()).map_err(|e| err(&e))?;
+            let idx = b.const_i64(ix).ok_or_else(|| err("Gather indices must be constant"))?;
+            let out = b.out(n, 0)?;
+            let norm = |v: i64| -> Result<usize, LowerError> {
+                let d = xs[ax] as i64;
+                let w = if v < 0 { v + d } else { v };
+                if (0..d).contains(&w) {
+                    Ok(w as usize)
+                } else {
+                    Err(err("Gather index out of range"))
+                }
+            };
+            if b.shape(ix).is_empty() {
+                let i = norm(idx[0])?;
+                copy_step(b, &name, out, vec![], x, vec![ViewOp::Select { axis: ax, index: i }]);
+            } else {
+                let mut flat_shape = xs.clone();
+                flat_shape[ax] = idx.len();
+                for (j, v) in idx.iter().enumerate() {
+                    let i = norm(*v)?;
+                    let ov = vec![
+                        ViewOp::Reshape(flat_shape.clone()),
+                        ViewOp::Slice { axis: ax, start: j, len: 1, step: 1 },
+                    ];
+                    copy_step(
+                        b,
+                        &format!("{name}#{j}"),
+                        out,
+                        ov,
+                        x,
+                        vec![ViewOp::Slice { axis: ax, start: i, len: 1, step: 1 }],
+                    );
+                }
+            }
+            Ok(())
+        }
+        Op::Pad { mode, pads, value } => {
+            if *mode != PadMode::Constant {
+                return Err(err("only constant padding is lowered"));
+            }
+            let x = b.input(n, 0)?;
+            let xs = b.shape(x);
+            let pads = match b.opt_input(n, 1) {
+                Some(t) => b.const_i64(t).ok_or_else(|| err("Pad pads must be constant"))?,
+                None => pads.clone().unwrap_or_default(),
+            };
+            let value = match b.opt_input(n, 2) {
+                Some(t) => b
+                    .const_f32(t)
+                    .and_then(|v| v.first().copied())
+                    .ok_or_else(|| err("Pad value must be a float constant"))?,
+                None => *value,
+            };
+            if b.opt_input(n, 3).is_some() {
+                return Err(err("Pad with axes is not lowered"));
+            }
+            if pads.len() != 2 * xs.len() || pads.iter().any(|p| *p < 0) {
+                return Err(err("Pad with negative or mismatched pads is not lowered"));
+            }
+            let out = b.out(n, 0)?;
+            b.step(
+                Kernel::Fill { out, value: value.to_bits() },
+                &format!("{name}:fill"),
+                None,
+                vec![],
+            );
+            let view = xs
+                .iter()
+                .enumerate()
+                .map(|(a, &len)| ViewOp::Slice { axis: a, start: pads[a] as usize, len, step: 1 })
+                .collect();
+            copy_step(b, &name, out, view, x, vec![]);
+            Ok(())
+        }
+        Op::Resize { linear, coords, nearest } => {
+            if *linear {
+                return Err(err("linear Resize is not lowered"));
+            }
+            let x = b.input(n, 0)?;
+            let xs = b.shape(x);
+            let out = b.out(n, 0)?;
+            let os = b.shape(out);
+            let scales = match b.opt_input(n, 2) {
+                Some(t) => Some(
+                    b.const_f32(t)
+                        .ok_or_else(|| err("Resize scales must be constant"))?
+                        .iter()
+                        .map(|v| f64::from(*v))
+                        .collect::<Vec<_>>(),
+                ),
+                None => None,
+            }
+            .filter(|v| !v.is_empty());
+            let sizes = match b.opt_input(n, 3) {
+                Some(t) => {
+                    Some(b.const_i64(t).ok_or_else(|| err("Resize sizes must be constant"))?)
+                }
+                None => None,
+            }
+            .filter(|v| !v.is_empty());
+            let (shape, scales) =
+                resize_shape(&xs, scales.as_deref(), sizes.as_deref()).map_err(|e| err(&e))?;
+            if shape != os || os.contains(&0) {
+                return Err(err("Resize to an empty or mismatched shape is not lowered"));
+            }
+            // The op's own index map per axis; a shortcut is taken only where it is proven
+            // equal to this map.
+            let maps: Vec<Vec<usize>> = (0..xs.len())
+                .map(|a| nearest_index_map(xs[a], os[a], scales[a], *coords, *nearest))
+                .collect();
+            let is_repeat = |a: usize| {
+                os[a].is_multiple_of(xs[a])
+                    && maps[a].iter().enumerate().all(|(o, &i)| i == o / (os[a] / xs[a]))
+            };
+            if (0..xs.len()).all(is_repeat) {
+                // Every axis is a plain integer repeat: one copy through a stride-0 view.
+                let mut view = vec![];
+                let mut split_shape = vec![];
+                for a in 0..xs.len() {
+                    split_shape.push(xs[a]);
+                    split_shape.push(os[a] / xs[a]);
+                }
+                for a in (0..xs.len()).rev() {
+                    view.push(ViewOp::Repeat { axis: a, times: os[a] / xs[a] });
+                }
+                copy_step(b, &name, out, vec![ViewOp::Reshape(split_shape)], x, view);
+                return Ok(());
+            }
+            // The general path: a gather per resized axis, one copy per run of output indices
+            // reading the same input index (broadcast along the run).
+            let axes: Vec<usize> = (0..xs.len())
+                .filter(|&a| !(xs[a] == os[a] && maps[a].iter().enumerate().all(|(o, &i)| o == i)))
+                .collect();
+            let mut cur = x;
+            let mut cur_shape = xs.clone();
+            for (k, &a) in axes.iter().enumerate() {
+                let mut dst_shape = cur_shape.clone();
+                dst_shape[a] = os[a];
+                let dst = if k + 1 == axes.len() {
+                    out
+                } else {
+                    let dtype = b.s.tens[x].dtype;
+                    b.temp(format!("{name}.axis{a}"), dst_shape.clone(), dtype, false, Store::Arena)
+                };
+                let mut o0 = 0;
+                while o0 < os[a] {
+                    let src = maps[a][o0];
+                    let len = maps[a][o0..].iter().take_while(|i| **i == src).count();
+                    let mut run_shape = dst_shape.clone();
+                    run_shape[a] = len;
+                    copy_step(
+                        b,
+                        &format!("{name}:axis{a}@{o0}"),
+                        dst,
+                        vec![ViewOp::Slice { axis: a, start: o0, len, step: 1 }],
+                        cur,
+                        vec![
+                            ViewOp::Slice { axis: a, start: src, len: 1, step: 1 },
+                            ViewOp::Broadcast(run_shape),
+                        ],
+                    );
+                    o0 += len;
+                }
+                cur = dst;
+                cur_shape = dst_shape;
+            }
+            Ok(())
+        }
+        other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
+    }
+}
+
+/// Cost inputs: copies, bounded by their DRAM traffic.
+pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
+    Work::Traffic
+}
+
+/// Split's sizes, Resize's roi, scales and sizes, Slice's starts/ends/axes/steps and Pad's
+/// pads and axes determine the output shape.
+pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
+    match op {
+        Op::Split { .. } => i == 1,
+        Op::Resize { .. } => (1..=3).contains(&i),
+        Op::Slice { .. } => (1..=4).contains(&i),
+        Op::Pad { .. } => i == 1 || i == 3,
+        _ => false,
+    }
+}

@@ -1,0 +1,227 @@
+//! Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+//!
+//! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
+//! printer and device lowering.
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::interp::*;
+use crate::ir::*;
+use crate::lower::LowerError;
+use crate::lower::schedule::*;
+use crate::onnx::{Attrs, window};
+use crate::shape::*;
+use crate::text::*;
+
+use super::Work;
+
+type R<T> = Result<T, String>;
+
+/// The family's name in the registry.
+pub(crate) const FAMILY: &str = "pool";
+
+/// The ONNX op types this family imports.
+pub(crate) const ONNX: &[&str] = &["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"];
+
+/// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
+/// it is not supported.
+pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, String> {
+    match op_type {
+        "MaxPool" if a.node.output.iter().filter(|o| !o.is_empty()).count() > 1 => {
+            Err("MaxPool's Indices output is not supported".into())
+        }
+        "MaxPool" => {
+            if a.i64("storage_order", 0) != 0 {
+                return Err("MaxPool with storage_order=1 is not supported".into());
+            }
+            Ok(Op::Pool { max: true, window: window(a)?, count_include_pad: false })
+        }
+        "AveragePool" => Ok(Op::Pool {
+            max: false,
+            window: window(a)?,
+            count_include_pad: a.i64("count_include_pad", 0) != 0,
+        }),
+        "GlobalAveragePool" => Ok(Op::GlobalPool { max: false }),
+        "GlobalMaxPool" => Ok(Op::GlobalPool { max: true }),
+        other => Err(super::misrouted_name(other, FAMILY)),
+    }
+}
+
+/// Output types from input types `ins` (and constant shape operands of `g`).
+pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
+    let x = || input(ins, 0);
+    match &node.op {
+        Op::Pool { window, .. } => {
+            let t = x()?;
+            if t.shape.len() < 3 {
+                return Err("pooling needs N, C and spatial axes".into());
+            }
+            let mut shape = t.shape[..2].to_vec();
+            shape.extend(window_out(&t.shape[2..], &window.kernel, window, true)?);
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        Op::GlobalPool { .. } => {
+            let t = x()?;
+            let shape =
+                t.shape.iter().enumerate().map(|(i, d)| if i < 2 { *d } else { 1 }).collect();
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
+/// against).
+pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<Array>> {
+    let one = |a: Array| Ok(vec![a]);
+    match &node.op {
+        Op::Pool { max, window, count_include_pad } => match arg(args, 0)? {
+            Array::F32(x) => one(Array::F32(pool(x, *max, window, *count_include_pad)?)),
+            // 8-bit values are exact in f32, so integer max pooling can share the float path.
+            Array::Int(x, dt @ (DType::U8 | DType::I8)) if *max => {
+                let y = pool(&x.mapv(|v| v as f32), true, window, false)?;
+                one(Array::Int(y.mapv(|v| v as i64), *dt))
+            }
+            Array::Int(_, dt) => Err(format!("pooling of {dt} is not supported")),
+        },
+        Op::GlobalPool { max } => {
+            let x = arg(args, 0)?.f32()?;
+            if x.ndim() < 3 {
+                return Err("global pooling needs N, C and spatial axes".into());
+            }
+            let (n, c) = (x.shape()[0], x.shape()[1]);
+            let mut shape = vec![n, c];
+            shape.extend(std::iter::repeat_n(1, x.ndim() - 2));
+            let flat = x
+                .as_standard_layout()
+                .to_shape((n, c, x.len() / (n * c).max(1)))
+                .map_err(|e| e.to_string())?
+                .to_owned();
+            let vals: Vec<f32> = flat
+                .outer_iter()
+                .flat_map(|img| {
+                    img.outer_iter()
+                        .map(|ch| {
+                            if *max {
+                                ch.fold(f32::NEG_INFINITY, |a, &b| nan_max(a, b))
+                            } else {
+                                (ch.iter().map(|v| f64::from(*v)).sum::<f64>() / ch.len() as f64)
+                                    as f32
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            one(Array::F32(ArrayD::from_shape_vec(IxDyn(&shape), vals).map_err(|e| e.to_string())?))
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
+pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
+    match op {
+        Op::Pool { window: w, count_include_pad, max } => {
+            print_window(a, w);
+            if !*max && *count_include_pad {
+                a.push("count_include_pad: int = 1".into());
+            }
+        }
+        Op::GlobalPool { .. } => {}
+        _ => {}
+    }
+}
+
+/// Device lowering: `n` (node `idx` of the graph) as kernel steps of `b`, or the constraint
+/// that keeps it off the device.
+pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerError> {
+    let name = n.name.clone();
+    let err = |m: &str| LowerError::at(&name, m.to_string());
+    match &n.op {
+        Op::Pool { max, window, count_include_pad } => {
+            let x = b.input(n, 0)?;
+            let xs = b.shape(x);
+            // 1-D pooling arrives as 2-D (`legalize`).
+            if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
+                return Err(err("only 1-D and 2-D float32 pooling is lowered"));
+            }
+            let out = b.out(n, 0)?;
+            let os = b.shape(out);
+            let k = [window.kernel[0], window.kernel[1]];
+            let out_hw = [os[2], os[3]];
+            let (s, d, pad) = window_geometry(n, window, &xs, k, out_hw)?;
+            // Average pooling divides by the taps inside the input (plus, with
+            // count_include_pad, those in the declared pads, not the ceil-mode overhang): a
+            // table per output position.
+            let mut consts = vec![];
+            if !max {
+                let g = pads(window, &xs[2..], &k).map_err(|e| err(&e))?;
+                let per_axis = |a: usize, o: usize| -> f32 {
+                    let (mut valid, mut padded) = (0, 0);
+                    for t in 0..k[a] {
+                        let pos = (o * s[a] + t * d[a]) as isize - g.begin[a] as isize;
+                        if pos >= 0 && pos < xs[2 + a] as isize {
+                            valid += 1;
+                        } else if pos < (xs[2 + a] + g.end[a]) as isize {
+                            padded += 1;
+                        }
+                    }
+                    if *count_include_pad { (valid + padded) as f32 } else { valid as f32 }
+                };
+                let mut table = Vec::with_capacity(out_hw[0] * out_hw[1]);
+                for oy in 0..out_hw[0] {
+                    for ox in 0..out_hw[1] {
+                        table.push((per_axis(0, oy) * per_axis(1, ox)).max(1.0));
+                    }
+                }
+                consts.push(f32_bytes(&table));
+            }
+            let xin = b.layout(x, true);
+            b.s.tens[out].nhwc = true;
+            let img = [xs[0], xs[2], xs[3], xs[1]];
+            let p = Pool { win: Win { input: xin, img, k, s, d, pad, out_hw, out }, max: *max };
+            b.step(Kernel::Pool(p), &name, Some(out), consts);
+            Ok(())
+        }
+        Op::GlobalPool { max } => {
+            let x = b.input(n, 0)?;
+            let xs = b.shape(x);
+            if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
+                return Err(err("only 2-D float32 pooling is lowered"));
+            }
+            let out = b.out(n, 0)?;
+            let xin = b.layout(x, true);
+            b.s.tens[out].nhwc = true;
+            let hw = (xs[2] * xs[3]) as f32;
+            b.step(
+                Kernel::GlobalPool {
+                    input: xin,
+                    out,
+                    max: *max,
+                    img: [xs[0], xs[2], xs[3], xs[1]],
+                },
+                &name,
+                Some(out),
+                vec![f32_bytes(&[hw])],
+            );
+            Ok(())
+        }
+        other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
+    }
+}
+
+/// Cost inputs: one vector pass per window tap and output element for windowed pooling;
+/// global pooling runs bounded by traffic.
+pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
+    match op {
+        Op::Pool { window, .. } => {
+            Work::Vector { passes: window.kernel.iter().product::<usize>() as u64, slow: false }
+        }
+        _ => Work::Traffic,
+    }
+}
+
+/// No input determines the output shape.
+pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
+    false
+}

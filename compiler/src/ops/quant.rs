@@ -1,0 +1,184 @@
+//! Type conversion and quantisation: Cast, QuantizeLinear, DequantizeLinear.
+//!
+//! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
+//! printer and device lowering.
+
+use ndarray::ArrayD;
+
+use crate::interp::*;
+use crate::ir::*;
+use crate::lower::LowerError;
+use crate::lower::schedule::*;
+use crate::onnx::Attrs;
+use crate::shape::*;
+
+use super::Work;
+
+type R<T> = Result<T, String>;
+
+/// The family's name in the registry.
+pub(crate) const FAMILY: &str = "quant";
+
+/// The ONNX op types this family imports.
+pub(crate) const ONNX: &[&str] = &["Cast", "QuantizeLinear", "DequantizeLinear"];
+
+/// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
+/// it is not supported.
+pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, String> {
+    match op_type {
+        "Cast" => {
+            // `saturate` and `round_mode` only concern float8/float4 targets, none supported.
+            let _ = (a.get("saturate"), a.get("round_mode"));
+            let code = a.i64("to", 0) as i32;
+            let to = DType::from_onnx(code)
+                .ok_or_else(|| format!("Cast to {} is not supported", DType::onnx_name(code)))?;
+            Ok(Op::Cast { to })
+        }
+        "QuantizeLinear" | "DequantizeLinear" => {
+            if a.i64("block_size", 0) != 0 {
+                return Err(format!("{op_type} with block_size is not supported"));
+            }
+            if a.get("output_dtype").is_some_and(|v| v.i.unwrap_or(0) != 0) {
+                return Err(format!("{op_type} with output_dtype is not supported"));
+            }
+            if a.get("precision").is_some_and(|v| v.i.unwrap_or(0) != 0) {
+                return Err(format!("{op_type} with precision is not supported"));
+            }
+            // `saturate` only concerns float8 outputs, which are not supported.
+            let _ = a.get("saturate");
+            let axis = a.i64("axis", 1);
+            Ok(if op_type == "QuantizeLinear" {
+                Op::QuantizeLinear { axis }
+            } else {
+                Op::DequantizeLinear { axis }
+            })
+        }
+        other => Err(super::misrouted_name(other, FAMILY)),
+    }
+}
+
+/// Output types from input types `ins` (and constant shape operands of `g`).
+pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
+    let x = || input(ins, 0);
+    match &node.op {
+        Op::Cast { to } => Ok(vec![TensorType { dtype: *to, shape: x()?.shape.clone() }]),
+        Op::QuantizeLinear { .. } => {
+            let dtype = ins.get(2).copied().flatten().map_or(DType::U8, |z| z.dtype);
+            Ok(vec![TensorType { dtype, shape: x()?.shape.clone() }])
+        }
+        Op::DequantizeLinear { .. } => {
+            Ok(vec![TensorType { dtype: DType::F32, shape: x()?.shape.clone() }])
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
+/// against).
+pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<Array>> {
+    let one = |a: Array| Ok(vec![a]);
+    match &node.op {
+        Op::Cast { to } => one(cast(arg(args, 0)?, *to)),
+        Op::QuantizeLinear { axis: ax } => {
+            let x = arg(args, 0)?.f32()?;
+            let scale = arg(args, 1)?.f32()?;
+            let (zp, dt) = match opt(args, 2) {
+                Some(Array::Int(z, dt)) => (Some(z), *dt),
+                Some(Array::F32(_)) => return Err("float zero points are not supported".into()),
+                None => (None, DType::U8),
+            };
+            let (lo, hi) = match dt {
+                DType::U8 => (0, 255),
+                DType::I8 => (-128, 127),
+                other => return Err(format!("quantizing to {other} is not supported")),
+            };
+            let per = per_axis(x.shape(), scale.len(), *ax)?;
+            let scales: Vec<f32> = scale.iter().copied().collect();
+            let zps: Vec<i64> =
+                zp.map_or_else(|| vec![0; scales.len()], |z| z.iter().copied().collect());
+            if zps.len() != scales.len() {
+                return Err(format!("{} zero points for {} scales", zps.len(), scales.len()));
+            }
+            let mut y = ArrayD::<i64>::zeros(x.raw_dim());
+            for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
+                let c = per.map_or(0, |(inner, n)| (i / inner) % n);
+                let q = (v / scales[c]).round_ties_even();
+                // `as` saturates (and maps NaN to 0), so a huge quotient cannot wrap.
+                *out = (q as i64).saturating_add(zps[c]).clamp(lo, hi);
+            }
+            one(Array::Int(y, dt))
+        }
+        Op::DequantizeLinear { axis: ax } => {
+            let Array::Int(x, _) = arg(args, 0)? else {
+                return Err("DequantizeLinear of float data".into());
+            };
+            let scale = arg(args, 1)?.f32()?;
+            let zps: Option<Vec<i64>> =
+                opt(args, 2).map(|z| z.ints().map(|v| v.iter().copied().collect())).transpose()?;
+            let per = per_axis(x.shape(), scale.len(), *ax)?;
+            let scales: Vec<f32> = scale.iter().copied().collect();
+            if zps.as_ref().is_some_and(|z| z.len() != scales.len()) {
+                return Err("zero points and scales differ in length".into());
+            }
+            let mut y = ArrayD::<f32>::zeros(x.raw_dim());
+            for (i, (v, out)) in x.iter().zip(y.iter_mut()).enumerate() {
+                let c = per.map_or(0, |(inner, n)| (i / inner) % n);
+                let z = zps.as_ref().map_or(0, |z| z[c]);
+                *out = (v - z) as f32 * scales[c];
+            }
+            one(Array::F32(y))
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
+pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
+    match op {
+        Op::QuantizeLinear { axis } | Op::DequantizeLinear { axis } => {
+            a.push(format!("axis: int = {axis}"))
+        }
+        Op::Cast { to } => a.push(format!("to: int = {}", to.onnx_code())),
+        _ => {}
+    }
+}
+
+/// Device lowering: `n` (node `idx` of the graph) as kernel steps of `b`, or the constraint
+/// that keeps it off the device.
+pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerError> {
+    let name = n.name.clone();
+    let err = |m: &str| LowerError::at(&name, m.to_string());
+    match &n.op {
+        Op::Cast { to } => {
+            let x = b.input(n, 0)?;
+            if *to != b.s.tens[x].dtype {
+                return Err(err("type conversions are not lowered"));
+            }
+            let out = b.out(n, 0)?;
+            let src = b.layout(x, false);
+            b.s.tens[out].store = Store::Alias(src);
+            Ok(())
+        }
+        Op::DequantizeLinear { .. } => {
+            Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
+        }
+        Op::QuantizeLinear { .. } => {
+            Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
+        }
+        other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
+    }
+}
+
+/// Cost inputs: a Cast to the type it already has is free; conversions are bounded by traffic.
+pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType]) -> Work {
+    let same = match (inputs.first().and_then(|t| t.as_ref()), outputs.first()) {
+        (Some(i), Some(o)) => i.dtype == o.dtype,
+        _ => false,
+    };
+    if matches!(op, Op::Cast { .. }) && same { Work::Free } else { Work::Traffic }
+}
+
+/// No input determines the output shape.
+pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
+    false
+}

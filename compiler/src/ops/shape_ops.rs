@@ -1,0 +1,262 @@
+//! Ops that change only a tensor's shape or produce metadata: Reshape, Flatten, Squeeze,
+//! Unsqueeze, Identity, Shape, Constant (no device kernel: views of the same bytes, or values
+//! folded at compile time).
+//!
+//! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
+//! printer and device lowering.
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::interp::*;
+use crate::ir::*;
+use crate::lower::LowerError;
+use crate::lower::schedule::*;
+use crate::onnx::Attrs;
+use crate::shape::*;
+use crate::text::*;
+
+use super::Work;
+
+type R<T> = Result<T, String>;
+
+/// The family's name in the registry.
+pub(crate) const FAMILY: &str = "shape_ops";
+
+/// The ONNX op types this family imports.
+pub(crate) const ONNX: &[&str] =
+    &["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Constant", "Shape"];
+
+/// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
+/// it is not supported.
+pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
+    match op_type {
+        "Reshape" => Ok(Op::Reshape { allowzero: a.i64("allowzero", 0) != 0 }),
+        "Flatten" => Ok(Op::Flatten { axis: a.i64("axis", 1) }),
+        "Squeeze" => Ok(Op::Squeeze { axes: if opset < 13 { a.ints("axes") } else { None } }),
+        "Unsqueeze" => Ok(Op::Unsqueeze { axes: if opset < 13 { a.ints("axes") } else { None } }),
+        "Identity" => Ok(Op::Identity),
+        "Constant" => {
+            for other in ["sparse_value", "value_string", "value_strings"] {
+                if a.get(other).is_some() {
+                    return Err(format!("Constant with `{other}` is not supported"));
+                }
+            }
+            // Read by `constant_value`.
+            for v in ["value", "value_float", "value_floats", "value_int", "value_ints"] {
+                let _ = a.get(v);
+            }
+            Ok(Op::Constant)
+        }
+        "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),
+        other => Err(super::misrouted_name(other, FAMILY)),
+    }
+}
+
+/// Output types from input types `ins` (and constant shape operands of `g`).
+pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
+    let x = || input(ins, 0);
+    match &node.op {
+        Op::Constant => Ok(vec![]),
+        Op::Identity => same(x()?),
+        Op::Reshape { allowzero } => {
+            let t = x()?;
+            let spec = const_ints(g, node, 1)?.ok_or("Reshape needs a shape")?;
+            Ok(vec![TensorType {
+                dtype: t.dtype,
+                shape: reshape_target(&t.shape, spec.into_iter(), *allowzero)?,
+            }])
+        }
+        Op::Flatten { axis: ax } => {
+            let t = x()?;
+            let k =
+                if *ax == t.shape.len() as i64 { t.shape.len() } else { axis(*ax, t.shape.len())? };
+            Ok(vec![TensorType {
+                dtype: t.dtype,
+                shape: vec![t.shape[..k].iter().product(), t.shape[k..].iter().product()],
+            }])
+        }
+        Op::Squeeze { axes } => {
+            let t = x()?;
+            let axes = match axes {
+                Some(a) => Some(a.clone()),
+                None => const_ints(g, node, 1)?,
+            };
+            let rank = t.shape.len();
+            let drop: Vec<usize> = match axes {
+                Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                None => (0..rank).filter(|i| t.shape[*i] == 1).collect(),
+            };
+            for (i, k) in drop.iter().enumerate() {
+                if t.shape[*k] != 1 {
+                    return Err(format!("Squeeze of axis {k}, which has size {}", t.shape[*k]));
+                }
+                if drop[..i].contains(k) {
+                    return Err(format!("Squeeze axis {k} given twice"));
+                }
+            }
+            Ok(vec![TensorType {
+                dtype: t.dtype,
+                shape: t
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !drop.contains(i))
+                    .map(|(_, d)| *d)
+                    .collect(),
+            }])
+        }
+        Op::Unsqueeze { axes } => {
+            let t = x()?;
+            let axes = match axes {
+                Some(a) => a.clone(),
+                None => const_ints(g, node, 1)?.ok_or("Unsqueeze needs axes")?,
+            };
+            let rank = t.shape.len() + axes.len();
+            let ins_at: Vec<usize> = axes.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?;
+            if let Some(k) =
+                ins_at.iter().enumerate().find_map(|(i, k)| ins_at[..i].contains(k).then_some(k))
+            {
+                return Err(format!("Unsqueeze axis {k} given twice"));
+            }
+            let mut dims = t.shape.iter();
+            let shape = (0..rank)
+                .map(|i| if ins_at.contains(&i) { 1 } else { dims.next().copied().unwrap_or(1) })
+                .collect();
+            Ok(vec![TensorType { dtype: t.dtype, shape }])
+        }
+        Op::Shape { start, end } => {
+            let rank = x()?.shape.len() as i64;
+            let c = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank);
+            let n = (c(end.unwrap_or(rank)) - c(*start)).max(0) as usize;
+            Ok(vec![TensorType { dtype: DType::I64, shape: vec![n] }])
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
+/// against).
+pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<Array>> {
+    let one = |a: Array| Ok(vec![a]);
+    match &node.op {
+        Op::Constant => Err("constants are bound before evaluation".into()),
+        Op::Identity => one(arg(args, 0)?.clone()),
+        Op::Reshape { allowzero } => {
+            let x = arg(args, 0)?;
+            let spec = arg(args, 1)?.ints()?;
+            let shape = reshape_target(x.shape(), spec.iter().copied(), *allowzero)?;
+            one(reshape(x, &shape)?)
+        }
+        Op::Flatten { axis: ax } => {
+            let x = arg(args, 0)?;
+            let k = if *ax == x.shape().len() as i64 {
+                x.shape().len()
+            } else {
+                axis(*ax, x.shape().len())?
+            };
+            let outer: usize = x.shape()[..k].iter().product();
+            let inner: usize = x.shape()[k..].iter().product();
+            one(reshape(x, &[outer, inner])?)
+        }
+        Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
+            let x = arg(args, 0)?;
+            let axes: Option<Vec<i64>> = match axes {
+                Some(a) => Some(a.clone()),
+                None => opt(args, 1)
+                    .map(|a| a.ints().map(|v| v.iter().copied().collect()))
+                    .transpose()?,
+            };
+            let shape = if matches!(node.op, Op::Squeeze { .. }) {
+                let rank = x.shape().len();
+                let drop: Vec<usize> = match axes {
+                    Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+                    None => (0..rank).filter(|i| x.shape()[*i] == 1).collect(),
+                };
+                if drop.iter().any(|d| x.shape()[*d] != 1) {
+                    return Err(format!("cannot squeeze axes {drop:?} of {:?}", x.shape()));
+                }
+                x.shape()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !drop.contains(i))
+                    .map(|(_, d)| *d)
+                    .collect()
+            } else {
+                let axes = axes.ok_or("Unsqueeze needs axes")?;
+                let rank = x.shape().len() + axes.len();
+                let mut ins: Vec<usize> = axes.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?;
+                ins.sort_unstable();
+                let mut dims = x.shape().iter();
+                (0..rank)
+                    .map(|i| if ins.contains(&i) { 1 } else { dims.next().copied().unwrap_or(1) })
+                    .collect::<Vec<_>>()
+            };
+            one(reshape(x, &shape)?)
+        }
+        Op::Shape { start, end } => {
+            let x = arg(args, 0)?;
+            let rank = x.shape().len() as i64;
+            // Negative bounds count from the end; both are clamped to 0..=rank.
+            let clampd = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+            let (s0, e0) = (clampd(*start), clampd(end.unwrap_or(rank)));
+            let dims: Vec<i64> = x.shape()[s0..e0.max(s0)].iter().map(|d| *d as i64).collect();
+            one(Array::Int(
+                ArrayD::from_shape_vec(IxDyn(&[dims.len()]), dims).map_err(|e| e.to_string())?,
+                DType::I64,
+            ))
+        }
+        other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
+pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
+    match op {
+        Op::Flatten { axis } => a.push(format!("axis: int = {axis}")),
+        Op::Reshape { allowzero } => a.push(format!("allowzero: int = {}", i64::from(*allowzero))),
+        Op::Squeeze { axes: Some(ax) } | Op::Unsqueeze { axes: Some(ax) } => {
+            a.push(format!("axes: ints = {}", ints(ax)))
+        }
+        Op::Shape { start, end } => {
+            if *start != 0 {
+                a.push(format!("start: int = {start}"));
+            }
+            if let Some(e) = end {
+                a.push(format!("end: int = {e}"));
+            }
+        }
+        Op::Constant => {}
+        Op::Identity => {}
+        _ => {}
+    }
+}
+
+/// Device lowering: `n` (node `idx` of the graph) as kernel steps of `b`, or the constraint
+/// that keeps it off the device.
+pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerError> {
+    match &n.op {
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Identity => {
+            let x = b.input(n, 0)?;
+            let out = b.out(n, 0)?;
+            let src = b.layout(x, false);
+            b.s.tens[out].store = Store::Alias(src);
+            Ok(())
+        }
+        Op::Constant | Op::Shape { .. } => Ok(()),
+        other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
+    }
+}
+
+/// Cost inputs: none (views of the same bytes, or folded at compile time).
+pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
+    Work::Free
+}
+
+/// Reshape's shape and the axes of Squeeze and Unsqueeze (input 1) determine the output shape.
+pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
+    matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }) && i == 1
+}
