@@ -697,6 +697,7 @@ pub(crate) fn schedule_inner(
             (Op::Unsupported { reason, .. }, Some(_)) => {
                 Err(LowerError::at(&n.name, format!("does not import: {reason}")))
             }
+            (Op::Unsupported { .. }, None) => lower_node(&mut b, i, n),
             _ => match (
                 n.inputs.iter().flatten().find(|v| untyped(v)),
                 n.outputs.iter().find(|v| untyped(v)),
@@ -778,130 +779,6 @@ pub(crate) fn window_geometry(
 
 pub(crate) fn lower_node(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), LowerError> {
     (crate::ops::def(&n.op).lower)(b, idx, n)
-}
-
-/// A transposed convolution as an ordinary one: the input is spread with `stride - 1` zeros
-/// between elements into a zero-filled buffer padded by `dilation·(k - 1)` less the declared
-/// padding (a fill, then a copy into a strided view), and convolved with the weights flipped
-/// in space and transposed in channels.
-#[allow(clippy::too_many_arguments, reason = "the operation's attributes")]
-pub(crate) fn lower_conv_transpose(
-    b: &mut Builder<'_>,
-    idx: usize,
-    n: &Node,
-    window: &crate::ir::Window,
-    group: usize,
-    output_padding: &[usize],
-    output_shape: &[usize],
-) -> Result<(), LowerError> {
-    let err = |m: &str| LowerError::at(&n.name, m.to_string());
-    let x = b.layout(b.input(n, 0)?, false);
-    let w = b.input(n, 1)?;
-    let (xs, ws) = (b.shape(x), b.shape(w));
-    if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
-        return Err(err("only 2-D float32 transposed convolutions are lowered"));
-    }
-    let wv =
-        b.const_f32(w).ok_or_else(|| err("transposed convolution weights must be constant"))?;
-    let (shape, begin, kernel, strides, dil) =
-        crate::interp::conv_transpose_shape(&xs, &ws, window, group, output_padding, output_shape)
-            .map_err(|e| err(&e))?;
-    let (cin, cout_g) = (ws[0], ws[1]);
-    let cin_g = cin / group;
-    let cout = cout_g * group;
-    // Where input element i lands in the spread buffer, per spatial axis.
-    let mut len = [0usize; 2];
-    let (mut first_in, mut first_at, mut count) = ([0usize; 2], [0usize; 2], [0usize; 2]);
-    for a in 0..2 {
-        let reach = dil[a] * (kernel[a] - 1);
-        len[a] = shape[2 + a] + reach;
-        let front = reach as i64 - begin[a] as i64;
-        let s = strides[a] as i64;
-        let i0 = if front >= 0 { 0 } else { (-front + s - 1) / s };
-        let mut c = 0;
-        while i0 + c < xs[2 + a] as i64 && (i0 + c) * s + front < len[a] as i64 {
-            c += 1;
-        }
-        first_in[a] = i0 as usize;
-        first_at[a] = (i0 * s + front).max(0) as usize;
-        count[a] = c as usize;
-    }
-    let name = &n.name;
-    let spread = b.temp(
-        format!("{name}.spread"),
-        vec![xs[0], xs[1], len[0], len[1]],
-        DType::F32,
-        false,
-        Store::Arena,
-    );
-    b.step(Kernel::Fill { out: spread, value: 0 }, &format!("{name}:zeros"), None, vec![]);
-    if count[0] > 0 && count[1] > 0 {
-        let into = (0..2)
-            .map(|a| ViewOp::Slice {
-                axis: 2 + a,
-                start: first_at[a],
-                len: count[a],
-                step: strides[a],
-            })
-            .collect();
-        let from = (0..2)
-            .map(|a| ViewOp::Slice { axis: 2 + a, start: first_in[a], len: count[a], step: 1 })
-            .collect();
-        let ew = Ew { out: spread, out_view: into, inputs: vec![(x, from)], prog: vec![], regs: 0 };
-        b.step(Kernel::Elementwise(ew), &format!("{name}:spread"), None, vec![]);
-    }
-    // w'[o][i][a][c] = w[g·cin_g + i][o - g·cout_g][kh-1-a][kw-1-c]
-    let (kh, kw) = (kernel[0], kernel[1]);
-    let mut flipped = vec![0f32; cout * cin_g * kh * kw];
-    for o in 0..cout {
-        let g = o / cout_g;
-        for i in 0..cin_g {
-            for a in 0..kh {
-                for c in 0..kw {
-                    let src = (((g * cin_g + i) * cout_g + (o - g * cout_g)) * kh + (kh - 1 - a))
-                        * kw
-                        + (kw - 1 - c);
-                    flipped[((o * cin_g + i) * kh + a) * kw + c] = wv[src];
-                }
-            }
-        }
-    }
-    let w2 = b.temp(
-        format!("{name}.w"),
-        vec![cout, cin_g, kh, kw],
-        DType::F32,
-        false,
-        Store::Const(f32_bytes(&flipped).into()),
-    );
-    let mut n2 = n.clone();
-    n2.inputs[0] = Some(ValueId(spread.0));
-    n2.inputs[1] = Some(ValueId(w2.0));
-    n2.op = Op::Conv {
-        window: crate::ir::Window {
-            kernel: vec![kh, kw],
-            strides: vec![1, 1],
-            dilations: dil.clone(),
-            pads: vec![0; 4],
-            auto_pad: crate::ir::AutoPad::NotSet,
-            ceil_mode: false,
-        },
-        group,
-    };
-    lower_node(b, idx, &n2)
-}
-
-/// `max(0, min(1, a·x + b))` into register `dst` (then `x·that` into 0 for HardSwish).
-pub(crate) fn hard_sigmoid(_a: f32, _b: f32, dst: usize, swish: bool) -> Vec<Micro> {
-    let mut p = vec![
-        Micro::Bin(BinOp::Mul, dst, Src::In(0), Src::Imm(0)),
-        Micro::Bin(BinOp::Add, dst, Src::Reg(dst), Src::Imm(1)),
-        Micro::Bin(BinOp::Max, dst, Src::Reg(dst), Src::Imm(2)),
-        Micro::Bin(BinOp::Min, dst, Src::Reg(dst), Src::Imm(3)),
-    ];
-    if swish {
-        p.push(Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Reg(dst)));
-    }
-    p
 }
 
 /// A temporary holding `x` with its dimensions permuted (new dimension `i` is old `perm[i]`,

@@ -3,17 +3,17 @@
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
 
-use ndarray::Axis;
+use ndarray::{Array2, ArrayD, Axis, IxDyn, s};
 
+use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
+use crate::lower::view::ViewOp;
 use crate::onnx::{Attrs, group, window};
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 
@@ -54,7 +54,7 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
         }
         Op::ConvTranspose { window, group, output_padding, output_shape } => {
             let (t, w) = (x()?, input(ins, 1)?);
-            let shape = crate::interp::conv_transpose_shape(
+            let shape = conv_transpose_shape(
                 &t.shape,
                 &w.shape,
                 window,
@@ -269,4 +269,378 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType
 /// No input determines the output shape.
 pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
+}
+
+/// 1-D or 2-D convolution (NCHW) with a bias, in f32.
+pub(crate) fn conv(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    bias: Option<&Array>,
+    win: &Window,
+    group: usize,
+) -> R<ArrayD<f32>> {
+    let mut out = conv_t(x, w, win, group)?;
+    if let Some(bias) = bias {
+        let bias = bias.f32()?;
+        for (mi, mut plane) in out.axis_iter_mut(Axis(1)).enumerate() {
+            let bv = bias.iter().nth(mi).copied().ok_or("bias shorter than the output channels")?;
+            plane.mapv_inplace(|v| v + bv);
+        }
+    }
+    Ok(out)
+}
+
+/// 1-D or 2-D convolution (NCHW) via im2col and a GEMM per group, in any GEMM element type
+/// (f32 for float models, f64 for exact integer convolutions).
+pub(crate) fn conv_t<T: ndarray::LinalgScalar>(
+    x: &ArrayD<T>,
+    w: &ArrayD<T>,
+    win: &Window,
+    group: usize,
+) -> R<ArrayD<T>> {
+    if x.ndim() != 4 && x.ndim() != 3 {
+        return Err("only 1-D and 2-D convolutions are supported".into());
+    }
+    if w.ndim() != x.ndim() {
+        return Err(format!("Conv of {:?} with weights {:?}", x.shape(), w.shape()));
+    }
+    let one_d = x.ndim() == 3;
+    let x = if one_d { x.clone().insert_axis(Axis(2)) } else { x.clone() };
+    let w = if one_d { w.clone().insert_axis(Axis(2)) } else { w.clone() };
+    let win = if one_d {
+        let lift = |v: &[usize], d: usize| {
+            if v.is_empty() {
+                vec![]
+            } else {
+                std::iter::once(d).chain(v.iter().copied()).collect()
+            }
+        };
+        let pads = if win.pads.len() == 2 {
+            vec![0, win.pads[0], 0, win.pads[1]]
+        } else {
+            win.pads.clone()
+        };
+        Window {
+            kernel: lift(&win.kernel, 1),
+            strides: lift(&win.strides, 1),
+            dilations: lift(&win.dilations, 1),
+            pads,
+            ..win.clone()
+        }
+    } else {
+        win.clone()
+    };
+    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+    if group == 0 || c != cg * group || m % group != 0 {
+        return Err(format!(
+            "Conv of input {:?} with weights {:?} in {group} groups",
+            x.shape(),
+            w.shape()
+        ));
+    }
+    let Geometry { begin: pb, end: pe, strides: st, dilations: dl } =
+        pads(&win, &[h, wd], &[kh, kw])?;
+    let oh = out_size(h, kh, st[0], dl[0], pb[0], pe[0], false)?;
+    let ow = out_size(wd, kw, st[1], dl[1], pb[1], pe[1], false)?;
+    let mg = m / group;
+    let mut out = ndarray::Array4::<T>::zeros((n, m, oh, ow));
+    let w2 =
+        w.as_standard_layout().to_shape((m, cg * kh * kw)).map_err(|e| e.to_string())?.to_owned();
+    for b in 0..n {
+        for g in 0..group {
+            let mut cols = Array2::<T>::zeros((cg * kh * kw, oh * ow));
+            for ci in 0..cg {
+                let plane = x.slice(s![b, g * cg + ci, .., ..]);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = (ci * kh + ky) * kw + kx;
+                        for oy in 0..oh {
+                            let iy = (oy * st[0] + ky * dl[0]) as isize - pb[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for ox in 0..ow {
+                                let ix = (ox * st[1] + kx * dl[1]) as isize - pb[1] as isize;
+                                if ix >= 0 && ix < wd as isize {
+                                    cols[[row, oy * ow + ox]] = plane[[iy as usize, ix as usize]];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let y = w2.slice(s![g * mg..(g + 1) * mg, ..]).dot(&cols);
+            for (mi, yrow) in y.outer_iter().enumerate() {
+                let mut dst = out.slice_mut(s![b, g * mg + mi, .., ..]);
+                for (d, v) in dst.iter_mut().zip(yrow.iter()) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+    let out = out.into_dyn();
+    Ok(if one_d { out.remove_axis(Axis(2)) } else { out })
+}
+
+/// Convolution weights minus their zero point (per tensor, or per output channel).
+pub(crate) fn centered_channels(w: &Array, zp: Option<&Array>) -> R<ArrayD<f64>> {
+    let mut y = w.ints()?.mapv(|v| v as f64);
+    if let Some(z) = zp {
+        let z: Vec<f64> = z.ints()?.iter().map(|v| *v as f64).collect();
+        for (m, mut plane) in y.axis_iter_mut(Axis(0)).enumerate() {
+            let zv = if z.len() == 1 {
+                z[0]
+            } else {
+                *z.get(m).ok_or("per-channel zero point shorter than the channels")?
+            };
+            plane.mapv_inplace(|v| v - zv);
+        }
+    }
+    Ok(y)
+}
+
+/// Geometry of a transposed convolution: output shape, begin pads, kernel, strides, dilations.
+#[allow(clippy::type_complexity, reason = "a private helper's tuple of related vectors")]
+pub(crate) fn conv_transpose_shape(
+    x: &[usize],
+    w: &[usize],
+    win: &Window,
+    group: usize,
+    output_padding: &[usize],
+    output_shape: &[usize],
+) -> R<(Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let nd = x
+        .len()
+        .checked_sub(2)
+        .filter(|n| (1..=2).contains(n))
+        .ok_or("only 1-D and 2-D transposed convolutions are supported")?;
+    if group == 0 || w.len() != x.len() || w[0] != x[1] || !x[1].is_multiple_of(group) {
+        return Err(format!("ConvTranspose of {x:?} with weights {w:?} in {group} groups"));
+    }
+    let kernel: Vec<usize> =
+        if win.kernel.is_empty() { w[2..].to_vec() } else { win.kernel.clone() };
+    if kernel != w[2..] {
+        return Err(format!("kernel_shape {kernel:?} does not match weights {w:?}"));
+    }
+    let strides = if win.strides.is_empty() { vec![1; nd] } else { win.strides.clone() };
+    let dil = if win.dilations.is_empty() { vec![1; nd] } else { win.dilations.clone() };
+    let outpad = if output_padding.is_empty() { vec![0; nd] } else { output_padding.to_vec() };
+    if kernel.len() != nd || strides.len() != nd || dil.len() != nd || outpad.len() != nd {
+        return Err("window attributes do not match the spatial rank".into());
+    }
+    let input = &x[2..];
+    let (mut begin, mut out) = (vec![0usize; nd], vec![0usize; nd]);
+    for i in 0..nd {
+        let full = strides[i] * input[i].saturating_sub(1)
+            + outpad[i]
+            + (kernel[i].max(1) - 1) * dil[i]
+            + 1;
+        if !output_shape.is_empty()
+            || matches!(win.auto_pad, AutoPad::SameUpper | AutoPad::SameLower)
+        {
+            let target = if output_shape.is_empty() {
+                input[i] * strides[i]
+            } else {
+                output_shape[output_shape.len().saturating_sub(nd) + i]
+            };
+            let total = full.saturating_sub(target);
+            begin[i] =
+                if win.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
+            out[i] = target;
+        } else {
+            let (b, e) =
+                if win.pads.len() == 2 * nd { (win.pads[i], win.pads[i + nd]) } else { (0, 0) };
+            begin[i] = b;
+            out[i] = full.checked_sub(b + e).ok_or("padding larger than the output")?;
+        }
+    }
+    let mut shape = vec![x[0], w[1] * group];
+    shape.extend(&out);
+    Ok((shape, begin, kernel, strides, dil))
+}
+
+/// Transposed convolution (NCHW, 1-D or 2-D) by scattering every input element.
+pub(crate) fn conv_transpose(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    win: &Window,
+    group: usize,
+    output_padding: &[usize],
+    output_shape: &[usize],
+) -> R<ArrayD<f32>> {
+    // The shape function checks ranks, channels and groups.
+    let (shape, begin, kernel, strides, dil) =
+        conv_transpose_shape(x.shape(), w.shape(), win, group, output_padding, output_shape)?;
+    let nd = x.ndim() - 2;
+    let mg = w.shape()[1];
+    let out = &shape[2..];
+    let cg = x.shape()[1] / group;
+    let mut y = ArrayD::<f32>::zeros(IxDyn(&shape));
+    let x4 = x.view();
+    for ((b, ci, ix, jx), v) in
+        x4.indexed_iter().map(|(i, v)| ((i[0], i[1], i[2], if nd == 2 { i[3] } else { 0 }), *v))
+    {
+        let g = ci / cg;
+        for mo in 0..mg {
+            for ky in 0..kernel[0] {
+                let oy = (ix * strides[0] + ky * dil[0]) as isize - begin[0] as isize;
+                if oy < 0 || oy >= out[0] as isize {
+                    continue;
+                }
+                let kxs = if nd == 2 { kernel[1] } else { 1 };
+                for kx in 0..kxs {
+                    if nd == 2 {
+                        let ox = (jx * strides[1] + kx * dil[1]) as isize - begin[1] as isize;
+                        if ox < 0 || ox >= out[1] as isize {
+                            continue;
+                        }
+                        y[[b, g * mg + mo, oy as usize, ox as usize]] += v * w[[ci, mo, ky, kx]];
+                    } else {
+                        y[[b, g * mg + mo, oy as usize]] += v * w[[ci, mo, ky]];
+                    }
+                }
+            }
+        }
+    }
+    Ok(y)
+}
+
+pub(crate) fn conv_shape(
+    t: &TensorType,
+    w: &TensorType,
+    window: &Window,
+    group: usize,
+) -> R<Vec<usize>> {
+    if t.shape.len() < 3 || w.shape.len() != t.shape.len() {
+        return Err(format!("Conv of {:?} with weights {:?}", t.shape, w.shape));
+    }
+    if t.shape[1] != w.shape[1] * group || !w.shape[0].is_multiple_of(group) {
+        return Err(format!("Conv of {:?} with weights {:?} in {group} groups", t.shape, w.shape));
+    }
+    // `kernel_shape`, when given, must be the weights' spatial shape (ONNX Conv).
+    if !window.kernel.is_empty() && window.kernel != w.shape[2..] {
+        return Err(format!(
+            "kernel_shape {:?} does not match the weights' spatial shape {:?}",
+            window.kernel,
+            &w.shape[2..]
+        ));
+    }
+    if group == 0 {
+        return Err("Conv with group 0".into());
+    }
+    let kernel = w.shape[2..].to_vec();
+    let mut shape = vec![t.shape[0], w.shape[0]];
+    shape.extend(window_out(&t.shape[2..], &kernel, window, false)?);
+    Ok(shape)
+}
+
+/// A transposed convolution as an ordinary one: the input is spread with `stride - 1` zeros
+/// between elements into a zero-filled buffer padded by `dilation·(k - 1)` less the declared
+/// padding (a fill, then a copy into a strided view), and convolved with the weights flipped
+/// in space and transposed in channels.
+#[allow(clippy::too_many_arguments, reason = "the operation's attributes")]
+pub(crate) fn lower_conv_transpose(
+    b: &mut Builder<'_>,
+    idx: usize,
+    n: &Node,
+    window: &crate::ir::Window,
+    group: usize,
+    output_padding: &[usize],
+    output_shape: &[usize],
+) -> Result<(), LowerError> {
+    let err = |m: &str| LowerError::at(&n.name, m.to_string());
+    let x = b.layout(b.input(n, 0)?, false);
+    let w = b.input(n, 1)?;
+    let (xs, ws) = (b.shape(x), b.shape(w));
+    if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
+        return Err(err("only 2-D float32 transposed convolutions are lowered"));
+    }
+    let wv =
+        b.const_f32(w).ok_or_else(|| err("transposed convolution weights must be constant"))?;
+    let (shape, begin, kernel, strides, dil) =
+        conv_transpose_shape(&xs, &ws, window, group, output_padding, output_shape)
+            .map_err(|e| err(&e))?;
+    let (cin, cout_g) = (ws[0], ws[1]);
+    let cin_g = cin / group;
+    let cout = cout_g * group;
+    // Where input element i lands in the spread buffer, per spatial axis.
+    let mut len = [0usize; 2];
+    let (mut first_in, mut first_at, mut count) = ([0usize; 2], [0usize; 2], [0usize; 2]);
+    for a in 0..2 {
+        let reach = dil[a] * (kernel[a] - 1);
+        len[a] = shape[2 + a] + reach;
+        let front = reach as i64 - begin[a] as i64;
+        let s = strides[a] as i64;
+        let i0 = if front >= 0 { 0 } else { (-front + s - 1) / s };
+        let mut c = 0;
+        while i0 + c < xs[2 + a] as i64 && (i0 + c) * s + front < len[a] as i64 {
+            c += 1;
+        }
+        first_in[a] = i0 as usize;
+        first_at[a] = (i0 * s + front).max(0) as usize;
+        count[a] = c as usize;
+    }
+    let name = &n.name;
+    let spread = b.temp(
+        format!("{name}.spread"),
+        vec![xs[0], xs[1], len[0], len[1]],
+        DType::F32,
+        false,
+        Store::Arena,
+    );
+    b.step(Kernel::Fill { out: spread, value: 0 }, &format!("{name}:zeros"), None, vec![]);
+    if count[0] > 0 && count[1] > 0 {
+        let into = (0..2)
+            .map(|a| ViewOp::Slice {
+                axis: 2 + a,
+                start: first_at[a],
+                len: count[a],
+                step: strides[a],
+            })
+            .collect();
+        let from = (0..2)
+            .map(|a| ViewOp::Slice { axis: 2 + a, start: first_in[a], len: count[a], step: 1 })
+            .collect();
+        let ew = Ew { out: spread, out_view: into, inputs: vec![(x, from)], prog: vec![], regs: 0 };
+        b.step(Kernel::Elementwise(ew), &format!("{name}:spread"), None, vec![]);
+    }
+    // w'[o][i][a][c] = w[g·cin_g + i][o - g·cout_g][kh-1-a][kw-1-c]
+    let (kh, kw) = (kernel[0], kernel[1]);
+    let mut flipped = vec![0f32; cout * cin_g * kh * kw];
+    for o in 0..cout {
+        let g = o / cout_g;
+        for i in 0..cin_g {
+            for a in 0..kh {
+                for c in 0..kw {
+                    let src = (((g * cin_g + i) * cout_g + (o - g * cout_g)) * kh + (kh - 1 - a))
+                        * kw
+                        + (kw - 1 - c);
+                    flipped[((o * cin_g + i) * kh + a) * kw + c] = wv[src];
+                }
+            }
+        }
+    }
+    let w2 = b.temp(
+        format!("{name}.w"),
+        vec![cout, cin_g, kh, kw],
+        DType::F32,
+        false,
+        Store::Const(f32_bytes(&flipped).into()),
+    );
+    let mut n2 = n.clone();
+    n2.inputs[0] = Some(ValueId(spread.0));
+    n2.inputs[1] = Some(ValueId(w2.0));
+    n2.op = Op::Conv {
+        window: crate::ir::Window {
+            kernel: vec![kh, kw],
+            strides: vec![1, 1],
+            dilations: dil.clone(),
+            pads: vec![0; 4],
+            auto_pad: crate::ir::AutoPad::NotSet,
+            ceil_mode: false,
+        },
+        group,
+    };
+    lower_node(b, idx, &n2)
 }

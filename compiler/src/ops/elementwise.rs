@@ -5,7 +5,9 @@
 //! printer and device lowering.
 
 use accelc_isa::{BinOp, UnOp};
+use ndarray::{ArrayD, IxDyn, Zip};
 
+use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
@@ -13,8 +15,6 @@ use crate::lower::schedule::*;
 use crate::onnx::Attrs;
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 
@@ -349,4 +349,93 @@ pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorTy
 /// No input determines the output shape.
 pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
+}
+
+pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
+    match (a, b) {
+        // Pow takes the base's type; the exponent may be of another numeric type.
+        (Array::F32(_), Array::Int(y, _)) if op == BinaryOp::Pow => {
+            binary(op, a, &Array::F32(y.mapv(|v| v as f32)))
+        }
+        (Array::Int(x, dt), Array::F32(y)) if op == BinaryOp::Pow => {
+            let r =
+                zip_f32(&x.mapv(|v| v as f32), y, |p, q| f64::from(p).powf(f64::from(q)) as f32)?;
+            Ok(cast(&Array::F32(r), *dt))
+        }
+        (Array::F32(x), Array::F32(y)) => Ok(Array::F32(zip_f32(x, y, |p, q| match op {
+            BinaryOp::Add => p + q,
+            BinaryOp::Sub => p - q,
+            BinaryOp::Mul => p * q,
+            BinaryOp::Div => p / q,
+            BinaryOp::Pow => f64::from(p).powf(f64::from(q)) as f32,
+            // Mod with fmod = 0 on floats: numpy's `mod`, the sign of the divisor.
+            BinaryOp::Mod => {
+                let r = p % q;
+                if r != 0.0 && (r < 0.0) != (q < 0.0) { r + q } else { r }
+            }
+        })?)),
+        (Array::Int(x, dt), Array::Int(y, _)) => Ok(Array::Int(
+            zip_i64(x, y, |p, q| match op {
+                BinaryOp::Add => Ok(p.wrapping_add(q)),
+                BinaryOp::Sub => Ok(p.wrapping_sub(q)),
+                BinaryOp::Mul => Ok(p.wrapping_mul(q)),
+                BinaryOp::Div if q == 0 => Err("integer division by zero".into()),
+                BinaryOp::Div => Ok(p.wrapping_div(q)),
+                // A negative exponent: the real power truncated toward zero (onnxruntime's
+                // result), which is 0 unless the base is ±1; 0 to a negative power has none.
+                BinaryOp::Pow if q < 0 => match p {
+                    0 => Err("integer 0 raised to a negative power".into()),
+                    1 => Ok(1),
+                    -1 => Ok(if q % 2 == 0 { 1 } else { -1 }),
+                    _ => Ok(0),
+                },
+                BinaryOp::Pow => Ok(p.wrapping_pow(q.min(u32::MAX as i64) as u32)),
+                BinaryOp::Mod if q == 0 => Err("integer modulo by zero".into()),
+                // ONNX Mod (fmod = 0): the result has the sign of the divisor.
+                BinaryOp::Mod => {
+                    Ok(p.rem_euclid(q) + if q < 0 && p.rem_euclid(q) != 0 { q } else { 0 })
+                }
+            })?,
+            *dt,
+        )),
+        _ => Err(format!("mixed operand types {} and {}", a.dtype(), b.dtype())),
+    }
+}
+
+pub(crate) fn zip_i64(
+    a: &ArrayD<i64>,
+    b: &ArrayD<i64>,
+    f: impl Fn(i64, i64) -> R<i64>,
+) -> R<ArrayD<i64>> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let (av, bv) = (
+        a.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+        b.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+    );
+    let mut err = None;
+    let out = Zip::from(&av).and(&bv).map_collect(|x, y| {
+        f(*x, *y).unwrap_or_else(|e| {
+            err = Some(e);
+            0
+        })
+    });
+    err.map_or(Ok(out), Err)
+}
+
+pub(crate) fn erf(x: f32) -> f32 {
+    libm::erf(f64::from(x)) as f32
+}
+
+/// `max(0, min(1, a·x + b))` into register `dst` (then `x·that` into 0 for HardSwish).
+pub(crate) fn hard_sigmoid(_a: f32, _b: f32, dst: usize, swish: bool) -> Vec<Micro> {
+    let mut p = vec![
+        Micro::Bin(BinOp::Mul, dst, Src::In(0), Src::Imm(0)),
+        Micro::Bin(BinOp::Add, dst, Src::Reg(dst), Src::Imm(1)),
+        Micro::Bin(BinOp::Max, dst, Src::Reg(dst), Src::Imm(2)),
+        Micro::Bin(BinOp::Min, dst, Src::Reg(dst), Src::Imm(3)),
+    ];
+    if swish {
+        p.push(Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Reg(dst)));
+    }
+    p
 }

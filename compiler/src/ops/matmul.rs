@@ -4,7 +4,9 @@
 //! printer and device lowering.
 
 use accelc_isa::BinOp;
+use ndarray::{Array2, ArrayD, Axis, IxDyn, s};
 
+use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
@@ -13,8 +15,6 @@ use crate::lower::view::{View, ViewOp};
 use crate::onnx::Attrs;
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 
@@ -383,4 +383,71 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType
 /// No input determines the output shape.
 pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
+}
+
+pub(crate) fn to2(a: &ArrayD<f32>) -> R<Array2<f32>> {
+    a.clone()
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|_| format!("expected a matrix, got shape {:?}", a.shape()))
+}
+
+/// Batched matrix product with numpy broadcasting of the batch axes.
+pub(crate) fn matmul<T: ndarray::LinalgScalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> R<ArrayD<T>> {
+    // 1-D operands become matrices and the added axis is removed afterwards.
+    let (a2, drop_m) =
+        if a.ndim() == 1 { (a.clone().insert_axis(Axis(0)), true) } else { (a.clone(), false) };
+    let (b2, drop_n) =
+        if b.ndim() == 1 { (b.clone().insert_axis(Axis(1)), true) } else { (b.clone(), false) };
+    let (ra, rb) = (a2.ndim(), b2.ndim());
+    let (m, k) = (a2.shape()[ra - 2], a2.shape()[ra - 1]);
+    let (k2, n) = (b2.shape()[rb - 2], b2.shape()[rb - 1]);
+    if k != k2 {
+        return Err(format!("MatMul of {:?} and {:?}", a.shape(), b.shape()));
+    }
+    let batch = broadcast_shape(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2])?;
+    let mut ashape = batch.clone();
+    ashape.extend([m, k]);
+    let mut bshape = batch.clone();
+    bshape.extend([k, n]);
+    let av =
+        a2.broadcast(IxDyn(&ashape)).ok_or("broadcast failed")?.as_standard_layout().to_owned();
+    let bv =
+        b2.broadcast(IxDyn(&bshape)).ok_or("broadcast failed")?.as_standard_layout().to_owned();
+    let nb: usize = batch.iter().product();
+    let av = av.into_shape_with_order((nb, m, k)).map_err(|e| e.to_string())?;
+    let bv = bv.into_shape_with_order((nb, k, n)).map_err(|e| e.to_string())?;
+    let mut out = ndarray::Array3::<T>::zeros((nb, m, n));
+    for i in 0..nb {
+        out.slice_mut(s![i, .., ..]).assign(&av.slice(s![i, .., ..]).dot(&bv.slice(s![i, .., ..])));
+    }
+    let mut shape = batch;
+    if !drop_m {
+        shape.push(m);
+    }
+    if !drop_n {
+        shape.push(n);
+    }
+    out.into_shape_with_order(IxDyn(&shape)).map_err(|e| e.to_string())
+}
+
+pub(crate) fn matmul_shape(a: &TensorType, b: &TensorType) -> R<Vec<usize>> {
+    let (sa, sb) = (&a.shape, &b.shape);
+    if sa.is_empty() || sb.is_empty() {
+        return Err("MatMul of a scalar".into());
+    }
+    let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.clone() };
+    let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.clone() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(format!("MatMul of {sa:?} and {sb:?}"));
+    }
+    let mut shape = broadcast_shape(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    if sa.len() > 1 {
+        shape.push(m);
+    }
+    if sb.len() > 1 {
+        shape.push(n);
+    }
+    Ok(shape)
 }

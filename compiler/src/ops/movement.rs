@@ -5,6 +5,7 @@
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
+use super::Work;
 use crate::interp::axis as norm_axis;
 use crate::interp::*;
 use crate::ir::*;
@@ -14,8 +15,6 @@ use crate::lower::view::ViewOp;
 use crate::onnx::Attrs;
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 
@@ -155,7 +154,7 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
                 Some(s) => Some(s.clone()),
                 None => const_ints(g, node, 1)?,
             };
-            let sizes = crate::interp::split_sizes(d, given.as_deref(), n, g.opset)?;
+            let sizes = split_sizes(d, given.as_deref(), n, g.opset)?;
             Ok(sizes
                 .into_iter()
                 .map(|size| {
@@ -228,8 +227,7 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             }
             .filter(|v: &Vec<f64>| !v.is_empty());
             let sizes = const_ints(g, node, 3)?.filter(|v| !v.is_empty());
-            let (shape, _) =
-                crate::interp::resize_shape(&t.shape, scales.as_deref(), sizes.as_deref())?;
+            let (shape, _) = resize_shape(&t.shape, scales.as_deref(), sizes.as_deref())?;
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
         Op::Slice { attrs } => {
@@ -641,7 +639,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 if st <= 0 {
                     return Err(err("Slice with a negative step is not lowered"));
                 }
-                let (s, _) = crate::shape::slice_range(xs[k] as i64, s0, e0, st);
+                let (s, _) = slice_range(xs[k] as i64, s0, e0, st);
                 view.push(ViewOp::Slice {
                     axis: k,
                     start: s as usize,
@@ -843,4 +841,342 @@ pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
         Op::Pad { .. } => i == 1 || i == 3,
         _ => false,
     }
+}
+
+/// The part sizes of a `Split` of a `d`-long axis into `outputs` parts: the given sizes (all
+/// non-negative, summing to `d`), or equal parts. From opset 18 (`num_outputs`) an axis that
+/// does not divide evenly gets a smaller last part; before it, the parts must be equal.
+pub(crate) fn split_sizes(
+    d: usize,
+    given: Option<&[i64]>,
+    outputs: usize,
+    opset: i64,
+) -> R<Vec<usize>> {
+    match given {
+        Some(s) => {
+            let sizes: Vec<usize> = s
+                .iter()
+                .map(|v| usize::try_from(*v).map_err(|_| format!("negative split size {v}")))
+                .collect::<R<_>>()?;
+            if sizes.iter().try_fold(0usize, |a, b| a.checked_add(*b)) != Some(d) {
+                return Err(format!("split sizes {sizes:?} do not add up to {d}"));
+            }
+            Ok(sizes)
+        }
+        None => {
+            let n = outputs.max(1);
+            if opset < 18 && !d.is_multiple_of(n) {
+                return Err(format!(
+                    "Split of an axis of {d} into {n} equal parts (before opset 18 the parts \
+                     must be equal)"
+                ));
+            }
+            let part = d.div_ceil(n);
+            Ok((0..n).map(|i| part.min(d.saturating_sub(i * part))).collect())
+        }
+    }
+}
+
+pub(crate) fn slice(
+    x: &Array,
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<Vec<i64>>,
+    steps: Option<Vec<i64>>,
+) -> R<Array> {
+    let rank = x.shape().len();
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+        None => (0..starts.len()).map(|i| axis(i as i64, rank)).collect::<R<_>>()?,
+    };
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("Slice starts, ends, axes and steps differ in length".into());
+    }
+    let mut info: Vec<ndarray::SliceInfoElem> =
+        (0..rank).map(|_| ndarray::SliceInfoElem::from(..)).collect();
+    for (((&k, &s0), &e0), &st) in axes.iter().zip(starts).zip(ends).zip(&steps) {
+        if st == 0 {
+            return Err("Slice step 0".into());
+        }
+        let d = x.shape()[k] as i64;
+        let (s, e) = slice_range(d, s0, e0, st);
+        info[k] = if st > 0 {
+            ndarray::SliceInfoElem::Slice {
+                start: s as isize,
+                end: Some(e.max(s) as isize),
+                step: st as isize,
+            }
+        } else {
+            // A negative step walks from `s` down to just above `e`: ndarray expresses it as the
+            // range (e, s] traversed backwards.
+            let (lo, hi) = (e + 1, s + 1);
+            if hi <= lo || d == 0 {
+                ndarray::SliceInfoElem::Slice { start: 0, end: Some(0), step: 1 }
+            } else {
+                let len = hi - lo;
+                let steps_taken = (len - 1) / (-st);
+                let first = s - steps_taken * (-st);
+                ndarray::SliceInfoElem::Slice {
+                    start: first as isize,
+                    end: Some(hi as isize),
+                    step: st as isize,
+                }
+            }
+        };
+    }
+    let info = ndarray::SliceInfo::<_, IxDyn, IxDyn>::try_from(info).map_err(|e| e.to_string())?;
+    Ok(match x {
+        Array::F32(a) => Array::F32(a.slice(info.as_ref()).to_owned()),
+        Array::Int(a, dt) => Array::Int(a.slice(info.as_ref()).to_owned(), *dt),
+    })
+}
+
+/// Output shape and, per output element, the flat input index it copies (`None`: filled).
+pub(crate) fn pad_map(
+    shape: &[usize],
+    begin: &[i64],
+    end: &[i64],
+    mode: PadMode,
+) -> R<(Vec<usize>, Vec<Option<usize>>)> {
+    let out: Vec<usize> = shape
+        .iter()
+        .zip(begin.iter().zip(end))
+        .map(|(d, (b, e))| {
+            let n = *d as i64 + b + e;
+            usize::try_from(n).map_err(|_| format!("padding makes a dimension negative ({n})"))
+        })
+        .collect::<R<_>>()?;
+    if mode != PadMode::Constant && shape.contains(&0) && out.iter().product::<usize>() > 0 {
+        return Err("cannot pad an empty axis by reflection, edge or wrap".into());
+    }
+    let strides: Vec<usize> = (0..shape.len()).map(|k| shape[k + 1..].iter().product()).collect();
+    let mut map = Vec::with_capacity(out.iter().product());
+    for idx in ndarray::indices(IxDyn(&out)) {
+        let mut flat = 0usize;
+        let mut inside = true;
+        for k in 0..shape.len() {
+            let d = shape[k] as i64;
+            let i = idx[k] as i64 - begin[k];
+            let src = if (0..d).contains(&i) {
+                i
+            } else {
+                match mode {
+                    PadMode::Constant => {
+                        inside = false;
+                        break;
+                    }
+                    PadMode::Edge => i.clamp(0, d - 1),
+                    PadMode::Wrap => i.rem_euclid(d),
+                    PadMode::Reflect if d == 1 => 0,
+                    PadMode::Reflect => {
+                        let period = 2 * (d - 1);
+                        let r = i.rem_euclid(period);
+                        if r >= d { period - r } else { r }
+                    }
+                }
+            };
+            flat += src as usize * strides[k];
+        }
+        map.push(inside.then_some(flat));
+    }
+    Ok((out, map))
+}
+
+/// Output shape and per-axis scales of a `Resize` (from `sizes`, or `floor(input · scale)`).
+pub(crate) fn resize_shape(
+    input: &[usize],
+    scales: Option<&[f64]>,
+    sizes: Option<&[i64]>,
+) -> R<(Vec<usize>, Vec<f64>)> {
+    match (scales, sizes) {
+        (_, Some(sz)) => {
+            if sz.len() != input.len() {
+                return Err(format!("{} sizes for rank {}", sz.len(), input.len()));
+            }
+            let out: Vec<usize> = sz
+                .iter()
+                .map(|v| usize::try_from(*v).map_err(|_| "negative Resize size"))
+                .collect::<Result<_, _>>()?;
+            let sc = out.iter().zip(input).map(|(o, i)| *o as f64 / (*i).max(1) as f64).collect();
+            Ok((out, sc))
+        }
+        (Some(sc), None) => {
+            if sc.len() != input.len() {
+                return Err(format!("{} scales for rank {}", sc.len(), input.len()));
+            }
+            let out = input.iter().zip(sc).map(|(i, s)| (*i as f64 * s).floor() as usize).collect();
+            Ok((out, sc.to_vec()))
+        }
+        (None, None) => Err("Resize needs scales or sizes".into()),
+    }
+}
+
+pub(crate) fn resize(
+    x: &ArrayD<f64>,
+    out: &[usize],
+    scales: &[f64],
+    linear: bool,
+    coords: ResizeCoords,
+    nearest: NearestMode,
+) -> ArrayD<f64> {
+    let input = x.shape().to_vec();
+    let rank = input.len();
+    // Per axis and output coordinate: the source coordinate.
+    let src: Vec<Vec<f64>> =
+        (0..rank).map(|k| resize_coords(input[k], out[k], scales[k], coords)).collect();
+    let strides: Vec<usize> = (0..rank).map(|k| input[k + 1..].iter().product()).collect();
+    let flat: Vec<f64> = x.iter().copied().collect();
+    let mut y = ArrayD::<f64>::zeros(IxDyn(out));
+    for (idx, slot) in y.indexed_iter_mut() {
+        if linear {
+            // Each axis contributes a floor index, the next one, and a weight.
+            let taps: Vec<(usize, usize, f64)> = (0..rank)
+                .map(|k| {
+                    let last = input[k].saturating_sub(1) as f64;
+                    let c = src[k][idx[k]].clamp(0.0, last);
+                    let i0 = c.floor();
+                    let i1 = (i0 + 1.0).min(last);
+                    (i0 as usize, i1 as usize, c - i0)
+                })
+                .collect();
+            let mut acc = 0.0;
+            for corner in 0..(1usize << rank) {
+                let (mut at, mut w) = (0usize, 1.0);
+                for (k, (i0, i1, f)) in taps.iter().enumerate() {
+                    let hi = corner >> k & 1 == 1;
+                    at += (if hi { *i1 } else { *i0 }) * strides[k];
+                    w *= if hi { *f } else { 1.0 - f };
+                }
+                if w != 0.0 {
+                    acc += w * flat[at];
+                }
+            }
+            *slot = acc;
+        } else {
+            let mut at = 0usize;
+            for k in 0..rank {
+                at += nearest_index(src[k][idx[k]], input[k], nearest) * strides[k];
+            }
+            *slot = flat[at];
+        }
+    }
+    y
+}
+
+/// The input index nearest-neighbour `Resize` reads for source coordinate `c` on an axis of
+/// `len` elements: rounded by `mode`, then clamped into the axis (ONNX Resize-19, `nearest_mode`).
+pub(crate) fn nearest_index(c: f64, len: usize, mode: NearestMode) -> usize {
+    let r = match mode {
+        NearestMode::RoundPreferFloor => {
+            if c.fract() == 0.5 {
+                c.floor()
+            } else {
+                c.round()
+            }
+        }
+        NearestMode::RoundPreferCeil => {
+            if c.fract() == 0.5 {
+                c.ceil()
+            } else {
+                c.round()
+            }
+        }
+        NearestMode::Floor => c.floor(),
+        NearestMode::Ceil => c.ceil(),
+    };
+    (r.max(0.0) as usize).min(len.saturating_sub(1))
+}
+
+/// The source coordinate of each output index on one axis of a `Resize` from `len_in` to
+/// `len_out` elements at `scale` (ONNX Resize-19, `coordinate_transformation_mode`).
+pub(crate) fn resize_coords(
+    len_in: usize,
+    len_out: usize,
+    scale: f64,
+    coords: ResizeCoords,
+) -> Vec<f64> {
+    // `lo` is the integer output length, `lf` the real one (`input · scale`). Resize-19 defines
+    // `scale = length_resized / length_original`, so with a given scale `length_resized` is
+    // `lf`, which align_corners and pytorch_half_pixel use: the ONNX backend tests' data (from
+    // onnx's reference) follow this reading, onnxruntime the integer length instead; they
+    // differ only for non-integer output lengths, and we follow the conformance tests.
+    let (li, lo, s) = (len_in as f64, len_out as f64, scale);
+    let lf = li * s;
+    (0..len_out)
+        .map(|o| {
+            let o = o as f64;
+            match coords {
+                ResizeCoords::HalfPixel => (o + 0.5) / s - 0.5,
+                ResizeCoords::HalfPixelSymmetric => {
+                    let adjustment = lo / (s * li);
+                    let center = li / 2.0;
+                    let offset = center * (1.0 - adjustment);
+                    offset + (o + 0.5) / s - 0.5
+                }
+                ResizeCoords::PytorchHalfPixel => {
+                    if lf > 1.0 {
+                        (o + 0.5) / s - 0.5
+                    } else {
+                        0.0
+                    }
+                }
+                ResizeCoords::AlignCorners => {
+                    if lf == 1.0 {
+                        0.0
+                    } else {
+                        o * (li - 1.0) / (lf - 1.0)
+                    }
+                }
+                ResizeCoords::Asymmetric => o / s,
+            }
+        })
+        .collect()
+}
+
+/// For each output index on one axis of a nearest-neighbour `Resize`, the input index it
+/// copies: the op's definition, shared by the reference and the lowering (which may only take
+/// a shortcut, such as a plain repeat, when it equals this map).
+pub(crate) fn nearest_index_map(
+    len_in: usize,
+    len_out: usize,
+    scale: f64,
+    coords: ResizeCoords,
+    mode: NearestMode,
+) -> Vec<usize> {
+    resize_coords(len_in, len_out, scale, coords)
+        .into_iter()
+        .map(|c| nearest_index(c, len_in, mode))
+        .collect()
+}
+
+/// Number of elements ONNX `Slice` takes from a dimension of size `d`.
+/// The effective `(start, end)` of a Slice on an axis of `d` elements (ONNX Slice-13): negative
+/// values count from the end; then for a positive step both are clamped to `[0, d]`, for a
+/// negative step `start` to `[0, d - 1]` and `end` to `[-1, d - 1]`. The one definition the
+/// shape rule, the reference and the lowering use.
+pub(crate) fn slice_range(d: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
+    let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    if step > 0 {
+        (norm(start).clamp(0, d), norm(end).clamp(0, d))
+    } else {
+        // `max` after `min`, so an empty axis (d = 0) gives start 0 and nothing to take.
+        (norm(start).min(d - 1).max(0), norm(end).clamp(-1, (d - 1).max(-1)))
+    }
+}
+
+/// Elements a Slice takes from an axis of `d` elements.
+pub(crate) fn slice_len(d: i64, start: i64, end: i64, step: i64) -> R<usize> {
+    if step == 0 {
+        return Err("Slice step 0".into());
+    }
+    let (s, e) = slice_range(d, start, end, step);
+    let n = if d == 0 {
+        0
+    } else if step > 0 {
+        (e - s + step - 1).div_euclid(step)
+    } else {
+        (s - e + (-step) - 1).div_euclid(-step)
+    };
+    Ok(n.max(0) as usize)
 }

@@ -6,6 +6,7 @@
 use accelc_isa::BinOp;
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
+use super::Work;
 use crate::interp::axis as norm_axis;
 use crate::interp::*;
 use crate::ir::*;
@@ -15,8 +16,6 @@ use crate::lower::view::{View, ViewOp};
 use crate::onnx::Attrs;
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 

@@ -5,6 +5,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
@@ -12,8 +13,6 @@ use crate::lower::schedule::*;
 use crate::onnx::{Attrs, window};
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 
@@ -224,4 +223,73 @@ pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorTy
 /// No input determines the output shape.
 pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
+}
+
+/// N-d max or average pooling (N, C, spatial...).
+pub(crate) fn pool(
+    x: &ArrayD<f32>,
+    max: bool,
+    win: &Window,
+    count_include_pad: bool,
+) -> R<ArrayD<f32>> {
+    let nd =
+        x.ndim().checked_sub(2).filter(|n| *n >= 1).ok_or("pooling needs N, C and spatial axes")?;
+    if win.kernel.len() != nd {
+        return Err(format!("kernel_shape has {} values for {nd} spatial axes", win.kernel.len()));
+    }
+    let spatial = &x.shape()[2..];
+    let Geometry { begin, end, strides, dilations } = pads(win, spatial, &win.kernel)?;
+    let mut out_shape = x.shape()[..2].to_vec();
+    for i in 0..nd {
+        let mut o = out_size(
+            spatial[i],
+            win.kernel[i],
+            strides[i],
+            dilations[i],
+            begin[i],
+            end[i],
+            win.ceil_mode,
+        )?;
+        // With ceil_mode, a last window that starts in the end padding is dropped.
+        if win.ceil_mode && (o - 1) * strides[i] >= spatial[i] + begin[i] {
+            o -= 1;
+        }
+        out_shape.push(o);
+    }
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&out_shape));
+    let mut at = vec![0usize; x.ndim()];
+    for (idx, slot) in out.indexed_iter_mut() {
+        let (mut acc, mut count, mut padded) =
+            (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize, 0usize);
+        for k in ndarray::indices(IxDyn(&win.kernel)) {
+            at[0] = idx[0];
+            at[1] = idx[1];
+            let mut inside = true;
+            let mut in_pads = true;
+            for i in 0..nd {
+                let pos =
+                    (idx[i + 2] * strides[i] + k[i] * dilations[i]) as isize - begin[i] as isize;
+                if pos < 0 || pos >= spatial[i] as isize {
+                    inside = false;
+                    // Padding inside the declared pads counts for count_include_pad.
+                    in_pads &= pos < (spatial[i] + end[i]) as isize;
+                } else {
+                    at[i + 2] = pos as usize;
+                }
+            }
+            if !inside {
+                padded += usize::from(in_pads);
+                continue;
+            }
+            let v = x[IxDyn(&at)];
+            acc = if max { nan_max(acc, v) } else { acc + v };
+            count += 1;
+        }
+        *slot = if max {
+            acc
+        } else {
+            acc / (if count_include_pad { count + padded } else { count }).max(1) as f32
+        };
+    }
+    Ok(out)
 }

@@ -5,14 +5,13 @@
 
 use ndarray::ArrayD;
 
+use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
 use crate::shape::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 

@@ -5,6 +5,7 @@
 
 use ndarray::{ArrayD, Axis};
 
+use super::Work;
 use crate::interp::axis as norm_axis;
 use crate::interp::*;
 use crate::ir::*;
@@ -14,8 +15,6 @@ use crate::lower::view::ViewOp;
 use crate::onnx::Attrs;
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 

@@ -7,6 +7,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
@@ -14,8 +15,6 @@ use crate::lower::schedule::*;
 use crate::onnx::Attrs;
 use crate::shape::*;
 use crate::text::*;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 
@@ -259,4 +258,60 @@ pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorT
 /// Reshape's shape and the axes of Squeeze and Unsqueeze (input 1) determine the output shape.
 pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
     matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }) && i == 1
+}
+
+pub(crate) fn reshape(x: &Array, shape: &[usize]) -> R<Array> {
+    let n: usize = shape.iter().product();
+    if n != x.shape().iter().product::<usize>() {
+        return Err(format!("cannot reshape {:?} to {shape:?}", x.shape()));
+    }
+    Ok(match x {
+        Array::F32(a) => Array::F32(
+            a.as_standard_layout().to_shape(IxDyn(shape)).map_err(|e| e.to_string())?.to_owned(),
+        ),
+        Array::Int(a, dt) => Array::Int(
+            a.as_standard_layout().to_shape(IxDyn(shape)).map_err(|e| e.to_string())?.to_owned(),
+            *dt,
+        ),
+    })
+}
+
+/// The target of a Reshape: 0 copies the input dimension (unless `allowzero`), -1 is inferred.
+pub(crate) fn reshape_target(
+    input: &[usize],
+    spec: impl Iterator<Item = i64>,
+    allowzero: bool,
+) -> R<Vec<usize>> {
+    let spec: Vec<i64> = spec.collect();
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => {
+                out.push(*input.get(i).ok_or("0 in a Reshape shape beyond the input rank")?)
+            }
+            d if d >= 0 => out.push(d as usize),
+            d => return Err(format!("invalid Reshape dimension {d}")),
+        }
+    }
+    if let Some(i) = infer {
+        let known: usize = out.iter().product();
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(format!("cannot infer a dimension reshaping {input:?} to {spec:?}"));
+        }
+        out[i] = total / known;
+    }
+    // The element count must not change (ONNX Reshape).
+    let n = out.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+    if n != Some(total) {
+        return Err(format!(
+            "Reshape of {input:?} ({total} elements) to {out:?} changes the element count"
+        ));
+    }
+    Ok(out)
 }

@@ -4,13 +4,12 @@
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
 
+use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
-
-use super::Work;
 
 type R<T> = Result<T, String>;
 
