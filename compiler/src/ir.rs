@@ -251,6 +251,9 @@ pub enum Op {
     Binary(BinaryOp),
     /// Element-wise unary function.
     Unary(UnaryOp),
+    /// Element-wise combination of one or more inputs with broadcasting (Sum, Mean, Max, Min),
+    /// accumulated left to right as the ONNX reference does.
+    Variadic(VariadicOp),
     /// `max(x, alpha · x)`.
     LeakyRelu {
         /// Slope for negative inputs.
@@ -538,6 +541,19 @@ pub enum BinaryOp {
     Pow,
     /// Remainder (`Mod`, `fmod = 0` semantics for integers).
     Mod,
+}
+
+/// Element-wise operations over any number of inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VariadicOp {
+    /// `x0 + x1 + ...`.
+    Sum,
+    /// `(x0 + x1 + ...) / n`.
+    Mean,
+    /// The largest (NaN if any is NaN).
+    Max,
+    /// The smallest (NaN if any is NaN).
+    Min,
 }
 
 /// Element-wise unary functions.

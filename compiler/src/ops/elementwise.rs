@@ -1,5 +1,6 @@
 //! Element-wise arithmetic and activations: Add, Sub, Mul, Div, Pow, Mod, Relu, Sigmoid,
-//! Tanh, Exp, Erf, Sqrt, HardSwish, Neg, Abs, LeakyRelu, Clip, HardSigmoid, Gelu.
+//! Tanh, Exp, Erf, Sqrt, HardSwish, Neg, Abs, LeakyRelu, Clip, HardSigmoid, Gelu, and the variadic
+//! Sum, Mean, Max, Min.
 //!
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
@@ -42,6 +43,10 @@ pub(crate) const ONNX: &[&str] = &[
     "Clip",
     "HardSigmoid",
     "Gelu",
+    "Sum",
+    "Mean",
+    "Max",
+    "Min",
 ];
 
 /// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
@@ -66,6 +71,10 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         "HardSwish" => unary(UnaryOp::HardSwish),
         "Neg" => unary(UnaryOp::Neg),
         "Abs" => unary(UnaryOp::Abs),
+        "Sum" => Ok(Op::Variadic(VariadicOp::Sum)),
+        "Mean" => Ok(Op::Variadic(VariadicOp::Mean)),
+        "Max" => Ok(Op::Variadic(VariadicOp::Max)),
+        "Min" => Ok(Op::Variadic(VariadicOp::Min)),
         "LeakyRelu" => Ok(Op::LeakyRelu { alpha: a.f32("alpha", 0.01) }),
         // Clip-6's attribute defaults are the float range's ends, not infinities: an infinite
         // input is clamped to ±f32::MAX.
@@ -98,6 +107,23 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
             let (a, b) = (x()?, input(ins, 1)?);
             Ok(vec![TensorType { dtype: a.dtype, shape: broadcast_shape(&a.shape, &b.shape)? }])
         }
+        // Multidirectional broadcasting over every input, all of one type (Sum-8 and later;
+        // Sum-6 required equal shapes, which broadcasting also accepts).
+        Op::Variadic(op) => {
+            let first = x()?;
+            let mut shape = first.shape.clone();
+            for (i, t) in ins.iter().enumerate().skip(1) {
+                let t = t.ok_or_else(|| format!("input {i} is missing"))?;
+                if t.dtype != first.dtype {
+                    return Err(format!("{op:?} of {} and {}", first.dtype, t.dtype));
+                }
+                shape = broadcast_shape(&shape, &t.shape)?;
+            }
+            if *op == VariadicOp::Mean && first.dtype != DType::F32 {
+                return Err(format!("Mean of {} (ONNX defines it for floats)", first.dtype));
+            }
+            Ok(vec![TensorType { dtype: first.dtype, shape }])
+        }
         other => Err(super::misrouted(other, FAMILY)),
     }
 }
@@ -108,6 +134,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
     let one = |a: Array| Ok(vec![a]);
     match &node.op {
         Op::Binary(op) => one(binary(*op, arg(args, 0)?, arg(args, 1)?)?),
+        Op::Variadic(op) => one(variadic(*op, args)?),
         Op::Unary(op) => {
             let x = arg(args, 0)?.f32()?;
             let f: fn(f32) -> f32 = match op {
@@ -215,6 +242,31 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 BinaryOp::Mod => return Err(err("Mod is not lowered")),
             };
             ew_step(b, n, vec![Micro::Bin(bop, 0, Src::In(0), Src::In(1))], 1, vec![])
+        }
+        Op::Variadic(op) => {
+            // Left to right into register 0, as the reference accumulates; one input is a copy.
+            let count = n.inputs.len();
+            if count == 0 || n.inputs.iter().any(Option::is_none) {
+                return Err(err("every input must be present"));
+            }
+            let bop = match op {
+                VariadicOp::Sum | VariadicOp::Mean => BinOp::Add,
+                VariadicOp::Max => BinOp::Max,
+                VariadicOp::Min => BinOp::Min,
+            };
+            let mut prog: Vec<Micro> = (1..count)
+                .map(|i| {
+                    let acc = if i == 1 { Src::In(0) } else { Src::Reg(0) };
+                    Micro::Bin(bop, 0, acc, Src::In(i))
+                })
+                .collect();
+            let mut imms = vec![];
+            if *op == VariadicOp::Mean && count > 1 {
+                prog.push(Micro::Bin(BinOp::Div, 0, Src::Reg(0), Src::Imm(0)));
+                imms.push(count as f32);
+            }
+            let regs = usize::from(!prog.is_empty());
+            ew_step(b, n, prog, regs, imms)
         }
         Op::Unary(u) => {
             let one = |op| (vec![Micro::Un(op, 0, Src::In(0))], 1, vec![]);
@@ -331,10 +383,15 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
 
 /// Cost inputs: one vector pass per element for plain arithmetic, more for composite
 /// activations, at the slow rate for transcendental functions and division.
-pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
+pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
     let (passes, slow) = match op {
         Op::Binary(BinaryOp::Div | BinaryOp::Pow) => (1, true),
         Op::Binary(_) => (1, false),
+        // One pass per input after the first (and a division for Mean).
+        Op::Variadic(v) => {
+            let n = (inputs.len() as u64).saturating_sub(1).max(1);
+            if *v == VariadicOp::Mean { (n + 1, true) } else { (n, false) }
+        }
         Op::Unary(UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) => (1, false),
         Op::Unary(UnaryOp::HardSwish) => (5, false),
         Op::Unary(_) => (1, true),
@@ -438,4 +495,30 @@ pub(crate) fn hard_sigmoid(_a: f32, _b: f32, dst: usize, swish: bool) -> Vec<Mic
         p.push(Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Reg(dst)));
     }
     p
+}
+
+/// Sum, Mean, Max or Min of every input, broadcast together, accumulated left to right (the
+/// ONNX reference's order, which fixes float rounding); Max and Min propagate NaN.
+fn variadic(op: VariadicOp, args: &[Option<&Array>]) -> R<Array> {
+    let mut acc = arg(args, 0)?.clone();
+    for i in 1..args.len() {
+        let x = arg(args, i)?;
+        acc = match (op, &acc, x) {
+            (VariadicOp::Sum | VariadicOp::Mean, _, _) => binary(BinaryOp::Add, &acc, x)?,
+            (VariadicOp::Max, Array::F32(a), Array::F32(b)) => Array::F32(zip_f32(a, b, nan_max)?),
+            (VariadicOp::Min, Array::F32(a), Array::F32(b)) => Array::F32(zip_f32(a, b, nan_min)?),
+            (VariadicOp::Max, Array::Int(a, d), Array::Int(b, _)) => {
+                Array::Int(zip_i64(a, b, |p, q| Ok(p.max(q)))?, *d)
+            }
+            (VariadicOp::Min, Array::Int(a, d), Array::Int(b, _)) => {
+                Array::Int(zip_i64(a, b, |p, q| Ok(p.min(q)))?, *d)
+            }
+            _ => return Err(format!("{op:?} of {} and {}", acc.dtype(), x.dtype())),
+        };
+    }
+    if op == VariadicOp::Mean {
+        let n = args.len() as f32;
+        acc = Array::F32(acc.f32()?.mapv(|v| v / n));
+    }
+    Ok(acc)
 }

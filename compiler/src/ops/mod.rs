@@ -120,6 +120,7 @@ pub fn def(op: &Op) -> &'static OpDef {
     match op {
         Op::Binary(_)
         | Op::Unary(_)
+        | Op::Variadic(_)
         | Op::LeakyRelu { .. }
         | Op::Clip { .. }
         | Op::HardSigmoid { .. }
