@@ -6,11 +6,22 @@
 //!   `Unsqueeze` of the input to `[N, C, 1, W]` (an alias), the 2-D node with a `1 × k` window
 //!   (and weights reshaped to `[M, C/g, 1, k]`, sharing the bytes), and `Squeeze` back.
 //!
+//! - A transposed convolution with constant float weights becomes a convolution of the
+//!   *spread* input: per spatial axis, `stride - 1` zeros between input elements and the
+//!   kernel's reach (less the begin pads) around them, built from plain ops (`Unsqueeze` of a
+//!   unit axis after each spatial one, a constant `Pad` of those axes and the spatial ones,
+//!   `Reshape` merging them, and a `Slice` where the pads crop), then `Conv` with stride 1, the
+//!   same dilations and the weights flipped and transposed to `[M, C/g, k...]` at compile time:
+//!   `y[o] = Σ x[i]·w[o - s·i]` is a correlation of the spread input with the flipped kernel
+//!   (Dumoulin & Visin, "A guide to convolution arithmetic", 2016, §4).
+//!
 //! Each node of the result records the original node it came from, so per-node answers
 //! (`device_support`) map back to the graph the user gave.
 
 use crate::interp::pads;
-use crate::ir::{AutoPad, DType, Graph, Node, Op, Tensor, TensorType, Value, ValueId, Window};
+use crate::ir::{
+    AutoPad, DType, Graph, Node, Op, PadMode, Tensor, TensorType, Value, ValueId, Window,
+};
 
 use super::LowerError;
 
@@ -43,8 +54,209 @@ fn unit_axis(g: &mut Graph, name: String, op: Op, x: ValueId, out: ValueId) {
     });
 }
 
-/// Legalizes `graph` (folded, typed).
+/// Legalizes `graph` (folded, typed): transposed convolutions first, then 1-D windows (the
+/// convolutions the first step makes may be 1-D).
 pub(crate) fn legalize(graph: &Graph) -> Result<Legalized, LowerError> {
+    let first = conv_transpose_to_conv(graph)?;
+    let second = lift_1d(&first.graph)?;
+    let origin = second.origin.iter().map(|i| first.origin[*i]).collect();
+    Ok(Legalized { graph: second.graph, origin })
+}
+
+/// Appends node `name` computing `op` of `inputs` into a new value of type `ty`; returns it.
+fn push(
+    g: &mut Graph,
+    name: String,
+    op_type: &str,
+    op: Op,
+    inputs: Vec<Option<ValueId>>,
+    ty: TensorType,
+) -> ValueId {
+    let out = add_value(g, format!("{name}.out"), ty, None);
+    g.nodes.push(Node { name, op_type: op_type.into(), op, inputs, outputs: vec![out] });
+    out
+}
+
+/// A new int64 vector constant.
+fn ints(g: &mut Graph, name: String, v: &[i64]) -> ValueId {
+    let ty = TensorType { dtype: DType::I64, shape: vec![v.len()] };
+    add_value(g, name, ty, Some(Tensor::from_i64(vec![v.len()], v)))
+}
+
+/// The transposed convolutions with constant float weights as spread + convolution (see the
+/// module documentation); every other node as it is.
+fn conv_transpose_to_conv(graph: &Graph) -> Result<Legalized, LowerError> {
+    let mut g = Graph { nodes: Vec::with_capacity(graph.nodes.len()), ..graph.clone() };
+    let mut origin = Vec::with_capacity(graph.nodes.len());
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let before = g.nodes.len();
+        if !spread_conv(graph, &mut g, n)? {
+            g.nodes.push(n.clone());
+        }
+        origin.resize(g.nodes.len(), i);
+        debug_assert!(g.nodes.len() > before);
+    }
+    Ok(Legalized { graph: g, origin })
+}
+
+/// Writes the spread + convolution form of `n` into `g` if `n` is a transposed convolution the
+/// device can run that way; returns whether it did.
+fn spread_conv(graph: &Graph, g: &mut Graph, n: &Node) -> Result<bool, LowerError> {
+    let Op::ConvTranspose { window, group, output_padding, output_shape } = &n.op else {
+        return Ok(false);
+    };
+    let (Some(x), Some(w), Some(&out)) = (
+        n.inputs.first().copied().flatten(),
+        n.inputs.get(1).copied().flatten(),
+        n.outputs.first(),
+    ) else {
+        return Ok(false);
+    };
+    let (Some(xt), Some(wt)) = (graph.value(x).ty.as_ref(), graph.value(w).constant.as_ref())
+    else {
+        return Ok(false);
+    };
+    let nd = xt.shape.len().saturating_sub(2);
+    if !(1..=2).contains(&nd) || xt.dtype != DType::F32 || wt.dtype != DType::F32 {
+        return Ok(false);
+    }
+    let err = |m: String| LowerError::at(&n.name, m);
+    let (xs, ws) = (&xt.shape, &wt.shape);
+    let (shape, begin, kernel, strides, dil) = crate::ops::conv::conv_transpose_shape(
+        xs,
+        ws,
+        window,
+        *group,
+        output_padding,
+        output_shape,
+    )
+    .map_err(err)?;
+    if strides.contains(&0) || kernel.contains(&0) {
+        return Err(err("a zero stride or kernel size".into()));
+    }
+    let name = &n.name;
+    let f32t = |shape: Vec<usize>| TensorType { dtype: DType::F32, shape };
+    // Per spatial axis: input element `j` lands at `front + j·s` of a buffer of `len` elements.
+    let (mut pad_begin, mut pad_end) = (vec![0i64; 2 + 2 * nd], vec![0i64; 2 + 2 * nd]);
+    let (mut merged, mut len) = (vec![xs[0], xs[1]], vec![]);
+    let (mut crop_start, mut crop) = (vec![], false);
+    for a in 0..nd {
+        let (h, s) = (xs[2 + a] as i64, strides[a] as i64);
+        let reach = (dil[a] * (kernel[a] - 1)) as i64;
+        let l = shape[2 + a] as i64 + reach;
+        let front = reach - begin[a] as i64;
+        let lead = front.max(0);
+        let start = (-front).max(0);
+        // Whole strides of zeros before (on the input axis), the rest on the unit axis.
+        let (bh, bs) = (lead / s, lead % s);
+        let ah = ((l + start + s - 1) / s - h - bh).max(0);
+        pad_begin[2 + 2 * a] = bh;
+        pad_begin[3 + 2 * a] = bs;
+        pad_end[2 + 2 * a] = ah;
+        pad_end[3 + 2 * a] = s - 1 - bs;
+        let m = (h + bh + ah) * s;
+        crop |= start > 0 || m - start != l;
+        merged.push(m as usize);
+        crop_start.push(start);
+        len.push(l as usize);
+    }
+    let mut unit_shape = vec![xs[0], xs[1]];
+    for a in 0..nd {
+        unit_shape.extend([xs[2 + a], 1]);
+    }
+    let axes: Vec<i64> = (0..nd).map(|a| 3 + 2 * a as i64).collect();
+    let axes_v = ints(g, format!("{name}/spread.axes"), &axes);
+    let op = Op::Unsqueeze { axes: None };
+    let t = push(
+        g,
+        format!("{name}/spread.units"),
+        "Unsqueeze",
+        op,
+        vec![Some(x), Some(axes_v)],
+        f32t(unit_shape.clone()),
+    );
+    let padded: Vec<usize> = unit_shape
+        .iter()
+        .enumerate()
+        .map(|(k, d)| (*d as i64 + pad_begin[k] + pad_end[k]) as usize)
+        .collect();
+    let pads = ints(g, format!("{name}/spread.pads"), &[pad_begin, pad_end].concat());
+    let op = Op::Pad { mode: PadMode::Constant, pads: None, value: 0.0 };
+    let t =
+        push(g, format!("{name}/spread.zeros"), "Pad", op, vec![Some(t), Some(pads)], f32t(padded));
+    let dims: Vec<i64> = merged.iter().map(|d| *d as i64).collect();
+    let dims_v = ints(g, format!("{name}/spread.shape"), &dims);
+    let op = Op::Reshape { allowzero: false };
+    let mut t = push(
+        g,
+        format!("{name}/spread.merge"),
+        "Reshape",
+        op,
+        vec![Some(t), Some(dims_v)],
+        f32t(merged.clone()),
+    );
+    if crop {
+        let ends: Vec<i64> = crop_start.iter().zip(&len).map(|(s, l)| s + *l as i64).collect();
+        let axes: Vec<i64> = (0..nd).map(|a| 2 + a as i64).collect();
+        let starts = ints(g, format!("{name}/spread.starts"), &crop_start);
+        let ends = ints(g, format!("{name}/spread.ends"), &ends);
+        let axes = ints(g, format!("{name}/spread.crop_axes"), &axes);
+        let mut cropped = vec![xs[0], xs[1]];
+        cropped.extend(&len);
+        let op = Op::Slice { attrs: None };
+        let inputs = vec![Some(t), Some(starts), Some(ends), Some(axes)];
+        t = push(g, format!("{name}/spread.crop"), "Slice", op, inputs, f32t(cropped));
+    }
+    // w'[o][i][k...] = w[g·cin_g + i][o - g·cout_g][flipped k...]
+    let (cin, cout_g) = (ws[0], ws[1]);
+    let cin_g = cin / group;
+    let cout = cout_g * group;
+    let taps: usize = kernel.iter().product();
+    let wv = wt.f32s();
+    let mut flipped = vec![0f32; cout * cin_g * taps];
+    for o in 0..cout {
+        let gi = o / cout_g;
+        for i in 0..cin_g {
+            for k in 0..taps {
+                let src = ((gi * cin_g + i) * cout_g + (o - gi * cout_g)) * taps + (taps - 1 - k);
+                flipped[(o * cin_g + i) * taps + k] = wv[src];
+            }
+        }
+    }
+    let mut w2shape = vec![cout, cin_g];
+    w2shape.extend(&kernel);
+    let w2 = add_value(
+        g,
+        format!("{}/flipped", graph.value(w).name),
+        f32t(w2shape.clone()),
+        Some(Tensor::from_f32(w2shape, &flipped)),
+    );
+    let mut inputs = n.inputs.clone();
+    inputs[0] = Some(t);
+    inputs[1] = Some(w2);
+    let op = Op::Conv {
+        window: Window {
+            kernel: kernel.clone(),
+            strides: vec![1; nd],
+            dilations: dil,
+            pads: vec![0; 2 * nd],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        },
+        group: *group,
+    };
+    g.nodes.push(Node {
+        name: name.clone(),
+        op_type: "Conv".into(),
+        op,
+        inputs,
+        outputs: vec![out],
+    });
+    Ok(true)
+}
+
+/// 1-D convolutions and pooling as their 2-D forms over a unit height.
+fn lift_1d(graph: &Graph) -> Result<Legalized, LowerError> {
     let mut g = Graph { nodes: Vec::with_capacity(graph.nodes.len()), ..graph.clone() };
     let mut origin = Vec::with_capacity(graph.nodes.len());
     for (i, n) in graph.nodes.iter().enumerate() {

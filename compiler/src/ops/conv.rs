@@ -10,7 +10,6 @@ use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
-use crate::lower::view::ViewOp;
 use crate::onnx::{Attrs, group, window};
 use crate::shape::*;
 use crate::text::*;
@@ -239,8 +238,18 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
             };
             push_mm(b, mm, &names.join("+"), end)
         }
-        Op::ConvTranspose { window, group, output_padding, output_shape } => {
-            lower_conv_transpose(b, idx, n, window, *group, output_padding, output_shape)
+        // `legalize` rewrites every transposed convolution the device runs into a spread of
+        // the input and a convolution; what reaches here is what it left alone.
+        Op::ConvTranspose { .. } => {
+            let (x, w) = (b.input(n, 0)?, b.input(n, 1)?);
+            let xs = b.shape(x);
+            if !(3..=4).contains(&xs.len()) || b.s.tens[x].dtype != DType::F32 {
+                Err(err("only 1-D and 2-D float32 transposed convolutions are lowered"))
+            } else if b.const_f32(w).is_none() {
+                Err(err("transposed convolution weights must be constant"))
+            } else {
+                Err(err("internal: a transposed convolution legalize should have rewritten"))
+            }
         }
         Op::ConvInteger { .. } => {
             Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
@@ -533,114 +542,4 @@ pub(crate) fn conv_shape(
     let mut shape = vec![t.shape[0], w.shape[0]];
     shape.extend(window_out(&t.shape[2..], &kernel, window, false)?);
     Ok(shape)
-}
-
-/// A transposed convolution as an ordinary one: the input is spread with `stride - 1` zeros
-/// between elements into a zero-filled buffer padded by `dilation·(k - 1)` less the declared
-/// padding (a fill, then a copy into a strided view), and convolved with the weights flipped
-/// in space and transposed in channels.
-#[allow(clippy::too_many_arguments, reason = "the operation's attributes")]
-pub(crate) fn lower_conv_transpose(
-    b: &mut Builder<'_>,
-    idx: usize,
-    n: &Node,
-    window: &crate::ir::Window,
-    group: usize,
-    output_padding: &[usize],
-    output_shape: &[usize],
-) -> Result<(), LowerError> {
-    let err = |m: &str| LowerError::at(&n.name, m.to_string());
-    let x = b.layout(b.input(n, 0)?, false);
-    let w = b.input(n, 1)?;
-    let (xs, ws) = (b.shape(x), b.shape(w));
-    if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
-        return Err(err("only 2-D float32 transposed convolutions are lowered"));
-    }
-    let wv =
-        b.const_f32(w).ok_or_else(|| err("transposed convolution weights must be constant"))?;
-    let (shape, begin, kernel, strides, dil) =
-        conv_transpose_shape(&xs, &ws, window, group, output_padding, output_shape)
-            .map_err(|e| err(&e))?;
-    let (cin, cout_g) = (ws[0], ws[1]);
-    let cin_g = cin / group;
-    let cout = cout_g * group;
-    // Where input element i lands in the spread buffer, per spatial axis.
-    let mut len = [0usize; 2];
-    let (mut first_in, mut first_at, mut count) = ([0usize; 2], [0usize; 2], [0usize; 2]);
-    for a in 0..2 {
-        let reach = dil[a] * (kernel[a] - 1);
-        len[a] = shape[2 + a] + reach;
-        let front = reach as i64 - begin[a] as i64;
-        let s = strides[a] as i64;
-        let i0 = if front >= 0 { 0 } else { (-front + s - 1) / s };
-        let mut c = 0;
-        while i0 + c < xs[2 + a] as i64 && (i0 + c) * s + front < len[a] as i64 {
-            c += 1;
-        }
-        first_in[a] = i0 as usize;
-        first_at[a] = (i0 * s + front).max(0) as usize;
-        count[a] = c as usize;
-    }
-    let name = &n.name;
-    let spread = b.temp(
-        format!("{name}.spread"),
-        vec![xs[0], xs[1], len[0], len[1]],
-        DType::F32,
-        false,
-        Store::Arena,
-    );
-    b.step(Kernel::Fill { out: spread, value: 0 }, &format!("{name}:zeros"), None, vec![]);
-    if count[0] > 0 && count[1] > 0 {
-        let into = (0..2)
-            .map(|a| ViewOp::Slice {
-                axis: 2 + a,
-                start: first_at[a],
-                len: count[a],
-                step: strides[a],
-            })
-            .collect();
-        let from = (0..2)
-            .map(|a| ViewOp::Slice { axis: 2 + a, start: first_in[a], len: count[a], step: 1 })
-            .collect();
-        let ew = Ew { out: spread, out_view: into, inputs: vec![(x, from)], prog: vec![], regs: 0 };
-        b.step(Kernel::Elementwise(ew), &format!("{name}:spread"), None, vec![]);
-    }
-    // w'[o][i][a][c] = w[g·cin_g + i][o - g·cout_g][kh-1-a][kw-1-c]
-    let (kh, kw) = (kernel[0], kernel[1]);
-    let mut flipped = vec![0f32; cout * cin_g * kh * kw];
-    for o in 0..cout {
-        let g = o / cout_g;
-        for i in 0..cin_g {
-            for a in 0..kh {
-                for c in 0..kw {
-                    let src = (((g * cin_g + i) * cout_g + (o - g * cout_g)) * kh + (kh - 1 - a))
-                        * kw
-                        + (kw - 1 - c);
-                    flipped[((o * cin_g + i) * kh + a) * kw + c] = wv[src];
-                }
-            }
-        }
-    }
-    let w2 = b.temp(
-        format!("{name}.w"),
-        vec![cout, cin_g, kh, kw],
-        DType::F32,
-        false,
-        Store::Const(f32_bytes(&flipped).into()),
-    );
-    let mut n2 = n.clone();
-    n2.inputs[0] = Some(ValueId(spread.0));
-    n2.inputs[1] = Some(ValueId(w2.0));
-    n2.op = Op::Conv {
-        window: crate::ir::Window {
-            kernel: vec![kh, kw],
-            strides: vec![1, 1],
-            dilations: dil.clone(),
-            pads: vec![0; 4],
-            auto_pad: crate::ir::AutoPad::NotSet,
-            ceil_mode: false,
-        },
-        group,
-    };
-    lower_node(b, idx, &n2)
 }

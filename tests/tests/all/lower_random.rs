@@ -609,8 +609,9 @@ fn random_chains_through_the_whole_pipeline() {
     assert!(compiled > total * 3 / 2, "only {compiled} of {} compiles", 2 * total);
 }
 
-/// Transposed convolutions with random strides, padding, output padding, dilation and groups
-/// (constant weights, as exported models have them), on both devices.
+/// Transposed convolutions, 1-D and 2-D, with random strides, padding (cropping the spread
+/// input where it exceeds the kernel's reach), output padding, dilation and groups (constant
+/// weights, as exported models have them), on both devices.
 #[test]
 fn random_transposed_convolutions() {
     let mut rng = Rng::new(29);
@@ -630,19 +631,36 @@ fn random_transposed_convolutions() {
         let pl = pick(&mut rng, 0, (fw - 1) / 2);
         let pr = pick(&mut rng, 0, (fw - 1 - pl).min(2));
         let op = vec![pick(&mut rng, 0, sh - 1), pick(&mut rng, 0, sw - 1)];
-        let x = input(&mut g, "x", &[1, cin, h, w]);
-        let wt = constant(&mut g, &mut rng, "w", &[cin, cout_g, kh, kw]);
-        let bias = constant(&mut g, &mut rng, "b", &[cout_g * groups]);
-        let window = Window {
-            kernel: vec![kh, kw],
-            strides: vec![sh, sw],
-            dilations: vec![dh, dw],
-            pads: vec![pt, pl, pb, pr],
-            auto_pad: AutoPad::NotSet,
-            ceil_mode: false,
+        // Every third one is 1-D (the width axis alone).
+        let one_d = i % 3 == 2;
+        let (xshape, wshape, window) = if one_d {
+            let window = Window {
+                kernel: vec![kw],
+                strides: vec![sw],
+                dilations: vec![dw],
+                pads: vec![pl, pr],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            };
+            (vec![1, cin, w], vec![cin, cout_g, kw], window)
+        } else {
+            let window = Window {
+                kernel: vec![kh, kw],
+                strides: vec![sh, sw],
+                dilations: vec![dh, dw],
+                pads: vec![pt, pl, pb, pr],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            };
+            (vec![1, cin, h, w], vec![cin, cout_g, kh, kw], window)
         };
+        let op = if one_d { vec![op[1]] } else { op };
+        let x = input(&mut g, "x", &xshape);
+        let wt = constant(&mut g, &mut rng, "w", &wshape);
+        let bias = constant(&mut g, &mut rng, "b", &[cout_g * groups]);
         let what = format!(
-            "conv-transpose c{cin}->{} g{groups} {h}x{w} k{kh}x{kw} s{sh},{sw} d{dh},{dw} pads [{pt},{pl},{pb},{pr}] out-pad {op:?}",
+            "conv-transpose{} c{cin}->{} g{groups} {h}x{w} k{kh}x{kw} s{sh},{sw} d{dh},{dw} pads [{pt},{pl},{pb},{pr}] out-pad {op:?}",
+            if one_d { " 1-D" } else { "" },
             cout_g * groups
         );
         let y = node(
