@@ -16,7 +16,7 @@
 //!   (Dumoulin & Visin, "A guide to convolution arithmetic", 2016, §4).
 //!
 //! Each node of the result records the original node it came from, so per-node answers
-//! (`device_support`) map back to the graph the user gave.
+//! (`select::device_support`) map back to the graph the user gave.
 
 use crate::interp::pads;
 use crate::ir::{

@@ -18,6 +18,7 @@ pub(crate) mod emit;
 pub(crate) mod kernels;
 mod legalize;
 pub(crate) mod schedule;
+pub mod select;
 pub(crate) mod view;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use accelc_isa::{DeviceConfig, Dtype, Program};
 use crate::ir::{DType, Graph};
 
 pub use schedule::LayerKind;
+pub use select::{device_support, device_supports};
 
 /// The lowering passes, in order.
 pub const PASSES: &[&str] = &["legalize", "schedule", "plan-memory", "emit"];
@@ -215,36 +217,6 @@ pub fn compile_with_progress(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Compiled, LowerError> {
     compile_with(graph, opts, progress, &mut |_, _| {})
-}
-
-/// Asks the lowering, for every node of `graph` (folded and typed; it may hold unsupported
-/// nodes), whether it runs on `opts.config`: `Err` with the failing constraint when the
-/// lowering refuses it (or it does not import, or an input is untyped because a node upstream
-/// does not import); `Ok` when it is lowered, fused into another node's kernel, or folded
-/// away. It is the lowering's own answer, from the code [`compile`] runs, so the two cannot
-/// disagree on a node; whole-program limits (instruction count, memory) only show in
-/// [`compile`].
-pub fn device_support(graph: &Graph, opts: &CompileOptions) -> Vec<Result<(), LowerError>> {
-    let mut nodes: Vec<Result<(), LowerError>> = vec![Ok(()); graph.nodes.len()];
-    let legal = match legalize::legalize(graph) {
-        Ok(l) => l,
-        Err(e) => {
-            // Blame the node legalize stopped at (or every node when it names none).
-            for (n, r) in graph.nodes.iter().zip(&mut nodes) {
-                if e.node.as_deref().is_none_or(|x| x == n.name) {
-                    *r = Err(e.clone());
-                }
-            }
-            return nodes;
-        }
-    };
-    for (i, e) in schedule::schedule_all(&legal.graph, opts) {
-        let o = legal.origin[i];
-        if nodes[o].is_ok() {
-            nodes[o] = Err(e);
-        }
-    }
-    nodes
 }
 
 /// As [`compile_with_progress`], also offering `dump(pass, text)` the graph after `legalize`

@@ -128,3 +128,49 @@ fn every_family_handles_each_of_its_ops_on_the_node_tests() {
     assert!(missing.is_empty(), "no node test exercises {missing:?}");
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// `select` for one node on its own agrees with the whole-graph answer `compile` acts on, over
+/// the zoo and the node tests: a node the graph accepts runs alone too, and a node the graph
+/// refuses is refused alone for the same reason (except a node whose refusal comes from an
+/// untyped input, which alone is a graph input of no type either way).
+#[test]
+fn select_of_one_node_agrees_with_the_whole_graph() {
+    use accelc_compiler::lower::device_supports;
+    use accelc_isa::DeviceConfig;
+    let mut paths: Vec<PathBuf> =
+        accelc_tests::ZOO_MODELS.iter().map(|m| accelc_tests::zoo(&format!("{m}.onnx"))).collect();
+    paths.extend(node_test_dirs().into_iter().map(|d| d.join("model.onnx")));
+    let (mut nodes, mut disagree) = (0, Vec::new());
+    for cfg in DeviceConfig::builtin() {
+        let opts = CompileOptions { config: cfg.clone(), expose_all: false };
+        for p in &paths {
+            let Ok(mut g) = load(p, &ImportOptions::default()) else { continue };
+            if run_frontend(&mut g, &mut |_, _| {}).is_err() {
+                continue;
+            }
+            for (i, whole) in device_support(&g, &opts).into_iter().enumerate() {
+                if matches!(g.nodes[i].op, Op::Constant) {
+                    continue;
+                }
+                nodes += 1;
+                let alone = device_supports(&g, i, &cfg);
+                if whole.as_ref().map_err(|e| &e.message) != alone.as_ref().map_err(|e| &e.message)
+                {
+                    disagree.push(format!(
+                        "{} node {} on {}: whole graph {whole:?}, alone {alone:?}",
+                        p.display(),
+                        g.nodes[i].name,
+                        cfg.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(nodes > 1000, "only {nodes} nodes compared");
+    assert!(
+        disagree.is_empty(),
+        "{} of {nodes} disagree:\n{}",
+        disagree.len(),
+        disagree.join("\n")
+    );
+}
