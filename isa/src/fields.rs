@@ -99,6 +99,11 @@ macro_rules! field_enum {
             pub fn name(self) -> &'static str {
                 Self::NAMES[self as usize]
             }
+
+            /// The value with assembly name `name`, if any.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::NAMES.iter().position(|n| *n == name).map(|i| Self::ALL[i])
+            }
         }
 
         const _: () = assert!($name::ALL.len() <= 1 << $bits, "enumeration too large for its field");

@@ -359,9 +359,10 @@ impl Emitter {
         Ok(())
     }
 
-    /// `dst = a op b` over `shape`.
+    /// `dst = a op b` over `shape`, elements of `dtype`.
     pub(crate) fn vbin(
         &mut self,
+        dtype: Dtype,
         op: BinOp,
         shape: Shape,
         dst: LocalAddr,
@@ -369,20 +370,21 @@ impl Emitter {
         src1: LocalAddr,
     ) -> Result<(), LowerError> {
         let shape = self.shape(shape)?;
-        self.push(VxBinary { op, dtype: Dtype::F32, shape, dst, src0, src1 })?;
+        self.push(VxBinary { op, dtype, shape, dst, src0, src1 })?;
         Ok(())
     }
 
-    /// `dst = op(a)` over `shape`, f32 to f32.
+    /// `dst = op(a)` over `shape`, elements of `dtype` in and out.
     pub(crate) fn vun(
         &mut self,
+        dtype: Dtype,
         op: UnOp,
         shape: Shape,
         dst: LocalAddr,
         src: LocalAddr,
     ) -> Result<(), LowerError> {
         let shape = self.shape(shape)?;
-        self.push(VxUnary { op, dtype: Dtype::F32, shape, dst, src, out_dtype: Dtype::F32 })?;
+        self.push(VxUnary { op, dtype, shape, dst, src, out_dtype: dtype })?;
         Ok(())
     }
 }

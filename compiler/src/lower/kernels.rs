@@ -26,8 +26,16 @@ use super::schedule::{
 use super::view::{View, collapse};
 use crate::ir::ReduceKind;
 
-const E: u64 = 4;
 const NEG_INF: u32 = 0xff80_0000;
+
+/// The device data type and element size of tensor `t` (kernels take both from the tensors
+/// they move, never from a fixed float32 width).
+fn elem(s: &Sched, t: T) -> Result<(Dtype, u64), LowerError> {
+    let dt = s.tens[t].dtype;
+    let d = super::device_dtype(dt)
+        .ok_or_else(|| LowerError::msg(format!("{dt} tensors have no device data type")))?;
+    Ok((d, dt.size() as u64))
+}
 
 /// One weight tile's rows: for kernel row `kh`, `k` input elements starting `a_off` elements
 /// after the pixel's first channel; row `r` meets weight `(kw, cin)` = `rows[r]`.
@@ -76,11 +84,11 @@ fn cout_tiles(mm: &Mm, g: usize, a: usize) -> Vec<(usize, usize)> {
 
 /// Packs constant weights in the order the kernel streams them: per group, per output tile,
 /// per chunk, a `k × n` row-major tile.
-pub(crate) fn pack_weights(mm: &Mm, cfg: &DeviceConfig) -> Vec<u8> {
+pub(crate) fn pack_weights(mm: &Mm, cfg: &DeviceConfig, e: usize) -> Vec<u8> {
     let a = cfg.array_dim as usize;
     let cg = mm.img[3] / mm.groups;
     let (kh_n, kw_n) = (mm.k[0], mm.k[1]);
-    let mut out = Vec::with_capacity(mm.oihw.len() * 4);
+    let mut out = Vec::with_capacity(mm.oihw.len());
     for g in 0..mm.groups {
         let ch = chunks(mm, g, a);
         for (n0, nt) in cout_tiles(mm, g, a) {
@@ -89,13 +97,27 @@ pub(crate) fn pack_weights(mm: &Mm, cfg: &DeviceConfig) -> Vec<u8> {
                     for j in 0..nt {
                         let o = n0 + j;
                         let idx = ((o * cg + (ci - g * cg)) * kh_n + c.kh) * kw_n + kw;
-                        out.extend_from_slice(&mm.oihw[idx].to_le_bytes());
+                        out.extend_from_slice(&mm.oihw[idx * e..(idx + 1) * e]);
                     }
                 }
             }
         }
     }
     out
+}
+
+/// The element type step `step` computes in: its activations' (the output's for copies and
+/// fills), as the device names it (int64 copies move bytes: `u8`).
+pub(crate) fn step_dtype(s: &Sched, step: &Step) -> Dtype {
+    let t = match &step.kernel {
+        Kernel::Matmul(mm) => mm.input,
+        Kernel::Depthwise(Dw { win, .. }) | Kernel::Pool(Pool { win, .. }) => win.input,
+        Kernel::GlobalPool { input, .. } => *input,
+        Kernel::Elementwise(ew) => ew.out,
+        Kernel::Fill { out, .. } => *out,
+        Kernel::Rowwise(rw) => rw.input,
+    };
+    super::device_dtype(s.tens[t].dtype).unwrap_or(Dtype::U8)
 }
 
 /// Emits one step; returns its useful MACs and minimum DRAM bytes.
@@ -135,6 +157,7 @@ fn params(em: &mut Emitter, step: &Step, scalars: &[u32]) -> Result<Option<Local
 }
 
 fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64), LowerError> {
+    let (dt, e) = elem(s, mm.input)?;
     let cfg = em.cfg.clone();
     let a = cfg.array_dim as usize;
     let [n, h, w, c] = mm.img;
@@ -145,7 +168,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     let (dh, _dw) = (mm.d[0], mm.d[1]);
     let kh_n = mm.k[0];
     let cg = c / mm.groups;
-    let rate = DeviceConfig::matmul_cycles_per_row(Dtype::F32);
+    let rate = DeviceConfig::matmul_cycles_per_row(dt);
     let fill_drain = 2 * u64::from(cfg.array_dim);
     let has_bias = mm.bias.iter().any(|b| *b != 0.0);
     let clip = match mm.act {
@@ -154,7 +177,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     };
     let nt_max = a.min(mm.cout / mm.groups);
     let all_chunks: Vec<Vec<Chunk>> = (0..mm.groups).map(|g| chunks(mm, g, a)).collect();
-    let a_stride = (sw * c) as u64 * E;
+    let a_stride = (sw * c) as u64 * e;
     if a_stride > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
         return Err(LowerError::msg(format!(
             "input rows of {c} channels are too wide for the matrix engine's stride field"
@@ -173,23 +196,23 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     } else {
         None
     };
-    let bias_bytes = if has_bias { mm.cout as u64 * E } else { 0 };
-    let packet_max = (u64::from(cfg.spad_bytes) / 16).max((a * a) as u64 * E);
+    let bias_bytes = if has_bias { mm.cout as u64 * e } else { 0 };
+    let packet_max = (u64::from(cfg.spad_bytes) / 16).max((a * a) as u64 * e);
     // A tile of `owt` output columns reads `wb(owt)` padded input columns.
     let (kw_n, dw) = (mm.k[1], mm.d[1]);
     let wb_of = |owt: usize| ((owt - 1) * sw + (kw_n - 1) * dw + 1).min(wp);
-    let res_tile = |r: usize, owt: usize| (r * owt * nt_max) as u64 * E;
+    let res_tile = |r: usize, owt: usize| (r * owt * nt_max) as u64 * e;
     let acc_rows =
         |r: usize, owt: usize, flat: bool| if flat { (r - 1) * wb_of(owt) + owt } else { r * owt };
     let act_bytes = |r: usize, owt: usize| {
-        (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * E
+        (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * e
     };
     let spad_avail = em.spad_free();
     let max_rows = field_max("mx.matmul", "rows").unwrap_or(0) as usize;
     let fits = |r: usize, owt: usize, flat: bool| {
         let rows = acc_rows(r, owt, flat);
         rows <= max_rows
-            && 2 * (rows * nt_max) as u64 * E <= u64::from(cfg.acc_bytes)
+            && 2 * (rows * nt_max) as u64 * e <= u64::from(cfg.acc_bytes)
             && 2 * act_bytes(r, owt)
                 + 2 * packet_max
                 + if mm.residual.is_some() { 2 * res_tile(r, owt) } else { 0 }
@@ -235,13 +258,13 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     } else {
         None
     };
-    let acc_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * E;
+    let acc_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * e;
     let acc_buf = [em.acc(acc_tile)?, em.acc(acc_tile)?];
     let (in_seg, in_base) = s.addr(mm.input)?;
     let (out_seg, out_base) = s.addr(mm.out)?;
     let res_addr = mm.residual.map(|r| s.addr(r)).transpose()?;
     // Tile byte offsets inside the packed weights, in streaming order.
-    let tile_bytes = |ch: &Chunk, nt: usize| (ch.rows.len() * nt) as u64 * E;
+    let tile_bytes = |ch: &Chunk, nt: usize| (ch.rows.len() * nt) as u64 * e;
     let wconst_off = step.const_offs.get(1).copied().unwrap_or(0);
     let (mut ia, mut iw, mut iacc) = (0usize, 0usize, 0usize);
     let mut packed_cursor: Vec<u64> = Vec::new();
@@ -278,23 +301,23 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
             em.wait(Engine::Ld, LD_MX_A.free);
             let padded = px0 < pl || px0 + wb > pl + w || pr0 < pt || pr0 + nrows > pt + h;
             if padded {
-                em.fill(abuf, (nrows * wb * c) as u64 * E, 0)?;
+                em.fill(abuf, (nrows * wb * c) as u64 * e, 0)?;
             }
             if iy1 > iy0 && ix1 > ix0 {
                 let near = ((iy0 + pt - pr0) * wb + (ix0 + pl - px0)) * c;
                 em.dma_block(
                     Dir::Load,
                     in_seg,
-                    in_base + mm.a_offs[img] + ((iy0 * w + ix0) * c) as u64 * E,
+                    in_base + mm.a_offs[img] + ((iy0 * w + ix0) * c) as u64 * e,
                     &[
-                        (iy1 - iy0, (w * c) as u64 * E, (wb * c) as u64 * E),
-                        ((ix1 - ix0) * c, E, E),
+                        (iy1 - iy0, (w * c) as u64 * e, (wb * c) as u64 * e),
+                        ((ix1 - ix0) * c, e, e),
                     ],
-                    E,
-                    at(abuf, near as u64 * E),
+                    e,
+                    at(abuf, near as u64 * e),
                 )?;
             } else if !padded {
-                em.fill(abuf, E, 0)?;
+                em.fill(abuf, e, 0)?;
             }
             em.signal(Engine::Ld, LD_MX_A.full)?;
             em.wait(Engine::Mx, LD_MX_A.full);
@@ -345,9 +368,9 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                                     em.dma_block(
                                         Dir::Load,
                                         bseg,
-                                        bbase + offs[img] + k0 * row + n0 as u64 * E,
-                                        &[(x.rows.len(), *row, nt as u64 * E), (nt, E, E)],
-                                        E,
+                                        bbase + offs[img] + k0 * row + n0 as u64 * e,
+                                        &[(x.rows.len(), *row, nt as u64 * e), (nt, e, e)],
+                                        e,
                                         at(wbuf, o),
                                     )?;
                                     o += tile_bytes(x, nt);
@@ -363,30 +386,30 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                                 src: at(wbuf, o),
                                 k: x.rows.len() as u8,
                                 n: nt as u8,
-                                stride: (nt as u64 * E) as u16,
-                                dtype: Dtype::F32,
+                                stride: (nt as u64 * e) as u16,
+                                dtype: dt,
                             })?;
                             o += tile_bytes(x, nt);
                             let row_off = (x.kh * dh * wb * c) as u64 + x.a_off;
                             if flat {
                                 em.push(MxMatmul {
-                                    a: at(abuf, row_off * E),
+                                    a: at(abuf, row_off * e),
                                     a_stride: if owt > 1 || r > 1 { a_stride as u16 } else { 0 },
                                     c: abase,
-                                    c_stride: (nt as u64 * E) as u16,
+                                    c_stride: (nt as u64 * e) as u16,
                                     rows: acc_rows(r, owt, true) as u16,
-                                    dtype: Dtype::F32,
+                                    dtype: dt,
                                     accumulate: !first,
                                 })?;
                             } else {
                                 for oy in 0..r {
                                     em.push(MxMatmul {
-                                        a: at(abuf, (row_off + (oy * sh * wb * c) as u64) * E),
+                                        a: at(abuf, (row_off + (oy * sh * wb * c) as u64) * e),
                                         a_stride: if owt > 1 { a_stride as u16 } else { 0 },
-                                        c: at(abase, (oy * owt * nt) as u64 * E),
-                                        c_stride: (nt as u64 * E) as u16,
+                                        c: at(abase, (oy * owt * nt) as u64 * e),
+                                        c_stride: (nt as u64 * e) as u16,
                                         rows: owt as u16,
-                                        dtype: Dtype::F32,
+                                        dtype: dt,
                                         accumulate: !first,
                                     })?;
                                 }
@@ -401,8 +424,8 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                         em.signal(Engine::Mx, LD_MX_A.free)?;
                     }
                     // Residual tile.
-                    let plane = if flat { (wb * nt) as u64 * E } else { (owt * nt) as u64 * E };
-                    let out_off = mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + n0) as u64) * E;
+                    let plane = if flat { (wb * nt) as u64 * e } else { (owt * nt) as u64 * e };
+                    let out_off = mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + n0) as u64) * e;
                     if let (Some(rb), Some((rseg, rbase))) = (res_buf, res_addr) {
                         em.wait(Engine::Ld, LD_VX.free);
                         em.dma_block(
@@ -410,11 +433,11 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                             rseg,
                             rbase + out_off,
                             &[
-                                (r, (ow * mm.cout) as u64 * E, (owt * nt) as u64 * E),
-                                (owt, mm.cout as u64 * E, nt as u64 * E),
-                                (nt, E, E),
+                                (r, (ow * mm.cout) as u64 * e, (owt * nt) as u64 * e),
+                                (owt, mm.cout as u64 * e, nt as u64 * e),
+                                (nt, e, e),
                             ],
-                            E,
+                            e,
                             rb[iacc % 2],
                         )?;
                         em.signal(Engine::Ld, LD_VX.full)?;
@@ -426,22 +449,30 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                             r as u64,
                             owt as u64,
                             nt as u64,
-                            (nt as u64 * E, plane),
-                            (nt as u64 * E, plane),
+                            (nt as u64 * e, plane),
+                            (nt as u64 * e, plane),
                             src1,
                             flags,
                         )
                     };
                     let mut did = false;
                     if has_bias && let Some(pb) = pbuf {
-                        em.vbin(BinOp::Add, shape((0, 0), 0), abase, abase, at(pb, n0 as u64 * E))?;
+                        em.vbin(
+                            dt,
+                            BinOp::Add,
+                            shape((0, 0), 0),
+                            abase,
+                            abase,
+                            at(pb, n0 as u64 * e),
+                        )?;
                         did = true;
                     }
                     if let Some(rb) = res_buf {
                         em.wait(Engine::Vx, LD_VX.full);
                         em.vbin(
+                            dt,
                             BinOp::Add,
-                            shape((nt as u64 * E, (owt * nt) as u64 * E), 0),
+                            shape((nt as u64 * e, (owt * nt) as u64 * e), 0),
                             abase,
                             abase,
                             rb[iacc % 2],
@@ -452,7 +483,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                     match mm.act {
                         Act::None => {}
                         Act::Relu => {
-                            em.vun(UnOp::Relu, shape((0, 0), 0), abase, abase)?;
+                            em.vun(dt, UnOp::Relu, shape((0, 0), 0), abase, abase)?;
                             did = true;
                         }
                         Act::Clip(..) => {
@@ -461,6 +492,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                             })?;
                             let imm = at(pb, bias_bytes);
                             em.vbin(
+                                dt,
                                 BinOp::Max,
                                 shape((0, 0), SHAPE_SRC1_COL_BROADCAST),
                                 abase,
@@ -468,11 +500,12 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                                 imm,
                             )?;
                             em.vbin(
+                                dt,
                                 BinOp::Min,
                                 shape((0, 0), SHAPE_SRC1_COL_BROADCAST),
                                 abase,
                                 abase,
-                                at(imm, E),
+                                at(imm, e),
                             )?;
                             did = true;
                         }
@@ -487,11 +520,11 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
                         out_seg,
                         out_base + out_off,
                         &[
-                            (r, (ow * mm.cout) as u64 * E, plane),
-                            (owt, mm.cout as u64 * E, nt as u64 * E),
-                            (nt, E, E),
+                            (r, (ow * mm.cout) as u64 * e, plane),
+                            (owt, mm.cout as u64 * e, nt as u64 * e),
+                            (nt, e, e),
                         ],
-                        E,
+                        e,
                         abase,
                     )?;
                     em.signal(Engine::St, MX_VX.free)?;
@@ -503,7 +536,7 @@ fn matmul(em: &mut Emitter, s: &Sched, step: &Step, mm: &Mm) -> Result<(u64, u64
     }
     let macs = (n * oh * ow * mm.cout * mm.k[0] * mm.k[1] * cg) as u64;
     let wbytes = match &mm.weights {
-        Weights::Const => mm.oihw.len() as u64 * E,
+        Weights::Const => mm.oihw.len() as u64,
         Weights::Runtime { t, .. } => s.tens[*t].bytes(),
     };
     let bytes = s.tens[mm.input].bytes()
@@ -531,6 +564,7 @@ fn window(
             (win.input, win.img, win.k, win.s, win.d, win.pad, win.out_hw, win.out)
         }
     };
+    let (dt, e) = elem(s, input)?;
     let [n, h, w, c] = img;
     let [oh, ow] = out_hw;
     let [pt, pl, pb, pr] = pad;
@@ -549,9 +583,9 @@ fn window(
     let imm = pbuf.map(|p| at(p, const_bytes));
     // Blocks of output rows over a slice of `ct` channels.
     let act_bytes = |r: usize, ct: usize| {
-        (((r - 1) * st[0] + (k[0] - 1) * d[0] + 1).min(hp) * wp * ct) as u64 * E
+        (((r - 1) * st[0] + (k[0] - 1) * d[0] + 1).min(hp) * wp * ct) as u64 * e
     };
-    let out_bytes = |r: usize, ct: usize| (r * ow * ct) as u64 * E;
+    let out_bytes = |r: usize, ct: usize| (r * ow * ct) as u64 * e;
     let avail = em.spad_free();
     let fits = |r: usize, ct: usize| {
         2 * act_bytes(r, ct) + 3 * out_bytes(r, ct) + 5 * 64 <= avail
@@ -591,44 +625,45 @@ fn window(
             em.wait(Engine::Ld, LD_VX.free);
             let padded = pl + pr > 0 || pr0 < pt || pr0 + nrows > pt + h;
             if padded {
-                em.fill(abuf, (nrows * wp * ct) as u64 * E, pad_value)?;
+                em.fill(abuf, (nrows * wp * ct) as u64 * e, pad_value)?;
             }
             if iy1 > iy0 {
                 em.dma_block(
                     Dir::Load,
                     in_seg,
-                    in_base + (((im * h + iy0) * w * c) + c0) as u64 * E,
+                    in_base + (((im * h + iy0) * w * c) + c0) as u64 * e,
                     &[
-                        (iy1 - iy0, (w * c) as u64 * E, (wp * ct) as u64 * E),
-                        (w, c as u64 * E, ct as u64 * E),
-                        (ct, E, E),
+                        (iy1 - iy0, (w * c) as u64 * e, (wp * ct) as u64 * e),
+                        (w, c as u64 * e, ct as u64 * e),
+                        (ct, e, e),
                     ],
-                    E,
-                    at(abuf, (((iy0 + pt - pr0) * wp + pl) * ct) as u64 * E),
+                    e,
+                    at(abuf, (((iy0 + pt - pr0) * wp + pl) * ct) as u64 * e),
                 )?;
             } else if !padded {
-                em.fill(abuf, E, pad_value)?;
+                em.fill(abuf, e, pad_value)?;
             }
             em.signal(Engine::Ld, LD_VX.full)?;
             em.wait(Engine::Vx, LD_VX.full);
             em.wait(Engine::Vx, VX_ST.free);
-            let dst = (ct as u64 * E, (ow * ct) as u64 * E);
-            let src = ((st[1] * ct) as u64 * E, (st[0] * wp * ct) as u64 * E);
+            let dst = (ct as u64 * e, (ow * ct) as u64 * e);
+            let src = ((st[1] * ct) as u64 * e, (st[0] * wp * ct) as u64 * e);
             for t in 0..taps {
                 let (kh, kw) = (t / k[1], t % k[1]);
-                let a0 = at(abuf, ((kh * d[0] * wp + kw * d[1]) * ct) as u64 * E);
+                let a0 = at(abuf, ((kh * d[0] * wp + kw * d[1]) * ct) as u64 * e);
                 match kind {
                     WinKind::Depthwise(_) => {
                         let wts = at(
                             pbuf.ok_or_else(|| LowerError::msg("internal: no taps"))?,
-                            (c + t * c + c0) as u64 * E,
+                            (c + t * c + c0) as u64 * e,
                         );
                         let shape = vshape(r as u64, ow as u64, ct as u64, dst, src, (0, 0), 0);
                         if t == 0 {
-                            em.vbin(BinOp::Mul, shape, obuf, a0, wts)?;
+                            em.vbin(dt, BinOp::Mul, shape, obuf, a0, wts)?;
                         } else {
-                            em.vbin(BinOp::Mul, shape, tmp, a0, wts)?;
+                            em.vbin(dt, BinOp::Mul, shape, tmp, a0, wts)?;
                             em.vbin(
+                                dt,
                                 BinOp::Add,
                                 vshape(r as u64, ow as u64, ct as u64, dst, dst, dst, 0),
                                 obuf,
@@ -640,6 +675,7 @@ fn window(
                     WinKind::Pool(p) => {
                         if t == 0 {
                             em.vun(
+                                dt,
                                 UnOp::Mov,
                                 vshape(r as u64, ow as u64, ct as u64, dst, src, (0, 0), 0),
                                 obuf,
@@ -648,6 +684,7 @@ fn window(
                         } else {
                             let op = if p.max { BinOp::Max } else { BinOp::Add };
                             em.vbin(
+                                dt,
                                 op,
                                 vshape(r as u64, ow as u64, ct as u64, dst, dst, src, 0),
                                 obuf,
@@ -663,20 +700,28 @@ fn window(
             match kind {
                 WinKind::Depthwise(x) => {
                     let pb = pbuf.ok_or_else(|| LowerError::msg("internal: no bias"))?;
-                    em.vbin(BinOp::Add, full(0), obuf, obuf, at(pb, c0 as u64 * E))?;
+                    em.vbin(dt, BinOp::Add, full(0), obuf, obuf, at(pb, c0 as u64 * e))?;
                     match x.act {
                         Act::None => {}
-                        Act::Relu => em.vun(UnOp::Relu, full(0), obuf, obuf)?,
+                        Act::Relu => em.vun(dt, UnOp::Relu, full(0), obuf, obuf)?,
                         Act::Clip(..) => {
                             let imm =
                                 imm.ok_or_else(|| LowerError::msg("internal: no clip bounds"))?;
-                            em.vbin(BinOp::Max, full(SHAPE_SRC1_COL_BROADCAST), obuf, obuf, imm)?;
                             em.vbin(
+                                dt,
+                                BinOp::Max,
+                                full(SHAPE_SRC1_COL_BROADCAST),
+                                obuf,
+                                obuf,
+                                imm,
+                            )?;
+                            em.vbin(
+                                dt,
                                 BinOp::Min,
                                 full(SHAPE_SRC1_COL_BROADCAST),
                                 obuf,
                                 obuf,
-                                at(imm, E),
+                                at(imm, e),
                             )?;
                         }
                     }
@@ -690,10 +735,10 @@ fn window(
                         ct as u64,
                         dst,
                         dst,
-                        (E, ow as u64 * E),
+                        (e, ow as u64 * e),
                         SHAPE_SRC1_COL_BROADCAST,
                     );
-                    em.vbin(BinOp::Div, shape, obuf, obuf, at(table, (oy0 * ow) as u64 * E))?;
+                    em.vbin(dt, BinOp::Div, shape, obuf, obuf, at(table, (oy0 * ow) as u64 * e))?;
                 }
                 WinKind::Pool(_) => {}
             }
@@ -702,9 +747,9 @@ fn window(
             em.dma_block(
                 Dir::Store,
                 out_seg,
-                out_base + (((im * oh + oy0) * ow * c) + c0) as u64 * E,
-                &[(r * ow, c as u64 * E, ct as u64 * E), (ct, E, E)],
-                E,
+                out_base + (((im * oh + oy0) * ow * c) + c0) as u64 * e,
+                &[(r * ow, c as u64 * e, ct as u64 * e), (ct, e, e)],
+                e,
                 obuf,
             )?;
             em.signal(Engine::St, VX_ST.free)?;
@@ -729,6 +774,7 @@ fn global_pool(
     max: bool,
     img: [usize; 4],
 ) -> Result<(u64, u64), LowerError> {
+    let (dt, e) = elem(s, input)?;
     let [n, h, w, c] = img;
     let hw = h * w;
     if hw > MAX_SHAPE_DIM {
@@ -744,12 +790,12 @@ fn global_pool(
     }
     // Four buffers, each rounded up to 64 bytes.
     let avail = em.spad_free().saturating_sub(4 * 64);
-    let ct = ((avail / (2 * (hw as u64 + 1) * E)) as usize).min(c).clamp(1, MAX_SHAPE_DIM);
-    if 2 * (hw as u64 + 1) * E * ct as u64 > avail {
+    let ct = ((avail / (2 * (hw as u64 + 1) * e)) as usize).min(c).clamp(1, MAX_SHAPE_DIM);
+    if 2 * (hw as u64 + 1) * e * ct as u64 > avail {
         return Err(LowerError::msg("global pooling input too large for the scratchpad"));
     }
-    let ibuf = [em.spad((hw * ct) as u64 * E)?, em.spad((hw * ct) as u64 * E)?];
-    let obuf = [em.spad(ct as u64 * E)?, em.spad(ct as u64 * E)?];
+    let ibuf = [em.spad((hw * ct) as u64 * e)?, em.spad((hw * ct) as u64 * e)?];
+    let obuf = [em.spad(ct as u64 * e)?, em.spad(ct as u64 * e)?];
     let (in_seg, in_base) = s.addr(input)?;
     let (out_seg, out_base) = s.addr(out)?;
     let mut i = 0;
@@ -760,28 +806,29 @@ fn global_pool(
             em.dma_block(
                 Dir::Load,
                 in_seg,
-                in_base + ((im * hw * c + c0) as u64) * E,
-                &[(hw, c as u64 * E, cn as u64 * E), (cn, E, E)],
-                E,
+                in_base + ((im * hw * c + c0) as u64) * e,
+                &[(hw, c as u64 * e, cn as u64 * e), (cn, e, e)],
+                e,
                 ibuf[i % 2],
             )?;
             em.signal(Engine::Ld, LD_VX.full)?;
             em.wait(Engine::Vx, LD_VX.full);
             em.wait(Engine::Vx, VX_ST.free);
             let shape =
-                em.shape(vshape(1, hw as u64, cn as u64, (0, 0), (cn as u64 * E, 0), (0, 0), 0))?;
+                em.shape(vshape(1, hw as u64, cn as u64, (0, 0), (cn as u64 * e, 0), (0, 0), 0))?;
             em.push(VxReduce {
                 op: if max { ReduceOp::Max } else { ReduceOp::Sum },
                 axis: Axis::Rows,
-                dtype: Dtype::F32,
+                dtype: dt,
                 shape,
                 dst: obuf[i % 2],
                 src: ibuf[i % 2],
-                out_dtype: Dtype::F32,
+                out_dtype: dt,
             })?;
             em.signal(Engine::Vx, LD_VX.free)?;
             if !max {
                 em.vbin(
+                    dt,
                     BinOp::Div,
                     vshape(1, 1, cn as u64, (0, 0), (0, 0), (0, 0), SHAPE_SRC1_COL_BROADCAST),
                     obuf[i % 2],
@@ -794,9 +841,9 @@ fn global_pool(
             em.dma_block(
                 Dir::Store,
                 out_seg,
-                out_base + ((im * c + c0) as u64) * E,
-                &[(cn, E, E)],
-                E,
+                out_base + ((im * c + c0) as u64) * e,
+                &[(cn, e, e)],
+                e,
                 obuf[i % 2],
             )?;
             em.signal(Engine::St, VX_ST.free)?;
@@ -806,6 +853,8 @@ fn global_pool(
     Ok((0, s.tens[input].bytes() + s.tens[out].bytes()))
 }
 
+/// Fills `out` with the 32-bit pattern `value` repeated (whatever its element type: the
+/// pattern is the element's bits repeated to 32 bits).
 fn fill(em: &mut Emitter, s: &Sched, out: T, value: u32) -> Result<(u64, u64), LowerError> {
     let bytes = s.tens[out].bytes();
     let (seg, base) = s.addr(out)?;
@@ -860,6 +909,17 @@ fn elementwise(
     step: &Step,
     ew: &Ew,
 ) -> Result<(u64, u64), LowerError> {
+    let copy = ew.prog.is_empty();
+    // A copy moves bytes of any type; computing needs the type's device form.
+    let dt = match super::device_dtype(s.tens[ew.out].dtype) {
+        Some(d) => d,
+        None if copy => Dtype::U8,
+        None => {
+            return Err(LowerError::msg(
+                "internal: element-wise arithmetic on a type the device lacks",
+            ));
+        }
+    };
     let out_view = s.view(ew.out)?.apply_all(&ew.out_view)?;
     let in_views: Vec<_> =
         ew.inputs.iter().map(|(t, ops)| s.view(*t)?.apply_all(ops)).collect::<Result<_, _>>()?;
@@ -873,7 +933,6 @@ fn elementwise(
         }
     }
     let e = s.tens[ew.out].elem();
-    let copy = ew.prog.is_empty();
     if out_view.dims.iter().any(|d| d.0 == 0) {
         // Nothing to compute; the kernel is just its barrier.
         return Ok((0, 0));
@@ -1022,7 +1081,7 @@ fn elementwise(
                                         (y.row, y.plane),
                                         flags,
                                     );
-                                    em.vbin(op, sh, reg(dst).addr, x.addr, y.addr)?;
+                                    em.vbin(dt, op, sh, reg(dst).addr, x.addr, y.addr)?;
                                 }
                                 Micro::Un(op, dst, a0) => {
                                     let x = src(a0)?;
@@ -1041,7 +1100,7 @@ fn elementwise(
                                         (0, 0),
                                         0,
                                     );
-                                    em.vun(op, sh, reg(dst).addr, x.addr)?;
+                                    em.vun(dt, op, sh, reg(dst).addr, x.addr)?;
                                 }
                             }
                         }
@@ -1078,6 +1137,7 @@ fn elementwise(
 }
 
 fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u64), LowerError> {
+    let (dt, e) = elem(s, rw.input)?;
     let (rows, len) = (rw.rows, rw.len);
     let scalars: Vec<u32> = match rw.kind {
         RowKind::LayerNorm { eps } => vec![(len as f32).to_bits(), eps.to_bits()],
@@ -1088,7 +1148,7 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         None => (params(em, step, &scalars)?, step.consts.first().map_or(0, |c| c.len() as u64)),
         Some(affine) => {
             // Scale then bias as dense rows, loaded from their tensors, then the scalars.
-            let l4 = rw.len as u64 * E;
+            let l4 = rw.len as u64 * e;
             let buf = em.spad(2 * l4 + 4 * scalars.len() as u64)?;
             for (i, part) in affine.iter().enumerate() {
                 let dst = at(buf, i as u64 * l4);
@@ -1097,13 +1157,13 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
                         let v = s.view(*t)?.apply_all(ops)?;
                         let shape = v.shape();
                         let mut dims = Vec::new();
-                        let mut near = E;
+                        let mut near = e;
                         for (k, &(size, far)) in v.dims.iter().enumerate().rev() {
                             dims.push((size, far, near));
                             near *= shape[k] as u64;
                         }
                         dims.reverse();
-                        em.dma_block(Dir::Load, v.seg, v.off, &dims, E, dst)?;
+                        em.dma_block(Dir::Load, v.seg, v.off, &dims, e, dst)?;
                     }
                     None => em.fill(dst, l4, 0)?,
                 }
@@ -1127,7 +1187,7 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
     // Per row: two input buffers, two output buffers, one temporary, two statistics.
     // Per row: two input and two output buffers, a temporary, two statistics per slot; eight
     // buffers rounded up to 64 bytes.
-    let per_row = (2 * len + 2 * out_len + len + 4) as u64 * E;
+    let per_row = (2 * len + 2 * out_len + len + 4) as u64 * e;
     let rc = ((em.spad_free().saturating_sub(8 * 64) / per_row) as usize)
         .min(rows)
         .min(MAX_SHAPE_DIM)
@@ -1136,44 +1196,39 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         return Err(LowerError::msg("a row does not fit the scratchpad"));
     }
     let rc = rows.div_ceil(rows.div_ceil(rc));
-    let ib = [em.spad((rc * len) as u64 * E)?, em.spad((rc * len) as u64 * E)?];
-    let ob = [em.spad((rc * out_len) as u64 * E)?, em.spad((rc * out_len) as u64 * E)?];
-    let tmp = em.spad((rc * len) as u64 * E)?;
+    let ib = [em.spad((rc * len) as u64 * e)?, em.spad((rc * len) as u64 * e)?];
+    let ob = [em.spad((rc * out_len) as u64 * e)?, em.spad((rc * out_len) as u64 * e)?];
+    let tmp = em.spad((rc * len) as u64 * e)?;
     // Statistics per slot: the store of one chunk's Mean and InvStdDev may still be reading
     // them while the next chunk is computed.
-    let st1s = [em.spad(rc as u64 * E)?, em.spad(rc as u64 * E)?];
-    let st2s = [em.spad(rc as u64 * E)?, em.spad(rc as u64 * E)?];
+    let st1s = [em.spad(rc as u64 * e)?, em.spad(rc as u64 * e)?];
+    let st2s = [em.spad(rc as u64 * e)?, em.spad(rc as u64 * e)?];
     let stat_outs: Vec<Option<(u8, u64)>> =
         rw.stats.iter().map(|t| t.map(|t| s.addr(t)).transpose()).collect::<Result<_, _>>()?;
     let (in_seg, in_base) = s.addr(rw.input)?;
     let (out_seg, out_base) = s.addr(rw.out)?;
-    let l4 = len as u64 * E;
+    let l4 = len as u64 * e;
     for (i, r0) in (0..rows).step_by(rc).enumerate() {
         let r = rc.min(rows - r0);
         let b = i % 2;
         em.wait(Engine::Ld, LD_VX.free);
-        em.dma_block(Dir::Load, in_seg, in_base + r0 as u64 * l4, &[(r * len, E, E)], E, ib[b])?;
+        em.dma_block(Dir::Load, in_seg, in_base + r0 as u64 * l4, &[(r * len, e, e)], e, ib[b])?;
         em.signal(Engine::Ld, LD_VX.full)?;
         em.wait(Engine::Vx, LD_VX.full);
         em.wait(Engine::Vx, VX_ST.free);
         let rr = r as u64;
         let full =
             |src1: (u64, u64), flags| vshape(1, rr, len as u64, (l4, 0), (l4, 0), src1, flags);
-        let col = |src1: (u64, u64), flags| vshape(1, rr, 1, (E, 0), (E, 0), src1, flags);
-        let red =
-            |em: &mut Emitter, op, src: LocalAddr, dst: LocalAddr| -> Result<(), LowerError> {
-                let shape = em.shape(vshape(1, rr, len as u64, (E, 0), (l4, 0), (0, 0), 0))?;
-                em.push(VxReduce {
-                    op,
-                    axis: Axis::Cols,
-                    dtype: Dtype::F32,
-                    shape,
-                    dst,
-                    src,
-                    out_dtype: Dtype::F32,
-                })?;
-                Ok(())
-            };
+        let col = |src1: (u64, u64), flags| vshape(1, rr, 1, (e, 0), (e, 0), src1, flags);
+        let red = |em: &mut Emitter,
+                   op,
+                   src: LocalAddr,
+                   dst: LocalAddr|
+         -> Result<(), LowerError> {
+            let shape = em.shape(vshape(1, rr, len as u64, (e, 0), (l4, 0), (0, 0), 0))?;
+            em.push(VxReduce { op, axis: Axis::Cols, dtype: dt, shape, dst, src, out_dtype: dt })?;
+            Ok(())
+        };
         let x = ib[b];
         let y = ob[b];
         let (st1, st2) = (st1s[b], st2s[b]);
@@ -1181,34 +1236,34 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
         match rw.kind {
             RowKind::Softmax { log } => {
                 red(em, ReduceOp::Max, x, st1)?;
-                em.vbin(BinOp::Sub, full((E, 0), bc), tmp, x, st1)?;
+                em.vbin(dt, BinOp::Sub, full((e, 0), bc), tmp, x, st1)?;
                 em.signal(Engine::Vx, LD_VX.free)?;
-                em.vun(UnOp::Exp, full((0, 0), 0), y, tmp)?;
+                em.vun(dt, UnOp::Exp, full((0, 0), 0), y, tmp)?;
                 red(em, ReduceOp::Sum, y, st2)?;
                 if log {
-                    em.vun(UnOp::Log, col((0, 0), 0), st2, st2)?;
-                    em.vbin(BinOp::Sub, full((E, 0), bc), y, tmp, st2)?;
+                    em.vun(dt, UnOp::Log, col((0, 0), 0), st2, st2)?;
+                    em.vbin(dt, BinOp::Sub, full((e, 0), bc), y, tmp, st2)?;
                 } else {
-                    em.vbin(BinOp::Div, full((E, 0), bc), y, y, st2)?;
+                    em.vbin(dt, BinOp::Div, full((e, 0), bc), y, y, st2)?;
                 }
             }
             RowKind::LayerNorm { .. } => {
                 let imm = imm.ok_or_else(|| LowerError::msg("internal: no scalars"))?;
                 let pb = pbuf.ok_or_else(|| LowerError::msg("internal: no parameters"))?;
                 red(em, ReduceOp::Sum, x, st1)?;
-                em.vbin(BinOp::Div, col((0, 0), bc), st1, st1, imm)?;
-                em.vbin(BinOp::Sub, full((E, 0), bc), tmp, x, st1)?;
+                em.vbin(dt, BinOp::Div, col((0, 0), bc), st1, st1, imm)?;
+                em.vbin(dt, BinOp::Sub, full((e, 0), bc), tmp, x, st1)?;
                 em.signal(Engine::Vx, LD_VX.free)?;
-                em.vbin(BinOp::Mul, full((l4, 0), 0), y, tmp, tmp)?;
+                em.vbin(dt, BinOp::Mul, full((l4, 0), 0), y, tmp, tmp)?;
                 red(em, ReduceOp::Sum, y, st2)?;
-                em.vbin(BinOp::Div, col((0, 0), bc), st2, st2, imm)?;
-                em.vbin(BinOp::Add, col((0, 0), bc), st2, st2, at(imm, E))?;
-                em.vun(UnOp::Sqrt, col((0, 0), 0), st2, st2)?;
-                em.vbin(BinOp::Div, full((E, 0), bc), y, tmp, st2)?;
-                em.vbin(BinOp::Mul, full((0, 0), 0), y, y, pb)?;
-                em.vbin(BinOp::Add, full((0, 0), 0), y, y, at(pb, l4))?;
+                em.vbin(dt, BinOp::Div, col((0, 0), bc), st2, st2, imm)?;
+                em.vbin(dt, BinOp::Add, col((0, 0), bc), st2, st2, at(imm, e))?;
+                em.vun(dt, UnOp::Sqrt, col((0, 0), 0), st2, st2)?;
+                em.vbin(dt, BinOp::Div, full((e, 0), bc), y, tmp, st2)?;
+                em.vbin(dt, BinOp::Mul, full((0, 0), 0), y, y, pb)?;
+                em.vbin(dt, BinOp::Add, full((0, 0), 0), y, y, at(pb, l4))?;
                 if rw.stats[1].is_some() {
-                    em.vun(UnOp::Recip, col((0, 0), 0), st2, st2)?;
+                    em.vun(dt, UnOp::Recip, col((0, 0), 0), st2, st2)?;
                 }
             }
             RowKind::Reduce(k) => {
@@ -1220,17 +1275,17 @@ fn rowwise(em: &mut Emitter, s: &Sched, step: &Step, rw: &Rw) -> Result<(u64, u6
                 em.signal(Engine::Vx, LD_VX.free)?;
                 if k == ReduceKind::Mean {
                     let imm = imm.ok_or_else(|| LowerError::msg("internal: no scalars"))?;
-                    em.vbin(BinOp::Div, col((0, 0), bc), y, y, imm)?;
+                    em.vbin(dt, BinOp::Div, col((0, 0), bc), y, y, imm)?;
                 }
             }
         }
         em.signal(Engine::Vx, VX_ST.full)?;
         em.wait(Engine::St, VX_ST.full);
-        let ol = out_len as u64 * E;
-        em.dma_block(Dir::Store, out_seg, out_base + r0 as u64 * ol, &[(r * out_len, E, E)], E, y)?;
+        let ol = out_len as u64 * e;
+        em.dma_block(Dir::Store, out_seg, out_base + r0 as u64 * ol, &[(r * out_len, e, e)], e, y)?;
         for (stat, buf) in stat_outs.iter().zip([st1, st2]) {
             if let Some((seg, base)) = stat {
-                em.dma_block(Dir::Store, *seg, base + r0 as u64 * E, &[(r, E, E)], E, buf)?;
+                em.dma_block(Dir::Store, *seg, base + r0 as u64 * e, &[(r, e, e)], e, buf)?;
             }
         }
         em.signal(Engine::St, VX_ST.free)?;

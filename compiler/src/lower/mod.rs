@@ -97,13 +97,15 @@ pub struct Layer {
     pub min_bytes: u64,
     /// The value the layer produces (for `diff`), if it produces a graph value.
     pub output: Option<String>,
+    /// The element type the layer computes in (its MACs run at this type's peak rate).
+    pub dtype: Dtype,
 }
 
 impl Layer {
-    /// The roofline bound in cycles: the larger of compute at the peak rate of `dtype` and
-    /// the minimum traffic at the DRAM bandwidth.
+    /// The roofline bound in cycles: the larger of compute at the peak rate of the layer's
+    /// `dtype` and the minimum traffic at the DRAM bandwidth.
     pub fn roofline_cycles(&self, cfg: &DeviceConfig) -> u64 {
-        let peak = cfg.peak_macs_per_sec(Dtype::F32).max(1) as f64 / cfg.clock_hz as f64;
+        let peak = cfg.peak_macs_per_sec(self.dtype).max(1) as f64 / cfg.clock_hz as f64;
         let compute = (self.macs as f64 / peak).ceil() as u64;
         compute.max(cfg.dram_cycles(self.min_bytes))
     }
@@ -172,7 +174,8 @@ impl Compiled {
         self.layers
             .iter()
             .map(|l| {
-                format!("{} {} {} {} {}\n", l.start, l.end, l.macs, l.min_bytes, l.kind.name())
+                let dt = l.dtype.name();
+                format!("{} {} {} {} {} {dt}\n", l.start, l.end, l.macs, l.min_bytes, l.kind.name())
             })
             .collect()
     }
@@ -259,6 +262,7 @@ pub fn compile_with(
             macs,
             min_bytes,
             output: step.output.clone(),
+            dtype: kernels::step_dtype(&sched, step),
         });
     }
     progress(total, total);
@@ -369,7 +373,12 @@ pub fn layers_from_blob(blob: &Blob<'_>) -> Option<Vec<Layer>> {
     let mut out = Vec::new();
     for (line, d) in meta.lines().zip(&blob.debug) {
         let f: Vec<&str> = line.split(' ').collect();
-        let [start, end, macs, min_bytes, kind] = f.as_slice() else { return None };
+        // Blobs before the element type was recorded have five fields: float32.
+        let (fields, dtype) = match f.as_slice() {
+            [rest @ .., dt] if rest.len() == 5 => (rest, Dtype::from_name(dt)?),
+            rest => (rest, Dtype::F32),
+        };
+        let [start, end, macs, min_bytes, kind] = fields else { return None };
         let kind = match *kind {
             "matmul" => LayerKind::Matmul,
             "depthwise" => LayerKind::Depthwise,
@@ -387,6 +396,7 @@ pub fn layers_from_blob(blob: &Blob<'_>) -> Option<Vec<Layer>> {
             macs: macs.parse().ok()?,
             min_bytes: min_bytes.parse().ok()?,
             output: None,
+            dtype,
         });
     }
     Some(out)

@@ -142,8 +142,9 @@ pub(crate) struct Mm {
     pub(crate) out: T,
     pub(crate) out_offs: Vec<u64>,
     pub(crate) weights: Weights,
-    /// Logical weights `[cout][cin/groups][kh][kw]` for packing.
-    pub(crate) oihw: Vec<f32>,
+    /// Logical weights `[cout][cin/groups][kh][kw]` for packing: little-endian element bytes
+    /// of the activations' type.
+    pub(crate) oihw: Vec<u8>,
     pub(crate) bias: Vec<f32>,
     pub(crate) residual: Option<T>,
     pub(crate) act: Act,
@@ -867,7 +868,7 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
         params.extend([lo, hi]);
     }
     let packed = match mm.weights {
-        Weights::Const => kernels::pack_weights(&mm, &b.s.cfg),
+        Weights::Const => kernels::pack_weights(&mm, &b.s.cfg, b.s.tens[mm.input].elem() as usize),
         Weights::Runtime { .. } => vec![],
     };
     b.step(Kernel::Matmul(mm), name, Some(end), vec![f32_bytes(&params), packed]);

@@ -231,7 +231,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
                 out: end,
                 out_offs: (0..xs[0] as u64).map(|i| i * out_img).collect(),
                 weights,
-                oihw,
+                oihw: f32_bytes(&oihw),
                 bias,
                 residual: residual.map(|r| b.layout(r, true)),
                 act,
