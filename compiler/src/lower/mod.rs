@@ -6,7 +6,7 @@
 //!    residual Add and activation), becomes one kernel step; layouts are chosen (NHWC for
 //!    tensors convolutions and pools touch, row-major otherwise, with conversions where they
 //!    meet); data-movement ops become strided views, reshapes become aliases;
-//! 2. **memory** ([`plan_memory`]): constants are packed into the constant segment, inputs and
+//! 2. **memory** ([`plan::plan_memory`]): constants are packed into the constant segment, inputs and
 //!    outputs get their segments, and intermediate tensors get static offsets in one DRAM
 //!    arena, reusing space by liveness;
 //! 3. **emit** ([`kernels`]): each step becomes instructions, tiled to the scratchpad and
@@ -17,6 +17,7 @@
 pub(crate) mod emit;
 pub(crate) mod kernels;
 mod legalize;
+mod plan;
 pub(crate) mod schedule;
 pub mod select;
 pub(crate) mod view;
@@ -236,7 +237,7 @@ pub fn compile_with(
     let graph = &legal.graph;
     let mut sched = schedule::schedule(graph, opts)?;
     dump("schedule", &|| sched.dump());
-    let mem = schedule::plan_memory(&mut sched)?;
+    let mem = plan::plan_memory(&mut sched)?;
     sched
         .verify_memory(&mem)
         .map_err(|e| LowerError::msg(format!("internal error: after plan-memory: {e}")))?;

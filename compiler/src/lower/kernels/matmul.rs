@@ -1,0 +1,489 @@
+//! Matrix kernels (convolution, Gemm, MatMul) on the matrix engine: NHWC activation blocks
+//! streamed against packed weight tiles, epilogues (bias, activation, residual) on the vector
+//! engine, everything double-buffered.
+//!
+//! Matrix kernels (convolution, Gemm, MatMul) keep NHWC activations: for a fixed kernel row,
+//! the input elements that meet one weight tile are `k` contiguous channels (or, with one
+//! group and no dilation, a contiguous run over kernel columns and channels, which keeps
+//! the array full even for 3-channel images). Output rows stream through the array with a
+//! constant input stride, so one `mx.matmul` covers a whole block of output rows ("flat"
+//! mode, computing a few discarded columns in the padding) or one output row ("row" mode),
+//! whichever the cost model says is cheaper. Activation blocks, weight packets, accumulator
+//! tiles and residual tiles are double-buffered through the semaphore channels of
+//! [`crate::lower::emit`], so loads, matrix work, epilogues and stores overlap.
+
+use accelc_isa::inst::{MxLoadW, MxMatmul, field_max};
+use accelc_isa::program::SHAPE_SRC1_COL_BROADCAST;
+use accelc_isa::{BinOp, DeviceConfig, Engine, UnOp};
+
+use crate::lower::LowerError;
+use crate::lower::emit::{
+    Dir, Emitter, LD_MX_A, LD_MX_W, LD_VX, MX_VX, SEG_CONST, VX_ST, at, vshape,
+};
+use crate::lower::schedule::{Act, Mm, Sched, Step, Weights};
+
+use super::*;
+
+/// One weight tile's rows: for kernel row `kh`, `k` input elements starting `a_off` elements
+/// after the pixel's first channel; row `r` meets weight `(kw, cin)` = `rows[r]`.
+pub(super) struct Chunk {
+    kh: usize,
+    a_off: u64,
+    rows: Vec<(usize, usize)>,
+}
+
+pub(super) fn chunks(mm: &Mm, g: usize, a: usize) -> Vec<Chunk> {
+    let c = mm.img[3];
+    let cg = c / mm.groups;
+    let mut out = Vec::new();
+    for kh in 0..mm.k[0] {
+        if mm.groups == 1 && mm.d[1] == 1 {
+            let span = mm.k[1] * c;
+            for j in (0..span).step_by(a) {
+                let k = a.min(span - j);
+                out.push(Chunk {
+                    kh,
+                    a_off: j as u64,
+                    rows: (j..j + k).map(|e| (e / c, e % c)).collect(),
+                });
+            }
+        } else {
+            for kw in 0..mm.k[1] {
+                for c0 in (g * cg..(g + 1) * cg).step_by(a) {
+                    let k = a.min((g + 1) * cg - c0);
+                    out.push(Chunk {
+                        kh,
+                        a_off: (kw * mm.d[1] * c + c0) as u64,
+                        rows: (c0..c0 + k).map(|ci| (kw, ci)).collect(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Output-channel tiles of group `g`: `(first channel, width)`.
+pub(super) fn cout_tiles(mm: &Mm, g: usize, a: usize) -> Vec<(usize, usize)> {
+    let cog = mm.cout / mm.groups;
+    (g * cog..(g + 1) * cog).step_by(a).map(|n0| (n0, a.min((g + 1) * cog - n0))).collect()
+}
+
+/// Packs constant weights in the order the kernel streams them: per group, per output tile,
+/// per chunk, a `k × n` row-major tile.
+pub(crate) fn pack_weights(mm: &Mm, cfg: &DeviceConfig, e: usize) -> Vec<u8> {
+    let a = cfg.array_dim as usize;
+    let cg = mm.img[3] / mm.groups;
+    let (kh_n, kw_n) = (mm.k[0], mm.k[1]);
+    let mut out = Vec::with_capacity(mm.oihw.len());
+    for g in 0..mm.groups {
+        let ch = chunks(mm, g, a);
+        for (n0, nt) in cout_tiles(mm, g, a) {
+            for c in &ch {
+                for &(kw, ci) in &c.rows {
+                    for j in 0..nt {
+                        let o = n0 + j;
+                        let idx = ((o * cg + (ci - g * cg)) * kh_n + c.kh) * kw_n + kw;
+                        out.extend_from_slice(&mm.oihw[idx * e..(idx + 1) * e]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn matmul(
+    em: &mut Emitter,
+    s: &Sched,
+    step: &Step,
+    mm: &Mm,
+) -> Result<(u64, u64), LowerError> {
+    let (dt, e) = elem(s, mm.input)?;
+    let cfg = em.cfg.clone();
+    let a = cfg.array_dim as usize;
+    let [n, h, w, c] = mm.img;
+    let [oh, ow] = mm.out_hw;
+    let [pt, pl, pb, pr] = mm.pad;
+    let (wp, hp) = (w + pl + pr, h + pt + pb);
+    let (sh, sw) = (mm.s[0], mm.s[1]);
+    let (dh, _dw) = (mm.d[0], mm.d[1]);
+    let kh_n = mm.k[0];
+    let cg = c / mm.groups;
+    let rate = DeviceConfig::matmul_cycles_per_row(dt);
+    let fill_drain = 2 * u64::from(cfg.array_dim);
+    let has_bias = mm.bias.iter().any(|b| *b != 0.0);
+    let clip = match mm.act {
+        Act::Clip(lo, hi) => Some((lo, hi)),
+        _ => None,
+    };
+    let nt_max = a.min(mm.cout / mm.groups);
+    let all_chunks: Vec<Vec<Chunk>> = (0..mm.groups).map(|g| chunks(mm, g, a)).collect();
+    let a_stride = (sw * c) as u64 * e;
+    if a_stride > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
+        return Err(LowerError::msg(format!(
+            "input rows of {c} channels are too wide for the matrix engine's stride field"
+        )));
+    }
+    // Local memory: parameters, then the rest split between the double buffers.
+    let pbuf = if has_bias || clip.is_some() {
+        let mut st = step.clone();
+        st.consts.truncate(1);
+        let scal: Vec<u32> =
+            clip.map(|(lo, hi)| vec![lo.to_bits(), hi.to_bits()]).unwrap_or_default();
+        if !has_bias {
+            st.consts[0].clear();
+        }
+        params(em, &st, &scal)?
+    } else {
+        None
+    };
+    let bias_bytes = if has_bias { mm.cout as u64 * e } else { 0 };
+    let packet_max = (u64::from(cfg.spad_bytes) / 16).max((a * a) as u64 * e);
+    // A tile of `owt` output columns reads `wb(owt)` padded input columns.
+    let (kw_n, dw) = (mm.k[1], mm.d[1]);
+    let wb_of = |owt: usize| ((owt - 1) * sw + (kw_n - 1) * dw + 1).min(wp);
+    let res_tile = |r: usize, owt: usize| (r * owt * nt_max) as u64 * e;
+    let acc_rows =
+        |r: usize, owt: usize, flat: bool| if flat { (r - 1) * wb_of(owt) + owt } else { r * owt };
+    let act_bytes = |r: usize, owt: usize| {
+        (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * e
+    };
+    let spad_avail = em.spad_free();
+    let max_rows = field_max("mx.matmul", "rows").unwrap_or(0) as usize;
+    let fits = |r: usize, owt: usize, flat: bool| {
+        let rows = acc_rows(r, owt, flat);
+        rows <= max_rows
+            && 2 * (rows * nt_max) as u64 * e <= u64::from(cfg.acc_bytes)
+            && 2 * act_bytes(r, owt)
+                + 2 * packet_max
+                + if mm.residual.is_some() { 2 * res_tile(r, owt) } else { 0 }
+                + 6 * 64
+                <= spad_avail
+    };
+    // The widest tile (then the most rows) that fits, and its matrix-engine cycles.
+    let plan = |flat: bool| -> Option<(usize, usize, u64)> {
+        let parts = (1..=ow).find(|p| fits(1, ow.div_ceil(*p), flat))?;
+        let owt = ow.div_ceil(parts);
+        let r = (1..=oh).rev().find(|&r| fits(r, owt, flat))?;
+        let blocks = oh.div_ceil(r);
+        let r = oh.div_ceil(blocks);
+        let per_block = if flat {
+            acc_rows(r, owt, true) as u64 * rate + fill_drain
+        } else {
+            r as u64 * (owt as u64 * rate + fill_drain)
+        };
+        Some((r, owt, per_block * (blocks * parts) as u64))
+    };
+    let flat_ok = sh == sw;
+    let choice = match (if flat_ok { plan(true) } else { None }, plan(false)) {
+        (Some(f), Some(r)) => {
+            if f.2 <= r.2 {
+                (true, f.0, f.1)
+            } else {
+                (false, r.0, r.1)
+            }
+        }
+        (Some(f), None) => (true, f.0, f.1),
+        (None, Some(r)) => (false, r.0, r.1),
+        (None, None) => {
+            return Err(LowerError::msg(format!(
+                "a {h}x{w}x{c} input does not fit the scratchpad even one output pixel at a time"
+            )));
+        }
+    };
+    let (flat, rblk, owblk) = choice;
+    let act_buf = [em.spad(act_bytes(rblk, owblk))?, em.spad(act_bytes(rblk, owblk))?];
+    let w_buf = [em.spad(packet_max)?, em.spad(packet_max)?];
+    let res_buf = if mm.residual.is_some() {
+        Some([em.spad(res_tile(rblk, owblk))?, em.spad(res_tile(rblk, owblk))?])
+    } else {
+        None
+    };
+    let acc_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * e;
+    let acc_buf = [em.acc(acc_tile)?, em.acc(acc_tile)?];
+    let (in_seg, in_base) = s.addr(mm.input)?;
+    let (out_seg, out_base) = s.addr(mm.out)?;
+    let res_addr = mm.residual.map(|r| s.addr(r)).transpose()?;
+    // Tile byte offsets inside the packed weights, in streaming order.
+    let tile_bytes = |ch: &Chunk, nt: usize| (ch.rows.len() * nt) as u64 * e;
+    let wconst_off = step.const_offs.get(1).copied().unwrap_or(0);
+    let (mut ia, mut iw, mut iacc) = (0usize, 0usize, 0usize);
+    let mut packed_cursor: Vec<u64> = Vec::new();
+    // Start offset of each (g, tile) in the packed weights.
+    {
+        let mut off = wconst_off;
+        for (g, ch) in all_chunks.iter().enumerate() {
+            for (_, nt) in cout_tiles(mm, g, a) {
+                packed_cursor.push(off);
+                off += ch.iter().map(|x| tile_bytes(x, nt)).sum::<u64>();
+            }
+        }
+    }
+    let blocks: Vec<(usize, usize, usize, usize)> = (0..oh)
+        .step_by(rblk)
+        .flat_map(|oy0| {
+            (0..ow)
+                .step_by(owblk)
+                .map(move |ox0| (oy0, rblk.min(oh - oy0), ox0, owblk.min(ow - ox0)))
+        })
+        .collect();
+    for img in 0..n {
+        for &(oy0, r, ox0, owt) in &blocks {
+            let wb = wb_of(owt);
+            let px0 = ox0 * sw;
+            let ix0 = px0.saturating_sub(pl).min(w);
+            let ix1 = (px0 + wb).saturating_sub(pl).min(w);
+            // The activation block: padded rows from oy0·sh, real rows clipped to the image.
+            let pr0 = oy0 * sh;
+            let nrows = ((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp - pr0);
+            let iy0 = pr0.saturating_sub(pt);
+            let iy1 = (pr0 + nrows).saturating_sub(pt).min(h);
+            let abuf = act_buf[ia % 2];
+            em.wait(Engine::Ld, LD_MX_A.free);
+            let padded = px0 < pl || px0 + wb > pl + w || pr0 < pt || pr0 + nrows > pt + h;
+            if padded {
+                em.fill(abuf, (nrows * wb * c) as u64 * e, 0)?;
+            }
+            if iy1 > iy0 && ix1 > ix0 {
+                let near = ((iy0 + pt - pr0) * wb + (ix0 + pl - px0)) * c;
+                em.dma_block(
+                    Dir::Load,
+                    in_seg,
+                    in_base + mm.a_offs[img] + ((iy0 * w + ix0) * c) as u64 * e,
+                    &[
+                        (iy1 - iy0, (w * c) as u64 * e, (wb * c) as u64 * e),
+                        ((ix1 - ix0) * c, e, e),
+                    ],
+                    e,
+                    at(abuf, near as u64 * e),
+                )?;
+            } else if !padded {
+                em.fill(abuf, e, 0)?;
+            }
+            em.signal(Engine::Ld, LD_MX_A.full)?;
+            em.wait(Engine::Mx, LD_MX_A.full);
+            let mut tile_idx = 0usize;
+            let ntiles: usize = (0..mm.groups).map(|g| cout_tiles(mm, g, a).len()).sum();
+            for (g, ch) in all_chunks.iter().enumerate() {
+                for (n0, nt) in cout_tiles(mm, g, a) {
+                    // Packets of consecutive tiles.
+                    let mut packets: Vec<(usize, usize)> = Vec::new();
+                    let mut i = 0;
+                    while i < ch.len() {
+                        let mut j = i;
+                        let mut bytes = 0;
+                        while j < ch.len() && bytes + tile_bytes(&ch[j], nt) <= packet_max {
+                            bytes += tile_bytes(&ch[j], nt);
+                            j += 1;
+                        }
+                        packets.push((i, j));
+                        i = j;
+                    }
+                    let abase = acc_buf[iacc % 2];
+                    em.wait(Engine::Mx, MX_VX.free);
+                    let mut tile_off = packed_cursor[tile_idx];
+                    for (pi, &(c0, c1)) in packets.iter().enumerate() {
+                        let wbuf = w_buf[iw % 2];
+                        em.wait(Engine::Ld, LD_MX_W.free);
+                        match &mm.weights {
+                            Weights::Const => {
+                                let bytes: u64 = ch[c0..c1].iter().map(|x| tile_bytes(x, nt)).sum();
+                                em.dma_block(
+                                    Dir::Load,
+                                    SEG_CONST,
+                                    tile_off,
+                                    &[(bytes as usize, 1, 1)],
+                                    1,
+                                    wbuf,
+                                )?;
+                                tile_off += bytes;
+                            }
+                            Weights::Runtime { t, offs, row } => {
+                                let (bseg, bbase) = s.addr(*t)?;
+                                let mut o = 0;
+                                for x in &ch[c0..c1] {
+                                    // Row of the [kh][kw][cin/group][cout] matrix (a
+                                    // MatMul's B is the case kh = kw = 0, one group).
+                                    let (kw0, ci0) = x.rows[0];
+                                    let k0 = ((x.kh * kw_n + kw0) * cg + (ci0 - g * cg)) as u64;
+                                    em.dma_block(
+                                        Dir::Load,
+                                        bseg,
+                                        bbase + offs[img] + k0 * row + n0 as u64 * e,
+                                        &[(x.rows.len(), *row, nt as u64 * e), (nt, e, e)],
+                                        e,
+                                        at(wbuf, o),
+                                    )?;
+                                    o += tile_bytes(x, nt);
+                                }
+                            }
+                        }
+                        em.signal(Engine::Ld, LD_MX_W.full)?;
+                        em.wait(Engine::Mx, LD_MX_W.full);
+                        let mut o = 0;
+                        for (ci, x) in ch[c0..c1].iter().enumerate() {
+                            let first = pi == 0 && ci == 0;
+                            em.push(MxLoadW {
+                                src: at(wbuf, o),
+                                k: x.rows.len() as u8,
+                                n: nt as u8,
+                                stride: (nt as u64 * e) as u16,
+                                dtype: dt,
+                            })?;
+                            o += tile_bytes(x, nt);
+                            let row_off = (x.kh * dh * wb * c) as u64 + x.a_off;
+                            if flat {
+                                em.push(MxMatmul {
+                                    a: at(abuf, row_off * e),
+                                    a_stride: if owt > 1 || r > 1 { a_stride as u16 } else { 0 },
+                                    c: abase,
+                                    c_stride: (nt as u64 * e) as u16,
+                                    rows: acc_rows(r, owt, true) as u16,
+                                    dtype: dt,
+                                    accumulate: !first,
+                                })?;
+                            } else {
+                                for oy in 0..r {
+                                    em.push(MxMatmul {
+                                        a: at(abuf, (row_off + (oy * sh * wb * c) as u64) * e),
+                                        a_stride: if owt > 1 { a_stride as u16 } else { 0 },
+                                        c: at(abase, (oy * owt * nt) as u64 * e),
+                                        c_stride: (nt as u64 * e) as u16,
+                                        rows: owt as u16,
+                                        dtype: dt,
+                                        accumulate: !first,
+                                    })?;
+                                }
+                            }
+                        }
+                        em.signal(Engine::Mx, LD_MX_W.free)?;
+                        iw += 1;
+                    }
+                    tile_idx += 1;
+                    em.signal(Engine::Mx, MX_VX.full)?;
+                    if tile_idx == ntiles {
+                        em.signal(Engine::Mx, LD_MX_A.free)?;
+                    }
+                    // Residual tile.
+                    let plane = if flat { (wb * nt) as u64 * e } else { (owt * nt) as u64 * e };
+                    let out_off = mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + n0) as u64) * e;
+                    if let (Some(rb), Some((rseg, rbase))) = (res_buf, res_addr) {
+                        em.wait(Engine::Ld, LD_VX.free);
+                        em.dma_block(
+                            Dir::Load,
+                            rseg,
+                            rbase + out_off,
+                            &[
+                                (r, (ow * mm.cout) as u64 * e, (owt * nt) as u64 * e),
+                                (owt, mm.cout as u64 * e, nt as u64 * e),
+                                (nt, e, e),
+                            ],
+                            e,
+                            rb[iacc % 2],
+                        )?;
+                        em.signal(Engine::Ld, LD_VX.full)?;
+                    }
+                    // Epilogue on the accumulator tile.
+                    em.wait(Engine::Vx, MX_VX.full);
+                    let shape = |src1: (u64, u64), flags| {
+                        vshape(
+                            r as u64,
+                            owt as u64,
+                            nt as u64,
+                            (nt as u64 * e, plane),
+                            (nt as u64 * e, plane),
+                            src1,
+                            flags,
+                        )
+                    };
+                    let mut did = false;
+                    if has_bias && let Some(pb) = pbuf {
+                        em.vbin(
+                            dt,
+                            BinOp::Add,
+                            shape((0, 0), 0),
+                            abase,
+                            abase,
+                            at(pb, n0 as u64 * e),
+                        )?;
+                        did = true;
+                    }
+                    if let Some(rb) = res_buf {
+                        em.wait(Engine::Vx, LD_VX.full);
+                        em.vbin(
+                            dt,
+                            BinOp::Add,
+                            shape((nt as u64 * e, (owt * nt) as u64 * e), 0),
+                            abase,
+                            abase,
+                            rb[iacc % 2],
+                        )?;
+                        em.signal(Engine::Vx, LD_VX.free)?;
+                        did = true;
+                    }
+                    match mm.act {
+                        Act::None => {}
+                        Act::Relu => {
+                            em.vun(dt, UnOp::Relu, shape((0, 0), 0), abase, abase)?;
+                            did = true;
+                        }
+                        Act::Clip(..) => {
+                            let pb = pbuf.ok_or_else(|| {
+                                LowerError::msg("internal: clip without parameters")
+                            })?;
+                            let imm = at(pb, bias_bytes);
+                            em.vbin(
+                                dt,
+                                BinOp::Max,
+                                shape((0, 0), SHAPE_SRC1_COL_BROADCAST),
+                                abase,
+                                abase,
+                                imm,
+                            )?;
+                            em.vbin(
+                                dt,
+                                BinOp::Min,
+                                shape((0, 0), SHAPE_SRC1_COL_BROADCAST),
+                                abase,
+                                abase,
+                                at(imm, e),
+                            )?;
+                            did = true;
+                        }
+                    }
+                    if !did {
+                        em.nop(Engine::Vx)?;
+                    }
+                    em.signal(Engine::Vx, VX_ST.full)?;
+                    em.wait(Engine::St, VX_ST.full);
+                    em.dma_block(
+                        Dir::Store,
+                        out_seg,
+                        out_base + out_off,
+                        &[
+                            (r, (ow * mm.cout) as u64 * e, plane),
+                            (owt, mm.cout as u64 * e, nt as u64 * e),
+                            (nt, e, e),
+                        ],
+                        e,
+                        abase,
+                    )?;
+                    em.signal(Engine::St, MX_VX.free)?;
+                    iacc += 1;
+                }
+            }
+            ia += 1;
+        }
+    }
+    let macs = (n * oh * ow * mm.cout * mm.k[0] * mm.k[1] * cg) as u64;
+    let wbytes = match &mm.weights {
+        Weights::Const => mm.oihw.len() as u64,
+        Weights::Runtime { t, .. } => s.tens[*t].bytes(),
+    };
+    let bytes = s.tens[mm.input].bytes()
+        + wbytes
+        + s.tens[mm.out].bytes()
+        + mm.residual.map_or(0, |r| s.tens[r].bytes());
+    Ok((macs, bytes))
+}
