@@ -68,8 +68,8 @@ pub trait Observer {
     fn graph(&mut self, _pass: &str, _graph: &Graph) {}
     /// The optimizer's report.
     fn optimized(&mut self, _report: &opt::Report) {}
-    /// The lowering's intermediate forms as text: the graph after `legalize`, the kernels after
-    /// `schedule` and `plan-memory`. `text` builds it (only call it when it is wanted).
+    /// The lowering's intermediate forms as text: the graph after `legalize`, each node's
+    /// placement after `select`, the kernels after `schedule` and `plan-memory`. `text` builds it (only call it when it is wanted).
     fn kernels(&mut self, _pass: &str, _text: &dyn Fn() -> String) {}
     /// `done` of `total` kernels emitted.
     fn progress(&mut self, _done: usize, _total: usize) {}

@@ -141,7 +141,8 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Print the IR after import and after every pass (frontend, optimizer, and the
-        /// lowering's schedule and memory plan) to standard error, constants elided.
+        /// lowering's legalize, select, schedule and memory plan) to standard error, constants
+        /// elided.
         #[arg(long)]
         dump_ir: bool,
         #[command(flatten)]

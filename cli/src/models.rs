@@ -126,7 +126,11 @@ impl Observer for CliObserver {
 
     fn kernels(&mut self, pass: &str, text: &dyn Fn() -> String) {
         if self.dump_ir {
-            let what = if pass == "legalize" { "IR" } else { "kernels" };
+            let what = match pass {
+                "legalize" => "IR",
+                "select" => "placement",
+                _ => "kernels",
+            };
             self.dumps.push_str(&format!("# --- {what} after {pass}\n{}", text()));
         }
     }

@@ -2,17 +2,25 @@
 //!
 //! The passes, in order (listed once in [`PASSES`]):
 //!
-//! 1. **schedule** ([`schedule`]): each node, or a fused group (Conv/Gemm/MatMul with bias,
-//!    residual Add and activation), becomes one kernel step; layouts are chosen (NHWC for
-//!    tensors convolutions and pools touch, row-major otherwise, with conversions where they
-//!    meet); data-movement ops become strided views, reshapes become aliases;
-//! 2. **memory** ([`plan::plan_memory`]): constants are packed into the constant segment, inputs and
-//!    outputs get their segments, and intermediate tensors get static offsets in one DRAM
-//!    arena, reusing space by liveness;
-//! 3. **emit** ([`kernels`]): each step becomes instructions, tiled to the scratchpad and
+//! 1. **legalize**: graph to graph, rewriting what the kernels do not take as they are
+//!    (transposed convolutions, 1-D windows) into plain nodes they do take;
+//! 2. **select** ([`select`]): per node, whether it runs on the device and, if not, the failing
+//!    constraint, answered by each op family's lowering facet (`crate::ops`);
+//! 3. **schedule** ([`schedule`]): each node, or a fused group (Conv/Gemm/MatMul with bias,
+//!    residual Add and activation), becomes one kernel step through the same facets; layouts
+//!    are chosen (NHWC for tensors convolutions and pools touch, row-major otherwise, with
+//!    conversions where they meet); data-movement ops become strided views, reshapes aliases;
+//! 4. **plan-memory** ([`plan::plan_memory`]): constants are packed into the constant segment,
+//!    inputs and outputs get their segments, and intermediate tensors get static offsets in one
+//!    DRAM arena, reusing space by liveness;
+//! 5. **emit** ([`kernels`]): each step becomes instructions, tiled to the scratchpad and
 //!    accumulator of the target, double-buffered, synchronised with semaphores, and closed by
 //!    a barrier; the program is validated and packed into a blob with I/O descriptors and
 //!    debug ranges mapping instructions back to ONNX nodes.
+//!
+//! `compile` stops at the first node select refuses: the schedule is built by the same facets
+//! and fails at that node with the same reason, so select's answers are not computed twice
+//! (`--dump-ir` prints them).
 
 pub(crate) mod emit;
 pub(crate) mod kernels;
@@ -34,7 +42,7 @@ pub use schedule::LayerKind;
 pub use select::{device_support, device_supports};
 
 /// The lowering passes, in order.
-pub const PASSES: &[&str] = &["legalize", "schedule", "plan-memory", "emit"];
+pub const PASSES: &[&str] = &["legalize", "select", "schedule", "plan-memory", "emit"];
 
 /// Why a graph could not be lowered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,6 +242,7 @@ pub fn compile_with(
 ) -> Result<Compiled, LowerError> {
     let legal = legalize::legalize(graph)?;
     dump("legalize", &|| crate::text::print_with(&legal.graph, 16));
+    dump("select", &|| select::report(&legal.graph, opts));
     let graph = &legal.graph;
     let mut sched = schedule::schedule(graph, opts)?;
     dump("schedule", &|| sched.dump());

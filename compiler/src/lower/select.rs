@@ -77,3 +77,17 @@ pub fn device_supports(
     let opts = CompileOptions { config: config.clone(), expose_all: false };
     device_support(&g, &opts).into_iter().next().unwrap_or(Ok(()))
 }
+
+/// Select's answers for `graph` as text, one node per line (`device` or the reason), for
+/// `--dump-ir`.
+pub(crate) fn report(graph: &Graph, opts: &CompileOptions) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (n, r) in graph.nodes.iter().zip(device_support(graph, opts)) {
+        let _ = match r {
+            Ok(()) => writeln!(out, "device  {} ({})", n.name, n.op_type),
+            Err(e) => writeln!(out, "refused {} ({}): {}", n.name, n.op_type, e.message),
+        };
+    }
+    out
+}

@@ -245,19 +245,23 @@ fn model_commands() {
     for key in ["kernels:", "instructions:", "constants:", "arena:", "est. cycles:"] {
         assert!(run.stdout.contains(key), "{key}: {}", run.stdout);
     }
-    // --dump-ir: the graph after every frontend pass and the optimizer, then the kernels
-    // after scheduling and with their addresses after memory planning.
+    // --dump-ir: the graph after every frontend pass, the optimizer and legalize, each node's
+    // placement after select, then the kernels after scheduling and with their addresses
+    // after memory planning.
     let run = accelc(&["compile", s(&model), "-o", s(&blob), "--dump-ir"]);
     assert_eq!(run.code, 0, "{run:?}");
     for pass in [
         "IR after import",
         "IR after optimize",
+        "IR after legalize",
+        "placement after select",
         "kernels after schedule",
         "kernels after plan-memory",
     ] {
         assert!(run.stderr.contains(pass), "{pass}: {}", run.stderr);
     }
     assert!(run.stderr.contains("@seg3+"), "{}", run.stderr);
+    assert!(run.stderr.contains("device  /net/net.1/Gemm (Gemm)"), "{}", run.stderr);
     // The blob runs, matches onnxruntime's stored output and writes .npy files.
     let outdir = dir.join("out");
     let run =
