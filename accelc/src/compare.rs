@@ -56,6 +56,32 @@ pub fn compare_scaled(got: &[f32], want: &[f32], extra: f32) -> Option<Mismatch>
     worst
 }
 
+/// `got` against `want` as tensors: the same type and dimensions are required (an error says
+/// which differs); floats compare within the tolerances of [`compare`], integers and bools
+/// exactly. Returns the worst element beyond tolerance (for integers the first that differs,
+/// its values converted to `f32`; [`HostTensor::element_text`] gives them exactly).
+pub fn compare_tensors(got: &HostTensor, want: &HostTensor) -> Result<Option<Mismatch>, Error> {
+    if got.dtype != want.dtype {
+        return Err(Error::Input(format!("{} values against expected {}", got.dtype, want.dtype)));
+    }
+    if got.dims != want.dims {
+        return Err(Error::Input(format!(
+            "shape {:?} against expected shape {:?}",
+            got.dims, want.dims
+        )));
+    }
+    if let (Some(g), Some(w)) = (got.f32s(), want.f32s()) {
+        return Ok(compare(&g, &w));
+    }
+    let (g, w) = (got.ints().unwrap_or_default(), want.ints().unwrap_or_default());
+    Ok(g.iter().zip(&w).position(|(a, b)| a != b).map(|index| Mismatch {
+        index,
+        got: g[index] as f32,
+        want: w[index] as f32,
+        excess: (g[index] - w[index]).unsigned_abs() as f32,
+    }))
+}
+
 /// The first tensor, in program order, on which the device and the reference interpreter
 /// disagree.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,6 +17,7 @@
 mod check;
 mod compare;
 mod compile;
+pub mod npy;
 mod profile;
 mod session;
 mod tensor;
@@ -27,14 +28,14 @@ pub use accelc_compiler::opt::Level;
 pub use accelc_isa::DeviceConfig;
 pub use check::{CheckReport, NodeCheck, check};
 pub use compare::{
-    ATOL, Difference, Mismatch, RTOL, SCALE_TOL, compare, compare_scaled, first_difference,
-    max_abs_diff, reference,
+    ATOL, Difference, Mismatch, RTOL, SCALE_TOL, compare, compare_scaled, compare_tensors,
+    first_difference, max_abs_diff, reference,
 };
 pub use compile::{
     Compilation, Observer, Options, Source, compile, frontend, import, load_graph, optimize,
 };
 pub use profile::{LayerProfile, Profile, blob_layers, profile};
-pub use session::{RunResult, Session};
+pub use session::{RunResult, Session, host_dtype};
 pub use tensor::HostTensor;
 
 use std::fmt;

@@ -30,7 +30,7 @@ pub struct RunResult {
 }
 
 /// The IR type of a device tensor type (the blob's I/O descriptors carry the device's).
-pub(crate) fn host_dtype(d: Dtype) -> Option<DType> {
+pub fn host_dtype(d: Dtype) -> Option<DType> {
     Some(match d {
         Dtype::F32 => DType::F32,
         Dtype::S8 => DType::I8,

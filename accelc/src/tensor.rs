@@ -90,6 +90,32 @@ impl HostTensor {
         })
     }
 
+    /// The values as `i64` (`None` for `f32`): integers sign- or zero-extended, bools 0 or 1.
+    pub fn ints(&self) -> Option<Vec<i64>> {
+        let d = &self.data;
+        Some(match self.dtype {
+            DType::F32 => return None,
+            DType::I8 => d.iter().map(|b| i64::from(*b as i8)).collect(),
+            DType::U8 | DType::Bool => d.iter().map(|b| i64::from(*b)).collect(),
+            DType::I32 => d
+                .chunks_exact(4)
+                .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+            DType::I64 => d
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect(),
+        })
+    }
+
+    /// Element `i` (flat, row-major) as text, exactly (`None` past the end).
+    pub fn element_text(&self, i: usize) -> Option<String> {
+        match self.dtype {
+            DType::F32 => self.f32s()?.get(i).map(|v| v.to_string()),
+            _ => self.ints()?.get(i).map(|v| v.to_string()),
+        }
+    }
+
     /// The IR tensor with the same contents.
     pub fn to_ir(&self) -> Tensor {
         Tensor { dtype: self.dtype, shape: self.dims.clone(), data: self.data.clone().into() }

@@ -8,7 +8,6 @@ use accelc_compiler::ir::Graph;
 use accelc_compiler::lower::{Compiled, Layer};
 use accelc_isa::blob::{Direction, IoTensor};
 use anyhow::{Context, anyhow, bail};
-use ndarray::{ArrayD, IxDyn};
 
 use crate::{config, invalid, is_blob, parse_input_shapes, read, write_atomic};
 use accelc::{ATOL, RTOL, SCALE_TOL};
@@ -249,8 +248,9 @@ fn summary(c: &Compiled, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The inputs of a run (in signature order): from `NAME=FILE.npy` arguments, or uniform random
-/// in [-1, 1) from one stream with a fixed seed.
+/// The inputs of a run (in signature order): from `NAME=FILE.npy` arguments (any data type the
+/// model's input has; sizes checked before anything is allocated), or random values of the
+/// input's type from one stream with a fixed seed (floats uniform in [-1, 1)).
 pub fn inputs(specs: &[&IoTensor], args: &[String], seed: u64) -> anyhow::Result<Vec<HostTensor>> {
     let mut given = std::collections::HashMap::new();
     for a in args {
@@ -263,41 +263,38 @@ pub fn inputs(specs: &[&IoTensor], args: &[String], seed: u64) -> anyhow::Result
                 names.join(", ")
             )));
         }
-        let arr: ArrayD<f32> = ndarray_npy::read_npy(file)
-            .map_err(|e| invalid(format!("{file}: not a float32 .npy file: {e}")))?;
-        given.insert(name.to_string(), arr);
+        given.insert(name.to_string(), accelc::npy::read(Path::new(file)).map_err(fail)?);
     }
+    let dtype = |s: &IoTensor| {
+        accelc::host_dtype(s.dtype).ok_or_else(|| {
+            invalid(format!("input `{}` is {}, which has no host type", s.name, s.dtype))
+        })
+    };
     // Random values for the inputs not given, from one stream in signature order.
-    let missing: Vec<(accelc::DType, Vec<usize>)> = specs
-        .iter()
-        .filter(|s| !given.contains_key(&s.name))
-        .map(|s| (accelc::DType::F32, s.dims.iter().map(|d| *d as usize).collect()))
-        .collect();
+    let mut missing = Vec::new();
+    for s in specs.iter().filter(|s| !given.contains_key(&s.name)) {
+        missing.push((dtype(s)?, s.dims.iter().map(|d| *d as usize).collect()));
+    }
     let mut random = HostTensor::random(&missing, seed).into_iter();
     let mut out = Vec::new();
     for s in specs {
         let dims: Vec<usize> = s.dims.iter().map(|d| *d as usize).collect();
         let t = match given.remove(&s.name) {
-            Some(a) => {
-                if a.shape() != dims.as_slice() {
+            Some(t) => {
+                let want = dtype(s)?;
+                if t.dims != dims || t.dtype != want {
                     bail!(invalid(format!(
-                        "input `{}` is {:?}; the model takes {:?}",
-                        s.name,
-                        a.shape(),
-                        dims
+                        "input `{}` is {}{:?}; the model takes {want}{dims:?}",
+                        s.name, t.dtype, t.dims
                     )));
                 }
-                HostTensor::from_f32(dims, &a.iter().copied().collect::<Vec<_>>()).map_err(fail)?
+                t
             }
             None => random.next().ok_or_else(|| anyhow!("internal: too few random inputs"))?,
         };
         out.push(t);
     }
     Ok(out)
-}
-
-fn f32s(t: &HostTensor) -> anyhow::Result<Vec<f32>> {
-    t.f32s().ok_or_else(|| invalid(format!("{} values cannot be compared yet", t.dtype)))
 }
 
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
@@ -345,59 +342,13 @@ pub(crate) fn cmd_run(
         if !specs.iter().any(|s| s.name == name) {
             bail!(invalid(format!("the model has no output `{name}`")));
         }
-        let arr: ArrayD<f32> = ndarray_npy::read_npy(file)
-            .map_err(|e| invalid(format!("{file}: not a float32 .npy file: {e}")))?;
-        expected.insert(name.to_string(), arr);
+        expected.insert(name.to_string(), accelc::npy::read(Path::new(file)).map_err(fail)?);
     }
-    // Which comparisons failed: against the reference interpreter, against the expected files.
-    let (mut failed_ref, mut failed_expect) = (false, false);
-    for (i, (spec, data)) in specs.iter().zip(&outs).enumerate() {
-        let vals = f32s(data)?;
-        let dims: Vec<usize> = spec.dims.iter().map(|d| *d as usize).collect();
-        write!(out, "output `{}` {:?}", spec.name, dims)?;
-        if let Some(r) = &reference {
-            let want = r
-                .get(i)
-                .and_then(HostTensor::f32s)
-                .ok_or_else(|| anyhow!("reference output {i} is not float"))?;
-            match accelc::compare(&vals, &want) {
-                None => write!(
-                    out,
-                    ": matches the reference (max abs diff {:.3e})",
-                    accelc::max_abs_diff(&vals, &want)
-                )?,
-                Some(accelc::Mismatch { index: at, got: g, want: w, .. }) => {
-                    failed_ref = true;
-                    write!(out, ": DIFFERS from the reference at element {at}: {g} vs {w}")?;
-                }
-            }
-        }
-        if let Some(want) = expected.get(&spec.name) {
-            let w: Vec<f32> = want.iter().copied().collect();
-            if want.shape() != dims.as_slice() {
-                failed_expect = true;
-                write!(out, "; expected shape {:?}", want.shape())?;
-            } else {
-                match accelc::compare(&vals, &w) {
-                    None => write!(
-                        out,
-                        "; matches the expected values (max abs diff {:.3e})",
-                        accelc::max_abs_diff(&vals, &w)
-                    )?,
-                    Some(accelc::Mismatch { index: at, got: g, want: wv, .. }) => {
-                        failed_expect = true;
-                        write!(
-                            out,
-                            "; DIFFERS from the expected values at element {at}: {g} vs {wv}"
-                        )?;
-                    }
-                }
-            }
-        }
-        writeln!(out)?;
-        if let Some(dir) = output_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+    // Output files, decided before any is written: two outputs whose names map to the same
+    // file name would overwrite each other.
+    let mut files: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = output_dir {
+        for spec in &specs {
             let safe: String = spec
                 .name
                 .chars()
@@ -410,9 +361,65 @@ pub(crate) fn cmd_run(
                 })
                 .collect();
             let path = dir.join(format!("{safe}.npy"));
-            let arr = ArrayD::from_shape_vec(IxDyn(&dims), vals)?;
-            ndarray_npy::write_npy(&path, &arr)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            if let Some(k) = files.iter().position(|p| *p == path) {
+                bail!(invalid(format!(
+                    "outputs `{}` and `{}` would both be written to {}",
+                    specs[k].name,
+                    spec.name,
+                    path.display()
+                )));
+            }
+            files.push(path);
+        }
+    }
+    // Which comparisons failed: against the reference interpreter, against the expected files.
+    let (mut failed_ref, mut failed_expect) = (false, false);
+    for (i, (spec, data)) in specs.iter().zip(&outs).enumerate() {
+        write!(out, "output `{}` {}{:?}", spec.name, data.dtype, data.dims)?;
+        // `against` names what is compared with (`reference`, `expected values`); a type or
+        // shape that differs counts as a difference.
+        let mut check = |want: &HostTensor, against: &str, sep: &str| -> anyhow::Result<bool> {
+            match accelc::compare_tensors(data, want) {
+                Ok(None) => {
+                    let diff = match (data.f32s(), want.f32s()) {
+                        (Some(g), Some(w)) => {
+                            format!("max abs diff {:.3e}", accelc::max_abs_diff(&g, &w))
+                        }
+                        _ => "exactly".into(),
+                    };
+                    write!(out, "{sep} matches the {against} ({diff})")?;
+                    Ok(false)
+                }
+                Ok(Some(m)) => {
+                    let (g, w) = (
+                        data.element_text(m.index).unwrap_or_default(),
+                        want.element_text(m.index).unwrap_or_default(),
+                    );
+                    write!(
+                        out,
+                        "{sep} DIFFERS from the {against} at element {}: {g} vs {w}",
+                        m.index
+                    )?;
+                    Ok(true)
+                }
+                Err(e) => {
+                    write!(out, "{sep} DIFFERS from the {against}: {e}")?;
+                    Ok(true)
+                }
+            }
+        };
+        if let Some(r) = &reference {
+            let want = r.get(i).ok_or_else(|| anyhow!("internal: no reference output {i}"))?;
+            failed_ref |= check(want, "reference", ":")?;
+        }
+        if let Some(want) = expected.get(&spec.name) {
+            failed_expect |= check(want, "expected values", ";")?;
+        }
+        writeln!(out)?;
+        if let (Some(dir), Some(path)) = (output_dir, files.get(i)) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            accelc::npy::write(path, data).map_err(fail)?;
             writeln!(out, "  written to {}", path.display())?;
         }
     }

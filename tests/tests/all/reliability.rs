@@ -54,3 +54,57 @@ fn every_blob_compile_writes_passes_verify() {
     }
     assert!(verified >= 10, "only {verified} models compiled");
 }
+
+/// `.npy` inputs: a header claiming 2^40 elements (the file holds a few bytes) is refused with
+/// both counts before anything is allocated; files of the wrong type or shape name what the
+/// model takes; non-float inputs and outputs keep their type end to end (written by our `.npy`
+/// writer, read back by ndarray-npy, an independent reader).
+#[test]
+fn npy_files_are_bounded_typed_and_written_atomically() {
+    let dir = std::env::temp_dir().join(format!("accelc-npy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let blob = dir.join("mlp.blob").display().to_string();
+    let model = repo_root().join("models/mlp_mnist.onnx").display().to_string();
+    assert_eq!(accelc(&["compile", &model, "-o", &blob]).code, 0);
+    let huge = format!("input={}", shared("huge_shape_header.npy"));
+    let r = accelc(&["run", &blob, "--input", &huge]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("data bytes; the file has"), "{}", r.stderr);
+    // An int64 file for a float input.
+    let ints = dir.join("ints.npy");
+    let a = ndarray::ArrayD::<i64>::zeros(ndarray::IxDyn(&[1, 1, 28, 28]));
+    ndarray_npy::write_npy(&ints, &a).unwrap();
+    let r = accelc(&["run", &blob, "--input", &format!("input={}", ints.display())]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("is int64[1, 1, 28, 28]; the model takes float[1, 1, 28, 28]"),
+        "{}",
+        r.stderr
+    );
+    // An integer model end to end: int32 in, int32 out, compared exactly.
+    let text = dir.join("add.onnxtxt");
+    std::fs::write(
+        &text,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\ng (int32[4] x) => (int32[4] y) {\n  y = Identity (x)\n}\n",
+    )
+    .unwrap();
+    let xs = dir.join("x.npy");
+    ndarray_npy::write_npy(&xs, &ndarray::arr1(&[1i32, -2, 3, 2147483647]).into_dyn()).unwrap();
+    let outdir = dir.join("out");
+    let r = accelc(&[
+        "run",
+        text.to_str().unwrap(),
+        "--input",
+        &format!("x={}", xs.display()),
+        "--expect",
+        &format!("y={}", xs.display()),
+        "--compare",
+        "--output",
+        outdir.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("int32[4]: matches the reference (exactly)"), "{}", r.stdout);
+    assert!(r.stdout.contains("matches the expected values (exactly)"), "{}", r.stdout);
+    let y: ndarray::ArrayD<i32> = ndarray_npy::read_npy(outdir.join("y.npy")).unwrap();
+    assert_eq!(y.as_slice().unwrap(), &[1, -2, 3, 2147483647]);
+}
