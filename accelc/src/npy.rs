@@ -5,7 +5,8 @@
 //! header length (2 bytes little-endian in version 1, 4 bytes in versions 2 and 3), an ASCII
 //! (version 3: UTF-8) Python dict literal `{'descr': ..., 'fortran_order': ..., 'shape': (...)}`
 //! padded with spaces and a newline, then the elements. Only what a tensor needs is accepted:
-//! little-endian (or byte-order-free) `f4`, `i1`, `u1`, `i4`, `i8` and `b1`, C order, and a data
+//! little-endian (or byte-order-free) `f4`, `i1`, `u1`, `i4`, `i8` and `b1`, in C order or
+//! Fortran order (rearranged to row-major on reading), and a data
 //! section of exactly `product(shape) · itemsize` bytes: a header claiming more elements than
 //! the file holds is an error naming both counts, never an allocation of the claimed size.
 
@@ -72,8 +73,8 @@ fn field<'h>(header: &'h str, key: &str) -> Option<&'h str> {
     None
 }
 
-/// Parses a header dict into (data type, dimensions).
-fn parse_header(path: &Path, header: &str) -> Result<(DType, Vec<usize>), Error> {
+/// Parses a header dict into (data type, dimensions, Fortran order).
+fn parse_header(path: &Path, header: &str) -> Result<(DType, Vec<usize>, bool), Error> {
     let descr_text =
         field(header, "descr").ok_or_else(|| bad(path, "the header has no 'descr'"))?;
     let d = descr_text.trim_matches(|c| c == '\'' || c == '"');
@@ -86,11 +87,11 @@ fn parse_header(path: &Path, header: &str) -> Result<(DType, Vec<usize>), Error>
             ),
         )
     })?;
-    match field(header, "fortran_order") {
-        Some("False") => {}
-        Some("True") => return Err(bad(path, "Fortran-order arrays are not supported")),
+    let fortran = match field(header, "fortran_order") {
+        Some("False") => false,
+        Some("True") => true,
         _ => return Err(bad(path, "the header has no valid 'fortran_order'")),
-    }
+    };
     let shape = field(header, "shape").ok_or_else(|| bad(path, "the header has no 'shape'"))?;
     let inner = shape
         .strip_prefix('(')
@@ -106,7 +107,32 @@ fn parse_header(path: &Path, header: &str) -> Result<(DType, Vec<usize>), Error>
                 .map_err(|_| bad(path, format!("shape `{shape}` has a dimension `{s}`")))
         })
         .collect::<Result<Vec<usize>, Error>>()?;
-    Ok((dtype, dims))
+    Ok((dtype, dims, fortran))
+}
+
+/// Column-major (Fortran-order) element bytes of `dims` rearranged into row-major order.
+fn to_row_major(data: &[u8], dims: &[usize], size: usize) -> Vec<u8> {
+    let n: usize = dims.iter().product();
+    let mut out = vec![0u8; data.len()];
+    // Row-major strides (in elements) of each axis, applied to the column-major walk.
+    let mut strides = vec![1usize; dims.len()];
+    for a in (0..dims.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * dims[a + 1];
+    }
+    let mut index = vec![0usize; dims.len()];
+    for f in 0..n {
+        let r: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        out[r * size..(r + 1) * size].copy_from_slice(&data[f * size..(f + 1) * size]);
+        // Next column-major index: the first axis varies fastest.
+        for (a, i) in index.iter_mut().enumerate() {
+            *i += 1;
+            if *i < dims[a] {
+                break;
+            }
+            *i = 0;
+        }
+    }
+    out
 }
 
 /// Reads a `.npy` file of any supported data type.
@@ -158,7 +184,7 @@ pub fn read(path: &Path) -> Result<HostTensor, Error> {
     let header = std::str::from_utf8(&header).map_err(|e| {
         bad(path, format!("header is not text (byte {})", 8 + len_bytes + e.valid_up_to()))
     })?;
-    let (dtype, dims) = parse_header(path, header)?;
+    let (dtype, dims, fortran) = parse_header(path, header)?;
     let need = dims.iter().try_fold(dtype.size() as u64, |a, d| a.checked_mul(*d as u64));
     let have = meta.len() - data_at as u64;
     match need {
@@ -178,6 +204,9 @@ pub fn read(path: &Path) -> Result<HostTensor, Error> {
     f.take(have).read_to_end(&mut data).map_err(|e| bad(path, format!("cannot read: {e}")))?;
     if data.len() as u64 != have {
         return Err(bad(path, "the file changed while it was read"));
+    }
+    if fortran && dims.len() > 1 {
+        data = to_row_major(&data, &dims, dtype.size());
     }
     HostTensor::new(dtype, dims, data)
 }
@@ -241,6 +270,24 @@ mod tests {
                 assert_eq!(std::fs::read(&p).unwrap().len() % 64, (n * dtype.size()) % 64);
             }
         }
+    }
+
+    #[test]
+    fn fortran_order_is_read_row_major() {
+        let dir = std::env::temp_dir().join(format!("accelc-npy-f-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // [[1, 2, 3], [4, 5, 6]] stored column by column.
+        let t = HostTensor::new(DType::I8, vec![2, 3], vec![1, 4, 2, 5, 3, 6]).unwrap();
+        let bytes = encode(&t);
+        let hlen = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+        let header = String::from_utf8(bytes[10..10 + hlen].to_vec()).unwrap();
+        let header = header.replace("'fortran_order': False", "'fortran_order': True ");
+        let mut f = bytes[..10].to_vec();
+        f.extend(header.bytes());
+        f.extend(&bytes[10 + hlen..]);
+        let p = dir.join("f.npy");
+        std::fs::write(&p, &f).unwrap();
+        assert_eq!(read(&p).unwrap().data, vec![1, 2, 3, 4, 5, 6]);
     }
 
     #[test]

@@ -200,8 +200,9 @@ pub(crate) fn cmd_verify(
     }
     match verify::verify_encoded(&program_enc, &cfg, &limits) {
         Ok((_, report)) => {
-            // Declared segment sizes stand in for the buffers a driver would bind.
-            if !segments.is_empty() {
+            // Declared segment sizes stand in for the buffers a driver would bind; a blob is
+            // checked even when it declares none (its program then cannot be bound at all).
+            if !segments.is_empty() || blob_cfg.is_some() {
                 let mut bindings = [None; 16];
                 for s in &segments {
                     if let Some(slot) = bindings.get_mut(usize::from(s.id)) {
@@ -454,13 +455,50 @@ pub(crate) fn cmd_sim(
     let report = verify::verify(&program, &cfg, &Limits::default()).map_err(|e| {
         invalid(format!("{}: rejected by the validator for `{}`\n{e}", input.display(), cfg.name))
     })?;
-    let mut buffers: Vec<Option<(Vec<u8>, bool)>> = vec![None; 16];
+    // The buffers a driver would bind: declared sizes, else the program's extents; checked as
+    // the driver checks a submit, and allocated only after (at most the driver's largest
+    // buffer object, and an allocation failure is an error, not an abort).
+    let mut sizes: Vec<Option<(u64, bool)>> = vec![None; 16];
     for (i, u) in report.segments.iter().enumerate() {
         let decl = decls.iter().find(|d| usize::from(d.id) == i);
         if u.used() || decl.is_some() {
             let size = decl.map_or(u.required_size(), |d| d.size);
             let writable = decl.is_none_or(|d| d.access & blob::ACCESS_WRITE != 0);
-            buffers[i] = Some((vec![0; size as usize], writable));
+            sizes[i] = Some((size, writable));
+        }
+    }
+    let mut seg_files = Vec::new();
+    for arg in seg_args {
+        let (n, file) = parse_seg_arg(arg)?;
+        let data = read(&file)?;
+        let len = data.len() as u64;
+        seg_files.push((n, data));
+        match sizes.get_mut(n) {
+            Some(Some((size, _))) if decls.iter().any(|d| usize::from(d.id) == n) => {
+                if len > *size {
+                    bail!(invalid(format!(
+                        "{}: {len} bytes do not fit segment {n}, declared {size} bytes",
+                        file.display()
+                    )));
+                }
+            }
+            Some(Some((size, _))) => *size = (*size).max(len),
+            _ => bail!(invalid(format!("segment {n} is not used by the program"))),
+        }
+    }
+    let mut bindings = [None; 16];
+    for (b, s) in bindings.iter_mut().zip(&sizes) {
+        *b = s.map(|(size, writable)| verify::Binding { size, writable });
+    }
+    verify::check_bindings(&report, &bindings).map_err(|e| {
+        invalid(format!("{}: the segments do not fit the program\n{e}", input.display()))
+    })?;
+    let mut buffers: Vec<Option<(Vec<u8>, bool)>> = vec![None; 16];
+    for (i, s) in sizes.iter().enumerate() {
+        if let Some((size, writable)) = *s {
+            let data = accelc_runtime::driver::zeroed(size)
+                .map_err(|e| invalid(format!("segment {i}: {e}")))?;
+            buffers[i] = Some((data, writable));
         }
     }
     for (id, data) in consts {
@@ -468,22 +506,11 @@ pub(crate) fn cmd_sim(
             buf[..data.len()].copy_from_slice(&data);
         }
     }
-    for arg in seg_args {
-        let (n, file) = parse_seg_arg(arg)?;
-        let data = read(&file)?;
-        let slot = &mut buffers[n];
-        match slot {
-            Some((buf, _)) if data.len() <= buf.len() => buf[..data.len()].copy_from_slice(&data),
-            Some((buf, _)) if decls.iter().any(|d| usize::from(d.id) == n) => {
-                bail!(invalid(format!(
-                    "{}: {} bytes do not fit segment {n}, declared {} bytes",
-                    file.display(),
-                    data.len(),
-                    buf.len()
-                )))
-            }
-            Some((buf, _)) => *buf = data,
-            None => bail!(invalid(format!("segment {n} is not used by the program"))),
+    for (n, data) in seg_files {
+        if let Some(Some((buf, _))) = buffers.get_mut(n)
+            && let Some(dst) = buf.get_mut(..data.len())
+        {
+            dst.copy_from_slice(&data);
         }
     }
     let mut segs: accelc_runtime::sim::Segments<'_> = Default::default();

@@ -401,8 +401,14 @@ impl Out {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn str(&mut self, s: &str) -> Result<(), BlobError> {
-        let len = u16::try_from(s.len())
-            .map_err(|_| err(None, None, format!("string of {} bytes is too long", s.len())))?;
+        let len = u16::try_from(s.len()).map_err(|_| {
+            let start: String = s.chars().take(40).collect();
+            err(
+                None,
+                None,
+                format!("string `{start}...` of {} bytes is longer than 65535 bytes", s.len()),
+            )
+        })?;
         self.u16(len);
         self.0.extend_from_slice(s.as_bytes());
         Ok(())

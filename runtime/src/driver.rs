@@ -411,7 +411,8 @@ impl Context {
                 "buffer size {size} is outside 1..={MAX_BO_BYTES}"
             )));
         }
-        let bo = Bo { data: Arc::new(Mutex::new(vec![0; size as usize])), read_only };
+        let data = zeroed(size).map_err(DriverError::Invalid)?;
+        let bo = Bo { data: Arc::new(Mutex::new(data)), read_only };
         Ok(BoHandle(self.state().bos.insert(bo)))
     }
 
@@ -659,4 +660,20 @@ fn run_job(sim: &mut Simulator, job: &QueuedJob) -> JobStatus {
         Err(f) if f.kind == FaultKind::Watchdog => JobStatus::TimedOut(f),
         Err(f) => JobStatus::Faulted(f),
     }
+}
+
+/// `n` zero bytes, or an error when the host cannot provide them: the allocation is probed
+/// first (`try_reserve_exact`), so a request the allocator refuses fails this request instead
+/// of aborting the process; the zeroed buffer itself comes from the allocator's zeroed pages,
+/// untouched until used.
+pub fn zeroed(n: u64) -> std::result::Result<Vec<u8>, String> {
+    if n > MAX_BO_BYTES {
+        return Err(format!("{n} bytes is more than a buffer may have ({MAX_BO_BYTES})"));
+    }
+    let n = usize::try_from(n)
+        .map_err(|_| format!("{n} bytes do not fit this host's address space"))?;
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(n).map_err(|e| format!("cannot allocate {n} bytes: {e}"))?;
+    drop(probe);
+    Ok(vec![0; n])
 }

@@ -166,26 +166,46 @@ impl Compiled {
             program,
             cycle_bound: self.report.cycle_bound,
             consts: self.consts.as_slice().into(),
-            meta: vec![
-                ("producer".into(), format!("accelc {}", env!("CARGO_PKG_VERSION"))),
+            meta: [
+                ("producer".to_string(), format!("accelc {}", env!("CARGO_PKG_VERSION"))),
                 ("arena_bytes".into(), self.arena_bytes.to_string()),
                 ("spad_peak".into(), self.spad_peak.to_string()),
-                ("layers".into(), self.layers_meta()),
-            ],
+            ]
+            .into_iter()
+            .chain(self.layers_meta())
+            .collect(),
             debug,
         };
         blob.to_bytes().map_err(|e| LowerError::msg(format!("blob: {e}")))
     }
 
-    /// Per-layer figures for the blob's metadata: `start end macs min_bytes kind` per line
-    /// (names are in the debug section).
-    fn layers_meta(&self) -> String {
-        self.layers
-            .iter()
-            .map(|l| {
-                let dt = l.dtype.name();
-                format!("{} {} {} {} {} {dt}\n", l.start, l.end, l.macs, l.min_bytes, l.kind.name())
-            })
+    /// Per-layer figures for the blob's metadata: `start end macs min_bytes kind dtype` per
+    /// line (names are in the debug section), as entries `layers`, `layers.1`, `layers.2`, ...
+    /// of whole lines, each within the container's 65,535-byte string limit, to be
+    /// concatenated in order.
+    fn layers_meta(&self) -> Vec<(String, String)> {
+        let mut chunks: Vec<String> = vec![String::new()];
+        for l in &self.layers {
+            let dt = l.dtype.name();
+            let line = format!(
+                "{} {} {} {} {} {dt}\n",
+                l.start,
+                l.end,
+                l.macs,
+                l.min_bytes,
+                l.kind.name()
+            );
+            if chunks.last().is_some_and(|c| c.len() + line.len() > usize::from(u16::MAX)) {
+                chunks.push(String::new());
+            }
+            if let Some(c) = chunks.last_mut() {
+                c.push_str(&line);
+            }
+        }
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (if i == 0 { "layers".into() } else { format!("layers.{i}") }, c))
             .collect()
     }
 
@@ -379,7 +399,14 @@ pub fn estimate_cycles(program: &Program, layers: &[Layer], cfg: &DeviceConfig) 
 
 /// The layers recorded in a blob (debug ranges and the `layers` metadata), if it has them.
 pub fn layers_from_blob(blob: &Blob<'_>) -> Option<Vec<Layer>> {
-    let meta = &blob.meta.iter().find(|(k, _)| k == "layers")?.1;
+    let mut meta = blob.meta.iter().find(|(k, _)| k == "layers")?.1.clone();
+    for i in 1.. {
+        let key = format!("layers.{i}");
+        match blob.meta.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => meta.push_str(v),
+            None => break,
+        }
+    }
     let mut out = Vec::new();
     for (line, d) in meta.lines().zip(&blob.debug) {
         let f: Vec<&str> = line.split(' ').collect();

@@ -609,106 +609,137 @@ fn from_egraph<CF: egg::CostFunction<Node>>(
             }
         }
     }
+    /// A step of the post-order walk that emits a class (or a tuple class) after its children.
+    enum Task {
+        Visit(Id),
+        Finish(Id),
+        VisitTuple(Id),
+        FinishTuple(Id),
+    }
+    /// Emits class `c` and everything it needs, children first in order (the order a
+    /// recursive walk gives), with an explicit stack: a chain of any length uses no call
+    /// stack. A class met again while its own children are being emitted is a cycle.
     fn emit<CF: egg::CostFunction<Node>>(
         g: &mut Graph,
         eg: &EG,
         ex: &egg::Extractor<'_, CF, Node, Facts>,
         st: &mut State,
-        c: Id,
-        depth: usize,
+        root: Id,
     ) -> Result<Option<ValueId>, String> {
-        let c = eg.find(c);
-        if let Some(v) = st.single.get(&c) {
-            return Ok(*v);
-        }
-        if depth > 100_000 {
-            return Err("internal: extraction is cyclic".into());
-        }
-        let node = ex.find_best_node(c).clone();
-        let v = match &node {
-            Node::Absent => None,
-            Node::Input(i) => Some(g.inputs[*i as usize]),
-            Node::Const(k) => {
-                let t = eg.analysis.consts[*k as usize].clone();
-                let name = name_for(st, eg, c, "const");
-                Some(g.add_value(Value {
-                    name,
-                    ty: Some(TensorType { dtype: t.dtype, shape: t.shape.clone() }),
-                    constant: Some(t),
-                }))
-            }
-            Node::Get(i, t) => {
-                let outs = emit_tuple(g, eg, ex, st, *t, depth + 1)?;
-                outs.get(*i as usize).copied()
-            }
-            Node::Op(k, children) => {
-                let mut inputs = Vec::new();
-                for ch in children {
-                    inputs.push(emit(g, eg, ex, st, *ch, depth + 1)?);
+        let mut open = std::collections::HashSet::new();
+        let mut stack = vec![Task::Visit(root)];
+        let cycle = || "internal: extraction is cyclic".to_string();
+        while let Some(task) = stack.pop() {
+            match task {
+                Task::Visit(c) => {
+                    let c = eg.find(c);
+                    if st.single.contains_key(&c) {
+                        continue;
+                    }
+                    if !open.insert((c, false)) {
+                        return Err(cycle());
+                    }
+                    stack.push(Task::Finish(c));
+                    match ex.find_best_node(c) {
+                        Node::Get(_, t) => stack.push(Task::VisitTuple(*t)),
+                        Node::Op(_, children) => {
+                            stack.extend(children.iter().rev().map(|ch| Task::Visit(*ch)))
+                        }
+                        Node::Absent | Node::Input(_) | Node::Const(_) => {}
+                    }
                 }
-                let operator = &eg.analysis.ops[*k as usize];
-                let name = name_for(st, eg, c, &operator.op_type);
-                let out = g.add_value(Value {
-                    name: name.clone(),
-                    ty: eg[c].data.ty.clone(),
-                    constant: None,
-                });
-                let node = node_name(st, eg, c, &operator.op_type);
-                g.nodes.push(IrNode {
-                    name: node,
-                    op_type: operator.op_type.clone(),
-                    op: operator.op.clone(),
-                    inputs,
-                    outputs: vec![out],
-                });
-                Some(out)
+                Task::VisitTuple(t) => {
+                    let t = eg.find(t);
+                    if st.tuple.contains_key(&t) {
+                        continue;
+                    }
+                    if !open.insert((t, true)) {
+                        return Err(cycle());
+                    }
+                    let Node::Op(_, children) = ex.find_best_node(t) else {
+                        return Err("internal: a tuple class without an operation".into());
+                    };
+                    stack.push(Task::FinishTuple(t));
+                    stack.extend(children.iter().rev().map(|ch| Task::Visit(*ch)));
+                }
+                Task::Finish(c) => {
+                    open.remove(&(c, false));
+                    let v = match ex.find_best_node(c).clone() {
+                        Node::Absent => None,
+                        Node::Input(i) => Some(g.inputs[i as usize]),
+                        Node::Const(k) => {
+                            let t = eg.analysis.consts[k as usize].clone();
+                            let name = name_for(st, eg, c, "const");
+                            Some(g.add_value(Value {
+                                name,
+                                ty: Some(TensorType { dtype: t.dtype, shape: t.shape.clone() }),
+                                constant: Some(t),
+                            }))
+                        }
+                        Node::Get(i, t) => {
+                            let outs = st.tuple.get(&eg.find(t)).ok_or_else(cycle)?;
+                            outs.get(i as usize).copied()
+                        }
+                        Node::Op(k, children) => {
+                            let inputs = children
+                                .iter()
+                                .map(|ch| st.single.get(&eg.find(*ch)).copied().ok_or_else(cycle))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            let operator = &eg.analysis.ops[k as usize];
+                            let name = name_for(st, eg, c, &operator.op_type);
+                            let out = g.add_value(Value {
+                                name: name.clone(),
+                                ty: eg[c].data.ty.clone(),
+                                constant: None,
+                            });
+                            let node = node_name(st, eg, c, &operator.op_type);
+                            g.nodes.push(IrNode {
+                                name: node,
+                                op_type: operator.op_type.clone(),
+                                op: operator.op.clone(),
+                                inputs,
+                                outputs: vec![out],
+                            });
+                            Some(out)
+                        }
+                    };
+                    st.single.insert(c, v);
+                }
+                Task::FinishTuple(t) => {
+                    open.remove(&(t, true));
+                    let Node::Op(k, children) = ex.find_best_node(t).clone() else {
+                        return Err("internal: a tuple class without an operation".into());
+                    };
+                    let inputs = children
+                        .iter()
+                        .map(|ch| st.single.get(&eg.find(*ch)).copied().ok_or_else(cycle))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let operator = eg.analysis.ops[k as usize].clone();
+                    let types = eg[t].data.tuple.clone().unwrap_or_default();
+                    let outs: Vec<ValueId> = (0..operator.outputs)
+                        .map(|i| {
+                            st.fresh += 1;
+                            let name = format!("{}_opt{}_{i}", operator.op_type, st.fresh);
+                            st.used_names.insert(name.clone());
+                            g.add_value(Value { name, ty: types.get(i).cloned(), constant: None })
+                        })
+                        .collect();
+                    let node = node_name(st, eg, t, &operator.op_type);
+                    g.nodes.push(IrNode {
+                        name: node,
+                        op_type: operator.op_type.clone(),
+                        op: operator.op.clone(),
+                        inputs,
+                        outputs: outs.clone(),
+                    });
+                    st.tuple.insert(t, outs);
+                }
             }
-        };
-        st.single.insert(c, v);
-        Ok(v)
-    }
-    fn emit_tuple<CF: egg::CostFunction<Node>>(
-        g: &mut Graph,
-        eg: &EG,
-        ex: &egg::Extractor<'_, CF, Node, Facts>,
-        st: &mut State,
-        t: Id,
-        depth: usize,
-    ) -> Result<Vec<ValueId>, String> {
-        let t = eg.find(t);
-        if let Some(v) = st.tuple.get(&t) {
-            return Ok(v.clone());
         }
-        let Node::Op(k, children) = ex.find_best_node(t).clone() else {
-            return Err("internal: a tuple class without an operation".into());
-        };
-        let mut inputs = Vec::new();
-        for ch in &children {
-            inputs.push(emit(g, eg, ex, st, *ch, depth + 1)?);
-        }
-        let operator = eg.analysis.ops[k as usize].clone();
-        let types = eg[t].data.tuple.clone().unwrap_or_default();
-        let outs: Vec<ValueId> = (0..operator.outputs)
-            .map(|i| {
-                st.fresh += 1;
-                let name = format!("{}_opt{}_{i}", operator.op_type, st.fresh);
-                st.used_names.insert(name.clone());
-                g.add_value(Value { name, ty: types.get(i).cloned(), constant: None })
-            })
-            .collect();
-        let node = node_name(st, eg, t, &operator.op_type);
-        g.nodes.push(IrNode {
-            name: node,
-            op_type: operator.op_type.clone(),
-            op: operator.op.clone(),
-            inputs,
-            outputs: outs.clone(),
-        });
-        st.tuple.insert(t, outs.clone());
-        Ok(outs)
+        st.single.get(&eg.find(root)).copied().ok_or_else(cycle)
     }
     for (r, name) in roots.iter().zip(&out_names) {
-        let v = emit(&mut g, eg, ex, &mut st, *r, 0)?
+        let v = emit(&mut g, eg, ex, &mut st, *r)?
             .ok_or_else(|| "internal: an output has no value".to_string())?;
         // The output keeps its name: the value is renamed, or, when it is an input, a
         // constant or already an output, an Identity gives the output its own value.
@@ -730,6 +761,6 @@ fn from_egraph<CF: egg::CostFunction<Node>>(
             g.outputs.push(v);
         }
     }
-    // Emission recursed from the outputs, so producers precede consumers already.
+    // Emission walked from the outputs children first, so producers precede consumers.
     Ok(g)
 }

@@ -187,6 +187,13 @@ pub enum ErrorKind {
         /// The segment.
         seg: Seg,
     },
+    /// A declared or bound segment larger than the segment space.
+    SegmentTooLarge {
+        /// The segment.
+        seg: Seg,
+        /// Bytes declared or bound.
+        size: u64,
+    },
     /// A bound buffer is smaller than the program's extent in it.
     SegmentTooSmall {
         /// The segment.
@@ -291,6 +298,10 @@ impl fmt::Display for VerifyError {
             ErrorKind::SegmentUnused { seg } => {
                 write!(f, "segment {seg} is bound but the program does not use it")
             }
+            ErrorKind::SegmentTooLarge { seg, size } => write!(
+                f,
+                "segment {seg} is declared {size} bytes; a segment spans at most {SEGMENT_SPACE} bytes (the 40-bit offset space)"
+            ),
             ErrorKind::SegmentTooSmall { seg, required, size } => write!(
                 f,
                 "segment {seg} is {size} bytes but the program reaches byte {required} (a DMA past its end)"

@@ -218,8 +218,9 @@ pub struct Binding {
 }
 
 /// The submit-time check a driver runs against a validated program's report: every segment the
-/// program uses is bound, no unused one is, bound buffers cover the program's extents, and
-/// written segments are writable.
+/// program uses is bound, no unused one is, no buffer exceeds the segment space
+/// ([`SEGMENT_SPACE`]), bound buffers cover the program's extents, and written segments are
+/// writable.
 pub fn check_bindings(
     report: &Report,
     bindings: &[Option<Binding>; Seg::COUNT],
@@ -228,6 +229,9 @@ pub fn check_bindings(
     for (n, (used, bound)) in (0u8..).zip(report.segments.iter().zip(bindings)) {
         let Some(seg) = Seg::new(n) else { continue };
         let kind = match (used.used(), bound) {
+            (_, Some(b)) if b.size > SEGMENT_SPACE => {
+                ErrorKind::SegmentTooLarge { seg, size: b.size }
+            }
             (false, None) => continue,
             (true, None) => ErrorKind::SegmentUnbound { seg },
             (false, Some(_)) => ErrorKind::SegmentUnused { seg },

@@ -108,3 +108,43 @@ fn npy_files_are_bounded_typed_and_written_atomically() {
     let y: ndarray::ArrayD<i32> = ndarray_npy::read_npy(outdir.join("y.npy")).unwrap();
     assert_eq!(y.as_slice().unwrap(), &[1, -2, 3, 2147483647]);
 }
+
+/// Segment sizes read from a file are checked before anything is allocated, by the same check
+/// the driver makes at submit (`check_bindings`): a declaration of 2^64 - 1 bytes is refused by
+/// `verify` and `sim` naming the 40-bit segment space; a buffer sized from a program's 2^40-byte
+/// extent is refused naming the driver's buffer limit; a blob declaring no segments for a
+/// program that uses two fails `verify` (as it would fail `run`).
+#[test]
+fn segment_sizes_are_checked_before_allocating() {
+    let r = accelc(&["verify", &shared("seg_decl_u64max.s")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("a segment spans at most 1099511627776 bytes"), "{}", r.stderr);
+    let r = accelc(&["sim", &shared("seg_decl_u64max.s")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("a segment spans at most 1099511627776 bytes"), "{}", r.stderr);
+    let r = accelc(&["sim", &shared("sim_alloc_2p40_undeclared.s")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("more than a buffer may have"), "{}", r.stderr);
+    let blob = out("noseg");
+    assert_eq!(accelc(&["asm", &shared("noseg_roundtrip.s"), "-o", &blob]).code, 0);
+    let r = accelc(&["verify", &blob]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("segment 0 is used by the program but not bound"), "{}", r.stderr);
+    let r = accelc(&["run", &blob]);
+    assert_eq!(r.code, 1, "{r:?}");
+}
+
+/// A valid 5,001-node chain compiles, and its blob keeps every layer's record (metadata split
+/// across entries within the container's string limit) for `profile`.
+#[test]
+fn a_long_chain_compiles_and_profiles() {
+    let blob = out("chain5k");
+    let r = accelc(&["compile", &shared("many_nodes_5k.onnxtxt"), "-o", &blob]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = accelc(&["profile", &blob]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Relu_5000"), "{}", &r.stdout[r.stdout.len().saturating_sub(500)..]);
+    let bytes = std::fs::read(&blob).unwrap();
+    let b = accelc_isa::blob::Blob::read(&bytes).unwrap();
+    assert_eq!(accelc_compiler::lower::layers_from_blob(&b).map(|l| l.len()), Some(5001));
+}
