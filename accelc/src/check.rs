@@ -103,8 +103,33 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
                 result: r.map_err(|e| e.message),
             });
         }
-        compile =
-            crate::compile::lower(&g, &src, opts, &mut ()).map(|_| ()).map_err(|e| e.to_string());
+        let lowered = accelc_compiler::lower::compile(&g, &copts).and_then(|c| c.blob());
+        if let Err(e) = &lowered {
+            // Limits only emission meets (a row longer than an instruction field, a tile
+            // that does not fit the scratchpad, the instruction count) are decided after
+            // select: the node(s) of the kernel emission stopped at block the model too, so
+            // `check` never reports a model that does not compile without a blocker.
+            let parts: Vec<&str> =
+                e.node.as_deref().map(|n| n.split('+').collect()).unwrap_or_default();
+            let mut blamed = false;
+            for n in
+                nodes.iter_mut().filter(|n| n.stage == "device" && parts.contains(&n.name.as_str()))
+            {
+                if n.result.is_ok() {
+                    n.result = Err(format!("{} (found when its kernel was emitted)", e.message));
+                }
+                blamed = true;
+            }
+            if !blamed {
+                nodes.push(NodeCheck {
+                    name: e.node.clone().unwrap_or_else(|| "(whole program)".into()),
+                    op_type: String::new(),
+                    stage: "device",
+                    result: Err(e.message.clone()),
+                });
+            }
+        }
+        compile = lowered.map(|_| ()).map_err(|e| crate::compile::lower_err(&src, e).to_string());
     }
     Ok(CheckReport {
         model: src.describe(),

@@ -461,6 +461,8 @@ pub(crate) fn cmd_diff(
         c.compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
     let ins = inputs(&specs, input_args, seed)?;
     match accelc::first_difference(&c.reference, &c.compiled, &ins).map_err(fail)? {
+        // Nothing compared is not a match.
+        Ok(0) => bail!(invalid("no tensor of the device's run has a counterpart in the reference")),
         Ok(n) => {
             writeln!(
                 out,

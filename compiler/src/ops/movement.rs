@@ -501,6 +501,8 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             // The attribute forms of opsets before 11.
             if let Some(p) = pads {
                 a.push(format!("pads: ints = {}", ints(p)));
+            }
+            if pads.is_some() || *value != 0.0 {
                 a.push(format!("value: float = {}", flt(*value)));
             }
         }

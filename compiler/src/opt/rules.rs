@@ -215,7 +215,7 @@ fn transpose_through_unary(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     let (p, x) = transpose_of(eg, ch[0])?;
     let mut args = vec![Some(Build::Class(x))];
     args.extend(ch[1..].iter().map(|b| if absent(eg, *b) { None } else { Some(Build::Class(*b)) }));
-    let inner = Build::Op(o.clone(), leak(op_type), args);
+    let inner = Build::Op(o.clone(), leak(op_type)?, args);
     let perm = p.iter().map(|x| *x as i64).collect();
     Some(Build::Op(Op::Transpose { perm }, "Transpose", vec![Some(inner)]))
 }
@@ -229,35 +229,17 @@ fn transpose_through_binary(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     }
     let inner = Build::Op(
         Op::Binary(*b),
-        leak(op_type),
+        leak(op_type)?,
         vec![Some(Build::Class(a)), Some(Build::Class(bb))],
     );
     let perm = pa.iter().map(|x| *x as i64).collect();
     Some(Build::Op(Op::Transpose { perm }, "Transpose", vec![Some(inner)]))
 }
 
-fn leak(s: &str) -> &'static str {
-    match s {
-        "Add" => "Add",
-        "Sub" => "Sub",
-        "Mul" => "Mul",
-        "Div" => "Div",
-        "Pow" => "Pow",
-        "Relu" => "Relu",
-        "Sigmoid" => "Sigmoid",
-        "Tanh" => "Tanh",
-        "Exp" => "Exp",
-        "Erf" => "Erf",
-        "Sqrt" => "Sqrt",
-        "Neg" => "Neg",
-        "Abs" => "Abs",
-        "HardSwish" => "HardSwish",
-        "LeakyRelu" => "LeakyRelu",
-        "HardSigmoid" => "HardSigmoid",
-        "Gelu" => "Gelu",
-        "Clip" => "Clip",
-        _ => "Op",
-    }
+/// The registry's own `'static` name for ONNX op type `s` (every op the importer converts has
+/// one); `None` stops a rewrite rather than invent a name.
+fn leak(s: &str) -> Option<&'static str> {
+    crate::ops::REGISTRY.iter().flat_map(|d| d.onnx.iter().copied()).find(|n| *n == s)
 }
 
 // ---- arithmetic the device prefers --------------------------------------------------------

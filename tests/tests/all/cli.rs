@@ -324,3 +324,21 @@ fn compile_errors_name_the_node() {
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `diff` compares what the device produced through an alias too: a 1-D convolution (lifted to
+/// 2-D by legalize, its output a Squeeze of the kernel's) is checked against the reference,
+/// not passed with nothing compared.
+#[test]
+fn diff_compares_outputs_produced_through_aliases() {
+    let dir = std::env::temp_dir().join(format!("accelc-diff-alias-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("c1d.onnxtxt");
+    std::fs::write(
+        &p,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[1,2,10] x) => (float[1,3,8] y)\n   <float[3,2,3] w = {1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9}>\n{\n  y = Conv (x, w)\n}\n",
+    )
+    .unwrap();
+    let run = accelc(&["diff", p.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("all 1 tensors match"), "{}", run.stdout);
+}
