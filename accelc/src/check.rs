@@ -112,9 +112,7 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
             let parts: Vec<&str> =
                 e.node.as_deref().map(|n| n.split('+').collect()).unwrap_or_default();
             let mut blamed = false;
-            for n in
-                nodes.iter_mut().filter(|n| n.stage == "device" && parts.contains(&n.name.as_str()))
-            {
+            for n in nodes.iter_mut().filter(|n| parts.contains(&n.name.as_str())) {
                 if n.result.is_ok() {
                     n.result = Err(format!("{} (found when its kernel was emitted)", e.message));
                 }

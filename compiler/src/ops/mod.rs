@@ -178,7 +178,9 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
 /// The error of a family facet without an arm for `op`: `ops::def` routed it here but this
 /// facet does not handle it (a registry bug, never user input).
 pub(crate) fn misrouted(op: &Op, family: &str) -> String {
-    format!("internal: the {family} family has no arm for {op:?} in this facet (ops::def routes it here)")
+    format!(
+        "internal: the {family} family has no arm for {op:?} in this facet (ops::def routes it here)"
+    )
 }
 
 /// As [`misrouted`], for an ONNX op type handed to the wrong family's importer.
