@@ -239,7 +239,13 @@ pub fn run(
     match dispatch(cli.command, out, err) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(err, "error: {e:#}");
+            // Rendered diagnostics (text syntax, assembly) already start with `error: `.
+            let msg = format!("{e:#}");
+            let _ = if msg.starts_with("error: ") {
+                writeln!(err, "{msg}")
+            } else {
+                writeln!(err, "error: {msg}")
+            };
             if e.downcast_ref::<Invalid>().is_some() { 1 } else { 2 }
         }
     }

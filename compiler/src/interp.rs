@@ -237,13 +237,14 @@ pub(crate) fn pads(w: &Window, input: &[usize], kernel: &[usize]) -> R<Geometry>
     let nd = input.len();
     let strides = if w.strides.is_empty() { vec![1; nd] } else { w.strides.clone() };
     let dil = if w.dilations.is_empty() { vec![1; nd] } else { w.dilations.clone() };
-    if strides.len() != nd
-        || dil.len() != nd
-        || kernel.len() != nd
-        || strides.contains(&0)
-        || dil.contains(&0)
-    {
-        return Err("window attributes do not match the spatial rank".into());
+    if strides.len() != nd || dil.len() != nd || kernel.len() != nd {
+        return Err(format!(
+            "window attributes (strides {strides:?}, dilations {dil:?}, kernel {kernel:?}) do not \
+             match the {nd} spatial axes"
+        ));
+    }
+    if strides.contains(&0) || dil.contains(&0) {
+        return Err(format!("strides {strides:?} and dilations {dil:?} must be positive"));
     }
     let (mut begin, mut end) = (vec![0; nd], vec![0; nd]);
     match w.auto_pad {

@@ -109,6 +109,23 @@ pub fn import(
         let ty = TensorType { dtype: t.dtype, shape: t.shape.clone() };
         b.define(&name, Value { name: name.clone(), ty: Some(ty), constant: Some(t) }, None)?;
     }
+    // A shape for an input the model does not have is a mistake worth naming (before any
+    // input's own error, which would suggest the wrong fix).
+    let input_names: Vec<&str> = graph
+        .input
+        .iter()
+        .filter_map(|i| i.name.as_deref())
+        .filter(|n| !b.names.contains_key(*n))
+        .collect();
+    let mut unknown: Vec<&String> =
+        opts.input_shapes.keys().filter(|k| !input_names.contains(&k.as_str())).collect();
+    unknown.sort();
+    if let Some(k) = unknown.first() {
+        return Err(err(format!(
+            "--input-shape names `{k}`, which is not an input of the model (inputs: {})",
+            input_names.join(", ")
+        )));
+    }
     for input in &graph.input {
         let name = input.name.clone().unwrap_or_default();
         if b.names.contains_key(name.as_str()) {
@@ -166,11 +183,30 @@ pub(crate) fn value_type(
             .map(|_| ())
             .ok_or_else(|| format!("shape {shape:?} has more bytes than 64 bits can count"))
     };
+    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
     if let Some(shape) = opts.input_shapes.get(&name) {
         fits(shape)?;
+        // A given shape fixes symbolic dimensions; it may not contradict declared ones.
+        let declared = tt.shape.is_some();
+        if declared && dims.len() != shape.len() {
+            return Err(format!(
+                "--input-shape gives {} dimensions; the model declares {}",
+                shape.len(),
+                dims.len()
+            ));
+        }
+        for (i, (d, s)) in dims.iter().zip(shape).enumerate() {
+            if let Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) = &d.value
+                && *v >= 0
+                && *v as usize != *s
+            {
+                return Err(format!(
+                    "--input-shape gives dimension {i} as {s}; the model declares {v}"
+                ));
+            }
+        }
         return Ok(TensorType { dtype, shape: shape.clone() });
     }
-    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
     let mut shape = Vec::with_capacity(dims.len());
     for d in dims {
         match &d.value {

@@ -39,6 +39,24 @@ fn add_value(g: &mut Graph, name: String, ty: TensorType, constant: Option<Tenso
     g.add_value(Value { name, ty: Some(ty), constant })
 }
 
+/// Renames the values legalize added (ids from `first` on) whose names another value already
+/// has, to `name~2`, `name~3`, ...: a user's value may be called anything, including what
+/// legalize generates. One pass with a set of the names in use.
+fn unique_names(g: &mut Graph, first: usize) {
+    let mut used: std::collections::HashSet<String> =
+        g.values[..first.min(g.values.len())].iter().map(|v| v.name.clone()).collect();
+    for v in g.values.iter_mut().skip(first) {
+        if !used.insert(v.name.clone()) {
+            let base = v.name.clone();
+            let mut k = 2;
+            while !used.insert(format!("{base}~{k}")) {
+                k += 1;
+            }
+            v.name = format!("{base}~{k}");
+        }
+    }
+}
+
 /// Appends `op` (Unsqueeze or Squeeze) of `x` at axis 2 as node `name`, producing `out`.
 fn unit_axis(g: &mut Graph, name: String, op: Op, x: ValueId, out: ValueId) {
     let t = Tensor::from_i64(vec![1], &[2]);
@@ -58,8 +76,9 @@ fn unit_axis(g: &mut Graph, name: String, op: Op, x: ValueId, out: ValueId) {
 /// convolutions the first step makes may be 1-D).
 pub(crate) fn legalize(graph: &Graph) -> Result<Legalized, LowerError> {
     let first = conv_transpose_to_conv(graph)?;
-    let second = lift_1d(&first.graph)?;
+    let mut second = lift_1d(&first.graph)?;
     let origin = second.origin.iter().map(|i| first.origin[*i]).collect();
+    unique_names(&mut second.graph, graph.values.len());
     Ok(Legalized { graph: second.graph, origin })
 }
 

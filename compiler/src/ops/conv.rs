@@ -438,6 +438,16 @@ pub(crate) fn conv_transpose_shape(
     if kernel.len() != nd || strides.len() != nd || dil.len() != nd || outpad.len() != nd {
         return Err("window attributes do not match the spatial rank".into());
     }
+    if strides.contains(&0) || dil.contains(&0) {
+        return Err(format!("strides {strides:?} and dilations {dil:?} must be positive"));
+    }
+    // ONNX ConvTranspose: output_padding must be smaller than the stride or the dilation.
+    if let Some(i) = (0..nd).find(|&i| outpad[i] >= strides[i].max(dil[i])) {
+        return Err(format!(
+            "output_padding {} on axis {i} is not smaller than its stride {} or dilation {}",
+            outpad[i], strides[i], dil[i]
+        ));
+    }
     let input = &x[2..];
     let (mut begin, mut out) = (vec![0usize; nd], vec![0usize; nd]);
     for i in 0..nd {
@@ -453,6 +463,17 @@ pub(crate) fn conv_transpose_shape(
             } else {
                 output_shape[output_shape.len().saturating_sub(nd) + i]
             };
+            // An explicit output_shape beyond the full result is an implicit output padding,
+            // which (as any output padding) must stay below the stride or the dilation.
+            if !output_shape.is_empty() && target >= full + strides[i].max(dil[i]) {
+                return Err(format!(
+                    "output_shape {target} on axis {i} exceeds the full result {full} by {}, not \
+                     less than its stride {} or dilation {}",
+                    target - full,
+                    strides[i],
+                    dil[i]
+                ));
+            }
             let total = full.saturating_sub(target);
             begin[i] =
                 if win.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };

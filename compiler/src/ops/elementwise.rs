@@ -98,6 +98,13 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
 pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
     let x = || input(ins, 0);
     match &node.op {
+        // Integers only where ONNX defines them (Neg, Abs, Relu); the rest are float-only.
+        Op::Unary(u)
+            if x()?.dtype != DType::F32
+                && !matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu) =>
+        {
+            Err(format!("{u:?} of {} (ONNX defines it for floats)", x()?.dtype))
+        }
         Op::Unary(_)
         | Op::LeakyRelu { .. }
         | Op::HardSigmoid { .. }
@@ -135,6 +142,28 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
     match &node.op {
         Op::Binary(op) => one(binary(*op, arg(args, 0)?, arg(args, 1)?)?),
         Op::Variadic(op) => one(variadic(*op, args)?),
+        // Integer Neg, Abs and Relu (ONNX defines them for signed integers; the others are
+        // float-only and refused by the shape rule): in the type's width, wrapping as numpy
+        // does (Neg and Abs of the most negative value give it back).
+        Op::Unary(op @ (UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu))
+            if matches!(arg(args, 0)?, Array::Int(..)) =>
+        {
+            let Array::Int(x, dt) = arg(args, 0)? else {
+                return Err("internal: not integer".into());
+            };
+            let wrap = |v: i64| match dt {
+                DType::I8 => i64::from(v as i8),
+                DType::U8 | DType::Bool => i64::from(v as u8),
+                DType::I32 => i64::from(v as i32),
+                _ => v,
+            };
+            let f = |v: i64| match op {
+                UnaryOp::Neg => wrap(v.wrapping_neg()),
+                UnaryOp::Abs => wrap(v.wrapping_abs()),
+                _ => v.max(0),
+            };
+            one(Array::Int(x.mapv(f), *dt))
+        }
         Op::Unary(op) => {
             let x = arg(args, 0)?.f32()?;
             let f: fn(f32) -> f32 = match op {

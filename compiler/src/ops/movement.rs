@@ -1007,6 +1007,10 @@ pub(crate) fn resize_shape(
             if sc.len() != input.len() {
                 return Err(format!("{} scales for rank {}", sc.len(), input.len()));
             }
+            // ONNX: every scale is a positive number (NaN, zero and negative ones are invalid).
+            if let Some(s) = sc.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return Err(format!("Resize scale {s} is not a positive finite number"));
+            }
             let out = input.iter().zip(sc).map(|(i, s)| (*i as f64 * s).floor() as usize).collect();
             Ok((out, sc.to_vec()))
         }

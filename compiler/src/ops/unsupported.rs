@@ -52,7 +52,12 @@ pub(crate) fn lower(_b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), L
     let err = |m: &str| LowerError::at(&name, m.to_string());
     match &n.op {
         Op::Unsupported { op_type, reason } => {
-            Err(err(&format!("{op_type} is not supported: {reason}")))
+            // The importer's reason may already say just that.
+            if *reason == format!("`{op_type}` is not supported") {
+                Err(err(&format!("{op_type} is not supported")))
+            } else {
+                Err(err(&format!("{op_type} is not supported: {reason}")))
+            }
         }
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }

@@ -69,7 +69,21 @@ pub fn parse(source: &str) -> Result<ModelProto, Vec<Diagnostic>> {
                     lexer::LexError::Unexpected => format!("unexpected character `{text}`"),
                     lexer::LexError::BadNumber => format!("`{text}` is out of range"),
                 };
-                lex_errors.push(diag(Span::new(span.start, span.end), msg));
+                // A run of bad characters is one error, not one per character.
+                match lex_errors.last_mut() {
+                    Some(Diagnostic { span: last, message })
+                        if last.end == span.start
+                            && message.starts_with("unexpected character")
+                            && matches!(e, lexer::LexError::Unexpected) =>
+                    {
+                        last.end = span.end;
+                        let run = source.get(last.start..last.end).unwrap_or("");
+                        let shown: String = run.chars().take(20).collect();
+                        let more = if run.chars().count() > 20 { "…" } else { "" };
+                        *message = format!("unexpected characters `{shown}{more}`");
+                    }
+                    _ => lex_errors.push(diag(Span::new(span.start, span.end), msg)),
+                }
                 None
             }
         })

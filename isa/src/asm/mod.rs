@@ -75,22 +75,46 @@ pub fn line_col(source: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Renders diagnostics the way compilers do: message, `file:line:col`, the line, a caret
-/// under the offending text.
+/// Diagnostics [`render`] shows in full; the rest are counted.
+pub const MAX_RENDERED: usize = 20;
+
+/// Characters of a source line shown around the offending column (longer lines are cut).
+const LINE_WINDOW: usize = 100;
+
+/// Renders diagnostics the way compilers do: message, `file:line:col`, the line (a window of
+/// it around the column when long), a caret under the offending text. At most
+/// [`MAX_RENDERED`] are shown, then how many more there are, so the output stays bounded
+/// whatever the input.
 pub fn render(diags: &[Diagnostic], source: &str, filename: &str) -> String {
     let mut out = String::new();
-    for d in diags {
+    for d in diags.iter().take(MAX_RENDERED) {
         let (line, col) = line_col(source, d.span.start);
         let text = source.lines().nth(line - 1).unwrap_or("");
         let width = source
             .get(d.span.start..d.span.end.max(d.span.start))
             .map_or(1, |s| s.lines().next().unwrap_or("").chars().count().max(1));
+        // A window of the line around the column, with `…` where it is cut.
+        let chars: Vec<char> = text.chars().collect();
+        let from = if chars.len() <= LINE_WINDOW {
+            0
+        } else {
+            (col - 1).saturating_sub(LINE_WINDOW / 2).min(chars.len() - LINE_WINDOW)
+        };
+        let to = (from + LINE_WINDOW).min(chars.len());
+        let lead = if from > 0 { "…" } else { "" };
+        let tail = if to < chars.len() { "…" } else { "" };
+        let shown: String = chars[from..to].iter().collect();
+        let caret_at = col - 1 - from + lead.chars().count();
+        let width = width.min(to.saturating_sub(col - 1).max(1));
         let gutter = line.to_string().len();
         let _ = writeln!(out, "error: {}", d.message);
         let _ = writeln!(out, "{:gutter$}--> {filename}:{line}:{col}", "");
         let _ = writeln!(out, "{:gutter$} |", "");
-        let _ = writeln!(out, "{line} | {text}");
-        let _ = writeln!(out, "{:gutter$} | {}{}", "", " ".repeat(col - 1), "^".repeat(width));
+        let _ = writeln!(out, "{line} | {lead}{shown}{tail}");
+        let _ = writeln!(out, "{:gutter$} | {}{}", "", " ".repeat(caret_at), "^".repeat(width));
+    }
+    if diags.len() > MAX_RENDERED {
+        let _ = writeln!(out, "... and {} more errors", diags.len() - MAX_RENDERED);
     }
     out
 }

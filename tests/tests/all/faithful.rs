@@ -846,3 +846,34 @@ fn every_honoured_attribute_survives_printing() {
     assert!(lost.is_empty(), "attributes the printer loses:\n{}", lost.join("\n"));
     assert!(checked > 40, "only {checked} attributes checked");
 }
+
+/// Integer Neg, Abs and Relu follow ONNX (signed integer types allowed) in the type's width,
+/// as numpy computes them: Neg and Abs of the most negative value give it back; other unary
+/// functions of integers are refused by the shape rule, naming the type.
+#[test]
+fn integer_neg_abs_relu_wrap_like_numpy() {
+    use accelc_compiler::interp::{Array, run};
+    let text = |op: &str, ty: &str| {
+        format!(
+            "<ir_version: 8, opset_import: [\"\" : 17]>\ng ({ty}[4] x) => ({ty}[4] y) {{\n  y = {op} (x)\n}}\n"
+        )
+    };
+    let load = |t: &str| {
+        let m = accelc_compiler::text::parse(t).unwrap();
+        let mut g = import(m.encode_to_vec().into(), None, &ImportOptions::default()).unwrap();
+        accelc_compiler::pipeline::run_frontend(&mut g, &mut |_, _| {}).map(|()| g)
+    };
+    let x = ndarray::arr1(&[-3i64, 4, i64::from(i32::MIN), 0]).into_dyn();
+    for (op, want) in [
+        ("Neg", [3, -4, i64::from(i32::MIN), 0]),
+        ("Abs", [3, 4, i64::from(i32::MIN), 0]),
+        ("Relu", [0, 4, 0, 0]),
+    ] {
+        let g = load(&text(op, "int32")).unwrap();
+        let y = run(&g, &[Array::Int(x.clone(), accelc_compiler::ir::DType::I32)]).unwrap();
+        let Array::Int(y, _) = &y[0] else { panic!("{op}: not integer") };
+        assert_eq!(y.as_slice().unwrap(), &want, "{op}");
+    }
+    let e = load(&text("Sigmoid", "int32")).unwrap_err();
+    assert!(e.contains("Sigmoid of int32 (ONNX defines it for floats)"), "{e}");
+}

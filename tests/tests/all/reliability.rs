@@ -22,6 +22,7 @@ fn invalid_models_end_in_a_clear_error() {
         ("conv_group0.onnx", "group = 0"),
         ("squeeze_nonone.onnx", "Squeeze of axis"),
         ("transpose_perm_bad.onnx", "not a permutation"),
+        ("resize_nan.onnx", "Resize scale NaN is not a positive finite number"),
     ] {
         let r = accelc(&["compile", &shared(file), "-o", &out(file)]);
         assert_eq!(r.code, 1, "{file}: {r:?}");
@@ -147,4 +148,68 @@ fn a_long_chain_compiles_and_profiles() {
     let bytes = std::fs::read(&blob).unwrap();
     let b = accelc_isa::blob::Blob::read(&bytes).unwrap();
     assert_eq!(accelc_compiler::lower::layers_from_blob(&b).map(|l| l.len()), Some(5001));
+}
+
+/// 30 KB of invalid text gives one bounded diagnostic (a run of bad characters is one error, a
+/// long line is shown as a window around the column), not an error per character re-printing
+/// the whole line.
+#[test]
+fn garbage_text_gives_a_bounded_diagnostic() {
+    let r = accelc(&["ir", &shared("garbage_30000.onnxtxt")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.len() < 4096, "{} bytes of errors", r.stderr.len());
+    assert!(r.stderr.starts_with("error: unexpected characters `@@@"), "{}", r.stderr);
+    assert!(r.stderr.contains("garbage_30000.onnxtxt:7:14"), "{}", r.stderr);
+}
+
+/// Invalid attributes and options are refused at import or inference, naming what: a
+/// transposed convolution's output_padding not smaller than its stride, an output_shape beyond
+/// the full result by as much (an implicit output padding), a zero stride; an --input-shape for an input the model lacks, or one
+/// contradicting a declared dimension.
+#[test]
+fn invalid_attributes_and_shapes_are_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("accelc-invalid-attrs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ct = |attrs: &str, out: &str| {
+        format!(
+            "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[1,1,3,3] x) => (float[1,1,{out}] y)\n   <float[1,1,3,3] w = {{1,1,1,1,1,1,1,1,1}}>\n{{\n  y = ConvTranspose <{attrs}> (x, w)\n}}\n"
+        )
+    };
+    for (tag, text, needle) in [
+        (
+            "outpad",
+            ct("strides: ints = [2,2], output_padding: ints = [3,3]", "10,10"),
+            "output_padding 3 on axis 0 is not smaller than its stride 2",
+        ),
+        (
+            "outshape",
+            ct("output_shape: ints = [8,8]", "8,8"),
+            "output_shape 8 on axis 0 exceeds the full result 5 by 3, not less than its stride 1",
+        ),
+        ("stride0", ct("strides: ints = [0,1]", "5,5"), "must be positive"),
+    ] {
+        let p = dir.join(format!("{tag}.onnxtxt"));
+        std::fs::write(&p, text).unwrap();
+        let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out(tag)]);
+        assert_eq!(r.code, 1, "{tag}: {r:?}");
+        assert!(r.stderr.contains(needle), "{tag}: {}", r.stderr);
+    }
+    let p = dir.join("sym.onnxtxt");
+    std::fs::write(
+        &p,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[N,4] x) => (float[N,4] y) {\n  y = Relu (x)\n}\n",
+    )
+    .unwrap();
+    let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out("sym1"), "--input-shape", "N=3"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("names `N`, which is not an input of the model (inputs: x)"),
+        "{}",
+        r.stderr
+    );
+    let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out("sym2"), "--input-shape", "x=3,5"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("gives dimension 1 as 5; the model declares 4"), "{}", r.stderr);
+    let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out("sym3"), "--input-shape", "x=3,4"]);
+    assert_eq!(r.code, 0, "{r:?}");
 }
