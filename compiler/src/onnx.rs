@@ -374,18 +374,44 @@ pub(crate) fn external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Bytes
         return Err(format!("external data location `{location}` leaves the model's directory"));
     }
     let base = base_dir.ok_or("external data needs the model's directory")?;
-    let file = std::fs::read(base.join(&location))
-        .map_err(|e| format!("cannot read external data `{location}`: {e}"))?;
-    let offset: usize =
+    let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+    let cannot = |e: std::io::Error| format!("cannot read external data `{location}`: {e}");
+    // A symbolic link may point anywhere: the file, resolved, must lie inside the model's
+    // directory, resolved; and only a regular file is read (a FIFO would block, a device
+    // would never end).
+    let root = base.canonicalize().map_err(cannot)?;
+    let real = base.join(&location).canonicalize().map_err(cannot)?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "external data location `{location}` resolves outside the model's directory"
+        ));
+    }
+    let meta = std::fs::metadata(&real).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!("external data `{location}` is not a regular file"));
+    }
+    let size = meta.len();
+    let offset: u64 =
         entry("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| "bad external data offset")?;
-    let length: usize = match entry("length") {
+    let length: u64 = match entry("length") {
         Some(v) => v.parse().map_err(|_| "bad external data length")?,
-        None => file.len().saturating_sub(offset),
+        None => size.saturating_sub(offset),
     };
-    let end = offset.checked_add(length).filter(|e| *e <= file.len()).ok_or_else(|| {
-        format!("external data {offset}+{length} lies outside `{location}` ({} bytes)", file.len())
-    })?;
-    Ok(Bytes::from(file).slice(offset..end))
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err(format!(
+            "external data {offset}+{length} lies outside `{location}` ({size} bytes)"
+        ));
+    }
+    // Exactly offset..offset+length, never the whole file.
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(&real).map_err(cannot)?;
+    f.seek(SeekFrom::Start(offset)).map_err(cannot)?;
+    let mut data = Vec::new();
+    f.take(length).read_to_end(&mut data).map_err(cannot)?;
+    if data.len() as u64 != length {
+        return Err(format!("external data `{location}` changed while it was read"));
+    }
+    Ok(Bytes::from(data))
 }
 
 impl Builder<'_> {

@@ -232,6 +232,42 @@ fn external_data_is_read_next_to_the_model_and_cannot_escape() {
         e.to_string(),
         "initializer `w`: external data location `../w.bin` leaves the model's directory"
     );
+    // A symbolic link out of the directory, a FIFO (which would block every command) and a
+    // range past the end are refused; only the tensor's own bytes of a large sparse file are
+    // read.
+    let outside = scratch("external-outside");
+    std::fs::write(outside.join("secret.bin"), &blob).unwrap();
+    let link = dir.join("link.bin");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(outside.join("secret.bin"), &link).unwrap();
+    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![ext("link.bin")]);
+    std::fs::write(dir.join("link.onnx"), m.encode_to_vec()).unwrap();
+    let e = load(&dir.join("link.onnx"), &ImportOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("resolves outside the model's directory"), "{e}");
+    let fifo = dir.join("fifo.bin");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![ext("fifo.bin")]);
+    std::fs::write(dir.join("fifo.onnx"), m.encode_to_vec()).unwrap();
+    let e = load(&dir.join("fifo.onnx"), &ImportOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("is not a regular file"), "{e}");
+    let big = std::fs::File::create(dir.join("big.bin")).unwrap();
+    big.set_len(1 << 30).unwrap(); // sparse: no disk, and reading it all would take 1 GiB
+    drop(big);
+    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![ext("big.bin")]);
+    std::fs::write(dir.join("big.onnx"), m.encode_to_vec()).unwrap();
+    let g = load(&dir.join("big.onnx"), &ImportOptions::default()).unwrap();
+    let w = g.values.iter().find(|v| v.name == "w").unwrap().constant.as_ref().unwrap();
+    assert_eq!(w.data.len(), 16);
+    std::fs::write(dir.join("short.bin"), [0u8; 20]).unwrap();
+    let m = model(vec![node("add", "Add", &["x", "w"], &["y"])], vec![ext("short.bin")]);
+    std::fs::write(dir.join("short.onnx"), m.encode_to_vec()).unwrap();
+    let e = load(&dir.join("short.onnx"), &ImportOptions::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("external data 16+16 lies outside `short.bin` (20 bytes)"),
+        "{e}"
+    );
 }
 
 proptest! {
