@@ -7,6 +7,21 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// The ONNX backend node test directories `.ci/setup` generates, sorted (panics naming the
+/// fix when they are missing, and when fewer than 1,800 are found).
+pub fn node_test_dirs() -> Vec<PathBuf> {
+    let root = repo_root().join("target/onnx-node-tests/node");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| {
+            panic!("{}: {e}; run `bash .ci/setup` to generate the node tests", root.display())
+        })
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 1800, "only {} node tests found", dirs.len());
+    dirs
+}
+
 /// Every model of the zoo, float and int8.
 pub const ZOO_MODELS: &[&str] = &[
     "mlp_mnist",

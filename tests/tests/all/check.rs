@@ -106,13 +106,7 @@ fn emission_limits_are_blockers_too() {
 
 #[test]
 fn check_agrees_with_compile_on_every_node_test() {
-    let root = repo_root().join("target/onnx-node-tests/node");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `bash .ci/setup`", root.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 1800);
+    let dirs = accelc_tests::node_test_dirs();
     let (mut ok, mut refused) = (0, 0);
     for d in &dirs {
         match agrees(&d.join("model.onnx")) {

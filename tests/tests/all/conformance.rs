@@ -317,15 +317,7 @@ fn gap_kind(r: &str) -> String {
 
 #[test]
 fn onnx_backend_node_tests() {
-    let root = repo_root().join("target/onnx-node-tests/node");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| {
-            panic!("{}: {e}; run `bash .ci/setup` to generate the node tests", root.display())
-        })
-        .map(|e| e.unwrap().path())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 1800, "only {} node tests found", dirs.len());
+    let dirs = accelc_tests::node_test_dirs();
     let outcomes: Vec<Outcome> = dirs.iter().map(|d| evaluate(d)).collect();
     let expected = manifest();
 

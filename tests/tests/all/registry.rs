@@ -15,7 +15,7 @@ use accelc_compiler::onnx::{ImportOptions, import, load};
 use accelc_compiler::ops::{REGISTRY, def, family_of, onnx_ops};
 use accelc_compiler::pipeline::run_frontend;
 use accelc_compiler::text::{parse, print};
-use accelc_tests::repo_root;
+use accelc_tests::node_test_dirs;
 use bytes::Bytes;
 use prost::Message;
 
@@ -31,16 +31,6 @@ fn every_op_type_has_exactly_one_family() {
     }
     assert_eq!(seen.len(), onnx_ops().len());
     assert!(family_of("NoSuchOp").is_none());
-}
-
-fn node_test_dirs() -> Vec<PathBuf> {
-    let root = repo_root().join("target/onnx-node-tests/node");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `bash .ci/setup`", root.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    dirs.sort();
-    dirs
 }
 
 #[test]
