@@ -76,8 +76,12 @@ fn main() {
         for timing in [true, false] {
             let t = median(runs, || {
                 let mut segs = Default::default();
-                sim.run(&program, &mut segs, RunOptions { timing, trace: false, max_cycles: None })
-                    .unwrap()
+                sim.run(
+                    &program,
+                    &mut segs,
+                    RunOptions { timing, trace: false, max_cycles: None, deadline: None },
+                )
+                .unwrap()
             });
             let rate = macs / t.as_secs_f64();
             let label = format!("simulator, {dtype}, timing {}", if timing { "on" } else { "off" });

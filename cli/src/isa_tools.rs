@@ -156,11 +156,11 @@ pub(crate) fn cmd_verify(
     input: &Path,
     raw: bool,
     cfg_name: Option<&str>,
-    max_cycles: Option<u64>,
+    max_cycles: u64,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let bytes = read(input)?;
-    let limits = Limits { max_cycles };
+    let limits = Limits { max_cycles: Some(max_cycles) };
     let (program_enc, blob_cfg, segments) = if raw {
         let n = bytes.len();
         if n % INST_BYTES != 0 {
@@ -226,9 +226,10 @@ pub(crate) fn cmd_verify(
         Err(errors) => {
             let n = errors.0.len();
             Err(invalid(format!(
-                "{}: rejected with {n} error(s) for configuration `{}`\n{errors}",
+                "{}: rejected with {n} error(s) for configuration `{}`\n{errors}{}",
                 input.display(),
-                cfg.name
+                cfg.name,
+                limit_hint(&errors)
             )))
         }
     }
@@ -419,6 +420,14 @@ fn parse_seg_arg(arg: &str) -> anyhow::Result<(usize, PathBuf)> {
     Ok((n, PathBuf::from(file)))
 }
 
+/// Where a program is refused for its run-time bound, how to allow it.
+fn limit_hint(errors: &verify::VerifyErrors) -> &'static str {
+    let over = errors.0.iter().any(|e| matches!(e.kind, verify::ErrorKind::CycleLimit { .. }));
+    if over { "\n(--max-cycles N raises the job limit)" } else { "" }
+}
+
+// One parameter per flag of `accelc sim`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn cmd_sim(
     input: &Path,
     cfg_name: Option<&str>,
@@ -426,6 +435,7 @@ pub(crate) fn cmd_sim(
     dump_args: &[String],
     trace: Option<&Path>,
     timing: bool,
+    max_cycles: u64,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     use accelc_runtime::sim::{RunOptions, Segment, Simulator, trace::chrome_json};
@@ -452,8 +462,14 @@ pub(crate) fn cmd_sim(
         (None, None) => DeviceConfig::default_npu(),
     };
     // The driver's checks come first: the simulator only ever sees validated programs.
-    let report = verify::verify(&program, &cfg, &Limits::default()).map_err(|e| {
-        invalid(format!("{}: rejected by the validator for `{}`\n{e}", input.display(), cfg.name))
+    let limits = Limits { max_cycles: Some(max_cycles) };
+    let report = verify::verify(&program, &cfg, &limits).map_err(|e| {
+        invalid(format!(
+            "{}: rejected by the validator for `{}`\n{e}{}",
+            input.display(),
+            cfg.name,
+            limit_hint(&e)
+        ))
     })?;
     // The buffers a driver would bind: declared sizes, else the program's extents; checked as
     // the driver checks a submit, and allocated only after (at most the driver's largest
@@ -521,8 +537,12 @@ pub(crate) fn cmd_sim(
     }
     let mut sim = Simulator::new(cfg.clone());
     // The validator's bound holds for every schedule, so it is the job's budget.
-    let opts =
-        RunOptions { timing, trace: trace.is_some(), max_cycles: Some(report.cycle_bound.max(1)) };
+    let opts = RunOptions {
+        timing,
+        trace: trace.is_some(),
+        max_cycles: Some(report.cycle_bound.max(1)),
+        deadline: None,
+    };
     let stats = sim
         .run(&program, &mut segs, opts)
         .map_err(|f| invalid(format!("{}: {f}", input.display())))?;

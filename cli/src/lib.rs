@@ -66,9 +66,10 @@ enum Command {
         /// Device configuration to validate against [default: the blob's, else `default`].
         #[arg(long)]
         config: Option<String>,
-        /// Reject programs whose run-time bound exceeds this many cycles.
-        #[arg(long)]
-        max_cycles: Option<u64>,
+        /// Reject programs whose run-time bound exceeds this many cycles, the driver's job
+        /// limit.
+        #[arg(long, default_value_t = accelc_isa::verify::DEFAULT_MAX_CYCLES)]
+        max_cycles: u64,
     },
     /// Show a blob's header, sections, target, segments, I/O tensors, metadata and program.
     Inspect {
@@ -97,6 +98,10 @@ enum Command {
         /// Functional only: every instruction takes one cycle.
         #[arg(long)]
         no_timing: bool,
+        /// Refuse programs whose run-time bound exceeds this many cycles (the driver's job
+        /// limit; raise it to run a longer program).
+        #[arg(long, default_value_t = accelc_isa::verify::DEFAULT_MAX_CYCLES)]
+        max_cycles: u64,
     },
     /// For every node of a model: whether it imports and whether it runs on the device (the
     /// failing constraint when not). Exit status 0 exactly when `compile` succeeds.
@@ -289,15 +294,18 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Profile { model, inputs, trace, target, opt } => {
             models::cmd_profile(opt, err, &model, &inputs, trace.as_deref(), &target, out)
         }
-        Command::Sim { input, config, segs, dumps, trace, no_timing } => isa_tools::cmd_sim(
-            &input,
-            config.as_deref(),
-            &segs,
-            &dumps,
-            trace.as_deref(),
-            !no_timing,
-            out,
-        ),
+        Command::Sim { input, config, segs, dumps, trace, no_timing, max_cycles } => {
+            isa_tools::cmd_sim(
+                &input,
+                config.as_deref(),
+                &segs,
+                &dumps,
+                trace.as_deref(),
+                !no_timing,
+                max_cycles,
+                out,
+            )
+        }
     }
 }
 

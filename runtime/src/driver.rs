@@ -14,20 +14,31 @@
 //! budget is stopped by the watchdog, its fence fails with a timeout, and the device is reset
 //! (on-chip memory scrubbed); other jobs carry on. Contexts whose jobs fault or time out
 //! [`BAN_AFTER`] times are banned from submitting, as drm-uapi asks of drivers after resets.
+//!
+//! Time is bounded twice over, as in drm/sched: at submit, a program whose validated run-time
+//! bound exceeds its context's cycle limit ([`DeviceOptions::max_job_cycles`], which a context
+//! may lower but never raise) is refused, so no job can hold the single queue for long; while
+//! running, a wall-clock watchdog ([`DeviceOptions::job_timeout`]) stops a job even inside one
+//! long instruction, so a higher-priority job of another context waits at most that long.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use accelc_isa::program::EncodedProgram;
-use accelc_isa::verify::{self, Binding, Limits, Report, VerifyErrors};
+use accelc_isa::verify::{
+    self, Binding, DEFAULT_MAX_CYCLES, ErrorKind, Limits, Location, Report, VerifyError,
+    VerifyErrors,
+};
 use accelc_isa::{DeviceConfig, Program, Seg};
 
 use crate::sim::{Fault, FaultKind, RunOptions, RunStats, Segment, Segments, Simulator};
 
+/// Live objects of one kind (buffers, programs, queues) a context may hold.
+pub const MAX_HANDLES: usize = 1 << 20;
 /// Faults or timeouts after which a context may no longer submit.
 pub const BAN_AFTER: u32 = 3;
 /// Largest buffer object.
@@ -35,6 +46,25 @@ pub const MAX_BO_BYTES: u64 = 1 << 34;
 /// A job's budget is this multiple of the validator's run-time bound (the bound already holds
 /// for every schedule; the margin absorbs future timing-model refinements).
 pub const BUDGET_FACTOR: u64 = 2;
+
+/// The watchdog's default wall-clock limit per job. The simulator runs tens of millions of
+/// modelled cycles a second, so a job within [`DEFAULT_MAX_CYCLES`] finishes well inside it.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Policy of a device, set by whoever opens it (the administrator, not its clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// Largest validated run-time bound (cycles) of a job; every context starts at this limit.
+    pub max_job_cycles: u64,
+    /// Wall-clock time after which the watchdog stops a running job and resets the device.
+    pub job_timeout: Duration,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> DeviceOptions {
+        DeviceOptions { max_job_cycles: DEFAULT_MAX_CYCLES, job_timeout: DEFAULT_JOB_TIMEOUT }
+    }
+}
 
 /// Errors of driver calls (the ioctl's errno, with the reason).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,11 +217,23 @@ impl<T> Default for Table<T> {
 }
 
 impl<T> Table<T> {
-    fn insert(&mut self, item: T) -> u32 {
-        let h = self.next;
-        self.next = self.next.wrapping_add(1).max(1);
+    /// Inserts `item` under a fresh handle: the next one after the last handed out that names
+    /// nothing live (handles wrap after 2^32 - 1, and must never alias a live object).
+    fn insert(&mut self, item: T) -> Result<u32> {
+        if self.items.len() >= MAX_HANDLES {
+            return Err(DriverError::Invalid(format!(
+                "this context already has {MAX_HANDLES} objects of this kind"
+            )));
+        }
+        // At most `items.len()` handles are taken, so this finds a free one within that many
+        // steps.
+        let mut h = self.next;
+        while self.items.contains_key(&h) {
+            h = h.wrapping_add(1).max(1);
+        }
+        self.next = h.wrapping_add(1).max(1);
         self.items.insert(h, Arc::new(item));
-        h
+        Ok(h)
     }
 
     fn get(&self, kind: &'static str, h: u32) -> Result<Arc<T>> {
@@ -248,6 +290,8 @@ struct ContextState {
 #[derive(Debug)]
 struct ContextShared {
     id: u64,
+    /// Largest run-time bound of a job of this context (only ever lowered).
+    cycle_limit: AtomicU64,
     state: Mutex<ContextState>,
     strikes: AtomicU32,
 }
@@ -300,6 +344,7 @@ struct Pending {
 
 struct DeviceShared {
     cfg: DeviceConfig,
+    opts: DeviceOptions,
     pending: Mutex<Pending>,
     wake: Condvar,
     seq: AtomicU64,
@@ -339,10 +384,16 @@ impl fmt::Debug for Device {
 }
 
 impl Device {
-    /// Opens a simulated device with configuration `cfg`.
+    /// Opens a simulated device with configuration `cfg` and the default policy.
     pub fn open(cfg: DeviceConfig) -> Device {
+        Device::open_with(cfg, DeviceOptions::default())
+    }
+
+    /// Opens a simulated device with configuration `cfg` and policy `opts`.
+    pub fn open_with(cfg: DeviceConfig, opts: DeviceOptions) -> Device {
         let shared = Arc::new(DeviceShared {
             cfg: cfg.clone(),
+            opts,
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             seq: AtomicU64::new(0),
@@ -379,6 +430,7 @@ impl Device {
             device: self.clone(),
             shared: Arc::new(ContextShared {
                 id: self.shared.next_ctx.fetch_add(1, Ordering::Relaxed),
+                cycle_limit: AtomicU64::new(self.shared.opts.max_job_cycles),
                 state: Mutex::new(ContextState::default()),
                 strikes: AtomicU32::new(0),
             }),
@@ -413,7 +465,7 @@ impl Context {
         }
         let data = zeroed(size).map_err(DriverError::Invalid)?;
         let bo = Bo { data: Arc::new(Mutex::new(data)), read_only };
-        Ok(BoHandle(self.state().bos.insert(bo)))
+        Ok(BoHandle(self.state().bos.insert(bo)?))
     }
 
     /// Frees a buffer object (jobs already submitted keep their reference until they finish).
@@ -480,16 +532,28 @@ impl Context {
             shapes: enc.shapes.clone(),
             sem_init: enc.sem_init,
         };
-        let (program, report) =
-            verify::verify_encoded(&copy, &self.device.shared.cfg, &Limits::default())
-                .map_err(DriverError::Rejected)?;
-        let h = self.state().programs.insert(ProgramObj { program, report: report.clone() });
+        let limits = Limits { max_cycles: Some(self.cycle_limit()) };
+        let (program, report) = verify::verify_encoded(&copy, &self.device.shared.cfg, &limits)
+            .map_err(DriverError::Rejected)?;
+        let h = self.state().programs.insert(ProgramObj { program, report: report.clone() })?;
         Ok((ProgramHandle(h), report))
     }
 
     /// Creates a queue; higher `priority` jobs run first.
-    pub fn create_queue(&self, priority: u8) -> QueueHandle {
-        QueueHandle(self.state().queues.insert(priority))
+    pub fn create_queue(&self, priority: u8) -> Result<QueueHandle> {
+        Ok(QueueHandle(self.state().queues.insert(priority)?))
+    }
+
+    /// The largest run-time bound (cycles) a job of this context may have.
+    pub fn cycle_limit(&self) -> u64 {
+        self.shared.cycle_limit.load(Ordering::Relaxed)
+    }
+
+    /// Lowers this context's cycle limit to `cycles` (a limit is never raised: a client
+    /// cannot give itself more of the device than its owner allows). Returns the new limit.
+    pub fn lower_cycle_limit(&self, cycles: u64) -> u64 {
+        let prev = self.shared.cycle_limit.fetch_min(cycles, Ordering::Relaxed);
+        prev.min(cycles)
     }
 
     /// Faults and timeouts charged to this context.
@@ -546,7 +610,16 @@ impl Context {
             verify::check_bindings(&program.report, &table).map_err(DriverError::Rejected)?;
             (priority, program, resolved)
         };
-        let default_budget = program.report.cycle_bound.saturating_mul(BUDGET_FACTOR).max(1);
+        // The limit may have been lowered since the program was created.
+        let limit = self.cycle_limit();
+        if program.report.cycle_bound > limit {
+            return Err(DriverError::Rejected(VerifyErrors(vec![VerifyError {
+                at: Location::Program,
+                kind: ErrorKind::CycleLimit { bound: program.report.cycle_bound, limit },
+            }])));
+        }
+        let default_budget =
+            program.report.cycle_bound.saturating_mul(BUDGET_FACTOR).clamp(1, limit.max(1));
         let budget = job.budget_cycles.map_or(default_budget, |b| b.min(default_budget));
         let fence = Fence::default();
         let shared = &self.device.shared;
@@ -609,7 +682,7 @@ fn worker(shared: &DeviceShared, mut sim: Simulator) {
             sim.scrub();
             last_ctx = Some(job.ctx.id);
         }
-        let status = run_job(&mut sim, &job);
+        let status = run_job(&mut sim, &job, Instant::now() + shared.opts.job_timeout);
         let mut stats = lock(&shared.stats);
         match &status {
             JobStatus::Done(_) => stats.completed += 1,
@@ -646,7 +719,7 @@ fn take_ready(jobs: &mut BinaryHeap<QueuedJob>) -> Option<QueuedJob> {
     found
 }
 
-fn run_job(sim: &mut Simulator, job: &QueuedJob) -> JobStatus {
+fn run_job(sim: &mut Simulator, job: &QueuedJob, deadline: Instant) -> JobStatus {
     let mut guards: Vec<(&Bound, MutexGuard<'_, Vec<u8>>)> =
         job.bindings.iter().map(|b| (b, lock(&b.data))).collect();
     let mut segs: Segments<'_> = Default::default();
@@ -654,7 +727,12 @@ fn run_job(sim: &mut Simulator, job: &QueuedJob) -> JobStatus {
         segs[b.seg] =
             Some(Segment { data: &mut guard[b.offset..b.offset + b.size], writable: b.writable });
     }
-    let opts = RunOptions { timing: true, trace: job.trace, max_cycles: Some(job.budget) };
+    let opts = RunOptions {
+        timing: true,
+        trace: job.trace,
+        max_cycles: Some(job.budget),
+        deadline: Some(deadline),
+    };
     match sim.run(&job.program.program, &mut segs, opts) {
         Ok(stats) => JobStatus::Done(Box::new(stats)),
         Err(f) if f.kind == FaultKind::Watchdog => JobStatus::TimedOut(f),
@@ -676,4 +754,25 @@ pub fn zeroed(n: u64) -> std::result::Result<Vec<u8>, String> {
     probe.try_reserve_exact(n).map_err(|e| format!("cannot allocate {n} bytes: {e}"))?;
     drop(probe);
     Ok(vec![0; n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    /// After 2^32 - 1 handles the counter wraps; the next handle skips every live one (here 1
+    /// and 3) instead of replacing its object.
+    #[test]
+    fn handles_wrap_onto_free_handles_only() {
+        let mut t: Table<&str> = Table::default();
+        assert_eq!(t.insert("first").unwrap(), 1);
+        t.next = 3;
+        assert_eq!(t.insert("third").unwrap(), 3);
+        t.next = u32::MAX;
+        assert_eq!(t.insert("last").unwrap(), u32::MAX);
+        assert_eq!(t.insert("wrapped").unwrap(), 2, "0 is never a handle; 1 is live");
+        assert_eq!(t.insert("next").unwrap(), 4, "3 is live");
+        assert_eq!(*t.get("x", 1).unwrap(), "first");
+        assert_eq!(*t.get("x", 3).unwrap(), "third");
+    }
 }

@@ -128,7 +128,7 @@ impl Model {
             };
             segments.push(SegPlan { id: s.id, size: s.size, constant });
         }
-        let queue = ctx.create_queue(0);
+        let queue = ctx.create_queue(0)?;
         Ok(Model { ctx, queue, program, report, segments, io: blob.io.clone() })
     }
 
@@ -302,7 +302,12 @@ pub fn simulate(
         }
     }
     let mut sim = Simulator::new(cfg);
-    let opts = RunOptions { timing: true, trace, max_cycles: Some(report.cycle_bound.max(1)) };
+    let opts = RunOptions {
+        timing: true,
+        trace,
+        max_cycles: Some(report.cycle_bound.max(1)),
+        deadline: None,
+    };
     let stats =
         sim.run(&program, &mut segs, opts).map_err(|f| ModelError::Job(JobStatus::Faulted(f)))?;
     let mut outs = Vec::new();

@@ -290,7 +290,10 @@ impl fmt::Display for VerifyError {
                 Ok(())
             }
             ErrorKind::CycleLimit { bound, limit } => {
-                write!(f, "run-time bound of {bound} cycles exceeds the limit of {limit}")
+                write!(
+                    f,
+                    "run-time bound of {bound} cycles exceeds the limit of {limit} cycles per job"
+                )
             }
             ErrorKind::SegmentUnbound { seg } => {
                 write!(f, "segment {seg} is used by the program but not bound")

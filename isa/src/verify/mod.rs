@@ -42,11 +42,24 @@ pub const SEM_MAX: u32 = 255;
 /// At most this many errors are reported for one program.
 pub const MAX_ERRORS: usize = 64;
 
+/// The reference driver's default limit on a job's run-time bound: 2^28 cycles (0.27 s of
+/// device time at 1 GHz, seven times resnet18's 36 M). A job is one inference; a program that
+/// may run longer monopolises the device's single queue, so it is refused unless the device's
+/// owner raises the limit (`--max-cycles`).
+pub const DEFAULT_MAX_CYCLES: u64 = 1 << 28;
+
 /// Policy limits a driver may impose beyond the hardware's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Reject programs whose run-time bound exceeds this many cycles.
+    /// Reject programs whose run-time bound exceeds this many cycles (`None`: no limit).
     pub max_cycles: Option<u64>,
+}
+
+impl Default for Limits {
+    /// The reference driver's policy: [`DEFAULT_MAX_CYCLES`].
+    fn default() -> Limits {
+        Limits { max_cycles: Some(DEFAULT_MAX_CYCLES) }
+    }
 }
 
 /// How a program uses one DRAM segment.

@@ -9,7 +9,9 @@ use super::numerics::{
     RequantRecord, bf16_to_f32, f32_to_bf16, float_to_int, fmax, fmin, int_to_float, saturate,
     sigmoid,
 };
-use super::{Fault, FaultKind, Segments, Simulator, Weights, Work, kernels};
+use std::time::Instant;
+
+use super::{Fault, FaultKind, Segments, Simulator, WATCHDOG_ROWS, Weights, Work, kernels};
 
 fn fault(kind: FaultKind, inst: usize, message: impl Into<String>) -> Fault {
     Fault { kind, engine: None, inst, seg: None, offset: None, message: message.into() }
@@ -21,8 +23,9 @@ pub(crate) fn execute(
     program: &Program,
     i: usize,
     segs: &mut Segments<'_>,
+    deadline: Option<Instant>,
 ) -> Result<Work, Fault> {
-    let mut x = Exec { sim, program, i };
+    let mut x = Exec { sim, program, i, deadline };
     match program.insts[i].op {
         Op::Nop(_)
         | Op::End(_)
@@ -59,9 +62,20 @@ struct Exec<'s, 'p> {
     sim: &'s mut Simulator,
     program: &'p Program,
     i: usize,
+    deadline: Option<Instant>,
 }
 
 impl Exec<'_, '_> {
+    /// Called once per DMA row: every [`WATCHDOG_ROWS`] rows, stops the instruction if the
+    /// job is past its wall-clock deadline.
+    fn tick(&self, rows: &mut usize) -> Result<(), Fault> {
+        *rows += 1;
+        if *rows % WATCHDOG_ROWS == 0 && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(super::past_deadline(self.i));
+        }
+        Ok(())
+    }
+
     fn mem(&self, space: Space) -> &[u8] {
         match space {
             Space::Spad => &self.sim.spad,
@@ -165,6 +179,7 @@ impl Exec<'_, '_> {
             return Err(seg_fault(FaultKind::ReadOnly, format!("segment {seg} is read-only")));
         }
         let x = d.x_bytes as usize;
+        let (deadline, mut rows) = (self.deadline, 0usize);
         let mem = match local.space {
             Space::Spad => &mut self.sim.spad,
             Space::Acc => &mut self.sim.acc,
@@ -172,6 +187,10 @@ impl Exec<'_, '_> {
         // Offsets are within the checked extents, so they fit in usize.
         for z in 0..usize::from(d.z_count) {
             for y in 0..usize::from(d.y_count) {
+                rows += 1;
+                if rows % WATCHDOG_ROWS == 0 && deadline.is_some_and(|t| Instant::now() >= t) {
+                    return Err(super::past_deadline(i));
+                }
                 let f = offset as usize + z * d.z_stride as usize + y * d.y_stride as usize;
                 let n = base + z * d.near_z_pitch as usize + y * d.near_y_pitch as usize;
                 if store {
@@ -189,9 +208,15 @@ impl Exec<'_, '_> {
         let base = self.check("dst", dst, d.near_extent(), None)?;
         let pattern = value.to_le_bytes();
         let x = d.x_bytes as usize;
+        let (deadline, mut rows) = (self.deadline, 0usize);
+        let i = self.i;
         let mem = self.mem_mut(dst.space);
         for z in 0..usize::from(d.z_count) {
             for y in 0..usize::from(d.y_count) {
+                rows += 1;
+                if rows % WATCHDOG_ROWS == 0 && deadline.is_some_and(|t| Instant::now() >= t) {
+                    return Err(super::past_deadline(i));
+                }
                 let n = base + z * d.near_z_pitch as usize + y * d.near_y_pitch as usize;
                 for (k, b) in mem[n..n + x].iter_mut().enumerate() {
                     *b = pattern[k % 4];
@@ -206,8 +231,10 @@ impl Exec<'_, '_> {
         let sbase = self.check("src", src, d.far_extent(), None)?;
         let dbase = self.check("dst", dst, d.near_extent(), None)?;
         let x = d.x_bytes as usize;
+        let mut rows = 0usize;
         for z in 0..usize::from(d.z_count) {
             for y in 0..usize::from(d.y_count) {
+                self.tick(&mut rows)?;
                 let s = sbase + z * d.z_stride as usize + y * d.y_stride as usize;
                 let t = dbase + z * d.near_z_pitch as usize + y * d.near_y_pitch as usize;
                 if src.space == dst.space {

@@ -21,6 +21,7 @@ pub mod trace;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
+use std::time::Instant;
 
 use accelc_isa::cost::{dram_data_cycles, op_cycles};
 use accelc_isa::inst::{Inst, Op, Route};
@@ -50,11 +51,31 @@ pub struct RunOptions {
     pub trace: bool,
     /// Stop the job with a watchdog fault past this many cycles.
     pub max_cycles: Option<u64>,
+    /// Stop the job with a watchdog fault past this wall-clock instant: checked before every
+    /// instruction and, inside a long DMA, every [`WATCHDOG_ROWS`] rows, so one instruction
+    /// cannot hold the device far past it.
+    pub deadline: Option<Instant>,
 }
+
+/// Rows a DMA moves between two looks at the wall-clock deadline (a row is at most 64 KiB, so
+/// this is at most a few milliseconds of copying).
+pub const WATCHDOG_ROWS: usize = 4096;
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
-        RunOptions { timing: true, trace: false, max_cycles: None }
+        RunOptions { timing: true, trace: false, max_cycles: None, deadline: None }
+    }
+}
+
+/// The fault of a job stopped at its wall-clock deadline while instruction `inst` ran.
+pub(crate) fn past_deadline(inst: usize) -> Fault {
+    Fault {
+        kind: FaultKind::Watchdog,
+        engine: None,
+        inst,
+        seg: None,
+        offset: None,
+        message: "the job ran past its wall-clock deadline".into(),
     }
 }
 
@@ -434,10 +455,15 @@ impl Schedule {
                 });
             }
         }
+        if self.opts.deadline.is_some_and(|d| Instant::now() >= d) {
+            let mut f = past_deadline(i);
+            f.engine = Some(Engine::ALL[e]);
+            return Err(f);
+        }
         for (s, n) in token_needs(inst) {
             self.sems[s] -= n;
         }
-        let work = exec::execute(sim, program, i, segs).map_err(|mut f| {
+        let work = exec::execute(sim, program, i, segs, self.opts.deadline).map_err(|mut f| {
             f.engine = Some(Engine::ALL[e]);
             f
         })?;

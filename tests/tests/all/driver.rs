@@ -71,7 +71,7 @@ fn program_creation_validates_a_private_copy() {
         bindings: vec![bind(0, src, 4096), bind(1, dst, 4096)],
         ..Job::default()
     };
-    let q = ctx.create_queue(0);
+    let q = ctx.create_queue(0).unwrap();
     assert!(matches!(wait(&ctx.submit(q, job).unwrap()), JobStatus::Done(_)));
     assert_eq!(ctx.read_bo(dst, 0, 4096).unwrap(), data);
     // A rejected program reports the validator's errors.
@@ -88,7 +88,7 @@ fn program_creation_validates_a_private_copy() {
 fn submission_checks_every_binding_first() {
     let dev = Device::open(DeviceConfig::default_npu());
     let ctx = dev.open_context();
-    let q = ctx.create_queue(0);
+    let q = ctx.create_queue(0).unwrap();
     let (prog, _) = ctx.create_program(&encoded("dma_roundtrip")).unwrap();
     let big = ctx.create_bo(8192, false).unwrap();
     let out = ctx.create_bo(4096, false).unwrap();
@@ -153,7 +153,7 @@ fn contexts_cannot_name_each_others_objects() {
     let (prog_a, _) = a.create_program(&encoded("dma_roundtrip")).unwrap();
     // B has no objects yet: A's handle numbers name nothing in B.
     assert_eq!(b.read_bo(secret, 0, 6), Err(DriverError::NoSuchHandle("buffer", secret.0)));
-    let qb = b.create_queue(0);
+    let qb = b.create_queue(0).unwrap();
     let job =
         Job { program: Some(prog_a), bindings: vec![bind(0, secret, 4096)], ..Job::default() };
     assert_eq!(b.submit(qb, job).unwrap_err(), DriverError::NoSuchHandle("program", prog_a.0));
@@ -172,7 +172,7 @@ fn many_threads_and_contexts_run_concurrently() {
             let dev = dev.clone();
             s.spawn(move || {
                 let ctx = dev.open_context();
-                let q = ctx.create_queue((t % 2) as u8);
+                let q = ctx.create_queue((t % 2) as u8).unwrap();
                 let mut pending = Vec::new();
                 for j in 0..8u64 {
                     let data = Rng::new(t * 100 + j).bytes(4096);
@@ -214,7 +214,7 @@ fn a_fault_fails_only_its_own_fence() {
     let dev = Device::open(DeviceConfig::default_npu());
     let bad = dev.open_context();
     let good = dev.open_context();
-    let (qb, qg) = (bad.create_queue(0), good.create_queue(0));
+    let (qb, qg) = (bad.create_queue(0).unwrap(), good.create_queue(0).unwrap());
     let f_bad = bad.submit(qb, requant_job(&bad, 40)).unwrap();
     let (job, dst) = roundtrip_job(&good, &[7; 4096]);
     let f_good = good.submit(qg, job).unwrap();
@@ -238,11 +238,11 @@ fn a_timeout_resets_the_device_and_others_complete() {
     let dev = Device::open(DeviceConfig::default_npu());
     let slow = dev.open_context();
     let other = dev.open_context();
-    let q = slow.create_queue(0);
+    let q = slow.create_queue(0).unwrap();
     let (job, _) = roundtrip_job(&slow, &[1; 4096]);
     let f = slow.submit(q, Job { budget_cycles: Some(600), ..job }).unwrap();
     let (job, dst) = roundtrip_job(&other, &[9; 4096]);
-    let g = other.submit(other.create_queue(0), job).unwrap();
+    let g = other.submit(other.create_queue(0).unwrap(), job).unwrap();
     assert!(matches!(wait(&f), JobStatus::TimedOut(_)));
     assert!(matches!(wait(&g), JobStatus::Done(_)));
     assert_eq!(other.read_bo(dst, 0, 4096).unwrap(), vec![9; 4096]);
@@ -254,7 +254,7 @@ fn a_timeout_resets_the_device_and_others_complete() {
 fn repeat_offenders_are_banned() {
     let dev = Device::open(DeviceConfig::default_npu());
     let ctx = dev.open_context();
-    let q = ctx.create_queue(0);
+    let q = ctx.create_queue(0).unwrap();
     for _ in 0..3 {
         assert!(matches!(
             wait(&ctx.submit(q, requant_job(&ctx, 99)).unwrap()),
@@ -265,7 +265,7 @@ fn repeat_offenders_are_banned() {
     // Other contexts are unaffected.
     let fine = dev.open_context();
     assert!(matches!(
-        wait(&fine.submit(fine.create_queue(0), requant_job(&fine, 0)).unwrap()),
+        wait(&fine.submit(fine.create_queue(0).unwrap(), requant_job(&fine, 0)).unwrap()),
         JobStatus::Done(_)
     ));
 }
@@ -274,7 +274,7 @@ fn repeat_offenders_are_banned() {
 fn jobs_wait_for_their_input_fences() {
     let dev = Device::open(DeviceConfig::default_npu());
     let ctx = dev.open_context();
-    let q = ctx.create_queue(0);
+    let q = ctx.create_queue(0).unwrap();
     let failing = ctx.submit(q, requant_job(&ctx, 77)).unwrap();
     let (job, _) = roundtrip_job(&ctx, &[0; 4096]);
     let dependent = ctx.submit(q, Job { wait_for: vec![failing.clone()], ..job }).unwrap();
@@ -386,7 +386,7 @@ fn model_api_runs_a_blob() {
 fn higher_priority_queues_run_first() {
     let dev = Device::open(DeviceConfig::default_npu());
     let ctx = dev.open_context();
-    let (low, high) = (ctx.create_queue(0), ctx.create_queue(5));
+    let (low, high) = (ctx.create_queue(0).unwrap(), ctx.create_queue(5).unwrap());
     // A long job (about 2 G multiply-accumulates) keeps the device busy while the others are
     // queued behind it.
     let mut long = String::from("mx.load_w src=spad:0 k=32 n=32 stride=128 dtype=f32\n");
@@ -417,4 +417,61 @@ fn higher_priority_queues_run_first() {
         lows.iter().map(order).collect::<Vec<_>>()
     );
     assert!(order(&lows[0]) < order(&lows[1]) && order(&lows[1]) < order(&lows[2]));
+}
+
+/// A program whose validated bound exceeds the context's cycle limit is refused at creation
+/// (and at submit, when the limit was lowered after), with the bound and the limit; a context
+/// can lower its limit but never raise it above the device owner's.
+#[test]
+fn the_cycle_limit_is_enforced_at_submit_and_never_raised() {
+    let source = std::fs::read_to_string(
+        accelc_tests::repo_root().join("../shared/reliability/dma_copy_many.s"),
+    )
+    .unwrap();
+    let long = accelc_isa::asm::assemble(&source).unwrap().encode().unwrap();
+    let dev = Device::open(DeviceConfig::default_npu());
+    let ctx = dev.open_context();
+    assert_eq!(ctx.cycle_limit(), accelc_isa::verify::DEFAULT_MAX_CYCLES);
+    let Err(DriverError::Rejected(e)) = ctx.create_program(&long) else { panic!("accepted") };
+    assert!(matches!(e.0[0].kind, ErrorKind::CycleLimit { bound: 1073709058, limit: 268435456 }));
+    // Lowered after creation: the submit is refused, nothing runs.
+    let (job, _) = roundtrip_job(&ctx, &[1; 4096]);
+    let bound = ctx.create_program(&encoded("dma_roundtrip")).unwrap().1.cycle_bound;
+    assert_eq!(ctx.lower_cycle_limit(bound - 1), bound - 1);
+    assert_eq!(ctx.lower_cycle_limit(u64::MAX), bound - 1, "a limit is never raised");
+    let q = ctx.create_queue(0).unwrap();
+    let Err(DriverError::Rejected(e)) = ctx.submit(q, job) else { panic!("submitted") };
+    assert!(matches!(e.0[0].kind, ErrorKind::CycleLimit { .. }));
+    assert_eq!(dev.stats(), Default::default());
+}
+
+/// The wall-clock watchdog stops a job inside one long instruction (`dma_copy_many.s`: one
+/// `dma.copy` of 65535 x 65535 rows, 20 s of simulation), fails its fence with a timeout and
+/// resets the device; another context's job queued behind it then completes, long before the
+/// long job could have finished.
+#[test]
+fn the_watchdog_stops_one_long_instruction_and_others_run() {
+    use accelc_runtime::driver::DeviceOptions;
+    let source = std::fs::read_to_string(
+        accelc_tests::repo_root().join("../shared/reliability/dma_copy_many.s"),
+    )
+    .unwrap();
+    let long = accelc_isa::asm::assemble(&source).unwrap().encode().unwrap();
+    let opts = DeviceOptions { max_job_cycles: u64::MAX, job_timeout: Duration::from_millis(200) };
+    let dev = Device::open_with(DeviceConfig::default_npu(), opts);
+    let (hog, other) = (dev.open_context(), dev.open_context());
+    let (prog, report) = hog.create_program(&long).unwrap();
+    assert!(report.cycle_bound > 1 << 29);
+    let started = std::time::Instant::now();
+    let f = hog.submit(hog.create_queue(0).unwrap(), Job { program: Some(prog), ..Job::default() });
+    let f = f.unwrap();
+    let (job, dst) = roundtrip_job(&other, &[7; 4096]);
+    let g = other.submit(other.create_queue(9).unwrap(), job).unwrap();
+    let JobStatus::TimedOut(fault) = wait(&f) else { panic!("not stopped") };
+    assert!(fault.message.contains("wall-clock"), "{fault}");
+    assert!(matches!(wait(&g), JobStatus::Done(_)));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(other.read_bo(dst, 0, 4096).unwrap(), vec![7; 4096]);
+    let stats = dev.stats();
+    assert_eq!((stats.completed, stats.timeouts, stats.resets), (1, 1, 1));
 }

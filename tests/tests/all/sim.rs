@@ -9,7 +9,7 @@ use accelc_runtime::sim::{RunOptions, RunStats};
 use accelc_tests::{Rng, run_program, run_source};
 
 fn opts() -> RunOptions {
-    RunOptions { timing: true, trace: true, max_cycles: None }
+    RunOptions { timing: true, trace: true, max_cycles: None, deadline: None }
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
@@ -366,7 +366,7 @@ mod fuzz {
             }
             let mut sim = Simulator::new(accelc_isa::DeviceConfig::tiny());
             for timing in [true, false] {
-                let _ = sim.run(&program, &mut segs, RunOptions { timing, trace: false, max_cycles: Some(1_000_000) });
+                let _ = sim.run(&program, &mut segs, RunOptions { timing, trace: false, max_cycles: Some(1_000_000), deadline: None });
             }
         }
     }
@@ -392,8 +392,8 @@ mod timing_independence {
             let inputs = [(0usize, a), (1usize, w)];
             let name = if tiny { "dma_roundtrip" } else { "gemm_i8_pipeline" };
             let inputs = if tiny { vec![inputs[0].clone()] } else { inputs.to_vec() };
-            let on = run_program(name, &cfg, &inputs, RunOptions { timing: true, trace: false, max_cycles: None });
-            let off = run_program(name, &cfg, &inputs, RunOptions { timing: false, trace: false, max_cycles: None });
+            let on = run_program(name, &cfg, &inputs, RunOptions { timing: true, trace: false, max_cycles: None, deadline: None });
+            let off = run_program(name, &cfg, &inputs, RunOptions { timing: false, trace: false, max_cycles: None, deadline: None });
             prop_assert_eq!(on.map(|r| r.segments), off.map(|r| r.segments));
         }
     }
@@ -487,7 +487,12 @@ fn accepted_programs_never_fault_and_meet_their_bound() {
             }
         }
         let mut sim = Simulator::new(cfg.clone());
-        let opts = RunOptions { timing: true, trace: false, max_cycles: Some(report.cycle_bound) };
+        let opts = RunOptions {
+            timing: true,
+            trace: false,
+            max_cycles: Some(report.cycle_bound),
+            deadline: None,
+        };
         let stats = sim.run(&program, &mut segs, opts);
         assert!(
             stats.is_ok(),
