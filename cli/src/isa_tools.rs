@@ -426,8 +426,7 @@ fn limit_hint(errors: &verify::VerifyErrors) -> &'static str {
     if over { "\n(--max-cycles N raises the job limit)" } else { "" }
 }
 
-// One parameter per flag of `accelc sim`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "one parameter per flag of `accelc sim`")]
 pub(crate) fn cmd_sim(
     input: &Path,
     cfg_name: Option<&str>,
