@@ -12,7 +12,6 @@ use std::collections::HashMap;
 
 use accelc_isa::DeviceConfig;
 use accelc_isa::config::{VX_LATENCY, VX_SLOW_FACTOR};
-use egg::{CostFunction, Id, Language};
 
 use super::{EG, Level, Node};
 use crate::ir::{BinaryOp, Graph, Op, TensorType, UnaryOp};
@@ -110,21 +109,6 @@ pub fn node_costs(eg: &EG, cfg: &DeviceConfig, level: Level) -> HashMap<Node, f6
         }
     }
     table
-}
-
-/// Extraction by a precomputed per-node cost, summed over the chosen tree.
-pub struct TableCost<'a>(pub &'a HashMap<Node, f64>);
-
-impl CostFunction<Node> for TableCost<'_> {
-    type Cost = f64;
-
-    fn cost<C>(&mut self, enode: &Node, mut costs: C) -> f64
-    where
-        C: FnMut(Id) -> f64,
-    {
-        let own = self.0.get(enode).copied().unwrap_or(1e18);
-        enode.children().iter().fold(own, |acc, c| acc + costs(*c))
-    }
 }
 
 /// Estimated cycles of a whole graph (each node once).

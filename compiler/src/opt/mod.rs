@@ -11,6 +11,7 @@
 //! rebuilt from the choice, keeping value and node names where the class has one.
 
 pub mod cost;
+pub mod extract;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -461,8 +462,8 @@ pub fn optimize_with(
     report.enodes = egraph.total_size();
     report.eclasses = egraph.number_of_classes();
     let table = cost::node_costs(&egraph, &opts.config, opts.level);
-    let extractor = egg::Extractor::new(&egraph, cost::TableCost(&table));
-    report.tree_cost = roots.iter().map(|r| extractor.find_best_cost(*r)).sum();
+    let extractor = extract::Extraction::new(&egraph, &table);
+    report.tree_cost = roots.iter().map(|r| extractor.best_cost(&egraph, *r)).sum();
     *g = from_egraph(g, &egraph, &extractor, &roots)?;
     report.nodes_after = g.nodes.len();
     report.cycles_after = cost::graph_cycles(g, &opts.config);
@@ -541,10 +542,10 @@ fn set_name(eg: &mut EG, id: Id, name: &str) {
 }
 
 /// Rebuilds a graph from the extractor's choice for every class the outputs need.
-fn from_egraph<CF: egg::CostFunction<Node>>(
+fn from_egraph(
     old: &Graph,
     eg: &EG,
-    ex: &egg::Extractor<'_, CF, Node, Facts>,
+    ex: &extract::Extraction,
     roots: &[Id],
 ) -> Result<Graph, String> {
     let mut g = Graph { opset: old.opset, ..Graph::default() };
@@ -619,16 +620,19 @@ fn from_egraph<CF: egg::CostFunction<Node>>(
     /// Emits class `c` and everything it needs, children first in order (the order a
     /// recursive walk gives), with an explicit stack: a chain of any length uses no call
     /// stack. A class met again while its own children are being emitted is a cycle.
-    fn emit<CF: egg::CostFunction<Node>>(
+    fn emit(
         g: &mut Graph,
         eg: &EG,
-        ex: &egg::Extractor<'_, CF, Node, Facts>,
+        ex: &extract::Extraction,
         st: &mut State,
         root: Id,
     ) -> Result<Option<ValueId>, String> {
         let mut open = std::collections::HashSet::new();
         let mut stack = vec![Task::Visit(root)];
         let cycle = || "internal: extraction is cyclic".to_string();
+        let best = |c: Id| {
+            ex.best_node(eg, c).ok_or_else(|| "internal: an e-class without a finite choice")
+        };
         while let Some(task) = stack.pop() {
             match task {
                 Task::Visit(c) => {
@@ -640,7 +644,7 @@ fn from_egraph<CF: egg::CostFunction<Node>>(
                         return Err(cycle());
                     }
                     stack.push(Task::Finish(c));
-                    match ex.find_best_node(c) {
+                    match best(c)? {
                         Node::Get(_, t) => stack.push(Task::VisitTuple(*t)),
                         Node::Op(_, children) => {
                             stack.extend(children.iter().rev().map(|ch| Task::Visit(*ch)))
@@ -656,7 +660,7 @@ fn from_egraph<CF: egg::CostFunction<Node>>(
                     if !open.insert((t, true)) {
                         return Err(cycle());
                     }
-                    let Node::Op(_, children) = ex.find_best_node(t) else {
+                    let Node::Op(_, children) = best(t)? else {
                         return Err("internal: a tuple class without an operation".into());
                     };
                     stack.push(Task::FinishTuple(t));
@@ -664,7 +668,7 @@ fn from_egraph<CF: egg::CostFunction<Node>>(
                 }
                 Task::Finish(c) => {
                     open.remove(&(c, false));
-                    let v = match ex.find_best_node(c).clone() {
+                    let v = match best(c)?.clone() {
                         Node::Absent => None,
                         Node::Input(i) => Some(g.inputs[i as usize]),
                         Node::Const(k) => {
@@ -707,7 +711,7 @@ fn from_egraph<CF: egg::CostFunction<Node>>(
                 }
                 Task::FinishTuple(t) => {
                     open.remove(&(t, true));
-                    let Node::Op(k, children) = ex.find_best_node(t).clone() else {
+                    let Node::Op(k, children) = best(t)?.clone() else {
                         return Err("internal: a tuple class without an operation".into());
                     };
                     let inputs = children

@@ -70,7 +70,9 @@ impl Exec<'_, '_> {
     /// job is past its wall-clock deadline.
     fn tick(&self, rows: &mut usize) -> Result<(), Fault> {
         *rows += 1;
-        if (*rows).is_multiple_of(WATCHDOG_ROWS) && self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if (*rows).is_multiple_of(WATCHDOG_ROWS)
+            && self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
             return Err(super::past_deadline(self.i));
         }
         Ok(())
@@ -188,7 +190,9 @@ impl Exec<'_, '_> {
         for z in 0..usize::from(d.z_count) {
             for y in 0..usize::from(d.y_count) {
                 rows += 1;
-                if rows.is_multiple_of(WATCHDOG_ROWS) && deadline.is_some_and(|t| Instant::now() >= t) {
+                if rows.is_multiple_of(WATCHDOG_ROWS)
+                    && deadline.is_some_and(|t| Instant::now() >= t)
+                {
                     return Err(super::past_deadline(i));
                 }
                 let f = offset as usize + z * d.z_stride as usize + y * d.y_stride as usize;
@@ -214,7 +218,9 @@ impl Exec<'_, '_> {
         for z in 0..usize::from(d.z_count) {
             for y in 0..usize::from(d.y_count) {
                 rows += 1;
-                if rows.is_multiple_of(WATCHDOG_ROWS) && deadline.is_some_and(|t| Instant::now() >= t) {
+                if rows.is_multiple_of(WATCHDOG_ROWS)
+                    && deadline.is_some_and(|t| Instant::now() >= t)
+                {
                     return Err(super::past_deadline(i));
                 }
                 let n = base + z * d.near_z_pitch as usize + y * d.near_y_pitch as usize;
