@@ -190,9 +190,11 @@ impl Sched {
         let overlap = |(oa, ea): (u64, u64), (ob, eb): (u64, u64)| oa < eb && ob < ea;
         let mut by_start: Vec<&(T, usize, usize)> = mem.lifetimes.iter().collect();
         by_start.sort_by_key(|&&(t, a0, _)| (a0, t));
-        let mut alive: std::collections::BTreeMap<(u64, u64, T), (usize, usize)> =
+        // Keyed by (offset, end, tensor).
+        type Key = (u64, u64, T);
+        let mut alive: std::collections::BTreeMap<Key, (usize, usize)> =
             std::collections::BTreeMap::new();
-        let mut ends: std::collections::BinaryHeap<std::cmp::Reverse<(usize, (u64, u64, T))>> =
+        let mut ends: std::collections::BinaryHeap<std::cmp::Reverse<(usize, Key)>> =
             std::collections::BinaryHeap::new();
         for &(a, a0, a1) in by_start {
             while let Some(std::cmp::Reverse((end, key))) = ends.peek().copied() {

@@ -630,9 +630,8 @@ fn from_egraph(
         let mut open = std::collections::HashSet::new();
         let mut stack = vec![Task::Visit(root)];
         let cycle = || "internal: extraction is cyclic".to_string();
-        let best = |c: Id| {
-            ex.best_node(eg, c).ok_or_else(|| "internal: an e-class without a finite choice")
-        };
+        let best =
+            |c: Id| ex.best_node(eg, c).ok_or("internal: an e-class without a finite choice");
         while let Some(task) = stack.pop() {
             match task {
                 Task::Visit(c) => {
