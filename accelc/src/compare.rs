@@ -5,6 +5,7 @@ use accelc_compiler::interp::{self, Array};
 use accelc_compiler::ir::{Graph, ValueId};
 use accelc_compiler::lower::Compiled;
 use accelc_isa::blob::Direction;
+use accelc_runtime::driver::DeviceOptions;
 
 use crate::{Error, HostTensor, Session};
 
@@ -111,14 +112,16 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
 /// order, that differs (or the number of tensors compared). Tensors are matched by name; the
 /// optimizer keeps a value's name only on values equal to it, and tensors it introduced (no
 /// counterpart in the reference) are skipped. Float tensors are compared within
-/// [`RTOL`]/[`ATOL`] plus [`SCALE_TOL`] of the tensor's largest magnitude.
+/// [`RTOL`]/[`ATOL`] plus [`SCALE_TOL`] of the tensor's largest magnitude. The device has
+/// policy `device` (its job cycle limit and watchdog).
 pub fn first_difference(
     graph: &Graph,
     compiled: &Compiled,
     inputs: &[HostTensor],
+    device: DeviceOptions,
 ) -> Result<Result<usize, Difference>, Error> {
     let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
-    let outs = Session::new(blob)?.run(inputs)?.outputs;
+    let outs = Session::with_options(blob, device)?.run(inputs)?.outputs;
     let names: Vec<String> = compiled
         .io
         .iter()

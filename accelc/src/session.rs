@@ -5,7 +5,7 @@
 use accelc_compiler::ir::DType;
 use accelc_isa::blob::{Blob, Direction, IoTensor};
 use accelc_isa::{DeviceConfig, Dtype};
-use accelc_runtime::driver::Device;
+use accelc_runtime::driver::{Device, DeviceOptions};
 use accelc_runtime::model::{Model, ModelError};
 use accelc_runtime::sim::RunStats;
 
@@ -54,6 +54,12 @@ impl Session {
     /// Errors: [`Error::Blob`] when the blob is malformed (with the byte offset), names no
     /// built-in configuration, was built for another fingerprint, or its program is rejected.
     pub fn new(blob: Vec<u8>) -> Result<Session, Error> {
+        Session::with_options(blob, DeviceOptions::default())
+    }
+
+    /// As [`Session::new`], on a device with policy `opts` (its job cycle limit and watchdog
+    /// timeout); a program whose run-time bound exceeds the limit is an [`Error::Blob`].
+    pub fn with_options(blob: Vec<u8>, opts: DeviceOptions) -> Result<Session, Error> {
         let parsed = Blob::read(&blob).map_err(|e| Error::Blob(format!("malformed blob: {e}")))?;
         let config = DeviceConfig::by_name(&parsed.target.config_name).ok_or_else(|| {
             Error::Blob(format!(
@@ -61,7 +67,8 @@ impl Session {
                 parsed.target.config_name
             ))
         })?;
-        let model = Model::load_blob(&Device::open(config.clone()), &parsed).map_err(driver_err)?;
+        let device = Device::open_with(config.clone(), opts);
+        let model = Model::load_blob(&device, &parsed).map_err(driver_err)?;
         let io = parsed.io.clone();
         drop(parsed);
         Ok(Session { model, config, io, blob })

@@ -44,7 +44,7 @@ pub(crate) fn cmd_asm(
     let output = output.unwrap_or_else(|| input.with_extension(if raw { "bin" } else { "blob" }));
     // The blob records the validator's run-time bound; a program that does not validate is
     // still written (so `verify` can be shown it), without one.
-    let cycle_bound = match verify::verify(&program, &cfg, &Limits::default()) {
+    let cycle_bound = match verify::verify(&program, &cfg, &Limits::hardware()) {
         Ok(report) => report.cycle_bound,
         Err(errors) => {
             writeln!(

@@ -52,6 +52,9 @@ pub(crate) struct InputArgs {
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// The device's job limit: refuse blobs whose run-time bound exceeds this many cycles.
+    #[arg(long, default_value_t = accelc_isa::verify::DEFAULT_MAX_CYCLES)]
+    pub(crate) max_cycles: u64,
 }
 
 /// The facade's options for a model command.
@@ -183,8 +186,17 @@ fn load_or_compile(
 }
 
 /// Loads a blob through the driver model, naming the file in errors.
-fn session(path: &Path, blob: Vec<u8>) -> anyhow::Result<Session> {
-    Session::new(blob).map_err(|e| invalid(format!("{}: {e}", path.display())))
+fn session(path: &Path, blob: Vec<u8>, max_cycles: u64) -> anyhow::Result<Session> {
+    let opts =
+        accelc_runtime::driver::DeviceOptions { max_job_cycles: max_cycles, ..Default::default() };
+    Session::with_options(blob, opts).map_err(|e| {
+        let hint = if e.to_string().contains("cycles per job") {
+            "\n(--max-cycles N raises the job limit)"
+        } else {
+            ""
+        };
+        invalid(format!("{}: {e}{hint}", path.display()))
+    })
 }
 
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
@@ -245,6 +257,14 @@ fn summary(c: &Compiled, out: &mut dyn Write) -> anyhow::Result<()> {
         c.roofline_cycles(),
         c.report.cycle_bound
     )?;
+    if c.report.cycle_bound > accelc_isa::verify::DEFAULT_MAX_CYCLES {
+        writeln!(
+            out,
+            "note:          the serial bound exceeds the driver's default job limit of {} cycles; run with --max-cycles {}",
+            accelc_isa::verify::DEFAULT_MAX_CYCLES,
+            c.report.cycle_bound
+        )?;
+    }
     Ok(())
 }
 
@@ -310,10 +330,9 @@ pub(crate) fn cmd_run(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
-    let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
-    let session = session(model, loaded.blob)?;
-    let ins = inputs(&session.inputs(), input_args, seed)?;
+    let session = session(model, loaded.blob, input_args.max_cycles)?;
+    let ins = inputs(&session.inputs(), &input_args.inputs, seed)?;
     let result = session.run(&ins).map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let (outs, stats) = (result.outputs, result.stats);
     let cfgd = session.config().clone();
@@ -454,13 +473,16 @@ pub(crate) fn cmd_diff(
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
+    let max_cycles = input_args.max_cycles;
     let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, true, o, err)?;
     let Some(c) = &loaded.compilation else { bail!("internal: no graph") };
     let specs: Vec<&IoTensor> =
         c.compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
     let ins = inputs(&specs, input_args, seed)?;
-    match accelc::first_difference(&c.reference, &c.compiled, &ins).map_err(fail)? {
+    let device =
+        accelc_runtime::driver::DeviceOptions { max_job_cycles: max_cycles, ..Default::default() };
+    match accelc::first_difference(&c.reference, &c.compiled, &ins, device).map_err(fail)? {
         // Nothing compared is not a match.
         Ok(0) => bail!(invalid("no tensor of the device's run has a counterpart in the reference")),
         Ok(n) => {
@@ -505,12 +527,11 @@ pub(crate) fn cmd_profile(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
-    let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
-    let session = session(model, loaded.blob)?;
+    let session = session(model, loaded.blob, input_args.max_cycles)?;
     let layers: Option<&[Layer]> =
         loaded.compilation.as_ref().map(|c| c.compiled.layers.as_slice());
-    let ins = inputs(&session.inputs(), input_args, seed)?;
+    let ins = inputs(&session.inputs(), &input_args.inputs, seed)?;
     let p = accelc::profile(&session, layers, &ins)
         .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let cfgd = session.config().clone();

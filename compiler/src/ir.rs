@@ -618,6 +618,43 @@ pub struct Graph {
     pub outputs: Vec<ValueId>,
     /// The default-domain opset the model imports.
     pub opset: i64,
+    /// Types the model declares for its graph outputs, checked against what the graph computes
+    /// after shape inference (as the ONNX checker's strict mode does).
+    pub declared_outputs: Vec<(ValueId, DeclaredType)>,
+}
+
+/// A declared type as a model states it: the ONNX element type code (0: not stated) and the
+/// dimensions (`None`: no shape stated; a `None` dimension: symbolic or unknown).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeclaredType {
+    /// ONNX `TensorProto.DataType` code, 0 when not stated.
+    pub elem_type: i32,
+    /// The dimensions, when a shape is stated.
+    pub dims: Option<Vec<Option<usize>>>,
+}
+
+impl DeclaredType {
+    /// Whether `t` is consistent with the declaration.
+    pub fn admits(&self, t: &TensorType) -> bool {
+        (self.elem_type == 0 || self.elem_type == t.dtype.onnx_code())
+            && self.dims.as_ref().is_none_or(|d| {
+                d.len() == t.shape.len()
+                    && d.iter().zip(&t.shape).all(|(a, b)| a.is_none_or(|a| a == *b))
+            })
+    }
+}
+
+impl fmt::Display for DeclaredType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ty = if self.elem_type == 0 { "tensor" } else { DType::onnx_name(self.elem_type) };
+        f.write_str(ty)?;
+        if let Some(d) = &self.dims {
+            let dims: Vec<String> =
+                d.iter().map(|x| x.map_or_else(|| "?".to_string(), |v| v.to_string())).collect();
+            write!(f, "[{}]", dims.join(","))?;
+        }
+        Ok(())
+    }
 }
 
 impl Graph {

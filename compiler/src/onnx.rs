@@ -14,7 +14,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::ir::{
-    AutoPad, BinaryOp, DType, Graph, Node, Op, Tensor, TensorType, UnaryOp, Value, ValueId, Window,
+    AutoPad, BinaryOp, DType, DeclaredType, Graph, Node, Op, Tensor, TensorType, UnaryOp, Value,
+    ValueId, Window,
 };
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{self, AttributeProto, NodeProto, TensorProto};
@@ -128,7 +129,10 @@ pub fn import(
     }
     for input in &graph.input {
         let name = input.name.clone().unwrap_or_default();
-        if b.names.contains_key(name.as_str()) {
+        if let Some(id) = b.names.get(name.as_str()) {
+            if b.g.inputs.contains(id) {
+                return Err(err(format!("graph input `{name}` is listed twice")));
+            }
             continue; // an initializer listed as an input (IR version < 4)
         }
         let ty = match value_type(input, opts) {
@@ -158,6 +162,25 @@ pub fn import(
             return Err(err(format!("graph output `{name}` is listed twice")));
         }
         b.g.outputs.push(id);
+        if let Some(proto::type_proto::Value::TensorType(tt)) =
+            out.r#type.as_ref().and_then(|t| t.value.as_ref())
+        {
+            let dims = tt.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(proto::tensor_shape_proto::dimension::Value::DimValue(v))
+                            if v >= 0 =>
+                        {
+                            usize::try_from(v).ok()
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            });
+            let elem_type = tt.elem_type.unwrap_or(0);
+            b.g.declared_outputs.push((id, DeclaredType { elem_type, dims }));
+        }
     }
     Ok(b.g)
 }

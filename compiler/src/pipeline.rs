@@ -22,11 +22,26 @@ pub fn load_any(path: &Path, opts: &ImportOptions) -> Result<Graph, String> {
     let is_text = path.extension().is_some_and(|e| e == "onnxtxt" || e == "txt")
         || bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'<');
     if is_text {
-        let source = String::from_utf8(bytes)
-            .map_err(|_| format!("{}: text model is not UTF-8", path.display()))?;
+        let source = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let before = &e.as_bytes()[..at];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let col = at - before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+            format!(
+                "{}:{line}:{col}: text model is not UTF-8 (invalid byte at offset {at})",
+                path.display()
+            )
+        })?;
         load_text(&source, &path.display().to_string(), path.parent(), opts)
     } else {
-        load(path, opts).map_err(|e| e.to_string())
+        load(path, opts).map_err(|e| {
+            // A read error names the file already.
+            if e.message.starts_with("cannot read") {
+                e.to_string()
+            } else {
+                format!("{}: {e}", path.display())
+            }
+        })
     }
 }
 
@@ -40,7 +55,7 @@ pub fn load_text(
 ) -> Result<Graph, String> {
     let model = crate::text::parse(source)
         .map_err(|d| accelc_isa::asm::render(&d, source, name).trim_end().to_string())?;
-    import(Bytes::from(model.encode_to_vec()), base_dir, opts).map_err(|e| e.to_string())
+    import(Bytes::from(model.encode_to_vec()), base_dir, opts).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Runs every pass on `g`, verifying after each; `dump` receives `(pass, graph)` after import
@@ -52,6 +67,17 @@ pub fn run_frontend(g: &mut Graph, dump: &mut dyn FnMut(&str, &Graph)) -> Result
     verify(g, false).map_err(|e| format!("after fold-constants: {e}"))?;
     dump("fold-constants", g);
     infer(g).map_err(|e| e.to_string())?;
+    for (id, declared) in &g.declared_outputs {
+        let v = g.value(*id);
+        if let Some(t) = &v.ty
+            && !declared.admits(t)
+        {
+            return Err(format!(
+                "graph output `{}` is declared {declared} but the graph computes {t}",
+                v.name
+            ));
+        }
+    }
     verify(g, true).map_err(|e| format!("after infer-shapes: {e}"))?;
     dump("infer-shapes", g);
     Ok(())

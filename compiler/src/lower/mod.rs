@@ -303,7 +303,7 @@ pub fn compile_with(
         shapes: std::mem::take(&mut em.shapes),
         sem_init: emit::sem_init(),
     };
-    let report = verify(&program, &opts.config, &Limits::default()).map_err(|e| {
+    let report = verify(&program, &opts.config, &Limits::hardware()).map_err(|e| {
         LowerError::msg(format!("internal error: the emitted program is invalid: {e}"))
     })?;
     let mut segments = vec![SegmentDecl {

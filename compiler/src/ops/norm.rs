@@ -66,7 +66,21 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
 pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
     let x = || input(ins, 0);
     match &node.op {
-        Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::BatchNorm { .. } => same(x()?),
+        Op::Softmax { .. } | Op::LogSoftmax { .. } => same(x()?),
+        Op::BatchNorm { .. } => {
+            // ONNX: X is (N, C, D1, ...); scale, B, input_mean and input_var are (C).
+            let t = x()?;
+            let c = *t.shape.get(1).ok_or("BatchNormalization needs a channel axis")?;
+            for (i, name) in [(1, "scale"), (2, "B"), (3, "input_mean"), (4, "input_var")] {
+                let p = input(ins, i)?;
+                if p.shape != [c] {
+                    return Err(format!(
+                        "BatchNormalization's {name} is {p}; {c} channels need float[{c}]"
+                    ));
+                }
+            }
+            same(t)
+        }
         Op::LayerNorm { axis: ax, .. } => {
             let t = x()?;
             let k = axis(*ax, t.shape.len())?;

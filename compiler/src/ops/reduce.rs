@@ -65,6 +65,13 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             } else {
                 axes.iter().map(|a| axis(*a, t.shape.len())).collect::<R<_>>()?
             };
+            // ONNX's reduction shape inference refuses an axis named twice (also as -1 and
+            // rank - 1).
+            for (i, k) in ks.iter().enumerate() {
+                if ks[..i].contains(k) {
+                    return Err(format!("axis {k} is reduced twice (axes {axes:?})"));
+                }
+            }
             let shape = t
                 .shape
                 .iter()

@@ -138,7 +138,8 @@ fn diff_reports_the_first_wrong_layer() {
         &input.iter().copied().collect::<Vec<_>>(),
     )
     .unwrap();
-    let clean = accelc::first_difference(&g, &c, std::slice::from_ref(&input)).unwrap();
+    let clean =
+        accelc::first_difference(&g, &c, std::slice::from_ref(&input), Default::default()).unwrap();
     assert_eq!(clean, Ok(3));
     let layer = c.layers.iter().find(|l| l.name.contains("net.4/Relu")).unwrap().clone();
     let mut planted = 0;
@@ -151,7 +152,7 @@ fn diff_reports_the_first_wrong_layer() {
         }
     }
     assert!(planted > 0);
-    let d = accelc::first_difference(&g, &c, &[input]).unwrap().unwrap_err();
+    let d = accelc::first_difference(&g, &c, &[input], Default::default()).unwrap().unwrap_err();
     assert_eq!(d.tensor, "/net/net.4/Relu_output_0");
     assert_eq!(d.layer, layer.name);
     assert_eq!(d.insts, (layer.start, layer.end));

@@ -601,7 +601,8 @@ fn random_chains_through_the_whole_pipeline() {
                 &x.iter().copied().collect::<Vec<_>>(),
             )
             .unwrap();
-            let d = accelc::first_difference(&g, &c, std::slice::from_ref(&xt)).unwrap();
+            let d = accelc::first_difference(&g, &c, std::slice::from_ref(&xt), Default::default())
+                .unwrap();
             assert!(d.is_ok(), "{what} on {}: {d:?}", cfg.name);
         }
     }

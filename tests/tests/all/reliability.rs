@@ -213,3 +213,74 @@ fn invalid_attributes_and_shapes_are_refused_by_name() {
     let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out("sym3"), "--input-shape", "x=3,4"]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// More invalid models, each refused naming what and where: a graph input listed twice, an
+/// axis reduced twice, BatchNormalization parameters that are not one per channel, a declared
+/// output type the graph does not compute (here a convolution padded by 10^8, whose 4·10^16
+/// outputs would otherwise reach the lowering), text that is not UTF-8 (line, column and byte
+/// offset); and a huge padding whose declared shape agrees fails at the instruction limit
+/// instead of allocating its tile list.
+#[test]
+fn invalid_models_are_refused_naming_what_and_where() {
+    let dir = std::env::temp_dir().join(format!("accelc-invalid-models-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = "<ir_version: 8, opset_import: [\"\" : 17]>\n";
+    let pad = |p: u64, o: u64| {
+        format!(
+            "{h}g (float[1,1,4,4] x) => (float[1,1,{o},{o}] y) <float[1,1,3,3] w = {{1,1,1,1,1,1,1,1,1}}> {{ y = Conv <pads: ints = [{p},{p},{p},{p}]> (x, w) }}\n"
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "dupin",
+            format!("{h}g (float[2,3] x, float[2,3] x) => (float[2,3] y) {{ y = Add (x, x) }}\n"),
+            "graph input `x` is listed twice",
+        ),
+        (
+            "dupaxes",
+            format!(
+                "{h}g (float[2,3] x) => (float[2,1] y) {{ y = ReduceMean <axes: ints = [1,-1]> (x) }}\n"
+            ),
+            "node `ReduceMean_0`: axis 1 is reduced twice (axes [1, -1])",
+        ),
+        (
+            "bn",
+            format!(
+                "{h}g (float[1,2,2,2] x) => (float[1,2,2,2] y) <float[3] s = {{1,1,1}}, float[2] b = {{0,0}}, float[2] m = {{0,0}}, float[2] v = {{1,1}}> {{ y = BatchNormalization (x, s, b, m, v) }}\n"
+            ),
+            "BatchNormalization's scale is float[3]; 2 channels need float[2]",
+        ),
+        (
+            "declared",
+            pad(100_000_000, 4),
+            "graph output `y` is declared float[1,1,4,4] but the graph computes float[1,1,200000002,200000002]",
+        ),
+        (
+            "hugepad",
+            pad(100_000, 200_002),
+            "node `Conv_0`: the program needs more than 2^20 instructions",
+        ),
+    ];
+    for (tag, text, needle) in cases {
+        let p = dir.join(format!("{tag}.onnxtxt"));
+        std::fs::write(&p, text).unwrap();
+        let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out(tag)]);
+        assert_eq!(r.code, 1, "{tag}: {r:?}");
+        assert!(r.stderr.contains(needle), "{tag}: {}", r.stderr);
+        assert!(r.stderr.contains(&format!("{tag}.onnxtxt")), "{tag}: no file name: {}", r.stderr);
+    }
+    let p = dir.join("latin1.onnxtxt");
+    std::fs::write(
+        &p,
+        b"<ir_version: 8>\ng (float[2] x) => (float[2] y) {\n  y = Relu (x) \xe9\n}\n",
+    )
+    .unwrap();
+    let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out("latin1")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("latin1.onnxtxt:3:16: text model is not UTF-8 (invalid byte at offset 64)"),
+        "{}",
+        r.stderr
+    );
+}

@@ -220,16 +220,17 @@ pub(super) fn matmul(
             }
         }
     }
-    let blocks: Vec<(usize, usize, usize, usize)> = (0..oh)
-        .step_by(rblk)
-        .flat_map(|oy0| {
+    // Generated as needed, not collected: a huge output then stops at the emitter's
+    // instruction limit instead of allocating its block list first.
+    let blocks = || {
+        (0..oh).step_by(rblk).flat_map(move |oy0| {
             (0..ow)
                 .step_by(owblk)
                 .map(move |ox0| (oy0, rblk.min(oh - oy0), ox0, owblk.min(ow - ox0)))
         })
-        .collect();
+    };
     for img in 0..n {
-        for &(oy0, r, ox0, owt) in &blocks {
+        for (oy0, r, ox0, owt) in blocks() {
             let wb = wb_of(owt);
             let px0 = ox0 * sw;
             let ix0 = px0.saturating_sub(pl).min(w);
