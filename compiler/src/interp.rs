@@ -158,7 +158,8 @@ pub(crate) fn opt<'a>(args: &[Option<&'a Array>], i: usize) -> Option<&'a Array>
 pub(crate) fn axis(a: i64, rank: usize) -> R<usize> {
     let r = rank as i64;
     let v = if a < 0 { a + r } else { a };
-    if (0..r.max(1)).contains(&v) || (rank == 0 && v == 0) {
+    // A scalar has no axis: every ONNX operator with an axis needs rank >= 1 there.
+    if (0..r).contains(&v) {
         Ok(v as usize)
     } else {
         Err(format!("axis {a} is out of range for rank {rank}"))
@@ -246,6 +247,9 @@ pub(crate) fn pads(w: &Window, input: &[usize], kernel: &[usize]) -> R<Geometry>
     if strides.contains(&0) || dil.contains(&0) {
         return Err(format!("strides {strides:?} and dilations {dil:?} must be positive"));
     }
+    if kernel.contains(&0) {
+        return Err(format!("kernel {kernel:?} must be positive"));
+    }
     let (mut begin, mut end) = (vec![0; nd], vec![0; nd]);
     match w.auto_pad {
         AutoPad::NotSet => {
@@ -261,8 +265,10 @@ pub(crate) fn pads(w: &Window, input: &[usize], kernel: &[usize]) -> R<Geometry>
         AutoPad::SameUpper | AutoPad::SameLower => {
             for i in 0..nd {
                 let out = input[i].div_ceil(strides[i]);
-                let eff = (kernel[i] - 1) * dil[i] + 1;
-                let total = ((out - 1) * strides[i] + eff).saturating_sub(input[i]);
+                let eff = (kernel[i] - 1).saturating_mul(dil[i]).saturating_add(1);
+                let total = (out.saturating_sub(1).saturating_mul(strides[i]))
+                    .saturating_add(eff)
+                    .saturating_sub(input[i]);
                 let small = total / 2;
                 let (b, e) = if w.auto_pad == AutoPad::SameUpper {
                     (small, total - small)
@@ -286,8 +292,17 @@ pub(crate) fn out_size(
     pe: usize,
     ceil: bool,
 ) -> R<usize> {
-    let eff = (k - 1) * dil + 1;
-    let span = (input + pb + pe).checked_sub(eff).ok_or("window larger than the padded input")?;
+    if k == 0 || stride == 0 || dil == 0 {
+        return Err(format!(
+            "a window of {k} with stride {stride} and dilation {dil}: each must be positive"
+        ));
+    }
+    let eff = (k - 1).checked_mul(dil).and_then(|e| e.checked_add(1));
+    let padded = input.checked_add(pb).and_then(|p| p.checked_add(pe));
+    let (Some(eff), Some(padded)) = (eff, padded) else {
+        return Err("window or padding too large".into());
+    };
+    let span = padded.checked_sub(eff).ok_or("window larger than the padded input")?;
     Ok(if ceil { span.div_ceil(stride) + 1 } else { span / stride + 1 })
 }
 

@@ -205,7 +205,9 @@ impl Emitter {
 
     /// Ends a kernel: a barrier, and local memory is free again. Returns the barrier's index.
     pub(crate) fn end_kernel(&mut self) -> Result<usize, LowerError> {
-        debug_assert!(self.pending.iter().all(Vec::is_empty), "waits left without an instruction");
+        if !self.pending.iter().all(Vec::is_empty) {
+            return Err(LowerError::msg("internal error: waits left without an instruction"));
+        }
         let i = self.raw(Inst::new(Barrier {}))?;
         self.last = [None; 4];
         self.spad_top = 0;

@@ -277,12 +277,18 @@ pub fn compile_with(
     for (i, step) in sched.steps.iter().enumerate() {
         progress(i, total);
         let start = em.insts.len() as u32;
-        let (macs, min_bytes) = kernels::emit_step(&mut em, &sched, step).map_err(|mut e| {
-            if e.node.is_none() {
-                e.node = Some(step.name.clone());
-            }
-            e
-        })?;
+        // A step whose results are all empty (a zero dimension) has nothing to compute.
+        let empty = step.uses().1.iter().all(|t| sched.tens[*t].bytes() == 0);
+        let (macs, min_bytes) = if empty {
+            (0, 0)
+        } else {
+            kernels::emit_step(&mut em, &sched, step).map_err(|mut e| {
+                if e.node.is_none() {
+                    e.node = Some(step.name.clone());
+                }
+                e
+            })?
+        };
         em.end_kernel()?;
         layers.push(Layer {
             name: step.name.clone(),

@@ -56,6 +56,16 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
             if k != k2 {
                 return Err(format!("Gemm of {:?} and {:?}", a.shape, b.shape));
             }
+            // ONNX: C is unidirectionally broadcastable to (M, N).
+            if let Some(c) = ins.get(2).copied().flatten()
+                && crate::interp::broadcast_shape(&[m, n], &c.shape).ok().as_deref()
+                    != Some(&[m, n])
+            {
+                return Err(format!(
+                    "Gemm's C of shape {:?} does not broadcast to [{m}, {n}]",
+                    c.shape
+                ));
+            }
             Ok(vec![TensorType { dtype: a.dtype, shape: vec![m, n] }])
         }
         Op::MatMul => {

@@ -61,6 +61,12 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
         }
         Op::GlobalPool { .. } => {
             let t = x()?;
+            if t.shape.len() < 3 {
+                return Err("global pooling needs N, C and spatial axes".into());
+            }
+            if t.dtype != DType::F32 {
+                return Err(format!("global pooling of {} is not supported", t.dtype));
+            }
             let shape =
                 t.shape.iter().enumerate().map(|(i, d)| if i < 2 { *d } else { 1 }).collect();
             Ok(vec![TensorType { dtype: t.dtype, shape }])

@@ -61,15 +61,55 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
     let x = || input(ins, 0);
     match &node.op {
         Op::Cast { to } => Ok(vec![TensorType { dtype: *to, shape: x()?.shape.clone() }]),
-        Op::QuantizeLinear { .. } => {
+        Op::QuantizeLinear { axis } => {
+            let t = x()?;
             let dtype = ins.get(2).copied().flatten().map_or(DType::U8, |z| z.dtype);
-            Ok(vec![TensorType { dtype, shape: x()?.shape.clone() }])
+            if t.dtype != DType::F32 {
+                return Err(format!("QuantizeLinear of {} data", t.dtype));
+            }
+            if !matches!(dtype, DType::U8 | DType::I8) {
+                return Err(format!("quantizing to {dtype} is not supported"));
+            }
+            quant_params(t, ins, *axis)?;
+            Ok(vec![TensorType { dtype, shape: t.shape.clone() }])
         }
-        Op::DequantizeLinear { .. } => {
-            Ok(vec![TensorType { dtype: DType::F32, shape: x()?.shape.clone() }])
+        Op::DequantizeLinear { axis } => {
+            let t = x()?;
+            if t.dtype == DType::F32 {
+                return Err("DequantizeLinear of float data".into());
+            }
+            if let Some(z) = ins.get(2).copied().flatten()
+                && z.dtype != t.dtype
+            {
+                return Err(format!("zero point of {} for {} data", z.dtype, t.dtype));
+            }
+            quant_params(t, ins, *axis)?;
+            Ok(vec![TensorType { dtype: DType::F32, shape: t.shape.clone() }])
         }
         other => Err(super::misrouted(other, FAMILY)),
     }
+}
+
+/// The rules ONNX gives (Quantize/DequantizeLinear) for the scale (input 1: float, a scalar or
+/// one per element of `axis`) and the zero point (input 2: the scale's shape), as the
+/// reference applies them.
+fn quant_params(x: &TensorType, ins: &[Option<&TensorType>], ax: i64) -> R<()> {
+    let scale = input(ins, 1)?;
+    if scale.dtype != DType::F32 {
+        return Err(format!("scale of {} is not float", scale.dtype));
+    }
+    if scale.shape.len() > 1 {
+        return Err(format!("scale of shape {:?} is neither a scalar nor 1-D", scale.shape));
+    }
+    let n: usize = scale.shape.iter().product();
+    crate::interp::per_axis(&x.shape, n, ax)?;
+    if let Some(z) = ins.get(2).copied().flatten() {
+        let m: usize = z.shape.iter().product();
+        if m != n {
+            return Err(format!("{m} zero points for {n} scales"));
+        }
+    }
+    Ok(())
 }
 
 /// Reference semantics: the outputs for inputs `args` (the oracle the device is checked

@@ -475,3 +475,16 @@ fn the_watchdog_stops_one_long_instruction_and_others_run() {
     let stats = dev.stats();
     assert_eq!((stats.completed, stats.timeouts, stats.resets), (1, 1, 1));
 }
+
+/// The soak in short form (3 s, 3 client threads and a spy): every kind of event happens and
+/// nothing is corrupted or leaked. The long form is `cargo run --release -p accelc-bench
+/// --bin soak -- SECONDS THREADS`.
+#[test]
+fn a_short_soak_corrupts_and_leaks_nothing() {
+    let r = accelc_tests::soak::soak(Duration::from_secs(3), 3, 1);
+    println!("soak: {r}");
+    assert_eq!((r.corrupted, r.leaks), (0, 0), "{r}");
+    assert!(r.completed > 100 && r.faults > 0 && r.timeouts > r.wall_clock_timeouts, "{r}");
+    assert!(r.wall_clock_timeouts > 0, "{r}");
+    assert!(r.resets >= r.timeouts && r.refused_over_limit > 0 && r.bans > 0, "{r}");
+}

@@ -10,6 +10,7 @@ mod driver;
 mod encoding;
 mod faithful;
 mod frontend;
+mod fuzz_corpus;
 mod lower;
 mod lower_random;
 mod opt;
