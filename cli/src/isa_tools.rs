@@ -42,6 +42,7 @@ pub(crate) fn cmd_asm(
     let program = module.program;
     let enc = program.encode().map_err(|(i, e)| invalid(format!("instruction {i}: {e}")))?;
     let output = output.unwrap_or_else(|| input.with_extension(if raw { "bin" } else { "blob" }));
+    crate::not_the_input(input, &output)?;
     // The blob records the validator's run-time bound; a program that does not validate is
     // still written (so `verify` can be shown it), without one.
     let cycle_bound = match verify::verify(&program, &cfg, &Limits::hardware()) {
@@ -181,9 +182,9 @@ pub(crate) fn cmd_verify(
     };
     let cfg = match (cfg_name, &blob_cfg) {
         (Some(name), _) => config(name)?,
-        (None, Some(t)) => {
-            DeviceConfig::by_name(&t.config_name).unwrap_or_else(DeviceConfig::default_npu)
-        }
+        // A blob naming no built-in configuration is refused, as the driver refuses it.
+        (None, Some(t)) => config(&t.config_name)
+            .map_err(|e| invalid(format!("{}: the blob targets {e}", input.display())))?,
         (None, None) => DeviceConfig::default_npu(),
     };
     if let Some(t) = &blob_cfg
@@ -455,9 +456,9 @@ pub(crate) fn cmd_sim(
     };
     let cfg = match (cfg_name, &blob_cfg) {
         (Some(name), _) => config(name)?,
-        (None, Some(t)) => {
-            DeviceConfig::by_name(&t.config_name).unwrap_or_else(DeviceConfig::default_npu)
-        }
+        // A blob naming no built-in configuration is refused, as the driver refuses it.
+        (None, Some(t)) => config(&t.config_name)
+            .map_err(|e| invalid(format!("{}: the blob targets {e}", input.display())))?,
         (None, None) => DeviceConfig::default_npu(),
     };
     // The driver's checks come first: the simulator only ever sees validated programs.
@@ -485,7 +486,15 @@ pub(crate) fn cmd_sim(
     let mut seg_files = Vec::new();
     for arg in seg_args {
         let (n, file) = parse_seg_arg(arg)?;
-        let data = read(&file)?;
+        // Never more than the declared segment: a huge file is refused without reading it.
+        let limit = decls
+            .iter()
+            .find(|d| usize::from(d.id) == n)
+            .map_or(accelc_isa::file::MAX_FILE_BYTES, |d| d.size);
+        let data = accelc_isa::file::read_regular(&file, limit).map_err(|e| match e {
+            accelc_isa::file::ReadError::Io(m) => anyhow::anyhow!(m),
+            accelc_isa::file::ReadError::Refused(m) => invalid(m),
+        })?;
         let len = data.len() as u64;
         seg_files.push((n, data));
         match sizes.get_mut(n) {
@@ -540,7 +549,8 @@ pub(crate) fn cmd_sim(
         timing,
         trace: trace.is_some(),
         max_cycles: Some(report.cycle_bound.max(1)),
-        deadline: None,
+        // The driver's wall-clock watchdog, as `run` has it.
+        deadline: Some(std::time::Instant::now() + accelc_runtime::driver::DEFAULT_JOB_TIMEOUT),
     };
     let stats = sim
         .run(&program, &mut segs, opts)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use accelc_isa::DeviceConfig;
 use accelc_isa::blob::{self, Blob};
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 
 mod isa_tools;
@@ -316,8 +316,14 @@ pub(crate) fn config(name: &str) -> anyhow::Result<DeviceConfig> {
     })
 }
 
+/// A regular file of at most 4 GiB (never a FIFO or a device).
 pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    use accelc_isa::file::{MAX_FILE_BYTES, ReadError, read_regular};
+    read_regular(path, MAX_FILE_BYTES).map_err(|e| match e {
+        // Exit status 2, as for other I/O errors; a refused file is invalid input (1).
+        ReadError::Io(m) => anyhow!(m),
+        ReadError::Refused(m) => invalid(m),
+    })
 }
 
 pub(crate) fn is_blob(bytes: &[u8]) -> bool {
@@ -331,13 +337,46 @@ pub(crate) fn read_blob(path: &Path, bytes: &[u8]) -> anyhow::Result<Blob<'stati
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so an existing file is
 /// never left half-written.
+/// Writes `bytes` to `path` atomically (a temporary file, then a rename), replacing only a
+/// regular file: a device (`/dev/null`), a directory or a FIFO at `path` is refused before
+/// anything is written, and the temporary file never outlives a failure.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+    {
+        bail!(invalid(format!(
+            "{}: exists and is not a regular file; not replacing it",
+            path.display()
+        )));
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Refuses an output path that names the input file (writing would destroy the source).
+pub(crate) fn not_the_input(input: &Path, output: &Path) -> anyhow::Result<()> {
+    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!(invalid(format!(
+            "{}: the output would overwrite the input; give another -o",
+            output.display()
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_input_shapes(

@@ -216,6 +216,7 @@ pub(crate) fn cmd_compile(
     obs.finish(err)?;
     let c = c.map_err(fail)?;
     let path = output.unwrap_or_else(|| model.with_extension("blob"));
+    crate::not_the_input(model, &path)?;
     write_atomic(&path, &c.blob)?;
     let elapsed = started.elapsed();
     writeln!(
@@ -282,6 +283,9 @@ pub fn inputs(specs: &[&IoTensor], args: &[String], seed: u64) -> anyhow::Result
                 "the model has no input `{name}` (inputs: {})",
                 names.join(", ")
             )));
+        }
+        if given.contains_key(name) {
+            bail!(invalid(format!("input `{name}` is given twice")));
         }
         given.insert(name.to_string(), accelc::npy::read(Path::new(file)).map_err(fail)?);
     }

@@ -62,8 +62,8 @@ pub struct ImportOptions {
 
 /// Reads and imports a model file; external data is resolved next to it.
 pub fn load(path: &Path, opts: &ImportOptions) -> Result<Graph, ImportError> {
-    let data =
-        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let data = accelc_isa::file::read_regular(path, accelc_isa::file::MAX_FILE_BYTES)
+        .map_err(|e| err(e.to_string()))?;
     import(Bytes::from(data), path.parent(), opts)
 }
 
@@ -133,7 +133,15 @@ pub fn import(
             if b.g.inputs.contains(id) {
                 return Err(err(format!("graph input `{name}` is listed twice")));
             }
-            continue; // an initializer listed as an input (IR version < 4)
+            // An initializer listed as an input (IR version < 4): the declaration must fit it.
+            if let (Some(d), Some(t)) = (declared_type(input), b.g.value(*id).ty.as_ref())
+                && !d.admits(t)
+            {
+                return Err(err(format!(
+                    "graph input `{name}` is declared {d} but its initializer is {t}"
+                )));
+            }
+            continue;
         }
         let ty = match value_type(input, opts) {
             Ok(ty) => Some(ty),
@@ -162,27 +170,32 @@ pub fn import(
             return Err(err(format!("graph output `{name}` is listed twice")));
         }
         b.g.outputs.push(id);
-        if let Some(proto::type_proto::Value::TensorType(tt)) =
-            out.r#type.as_ref().and_then(|t| t.value.as_ref())
-        {
-            let dims = tt.shape.as_ref().map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(proto::tensor_shape_proto::dimension::Value::DimValue(v))
-                            if v >= 0 =>
-                        {
-                            usize::try_from(v).ok()
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            });
-            let elem_type = tt.elem_type.unwrap_or(0);
-            b.g.declared_outputs.push((id, DeclaredType { elem_type, dims }));
+        if let Some(d) = declared_type(out) {
+            b.g.declared_outputs.push((id, d));
         }
     }
     Ok(b.g)
+}
+
+/// A value's type as declared, when it is a tensor type.
+fn declared_type(v: &proto::ValueInfoProto) -> Option<DeclaredType> {
+    let Some(proto::type_proto::Value::TensorType(tt)) =
+        v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return None;
+    };
+    let dims = tt.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match d.value {
+                Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => {
+                    usize::try_from(v).ok()
+                }
+                _ => None,
+            })
+            .collect()
+    });
+    Some(DeclaredType { elem_type: tt.elem_type.unwrap_or(0), dims })
 }
 
 /// The type of a graph input.
@@ -458,6 +471,12 @@ impl Builder<'_> {
                 })?;
                 inputs.push(Some(*id));
             }
+        }
+        let mut attr_names: Vec<&str> =
+            n.attribute.iter().filter_map(|a| a.name.as_deref()).collect();
+        attr_names.sort_unstable();
+        if let Some(w) = attr_names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(fail(format!("attribute `{}` is given twice", w[0])));
         }
         let domain = n.domain.clone().unwrap_or_default();
         let unsupported_input = inputs.iter().flatten().find_map(|id| {

@@ -18,7 +18,7 @@ pub const PASSES: &[&str] = &["fold-constants", "infer-shapes", "optimize"];
 
 /// Loads a model: binary ONNX, or the text syntax when the file starts like text.
 pub fn load_any(path: &Path, opts: &ImportOptions) -> Result<Graph, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = accelc_isa::file::read_regular(path, accelc_isa::file::MAX_FILE_BYTES)?;
     let is_text = path.extension().is_some_and(|e| e == "onnxtxt" || e == "txt")
         || bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'<');
     if is_text {

@@ -19,6 +19,7 @@ pub mod config;
 pub mod cost;
 pub mod disasm;
 pub mod fields;
+pub mod file;
 pub mod inst;
 pub mod program;
 pub mod requant;

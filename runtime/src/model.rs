@@ -88,7 +88,8 @@ pub struct Outputs {
 impl Model {
     /// Loads a blob file onto a new simulated device with the configuration it was built for.
     pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
-        let bytes = std::fs::read(path).map_err(ModelError::Io)?;
+        let bytes = accelc_isa::file::read_regular(path.as_ref(), accelc_isa::file::MAX_FILE_BYTES)
+            .map_err(|e| ModelError::Io(std::io::Error::other(e.to_string())))?;
         let blob = Blob::read(&bytes).map_err(ModelError::Blob)?;
         let cfg = accelc_isa::DeviceConfig::by_name(&blob.target.config_name).ok_or_else(|| {
             ModelError::Target(format!(

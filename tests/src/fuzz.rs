@@ -56,7 +56,12 @@ pub fn reseal(bytes: &[u8]) -> Vec<u8> {
     let count = u32::from_le_bytes([b[28], b[29], b[30], b[31]]) as usize;
     let table = le64(&b, 32);
     for i in 0..count.min(64) {
-        let Some(at) = table.checked_add(32 * i as u64).filter(|a| a + 32 <= len) else { break };
+        let Some(at) = table
+            .checked_add(32 * i as u64)
+            .filter(|a| a.checked_add(32).is_some_and(|e| e <= len))
+        else {
+            break;
+        };
         let at = at as usize;
         let (off, size) = (le64(&b, at + 8), le64(&b, at + 16));
         if let Some(end) = off.checked_add(size).filter(|e| *e <= len) {

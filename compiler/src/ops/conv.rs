@@ -49,7 +49,9 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
         }]),
         Op::QLinearConv { window, group } => {
             let dtype = ins.get(7).copied().flatten().map_or(DType::U8, |z| z.dtype);
-            Ok(vec![TensorType { dtype, shape: conv_shape(x()?, input(ins, 3)?, window, *group)? }])
+            let w = input(ins, 3)?;
+            bias_is_per_output_channel(ins, 8, w.shape.first().copied().unwrap_or(0))?;
+            Ok(vec![TensorType { dtype, shape: conv_shape(x()?, w, window, *group)? }])
         }
         Op::ConvTranspose { window, group, output_padding, output_shape } => {
             let (t, w) = (x()?, input(ins, 1)?);
@@ -62,13 +64,26 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
                 output_shape,
             )?
             .0;
+            bias_is_per_output_channel(ins, 2, shape.get(1).copied().unwrap_or(0))?;
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
-        Op::Conv { window, group } => Ok(vec![TensorType {
-            dtype: x()?.dtype,
-            shape: conv_shape(x()?, input(ins, 1)?, window, *group)?,
-        }]),
+        Op::Conv { window, group } => {
+            let w = input(ins, 1)?;
+            bias_is_per_output_channel(ins, 2, w.shape.first().copied().unwrap_or(0))?;
+            Ok(vec![TensorType { dtype: x()?.dtype, shape: conv_shape(x()?, w, window, *group)? }])
+        }
         other => Err(super::misrouted(other, FAMILY)),
+    }
+}
+
+/// ONNX: a convolution's bias B (input `i`, optional) is 1-D with one value per output
+/// channel (`m` of them).
+fn bias_is_per_output_channel(ins: &[Option<&TensorType>], i: usize, m: usize) -> R<()> {
+    match ins.get(i).copied().flatten() {
+        Some(b) if b.shape != [m] => {
+            Err(format!("the bias is {b}; {m} output channels need one value each"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -110,8 +110,12 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
         | Op::HardSigmoid { .. }
         | Op::Gelu { .. }
         | Op::Clip { .. } => same(x()?),
-        Op::Binary(_) => {
+        Op::Binary(op) => {
             let (a, b) = (x()?, input(ins, 1)?);
+            // ONNX: both operands of one type T, except Pow's exponent (T1, T2).
+            if a.dtype != b.dtype && *op != BinaryOp::Pow {
+                return Err(format!("{op:?} of {} and {}", a.dtype, b.dtype));
+            }
             Ok(vec![TensorType { dtype: a.dtype, shape: broadcast_shape(&a.shape, &b.shape)? }])
         }
         // Multidirectional broadcasting over every input, all of one type (Sum-8 and later;

@@ -167,6 +167,10 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
         Op::Transpose { perm } => {
             let t = x()?;
             let rank = t.shape.len();
+            // ONNX's perm lists axes 0..rank, never negative ones.
+            if let Some(p) = perm.iter().find(|p| **p < 0) {
+                return Err(format!("Transpose perm has the negative axis {p}"));
+            }
             let perm: Vec<usize> = if perm.is_empty() {
                 (0..rank).rev().collect()
             } else {
@@ -227,6 +231,10 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             }
             .filter(|v: &Vec<f64>| !v.is_empty());
             let sizes = const_ints(g, node, 3)?.filter(|v| !v.is_empty());
+            // ONNX: "Only one of 'scales' and 'sizes' can be specified."
+            if scales.is_some() && sizes.is_some() {
+                return Err("Resize has both scales and sizes; only one may be given".into());
+            }
             let (shape, _) = resize_shape(&t.shape, scales.as_deref(), sizes.as_deref())?;
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
@@ -252,6 +260,12 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
                 || steps.len() != starts.len()
             {
                 return Err("Slice starts, ends, axes and steps differ in length".into());
+            }
+            // ONNX: an axis is sliced at most once (also as -1 and rank - 1).
+            for (i, k) in axes.iter().enumerate() {
+                if axes[..i].contains(k) {
+                    return Err(format!("Slice axis {k} is given twice"));
+                }
             }
             let mut shape = t.shape.clone();
             for (((k, s), e), st) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {

@@ -40,9 +40,30 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
                     return Err(format!("Constant with `{other}` is not supported"));
                 }
             }
-            // Read by `constant_value`.
-            for v in ["value", "value_float", "value_floats", "value_int", "value_ints"] {
-                let _ = a.get(v);
+            // Read by `constant_value`. ONNX: exactly one value attribute.
+            let given: Vec<&str> =
+                ["value", "value_float", "value_floats", "value_int", "value_ints"]
+                    .into_iter()
+                    .filter(|v| a.get(v).is_some())
+                    .collect();
+            if given.len() != 1 {
+                let others: Vec<String> = a
+                    .node
+                    .attribute
+                    .iter()
+                    .filter_map(|x| x.name.clone())
+                    .filter(|n| !given.contains(&n.as_str()))
+                    .map(|n| format!("`{n}`"))
+                    .collect();
+                let has = if given.is_empty() { "none".to_string() } else { given.join(", ") };
+                let also = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (and {})", others.join(", "))
+                };
+                return Err(format!(
+                    "Constant needs exactly one value attribute; it has {has}{also}"
+                ));
             }
             Ok(Op::Constant)
         }

@@ -100,6 +100,23 @@ pub enum Expr<'s> {
     Bin(Box<Expr<'s>>, BinOp, Box<Expr<'s>>, Span),
 }
 
+/// Dropped iteratively: `1+1+...+1` with 10^5 terms is a tree that deep, and the derived drop
+/// would recurse once per level.
+impl Drop for Expr<'_> {
+    fn drop(&mut self) {
+        let leaf = || Expr::Int(0, Span::new(0, 0));
+        let Expr::Bin(a, _, b, _) = self else { return };
+        let mut stack =
+            vec![std::mem::replace(&mut **a, leaf()), std::mem::replace(&mut **b, leaf())];
+        while let Some(mut e) = stack.pop() {
+            if let Expr::Bin(a, _, b, _) = &mut e {
+                stack.push(std::mem::replace(&mut **a, leaf()));
+                stack.push(std::mem::replace(&mut **b, leaf()));
+            }
+        }
+    }
+}
+
 impl Expr<'_> {
     /// Where the expression is.
     pub fn span(&self) -> Span {

@@ -308,27 +308,51 @@ impl<'s> Assembler<'s> {
         Ok(())
     }
 
+    /// The value of `e`, with an explicit stack (an expression may be 10^5 terms deep).
     fn eval(&self, e: &Expr<'s>) -> Res<u64> {
-        match e {
-            Expr::Int(v, _) => Ok(*v),
-            Expr::Name(w) => match self.syms.get(w.text) {
-                Some(Sym::Const(v)) => Ok(*v),
-                Some(other) => Err(Diagnostic::new(
-                    w.span,
-                    format!("`{}` is {}, not a number", w.text, other.what()),
-                )),
-                None => Err(Diagnostic::new(w.span, format!("`{}` is not defined", w.text))),
-            },
-            Expr::Bin(a, op, b, span) => {
-                let (a, b) = (self.eval(a)?, self.eval(b)?);
-                let r = match op {
-                    ast::BinOp::Add => a.checked_add(b),
-                    ast::BinOp::Sub => a.checked_sub(b),
-                    ast::BinOp::Mul => a.checked_mul(b),
-                };
-                r.ok_or_else(|| Diagnostic::new(*span, "value is negative or overflows 64 bits"))
+        enum Task<'e, 's> {
+            Visit(&'e Expr<'s>),
+            Apply(ast::BinOp, Span),
+        }
+        let mut tasks = vec![Task::Visit(e)];
+        let mut vals: Vec<u64> = Vec::new();
+        while let Some(task) = tasks.pop() {
+            match task {
+                Task::Visit(Expr::Int(v, _)) => vals.push(*v),
+                Task::Visit(Expr::Name(w)) => vals.push(match self.syms.get(w.text) {
+                    Some(Sym::Const(v)) => *v,
+                    Some(other) => {
+                        return Err(Diagnostic::new(
+                            w.span,
+                            format!("`{}` is {}, not a number", w.text, other.what()),
+                        ));
+                    }
+                    None => {
+                        return Err(Diagnostic::new(
+                            w.span,
+                            format!("`{}` is not defined", w.text),
+                        ));
+                    }
+                }),
+                Task::Visit(Expr::Bin(a, op, b, span)) => {
+                    tasks.push(Task::Apply(*op, *span));
+                    tasks.push(Task::Visit(b));
+                    tasks.push(Task::Visit(a));
+                }
+                Task::Apply(op, span) => {
+                    let (b, a) = (vals.pop().unwrap_or(0), vals.pop().unwrap_or(0));
+                    let r = match op {
+                        ast::BinOp::Add => a.checked_add(b),
+                        ast::BinOp::Sub => a.checked_sub(b),
+                        ast::BinOp::Mul => a.checked_mul(b),
+                    };
+                    vals.push(r.ok_or_else(|| {
+                        Diagnostic::new(span, "value is negative or overflows 64 bits")
+                    })?);
+                }
             }
         }
+        Ok(vals.pop().unwrap_or(0))
     }
 
     fn single<'a>(&self, arg: &'a Arg<'s>) -> Res<&'a Item<'s>> {

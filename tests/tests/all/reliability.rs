@@ -2,6 +2,8 @@
 //! or accept something invalid) end in a clear error, and every blob `compile` writes passes
 //! `verify`: one validation path for the tools and the driver.
 
+use std::os::unix::fs::FileTypeExt;
+
 use accelc_tests::{accelc, repo_root};
 
 fn shared(name: &str) -> String {
@@ -283,4 +285,142 @@ fn invalid_models_are_refused_naming_what_and_where() {
         "{}",
         r.stderr
     );
+}
+
+/// Defects a hostile review found, each refused by name: a convolution bias that is not one
+/// value per output channel (it silently became 0), an axis sliced twice, a negative Transpose
+/// perm, Resize with both scales and sizes, an attribute given twice, a Constant with two
+/// values; outputs that would replace a FIFO, a directory or the input file; a FIFO as input
+/// (it used to block); an assembly expression of 10^5 terms (it overflowed the stack); a
+/// blob whose target names no built-in configuration (`verify` used to fall back to
+/// `default`).
+#[test]
+fn review_findings_are_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("accelc-review-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = "<ir_version: 8, opset_import: [\"\" : 17]>\n";
+    let cases = [
+        (
+            "bias",
+            format!(
+                "{h}g (float[1,2,5,5] x) => (float y) <float[4,2,1,1] w = {{1,1,1,1,1,1,1,1}}, float[3] b = {{1,2,3}}> {{ y = Conv (x, w, b) }}\n"
+            ),
+            "the bias is float[3]; 4 output channels need one value each",
+        ),
+        (
+            "slice",
+            format!(
+                "{h}g (float[4,3] x) => (float y) <int64[2] s = {{0,0}}, int64[2] e = {{2,1}}, int64[2] a = {{0,-2}}> {{ y = Slice (x, s, e, a) }}\n"
+            ),
+            "Slice axis 0 is given twice",
+        ),
+        (
+            "perm",
+            format!(
+                "{h}g (float[4,3] x) => (float y) {{ y = Transpose <perm: ints = [-1,0]> (x) }}\n"
+            ),
+            "Transpose perm has the negative axis -1",
+        ),
+        (
+            "resize",
+            format!(
+                "{h}g (float[1,1,2,2] x) => (float y) <float[4] sc = {{1,1,2,2}}, int64[4] sz = {{1,1,4,4}}> {{ y = Resize (x, \"\", sc, sz) }}\n"
+            ),
+            "Resize has both scales and sizes",
+        ),
+        (
+            "dupattr",
+            format!(
+                "{h}g (float[4,3] x) => (float y) {{ y = Softmax <axis: int = 1, axis: int = 0> (x) }}\n"
+            ),
+            "attribute `axis` is given twice",
+        ),
+        (
+            "const2",
+            format!(
+                "{h}g (float[1] x) => (float y) {{ c = Constant <value_float: float = 1.0, value_int: int = 2> ()\n y = Add (x, c) }}\n"
+            ),
+            "Constant needs exactly one value attribute; it has value_float, value_int",
+        ),
+    ];
+    for (tag, text, needle) in cases {
+        let p = dir.join(format!("{tag}.onnxtxt"));
+        std::fs::write(&p, text).unwrap();
+        let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out(tag)]);
+        assert_eq!(r.code, 1, "{tag}: {r:?}");
+        assert!(r.stderr.contains(needle), "{tag}: {}", r.stderr);
+    }
+    // Outputs: never replace anything but a regular file, never the input.
+    let model = dir.join("relu.onnxtxt");
+    std::fs::write(&model, format!("{h}g (float[2] x) => (float[2] y) {{ y = Relu (x) }}\n"))
+        .unwrap();
+    let m = model.to_str().unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let sub = dir.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    for target in [fifo.to_str().unwrap(), sub.to_str().unwrap()] {
+        let r = accelc(&["compile", m, "-o", target]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("exists and is not a regular file"), "{}", r.stderr);
+    }
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!dir.join("sub.tmp").exists(), "a temporary file was left behind");
+    let r = accelc(&["compile", m, "-o", m]);
+    assert!(r.code == 1 && r.stderr.contains("would overwrite the input"), "{r:?}");
+    assert!(std::fs::read_to_string(&model).unwrap().contains("Relu"));
+    // Inputs: a FIFO is refused at once instead of blocking.
+    for cmd in ["compile", "verify", "ir"] {
+        let r = accelc(&[cmd, fifo.to_str().unwrap()]);
+        assert!(r.code == 1 && r.stderr.contains("not a regular file"), "{cmd}: {r:?}");
+    }
+    // A 100,000-term expression assembles (evaluated and dropped without recursion).
+    let s = dir.join("long.s");
+    std::fs::write(&s, format!(".equ A {}\nend code=0\n", vec!["1"; 100_000].join("+"))).unwrap();
+    let r = accelc(&["verify", s.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // A blob naming no built-in configuration, its checksums made consistent.
+    let blob = out("cfgname");
+    assert_eq!(accelc(&["compile", m, "-o", &blob]).code, 0);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"default").unwrap();
+    bytes[at + 6] = b'x';
+    let bad = out("cfgname-bad");
+    std::fs::write(&bad, accelc_tests::fuzz::reseal(&bytes)).unwrap();
+    for cmd in ["verify", "run", "sim"] {
+        let r = accelc(&[cmd, &bad]);
+        assert_eq!(r.code, 1, "{cmd}: {r:?}");
+        assert!(r.stderr.contains("defaulx"), "{cmd}: {}", r.stderr);
+    }
+}
+
+/// Chains the optimizer collapses into one e-class (20,000 `Mul(x, 1)` and 20,000
+/// `Identity`) compile to one node: merging e-class data is small-to-large, not a sort per
+/// merge (which made these quadratic: 11 s). Given twice, an input is refused.
+#[test]
+fn collapsing_chains_compile_and_inputs_are_given_once() {
+    let dir = std::env::temp_dir().join(format!("accelc-collapse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (tag, op) in [("mul", "Mul (t{p}, c)"), ("id", "Identity (t{p})")] {
+        let mut text = String::from(
+            "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[4] t0) => (float[4] y) <float c = {1.0}>\n{\n",
+        );
+        for i in 1..20_000 {
+            text.push_str(&format!("  t{i} = {}\n", op.replace("{p}", &(i - 1).to_string())));
+        }
+        text.push_str("  y = Relu (t19999)\n}\n");
+        let p = dir.join(format!("{tag}.onnxtxt"));
+        std::fs::write(&p, text).unwrap();
+        let r = accelc(&["compile", p.to_str().unwrap(), "-o", &out(tag)]);
+        assert_eq!(r.code, 0, "{tag}: {r:?}");
+        assert!(r.stdout.contains("graph nodes:   1\n"), "{tag}: {}", r.stdout);
+    }
+    let blob = dir.join("mlp.blob");
+    let model = repo_root().join("models/mlp_mnist.onnx");
+    assert_eq!(accelc(&["compile", model.to_str().unwrap(), "-o", blob.to_str().unwrap()]).code, 0);
+    let x = repo_root().join("models/mlp_mnist.input_0.npy");
+    let x = format!("input={}", x.display());
+    let r = accelc(&["run", blob.to_str().unwrap(), "--input", &x, "--input", &x]);
+    assert!(r.code == 1 && r.stderr.contains("input `input` is given twice"), "{r:?}");
 }

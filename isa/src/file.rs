@@ -1,0 +1,71 @@
+//! Reading a file a user names (a model, a blob, assembly, segment contents) with the checks
+//! every reader needs: only a regular file (a FIFO would block the process, a device such as
+//! `/dev/zero` never ends), at most a given size, and allocation failure an error.
+
+use std::io::Read;
+use std::path::Path;
+
+/// The largest file any accelc tool reads: 4 GiB (ONNX's protobuf encoding stops at 2 GiB;
+/// larger weights live in external data, read by range).
+pub const MAX_FILE_BYTES: u64 = 1 << 32;
+
+/// Why a file was not read; both name the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The operating system could not open or read it (missing, no permission).
+    Io(String),
+    /// It is not a regular file, or larger than allowed: refused without reading it.
+    Refused(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(m) | ReadError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<ReadError> for String {
+    fn from(e: ReadError) -> String {
+        e.to_string()
+    }
+}
+
+/// The bytes of the regular file at `path`, at most `max` of them.
+///
+/// Errors (each naming the path): the file cannot be opened or read ([`ReadError::Io`]), is
+/// not a regular file (checked before opening, so a FIFO never blocks, and again on the
+/// opened file) or is larger than `max` bytes ([`ReadError::Refused`]).
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    let shown = path.display();
+    let io = |e: std::io::Error| ReadError::Io(format!("cannot read {shown}: {e}"));
+    let not_regular = || ReadError::Refused(format!("cannot read {shown}: not a regular file"));
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > max {
+        return Err(ReadError::Refused(format!(
+            "cannot read {shown}: {} bytes, more than the {max} allowed",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(meta.len() as usize)
+        .map_err(|e| ReadError::Refused(format!("cannot read {shown}: {e}")))?;
+    // The file may grow while it is read: never past the limit.
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::Refused(format!(
+            "cannot read {shown}: more than the {max} bytes allowed"
+        )));
+    }
+    Ok(bytes)
+}
