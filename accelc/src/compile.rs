@@ -172,6 +172,24 @@ pub(crate) fn lower(
         &mut |pass, text| obs.borrow_mut().kernels(pass, text),
     )
     .map_err(|e| lower_err(src, e))?;
+    // What the blob format cannot record is the model's limit, said by tensor.
+    for t in &compiled.io {
+        if t.name.len() > usize::from(u16::MAX) {
+            return Err(Error::Unsupported(format!(
+                "{}: tensor name of {} bytes; a blob records names of at most 65535",
+                src.describe(),
+                t.name.len()
+            )));
+        }
+        if t.dims.len() > usize::from(u8::MAX) {
+            return Err(Error::Unsupported(format!(
+                "{}: tensor `{}` has rank {}; a blob records at most 255 dimensions",
+                src.describe(),
+                t.name,
+                t.dims.len()
+            )));
+        }
+    }
     let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
     Ok((compiled, blob))
 }

@@ -75,6 +75,12 @@ fn field<'h>(header: &'h str, key: &str) -> Option<&'h str> {
 
 /// Parses a header dict into (data type, dimensions, Fortran order).
 fn parse_header(path: &Path, header: &str) -> Result<(DType, Vec<usize>, bool), Error> {
+    // numpy would take the last of a repeated key, this reader the first: refuse instead.
+    for key in ["descr", "fortran_order", "shape"] {
+        if header.matches(&format!("'{key}'")).count() > 1 {
+            return Err(bad(path, format!("the header gives '{key}' twice")));
+        }
+    }
     let descr_text =
         field(header, "descr").ok_or_else(|| bad(path, "the header has no 'descr'"))?;
     let d = descr_text.trim_matches(|c| c == '\'' || c == '"');

@@ -97,6 +97,18 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
 /// Output types from input types `ins` (and constant shape operands of `g`).
 pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
     let x = || input(ins, 0);
+    // ONNX's input counts: one operand, two, or Clip's operand and optional bounds.
+    let arity = match &node.op {
+        Op::Unary(_) | Op::LeakyRelu { .. } | Op::HardSigmoid { .. } | Op::Gelu { .. } => 1..=1,
+        Op::Clip { .. } => 1..=3,
+        Op::Binary(_) => 2..=2,
+        _ => 1..=usize::MAX,
+    };
+    if !arity.contains(&node.inputs.len()) {
+        let (lo, hi) = (*arity.start(), *arity.end());
+        let takes = if lo == hi { lo.to_string() } else { format!("{lo} to {hi}") };
+        return Err(format!("{} takes {takes} inputs, not {}", node.op_type, node.inputs.len()));
+    }
     match &node.op {
         // Integers only where ONNX defines them (Neg, Abs, Relu); the rest are float-only.
         Op::Unary(u)
