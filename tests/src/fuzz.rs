@@ -170,6 +170,30 @@ pub fn validator(data: &[u8]) {
     let Ok(report) = verify::verify(&program, &cfg, &Limits::default()) else { return };
     let total: u64 = report.segments.iter().map(|s| s.required_size()).sum();
     assert!(total <= 1 << 26, "accepted segments of {total} bytes from a tiny program");
+    let run = run_within_extents(&program, &report, &cfg);
+    let listing = || accelc_isa::disasm::disassemble(&program, Default::default());
+    match run {
+        Ok(stats) => assert!(
+            stats.cycles <= report.cycle_bound,
+            "ran {} cycles past the bound {}:\n{}",
+            stats.cycles,
+            report.cycle_bound,
+            listing()
+        ),
+        // The one run-time check the ISA leaves to the data: a requantisation record the
+        // program itself wrote may hold an out-of-range shift (isa/numerics.md).
+        Err(f) if f.kind == accelc_runtime::sim::FaultKind::Data => {}
+        Err(f) => panic!("the validator accepted a program that faults: {f}\n{}", listing()),
+    }
+}
+
+/// Runs a validated `program` as the validator's report sizes it: every used segment a
+/// zero-filled, writable buffer exactly as large as its extent, the cycle bound as budget.
+pub fn run_within_extents(
+    program: &Program,
+    report: &verify::Report,
+    cfg: &DeviceConfig,
+) -> Result<accelc_runtime::sim::RunStats, accelc_runtime::sim::Fault> {
     let mut bufs: Vec<Option<Vec<u8>>> = report
         .segments
         .iter()
@@ -187,21 +211,7 @@ pub fn validator(data: &[u8]) {
         max_cycles: Some(report.cycle_bound),
         deadline: None,
     };
-    let run = Simulator::new(cfg).run(&program, &mut segs, opts);
-    let listing = || accelc_isa::disasm::disassemble(&program, Default::default());
-    match run {
-        Ok(stats) => assert!(
-            stats.cycles <= report.cycle_bound,
-            "ran {} cycles past the bound {}:\n{}",
-            stats.cycles,
-            report.cycle_bound,
-            listing()
-        ),
-        // The one run-time check the ISA leaves to the data: a requantisation record the
-        // program itself wrote may hold an out-of-range shift (isa/numerics.md).
-        Err(f) if f.kind == accelc_runtime::sim::FaultKind::Data => {}
-        Err(f) => panic!("the validator accepted a program that faults: {f}\n{}", listing()),
-    }
+    Simulator::new(cfg.clone()).run(program, &mut segs, opts)
 }
 
 /// The assembler: any text assembles or gives diagnostics that render in bounded size; an

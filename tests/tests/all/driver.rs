@@ -419,16 +419,19 @@ fn higher_priority_queues_run_first() {
     assert!(order(&lows[0]) < order(&lows[1]) && order(&lows[1]) < order(&lows[2]));
 }
 
+/// `../shared/reliability/dma_copy_many.s`: one `dma.copy` of 65535 x 65535 rows of 16 bytes.
+fn dma_copy_many() -> EncodedProgram {
+    let path = accelc_tests::repo_root().join("../shared/reliability/dma_copy_many.s");
+    let source = std::fs::read_to_string(path).unwrap();
+    accelc_isa::asm::assemble(&source).unwrap().encode().unwrap()
+}
+
 /// A program whose validated bound exceeds the context's cycle limit is refused at creation
 /// (and at submit, when the limit was lowered after), with the bound and the limit; a context
 /// can lower its limit but never raise it above the device owner's.
 #[test]
 fn the_cycle_limit_is_enforced_at_submit_and_never_raised() {
-    let source = std::fs::read_to_string(
-        accelc_tests::repo_root().join("../shared/reliability/dma_copy_many.s"),
-    )
-    .unwrap();
-    let long = accelc_isa::asm::assemble(&source).unwrap().encode().unwrap();
+    let long = dma_copy_many();
     let dev = Device::open(DeviceConfig::default_npu());
     let ctx = dev.open_context();
     assert_eq!(ctx.cycle_limit(), accelc_isa::verify::DEFAULT_MAX_CYCLES);
@@ -452,11 +455,7 @@ fn the_cycle_limit_is_enforced_at_submit_and_never_raised() {
 #[test]
 fn the_watchdog_stops_one_long_instruction_and_others_run() {
     use accelc_runtime::driver::DeviceOptions;
-    let source = std::fs::read_to_string(
-        accelc_tests::repo_root().join("../shared/reliability/dma_copy_many.s"),
-    )
-    .unwrap();
-    let long = accelc_isa::asm::assemble(&source).unwrap().encode().unwrap();
+    let long = dma_copy_many();
     let opts = DeviceOptions { max_job_cycles: u64::MAX, job_timeout: Duration::from_millis(200) };
     let dev = Device::open_with(DeviceConfig::default_npu(), opts);
     let (hog, other) = (dev.open_context(), dev.open_context());

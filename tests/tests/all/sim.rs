@@ -408,7 +408,6 @@ fn accepted_programs_never_fault_and_meet_their_bound() {
     use accelc_isa::program::{DmaDesc, Program, Shape};
     use accelc_isa::verify::{Limits, verify};
     use accelc_isa::{FieldKind, Sync};
-    use accelc_runtime::sim::{Segment, Segments, Simulator};
 
     let cfg = DeviceConfig::tiny();
     let mut rng = Rng::new(99);
@@ -475,25 +474,7 @@ fn accepted_programs_never_fault_and_meet_their_bound() {
         executed_insts += program.insts.len() as u64;
         // Buffers exactly as large as the validator says, filled with data that keeps
         // requantisation records valid (all zero).
-        let mut bufs: Vec<Option<Vec<u8>>> = report
-            .segments
-            .iter()
-            .map(|u| u.used().then(|| vec![0u8; u.required_size() as usize]))
-            .collect();
-        let mut segs: Segments<'_> = Default::default();
-        for (slot, b) in segs.iter_mut().zip(bufs.iter_mut()) {
-            if let Some(data) = b {
-                *slot = Some(Segment { data, writable: true });
-            }
-        }
-        let mut sim = Simulator::new(cfg.clone());
-        let opts = RunOptions {
-            timing: true,
-            trace: false,
-            max_cycles: Some(report.cycle_bound),
-            deadline: None,
-        };
-        let stats = sim.run(&program, &mut segs, opts);
+        let stats = accelc_tests::fuzz::run_within_extents(&program, &report, &cfg);
         assert!(
             stats.is_ok(),
             "accepted program faulted: {:?}\n{}",
