@@ -1,6 +1,7 @@
 //! The model commands: `compile`, `run`, `diff` and `profile`, from ONNX (or a blob) to
 //! results on the simulated device, checked against the reference interpreter.
 
+use accelc_compiler::Clipped;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -625,7 +626,7 @@ pub(crate) fn cmd_check(
                 "opset": report.opset,
                 "stage": n.stage,
                 "device": n.result.is_ok(),
-                "reason": n.result.as_ref().err(),
+                "reason": n.result.as_ref().err().map(|e| Clipped(e).to_string()),
             })
         };
         let v = serde_json::json!({
@@ -636,7 +637,7 @@ pub(crate) fn cmd_check(
             "supported": report.supported(),
             "blockers": blockers.iter().map(|n| node(n)).collect::<Vec<_>>(),
             "placement": report.nodes.iter().map(node).collect::<Vec<_>>(),
-            "compile_error": report.compile.as_ref().err(),
+            "compile_error": report.compile.as_ref().err().map(|e| Clipped(e).to_string()),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
@@ -644,20 +645,34 @@ pub(crate) fn cmd_check(
             match (&n.result, n.stage) {
                 (Err(why), "import") => writeln!(
                     out,
-                    "  node `{}` ({}, opset {}): {why}",
-                    n.name, n.op_type, report.opset
+                    "  node `{}` ({}, opset {}): {}",
+                    Clipped(&n.name),
+                    Clipped(&n.op_type),
+                    report.opset,
+                    Clipped(why)
                 )?,
-                (Err(why), "frontend") => {
-                    writeln!(out, "  node `{}` ({}): {why}", n.name, n.op_type)?
-                }
+                (Err(why), "frontend") => writeln!(
+                    out,
+                    "  node `{}` ({}): {}",
+                    Clipped(&n.name),
+                    Clipped(&n.op_type),
+                    Clipped(why)
+                )?,
                 (Err(why), _) => writeln!(
                     out,
-                    "  node `{}` ({}): not on `{}`: {why}",
-                    n.name, n.op_type, report.config
+                    "  node `{}` ({}): not on `{}`: {}",
+                    Clipped(&n.name),
+                    Clipped(&n.op_type),
+                    report.config,
+                    Clipped(why)
                 )?,
-                (Ok(()), _) => {
-                    writeln!(out, "  node `{}` ({}): on `{}`", n.name, n.op_type, report.config)?
-                }
+                (Ok(()), _) => writeln!(
+                    out,
+                    "  node `{}` ({}): on `{}`",
+                    Clipped(&n.name),
+                    Clipped(&n.op_type),
+                    report.config
+                )?,
             }
         }
         if let Some(e) = whole {

@@ -2,6 +2,7 @@
 //! every later stage is compared with. Clarity over speed, except that convolutions and matrix
 //! products go through `ndarray`'s GEMM so the zoo models run in seconds.
 
+use crate::Clipped;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -93,7 +94,7 @@ pub struct EvalError {
 
 impl fmt::Display for EvalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node `{}`: {}", self.node, self.message)
+        write!(f, "node `{}`: {}", Clipped(&self.node), Clipped(&self.message))
     }
 }
 

@@ -6,6 +6,7 @@
 //! the file unusable (malformed protobuf, an undefined input, a duplicate value name) name the
 //! node and what is wrong.
 
+use crate::Clipped;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -41,8 +42,8 @@ pub struct ImportError {
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.node {
-            Some(n) => write!(f, "node `{n}`: {}", self.message),
-            None => f.write_str(&self.message),
+            Some(n) => write!(f, "node `{}`: {}", Clipped(n), Clipped(&self.message)),
+            None => write!(f, "{}", Clipped(&self.message)),
         }
     }
 }
@@ -450,6 +451,38 @@ pub(crate) fn external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Bytes
     Ok(Bytes::from(data))
 }
 
+/// The ONNX checker's count rule: a node of a converted op type lists as many inputs and
+/// outputs as its schema allows at `opset`, and none of the required inputs is omitted.
+fn check_arity(n: &NodeProto, op_type: &str, opset: i64) -> Result<(), String> {
+    let Some(a) = crate::ops::arity_of(op_type, opset) else { return Ok(()) };
+    let range = |r: &std::ops::RangeInclusive<usize>| match (*r.start(), *r.end()) {
+        (lo, hi) if lo == hi => lo.to_string(),
+        (lo, crate::ops::MANY) => format!("at least {lo}"),
+        (lo, hi) => format!("{lo} to {hi}"),
+    };
+    if !a.inputs.contains(&n.input.len()) {
+        return Err(format!(
+            "{op_type}-{opset} takes {} inputs, not {}",
+            range(&a.inputs),
+            n.input.len()
+        ));
+    }
+    if let Some(i) = n.input.iter().take(*a.inputs.start()).position(String::is_empty) {
+        return Err(format!("input {i} of {op_type} is required but omitted (an empty name)"));
+    }
+    if !a.outputs.contains(&n.output.len()) {
+        return Err(format!(
+            "{op_type}-{opset} has {} outputs, not {}",
+            range(&a.outputs),
+            n.output.len()
+        ));
+    }
+    if n.output.first().is_some_and(String::is_empty) && *a.outputs.start() > 0 {
+        return Err(format!("output 0 of {op_type} is required but omitted (an empty name)"));
+    }
+    Ok(())
+}
+
 impl Builder<'_> {
     fn node(&mut self, n: &NodeProto, index: usize) -> Result<(), ImportError> {
         let op_type = n.op_type.clone().unwrap_or_default();
@@ -479,6 +512,9 @@ impl Builder<'_> {
             return Err(fail(format!("attribute `{}` is given twice", w[0])));
         }
         let domain = n.domain.clone().unwrap_or_default();
+        if domain.is_empty() || domain == "ai.onnx" {
+            check_arity(n, &op_type, self.g.opset).map_err(&fail)?;
+        }
         let unsupported_input = inputs.iter().flatten().find_map(|id| {
             self.unsupported.get(id).map(|why| {
                 format!("input `{}` has {why}, which is not supported", self.g.value(*id).name)

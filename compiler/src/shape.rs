@@ -3,6 +3,7 @@
 //! Unsupported nodes are skipped; their outputs stay untyped, and so does everything computed
 //! from them.
 
+use crate::Clipped;
 use std::fmt;
 
 use crate::interp::{Geometry, out_size, pads};
@@ -19,7 +20,7 @@ pub struct InferError {
 
 impl fmt::Display for InferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node `{}`: {}", self.node, self.message)
+        write!(f, "node `{}`: {}", Clipped(&self.node), Clipped(&self.message))
     }
 }
 

@@ -56,7 +56,10 @@ def write_schemas(path):
         schemas.append({
             "name": s.name,
             "since_version": s.since_version,
+            "min_input": s.min_input,
+            "max_input": s.max_input,
             "min_output": s.min_output,
+            "max_output": s.max_output,
             "attributes": attrs,
         })
     with open(path, "w") as f:

@@ -30,6 +30,7 @@ pub(crate) mod schedule;
 pub mod select;
 pub(crate) mod view;
 
+use crate::Clipped;
 use std::fmt;
 
 use accelc_isa::blob::{Blob, DebugRange, Direction, IoTensor, SegmentDecl, SegmentRole};
@@ -66,8 +67,8 @@ impl LowerError {
 impl fmt::Display for LowerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.node {
-            Some(n) => write!(f, "node `{n}`: {}", self.message),
-            None => f.write_str(&self.message),
+            Some(n) => write!(f, "node `{}`: {}", Clipped(n), Clipped(&self.message)),
+            None => write!(f, "{}", Clipped(&self.message)),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::{Attrs, group, window};
+use crate::ops::{Arity, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -287,6 +288,17 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType
             Work::Macs(out_elems * per_out)
         }
         _ => Work::Traffic,
+    }
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    let _ = opset;
+    match op_type {
+        "ConvInteger" => counts(2, 4, 1, 1),
+        "QLinearConv" => counts(8, 9, 1, 1),
+        _ => counts(2, 3, 1, 1),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
+use crate::ops::{Arity, MANY, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -97,18 +98,6 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
 /// Output types from input types `ins` (and constant shape operands of `g`).
 pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
     let x = || input(ins, 0);
-    // ONNX's input counts: one operand, two, or Clip's operand and optional bounds.
-    let arity = match &node.op {
-        Op::Unary(_) | Op::LeakyRelu { .. } | Op::HardSigmoid { .. } | Op::Gelu { .. } => 1..=1,
-        Op::Clip { .. } => 1..=3,
-        Op::Binary(_) => 2..=2,
-        _ => 1..=usize::MAX,
-    };
-    if !arity.contains(&node.inputs.len()) {
-        let (lo, hi) = (*arity.start(), *arity.end());
-        let takes = if lo == hi { lo.to_string() } else { format!("{lo} to {hi}") };
-        return Err(format!("{} takes {takes} inputs, not {}", node.op_type, node.inputs.len()));
-    }
     match &node.op {
         // Integers only where ONNX defines them (Neg, Abs, Relu); the rest are float-only.
         Op::Unary(u)
@@ -446,6 +435,17 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], _outputs: &[TensorTyp
         _ => return Work::Traffic,
     };
     Work::Vector { passes, slow }
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    match op_type {
+        "Clip" if opset >= 11 => counts(1, 3, 1, 1),
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" => counts(2, 2, 1, 1),
+        "Sum" | "Mean" | "Max" | "Min" => counts(1, MANY, 1, 1),
+        _ => counts(1, 1, 1, 1),
+    }
 }
 
 /// No input determines the output shape.

@@ -13,6 +13,7 @@ use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::lower::view::{View, ViewOp};
 use crate::onnx::Attrs;
+use crate::ops::{Arity, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -387,6 +388,18 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType
         }
         Op::MatMul => Work::Macs(out_elems * a.last().copied().unwrap_or(1) as u64),
         _ => Work::Traffic,
+    }
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    match op_type {
+        "Gemm" if opset < 11 => counts(3, 3, 1, 1),
+        "Gemm" => counts(2, 3, 1, 1),
+        "MatMulInteger" => counts(2, 4, 1, 1),
+        "QLinearMatMul" => counts(8, 8, 1, 1),
+        _ => counts(2, 2, 1, 1),
     }
 }
 

@@ -9,6 +9,8 @@
 //! - `print`: the attributes in the ONNX text syntax, so that printing and re-importing gives
 //!   the same op;
 //! - `work`: the cost estimate's inputs (multiply-accumulates, vector passes or traffic);
+//! - `arity`: how many inputs and outputs ONNX allows a node of each op type at an opset
+//!   (the schema's `min_input..=max_input`, `min_output..=max_output`);
 //! - `shape_operand`: which inputs determine the output shape (and must be constant);
 //! - `lower`: the device lowering (kernel steps), or the constraint that keeps it off the
 //!   device.
@@ -52,6 +54,28 @@ pub enum Work {
     Traffic,
 }
 
+/// How many inputs and outputs a node may list, as the ONNX schema of its op type at the
+/// model's opset says (`min_input..=max_input`, `min_output..=max_output`; omitted optional
+/// ones listed as `""` count). The first `inputs.start()` inputs are required and may not be
+/// omitted. Checked by the importer for every node of a supported op type, and against
+/// onnx's own schemas by a test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arity {
+    /// Input counts allowed.
+    pub inputs: std::ops::RangeInclusive<usize>,
+    /// Output counts allowed.
+    pub outputs: std::ops::RangeInclusive<usize>,
+}
+
+/// Shorthand for the families' `arity` tables: `min_in..=max_in` inputs and
+/// `min_out..=max_out` outputs ([`MANY`] for variadic).
+pub(crate) const fn counts(min_in: usize, max_in: usize, min_out: usize, max_out: usize) -> Arity {
+    Arity { inputs: min_in..=max_in, outputs: min_out..=max_out }
+}
+
+/// The upper bound of a variadic input or output list.
+pub(crate) const MANY: usize = usize::MAX;
+
 /// The shape and type rule: output types from the graph (for constant shape operands), the
 /// node and its input types.
 type InferFn = fn(&Graph, &Node, &[Option<&TensorType>]) -> Result<Vec<TensorType>, String>;
@@ -70,6 +94,7 @@ pub struct OpDef {
     pub(crate) eval: EvalFn,
     pub(crate) print: fn(&Op, &mut Vec<String>),
     pub(crate) work: fn(&Op, &[Option<TensorType>], &[TensorType]) -> Work,
+    pub(crate) arity: fn(&str, i64) -> Arity,
     pub(crate) shape_operand: fn(&Op, usize) -> bool,
     pub(crate) lower: fn(&mut Builder<'_>, usize, &Node) -> Result<(), LowerError>,
 }
@@ -84,6 +109,7 @@ macro_rules! family {
             eval: $m::eval,
             print: $m::print,
             work: $m::work,
+            arity: $m::arity,
             shape_operand: $m::shape_operand,
             lower: $m::lower,
         }
@@ -173,6 +199,12 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         Some(d) => (d.import)(op_type, a, opset),
         None => Err(format!("`{op_type}` is not supported")),
     }
+}
+
+/// The inputs and outputs ONNX allows a node of default-domain op type `op_type` at `opset`,
+/// for a type the importer converts (`None` for any other).
+pub fn arity_of(op_type: &str, opset: i64) -> Option<Arity> {
+    family_of(op_type).map(|d| (d.arity)(op_type, opset))
 }
 
 /// The error of a family facet without an arm for `op`: `ops::def` routed it here but this

@@ -13,6 +13,7 @@ use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::lower::view::ViewOp;
 use crate::onnx::Attrs;
+use crate::ops::{Arity, MANY, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -845,6 +846,26 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
 /// Cost inputs: copies, bounded by their DRAM traffic.
 pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
     Work::Traffic
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    match op_type {
+        "Concat" => counts(1, MANY, 1, 1),
+        "Gather" => counts(2, 2, 1, 1),
+        "Pad" if opset < 11 => counts(1, 1, 1, 1),
+        "Pad" if opset < 18 => counts(2, 3, 1, 1),
+        "Pad" => counts(2, 4, 1, 1),
+        "Split" if (2..13).contains(&opset) => counts(1, 1, 1, MANY),
+        "Split" => counts(1, 2, 1, MANY),
+        "Resize" if opset < 11 => counts(2, 2, 1, 1),
+        "Resize" if opset < 13 => counts(3, 4, 1, 1),
+        "Resize" => counts(1, 4, 1, 1),
+        "Slice" if opset < 10 => counts(1, 1, 1, 1),
+        "Slice" => counts(3, 5, 1, 1),
+        _ => counts(1, 1, 1, 1),
+    }
 }
 
 /// Split's sizes, Resize's roi, scales and sizes, Slice's starts/ends/axes/steps and Pad's

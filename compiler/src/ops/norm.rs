@@ -14,6 +14,7 @@ use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::lower::view::{View, ViewOp};
 use crate::onnx::Attrs;
+use crate::ops::{Arity, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -371,6 +372,17 @@ pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorTy
         Op::Softmax { .. } | Op::LogSoftmax { .. } => Work::Vector { passes: 5, slow: true },
         Op::LayerNorm { .. } => Work::Vector { passes: 9, slow: false },
         _ => Work::Traffic,
+    }
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    match op_type {
+        "LayerNormalization" => counts(2, 3, 1, 3),
+        "BatchNormalization" if opset < 14 => counts(5, 5, 1, 5),
+        "BatchNormalization" => counts(5, 5, 1, 3),
+        _ => counts(1, 1, 1, 1),
     }
 }
 

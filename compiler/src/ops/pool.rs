@@ -11,6 +11,7 @@ use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::{Attrs, window};
+use crate::ops::{Arity, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -223,6 +224,15 @@ pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorTy
             Work::Vector { passes: window.kernel.iter().product::<usize>() as u64, slow: false }
         }
         _ => Work::Traffic,
+    }
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    match op_type {
+        "MaxPool" if opset >= 8 => counts(1, 1, 1, 2),
+        _ => counts(1, 1, 1, 1),
     }
 }
 

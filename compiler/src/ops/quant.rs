@@ -11,6 +11,7 @@ use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
+use crate::ops::{Arity, counts};
 use crate::shape::*;
 
 type R<T> = Result<T, String>;
@@ -215,6 +216,16 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType
         _ => false,
     };
     if matches!(op, Op::Cast { .. }) && same { Work::Free } else { Work::Traffic }
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    let _ = opset;
+    match op_type {
+        "QuantizeLinear" | "DequantizeLinear" => counts(2, 3, 1, 1),
+        _ => counts(1, 1, 1, 1),
+    }
 }
 
 /// No input determines the output shape.

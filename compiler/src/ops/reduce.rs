@@ -13,6 +13,7 @@ use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::lower::view::ViewOp;
 use crate::onnx::Attrs;
+use crate::ops::{Arity, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -227,6 +228,16 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
 /// Cost inputs: two vector passes per output element.
 pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
     Work::Vector { passes: 2, slow: false }
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    match op_type {
+        "ReduceSum" if opset >= 13 => counts(1, 2, 1, 1),
+        "ReduceMean" | "ReduceMax" if opset >= 18 => counts(1, 2, 1, 1),
+        _ => counts(1, 1, 1, 1),
+    }
 }
 
 /// Input 1, the axes (opsets where they are an input), determines the output shape.

@@ -13,6 +13,7 @@ use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
+use crate::ops::{Arity, counts};
 use crate::shape::*;
 use crate::text::*;
 
@@ -274,6 +275,18 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
 /// Cost inputs: none (views of the same bytes, or folded at compile time).
 pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
     Work::Free
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    match op_type {
+        "Reshape" if opset >= 5 => counts(2, 2, 1, 1),
+        "Squeeze" if opset >= 13 => counts(1, 2, 1, 1),
+        "Unsqueeze" if opset >= 13 => counts(2, 2, 1, 1),
+        "Constant" => counts(0, 0, 1, 1),
+        _ => counts(1, 1, 1, 1),
+    }
 }
 
 /// Reshape's shape and the axes of Squeeze and Unsqueeze (input 1) determine the output shape.

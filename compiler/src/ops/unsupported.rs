@@ -10,6 +10,7 @@ use crate::ir::*;
 use crate::lower::LowerError;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
+use crate::ops::{Arity, MANY, counts};
 
 type R<T> = Result<T, String>;
 
@@ -66,6 +67,13 @@ pub(crate) fn lower(_b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), L
 /// Cost inputs: unknown work, costed by its traffic.
 pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
     Work::Traffic
+}
+
+/// The inputs and outputs ONNX allows op type `op_type` at `opset`
+/// (the operator schemas' `min_input`, `max_input`, `min_output`, `max_output`).
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
+    let _ = (op_type, opset);
+    counts(0, MANY, 0, MANY)
 }
 
 /// No input is known to determine the output shape.

@@ -744,11 +744,14 @@ fn from_egraph(
     for (r, name) in roots.iter().zip(&out_names) {
         let v = emit(&mut g, eg, ex, &mut st, *r)?
             .ok_or_else(|| "internal: an output has no value".to_string())?;
-        // The output keeps its name: the value is renamed, or, when it is an input, a
-        // constant or already an output, an Identity gives the output its own value.
+        // The output keeps its name: the value already has it (an input passed through), is
+        // renamed, or, when it is an input, a constant or already an output under another
+        // name, an Identity gives the output its own value (names stay unique).
         let shared =
             g.inputs.contains(&v) || g.outputs.contains(&v) || g.value(v).constant.is_some();
-        if shared {
+        if g.value(v).name == *name && !g.outputs.contains(&v) {
+            g.outputs.push(v);
+        } else if shared {
             let ty = g.value(v).ty.clone();
             let out = g.add_value(Value { name: name.clone(), ty, constant: None });
             g.nodes.push(IrNode {

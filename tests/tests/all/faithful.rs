@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use accelc_compiler::ir::Op;
 use accelc_compiler::onnx::{ImportOptions, MAX_OPSET, MIN_OPSET, UNREAD, import};
-use accelc_compiler::ops::onnx_ops;
+use accelc_compiler::ops::{arity_of, onnx_ops};
 use accelc_compiler::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, attribute_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+    attribute_proto,
 };
 use accelc_tests::{accelc, repo_root};
 use ndarray::ArrayD;
@@ -112,6 +113,8 @@ fn batchnorm_7_spatial_attribute_with_runtime_parameters() {
 struct Schema {
     name: String,
     since_version: i64,
+    /// `min_input..=max_input, min_output..=max_output` (onnx writes 2^31 - 1 for variadic).
+    counts: [i64; 4],
     attributes: Vec<(String, SchemaAttr)>,
 }
 
@@ -131,6 +134,9 @@ fn schemas() -> Vec<Schema> {
         .map(|s| Schema {
             name: s["name"].as_str().unwrap().to_string(),
             since_version: s["since_version"].as_i64().unwrap(),
+            counts: ["min_input", "max_input", "min_output", "max_output"].map(|k| {
+                s[k].as_i64().unwrap_or_else(|| panic!("{k} missing (run `bash .ci/setup`)"))
+            }),
             attributes: s["attributes"]
                 .as_object()
                 .unwrap()
@@ -190,11 +196,31 @@ fn attribute(name: &str, a: &SchemaAttr) -> Option<AttributeProto> {
     Some(p)
 }
 
+/// A graph input `name` of type float (shape unknown).
+fn float_input(name: &str) -> ValueInfoProto {
+    use accelc_compiler::proto::{TypeProto, type_proto};
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A model of one node `n` of type `op` with `attrs`, reading as many graph inputs as its
+/// schema requires at `opset` (`x0`, `x1`, ...), writing `y`.
 fn one_node_model(op: &str, opset: i64, attrs: Vec<AttributeProto>) -> ModelProto {
+    let needs = arity_of(op, opset).map_or(0, |a| *a.inputs.start());
+    let inputs: Vec<String> = (0..needs).map(|i| format!("x{i}")).collect();
     let node = NodeProto {
         op_type: Some(op.into()),
         name: Some("n".into()),
-        input: vec![],
+        input: inputs.clone(),
         output: vec!["y".into()],
         attribute: attrs,
         ..Default::default()
@@ -205,7 +231,11 @@ fn one_node_model(op: &str, opset: i64, attrs: Vec<AttributeProto>) -> ModelProt
             domain: Some(String::new()),
             version: Some(opset),
         }],
-        graph: Some(GraphProto { node: vec![node], ..Default::default() }),
+        graph: Some(GraphProto {
+            node: vec![node],
+            input: inputs.iter().map(|i| float_input(i)).collect(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -270,6 +300,72 @@ fn every_schema_attribute_of_a_supported_op_is_known_to_the_importer() {
         unknown.join("\n")
     );
     assert!(checked > 500, "only {checked} attributes checked");
+}
+
+#[test]
+fn every_supported_op_takes_the_input_and_output_counts_of_its_schema() {
+    let schemas = schemas();
+    let mut wrong = vec![];
+    let mut checked = 0;
+    for op in &onnx_ops() {
+        for opset in MIN_OPSET..=MAX_OPSET {
+            let Some(s) = schemas
+                .iter()
+                .filter(|s| s.name == *op && s.since_version <= opset)
+                .max_by_key(|s| s.since_version)
+            else {
+                continue;
+            };
+            let ours = arity_of(op, opset).unwrap();
+            let bound = |n: usize| if n == usize::MAX { i64::from(i32::MAX) } else { n as i64 };
+            let got = [
+                bound(*ours.inputs.start()),
+                bound(*ours.inputs.end()),
+                bound(*ours.outputs.start()),
+                bound(*ours.outputs.end()),
+            ];
+            checked += 1;
+            if got != s.counts {
+                wrong.push(format!(
+                    "{op}-{} at opset {opset}: schema {:?}, ours {got:?}",
+                    s.since_version, s.counts
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "counts differing from onnx's schemas:\n{}", wrong.join("\n"));
+    assert!(checked > 1000, "only {checked} op versions checked");
+}
+
+/// A node listing one input more than its schema allows, one fewer than it needs, or an empty
+/// name for a required input, is an error naming the node, for every supported op type.
+#[test]
+fn a_node_with_the_wrong_number_of_inputs_is_refused_naming_it() {
+    let opset = 17;
+    for op in &onnx_ops() {
+        let a = arity_of(op, opset).unwrap();
+        let mut cases: Vec<Vec<String>> = vec![];
+        if *a.inputs.end() != usize::MAX {
+            cases.push((0..=*a.inputs.end()).map(|i| format!("x{i}")).collect());
+        }
+        if *a.inputs.start() > 0 {
+            cases.push((0..*a.inputs.start() - 1).map(|i| format!("x{i}")).collect());
+            let mut v: Vec<String> = (0..*a.inputs.start()).map(|i| format!("x{i}")).collect();
+            v[0] = String::new();
+            cases.push(v);
+        }
+        for inputs in cases {
+            let mut m = one_node_model(op, opset, vec![]);
+            let g = m.graph.as_mut().unwrap();
+            g.node[0].input = inputs.clone();
+            g.input = inputs.iter().filter(|i| !i.is_empty()).map(|i| float_input(i)).collect();
+            let err = import(m.encode_to_vec().into(), None, &ImportOptions::default())
+                .map(|_| ())
+                .expect_err(&format!("{op} with inputs {inputs:?} imported"));
+            let text = err.to_string();
+            assert!(text.contains("`n`") && text.contains("input"), "{op} {inputs:?}: {text}");
+        }
+    }
 }
 
 #[test]
@@ -876,4 +972,59 @@ fn integer_neg_abs_relu_wrap_like_numpy() {
     }
     let e = load(&text("Sigmoid", "int32")).unwrap_err();
     assert!(e.contains("Sigmoid of int32 (ONNX defines it for floats)"), "{e}");
+}
+
+/// A graph output that is a graph input (passed through) prints as an output of the same
+/// value, not as `x = Identity (x)` (which defines `x` twice and does not re-import), at
+/// every optimization level.
+#[test]
+fn a_passed_through_input_prints_and_reimports() {
+    let dir = scratch("passthrough");
+    let model = dir.join("m.onnxtxt");
+    std::fs::write(
+        &model,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\n\
+         g (float[2] x) => (float[2] x, float[2] y) {\n  y = Relu(x)\n}\n",
+    )
+    .unwrap();
+    for opt in ["-O0", "-O2"] {
+        let first = accelc(&["ir", &model.display().to_string(), opt]);
+        assert_eq!(first.code, 0, "{}", first.stderr);
+        assert!(!first.stdout.contains("Identity"), "{opt}: {}", first.stdout);
+        let again = dir.join(format!("again{opt}.onnxtxt"));
+        std::fs::write(&again, &first.stdout).unwrap();
+        let second = accelc(&["ir", &again.display().to_string(), opt]);
+        assert_eq!(second.code, 0, "{opt}: {}", second.stderr);
+        assert_eq!(second.stdout, first.stdout, "{opt}: printing is not a fixed point");
+    }
+}
+
+/// An error quoting text from the model (a 100,000-byte node name, a 300,000-entry `perm`)
+/// stays short: the quoted text is cut with the rest counted, in `compile` and `check`.
+#[test]
+fn errors_quoting_huge_input_stay_short() {
+    let dir = scratch("huge-quote");
+    let mut m = one_node_model("Transpose", 17, vec![]);
+    let perm = AttributeProto {
+        name: Some("perm".into()),
+        r#type: Some(attribute_proto::AttributeType::Ints as i32),
+        ints: (0..300_000).collect(),
+        ..Default::default()
+    };
+    let g = m.graph.as_mut().unwrap();
+    g.output = vec![ValueInfoProto { name: Some("y".into()), ..Default::default() }];
+    let node = &mut g.node[0];
+    node.name = Some("n".repeat(100_000));
+    node.attribute = vec![perm];
+    let path = dir.join("m.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let p = path.display().to_string();
+    let out = dir.join("m.blob").display().to_string();
+    for args in [vec!["compile", &p, "-o", &out], vec!["check", &p]] {
+        let r = accelc(&args);
+        assert_ne!(r.code, 0, "{args:?} accepted a 300,000-axis perm of a rank-1 tensor");
+        let text = format!("{}{}", r.stdout, r.stderr);
+        assert!(text.contains("more bytes)"), "{args:?}: {}", &text[..text.len().min(300)]);
+        assert!(text.len() < 4096, "{args:?}: {} bytes of message", text.len());
+    }
 }
