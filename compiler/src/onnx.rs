@@ -306,6 +306,14 @@ impl<'n> Attrs<'n> {
             .find(|n| !read.contains(&n.as_str()))
     }
 
+    /// Records that the node breaks an ONNX rule (an undefined mode, a count that contradicts
+    /// the node), so the importer refuses the model naming the node instead of keeping the
+    /// node as merely unsupported; returns `message` for the caller's `Err`.
+    pub(crate) fn invalid(&self, message: String) -> String {
+        self.bad.borrow_mut().get_or_insert(message.clone());
+        message
+    }
+
     /// The attribute, if present with type `want`.
     pub(crate) fn typed(&self, name: &'static str, want: AttributeType) -> Option<&AttributeProto> {
         let a = self.get(name)?;
@@ -455,15 +463,16 @@ pub(crate) fn external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Bytes
 /// outputs as its schema allows at `opset`, and none of the required inputs is omitted.
 fn check_arity(n: &NodeProto, op_type: &str, opset: i64) -> Result<(), String> {
     let Some(a) = crate::ops::arity_of(op_type, opset) else { return Ok(()) };
-    let range = |r: &std::ops::RangeInclusive<usize>| match (*r.start(), *r.end()) {
-        (lo, hi) if lo == hi => lo.to_string(),
-        (lo, crate::ops::MANY) => format!("at least {lo}"),
-        (lo, hi) => format!("{lo} to {hi}"),
+    let range = |r: &std::ops::RangeInclusive<usize>, what: &str| match (*r.start(), *r.end()) {
+        (1, 1) => format!("1 {what}"),
+        (lo, hi) if lo == hi => format!("{lo} {what}s"),
+        (lo, crate::ops::MANY) => format!("at least {lo} {what}{}", if lo == 1 { "" } else { "s" }),
+        (lo, hi) => format!("{lo} to {hi} {what}s"),
     };
     if !a.inputs.contains(&n.input.len()) {
         return Err(format!(
-            "{op_type}-{opset} takes {} inputs, not {}",
-            range(&a.inputs),
+            "{op_type}-{opset} takes {}, not {}",
+            range(&a.inputs, "input"),
             n.input.len()
         ));
     }
@@ -472,8 +481,8 @@ fn check_arity(n: &NodeProto, op_type: &str, opset: i64) -> Result<(), String> {
     }
     if !a.outputs.contains(&n.output.len()) {
         return Err(format!(
-            "{op_type}-{opset} has {} outputs, not {}",
-            range(&a.outputs),
+            "{op_type}-{opset} has {}, not {}",
+            range(&a.outputs, "output"),
             n.output.len()
         ));
     }
@@ -666,7 +675,7 @@ pub(crate) fn group(a: &Attrs<'_>) -> Result<usize, String> {
     usize::try_from(g)
         .ok()
         .filter(|g| *g >= 1)
-        .ok_or_else(|| format!("group = {g} is not a positive count"))
+        .ok_or_else(|| a.invalid(format!("group = {g} is not a positive count")))
 }
 
 pub(crate) fn window(a: &Attrs<'_>) -> Result<Window, String> {
@@ -675,7 +684,7 @@ pub(crate) fn window(a: &Attrs<'_>) -> Result<Window, String> {
         Some("SAME_UPPER") => AutoPad::SameUpper,
         Some("SAME_LOWER") => AutoPad::SameLower,
         Some("VALID") => AutoPad::Valid,
-        Some(other) => return Err(format!("auto_pad `{other}` is not defined")),
+        Some(other) => return Err(a.invalid(format!("auto_pad `{other}` is not defined"))),
     };
     Ok(Window {
         kernel: a.usizes("kernel_shape")?,

@@ -89,7 +89,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         "Gelu" => match a.string("approximate").as_deref() {
             None | Some("none") => Ok(Op::Gelu { tanh: false }),
             Some("tanh") => Ok(Op::Gelu { tanh: true }),
-            Some(other) => Err(format!("Gelu approximate `{other}` is not defined")),
+            Some(other) => Err(a.invalid(format!("Gelu approximate `{other}` is not defined"))),
         },
         other => Err(super::misrouted_name(other, FAMILY)),
     }

@@ -39,7 +39,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
                 Some("reflect") => PadMode::Reflect,
                 Some("edge") => PadMode::Edge,
                 Some("wrap") => PadMode::Wrap,
-                Some(other) => return Err(format!("Pad mode `{other}` is not defined")),
+                Some(other) => return Err(a.invalid(format!("Pad mode `{other}` is not defined"))),
             };
             let old = opset < 11;
             Ok(Op::Pad {
@@ -53,9 +53,9 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             if let Some(k) = a.get("num_outputs").map(|_| a.i64("num_outputs", 0)) {
                 let outputs = a.node.output.len();
                 if usize::try_from(k).ok() != Some(outputs) {
-                    return Err(format!(
+                    return Err(a.invalid(format!(
                         "Split num_outputs = {k} but the node has {outputs} outputs"
-                    ));
+                    )));
                 }
             }
             Ok(Op::Split {
@@ -86,7 +86,9 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
                 Some("round_prefer_ceil") => NearestMode::RoundPreferCeil,
                 Some("floor") => NearestMode::Floor,
                 Some("ceil") => NearestMode::Ceil,
-                Some(other) => return Err(format!("Resize nearest_mode `{other}` is not defined")),
+                Some(other) => {
+                    return Err(a.invalid(format!("Resize nearest_mode `{other}` is not defined")));
+                }
             };
             if a.i64("antialias", 0) != 0 {
                 return Err("Resize with antialias is not supported".into());

@@ -62,9 +62,9 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
                 } else {
                     format!(" (and {})", others.join(", "))
                 };
-                return Err(format!(
+                return Err(a.invalid(format!(
                     "Constant needs exactly one value attribute; it has {has}{also}"
-                ));
+                )));
             }
             Ok(Op::Constant)
         }

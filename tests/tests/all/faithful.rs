@@ -1028,3 +1028,46 @@ fn errors_quoting_huge_input_stay_short() {
         assert!(text.len() < 4096, "{args:?}: {} bytes of message", text.len());
     }
 }
+
+/// A node breaking an ONNX rule at import (a value count, an undefined mode, a zero group) is
+/// an error for the whole model naming the node, not an unsupported node a host could take.
+#[test]
+fn rule_breaking_attributes_are_model_errors_not_unsupported_nodes() {
+    use attribute_proto::AttributeType as T;
+    let int = |name: &str, v: i64| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(T::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    };
+    let string = |name: &str, v: &str| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(T::String as i32),
+        s: Some(v.as_bytes().to_vec().into()),
+        ..Default::default()
+    };
+    let float = |name: &str, v: f32| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(T::Float as i32),
+        f: Some(v),
+        ..Default::default()
+    };
+    let cases = [
+        ("Constant", vec![float("value_float", 1.0), int("value_int", 2)], "exactly one value"),
+        ("Constant", vec![], "exactly one value"),
+        ("Conv", vec![int("group", 0)], "group = 0"),
+        ("Conv", vec![string("auto_pad", "SIDEWAYS")], "auto_pad `SIDEWAYS`"),
+        ("Pad", vec![string("mode", "mirror")], "Pad mode `mirror`"),
+        ("Gelu", vec![string("approximate", "fast")], "approximate `fast`"),
+        ("Resize", vec![string("nearest_mode", "up")], "nearest_mode `up`"),
+    ];
+    for (op, attrs, needle) in cases {
+        let opset = if op == "Gelu" { 20 } else { 17 };
+        let m = one_node_model(op, opset, attrs);
+        let err = import(m.encode_to_vec().into(), None, &ImportOptions::default())
+            .map(|g| format!("{:?}", g.nodes[0].op))
+            .expect_err(&format!("{op} ({needle}) imported"));
+        let text = err.to_string();
+        assert!(text.contains("node `n`") && text.contains(needle), "{op}: {text}");
+    }
+}

@@ -349,7 +349,7 @@ fn review_findings_are_refused_by_name() {
         (
             "arity",
             format!("{h}g (float[2] x) => (float y) {{ y = Relu (x, x, x) }}\n"),
-            "Relu takes 1 inputs, not 3".to_string(),
+            "node `Relu_0`: Relu-17 takes 1 input, not 3".to_string(),
         ),
         (
             "rank",
