@@ -29,6 +29,15 @@ pub struct RunResult {
     pub stats: RunStats,
 }
 
+/// The host (IR) type of a blob I/O tensor: its device element type, read as `bool` when the
+/// blob marks the bytes boolean ([`IoTensor::boolean`]); `None` for device-only types.
+pub fn io_dtype(t: &IoTensor) -> Option<DType> {
+    if t.boolean {
+        return (t.dtype == Dtype::U8).then_some(DType::Bool);
+    }
+    host_dtype(t.dtype)
+}
+
 /// The IR type of a device tensor type (the blob's I/O descriptors carry the device's).
 pub fn host_dtype(d: Dtype) -> Option<DType> {
     Some(match d {
@@ -111,10 +120,11 @@ impl Session {
         }
         for (s, t) in specs.iter().zip(inputs) {
             let dims: Vec<usize> = s.dims.iter().map(|d| *d as usize).collect();
-            if host_dtype(s.dtype) != Some(t.dtype) || dims != t.dims {
+            if io_dtype(s) != Some(t.dtype) || dims != t.dims {
+                let takes = io_dtype(s).map_or_else(|| s.dtype.to_string(), |d| d.to_string());
                 return Err(Error::Input(format!(
-                    "input `{}` is {}{:?}; the model takes {}{:?}",
-                    s.name, t.dtype, t.dims, s.dtype, dims
+                    "input `{}` is {}{:?}; the model takes {takes}{:?}",
+                    s.name, t.dtype, t.dims, dims
                 )));
             }
         }
@@ -122,7 +132,7 @@ impl Session {
         let out = self.model.run_with(&refs, trace).map_err(driver_err)?;
         let mut outputs = Vec::new();
         for (spec, data) in self.outputs().iter().zip(out.tensors) {
-            let dtype = host_dtype(spec.dtype).ok_or_else(|| {
+            let dtype = io_dtype(spec).ok_or_else(|| {
                 Error::Blob(format!("output `{}` has device type {}", spec.name, spec.dtype))
             })?;
             let dims = spec.dims.iter().map(|d| *d as usize).collect();

@@ -18,7 +18,8 @@ pub struct HostTensor {
 }
 
 impl HostTensor {
-    /// A tensor from its parts; errors when the byte count does not match the dimensions.
+    /// A tensor from its parts; errors when the byte count does not match the dimensions or a
+    /// bool byte is neither 0 nor 1.
     pub fn new(dtype: DType, dims: Vec<usize>, data: Vec<u8>) -> Result<HostTensor, Error> {
         let want = dims
             .iter()
@@ -28,6 +29,16 @@ impl HostTensor {
             return Err(Error::Input(format!(
                 "{dtype}{dims:?} needs {want} bytes; {} given",
                 data.len()
+            )));
+        }
+        // A bool is one byte holding 0 or 1 (numpy's `|b1`); another byte is not a bool and
+        // would not compare equal to `true` on the device.
+        if dtype == DType::Bool
+            && let Some(i) = data.iter().position(|b| *b > 1)
+        {
+            return Err(Error::Input(format!(
+                "bool element {i} is the byte {}, not 0 or 1",
+                data[i]
             )));
         }
         Ok(HostTensor { dtype, dims, data })

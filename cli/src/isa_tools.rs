@@ -357,9 +357,12 @@ pub(crate) fn cmd_inspect(
     let _ = writeln!(s, "io tensors: {}", blob.io.len());
     for t in &blob.io {
         let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
-        let q = t
+        let mut q = t
             .quant
             .map_or(String::new(), |q| format!(", scale {} zero point {}", q.scale, q.zero_point));
+        if t.boolean {
+            q.push_str(", boolean");
+        }
         let _ = writeln!(
             s,
             "  {:?} {} {}[{}] in segment {} at {:#x}{q}",

@@ -291,7 +291,7 @@ pub fn inputs(specs: &[&IoTensor], args: &[String], seed: u64) -> anyhow::Result
         given.insert(name.to_string(), accelc::npy::read(Path::new(file)).map_err(fail)?);
     }
     let dtype = |s: &IoTensor| {
-        accelc::host_dtype(s.dtype).ok_or_else(|| {
+        accelc::io_dtype(s).ok_or_else(|| {
             invalid(format!("input `{}` is {}, which has no host type", s.name, s.dtype))
         })
     };

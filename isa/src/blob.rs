@@ -13,7 +13,9 @@
 //!
 //! Section entry: u32 kind, u32 flags (bit 0: required), u64 offset, u64 size, u32 CRC32C of
 //! the contents, u32 reserved (zero). A reader rejects unknown sections marked required and
-//! skips other unknown ones, so later minor versions can add optional sections.
+//! skips other unknown ones, so later minor versions can add optional sections. A minor
+//! version may also add a value to a field, which older readers refuse naming it (1.1: the
+//! boolean interpretation of an I/O tensor).
 //!
 //! The reader checks every offset and size in subtraction form with 64-bit arithmetic, every
 //! checksum, that sections neither overlap nor leave non-zero padding, and every cross-reference
@@ -36,7 +38,7 @@ use crate::program::{DESC_BYTES, EncodedProgram};
 /// The magic bytes.
 pub const MAGIC: [u8; 8] = [0x89, b'N', b'P', b'B', b'\r', b'\n', 0x1a, b'\n'];
 /// Format version written, `(major, minor)`.
-pub const FORMAT_VERSION: (u16, u16) = (1, 0);
+pub const FORMAT_VERSION: (u16, u16) = (1, 1);
 /// Header size.
 pub const HEADER_BYTES: usize = 128;
 /// Section table entry size.
@@ -224,6 +226,10 @@ pub struct IoTensor {
     pub dims: Vec<u64>,
     /// Quantisation, for integer tensors that represent real values.
     pub quant: Option<Quant>,
+    /// Whether the elements are booleans: `u8` bytes holding 0 or 1 that the model types
+    /// `bool` (ONNX's `tensor(bool)`, numpy's `|b1`), so hosts read and write them as such.
+    /// Format 1.1; a 1.0 reader refuses it as an unknown interpretation kind.
+    pub boolean: bool,
 }
 
 impl IoTensor {
@@ -470,12 +476,21 @@ impl<'a> Blob<'a> {
             for d in &t.dims {
                 o.u64(*d);
             }
-            match t.quant {
-                None => o.u8(0),
-                Some(q) => {
+            // The interpretation kind: 0 plain, 1 quantised (scale, zero point), 2 boolean.
+            match (t.quant, t.boolean) {
+                (None, false) => o.u8(0),
+                (Some(q), false) => {
                     o.u8(1);
                     o.u32(q.scale.to_bits());
                     o.u32(q.zero_point as u32);
+                }
+                (None, true) if t.dtype == Dtype::U8 => o.u8(2),
+                _ => {
+                    return Err(err(
+                        None,
+                        None,
+                        format!("tensor {}: a boolean is a plain u8 tensor", t.name),
+                    ));
                 }
             }
         }
@@ -647,16 +662,28 @@ impl<'a> Blob<'a> {
             for _ in 0..rank {
                 dims.push(c.u64()?);
             }
-            let quant = match c.u8()? {
-                0 => None,
-                1 => Some(Quant { scale: f32::from_bits(c.u32()?), zero_point: c.u32()? as i32 }),
+            let kind_at = c.at();
+            let (quant, boolean) = match c.u8()? {
+                0 => (None, false),
+                1 => (
+                    Some(Quant { scale: f32::from_bits(c.u32()?), zero_point: c.u32()? as i32 }),
+                    false,
+                ),
+                2 if dtype == Dtype::U8 => (None, true),
+                2 => {
+                    return Err(err(
+                        Some(kind_at),
+                        Some("IO"),
+                        format!("tensor `{name}` is boolean but its elements are {dtype}, not u8"),
+                    ));
+                }
                 other => {
                     return Err(
-                        c.fail(format!("tensor `{name}` has unknown quantisation kind {other}"))
+                        c.fail(format!("tensor `{name}` has unknown interpretation kind {other}"))
                     );
                 }
             };
-            let t = IoTensor { name, direction, segment, offset, dtype, dims, quant };
+            let t = IoTensor { name, direction, segment, offset, dtype, dims, quant, boolean };
             let fail = |m: String| err(Some(at), Some("IO"), m);
             let seg = segments.iter().find(|s| s.id == t.segment).ok_or_else(|| {
                 fail(format!("tensor `{}` is in undeclared segment {}", t.name, t.segment))

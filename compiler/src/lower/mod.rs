@@ -353,6 +353,7 @@ pub fn compile_with(
                     .ok_or_else(|| LowerError::msg(format!("`{name}` is int64")))?,
                 dims: tens.shape.iter().map(|&d| d as u64).collect(),
                 quant: None,
+                boolean: tens.dtype == DType::Bool,
             });
         }
     }

@@ -51,6 +51,7 @@ fn sample() -> Blob<'static> {
                 dtype: Dtype::F32,
                 dims: vec![1, 16],
                 quant: None,
+                boolean: false,
             },
             IoTensor {
                 name: "y".into(),
@@ -60,6 +61,17 @@ fn sample() -> Blob<'static> {
                 dtype: Dtype::U8,
                 dims: vec![1, 10],
                 quant: Some(Quant { scale: 0.25, zero_point: 128 }),
+                boolean: false,
+            },
+            IoTensor {
+                name: "mask".into(),
+                direction: Direction::Output,
+                segment: 1,
+                offset: 16,
+                dtype: Dtype::U8,
+                dims: vec![4],
+                quant: None,
+                boolean: true,
             },
         ],
         program: program.encode().unwrap(),
@@ -86,6 +98,29 @@ fn round_trip() {
     }
     // Writing is deterministic.
     assert_eq!(back.to_bytes().unwrap(), bytes);
+}
+
+/// A boolean tensor is a plain `u8` one: the writer refuses any other, and the reader refuses
+/// the boolean kind on other element types, naming the tensor and the byte.
+#[test]
+fn a_boolean_tensor_is_plain_u8() {
+    let mut b = sample();
+    b.io[2].quant = Some(Quant { scale: 1.0, zero_point: 0 });
+    let e = b.to_bytes().unwrap_err();
+    assert!(e.message.contains("mask"), "{e}");
+    let mut b = sample();
+    b.io[2].dtype = Dtype::S8;
+    assert!(b.to_bytes().unwrap_err().message.contains("mask"));
+    // Patch the element type byte of `mask` in a valid blob and reseal it.
+    let bytes = sample().to_bytes().unwrap();
+    let name = bytes.windows(4).position(|w| w == b"mask").unwrap();
+    let mut bad = bytes.clone();
+    // After the name: direction, segment, dtype.
+    assert_eq!(bad[name + 6], Dtype::U8 as u8);
+    bad[name + 6] = Dtype::S8 as u8;
+    let bad = accelc_tests::fuzz::reseal(&bad);
+    let e = Blob::read(&bad).unwrap_err();
+    assert!(e.message.contains("`mask` is boolean") && e.offset.is_some(), "{e}");
 }
 
 #[test]
@@ -224,7 +259,7 @@ fn header_errors() {
     assert!(e(&longer).contains("truncated or padded"));
     let mut v2 = bytes.clone();
     v2[8] = 2;
-    assert_eq!(e(&v2), "byte 0x8: format version 2.0 is not supported (this reader knows 1.x)");
+    assert_eq!(e(&v2), "byte 0x8: format version 2.1 is not supported (this reader knows 1.x)");
 }
 
 proptest! {

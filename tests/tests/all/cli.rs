@@ -342,3 +342,56 @@ fn diff_compares_outputs_produced_through_aliases() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("all 1 tensors match"), "{}", run.stdout);
 }
+
+/// A model's bool inputs and outputs stay bool through the blob (u8 bytes marked boolean):
+/// `run` of the model and of its blob take a bool `.npy`, refuse a uint8 one naming both types,
+/// write bool outputs equal to the reference, and refuse a bool byte other than 0 or 1.
+#[test]
+fn bool_tensors_cross_the_blob_as_bool() {
+    let dir = scratch("bool-io");
+    let model = dir.join("b.onnxtxt");
+    std::fs::write(
+        &model,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\n\
+         g (bool[4] m) => (bool[4] y, bool[2,2] r) {\n  y = Identity (m)\n  \
+         s = Constant <value_ints: ints = [2, 2]> ()\n  r = Reshape (m, s)\n}\n",
+    )
+    .unwrap();
+    let blob = dir.join("b.blob");
+    let c = accelc(&["compile", s(&model), "-o", s(&blob)]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let insp = accelc(&["inspect", s(&blob)]);
+    assert!(insp.stdout.contains("Input m u8[4] in segment"), "{}", insp.stdout);
+    assert!(insp.stdout.contains(", boolean"), "{}", insp.stdout);
+    let m = dir.join("m.npy");
+    let mask = ndarray::arr1(&[true, false, true, false]).into_dyn();
+    ndarray_npy::write_npy(&m, &mask).unwrap();
+    for (i, src) in [&model, &blob].into_iter().enumerate() {
+        let out = dir.join(format!("out{i}"));
+        let input = format!("m={}", s(&m));
+        let mut args = vec!["run", s(src), "--input", &input, "--output", s(&out)];
+        if i == 0 {
+            args.push("--compare");
+        }
+        let r = accelc(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let y: ndarray::ArrayD<bool> = ndarray_npy::read_npy(out.join("y.npy")).unwrap();
+        assert_eq!(y, mask);
+        let r: ndarray::ArrayD<bool> = ndarray_npy::read_npy(out.join("r.npy")).unwrap();
+        assert_eq!(r.into_raw_vec_and_offset().0, vec![true, false, true, false]);
+    }
+    let u8s = dir.join("u8.npy");
+    ndarray_npy::write_npy(&u8s, &ndarray::arr1(&[1u8, 0, 1, 0]).into_dyn()).unwrap();
+    let input = format!("m={}", s(&u8s));
+    let r = accelc(&["run", s(&blob), "--input", &input]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is uint8[4]; the model takes bool[4]"), "{}", r.stderr);
+    // A hand-written bool file holding the byte 2.
+    let mut bytes = std::fs::read(&m).unwrap();
+    *bytes.last_mut().unwrap() = 2;
+    std::fs::write(&m, bytes).unwrap();
+    let input = format!("m={}", s(&m));
+    let r = accelc(&["run", s(&blob), "--input", &input]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("bool element 3 is the byte 2"), "{}", r.stderr);
+}

@@ -300,6 +300,7 @@ fn gemm_blob(w: &[f32]) -> Vec<u8> {
         dtype: Dtype::F32,
         dims,
         quant: None,
+        boolean: false,
     };
     Blob {
         target: DeviceConfig::default_npu().target(),
