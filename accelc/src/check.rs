@@ -57,6 +57,7 @@ impl CheckReport {
 /// Errors only when the file cannot be imported at all ([`Error::Model`], with the node or
 /// byte position); everything else is an answer in the report.
 pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
+    crate::compile::validate_config(&opts.config)?;
     let imported = crate::compile::import(src, opts)?;
     let mut nodes: Vec<NodeCheck> = imported
         .nodes

@@ -138,9 +138,15 @@ pub fn optimize(
     Ok(report)
 }
 
+/// A configuration built at run time must be one the ISA and timing model can use.
+pub(crate) fn validate_config(c: &DeviceConfig) -> Result<(), Error> {
+    c.validate().map_err(|e| Error::Input(format!("device configuration `{}`: {e}", c.name)))
+}
+
 /// Compiles a model: frontend, optimizer, lowering, blob.
 ///
-/// Errors: [`Error::Model`] when the model cannot be read or processed, [`Error::Unsupported`]
+/// Errors: [`Error::Input`] when `opts.config` is out of range ([`DeviceConfig::validate`]),
+/// [`Error::Model`] when the model cannot be read or processed, [`Error::Unsupported`]
 /// when a node does not run on the device (its name and the constraint), [`Error::Internal`]
 /// when accelc finds an inconsistency in its own output.
 pub fn compile(
@@ -148,6 +154,7 @@ pub fn compile(
     opts: &Options,
     obs: &mut dyn Observer,
 ) -> Result<Compilation, Error> {
+    validate_config(&opts.config)?;
     let reference = load_graph(src, opts, obs)?;
     let mut optimized = reference.clone();
     let report = optimize(&mut optimized, &src, opts, obs)?;

@@ -19,6 +19,7 @@ mod compare;
 mod compile;
 pub mod npy;
 mod profile;
+pub mod roofline;
 mod session;
 mod tensor;
 
@@ -76,7 +77,7 @@ impl std::error::Error for Error {}
 /// The built-in device configuration called `name`, or an error listing the names.
 pub fn config(name: &str) -> Result<DeviceConfig, Error> {
     DeviceConfig::by_name(name).ok_or_else(|| {
-        let names: Vec<&str> = DeviceConfig::builtin().iter().map(|c| c.name).collect();
+        let names: Vec<String> = DeviceConfig::builtin().into_iter().map(|c| c.name).collect();
         Error::Input(format!("no device configuration `{name}` (built-in: {})", names.join(", ")))
     })
 }

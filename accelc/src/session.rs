@@ -69,13 +69,41 @@ impl Session {
     /// As [`Session::new`], on a device with policy `opts` (its job cycle limit and watchdog
     /// timeout); a program whose run-time bound exceeds the limit is an [`Error::Blob`].
     pub fn with_options(blob: Vec<u8>, opts: DeviceOptions) -> Result<Session, Error> {
+        Session::open(blob, None, opts)
+    }
+
+    /// Loads a blob onto a new simulated device of configuration `config` (one built at run
+    /// time: blobs record the parameters a program's validity depends on, not the timing, so
+    /// a blob for a custom configuration is loaded with that configuration).
+    ///
+    /// Errors: [`Error::Input`] when `config` is out of range ([`DeviceConfig::validate`]),
+    /// [`Error::Blob`] when the blob is malformed, was built for a device with other
+    /// parameters (the fingerprint differs) or its program is rejected.
+    pub fn with_config(
+        blob: Vec<u8>,
+        config: DeviceConfig,
+        opts: DeviceOptions,
+    ) -> Result<Session, Error> {
+        config.validate().map_err(|e| Error::Input(format!("device configuration: {e}")))?;
+        Session::open(blob, Some(config), opts)
+    }
+
+    fn open(
+        blob: Vec<u8>,
+        config: Option<DeviceConfig>,
+        opts: DeviceOptions,
+    ) -> Result<Session, Error> {
         let parsed = Blob::read(&blob).map_err(|e| Error::Blob(format!("malformed blob: {e}")))?;
-        let config = DeviceConfig::by_name(&parsed.target.config_name).ok_or_else(|| {
-            Error::Blob(format!(
-                "the blob targets `{}`, which is not a built-in device configuration",
-                parsed.target.config_name
-            ))
-        })?;
+        let config = match config {
+            Some(c) => c,
+            None => DeviceConfig::by_name(&parsed.target.config_name).ok_or_else(|| {
+                Error::Blob(format!(
+                    "the blob targets `{}`, which is not a built-in device configuration \
+                     (load it with the configuration it was compiled for)",
+                    parsed.target.config_name
+                ))
+            })?,
+        };
         let device = Device::open_with(config.clone(), opts);
         let model = Model::load_blob(&device, &parsed).map_err(driver_err)?;
         let io = parsed.io.clone();

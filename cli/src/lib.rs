@@ -198,6 +198,10 @@ enum Command {
         /// Write a Chrome trace (opens in Perfetto).
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Write the roofline chart as SVG: each layer a point (operational intensity against
+        /// achieved rate) under the device's roof.
+        #[arg(long)]
+        roofline: Option<PathBuf>,
         #[command(flatten)]
         target: models::TargetArgs,
     },
@@ -291,8 +295,10 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Diff { model, inputs, target, opt } => {
             models::cmd_diff(&model, &inputs, &target, opt, out, err)
         }
-        Command::Profile { model, inputs, trace, target, opt } => {
-            models::cmd_profile(opt, err, &model, &inputs, trace.as_deref(), &target, out)
+        Command::Profile { model, inputs, trace, roofline, target, opt } => {
+            let files =
+                models::ProfileFiles { trace: trace.as_deref(), roofline: roofline.as_deref() };
+            models::cmd_profile(opt, err, &model, &inputs, files, &target, out)
         }
         Command::Sim { input, config, segs, dumps, trace, no_timing, max_cycles } => {
             isa_tools::cmd_sim(
@@ -311,7 +317,7 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
 
 pub(crate) fn config(name: &str) -> anyhow::Result<DeviceConfig> {
     DeviceConfig::by_name(name).ok_or_else(|| {
-        let names: Vec<&str> = DeviceConfig::builtin().iter().map(|c| c.name).collect();
+        let names: Vec<String> = DeviceConfig::builtin().into_iter().map(|c| c.name).collect();
         anyhow!("unknown configuration `{name}` (known: {})", names.join(", "))
     })
 }

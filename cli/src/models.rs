@@ -520,6 +520,14 @@ pub(crate) fn cmd_diff(
     }
 }
 
+/// The files `profile` writes besides its table.
+pub(crate) struct ProfileFiles<'a> {
+    /// A Chrome trace.
+    pub(crate) trace: Option<&'a Path>,
+    /// The roofline chart (SVG).
+    pub(crate) roofline: Option<&'a Path>,
+}
+
 /// Per layer: cycles from the trace (barrier to barrier), DMA bytes from the descriptors.
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_profile(
@@ -527,7 +535,7 @@ pub(crate) fn cmd_profile(
     err: &mut dyn Write,
     model: &Path,
     input_args: &InputArgs,
-    trace: Option<&Path>,
+    files: ProfileFiles<'_>,
     target: &TargetArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
@@ -585,10 +593,28 @@ pub(crate) fn cmd_profile(
         stats.cycles as f64 * 1e3 / cfgd.clock_hz as f64,
         cfgd.clock_hz as f64 / 1e9
     )?;
-    if let Some(path) = trace {
+    if let Some(path) = files.trace {
         let json = accelc_runtime::sim::trace::chrome_json(&stats.trace, cfgd.clock_hz);
         write_atomic(path, json.as_bytes())?;
         writeln!(out, "trace: {} ({} events)", path.display(), stats.trace.len())?;
+    }
+    if let Some(path) = files.roofline {
+        let points: Vec<accelc::roofline::Point> = p
+            .layers
+            .iter()
+            .map(|l| accelc::roofline::Point {
+                name: l.name.clone(),
+                cycles: l.cycles,
+                macs: l.macs,
+                dma_bytes: l.dma_bytes,
+            })
+            .collect();
+        let file = model.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let title = format!("{file} on {}", cfgd.name);
+        let svg =
+            accelc::roofline::svg(&points, &cfgd, accelc_isa::Dtype::F32, &title).map_err(fail)?;
+        write_atomic(path, svg.as_bytes())?;
+        writeln!(out, "roofline: {} ({} layers)", path.display(), points.len())?;
     }
     Ok(())
 }

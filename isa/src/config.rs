@@ -28,8 +28,9 @@ pub const VX_SLOW_FACTOR: u64 = 4;
 /// Parameters of one accelerator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceConfig {
-    /// Name used on the command line.
-    pub name: &'static str,
+    /// Name: a built-in's on the command line, or one a user gives a configuration built at
+    /// run time (recorded in blobs; informational, not part of the fingerprint).
+    pub name: String,
     /// The matrix array is `array_dim × array_dim` multiply-accumulate cells.
     pub array_dim: u32,
     /// Vector engine lanes: elements processed per cycle.
@@ -59,7 +60,7 @@ impl DeviceConfig {
     /// 256 KiB accumulator, 8 GB/s DRAM; comparable to an Ethos-U65/U85-class embedded NPU.
     pub fn default_npu() -> DeviceConfig {
         DeviceConfig {
-            name: "default",
+            name: "default".into(),
             array_dim: 32,
             vx_lanes: 32,
             spad_bytes: 1 << 20,
@@ -78,7 +79,7 @@ impl DeviceConfig {
     /// Small limits make tiling and bounds errors show up with small programs.
     pub fn tiny() -> DeviceConfig {
         DeviceConfig {
-            name: "tiny",
+            name: "tiny".into(),
             array_dim: 8,
             vx_lanes: 8,
             spad_bytes: 64 << 10,
@@ -101,6 +102,64 @@ impl DeviceConfig {
     /// The built-in configuration called `name`.
     pub fn by_name(name: &str) -> Option<DeviceConfig> {
         DeviceConfig::builtin().into_iter().find(|c| c.name == name)
+    }
+
+    /// Checks a configuration built at run time against what the ISA can address and the
+    /// timing model can use; built-ins pass. Limits: `array_dim` and `vx_lanes` powers of two
+    /// from 4 to 128 (a weight load's `k` and `n` are 8-bit fields; tiles are planned in
+    /// powers of two); scratchpad and accumulator 16 KiB to 8 MiB in 64-byte multiples (a
+    /// local address has 23 offset bits); clock 1 MHz to 10 GHz; DRAM 1 MB/s to 1 TB/s;
+    /// latencies at most 10^6 cycles; a power-of-two burst of 16 to 4096 bytes; on-chip
+    /// bandwidth 1 to 4096 bytes per cycle; only defined feature bits. A name is 1 to 64
+    /// printable ASCII characters.
+    ///
+    /// Errors: the first field out of range, with its value and the allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        let pow2 = |name: &str, v: u64, lo: u64, hi: u64| {
+            if v.is_power_of_two() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v}: must be a power of two from {lo} to {hi}"))
+            }
+        };
+        let range = |name: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v}: must be from {lo} to {hi}"))
+            }
+        };
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self.name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "name {:?}: must be 1 to 64 printable ASCII characters without spaces",
+                self.name
+            ));
+        }
+        pow2("array_dim", self.array_dim.into(), 4, 128)?;
+        pow2("vx_lanes", self.vx_lanes.into(), 4, 128)?;
+        let max_local = u64::from(crate::fields::LocalAddr::MAX_OFFSET);
+        for (name, v) in [("spad_bytes", self.spad_bytes), ("acc_bytes", self.acc_bytes)] {
+            range(name, v.into(), 16 << 10, max_local)?;
+            if v % 64 != 0 {
+                return Err(format!("{name} = {v}: must be a multiple of 64"));
+            }
+        }
+        range("clock_hz", self.clock_hz, 1_000_000, 10_000_000_000)?;
+        range("dram_bytes_per_sec", self.dram_bytes_per_sec, 1_000_000, 1_000_000_000_000)?;
+        range("dram_read_latency", self.dram_read_latency.into(), 0, 1_000_000)?;
+        range("dram_write_latency", self.dram_write_latency.into(), 0, 1_000_000)?;
+        pow2("dram_burst_bytes", self.dram_burst_bytes.into(), 16, 4096)?;
+        range("sram_bytes_per_cycle", self.sram_bytes_per_cycle.into(), 1, 4096)?;
+        if self.features & !FEATURES_ALL != 0 {
+            return Err(format!(
+                "features = {:#x}: defined bits are {FEATURES_ALL:#x}",
+                self.features
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the matrix engine multiplies `dtype` inputs.

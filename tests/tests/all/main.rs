@@ -5,6 +5,7 @@ mod blob;
 mod book;
 mod check;
 mod cli;
+mod configs;
 mod conformance;
 mod driver;
 mod encoding;

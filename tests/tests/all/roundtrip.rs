@@ -164,7 +164,7 @@ fn disassembled_blobs_reassemble_to_the_same_program_and_segments() {
                 "compile",
                 &m.display().to_string(),
                 "--config",
-                cfg.name,
+                &cfg.name,
                 "-o",
                 &path(&format!("{name}.blob")),
             ]);

@@ -1,0 +1,160 @@
+"""The compiler from Python: compile, save and load blobs, run, check, diff, profile, the
+reference interpreter, numpy types in and out, errors with locations, the GIL released."""
+
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+import accelc
+
+HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
+
+
+def mlp(zoo: Path) -> Path:
+    return zoo / "mlp_mnist.onnx"
+
+
+def mlp_input(zoo: Path) -> npt.NDArray[Any]:
+    x: npt.NDArray[Any] = np.load(zoo / "mlp_mnist.input_0.npy")
+    return x
+
+
+def test_compile_save_load_run(zoo: Path, tmp_path: Path) -> None:
+    blob = accelc.compile(mlp(zoo), "default", 2)
+    assert blob.size == len(blob.data) > 0
+    assert [a.name for a in blob.get_inputs()] == ["input"]
+    assert blob.get_outputs()[0].shape == [1, 10]
+    text = blob.inspect()
+    assert "input input: tensor(float) [1, 1, 28, 28]" in text and "MACs" in text
+    path = tmp_path / "m.blob"
+    blob.save(path)
+    again = accelc.Blob.load(path)
+    assert again.data == blob.data
+    y = again.run({"input": mlp_input(zoo)})["output"]
+    want = np.load(zoo / "mlp_mnist.output_0.npy")
+    np.testing.assert_allclose(y, want, rtol=1e-3, atol=1e-5)
+    # The same through the one-call form, and a model as bytes.
+    y2 = accelc.run(mlp(zoo).read_bytes(), {"input": mlp_input(zoo)})["output"]
+    assert np.array_equal(y, y2)
+
+
+def test_check_reports_placement_and_blockers(zoo: Path) -> None:
+    r = accelc.check(mlp(zoo))
+    assert r.supported and not r.blockers and r.opset == 17
+    assert all(n.on_device for n in r.nodes) and len(r.nodes) >= 3
+    live = HEADER + "g (float[4] x) => (float[4] y) {\n  t = Floor (x)\n  y = Relu (t)\n}\n"
+    r = accelc.check(live)
+    assert not r.supported and r.compile_error is not None
+    first = r.blockers[0]
+    assert first.op_type == "Floor" and first.stage == "import"
+    assert first.reason is not None and "`Floor` is not supported" in first.reason
+
+
+def test_diff_finds_no_difference_on_a_correct_model(zoo: Path) -> None:
+    assert accelc.diff(mlp(zoo)) is None
+    assert accelc.diff(mlp(zoo), {"input": mlp_input(zoo)}) is None
+
+
+def test_reference_interpreter_matches_onnxruntime(zoo: Path) -> None:
+    y = accelc.reference(mlp(zoo), {"input": mlp_input(zoo)})["output"]
+    np.testing.assert_allclose(y, np.load(zoo / "mlp_mnist.output_0.npy"), rtol=1e-3, atol=1e-5)
+
+
+def test_profile_records_and_roofline_svg(zoo: Path, tmp_path: Path) -> None:
+    p = accelc.profile(zoo / "resnet18.onnx", {"input": np.load(zoo / "resnet18.input_0.npy")})
+    assert len(p.layers) > 20
+    assert sum(l.cycles for l in p.layers) <= p.total_cycles
+    conv = [l for l in p.layers if l.macs > 0]
+    assert sum(l.macs for l in conv) > 1_700_000_000
+    for l in conv:
+        assert 0 < l.utilisation <= 1 and l.cycles >= l.roofline_cycles > 0
+        assert l.intensity is not None and l.ops_per_sec is not None
+        # Under the roof: never faster than the peak or than bandwidth allows.
+        peak = 2 * p.config.peak_macs_per_sec("float32")
+        assert l.ops_per_sec <= min(peak, p.config.dram_bytes_per_sec * l.intensity) * 1.0001
+    svg_path = tmp_path / "roofline.svg"
+    svg = p.roofline_svg(svg_path)
+    root = ET.parse(svg_path).getroot()
+    assert root.tag.endswith("svg") and svg == svg_path.read_text()
+    circles = [e for e in root.iter() if e.tag.endswith("circle")]
+    assert len(circles) == len(p.layers)
+
+
+def test_profile_to_pandas(zoo: Path) -> None:
+    import pandas as pd
+
+    df = accelc.profile(mlp(zoo)).to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns)[:3] == ["name", "kind", "cycles"] and len(df) == 3
+
+
+@pytest.mark.parametrize(
+    "dtype,onnx",
+    [("int8", "int8"), ("uint8", "uint8"), ("int32", "int32"), ("bool", "bool"), ("float32", "float")],
+)
+def test_numpy_types_in_and_out(dtype: str, onnx: str) -> None:
+    model = HEADER + f"g ({onnx}[2,3] x) => ({onnx}[3,2] y, {onnx}[2,3] z) {{\n" \
+        "  s = Constant <value_ints: ints = [3, 2]> ()\n  y = Reshape (x, s)\n  z = Identity (x)\n}\n"
+    x = (np.arange(6).reshape(2, 3) % 2).astype(dtype)
+    sess = accelc.InferenceSession(model.encode())
+    assert sess.get_inputs()[0].type == f"tensor({onnx})"
+    y, z = sess.run(None, {"x": x})
+    assert y.dtype == np.dtype(dtype) and z.dtype == np.dtype(dtype)
+    assert np.array_equal(y, x.reshape(3, 2)) and np.array_equal(z, x)
+    # Non-contiguous input arrays are accepted (copied into row-major order).
+    xt = np.asfortranarray(x)
+    assert np.array_equal(sess.run(["z"], {"x": xt})[0], x)
+
+
+def test_errors_carry_locations(tmp_path: Path, zoo: Path) -> None:
+    with pytest.raises(accelc.ModelError, match=r"2:\d+"):
+        accelc.compile(HEADER + "g (float[2] x) => (float[2] y) { y = Relu (x,, }\n")
+    with pytest.raises(accelc.ModelError, match="node `Relu_0`.*takes 1 input, not 2"):
+        accelc.compile(HEADER + "g (float[2] x) => (float[2] y) { y = Relu (x, x) }\n")
+    with pytest.raises(accelc.UnsupportedError, match="Floor"):
+        accelc.compile(HEADER + "g (float[2] x) => (float[2] y) { y = Floor (x) }\n")
+    data = bytearray(accelc.compile(mlp(zoo)).data)
+    data[200] ^= 0xFF
+    with pytest.raises(accelc.BlobError, match="byte 0x"):
+        accelc.Blob.from_bytes(bytes(data))
+    sess = accelc.InferenceSession(mlp(zoo))
+    x = mlp_input(zoo)
+    with pytest.raises(accelc.InputError, match="float64"):
+        sess.run(None, {"input": x.astype(np.float64)})
+    with pytest.raises(accelc.InputError, match=r"\[1, 784\]"):
+        sess.run(None, {"input": x.reshape(1, 784)})
+    with pytest.raises(accelc.InputError, match="not given"):
+        sess.run(None, {})
+    with pytest.raises(accelc.InputError, match="no input named `nope`"):
+        sess.run(None, {"input": x, "nope": x})
+    with pytest.raises(accelc.InputError, match="no output named `nope`"):
+        sess.run(["nope"], {"input": x})
+    # Every accelc error is an AccelcError.
+    assert issubclass(accelc.UnsupportedError, accelc.ModelError)
+    for e in (accelc.ModelError, accelc.BlobError, accelc.DeviceError, accelc.InputError):
+        assert issubclass(e, accelc.AccelcError)
+
+
+def test_the_gil_is_released_while_the_device_runs(zoo: Path) -> None:
+    sess = accelc.InferenceSession(zoo / "resnet18.onnx")
+    x = np.load(zoo / "resnet18.input_0.npy")
+    done = threading.Event()
+    ticks = 0
+
+    def job() -> None:
+        sess.run(None, {"input": x})
+        done.set()
+
+    t = threading.Thread(target=job)
+    t.start()
+    # Python code keeps running on this thread while the simulated device works.
+    while not done.is_set():
+        ticks += 1
+        done.wait(0.001)
+    t.join()
+    assert ticks > 20, f"the main thread ran only {ticks} times during a resnet18 run"
