@@ -10,7 +10,7 @@
 //! section of exactly `product(shape) · itemsize` bytes: a header claiming more elements than
 //! the file holds is an error naming both counts, never an allocation of the claimed size.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use accelc_compiler::ir::DType;
@@ -24,7 +24,8 @@ pub const MAX_HEADER_BYTES: usize = 1 << 20;
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 fn bad(path: &Path, m: impl std::fmt::Display) -> Error {
-    Error::Input(format!("{}: {m}", path.display()))
+    // Messages quote the header; a header may hold up to 1 MiB.
+    Error::Input(format!("{}: {}", path.display(), accelc_isa::Clipped(&m.to_string())))
 }
 
 /// The `descr` string for a data type.
@@ -238,23 +239,11 @@ pub fn encode(t: &HostTensor) -> Vec<u8> {
     out
 }
 
-/// Writes `t` to `path` atomically: a temporary file next to it, then a rename, so a failed
-/// write never leaves a truncated file where a previous result was.
+/// Writes `t` to `path` atomically ([`accelc_isa::file::write_atomic`]: a temporary file
+/// next to it, then a rename), so a failed write never leaves a truncated file where a previous
+/// result was; a symlink, device, directory or FIFO at `path` is refused, not replaced.
 pub fn write(path: &Path, t: &HostTensor) -> Result<(), Error> {
-    let file = path.file_name().ok_or_else(|| bad(path, "not a file path"))?;
-    let tmp =
-        path.with_file_name(format!(".{}.tmp-{}", file.to_string_lossy(), std::process::id()));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&encode(t))?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(bad(path, format!("cannot write: {e}")));
-    }
-    Ok(())
+    accelc_isa::file::write_atomic(path, &encode(t)).map_err(|e| Error::Input(e.to_string()))
 }
 
 #[cfg(test)]

@@ -164,7 +164,11 @@ impl Session {
                 Error::Blob(format!("output `{}` has device type {}", spec.name, spec.dtype))
             })?;
             let dims = spec.dims.iter().map(|d| *d as usize).collect();
-            outputs.push(HostTensor::new(dtype, dims, data)?);
+            // A boolean output holding another byte means the blob's program does not compute
+            // what its I/O table says: the blob is at fault, not the caller.
+            outputs.push(HostTensor::new(dtype, dims, data).map_err(|e| {
+                Error::Blob(format!("output `{}`: {e} (the blob marks it boolean)", spec.name))
+            })?);
         }
         Ok(RunResult { outputs, stats: out.stats })
     }

@@ -203,23 +203,14 @@ pub(crate) fn cmd_verify(
         Ok((_, report)) => {
             // Declared segment sizes stand in for the buffers a driver would bind; a blob is
             // checked even when it declares none (its program then cannot be bound at all).
-            if !segments.is_empty() || blob_cfg.is_some() {
-                let mut bindings = [None; 16];
-                for s in &segments {
-                    if let Some(slot) = bindings.get_mut(usize::from(s.id)) {
-                        *slot = Some(verify::Binding {
-                            size: s.size,
-                            writable: s.access & blob::ACCESS_WRITE != 0,
-                        });
-                    }
-                }
-                if let Err(errors) = verify::check_bindings(&report, &bindings) {
-                    let n = errors.0.len();
-                    bail!(invalid(format!(
-                        "{}: the program does not fit its declared segments ({n} error(s))\n{errors}",
-                        input.display()
-                    )));
-                }
+            if (!segments.is_empty() || blob_cfg.is_some())
+                && let Err(errors) = verify::check_declared(&report, &segments)
+            {
+                let n = errors.0.len();
+                bail!(invalid(format!(
+                    "{}: the program does not fit its declared segments ({n} error(s))\n{errors}",
+                    input.display()
+                )));
             }
             write_report(out, &report, &cfg, !segments.is_empty())?;
             Ok(())

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use accelc_isa::DeviceConfig;
 use accelc_isa::blob::{self, Blob};
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
 
 mod isa_tools;
@@ -341,33 +341,14 @@ pub(crate) fn read_blob(path: &Path, bytes: &[u8]) -> anyhow::Result<Blob<'stati
     Ok(Blob { consts: std::borrow::Cow::Owned(b.consts.to_vec()), ..b })
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so an existing file is
-/// never left half-written.
-/// Writes `bytes` to `path` atomically (a temporary file, then a rename), replacing only a
-/// regular file: a device (`/dev/null`), a directory or a FIFO at `path` is refused before
-/// anything is written, and the temporary file never outlives a failure.
+/// Writes `bytes` to `path` atomically, replacing only a regular file
+/// ([`accelc_isa::file::write_atomic`]); a refused target is bad input (exit 1), a failing
+/// write the tool's problem (exit 2).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && !meta.is_file()
-    {
-        bail!(invalid(format!(
-            "{}: exists and is not a regular file; not replacing it",
-            path.display()
-        )));
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let written = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("cannot write {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    accelc_isa::file::write_atomic(path, bytes).map_err(|e| match e {
+        accelc_isa::file::ReadError::Io(m) => anyhow!(m),
+        accelc_isa::file::ReadError::Refused(m) => invalid(m),
+    })
 }
 
 /// Refuses an output path that names the input file (writing would destroy the source).

@@ -53,25 +53,26 @@ fn fold_node(g: &mut Graph, i: usize) -> Result<bool, EvalError> {
     if !(all_const || shape_of_typed) {
         return Ok(false);
     }
+    if let (Op::Shape { start, end }, Some(id)) = (&node.op, node.inputs.first().copied().flatten())
+        && let Some(ty) = &g.value(id).ty
+    {
+        // From the type alone: a stand-in tensor of that shape could be gigabytes.
+        let dims = crate::ops::shape_ops::shape_dims(&ty.shape, *start, *end);
+        let t = crate::ir::Tensor::from_i64(vec![dims.len()], &dims);
+        let out = node.outputs[0];
+        let v = g.value_mut(out);
+        v.ty = Some(TensorType { dtype: t.dtype, shape: t.shape.clone() });
+        v.constant = Some(t);
+        return Ok(true);
+    }
+    if !within_fold_budget(g, i) {
+        return Ok(false);
+    }
+    let node = &g.nodes[i];
     let arrays: Vec<Option<Array>> = node
         .inputs
         .iter()
-        .map(|v| {
-            v.map(|id| {
-                let value = g.value(id);
-                match (&value.constant, &value.ty) {
-                    (Some(t), _) => Array::from_tensor(t),
-                    // Shape reads only dimensions: zeros of the right shape stand in.
-                    (None, Some(ty)) => Array::from_tensor(&crate::ir::Tensor {
-                        dtype: ty.dtype,
-                        shape: ty.shape.clone(),
-                        data: vec![0u8; ty.shape.iter().product::<usize>() * ty.dtype.size()]
-                            .into(),
-                    }),
-                    (None, None) => Array::F32(ndarray::ArrayD::zeros(ndarray::IxDyn(&[0]))),
-                }
-            })
-        })
+        .map(|v| v.and_then(|id| g.value(id).constant.as_ref().map(Array::from_tensor)))
         .collect();
     let args: Vec<Option<&Array>> = arrays.iter().map(Option::as_ref).collect();
     let outs = eval(node, &args, g.opset)
@@ -84,6 +85,34 @@ fn fold_node(g: &mut Graph, i: usize) -> Result<bool, EvalError> {
         v.constant = Some(t);
     }
     Ok(true)
+}
+
+/// The most bytes one folded result may have (256 MiB), and the most multiply-accumulates
+/// the interpreter spends on one folded node (2^31, seconds): a node past either is left for
+/// the device, so a constant Pad to 10^9 elements or a huge constant MatMul cannot make the
+/// compiler allocate gigabytes or run for hours.
+pub const FOLD_MAX_BYTES: usize = 256 << 20;
+/// See [`FOLD_MAX_BYTES`].
+pub const FOLD_MAX_MACS: u64 = 1 << 31;
+
+/// Whether node `i`'s results are typed and within the folding budget.
+fn within_fold_budget(g: &Graph, i: usize) -> bool {
+    let node = &g.nodes[i];
+    let mut outs = Vec::with_capacity(node.outputs.len());
+    for o in &node.outputs {
+        let Some(t) = &g.value(*o).ty else { return false };
+        let bytes = t.shape.iter().try_fold(t.dtype.size(), |a, d| a.checked_mul(*d));
+        if bytes.is_none_or(|b| b > FOLD_MAX_BYTES) {
+            return false;
+        }
+        outs.push(t.clone());
+    }
+    let ins: Vec<Option<TensorType>> =
+        node.inputs.iter().map(|v| v.and_then(|id| g.value(id).ty.clone())).collect();
+    match (crate::ops::def(&node.op).work)(&node.op, &ins, &outs) {
+        crate::ops::Work::Macs(m) => m <= FOLD_MAX_MACS,
+        _ => true,
+    }
 }
 
 /// Removes nodes none of whose outputs is used; returns how many.

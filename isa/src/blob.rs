@@ -660,7 +660,16 @@ impl<'a> Blob<'a> {
             let offset = c.u64()?;
             let mut dims = Vec::with_capacity(usize::from(rank));
             for _ in 0..rank {
-                dims.push(c.u64()?);
+                let d = c.u64()?;
+                // No segment holds more bytes than this, so neither can a dimension (even of
+                // an empty tensor, whose other dimensions would multiply to nothing).
+                if d > crate::verify::SEGMENT_SPACE {
+                    return Err(c.fail(format!(
+                        "tensor `{name}` has a dimension of {d}; at most {} fit a segment",
+                        crate::verify::SEGMENT_SPACE
+                    )));
+                }
+                dims.push(d);
             }
             let kind_at = c.at();
             let (quant, boolean) = match c.u8()? {

@@ -69,3 +69,38 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     }
     Ok(bytes)
 }
+
+/// Writes `bytes` to `path` atomically (a temporary file beside it, synced, then renamed over
+/// it), replacing only a regular file: a symlink, device (`/dev/null`), directory or FIFO at
+/// `path` is refused before anything is written, and the temporary file never outlives a
+/// failure.
+///
+/// Errors (each naming the path): [`ReadError::Refused`] for a target that is not a regular
+/// file, [`ReadError::Io`] when the operating system cannot write or rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReadError> {
+    use std::io::Write;
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+    {
+        return Err(ReadError::Refused(format!(
+            "{}: exists and is not a regular file; not replacing it",
+            path.display()
+        )));
+    }
+    let file = path
+        .file_name()
+        .ok_or_else(|| ReadError::Refused(format!("{}: not a file path", path.display())))?;
+    let tmp =
+        path.with_file_name(format!(".{}.tmp-{}", file.to_string_lossy(), std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ReadError::Io(format!("{}: cannot write: {e}", path.display())));
+    }
+    Ok(())
+}

@@ -36,3 +36,27 @@ pub use program::{DmaDesc, Program, Shape};
 /// The ISA version implemented here, `(major, minor)`. Instruction semantics never change
 /// within a major version; new instructions take new opcodes and bump the minor version.
 pub const ISA_VERSION: (u16, u16) = (1, 0);
+
+/// Text from the input (a node name, a message quoting attribute values) shown in an error,
+/// cut to at most [`Clipped::MAX`] bytes at a character boundary with the rest counted, so a
+/// megabyte-long `perm` or name does not become a megabyte-long message.
+pub struct Clipped<'a>(pub &'a str);
+
+impl Clipped<'_> {
+    /// The longest text shown whole (bytes).
+    pub const MAX: usize = 1024;
+}
+
+impl std::fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        if s.len() <= Self::MAX {
+            return f.write_str(s);
+        }
+        let mut end = Self::MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{}… ({} more bytes)", &s[..end], s.len() - end)
+    }
+}

@@ -42,7 +42,7 @@ pub const MAX_HANDLES: usize = 1 << 20;
 /// Faults or timeouts after which a context may no longer submit.
 pub const BAN_AFTER: u32 = 3;
 /// Largest buffer object.
-pub const MAX_BO_BYTES: u64 = 1 << 34;
+pub const MAX_BO_BYTES: u64 = accelc_isa::verify::MAX_BUFFER_BYTES;
 /// A job's budget is this multiple of the validator's run-time bound (the bound already holds
 /// for every schedule; the margin absorbs future timing-model refinements).
 pub const BUDGET_FACTOR: u64 = 2;

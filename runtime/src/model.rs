@@ -63,6 +63,9 @@ struct SegPlan {
     size: u64,
     /// The shared read-only buffer, for constant segments.
     constant: Option<BoHandle>,
+    /// Whether the blob declares it writable (per-run buffers are made read-only otherwise,
+    /// so the driver's submit check enforces the declared access too).
+    writable: bool,
 }
 
 /// A loaded model.
@@ -116,6 +119,9 @@ impl Model {
         }
         let ctx = device.open_context();
         let (program, report) = ctx.create_program(&blob.program)?;
+        // The declared segments as the buffers this model binds: the check `verify` makes.
+        accelc_isa::verify::check_declared(&report, &blob.segments)
+            .map_err(|e| ModelError::Driver(DriverError::Rejected(e)))?;
         let mut segments = Vec::with_capacity(blob.segments.len());
         for s in &blob.segments {
             let constant = if s.role == SegmentRole::Const {
@@ -127,7 +133,8 @@ impl Model {
             } else {
                 None
             };
-            segments.push(SegPlan { id: s.id, size: s.size, constant });
+            let writable = s.access & accelc_isa::blob::ACCESS_WRITE != 0;
+            segments.push(SegPlan { id: s.id, size: s.size, constant, writable });
         }
         let queue = ctx.create_queue(0)?;
         Ok(Model { ctx, queue, program, report, segments, io: blob.io.clone() })
@@ -172,7 +179,7 @@ impl Model {
             let bo = match s.constant {
                 Some(bo) => bo,
                 None => {
-                    let bo = self.ctx.create_bo(s.size.max(1), false)?;
+                    let bo = self.ctx.create_bo(s.size.max(1), !s.writable)?;
                     fresh.push(bo);
                     bo
                 }
@@ -263,9 +270,17 @@ pub fn simulate(
         &accelc_isa::verify::Limits::default(),
     )
     .map_err(|e| ModelError::Driver(DriverError::Rejected(e)))?;
+    accelc_isa::verify::check_declared(&report, &blob.segments)
+        .map_err(|e| ModelError::Driver(DriverError::Rejected(e)))?;
     let mut buffers: Vec<Option<(Vec<u8>, bool)>> = (0..16).map(|_| None).collect();
     for s in &blob.segments {
-        let mut data = vec![0u8; s.size as usize];
+        // Failing to allocate a segment is an error for this run, never an abort.
+        let len = usize::try_from(s.size).unwrap_or(usize::MAX);
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| {
+            ModelError::Inputs(format!("cannot allocate segment {} of {} bytes", s.id, s.size))
+        })?;
+        data.resize(len, 0u8);
         if let Some(init) = blob.segment_init(s.id) {
             data[..init.len()].copy_from_slice(init);
         }

@@ -106,11 +106,31 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
         {
             Err(format!("{u:?} of {} (ONNX defines it for floats)", x()?.dtype))
         }
-        Op::Unary(_)
-        | Op::LeakyRelu { .. }
-        | Op::HardSigmoid { .. }
-        | Op::Gelu { .. }
-        | Op::Clip { .. } => same(x()?),
+        // Clip-11's bounds are scalars of the input's type (ONNX: "tensor(T) ... must be a
+        // scalar"); a one-element tensor is taken as one, as onnxruntime does.
+        Op::Clip { .. } => {
+            let t = x()?;
+            for (i, name) in [(1, "min"), (2, "max")] {
+                if let Some(Some(b)) = ins.get(i) {
+                    if b.shape.iter().product::<usize>() != 1 {
+                        return Err(format!(
+                            "Clip's `{name}` must be a scalar, not of shape {:?}",
+                            b.shape
+                        ));
+                    }
+                    if b.dtype != t.dtype {
+                        return Err(format!(
+                            "Clip's `{name}` is {}, the input {}",
+                            b.dtype, t.dtype
+                        ));
+                    }
+                }
+            }
+            same(t)
+        }
+        Op::Unary(_) | Op::LeakyRelu { .. } | Op::HardSigmoid { .. } | Op::Gelu { .. } => {
+            same(x()?)
+        }
         Op::Binary(op) => {
             let (a, b) = (x()?, input(ins, 1)?);
             // ONNX: both operands of one type T, except Pow's exponent (T1, T2).

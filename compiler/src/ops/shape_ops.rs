@@ -155,6 +155,15 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
     }
 }
 
+/// Shape's result for dimensions `dims`: `dims[start..end]`, negative bounds counting from the
+/// end and both clamped to `0..=rank` (ONNX Shape-15).
+pub(crate) fn shape_dims(dims: &[usize], start: i64, end: Option<i64>) -> Vec<i64> {
+    let rank = dims.len() as i64;
+    let clampd = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+    let (s0, e0) = (clampd(start), clampd(end.unwrap_or(rank)));
+    dims[s0..e0.max(s0)].iter().map(|d| *d as i64).collect()
+}
+
 /// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
 /// against).
 pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<Array>> {
@@ -215,12 +224,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             one(reshape(x, &shape)?)
         }
         Op::Shape { start, end } => {
-            let x = arg(args, 0)?;
-            let rank = x.shape().len() as i64;
-            // Negative bounds count from the end; both are clamped to 0..=rank.
-            let clampd = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-            let (s0, e0) = (clampd(*start), clampd(end.unwrap_or(rank)));
-            let dims: Vec<i64> = x.shape()[s0..e0.max(s0)].iter().map(|d| *d as i64).collect();
+            let dims = shape_dims(arg(args, 0)?.shape(), *start, *end);
             one(Array::Int(
                 ArrayD::from_shape_vec(IxDyn(&[dims.len()]), dims).map_err(|e| e.to_string())?,
                 DType::I64,

@@ -183,7 +183,13 @@ fn tensor_proto(name: &str, ty: &TypeAst, data: &[Lit]) -> Result<TensorProto, D
             })
             .collect::<Result<_, _>>()?,
     };
-    let count: i64 = dims.iter().product();
+    let count = dims.iter().try_fold(1i64, |a, d| if *d < 0 { None } else { a.checked_mul(*d) });
+    let Some(count) = count else {
+        return Err(diag(
+            ty.elem.span,
+            format!("`{name}` has dimensions {dims:?}, whose element count is not a 64-bit count"),
+        ));
+    };
     if count != data.len() as i64 {
         return Err(diag(
             ty.elem.span,

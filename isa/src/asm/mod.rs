@@ -107,7 +107,7 @@ pub fn render(diags: &[Diagnostic], source: &str, filename: &str) -> String {
         let caret_at = col - 1 - from + lead.chars().count();
         let width = width.min(to.saturating_sub(col - 1).max(1));
         let gutter = line.to_string().len();
-        let _ = writeln!(out, "error: {}", d.message);
+        let _ = writeln!(out, "error: {}", crate::Clipped(&d.message));
         let _ = writeln!(out, "{:gutter$}--> {filename}:{line}:{col}", "");
         let _ = writeln!(out, "{:gutter$} |", "");
         let _ = writeln!(out, "{line} | {lead}{shown}{tail}");
@@ -169,7 +169,17 @@ pub fn assemble_module(source: &str) -> Result<Assembled, Vec<Diagnostic>> {
     Ok(Assembled { program, segments: asm.segments })
 }
 
-/// Lexes and parses every line; lines with errors are reported and skipped.
+/// The most statements (instructions and directives) a source may have: twice the most
+/// instructions a program may have ([`crate::program::MAX_INSTS`]), so memory stays bounded
+/// by the limit, not by the file.
+pub const MAX_STATEMENTS: usize = 2 * crate::program::MAX_INSTS;
+
+/// The most diagnostics collected before the assembler stops reading.
+pub const MAX_DIAGNOSTICS: usize = 10_000;
+
+/// Lexes and parses every line; lines with errors are reported and skipped. Stops, with a
+/// diagnostic where it stopped, after [`MAX_STATEMENTS`] statements or [`MAX_DIAGNOSTICS`]
+/// errors.
 fn parse<'s>(source: &'s str, diags: &mut Vec<Diagnostic>) -> Vec<Stmt<'s>> {
     let mut stmts = Vec::new();
     let mut line: Vec<(usize, Tok<'s>, usize)> = Vec::new();
@@ -203,6 +213,25 @@ fn parse<'s>(source: &'s str, diags: &mut Vec<Diagnostic>) -> Vec<Stmt<'s>> {
             line.clear();
             line_ok = true;
             if end_of_input {
+                break;
+            }
+            let at = lexer.peek().map_or(source.len(), |(_, span)| span.start);
+            if stmts.len() >= MAX_STATEMENTS {
+                diags.push(Diagnostic::new(
+                    Span::new(at, at),
+                    format!(
+                        "more than {MAX_STATEMENTS} statements; a program has at most {} \
+                         instructions (reading stopped here)",
+                        crate::program::MAX_INSTS
+                    ),
+                ));
+                break;
+            }
+            if diags.len() >= MAX_DIAGNOSTICS {
+                diags.push(Diagnostic::new(
+                    Span::new(at, at),
+                    format!("{MAX_DIAGNOSTICS} errors; reading stopped here"),
+                ));
                 break;
             }
         }

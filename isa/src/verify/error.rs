@@ -303,7 +303,7 @@ impl fmt::Display for VerifyError {
             }
             ErrorKind::SegmentTooLarge { seg, size } => write!(
                 f,
-                "segment {seg} is declared {size} bytes; a segment spans at most {SEGMENT_SPACE} bytes (the 40-bit offset space)"
+                "segment {seg} is declared {size} bytes; a segment's buffer is at most {MAX_BUFFER_BYTES} bytes (16 GiB)"
             ),
             ErrorKind::SegmentTooSmall { seg, required, size } => write!(
                 f,

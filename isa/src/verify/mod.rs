@@ -238,9 +238,35 @@ pub struct Binding {
     pub writable: bool,
 }
 
+/// The largest buffer object a driver creates, and so the largest segment a program can be
+/// bound to: 16 GiB.
+pub const MAX_BUFFER_BYTES: u64 = 1 << 34;
+
+/// [`check_bindings`] against a blob's or module's declared segments, as a loader that binds
+/// a buffer of each declared size and access to every segment the program uses would: the one
+/// check `verify`, the driver model's `Model` and the simulator's blob path share, so none
+/// accepts what another refuses. A declared segment the program does not use is not bound (an
+/// input nothing reads, a zero-size tensor), but its size is still checked.
+pub fn check_declared(
+    report: &Report,
+    segments: &[crate::blob::SegmentDecl],
+) -> Result<(), VerifyErrors> {
+    let mut bindings = [None; Seg::COUNT];
+    for s in segments {
+        let used = report.segments.get(usize::from(s.id)).is_some_and(SegmentUse::used);
+        if !used && s.size <= MAX_BUFFER_BYTES {
+            continue;
+        }
+        if let Some(slot) = bindings.get_mut(usize::from(s.id)) {
+            *slot =
+                Some(Binding { size: s.size, writable: s.access & crate::blob::ACCESS_WRITE != 0 });
+        }
+    }
+    check_bindings(report, &bindings)
+}
+
 /// The submit-time check a driver runs against a validated program's report: every segment the
-/// program uses is bound, no unused one is, no buffer exceeds the segment space
-/// ([`SEGMENT_SPACE`]), bound buffers cover the program's extents, and written segments are
+/// program uses is bound, no unused one is, no buffer exceeds [`MAX_BUFFER_BYTES`], bound buffers cover the program's extents, and written segments are
 /// writable.
 pub fn check_bindings(
     report: &Report,
@@ -250,7 +276,7 @@ pub fn check_bindings(
     for (n, (used, bound)) in (0u8..).zip(report.segments.iter().zip(bindings)) {
         let Some(seg) = Seg::new(n) else { continue };
         let kind = match (used.used(), bound) {
-            (_, Some(b)) if b.size > SEGMENT_SPACE => {
+            (_, Some(b)) if b.size > MAX_BUFFER_BYTES => {
                 ErrorKind::SegmentTooLarge { seg, size: b.size }
             }
             (false, None) => continue,

@@ -114,20 +114,20 @@ fn npy_files_are_bounded_typed_and_written_atomically() {
 
 /// Segment sizes read from a file are checked before anything is allocated, by the same check
 /// the driver makes at submit (`check_bindings`): a declaration of 2^64 - 1 bytes is refused by
-/// `verify` and `sim` naming the 40-bit segment space; a buffer sized from a program's 2^40-byte
-/// extent is refused naming the driver's buffer limit; a blob declaring no segments for a
+/// `verify` and `sim` naming the driver's 16 GiB buffer limit; a buffer sized from a program's 2^40-byte
+/// extent is refused the same way; a blob declaring no segments for a
 /// program that uses two fails `verify` (as it would fail `run`).
 #[test]
 fn segment_sizes_are_checked_before_allocating() {
     let r = accelc(&["verify", &shared("seg_decl_u64max.s")]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("a segment spans at most 1099511627776 bytes"), "{}", r.stderr);
+    assert!(r.stderr.contains("a segment's buffer is at most 17179869184 bytes"), "{}", r.stderr);
     let r = accelc(&["sim", &shared("seg_decl_u64max.s")]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("a segment spans at most 1099511627776 bytes"), "{}", r.stderr);
+    assert!(r.stderr.contains("a segment's buffer is at most 17179869184 bytes"), "{}", r.stderr);
     let r = accelc(&["sim", &shared("sim_alloc_2p40_undeclared.s")]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("more than a buffer may have"), "{}", r.stderr);
+    assert!(r.stderr.contains("a segment's buffer is at most 17179869184 bytes"), "{}", r.stderr);
     let blob = out("noseg");
     assert_eq!(accelc(&["asm", &shared("noseg_roundtrip.s"), "-o", &blob]).code, 0);
     let r = accelc(&["verify", &blob]);
@@ -443,4 +443,90 @@ fn collapsing_chains_compile_and_inputs_are_given_once() {
     let x = format!("input={}", x.display());
     let r = accelc(&["run", blob.to_str().unwrap(), "--input", &x, "--input", &x]);
     assert!(r.code == 1 && r.stderr.contains("input `input` is given twice"), "{r:?}");
+}
+
+/// Second hostile review: constant folding stays within its budget (a constant Pad to 10^9
+/// elements is left to the device instead of allocating 4 GB); Clip's bounds are scalars; a
+/// blob whose output segment is declared read-only, or whose segment exceeds the driver's
+/// buffer limit, is refused by `run` as by `verify`; `run --output` replaces only regular files.
+#[test]
+fn second_review_findings() {
+    let dir = std::path::PathBuf::from(out("second-review"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = "<ir_version: 8, opset_import: [\"\" : 17]>\n";
+    let fold = dir.join("fold.onnxtxt");
+    std::fs::write(
+        &fold,
+        format!(
+            "{h}g (float[1] x) => (float[1] y) <float[1] c = {{1.0}}, int64[2] p = {{0, 1000000000}}> {{\n  \
+             z = Pad (c, p)\n  s = ReduceSum <keepdims = 0> (z)\n  y = Add (x, s)\n}}\n"
+        ),
+    )
+    .unwrap();
+    let r = accelc(&["ir", fold.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("z = Pad <"), "folded anyway:\n{}", r.stdout);
+    let clip = dir.join("clip.onnxtxt");
+    std::fs::write(
+        &clip,
+        format!(
+            "{h}g (float[4] x) => (float[4] y) <float[3] lo = {{0.0, 5.0, 7.0}}> {{\n  y = Clip (x, lo)\n}}\n"
+        ),
+    )
+    .unwrap();
+    let r = accelc(&["compile", clip.to_str().unwrap(), "-o", &out("clip.blob")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("Clip's `min` must be a scalar, not of shape [3]"), "{}", r.stderr);
+
+    // A compiled blob with its output segment's access changed to read-only.
+    let model = dir.join("relu.onnxtxt");
+    std::fs::write(&model, format!("{h}g (float[4] x) => (float[4] y) {{ y = Relu (x) }}\n"))
+        .unwrap();
+    let blob_path = dir.join("relu.blob");
+    let r = accelc(&["compile", model.to_str().unwrap(), "-o", blob_path.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bytes = std::fs::read(&blob_path).unwrap();
+    let patched = |name: &str, f: &dyn Fn(&mut accelc_isa::blob::SegmentDecl)| {
+        let mut b = accelc_isa::blob::Blob::read(&bytes).unwrap();
+        let out_seg = b.io.iter().find(|t| t.name == "y").unwrap().segment;
+        f(b.segments.iter_mut().find(|s| s.id == out_seg).unwrap());
+        let p = dir.join(name);
+        std::fs::write(&p, b.to_bytes().unwrap()).unwrap();
+        p
+    };
+    for (what, p, needle) in [
+        (
+            "read-only",
+            patched("ro.blob", &|s| s.access = accelc_isa::blob::ACCESS_READ),
+            "is read-only but the program writes it",
+        ),
+        (
+            "huge",
+            patched("huge.blob", &|s| s.size = 1 << 40),
+            "a segment's buffer is at most 17179869184",
+        ),
+    ] {
+        for cmd in ["verify", "run", "sim"] {
+            let r = accelc(&[cmd, p.to_str().unwrap()]);
+            assert_eq!(r.code, 1, "{what} {cmd}: {r:?}");
+            assert!(r.stderr.contains(needle), "{what} {cmd}: {}", r.stderr);
+        }
+    }
+
+    // `run --output` refuses to replace a FIFO or a symlink, and writes nothing else.
+    let outdir = dir.join("out");
+    std::fs::create_dir_all(&outdir).unwrap();
+    let fifo = outdir.join("y.npy");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let r = accelc(&["run", blob_path.to_str().unwrap(), "--output", outdir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is not a regular file; not replacing it"), "{}", r.stderr);
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    std::fs::remove_file(&fifo).unwrap();
+    std::os::unix::fs::symlink("../relu.onnxtxt", &fifo).unwrap();
+    let r = accelc(&["run", blob_path.to_str().unwrap(), "--output", outdir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 1, "a temporary file was left");
 }
