@@ -76,6 +76,21 @@ pub fn import(
 ) -> Result<Graph, ImportError> {
     let model = proto::ModelProto::decode(data)
         .map_err(|e| err(format!("malformed ONNX protobuf: {e}")))?;
+    // ONNX's checker: each domain is imported once (two default-domain versions would make the
+    // meaning of every node ambiguous).
+    let mut domains: Vec<&str> = model
+        .opset_import
+        .iter()
+        .map(|o| match o.domain.as_deref().unwrap_or("") {
+            "ai.onnx" => "",
+            d => d,
+        })
+        .collect();
+    domains.sort_unstable();
+    if let Some(w) = domains.windows(2).find(|w| w[0] == w[1]) {
+        let d = if w[0].is_empty() { "the default domain" } else { w[0] };
+        return Err(err(format!("opset_import lists {} twice", Clipped(d))));
+    }
     let opset = model
         .opset_import
         .iter()

@@ -101,6 +101,16 @@ pub(crate) fn window_out(
     trim_ceil: bool,
 ) -> R<Vec<usize>> {
     let Geometry { begin, end, strides, dilations } = pads(w, input, kernel)?;
+    // onnxruntime's rule (the spec is silent): padding is smaller than the window, so no
+    // window lies wholly in padding.
+    if trim_ceil
+        && let Some(i) = (0..input.len()).find(|&i| begin[i] >= kernel[i] || end[i] >= kernel[i])
+    {
+        return Err(format!(
+            "pads {} and {} of spatial axis {i} are not smaller than the kernel's {}",
+            begin[i], end[i], kernel[i]
+        ));
+    }
     (0..input.len())
         .map(|i| {
             let mut o = out_size(

@@ -347,6 +347,16 @@ fn review_findings_are_refused_by_name() {
     let long = "n".repeat(70_000);
     let more = [
         (
+            "dup_opset",
+            "<ir_version: 8, opset_import: [\"\" : 17, \"\" : 13]>\ng (float[2] x) => (float y) { y = Relu (x) }\n".to_string(),
+            "opset_import lists the default domain twice".to_string(),
+        ),
+        (
+            "pool_pads",
+            format!("{h}g (float[1,1,4,4] x) => (float y) {{ y = AveragePool <kernel_shape: ints = [2, 2], pads: ints = [3, 3, 3, 3]> (x) }}\n"),
+            "pads 3 and 3 of spatial axis 0 are not smaller than the kernel's 2".to_string(),
+        ),
+        (
             "arity",
             format!("{h}g (float[2] x) => (float y) {{ y = Relu (x, x, x) }}\n"),
             "node `Relu_0`: Relu-17 takes 1 input, not 3".to_string(),
