@@ -158,3 +158,15 @@ def test_the_gil_is_released_while_the_device_runs(zoo: Path) -> None:
         done.wait(0.001)
     t.join()
     assert ticks > 20, f"the main thread ran only {ticks} times during a resnet18 run"
+
+
+@pytest.mark.parametrize("dtype,onnx", [("int64", "int64"), ("int32", "int32"), ("bool", "bool")])
+def test_reference_takes_and_gives_every_ir_type(dtype: str, onnx: str) -> None:
+    # int64 has no device type (the device refuses it by name); the reference runs it.
+    model = HEADER + f"g ({onnx}[3] x) => ({onnx}[3] y) {{\n  y = Identity (x)\n}}\n"
+    x = np.array([1, 0, 1]).astype(dtype)
+    y = accelc.reference(model, {"x": x})["y"]
+    assert y.dtype == np.dtype(dtype) and np.array_equal(y, x)
+    if dtype == "int64":
+        with pytest.raises(accelc.UnsupportedError, match="int64"):
+            accelc.compile(model)
