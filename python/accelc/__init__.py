@@ -12,6 +12,11 @@ line and column) as the command line's.
 
 from ._core import (
     Blob,
+    GraphOptimizationLevel,
+    RunOptions,
+    SessionOptions,
+    get_available_providers,
+    get_device,
     CheckReport,
     Difference,
     InferenceSession,
@@ -49,6 +54,11 @@ __all__ = [
     "DeviceConfig",
     "DeviceError",
     "Difference",
+    "GraphOptimizationLevel",
+    "RunOptions",
+    "SessionOptions",
+    "get_available_providers",
+    "get_device",
     "InferenceSession",
     "InputError",
     "InternalError",

@@ -51,15 +51,21 @@ def _model(model: Model) -> Union[str, bytes]:
 def _to_wire(name: str, value: Any, dtype: Optional[str], shape: Sequence[int]) -> Wire:
     """A numpy-convertible input as ``(dtype, shape, bytes)``, checked against the signature
     (``dtype`` is the numpy dtype string the model takes)."""
-    a = np.asarray(value)
+    if isinstance(value, np.ndarray) or np.isscalar(value) and isinstance(value, np.generic):
+        a = np.asarray(value)
+    else:
+        # Python lists and scalars take the model's type, as onnxruntime converts them.
+        a = np.asarray(value, dtype=None if dtype is None else np.dtype(dtype))
+    if a.dtype.byteorder == ">":
+        # Big-endian data in the model's type: the same values, byte-swapped for the device.
+        a = a.astype(a.dtype.newbyteorder("<"))
     if dtype is not None and a.dtype != np.dtype(dtype):
         raise InputError(
             f"input `{name}` is {a.dtype}{list(a.shape)}; the model takes "
             f"{np.dtype(dtype)}{list(shape)}"
         )
-    a = np.ascontiguousarray(a)
-    if a.dtype.byteorder == ">":
-        a = a.astype(a.dtype.newbyteorder("<"))
+    # Row-major bytes; np.require keeps 0-d arrays 0-d (ascontiguousarray makes them 1-d).
+    a = np.require(a, requirements="C")
     return (a.dtype.str, list(a.shape), a.tobytes())
 
 
@@ -109,18 +115,27 @@ class Blob:
         self._native = native
 
     @classmethod
-    def load(cls, path: Union[str, "os.PathLike[str]"], config: Optional[Config] = None) -> "Blob":
+    def load(
+        cls,
+        path: Union[str, "os.PathLike[str]"],
+        config: Optional[Config] = None,
+        max_job_cycles: Optional[int] = None,
+    ) -> "Blob":
         """Reads a blob file. ``config`` is needed only for a custom configuration (blobs
         record what a program's validity depends on, not the timing). Raises ``BlobError``
         with the byte offset of what is malformed."""
         with open(path, "rb") as f:
             data = f.read()
-        return cls.from_bytes(data, config)
+        return cls.from_bytes(data, config, max_job_cycles)
 
     @classmethod
-    def from_bytes(cls, data: bytes, config: Optional[Config] = None) -> "Blob":
-        """As :meth:`load`, from the blob's bytes."""
-        return cls(_native.load_blob(data, None if config is None else _config(config)))
+    def from_bytes(
+        cls, data: bytes, config: Optional[Config] = None, max_job_cycles: Optional[int] = None
+    ) -> "Blob":
+        """As :meth:`load`, from the blob's bytes. ``max_job_cycles`` raises the device's job
+        limit (2^28 cycles by default)."""
+        cfg = None if config is None else _config(config)
+        return cls(_native.load_blob(data, cfg, max_job_cycles))
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Writes the blob to ``path`` (through a temporary file renamed into place, so a
@@ -224,12 +239,17 @@ def compile(
     config: Config = "default",
     opt_level: int = 2,
     input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    max_job_cycles: Optional[int] = None,
 ) -> Blob:
     """Compiles an ONNX model (path, bytes or text) for ``config`` at ``opt_level`` (0, 1, 2).
-    ``input_shapes`` fixes symbolic input dimensions by input name. Raises ``ModelError``
-    naming the node (``UnsupportedError`` when the device cannot run it)."""
+    ``input_shapes`` fixes symbolic input dimensions by input name; ``max_job_cycles`` raises
+    the device's job limit for its runs (2^28 cycles by default). Raises ``ModelError`` naming
+    the node (``UnsupportedError`` when the device cannot run it)."""
+    if isinstance(opt_level, bool) or opt_level not in (0, 1, 2):
+        raise InputError(f"opt_level {opt_level!r}: must be 0, 1 or 2")
     shapes = None if input_shapes is None else {k: list(v) for k, v in input_shapes.items()}
-    return Blob(_native.compile(_model(model), _config(config), opt_level, shapes))
+    native = _native.compile(_model(model), _config(config), opt_level, shapes, max_job_cycles)
+    return Blob(native)
 
 
 def configs() -> List[DeviceConfig]:
@@ -253,11 +273,13 @@ class InferenceSession:
         *,
         config: Config = "default",
         opt_level: int = 2,
+        input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+        max_job_cycles: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         del sess_options, providers, provider_options, kwargs
         self._model = _model(path_or_bytes)
-        self._blob = compile(self._model, config, opt_level)
+        self._blob = compile(self._model, config, opt_level, input_shapes, max_job_cycles)
         self._meta: Optional[ModelMetadata] = None
 
     @property
@@ -299,6 +321,8 @@ class InferenceSession:
         order. Raises ``InputError`` for a missing, unknown or mistyped input or an unknown
         output name."""
         del run_options
+        if isinstance(output_names, (str, bytes)):
+            raise TypeError("output_names must be a list of names or None, not a string")
         outs = self._blob.run(input_feed)
         if not output_names:
             return list(outs.values())
@@ -484,14 +508,22 @@ class Profile:
             _, ax = plt.subplots(figsize=(8, 5))
         peak = 2.0 * self.config.peak_macs_per_sec("float32")
         bw = float(self.config.dram_bytes_per_sec)
+        if peak == 0:
+            raise InputError(f"`{self.config.name}` has no float32 matmul: there is no roof")
         pts = [(l.intensity, l.ops_per_sec) for l in self.layers]
         placed = [(x, y) for x, y in pts if x is not None and y is not None]
+        floor = len(pts) - len(placed)
         xs = [x for x, _ in placed] + [peak / bw]
         lo, hi = min(xs) / 4, max(xs) * 4
         grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
         ax.plot(grid, [min(peak, bw * x) / 1e9 for x in grid], label="roof")
         ax.scatter([x for x, _ in placed], [y / 1e9 for _, y in placed], color="red",
-                   label="layers")
+                   label="layer with matrix-engine work")
+        if floor:
+            # As the SVG: layers without MACs on the floor, at the left edge.
+            ys = [y for _, y in placed] or [peak]
+            ax.scatter([lo * 1.05] * floor, [min(ys) / 4e9 * 1.05] * floor, facecolors="none",
+                       edgecolors="black", label="layer without MACs (vector, copy)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("operational intensity (operations per DRAM byte)")
@@ -526,3 +558,43 @@ def _title(model: Union[Model, Blob]) -> str:
     if isinstance(model, (str, os.PathLike)) and not str(model).lstrip().startswith("<"):
         return os.path.basename(os.fspath(model))
     return "model"
+
+
+class GraphOptimizationLevel:
+    """onnxruntime's optimisation levels, accepted for compatibility (accelc's optimizer level
+    is ``InferenceSession(..., opt_level=)``)."""
+
+    ORT_DISABLE_ALL = 0
+    ORT_ENABLE_BASIC = 1
+    ORT_ENABLE_EXTENDED = 2
+    ORT_ENABLE_ALL = 99
+
+
+class SessionOptions:
+    """onnxruntime's ``SessionOptions``, accepted so scripts that build one run unchanged; its
+    settings (threads, optimisation level, logging) do not change the simulated device."""
+
+    def __init__(self) -> None:
+        self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.intra_op_num_threads = 0
+        self.inter_op_num_threads = 0
+        self.log_severity_level = 2
+        self.enable_profiling = False
+
+
+class RunOptions:
+    """onnxruntime's ``RunOptions``, accepted and ignored."""
+
+    def __init__(self) -> None:
+        self.log_severity_level = 2
+        self.run_tag = ""
+
+
+def get_available_providers() -> List[str]:
+    """The one provider: the accelc device."""
+    return ["AccelcExecutionProvider"]
+
+
+def get_device() -> str:
+    """What runs the models: the simulated NPU."""
+    return "NPU (accelc simulator)"

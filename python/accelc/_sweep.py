@@ -91,9 +91,13 @@ class SweepResult:
         return pd.DataFrame([asdict(r) for r in self.rows])
 
     def pareto(self, model: Optional[str] = None) -> List[SweepRow]:
-        """The rows (of ``model``, or all) no other row beats on both cycles and peak on-chip
-        memory (lower is better on both), sorted by cycles."""
-        ok = [r for r in self.rows if r.error is None and (model is None or r.model == model)]
+        """The rows of ``model`` no other row of it beats on both cycles and peak on-chip
+        memory (lower is better on both), sorted by cycles; with ``model=None``, each model's
+        front, model by model (configurations compete, models do not)."""
+        if model is None:
+            names = list(dict.fromkeys(r.model for r in self.rows))
+            return [r for m in names for r in self.pareto(m)]
+        ok = [r for r in self.rows if r.error is None and r.model == model]
         front = []
         for r in ok:
             assert r.cycles is not None and r.peak_sram_bytes is not None
@@ -118,9 +122,11 @@ class SweepResult:
         ax.scatter([r.peak_sram_bytes for r in ok], [r.cycles for r in ok], label="pairs")
         for r in ok:
             ax.annotate(f"{r.model}@{r.config}", (r.peak_sram_bytes, r.cycles), fontsize=7)
-        front = sorted(self.pareto(model), key=lambda r: r.peak_sram_bytes or 0)
-        ax.plot([r.peak_sram_bytes for r in front], [r.cycles for r in front], color="red",
-                label="Pareto front")
+        names = [model] if model is not None else list(dict.fromkeys(r.model for r in ok))
+        for m in names:
+            front = sorted(self.pareto(m), key=lambda r: r.peak_sram_bytes or 0)
+            ax.plot([r.peak_sram_bytes for r in front], [r.cycles for r in front],
+                    label=f"Pareto front of {m}")
         ax.set_xlabel("peak on-chip memory (bytes)")
         ax.set_ylabel("cycles per inference")
         ax.set_yscale("log")
@@ -148,6 +154,11 @@ def sweep(
     .get_executor()``), on random inputs from ``seed``. A pair that fails becomes a row with
     its error, so one unsupported model does not lose the sweep. Paths are made absolute, so
     workers on other machines need the same file system (or pass models as bytes)."""
+    # One model or configuration given alone (a string is a sequence of characters).
+    if isinstance(models, (str, bytes, os.PathLike)):
+        models = [models]
+    if isinstance(configs, (str, DeviceConfig)):
+        configs = [configs]
     cfgs = [_plain(_core._config(c)) for c in configs]
     tasks = [(m, label, c) for m, label in map(_label, models) for c in cfgs]
     own = executor is None

@@ -14,34 +14,34 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-create_exception!(_native, AccelcError, PyException, "Base of every accelc error.");
+create_exception!(accelc._native, AccelcError, PyException, "Base of every accelc error.");
 create_exception!(
-    _native,
+    accelc._native,
     ModelError,
     AccelcError,
     "The model cannot be read, imported or processed (the message names the node, byte or line)."
 );
 create_exception!(
-    _native,
+    accelc._native,
     UnsupportedError,
     ModelError,
     "The model imports but the device cannot run it (the node and the constraint)."
 );
 create_exception!(
-    _native,
+    accelc._native,
     BlobError,
     AccelcError,
     "A blob is malformed, built for other hardware, or rejected by the driver."
 );
-create_exception!(_native, DeviceError, AccelcError, "The device faulted or timed out.");
+create_exception!(accelc._native, DeviceError, AccelcError, "The device faulted or timed out.");
 create_exception!(
-    _native,
+    accelc._native,
     InputError,
     AccelcError,
     "Inputs, options or a device configuration do not fit (names what and why)."
 );
 create_exception!(
-    _native,
+    accelc._native,
     InternalError,
     AccelcError,
     "An inconsistency accelc found in itself: a bug, please report it."
@@ -191,6 +191,15 @@ impl PyDeviceConfig {
         c.features = features.unwrap_or(c.features);
         c.validate()
             .map_err(|e| InputError::new_err(format!("device configuration `{}`: {e}", c.name)))?;
+        // Blobs name their configuration; a custom one under a built-in's name would load as
+        // the built-in and be refused.
+        if DeviceConfig::by_name(&c.name).is_some_and(|b| b != c) {
+            return Err(InputError::new_err(format!(
+                "`{}` is a built-in configuration's name; give a configuration with other \
+                 parameters another name",
+                c.name
+            )));
+        }
         Ok(PyDeviceConfig { inner: c })
     }
 
@@ -260,6 +269,26 @@ impl PyDeviceConfig {
         Ok(self.inner.ridge_ops_per_byte(device_dtype(dtype)?))
     }
 
+    /// Pickling (protocol 2 and later): the name and every field, rebuilt by the constructor.
+    #[allow(clippy::type_complexity, reason = "pickle's (args, kwargs) pair")]
+    fn __getnewargs_ex__(&self) -> ((String,), std::collections::HashMap<&'static str, u64>) {
+        let c = &self.inner;
+        let fields = [
+            ("array_dim", u64::from(c.array_dim)),
+            ("vx_lanes", u64::from(c.vx_lanes)),
+            ("spad_bytes", u64::from(c.spad_bytes)),
+            ("acc_bytes", u64::from(c.acc_bytes)),
+            ("clock_hz", c.clock_hz),
+            ("dram_bytes_per_sec", c.dram_bytes_per_sec),
+            ("dram_read_latency", u64::from(c.dram_read_latency)),
+            ("dram_write_latency", u64::from(c.dram_write_latency)),
+            ("dram_burst_bytes", u64::from(c.dram_burst_bytes)),
+            ("sram_bytes_per_cycle", u64::from(c.sram_bytes_per_cycle)),
+            ("features", u64::from(c.features)),
+        ];
+        ((c.name.clone(),), fields.into_iter().collect())
+    }
+
     fn __repr__(&self) -> String {
         let c = &self.inner;
         format!(
@@ -320,15 +349,27 @@ struct NativeBlob {
     figures: Option<(u32, u32, u64, u64, usize)>,
     /// The device, loaded once on first run.
     session: std::sync::OnceLock<Session>,
+    /// The device's job cycle limit (the driver's default unless raised).
+    max_job_cycles: u64,
 }
 
 impl NativeBlob {
-    fn session(&self) -> PyResult<&Session> {
+    /// The device session, loaded (and the program validated) on first use without the GIL.
+    fn session(&self, py: Python<'_>) -> PyResult<&Session> {
         if let Some(s) = self.session.get() {
             return Ok(s);
         }
-        let s = Session::with_config(self.bytes.clone(), self.config.clone(), device_options())
-            .map_err(py_err)?;
+        let opts =
+            DeviceOptions { max_job_cycles: self.max_job_cycles, ..DeviceOptions::default() };
+        let s = py
+            .detach(|| Session::with_config(self.bytes.clone(), self.config.clone(), opts))
+            .map_err(|e| match e {
+            // The driver refusing a program over its job limit: say how to raise it.
+            Error::Blob(m) if m.contains("cycles per job") => DeviceError::new_err(format!(
+                "{m} (pass max_job_cycles= to raise the device's job limit)"
+            )),
+            e => py_err(e),
+        })?;
         Ok(self.session.get_or_init(|| s))
     }
 }
@@ -388,7 +429,7 @@ impl NativeBlob {
     /// inputs that do not match, `DeviceError` for a fault or timeout.
     fn run<'py>(&self, py: Python<'py>, inputs: Vec<Wire>) -> PyResult<(Vec<OutWire<'py>>, u64)> {
         let ins = inputs.into_iter().map(from_wire).collect::<PyResult<Vec<_>>>()?;
-        let session = self.session()?;
+        let session = self.session(py)?;
         let r = py.detach(|| session.run(&ins)).map_err(py_err)?;
         Ok((r.outputs.iter().map(|t| to_wire(py, t)).collect(), r.stats.cycles))
     }
@@ -403,7 +444,7 @@ impl NativeBlob {
         inputs: Vec<Wire>,
     ) -> PyResult<(Vec<(String, String, u64, u64, u64, f64, u64)>, u64)> {
         let ins = inputs.into_iter().map(from_wire).collect::<PyResult<Vec<_>>>()?;
-        let session = self.session()?;
+        let session = self.session(py)?;
         let layers = self.layers.as_deref();
         let p = py.detach(|| accelc::profile(session, layers, &ins)).map_err(py_err)?;
         let rows = p
@@ -441,13 +482,14 @@ impl NativeBlob {
 /// Compiles a model for `config` at `opt_level`. Raises `ModelError` (or `UnsupportedError`)
 /// naming the node, `InputError` for a bad option.
 #[pyfunction]
-#[pyo3(signature = (model, config, opt_level = 2, input_shapes = None))]
+#[pyo3(signature = (model, config, opt_level = 2, input_shapes = None, max_job_cycles = None))]
 fn compile(
     py: Python<'_>,
     model: ModelArg,
     config: &PyDeviceConfig,
     opt_level: u8,
     input_shapes: Option<std::collections::HashMap<String, Vec<usize>>>,
+    max_job_cycles: Option<u64>,
 ) -> PyResult<NativeBlob> {
     let opts = Options {
         config: config.inner.clone(),
@@ -470,15 +512,22 @@ fn compile(
         bytes: c.blob,
         config: config.inner.clone(),
         session: std::sync::OnceLock::new(),
+        max_job_cycles: max_job_cycles.unwrap_or(device_options().max_job_cycles),
     })
 }
 
 /// A blob from its bytes, for `config` (its built-in configuration when `None`). Raises
 /// `BlobError` with the byte offset of what is malformed.
 #[pyfunction]
-#[pyo3(signature = (data, config = None))]
-fn load_blob(data: Vec<u8>, config: Option<&PyDeviceConfig>) -> PyResult<NativeBlob> {
-    let parsed = accelc_isa::blob::Blob::read(&data)
+#[pyo3(signature = (data, config = None, max_job_cycles = None))]
+fn load_blob(
+    py: Python<'_>,
+    data: Vec<u8>,
+    config: Option<&PyDeviceConfig>,
+    max_job_cycles: Option<u64>,
+) -> PyResult<NativeBlob> {
+    let parsed = py
+        .detach(|| accelc_isa::blob::Blob::read(&data))
         .map_err(|e| BlobError::new_err(format!("malformed blob: {e}")))?;
     let config = match config {
         Some(c) => c.inner.clone(),
@@ -506,6 +555,7 @@ fn load_blob(data: Vec<u8>, config: Option<&PyDeviceConfig>) -> PyResult<NativeB
         layers,
         figures: None,
         session: std::sync::OnceLock::new(),
+        max_job_cycles: max_job_cycles.unwrap_or(device_options().max_job_cycles),
     })
 }
 

@@ -170,3 +170,59 @@ def test_reference_takes_and_gives_every_ir_type(dtype: str, onnx: str) -> None:
     if dtype == "int64":
         with pytest.raises(accelc.UnsupportedError, match="int64"):
             accelc.compile(model)
+
+
+def test_inputs_in_every_form_numpy_and_onnxruntime_accept(zoo: Path) -> None:
+    scalar = HEADER + "g (float[] a) => (float[] y) { y = Relu (a) }\n"
+    sess = accelc.InferenceSession(scalar)
+    for a in (np.array(-2.0, np.float32), np.float32(3.0), 4.0):
+        (y,) = sess.run(None, {"a": a})
+        assert y.shape == () and y == max(float(a), 0.0)
+    x = mlp_input(zoo)
+    m = accelc.InferenceSession(mlp(zoo))
+    (want,) = m.run(None, {"input": x})
+    (big,) = m.run(None, {"input": x.astype(">f4")})
+    (lst,) = m.run(None, {"input": x.tolist()})
+    assert np.array_equal(big, want) and np.array_equal(lst, want)
+    with pytest.raises(TypeError, match="output_names"):
+        m.run("output", {"input": x})
+
+
+def test_onnxruntime_preamble_runs(zoo: Path) -> None:
+    so = accelc.SessionOptions()
+    so.graph_optimization_level = accelc.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = 1
+    assert "AccelcExecutionProvider" in accelc.get_available_providers()
+    sess = accelc.InferenceSession(str(mlp(zoo)), so, providers=accelc.get_available_providers())
+    (y,) = sess.run(None, {"input": mlp_input(zoo)}, accelc.RunOptions())
+    assert y.shape == (1, 10)
+
+
+def test_configs_pickle_and_refuse_a_builtin_name() -> None:
+    import copy
+    import pickle
+
+    c = accelc.DeviceConfig("a64", array_dim=64, spad_bytes=2 << 20)
+    assert pickle.loads(pickle.dumps(c)) == c and copy.deepcopy(c) == c
+    e = accelc.InputError("x")
+    assert type(pickle.loads(pickle.dumps(e))) is accelc.InputError
+    assert accelc.InputError.__module__ == "accelc._native"
+    with pytest.raises(accelc.InputError, match="built-in configuration's name"):
+        accelc.DeviceConfig("default", array_dim=8)
+    assert accelc.DeviceConfig("default") == accelc.DeviceConfig.builtin("default")
+
+
+def test_a_device_without_f32_matmul_refuses_the_gemm_by_name(zoo: Path) -> None:
+    cfg = accelc.DeviceConfig("nof32", features=0)
+    with pytest.raises(accelc.UnsupportedError, match=r"node `/net/net.1/Gemm.*no f32 matmul"):
+        accelc.compile(mlp(zoo), cfg)
+
+
+def test_the_job_limit_can_be_raised(zoo: Path) -> None:
+    slow = accelc.DeviceConfig("slow", dram_bytes_per_sec=10**6)
+    blob = accelc.compile(mlp(zoo), slow)
+    with pytest.raises(accelc.DeviceError, match="max_job_cycles"):
+        blob.run({"input": mlp_input(zoo)})
+    blob = accelc.compile(mlp(zoo), slow, max_job_cycles=1 << 31)
+    _, cycles = blob.run_with_cycles({"input": mlp_input(zoo)})
+    assert cycles > 1 << 28

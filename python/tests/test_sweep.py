@@ -64,3 +64,8 @@ def test_sweep_on_a_dask_local_cluster(zoo: Path) -> None:
     # The simulator is deterministic: the same table as the local pool.
     local = accelc.sweep(models, grid())
     assert [row.cycles for row in r.rows] == [row.cycles for row in local.rows]
+
+
+def test_one_model_or_config_given_alone(zoo: Path) -> None:
+    r = accelc.sweep(str(zoo / "mlp_mnist.onnx"), "default")
+    assert len(r.rows) == 1 and r.rows[0].error is None

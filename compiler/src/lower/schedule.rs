@@ -863,6 +863,19 @@ pub(crate) fn rowwise(
 }
 
 pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result<(), LowerError> {
+    // The matrix engine multiplies the activations' type only where the device has it (a
+    // configuration built without the f32 matmul feature runs no float matmul).
+    let dtype = crate::lower::device_dtype(b.s.tens[mm.input].dtype)
+        .ok_or_else(|| LowerError::at(name, "int64 operands are not lowered"))?;
+    if !b.s.cfg.matmul_supports(dtype) {
+        return Err(LowerError::at(
+            name,
+            format!(
+                "`{}` has no {dtype} matmul feature (features {:#x})",
+                b.s.cfg.name, b.s.cfg.features
+            ),
+        ));
+    }
     let mut params = mm.bias.clone();
     if let Act::Clip(lo, hi) = mm.act {
         params.extend([lo, hi]);
