@@ -28,8 +28,9 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> Error {
     Error::Input(format!("{}: {}", path.display(), accelc_isa::Clipped(&m.to_string())))
 }
 
-/// The `descr` string for a data type.
-fn descr(d: DType) -> &'static str {
+/// The `descr` string (numpy's `dtype.str`) for a data type: `<f4`, `|i1`, `|u1`, `<i4`,
+/// `<i8`, `|b1`.
+pub fn descr(d: DType) -> &'static str {
     match d {
         DType::F32 => "<f4",
         DType::I8 => "|i1",
@@ -40,7 +41,9 @@ fn descr(d: DType) -> &'static str {
     }
 }
 
-fn from_descr(s: &str) -> Option<DType> {
+/// The data type of a `descr` string (numpy's `dtype.str`), little-endian or one byte; `None`
+/// for any other type or byte order.
+pub fn from_descr(s: &str) -> Option<DType> {
     // `<` little-endian, `|` not applicable (one byte), `=` native (little-endian here).
     let (order, code) = s.split_at_checked(1)?;
     if !matches!(order, "<" | "|" | "=") {

@@ -87,30 +87,15 @@ impl ModelArg {
 
 /// numpy's dtype string for an IR type (`<f4`, `|b1`, ...).
 fn numpy_dtype(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "<f4",
-        DType::I8 => "|i1",
-        DType::U8 => "|u1",
-        DType::I32 => "<i4",
-        DType::I64 => "<i8",
-        DType::Bool => "|b1",
-    }
+    accelc::npy::descr(d)
 }
 
 fn dtype_from_numpy(s: &str) -> PyResult<DType> {
-    Ok(match s {
-        "<f4" | "=f4" | "f4" => DType::F32,
-        "|i1" | "i1" => DType::I8,
-        "|u1" | "u1" => DType::U8,
-        "<i4" | "=i4" | "i4" => DType::I32,
-        "<i8" | "=i8" | "i8" => DType::I64,
-        "|b1" | "b1" | "?" => DType::Bool,
-        other => {
-            return Err(InputError::new_err(format!(
-                "numpy dtype `{other}` is not one accelc supports (float32, int8, uint8, int32, \
-                 int64, bool, little-endian)"
-            )));
-        }
+    accelc::npy::from_descr(s).ok_or_else(|| {
+        InputError::new_err(format!(
+            "numpy dtype `{s}` is not one accelc supports (float32, int8, uint8, int32, int64, \
+             bool, little-endian)"
+        ))
     })
 }
 

@@ -156,6 +156,14 @@ fn schemas() -> Vec<Schema> {
         .collect()
 }
 
+/// The schema version of `op` in force at `opset`.
+fn schema_at<'s>(schemas: &'s [Schema], op: &str, opset: i64) -> Option<&'s Schema> {
+    schemas
+        .iter()
+        .filter(|s| s.name == op && s.since_version <= opset)
+        .max_by_key(|s| s.since_version)
+}
+
 /// An attribute holding the schema's default, or a plausible value when it has none.
 fn attribute(name: &str, a: &SchemaAttr) -> Option<AttributeProto> {
     use attribute_proto::AttributeType as T;
@@ -309,13 +317,7 @@ fn every_supported_op_takes_the_input_and_output_counts_of_its_schema() {
     let mut checked = 0;
     for op in &onnx_ops() {
         for opset in MIN_OPSET..=MAX_OPSET {
-            let Some(s) = schemas
-                .iter()
-                .filter(|s| s.name == *op && s.since_version <= opset)
-                .max_by_key(|s| s.since_version)
-            else {
-                continue;
-            };
+            let Some(s) = schema_at(&schemas, op, opset) else { continue };
             let ours = arity_of(op, opset).unwrap();
             let bound = |n: usize| if n == usize::MAX { i64::from(i32::MAX) } else { n as i64 };
             let got = [
@@ -885,13 +887,7 @@ fn every_honoured_attribute_survives_printing() {
     let (mut checked, mut lost) = (0, vec![]);
     for op in &onnx_ops() {
         for opset in [MIN_OPSET, 13, MAX_OPSET] {
-            let Some(s) = schemas
-                .iter()
-                .filter(|s| s.name == *op && s.since_version <= opset)
-                .max_by_key(|s| s.since_version)
-            else {
-                continue;
-            };
+            let Some(s) = schema_at(&schemas, op, opset) else { continue };
             for (name, a) in &s.attributes {
                 let d = a.default.as_ref();
                 let mut p = AttributeProto { name: Some(name.clone()), ..Default::default() };
