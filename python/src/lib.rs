@@ -575,7 +575,8 @@ fn model_meta(
         g.doc_string.unwrap_or_default(),
         m.domain.unwrap_or_default(),
         m.doc_string.unwrap_or_default(),
-        m.model_version.unwrap_or_default(),
+        // onnxruntime reports an unset version as the largest int64.
+        m.model_version.unwrap_or(i64::MAX),
         meta,
     ))
 }
@@ -605,14 +606,29 @@ fn check(
 /// Orders inputs given by name as `names` lists them: every name given once, no other.
 fn by_name(
     names: &[String],
+    types: &[Option<accelc_compiler::ir::TensorType>],
     mut given: std::collections::HashMap<String, Wire>,
 ) -> PyResult<Vec<HostTensor>> {
     let mut out = Vec::with_capacity(names.len());
-    for n in names {
-        let w = given
+    for (n, ty) in names.iter().zip(types) {
+        let (dtype, dims, data) = given
             .remove(n)
             .ok_or_else(|| InputError::new_err(format!("input `{n}` is not given")))?;
-        out.push(from_wire(w).map_err(|e| InputError::new_err(format!("input `{n}`: {e}")))?);
+        let d = accelc::npy::from_descr(&dtype).ok_or_else(|| {
+            InputError::new_err(format!("input `{n}`: numpy dtype `{dtype}` is not supported"))
+        })?;
+        // The signature first, so a wrong shape is named here and not deep inside a node.
+        if let Some(t) = ty
+            && (t.dtype != d || t.shape != dims)
+        {
+            return Err(InputError::new_err(format!(
+                "input `{n}` is {d}{dims:?}; the model takes {}{:?}",
+                t.dtype, t.shape
+            )));
+        }
+        let t = HostTensor::new(d, dims, data)
+            .map_err(|e| InputError::new_err(format!("input `{n}`: {e}")))?;
+        out.push(t);
     }
     if let Some(k) = given.keys().next() {
         return Err(InputError::new_err(format!(
@@ -635,7 +651,8 @@ fn reference<'py>(
         .detach(|| accelc::load_graph(model.source(), &Options::default(), &mut ()))
         .map_err(py_err)?;
     let names: Vec<String> = g.inputs.iter().map(|v| g.value(*v).name.clone()).collect();
-    let ins = by_name(&names, inputs)?;
+    let types: Vec<_> = g.inputs.iter().map(|v| g.value(*v).ty.clone()).collect();
+    let ins = by_name(&names, &types, inputs)?;
     let outs = py.detach(|| accelc::reference(&g, &ins)).map_err(py_err)?;
     let out_names = g.outputs.iter().map(|v| g.value(*v).name.clone());
     Ok(out_names.zip(outs.iter().map(|t| to_wire(py, t))).collect())
@@ -666,14 +683,19 @@ fn diff(
     let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
     let given = match inputs {
         Some(named) => {
-            let names: Vec<String> = c
-                .compiled
-                .io
+            let specs: Vec<&IoTensor> =
+                c.compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
+            let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
+            let types: Vec<_> = specs
                 .iter()
-                .filter(|t| t.direction == Direction::Input)
-                .map(|t| t.name.clone())
+                .map(|t| {
+                    accelc::io_dtype(t).map(|dtype| accelc_compiler::ir::TensorType {
+                        dtype,
+                        shape: t.dims.iter().map(|d| *d as usize).collect(),
+                    })
+                })
                 .collect();
-            Some(by_name(&names, named)?)
+            Some(by_name(&names, &types, named)?)
         }
         None => None,
     };

@@ -226,3 +226,23 @@ def test_the_job_limit_can_be_raised(zoo: Path) -> None:
     blob = accelc.compile(mlp(zoo), slow, max_job_cycles=1 << 31)
     _, cycles = blob.run_with_cycles({"input": mlp_input(zoo)})
     assert cycles > 1 << 28
+
+
+def test_model_metadata_matches_onnxruntime(zoo: Path) -> None:
+    import onnxruntime as ort
+
+    for stem in ("mlp_mnist", "transformer_encoder"):
+        model = str(zoo / f"{stem}.onnx")
+        want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).get_modelmeta()
+        got = accelc.InferenceSession(model).get_modelmeta()
+        for f in ("producer_name", "graph_name", "graph_description", "domain", "description",
+                  "version", "custom_metadata_map"):
+            assert getattr(got, f) == getattr(want, f), (stem, f)
+
+
+def test_reference_names_a_wrong_input_shape_or_type(zoo: Path) -> None:
+    x = mlp_input(zoo)
+    with pytest.raises(accelc.InputError, match=r"input `input` is float\[1, 784\]; the model takes float\[1, 1, 28, 28\]"):
+        accelc.reference(mlp(zoo), {"input": x.reshape(1, 784)})
+    with pytest.raises(accelc.InputError, match=r"^input `input`: numpy dtype `<f8` is not supported"):
+        accelc.reference(mlp(zoo), {"input": x.astype(np.float64)})
