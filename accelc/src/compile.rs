@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use accelc_compiler::ir::Graph;
+use accelc_compiler::ir::{Graph, Op};
 use accelc_compiler::lower::{self, CompileOptions, Compiled};
 use accelc_compiler::onnx::ImportOptions;
 use accelc_compiler::opt::{self, Level};
@@ -92,6 +92,18 @@ pub struct Compilation {
     pub compiled: Compiled,
     /// The command blob.
     pub blob: Vec<u8>,
+}
+
+impl Compilation {
+    /// The graph whose interpretation the device must match: the optimized graph when it
+    /// holds integer kernels the quantization rules made (`QConv`: their arithmetic, the
+    /// device's, is the model's integer semantics and differs from the float QDQ graph by
+    /// rounding), else the frontend's graph. `diff` and `run --compare` check against it;
+    /// against it a quantized model's integer tensors agree exactly.
+    pub fn oracle(&self) -> &Graph {
+        let integer = self.optimized.nodes.iter().any(|n| matches!(n.op, Op::QConv { .. }));
+        if integer { &self.optimized } else { &self.reference }
+    }
 }
 
 fn model_err(src: &Source<'_>, e: impl std::fmt::Display) -> Error {

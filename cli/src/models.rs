@@ -355,7 +355,7 @@ pub(crate) fn cmd_run(
             .compilation
             .as_ref()
             .ok_or_else(|| invalid("--compare needs the model, not a blob"))?;
-        Some(accelc::reference(&c.reference, &ins).map_err(fail)?)
+        Some(accelc::reference(c.oracle(), &ins).map_err(fail)?)
     } else {
         None
     };
@@ -487,7 +487,7 @@ pub(crate) fn cmd_diff(
     let ins = inputs(&specs, input_args, seed)?;
     let device =
         accelc_runtime::driver::DeviceOptions { max_job_cycles: max_cycles, ..Default::default() };
-    match accelc::first_difference(&c.reference, &c.compiled, &ins, device).map_err(fail)? {
+    match accelc::first_difference(c.oracle(), &c.compiled, &ins, device).map_err(fail)? {
         // Nothing compared is not a match.
         Ok(0) => bail!(invalid("no tensor of the device's run has a counterpart in the reference")),
         Ok(n) => {

@@ -2,7 +2,7 @@
 //! a statically shaped value) is evaluated with the reference interpreter and replaced by its
 //! result; `Constant` nodes disappear into their values; nodes whose results nobody uses are
 //! removed. Shape arithmetic of older exporters (Shape, Gather, Cast, Concat, Unsqueeze, Slice
-//! on constants) vanishes this way.
+//! on constants) vanishes this way. `DequantizeLinear` is left alone (see `fold_node`).
 
 use std::collections::HashSet;
 
@@ -44,6 +44,10 @@ fn fold_node(g: &mut Graph, i: usize) -> Result<bool, EvalError> {
     match &node.op {
         Op::Unsupported { .. } => return Ok(false),
         Op::Constant => return Ok(true),
+        // Quantized weights stay quantized: the optimizer fuses `DequantizeLinear` of a
+        // constant into integer kernels (`qdq-*` rules), and the lowering computes any it
+        // leaves at compile time. Folding here would keep only the float copy, 4x larger.
+        Op::DequantizeLinear { .. } => return Ok(false),
         _ => {}
     }
     // `Shape` only needs its input's type.

@@ -418,6 +418,29 @@ pub enum Op {
         /// Groups.
         group: usize,
     },
+    /// A quantized convolution in the device's integer arithmetic, made by the optimizer's
+    /// `qdq-conv` and `qdq-gemm` rules (never imported). Inputs: `x` (int8/uint8, NCHW), `w`
+    /// (int8 `[Cout, Cin/group, kh, kw]`), `bias` (int32 `[Cout]`), `rq` (int32 `[Cout, 2]`
+    /// or `[1, 2]`: a requantisation multiplier and shift per output channel). Per output
+    /// element, `acc = Σ (x − x_zp) · w + bias` exactly in int32, then
+    /// `clamp(y_zp + rdbp(srdhm(acc, multiplier), shift), lo, hi)` in `out`
+    /// (`accelc_isa::requant`, the book's numerics page).
+    QConv {
+        /// Window attributes.
+        window: Window,
+        /// Groups.
+        group: usize,
+        /// The input's zero point.
+        x_zp: i32,
+        /// The output's zero point.
+        y_zp: i32,
+        /// Lower clamp of the output (a fused Relu or Clip raises it).
+        lo: i32,
+        /// Upper clamp of the output.
+        hi: i32,
+        /// The output type (int8 or uint8).
+        out: DType,
+    },
     /// Transposed convolution.
     ConvTranspose {
         /// Window attributes.

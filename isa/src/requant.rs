@@ -79,6 +79,43 @@ impl RequantRecord {
         }
     }
 
+    /// The record for the real multiplier `m` (an input step over an output step, `m > 0`),
+    /// as TFLite's `QuantizeMultiplier` computes it: `m = q · 2^shift` with `q` in
+    /// `[0.5, 1)`, `multiplier = round(q · 2^31)` (a result of `2^31` halves and bumps the
+    /// shift). A multiplier below `2^-32` rounds every `s32` input to 0 and is recorded as
+    /// multiplier 0. `None` when `m` is not finite and positive or is `2^30` or more (the
+    /// shift field's range).
+    pub fn from_real(
+        m: f64,
+        zero_point: i32,
+        clamp_lo: i16,
+        clamp_hi: i16,
+    ) -> Option<RequantRecord> {
+        if !(m.is_finite() && m > 0.0) {
+            return None;
+        }
+        // frexp: m = q · 2^e with q in [0.5, 1).
+        let mut e = m.log2().floor() as i32 + 1;
+        let mut q = m / 2f64.powi(e);
+        // log2 can be off by one at exact powers of two.
+        while q >= 1.0 {
+            q /= 2.0;
+            e += 1;
+        }
+        while q < 0.5 {
+            q *= 2.0;
+            e -= 1;
+        }
+        let mut fixed = (q * 2f64.powi(31)).round() as i64;
+        if fixed == 1i64 << 31 {
+            fixed /= 2;
+            e += 1;
+        }
+        let (multiplier, shift) = if e < -31 { (0, 0) } else { (fixed as i32, e) };
+        let r = RequantRecord { multiplier, shift, zero_point, clamp_lo, clamp_hi };
+        r.valid().then_some(r)
+    }
+
     /// Whether the shift is in the defined range.
     pub fn valid(&self) -> bool {
         (-31..=30).contains(&self.shift)
@@ -112,6 +149,27 @@ mod tests {
             clamp_hi: 127,
         };
         assert_eq!(RequantRecord::from_bytes(&r.to_bytes()), r);
+    }
+
+    #[test]
+    fn multipliers_from_real_scales() {
+        // 0.5 = 0.5 · 2^0; 1.0 = 0.5 · 2^1; 0.75 · 2^-3.
+        let r = |m| RequantRecord::from_real(m, 0, -128, 127).map(|r| (r.multiplier, r.shift));
+        assert_eq!(r(0.5), Some((1 << 30, 0)));
+        assert_eq!(r(1.0), Some((1 << 30, 1)));
+        assert_eq!(r(0.75 / 8.0), Some((3 << 29, -3)));
+        // Rounding up to 2^31 moves to the next power of two.
+        assert_eq!(r(1.0 - 1e-12), Some((1 << 30, 1)));
+        assert_eq!(r(0.0), None);
+        assert_eq!(r(f64::NAN), None);
+        assert_eq!(r(2f64.powi(31)), None);
+        assert_eq!(r(1e-12), Some((0, 0)));
+        // The record reproduces x · m within one step of rounding.
+        let rec = RequantRecord::from_real(0.0123, 3, -128, 127).unwrap();
+        for x in [-9000, -100, 0, 1, 77, 5000] {
+            let want = (f64::from(x) * 0.0123).round() as i64 + 3;
+            assert!((rec.apply(x, Dtype::S8) - want.clamp(-128, 127)).abs() <= 1, "{x}");
+        }
     }
 
     #[test]

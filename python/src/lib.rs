@@ -719,7 +719,7 @@ fn diff(
                     HostTensor::random(&specs, seed)
                 }
             };
-            accelc::first_difference(&c.reference, &c.compiled, &ins, device_options())
+            accelc::first_difference(c.oracle(), &c.compiled, &ins, device_options())
         })
         .map_err(py_err)?;
     Ok(match r {

@@ -483,7 +483,7 @@ pub fn pipeline(data: &[u8]) {
         Err(e) => panic!("a valid generated model fails to compile: {e}\n{text}"),
     };
     let ins = HostTensor::random(&built.inputs, 7);
-    let want = accelc::reference(&c.reference, &ins)
+    let want = accelc::reference(c.oracle(), &ins)
         .unwrap_or_else(|e| panic!("the reference refuses a generated model: {e}\n{text}"));
     let session = Session::new(c.blob).unwrap_or_else(|e| panic!("load: {e}\n{text}"));
     let got = session.run(&ins).unwrap_or_else(|e| panic!("run: {e}\n{text}")).outputs;

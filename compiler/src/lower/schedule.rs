@@ -148,6 +148,21 @@ pub(crate) struct Mm {
     pub(crate) bias: Vec<f32>,
     pub(crate) residual: Option<T>,
     pub(crate) act: Act,
+    /// Integer arithmetic (int8/uint8 activations, int8 weights): `bias` is then unused.
+    pub(crate) quant: Option<MmQuant>,
+}
+
+/// A quantized matrix kernel's epilogue: the int32 bias with the input zero point folded in
+/// (`bias − x_zp · Σ w` per output channel, so the array multiplies raw inputs and padding is
+/// filled with the zero point), then one requantisation record per output channel.
+#[derive(Clone, Debug)]
+pub(crate) struct MmQuant {
+    /// The input zero point's byte (the padding value).
+    pub(crate) pad_byte: u8,
+    /// Per output channel.
+    pub(crate) bias: Vec<i32>,
+    /// Per output channel.
+    pub(crate) records: Vec<accelc_isa::requant::RequantRecord>,
 }
 
 /// A 2-D sliding window over an NHWC tensor: what depthwise convolution and pooling share.
@@ -170,6 +185,10 @@ pub(crate) struct Win {
 pub(crate) struct Dw {
     pub(crate) win: Win,
     pub(crate) act: Act,
+    /// Integer arithmetic, with the input zero point's byte (the padding value): the step's
+    /// constant 0 then holds the corrected int32 bias (`[c]`), the int32 taps (`[kh·kw][c]`)
+    /// and one requantisation record per channel.
+    pub(crate) quant: Option<u8>,
 }
 
 /// Max or average pooling, NHWC.
@@ -237,10 +256,22 @@ pub(crate) struct Rw {
 /// A tensor read through view transformations.
 pub(crate) type TensorView = (T, Vec<ViewOp>);
 
+/// Per-tensor quantization (float32 to 8-bit) or dequantization (integer to float32) of a
+/// dense tensor; input and output share their layout.
+#[derive(Clone, Debug)]
+pub(crate) struct Qk {
+    pub(crate) input: T,
+    pub(crate) out: T,
+    pub(crate) scale: f32,
+    pub(crate) zp: i32,
+    pub(crate) dequant: bool,
+}
+
 /// A kernel step.
 #[derive(Clone, Debug)]
 pub(crate) enum Kernel {
-    Matmul(Mm),
+    Quant(Qk),
+    Matmul(Box<Mm>),
     Depthwise(Dw),
     Pool(Pool),
     GlobalPool { input: T, out: T, max: bool, img: [usize; 4] },
@@ -301,6 +332,7 @@ impl Step {
             Kernel::Elementwise(e) if e.prog.is_empty() => LayerKind::Copy,
             Kernel::Elementwise(_) => LayerKind::Elementwise,
             Kernel::Fill { .. } => LayerKind::Copy,
+            Kernel::Quant(_) => LayerKind::Elementwise,
             Kernel::Rowwise(_) => LayerKind::Rowwise,
         }
     }
@@ -322,6 +354,7 @@ impl Step {
             Kernel::GlobalPool { input, out, .. } => (vec![*input], vec![*out]),
             Kernel::Elementwise(e) => (e.inputs.iter().map(|i| i.0).collect(), vec![e.out]),
             Kernel::Fill { out, .. } => (vec![], vec![*out]),
+            Kernel::Quant(q) => (vec![q.input], vec![q.out]),
             Kernel::Rowwise(r) => {
                 let mut reads = vec![r.input];
                 if let Some(a) = &r.affine {
@@ -445,6 +478,16 @@ impl Builder<'_> {
             ),
             _ => None,
         }
+    }
+
+    /// A constant of any integer (or bool) type, widened.
+    pub(crate) fn const_ints(&self, t: T) -> Option<Vec<i64>> {
+        let tn = &self.s.tens[t];
+        if tn.dtype == DType::F32 {
+            return None;
+        }
+        let data = bytes::Bytes::copy_from_slice(self.constant(t)?);
+        Some(crate::ir::Tensor { dtype: tn.dtype, shape: tn.shape.clone(), data }.i64s())
     }
 
     pub(crate) fn out(&self, n: &Node, i: usize) -> Result<T, LowerError> {
@@ -740,7 +783,7 @@ pub(crate) fn schedule_inner(
                 let v = graph.value(*o);
                 if v.constant.is_none()
                     && !outs.contains(o)
-                    && v.ty.as_ref().is_some_and(|t| t.dtype == DType::F32)
+                    && v.ty.as_ref().is_some_and(|t| crate::lower::device_dtype(t.dtype).is_some())
                 {
                     outs.push(*o);
                 }
@@ -876,15 +919,25 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
             ),
         ));
     }
-    let mut params = mm.bias.clone();
-    if let Act::Clip(lo, hi) = mm.act {
-        params.extend([lo, hi]);
-    }
+    let params = match &mm.quant {
+        Some(q) => {
+            let mut p: Vec<u8> = q.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            p.extend(q.records.iter().flat_map(|r| r.to_bytes()));
+            p
+        }
+        None => {
+            let mut params = mm.bias.clone();
+            if let Act::Clip(lo, hi) = mm.act {
+                params.extend([lo, hi]);
+            }
+            f32_bytes(&params)
+        }
+    };
     let packed = match mm.weights {
         Weights::Const => kernels::pack_weights(&mm, &b.s.cfg, b.s.tens[mm.input].elem() as usize),
         Weights::Runtime { .. } => vec![],
     };
-    b.step(Kernel::Matmul(mm), name, Some(end), vec![f32_bytes(&params), packed]);
+    b.step(Kernel::Matmul(Box::new(mm)), name, Some(end), vec![params, packed]);
     Ok(())
 }
 

@@ -62,7 +62,15 @@ pub fn device_supports(
     let mut g = Graph { opset: graph.opset, ..Graph::default() };
     let mut map = std::collections::HashMap::new();
     let mut copy = |g: &mut Graph, v: ValueId| -> ValueId {
-        *map.entry(v).or_insert_with(|| g.add_value(graph.value(v).clone()))
+        *map.entry(v).or_insert_with(|| {
+            let mut value = graph.value(v).clone();
+            // What the whole graph computes at compile time is a constant here too: a
+            // DequantizeLinear of constants (the frontend keeps quantized weights quantized).
+            if value.constant.is_none() {
+                value.constant = compile_time_dequantized(graph, v);
+            }
+            g.add_value(value)
+        })
     };
     let inputs: Vec<Option<ValueId>> =
         n.inputs.iter().map(|v| v.map(|v| copy(&mut g, v))).collect();
@@ -76,6 +84,24 @@ pub fn device_supports(
     g.nodes.push(Node { inputs, outputs, ..n.clone() });
     let opts = CompileOptions { config: config.clone(), expose_all: false };
     device_support(&g, &opts).into_iter().next().unwrap_or(Ok(()))
+}
+
+/// The value of `v` when a `DequantizeLinear` of constants produces it (as the lowering
+/// evaluates it), else `None`.
+fn compile_time_dequantized(graph: &Graph, v: ValueId) -> Option<crate::ir::Tensor> {
+    use crate::interp::{Array, eval};
+    let n = graph.nodes.iter().find(|n| n.outputs.contains(&v))?;
+    if !matches!(n.op, crate::ir::Op::DequantizeLinear { .. }) {
+        return None;
+    }
+    let arrays: Vec<Option<Array>> = n
+        .inputs
+        .iter()
+        .map(|i| i.map(|i| graph.value(i).constant.as_ref().map(Array::from_tensor)))
+        .map(|a| a.map_or(Some(None), |a| a.map(Some)))
+        .collect::<Option<_>>()?;
+    let args: Vec<Option<&Array>> = arrays.iter().map(Option::as_ref).collect();
+    eval(n, &args, graph.opset).ok()?.first().map(Array::to_tensor)
 }
 
 /// Select's answers for `graph` as text, one node per line (`device` or the reason), for

@@ -48,6 +48,28 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
             dtype: DType::I32,
             shape: conv_shape(x()?, input(ins, 1)?, window, *group)?,
         }]),
+        Op::QConv { window, group, out, x_zp, .. } => {
+            let (t, w) = (x()?, input(ins, 1)?);
+            if !matches!(t.dtype, DType::U8 | DType::I8) || w.dtype != DType::I8 {
+                return Err(format!("QConv of {} data with {} weights", t.dtype, w.dtype));
+            }
+            let (lo, hi) = match t.dtype {
+                DType::U8 => (0, 255),
+                _ => (-128, 127),
+            };
+            if !(lo..=hi).contains(x_zp) {
+                return Err(format!("input zero point {x_zp} outside {}", t.dtype));
+            }
+            let cout = w.shape.first().copied().unwrap_or(0);
+            let (b, rq) = (input(ins, 2)?, input(ins, 3)?);
+            if b.dtype != DType::I32 || b.shape != [cout] {
+                return Err(format!("QConv bias {b}: needs int32[{cout}]"));
+            }
+            if rq.dtype != DType::I32 || !(rq.shape == [cout, 2] || rq.shape == [1, 2]) {
+                return Err(format!("QConv requantisation {rq}: needs int32[{cout}, 2] or [1, 2]"));
+            }
+            Ok(vec![TensorType { dtype: *out, shape: conv_shape(t, w, window, *group)? }])
+        }
         Op::QLinearConv { window, group } => {
             let dtype = ins.get(7).copied().flatten().map_or(DType::U8, |z| z.dtype);
             let w = input(ins, 3)?;
@@ -106,6 +128,15 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             let y = conv_t(&x, &w, window, *group)?;
             one(Array::Int(y.mapv(|v| v as i64), DType::I32))
         }
+        Op::QConv { window, group, x_zp, y_zp, lo, hi, out } => {
+            let xi = arg(args, 0)?.ints()?.mapv(|v| (v - i64::from(*x_zp)) as f64);
+            let w = arg(args, 1)?.ints()?.mapv(|v| v as f64);
+            let bias = arg(args, 2)?.ints()?;
+            let rq: Vec<i64> = arg(args, 3)?.ints()?.iter().copied().collect();
+            // Exact: products of 8-bit values summed below 2^53.
+            let acc = conv_t(&xi, &w, window, *group)?;
+            one(Array::Int(qconv_requant(&acc, bias, &rq, *y_zp, *lo, *hi, *out)?, *out))
+        }
         Op::QLinearConv { window, group } => {
             let x = centered(arg(args, 0)?, opt(args, 2), false)?;
             let w = centered_channels(arg(args, 3)?, opt(args, 5))?;
@@ -144,6 +175,14 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
         | Op::QLinearConv { window: w, group } => {
             print_window(a, w);
             a.push(format!("group: int = {group}"));
+        }
+        Op::QConv { window: w, group, x_zp, y_zp, lo, hi, out } => {
+            print_window(a, w);
+            a.push(format!("group: int = {group}"));
+            a.push(format!("x_zero_point: int = {x_zp}"));
+            a.push(format!("y_zero_point: int = {y_zp}"));
+            a.push(format!("clamp: ints = [{lo},{hi}]"));
+            a.push(format!("to: int = {}", out.onnx_code()));
         }
         Op::ConvTranspose { window: w, group, output_padding, output_shape } => {
             print_window(a, w);
@@ -219,7 +258,11 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
                 }
                 let mut params = bias.clone();
                 params.extend(packed);
-                let dw = Dw { win: Win { input: xin, img, k, s, d, pad, out_hw, out: end }, act };
+                let dw = Dw {
+                    win: Win { input: xin, img, k, s, d, pad, out_hw, out: end },
+                    act,
+                    quant: None,
+                };
                 b.step(
                     Kernel::Depthwise(dw),
                     &names.join("+"),
@@ -251,6 +294,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
                 bias,
                 residual: residual.map(|r| b.layout(r, true)),
                 act,
+                quant: None,
             };
             push_mm(b, mm, &names.join("+"), end)
         }
@@ -267,6 +311,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
                 Err(err("internal: a transposed convolution legalize should have rewritten"))
             }
         }
+        Op::QConv { .. } => lower_qconv(b, idx, n),
         Op::ConvInteger { .. } => {
             Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
         }
@@ -282,7 +327,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
 pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType]) -> Work {
     let out_elems: u64 = outputs.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
     match op {
-        Op::Conv { .. } => {
+        Op::Conv { .. } | Op::QConv { .. } => {
             let w = inputs.get(1).and_then(|t| t.as_ref()).map(|t| t.shape.clone());
             let per_out = w.unwrap_or_default().iter().skip(1).product::<usize>() as u64;
             Work::Macs(out_elems * per_out)
@@ -305,6 +350,128 @@ pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
 /// No input determines the output shape.
 pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
+}
+
+/// Lowers a `QConv` onto the matrix engine: int8/uint8 activations (NHWC, padding filled with
+/// the input zero point) against int8 weight tiles, int32 sums with the corrected bias added
+/// in the accumulator, `vx.requant` per output channel to the output type.
+fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerError> {
+    let Op::QConv { window, group, x_zp, y_zp, lo, hi, .. } = &n.op else {
+        return Err(LowerError::at(&n.name, super::misrouted(&n.op, FAMILY)));
+    };
+    let err = |m: &str| LowerError::at(&n.name, m.to_string());
+    let (x, w, bias_t, rq_t) = (b.input(n, 0)?, b.input(n, 1)?, b.input(n, 2)?, b.input(n, 3)?);
+    let (xs, ws) = (b.shape(x), b.shape(w));
+    if xs.len() != 4 || ws.len() != 4 {
+        return Err(err("only 2-D quantized convolutions are lowered"));
+    }
+    let wv = b.constant(w).ok_or_else(|| err("QConv weights must be constant"))?.to_vec();
+    let bias = b.const_ints(bias_t).ok_or_else(|| err("QConv bias must be constant"))?;
+    let rq = b.const_ints(rq_t).ok_or_else(|| err("QConv requantisation must be constant"))?;
+    let cout = ws[0];
+    let per = wv.len() / cout.max(1);
+    let clamp16 = |v: i32| v.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
+    let mut qbias = Vec::with_capacity(cout);
+    let mut records = Vec::with_capacity(cout);
+    for c in 0..cout {
+        let wsum: i64 = wv[c * per..(c + 1) * per].iter().map(|v| i64::from(*v as i8)).sum();
+        let corrected = bias[c] - i64::from(*x_zp) * wsum;
+        qbias.push(i32::try_from(corrected).map_err(|_| err("QConv bias overflows int32"))?);
+        let pair = if rq.len() == 2 { 0 } else { 2 * c };
+        records.push(accelc_isa::requant::RequantRecord {
+            multiplier: rq[pair] as i32,
+            shift: rq[pair + 1] as i32,
+            zero_point: *y_zp,
+            clamp_lo: clamp16(*lo),
+            clamp_hi: clamp16(*hi),
+        });
+    }
+    let out = b.out(n, 0)?;
+    let os = b.shape(out);
+    let k = [ws[2], ws[3]];
+    let out_hw = [os[2], os[3]];
+    let (s, d, pad) = window_geometry(n, window, &xs, k, out_hw)?;
+    let xin = b.layout(x, true);
+    b.s.tens[out].nhwc = true;
+    if *group == xs[1] && ws[1] == 1 && cout == xs[1] && *group > 1 {
+        // Depthwise: on the vector engine in int32, taps as [kh·kw][c].
+        let taps = k[0] * k[1];
+        let mut p: Vec<u8> = qbias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for t in 0..taps {
+            for c in 0..cout {
+                p.extend(i32::from(wv[c * taps + t] as i8).to_le_bytes());
+            }
+        }
+        p.extend(records.iter().flat_map(|r| r.to_bytes()));
+        let img = [xs[0], xs[2], xs[3], xs[1]];
+        let win = Win { input: xin, img, k, s, d, pad, out_hw, out };
+        let dw = Dw { win, act: Act::None, quant: Some(*x_zp as u8) };
+        b.step(Kernel::Depthwise(dw), &n.name, Some(out), vec![p]);
+        return Ok(());
+    }
+    let out_img = (os[1] * os[2] * os[3]) as u64;
+    let in_img = (xs[1] * xs[2] * xs[3]) as u64;
+    let mm = Mm {
+        input: xin,
+        img: [xs[0], xs[2], xs[3], xs[1]],
+        a_offs: (0..xs[0] as u64).map(|i| i * in_img).collect(),
+        k,
+        s,
+        d,
+        pad,
+        groups: *group,
+        out_hw,
+        cout,
+        out,
+        out_offs: (0..xs[0] as u64).map(|i| i * out_img).collect(),
+        weights: Weights::Const,
+        oihw: wv,
+        bias: vec![],
+        residual: None,
+        act: Act::None,
+        quant: Some(MmQuant { pad_byte: *x_zp as u8, bias: qbias, records }),
+    };
+    push_mm(b, mm, &n.name, out)
+}
+
+/// QConv's epilogue: `acc + bias` per output channel (axis 1), requantised by the channel's
+/// record (`rq` holds `multiplier, shift` pairs, one pair for all or one per channel).
+/// Errors: an accumulator outside int32 (the rules bound it, so only a hand-made graph).
+pub(crate) fn qconv_requant(
+    acc: &ArrayD<f64>,
+    bias: &ArrayD<i64>,
+    rq: &[i64],
+    y_zp: i32,
+    lo: i32,
+    hi: i32,
+    out: DType,
+) -> R<ArrayD<i64>> {
+    let dt = crate::lower::device_dtype(out).ok_or("QConv to int64")?;
+    let clamp = |v: i32| v.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
+    let mut y = ArrayD::<i64>::zeros(acc.raw_dim());
+    for (idx, v) in acc.indexed_iter() {
+        let c = if acc.ndim() > 1 { idx[1] } else { 0 };
+        let b = bias.iter().nth(c).copied().ok_or("bias shorter than the output channels")?;
+        let pair = if rq.len() == 2 { 0 } else { 2 * c };
+        let (m, sh) = (rq.get(pair).copied(), rq.get(pair + 1).copied());
+        let (Some(m), Some(sh)) = (m, sh) else {
+            return Err("requantisation table shorter than the output channels".into());
+        };
+        let rec = accelc_isa::requant::RequantRecord {
+            multiplier: m as i32,
+            shift: sh as i32,
+            zero_point: y_zp,
+            clamp_lo: clamp(lo),
+            clamp_hi: clamp(hi),
+        };
+        if !rec.valid() {
+            return Err(format!("requantisation shift {sh} outside -31..=30"));
+        }
+        let a = *v as i64 + b;
+        let a = i32::try_from(a).map_err(|_| format!("accumulator {a} overflows int32"))?;
+        y[idx] = rec.apply(a, dt);
+    }
+    Ok(y)
 }
 
 /// 1-D or 2-D convolution (NCHW) with a bias, in f32.

@@ -269,6 +269,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 bias,
                 residual,
                 act,
+                quant: None,
             };
             push_mm(b, mm, &names.join("+"), end)
         }
@@ -366,6 +367,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 oihw: f32_bytes(&oihw),
                 bias,
                 residual: None,
+                quant: None,
                 act,
             };
             push_mm(b, mm, &names.join("+"), end)

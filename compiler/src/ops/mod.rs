@@ -155,7 +155,8 @@ pub fn def(op: &Op) -> &'static OpDef {
         Op::Conv { .. }
         | Op::ConvTranspose { .. }
         | Op::ConvInteger { .. }
-        | Op::QLinearConv { .. } => &CONV,
+        | Op::QLinearConv { .. }
+        | Op::QConv { .. } => &CONV,
         Op::Pool { .. } | Op::GlobalPool { .. } => &POOL,
         Op::Softmax { .. }
         | Op::LogSoftmax { .. }

@@ -199,14 +199,66 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             b.s.tens[out].store = Store::Alias(src);
             Ok(())
         }
-        Op::DequantizeLinear { .. } => {
-            Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
-        }
-        Op::QuantizeLinear { .. } => {
-            Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
+        Op::DequantizeLinear { .. } | Op::QuantizeLinear { .. } => {
+            let dequant = matches!(n.op, Op::DequantizeLinear { .. });
+            let x = b.input(n, 0)?;
+            let out = b.out(n, 0)?;
+            // Quantized weights (the frontend keeps them quantized) dequantized at compile
+            // time, by the reference itself.
+            if let Some(bytes) = constant_result(b, n)? {
+                b.s.tens[out].store = Store::Const(bytes);
+                return Ok(());
+            }
+            let scale = b
+                .opt_input(n, 1)
+                .and_then(|t| b.const_f32(t))
+                .ok_or_else(|| err("the scale must be constant"))?;
+            let zp = match b.opt_input(n, 2) {
+                Some(t) => b.const_ints(t),
+                None => Some(vec![0]),
+            }
+            .ok_or_else(|| err("the zero point must be constant"))?;
+            if scale.len() != 1 || zp.len() != 1 {
+                return Err(err(
+                    "per-axis quantization of computed tensors is not lowered (only of constants)",
+                ));
+            }
+            let in_dt = b.s.tens[x].dtype;
+            if dequant && !matches!(in_dt, DType::U8 | DType::I8 | DType::I32) {
+                return Err(err(&format!("dequantizing {in_dt} is not lowered")));
+            }
+            let nhwc = b.s.tens[x].nhwc;
+            b.s.tens[out].nhwc = nhwc;
+            let qk = Qk { input: x, out, scale: scale[0], zp: zp[0] as i32, dequant };
+            b.step(Kernel::Quant(qk), &name, Some(out), vec![]);
+            Ok(())
         }
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
+}
+
+/// The result of `n` when every input is constant, evaluated by the reference (its bytes).
+fn constant_result(b: &Builder<'_>, n: &Node) -> Result<Option<bytes::Bytes>, LowerError> {
+    let mut arrays = Vec::with_capacity(n.inputs.len());
+    for v in &n.inputs {
+        match v {
+            None => arrays.push(None),
+            Some(v) => {
+                let t = b.t(*v);
+                let Some(data) = b.constant(t) else { return Ok(None) };
+                let tn = &b.s.tens[t];
+                let tensor = crate::ir::Tensor {
+                    dtype: tn.dtype,
+                    shape: tn.shape.clone(),
+                    data: bytes::Bytes::copy_from_slice(data),
+                };
+                arrays.push(Some(Array::from_tensor(&tensor)));
+            }
+        }
+    }
+    let args: Vec<Option<&Array>> = arrays.iter().map(Option::as_ref).collect();
+    let out = eval(n, &args, b.g.opset).map_err(|e| LowerError::at(&n.name, e))?;
+    Ok(out.first().map(|a| a.to_tensor().data))
 }
 
 /// Cost inputs: a Cast to the type it already has is free; conversions are bounded by traffic.

@@ -559,6 +559,330 @@ fn pad_into_pool(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     ))
 }
 
+// ---- quantization: QDQ regions into integer kernels ---------------------------------------
+//
+// onnxruntime's quantizer writes quantized models as float graphs wrapped in QuantizeLinear /
+// DequantizeLinear pairs ("QDQ"). `Q(Conv(DQ(x), DQ(w), DQ(b)))` becomes one integer kernel,
+// `QConv`: int8/uint8 in, int32 accumulation with the bias, requantisation by a fixed-point
+// multiplier and shift to the output's scale and zero point. Unlike the rules above this is
+// not an exact equality: the float graph rounds differently (its sums in float, its requant
+// in float). It is the quantized model's intended arithmetic, the one every int8 runtime
+// uses, within a few output steps of onnxruntime; the integer reference then computes the
+// same integers as the device, bit for bit.
+
+/// A scale (positive, normal f32 scalar) and zero point (8-bit scalar; absent: uint8 0) of a
+/// per-tensor Quantize/DequantizeLinear.
+fn qparams(eg: &EG, s: Id, z: Option<&Id>) -> Option<(f32, i64, DType)> {
+    let scale = f32_value(eg, s).filter(|v| v.len() == 1)?[0];
+    if !(scale.is_normal() && scale > 0.0) {
+        return None;
+    }
+    match z.filter(|z| !absent(eg, **z)) {
+        None => Some((scale, 0, DType::U8)),
+        Some(z) => {
+            let t = value(eg, *z).filter(|t| matches!(t.dtype, DType::U8 | DType::I8))?;
+            let v = t.i64s();
+            (v.len() == 1).then(|| (scale, v[0], t.dtype))
+        }
+    }
+}
+
+fn int_range(dt: DType) -> (i64, i64) {
+    if dt == DType::I8 { (-128, 127) } else { (0, 255) }
+}
+
+/// `x` of a per-tensor `DequantizeLinear(x, scale, zp)` in class `c` with an 8-bit `x`.
+fn dq_input(eg: &EG, c: Id) -> Option<(Id, f32, i64, DType)> {
+    producers(eg, c).find_map(|(o, ch)| {
+        if !matches!(o, Op::DequantizeLinear { .. }) {
+            return None;
+        }
+        let (s, z, dt) = qparams(eg, ch[1], ch.get(2))?;
+        let xt = ty(eg, ch[0])?;
+        (xt.dtype == dt).then_some((ch[0], s, z, dt))
+    })
+}
+
+/// Constant 8-bit weights of a `DequantizeLinear` in class `c`, per tensor or per output
+/// channel (axis 0 of `[Cout, ...]`): the values minus their zero points (`None` unless they
+/// fit int8) and the scale of each of the `cout` channels.
+fn dq_weights(eg: &EG, c: Id, cout: usize) -> Option<(Tensor, Vec<f64>)> {
+    producers(eg, c).find_map(|(o, ch)| {
+        let Op::DequantizeLinear { axis } = o else { return None };
+        let w = value(eg, ch[0]).filter(|t| matches!(t.dtype, DType::U8 | DType::I8))?;
+        let scales = f32_value(eg, ch[1])?;
+        let zps = match ch.get(2).filter(|z| !absent(eg, **z)) {
+            Some(z) => value(eg, *z)?.i64s(),
+            None => vec![0; scales.len()],
+        };
+        let per = scales.len() == cout && (*axis == 0 || scales.len() == 1);
+        if !(scales.len() == 1 || per)
+            || zps.len() != scales.len()
+            || w.shape.first() != Some(&cout)
+        {
+            return None;
+        }
+        if !scales.iter().all(|s| s.is_normal() && *s > 0.0) {
+            return None;
+        }
+        let inner = w.len() / cout.max(1);
+        let vals = w.i64s();
+        let mut out = Vec::with_capacity(vals.len());
+        for (i, v) in vals.iter().enumerate() {
+            let ch = if scales.len() == 1 { 0 } else { i / inner };
+            let d = v - zps[ch];
+            out.push(i8::try_from(d).ok()? as u8);
+        }
+        let sc = (0..cout).map(|i| f64::from(scales[if scales.len() == 1 { 0 } else { i }]));
+        Some((Tensor { dtype: DType::I8, shape: w.shape.clone(), data: out.into() }, sc.collect()))
+    })
+}
+
+/// The bias of class `c` (absent, a float constant or a `DequantizeLinear` of one) in units
+/// of the accumulator, `x_scale · w_scale[ch]`: the int32 values themselves when the bias's
+/// own scale is that product (as onnxruntime's quantizer writes it), else rounded.
+fn acc_bias(eg: &EG, c: Option<Id>, acc_scale: &[f64]) -> Option<Vec<i64>> {
+    let n = acc_scale.len();
+    let Some(c) = c.filter(|c| !absent(eg, *c)) else { return Some(vec![0; n]) };
+    let (real, ints): (Vec<f64>, Option<Vec<i64>>) = if let Some(v) = f32_value(eg, c) {
+        (v.iter().map(|x| f64::from(*x)).collect(), None)
+    } else {
+        producers(eg, c).find_map(|(o, ch)| {
+            if !matches!(o, Op::DequantizeLinear { .. }) {
+                return None;
+            }
+            let q = value(eg, ch[0]).filter(|t| t.dtype == DType::I32)?.i64s();
+            let s = f32_value(eg, ch[1])?;
+            let z = match ch.get(2).filter(|z| !absent(eg, **z)) {
+                Some(z) => value(eg, *z)?.i64s(),
+                None => vec![0; s.len()],
+            };
+            if q.len() != n || !(s.len() == 1 || s.len() == n) || z.len() != s.len() {
+                return None;
+            }
+            let at = |i: usize| if s.len() == 1 { 0 } else { i };
+            let real = (0..n).map(|i| (q[i] - z[at(i)]) as f64 * f64::from(s[at(i)])).collect();
+            let same = (0..n).all(|i| {
+                let want = acc_scale[i];
+                z[at(i)] == 0 && (f64::from(s[at(i)]) - want).abs() <= 1e-6 * want
+            });
+            Some((real, same.then_some(q)))
+        })?
+    };
+    if real.len() != n {
+        return None;
+    }
+    if let Some(q) = ints {
+        return Some(q);
+    }
+    real.iter()
+        .zip(acc_scale)
+        .map(|(r, s)| {
+            let q = (r / s).round();
+            (q.is_finite() && q.abs() < f64::from(1u32 << 30)).then_some(q as i64)
+        })
+        .collect()
+}
+
+/// `v` quantized as QuantizeLinear does (f32 division, round half to even, saturate).
+fn quantize_scalar(v: f32, scale: f32, zp: i64, dt: DType) -> i64 {
+    let (lo, hi) = int_range(dt);
+    ((v / scale).round_ties_even() as i64).saturating_add(zp).clamp(lo, hi)
+}
+
+/// The activation between a matrix op and its QuantizeLinear, as a clamp of the quantized
+/// output (exact, QuantizeLinear being monotone: `Q(clip(v, a, b)) = clip(Q(v), Q(a), Q(b))`):
+/// the op's class and `(lo, hi)`; no activation gives the type's range.
+fn through_activation(eg: &EG, c: Id, scale: f32, zp: i64, dt: DType) -> Vec<(Id, i64, i64)> {
+    let (tlo, thi) = int_range(dt);
+    let mut out = vec![(c, tlo, thi)];
+    for (o, ch) in producers(eg, c) {
+        match o {
+            Op::Unary(crate::ir::UnaryOp::Relu) => out.push((ch[0], zp.max(tlo), thi)),
+            Op::Clip { min, max } => {
+                let bound = |i: usize, attr: Option<f32>| match ch.get(i) {
+                    Some(b) if !absent(eg, *b) => {
+                        f32_value(eg, *b).filter(|v| v.len() == 1).map(|v| Some(v[0]))
+                    }
+                    _ => Some(attr),
+                };
+                let (Some(a), Some(b)) = (bound(1, *min), bound(2, *max)) else { continue };
+                let lo = a.map_or(tlo, |a| quantize_scalar(a, scale, zp, dt));
+                let hi = b.map_or(thi, |b| quantize_scalar(b, scale, zp, dt));
+                out.push((ch[0], lo, hi));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Requantisation records (`multiplier, shift` pairs) for real multipliers `m`, one pair when
+/// all are equal.
+fn rq_table(m: &[f64]) -> Option<Tensor> {
+    let recs: Vec<_> = m
+        .iter()
+        .map(|m| accelc_isa::requant::RequantRecord::from_real(*m, 0, 0, 0))
+        .collect::<Option<_>>()?;
+    let all_same = recs.windows(2).all(|w| w[0] == w[1]);
+    let recs = if all_same { &recs[..1] } else { &recs[..] };
+    let data: Vec<u8> = recs
+        .iter()
+        .flat_map(|r| r.multiplier.to_le_bytes().into_iter().chain(r.shift.to_le_bytes()))
+        .collect();
+    Some(Tensor { dtype: DType::I32, shape: vec![recs.len(), 2], data: data.into() })
+}
+
+/// The parts of a quantized matrix product: input, int8 weights `[Cout, K...]`, int32 bias,
+/// requantisation table, zero points and clamp; `None` when the accumulator could leave
+/// int32 or a multiplier is out of the record's range.
+struct QMatmul {
+    x: Id,
+    w: Tensor,
+    bias: Tensor,
+    rq: Tensor,
+    x_zp: i64,
+    y_zp: i64,
+    lo: i64,
+    hi: i64,
+    out: DType,
+}
+
+#[allow(clippy::too_many_arguments, reason = "the parts of one quantized product")]
+fn qmatmul(
+    eg: &EG,
+    xd: Id,
+    wd: Id,
+    bd: Option<Id>,
+    cout: usize,
+    (ys, yz, ydt): (f32, i64, DType),
+    (lo, hi): (i64, i64),
+) -> Option<QMatmul> {
+    let (x, xs, xz, xdt) = dq_input(eg, xd)?;
+    let (w, ws) = dq_weights(eg, wd, cout)?;
+    let acc_scale: Vec<f64> = ws.iter().map(|s| f64::from(xs) * s).collect();
+    let bias = acc_bias(eg, bd, &acc_scale)?;
+    // Every partial sum, and the sum with the bias, stays inside int32.
+    let (tlo, thi) = int_range(xdt);
+    let xmax = (xz - tlo).max(thi - xz);
+    let k = (w.len() / cout.max(1)) as i64;
+    let wmax = w.data.iter().map(|b| i64::from(*b as i8).abs()).max().unwrap_or(0);
+    let bmax = bias.iter().map(|b| b.abs()).max().unwrap_or(0);
+    if k * xmax * wmax + bmax + k * 255 * 128 >= i64::from(i32::MAX) {
+        return None;
+    }
+    let m: Vec<f64> = acc_scale.iter().map(|a| a / f64::from(ys)).collect();
+    let rq = rq_table(&m)?;
+    let b32: Vec<u8> = bias.iter().flat_map(|b| (*b as i32).to_le_bytes()).collect();
+    let bias = Tensor { dtype: DType::I32, shape: vec![cout], data: b32.into() };
+    Some(QMatmul { x, w, bias, rq, x_zp: xz, y_zp: yz, lo, hi, out: ydt })
+}
+
+fn qconv_build(q: QMatmul, x: Build, window: crate::ir::Window, group: usize) -> Build {
+    let op = Op::QConv {
+        window,
+        group,
+        x_zp: q.x_zp as i32,
+        y_zp: q.y_zp as i32,
+        lo: q.lo as i32,
+        hi: q.hi as i32,
+        out: q.out,
+    };
+    Build::Op(
+        op,
+        "QConv",
+        vec![
+            Some(x),
+            Some(Build::Const(q.w)),
+            Some(Build::Const(q.bias)),
+            Some(Build::Const(q.rq)),
+        ],
+    )
+}
+
+/// `Q(act(Conv(DQ(x), DQ(w), DQ(b))))` → `QConv(x, w − w_zp, b, rq)`.
+fn qdq_conv(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let qp = qparams(eg, ch[1], ch.get(2))?;
+    for (y, lo, hi) in through_activation(eg, ch[0], qp.0, qp.1, qp.2) {
+        for (o, cc) in producers(eg, y) {
+            let Op::Conv { window, group } = o else { continue };
+            let wt = ty(eg, cc[1])?;
+            if wt.shape.len() != 4 {
+                continue;
+            }
+            let Some(q) = qmatmul(eg, cc[0], cc[1], cc.get(2).copied(), wt.shape[0], qp, (lo, hi))
+            else {
+                continue;
+            };
+            let x = Build::Class(q.x);
+            return Some(qconv_build(q, x, window.clone(), *group));
+        }
+    }
+    None
+}
+
+/// `Q(act(Gemm(DQ(x), DQ(w), DQ(b))))` (2-D, α = β = 1, A not transposed) and the same with
+/// MatMul → a 1×1 `QConv` between reshapes (`[M, K] → [M, K, 1, 1]`, `[M, N, 1, 1] → [M, N]`).
+fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let qp = qparams(eg, ch[1], ch.get(2))?;
+    for (y, lo, hi) in through_activation(eg, ch[0], qp.0, qp.1, qp.2) {
+        for (o, cc) in producers(eg, y) {
+            let trans_b = match o {
+                Op::Gemm { alpha, beta, trans_a: false, trans_b }
+                    if *alpha == 1.0 && (*beta == 1.0 || cc.len() < 3) =>
+                {
+                    *trans_b
+                }
+                Op::MatMul => false,
+                _ => continue,
+            };
+            let (xt, wt) = (ty(eg, cc[0])?, ty(eg, cc[1])?);
+            if xt.shape.len() != 2 || wt.shape.len() != 2 {
+                continue;
+            }
+            let (m, k) = (xt.shape[0], xt.shape[1]);
+            let nn = if trans_b { wt.shape[0] } else { wt.shape[1] };
+            // The bias must be one value per output column.
+            let bias = cc.get(2).copied().filter(|b| !absent(eg, *b));
+            if let Some(b) = bias
+                && ty(eg, b)?.shape.iter().product::<usize>() != nn
+            {
+                continue;
+            }
+            let wd = if trans_b {
+                cc[1]
+            } else {
+                // Weights [K, N]: the DQ's per-axis scales must then be per column (axis 1).
+                continue;
+            };
+            let Some(mut q) = qmatmul(eg, cc[0], wd, bias, nn, qp, (lo, hi)) else { continue };
+            q.w.shape = vec![nn, k, 1, 1];
+            let x4 = Build::Op(
+                Op::Reshape { allowzero: false },
+                "Reshape",
+                vec![Some(Build::Class(q.x)), Some(shape_const(&[m, k, 1, 1]))],
+            );
+            let window = crate::ir::Window {
+                kernel: vec![1, 1],
+                strides: vec![1, 1],
+                dilations: vec![1, 1],
+                pads: vec![0, 0, 0, 0],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            };
+            let conv = qconv_build(q, x4, window, 1);
+            return Some(Build::Op(
+                Op::Reshape { allowzero: false },
+                "Reshape",
+                vec![Some(conv), Some(shape_const(&[m, nn]))],
+            ));
+        }
+    }
+    None
+}
+
 /// Every rule, in application order.
 pub fn all() -> Vec<Rule> {
     vec![
@@ -652,6 +976,18 @@ pub fn all() -> Vec<Rule> {
             topic: "padding",
             doc: "Conv(Pad(x, zeros on H and W)) → Conv with the pads added",
             apply: pad_into_conv,
+        },
+        Rule {
+            name: "qdq-conv",
+            topic: "quantization",
+            doc: "Q(act(Conv(DQ(x), DQ(w), DQ(b)))) → QConv(x, w − w_zp, b, rq): int8 weights, int32 accumulation with the bias, fixed-point requantisation; Relu/Clip become the output clamp",
+            apply: qdq_conv,
+        },
+        Rule {
+            name: "qdq-gemm",
+            topic: "quantization",
+            doc: "Q(act(Gemm(DQ(x), DQ(w)ᵀ, DQ(b)))) → Reshape(QConv 1×1(Reshape(x))): the same integer kernel for fully connected layers",
+            apply: qdq_gemm,
         },
         Rule {
             name: "pad-into-pool",

@@ -85,8 +85,10 @@ fn read_tensor(path: &Path) -> Result<(Tensor, Array), String> {
     Ok((t, a))
 }
 
-/// The graph as a static compiler sees it: int64 inputs (shapes, axes, pads, indices) and
-/// inputs that determine a shape (Resize scales, for instance) bound as constants, constants
+/// The graph as a static compiler sees it: int64 inputs (shapes, axes, pads, indices),
+/// inputs that determine a shape (Resize scales, for instance) and quantization parameters
+/// (the scale and zero point of Quantize/DequantizeLinear, calibration results that every
+/// real quantized model holds as initializers) bound as constants, constants
 /// folded, every type inferred and verified. Returns the graph and the remaining runtime inputs.
 fn compile_time_bind(
     graph: &Graph,
@@ -100,8 +102,14 @@ fn compile_time_bind(
             n.inputs.iter().enumerate().any(|(i, v)| *v == Some(*id) && n.op.is_shape_operand(i))
         })
     };
+    let quant_param = |id: &accelc_compiler::ir::ValueId| {
+        graph.nodes.iter().any(|n| {
+            matches!(n.op, Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. })
+                && n.inputs.iter().skip(1).any(|v| *v == Some(*id))
+        })
+    };
     for (id, (t, a)) in graph.inputs.iter().zip(inputs) {
-        if t.dtype == DType::I64 || shape_operand(id) {
+        if t.dtype == DType::I64 || shape_operand(id) || quant_param(id) {
             let v = g.value_mut(*id);
             v.ty = Some(TensorType { dtype: t.dtype, shape: t.shape.clone() });
             v.constant = Some(t.clone());

@@ -263,11 +263,37 @@ const RULE_CASES: &[RuleCase] = &[
     },
 ];
 
+/// The quantization rules on their own. They are not exact equalities (integer kernels round
+/// as the device does, the float QDQ graph in float), so the outputs may differ by one step of
+/// the output scale (`OUT_STEP`), never more.
+const QUANT_CASES: &[RuleCase] = &[
+    RuleCase {
+        output: "float[1,3,5,5]",
+        rules: &["qdq-conv"],
+        inputs: "float[1,2,5,5] x",
+        consts: "float xs = {0.02}, uint8 xz = {128}, int8[3,2,3,3] wq = {12,-20,33,41,-55,60,70,80,-90,10,20,30,-40,50,60,70,-80,90,20,10,-30,50,40,-60,80,70,90,-10,30,20,60,-50,40,90,80,-70,30,10,20,-60,40,50,90,70,-80,10,10,10,20,20,20,-30,-30,-30}, float[3] ws = {0.01,0.005,0.002}, int32[3] bq = {500,-2000,100000}, float[3] bs = {0.0002,0.0001,0.00004}, float ys = {0.05}, uint8 yz = {10}",
+        body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n w = DequantizeLinear <axis: int = 0> (wq, ws)\n b = DequantizeLinear <axis: int = 0> (bq, bs)\n c = Conv <pads: ints = [1,1,1,1]> (d, w, b)\n r = Relu (c)\n o = QuantizeLinear (r, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
+        expect: &["QuantizeLinear", "QConv", "DequantizeLinear"],
+    },
+    RuleCase {
+        output: "float[2,4]",
+        rules: &["qdq-gemm", "reshape-chain", "noop-reshape"],
+        inputs: "float[2,3] x",
+        consts: "float xs = {0.01}, int8 xz = {-3}, int8[4,3] wq = {10,-20,30,40,-50,60,70,80,-90,100,110,-120}, float ws = {0.004}, int32[4] bq = {1000,-1000,2500,0}, float bs = {0.00004}, float ys = {0.02}, int8 yz = {5}",
+        body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n w = DequantizeLinear (wq, ws)\n b = DequantizeLinear (bq, bs)\n g = Gemm <transB: int = 1> (d, w, b)\n o = QuantizeLinear (g, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
+        expect: &["QuantizeLinear", "Reshape", "QConv", "Reshape", "DequantizeLinear"],
+    },
+];
+
+/// The output scale of [`QUANT_CASES`] is at most this.
+const OUT_STEP: f32 = 0.05;
+
 #[test]
 fn every_rule_on_its_own() {
     use accelc_compiler::opt::rules;
     let mut covered: Vec<&str> = Vec::new();
-    for (i, case) in RULE_CASES.iter().enumerate() {
+    let cases = RULE_CASES.iter().map(|c| (c, false)).chain(QUANT_CASES.iter().map(|c| (c, true)));
+    for (i, (case, quant)) in cases.enumerate() {
         let consts = if case.consts.is_empty() {
             "int64[1] k0 = {0}, int64[2] k64 = {6,4}".to_string()
         } else {
@@ -293,7 +319,17 @@ fn every_rule_on_its_own() {
             "{applied} never applied: {report}"
         );
         let ins = random_inputs(&g0, 1);
-        assert_close(&run(&g, &ins).unwrap(), &run(&g0, &ins).unwrap(), applied);
+        let (after, before) = (run(&g, &ins).unwrap(), run(&g0, &ins).unwrap());
+        if quant {
+            let (Array::F32(a), Array::F32(b)) = (&after[0], &before[0]) else { panic!() };
+            let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= OUT_STEP * 1.0001, "{applied}: outputs differ by {worst}");
+            // Not vacuous: the quantized outputs span many steps.
+            let distinct: std::collections::BTreeSet<u32> = a.iter().map(|v| v.to_bits()).collect();
+            assert!(distinct.len() > 4, "{applied}: outputs {a:?}");
+        } else {
+            assert_close(&after, &before, applied);
+        }
         covered.push(applied);
     }
     for r in rules::all() {

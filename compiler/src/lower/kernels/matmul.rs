@@ -100,6 +100,12 @@ pub(super) fn matmul(
     mm: &Mm,
 ) -> Result<(u64, u64), LowerError> {
     let (dt, e) = elem(s, mm.input)?;
+    // Element sizes: `e` of activations and weights, `ea` of the accumulator (s32 sums for
+    // integers, f32 otherwise: the same 4 bytes for f32 inputs), `eo` of the output.
+    let q = mm.quant.as_ref();
+    let (odt, eo) = elem(s, mm.out)?;
+    let ea: u64 = if q.is_some() { 4 } else { e };
+    let wdt = if q.is_some() { accelc_isa::Dtype::S8 } else { dt };
     let cfg = em.cfg.clone();
     let a = cfg.array_dim as usize;
     let [n, h, w, c] = mm.img;
@@ -112,7 +118,7 @@ pub(super) fn matmul(
     let cg = c / mm.groups;
     let rate = DeviceConfig::matmul_cycles_per_row(dt);
     let fill_drain = 2 * u64::from(cfg.array_dim);
-    let has_bias = mm.bias.iter().any(|b| *b != 0.0);
+    let has_bias = if q.is_some() { true } else { mm.bias.iter().any(|b| *b != 0.0) };
     let clip = match mm.act {
         Act::Clip(lo, hi) => Some((lo, hi)),
         _ => None,
@@ -138,7 +144,7 @@ pub(super) fn matmul(
     } else {
         None
     };
-    let bias_bytes = if has_bias { mm.cout as u64 * e } else { 0 };
+    let bias_bytes = if has_bias { mm.cout as u64 * ea } else { 0 };
     let packet_max = (u64::from(cfg.spad_bytes) / 16).max((a * a) as u64 * e);
     // A tile of `owt` output columns reads `wb(owt)` padded input columns.
     let (kw_n, dw) = (mm.k[1], mm.d[1]);
@@ -154,11 +160,12 @@ pub(super) fn matmul(
     let fits = |r: usize, owt: usize, flat: bool| {
         let rows = acc_rows(r, owt, flat);
         rows <= max_rows
-            && 2 * (rows * nt_max) as u64 * e <= u64::from(cfg.acc_bytes)
+            && 2 * (rows * nt_max) as u64 * ea <= u64::from(cfg.acc_bytes)
             && 2 * act_bytes(r, owt)
                 + 2 * packet_max
                 + if mm.residual.is_some() { 2 * res_tile(r, owt) } else { 0 }
-                + 6 * 64
+                + if q.is_some() { 2 * (rows * nt_max) as u64 * eo } else { 0 }
+                + 8 * 64
                 <= spad_avail
     };
     // The widest tile (then the most rows) that fits, and its matrix-engine cycles.
@@ -200,8 +207,12 @@ pub(super) fn matmul(
     } else {
         None
     };
-    let acc_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * e;
+    let acc_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * ea;
     let acc_buf = [em.acc(acc_tile)?, em.acc(acc_tile)?];
+    // Requantised output tiles (integer kernels), in the accumulator tile's geometry.
+    let out_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * eo;
+    let q_buf = if q.is_some() { Some([em.spad(out_tile)?, em.spad(out_tile)?]) } else { None };
+    let pad_pattern = q.map_or(0, |q| u32::from_le_bytes([q.pad_byte; 4]));
     let (in_seg, in_base) = s.addr(mm.input)?;
     let (out_seg, out_base) = s.addr(mm.out)?;
     let res_addr = mm.residual.map(|r| s.addr(r)).transpose()?;
@@ -244,7 +255,7 @@ pub(super) fn matmul(
             em.wait(Engine::Ld, LD_MX_A.free);
             let padded = px0 < pl || px0 + wb > pl + w || pr0 < pt || pr0 + nrows > pt + h;
             if padded {
-                em.fill(abuf, (nrows * wb * c) as u64 * e, 0)?;
+                em.fill(abuf, (nrows * wb * c) as u64 * e, pad_pattern)?;
             }
             if iy1 > iy0 && ix1 > ix0 {
                 let near = ((iy0 + pt - pr0) * wb + (ix0 + pl - px0)) * c;
@@ -330,7 +341,7 @@ pub(super) fn matmul(
                                 k: x.rows.len() as u8,
                                 n: nt as u8,
                                 stride: (nt as u64 * e) as u16,
-                                dtype: dt,
+                                dtype: wdt,
                             })?;
                             o += tile_bytes(x, nt);
                             let row_off = (x.kh * dh * wb * c) as u64 + x.a_off;
@@ -339,7 +350,7 @@ pub(super) fn matmul(
                                     a: at(abuf, row_off * e),
                                     a_stride: if owt > 1 || r > 1 { a_stride as u16 } else { 0 },
                                     c: abase,
-                                    c_stride: (nt as u64 * e) as u16,
+                                    c_stride: (nt as u64 * ea) as u16,
                                     rows: acc_rows(r, owt, true) as u16,
                                     dtype: dt,
                                     accumulate: !first,
@@ -349,8 +360,8 @@ pub(super) fn matmul(
                                     em.push(MxMatmul {
                                         a: at(abuf, (row_off + (oy * sh * wb * c) as u64) * e),
                                         a_stride: if owt > 1 { a_stride as u16 } else { 0 },
-                                        c: at(abase, (oy * owt * nt) as u64 * e),
-                                        c_stride: (nt as u64 * e) as u16,
+                                        c: at(abase, (oy * owt * nt) as u64 * ea),
+                                        c_stride: (nt as u64 * ea) as u16,
                                         rows: owt as u16,
                                         dtype: dt,
                                         accumulate: !first,
@@ -367,8 +378,11 @@ pub(super) fn matmul(
                         em.signal(Engine::Mx, LD_MX_A.free)?;
                     }
                     // Residual tile.
-                    let plane = if flat { (wb * nt) as u64 * e } else { (owt * nt) as u64 * e };
-                    let out_off = mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + n0) as u64) * e;
+                    // Accumulator rows and planes (`plane`), and the output's (`oplane`).
+                    let pix = if flat { wb * nt } else { owt * nt } as u64;
+                    let (plane, oplane) = (pix * ea, pix * eo);
+                    let out_off =
+                        mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + n0) as u64) * eo;
                     if let (Some(rb), Some((rseg, rbase))) = (res_buf, res_addr) {
                         em.wait(Engine::Ld, LD_VX.free);
                         em.dma_block(
@@ -392,23 +406,46 @@ pub(super) fn matmul(
                             r as u64,
                             owt as u64,
                             nt as u64,
-                            (nt as u64 * e, plane),
-                            (nt as u64 * e, plane),
+                            (nt as u64 * ea, plane),
+                            (nt as u64 * ea, plane),
                             src1,
                             flags,
                         )
                     };
                     let mut did = false;
+                    // The accumulator's type: s32 sums of integers, else the inputs' float type.
+                    let adt = if q.is_some() { accelc_isa::Dtype::S32 } else { dt };
                     if has_bias && let Some(pb) = pbuf {
                         em.vbin(
-                            dt,
+                            adt,
                             BinOp::Add,
                             shape((0, 0), 0),
                             abase,
                             abase,
-                            at(pb, n0 as u64 * e),
+                            at(pb, n0 as u64 * ea),
                         )?;
                         did = true;
+                    }
+                    let mut store_from = abase;
+                    if let (Some(qb), Some(pb)) = (q_buf, pbuf) {
+                        let sh = em.shape(vshape(
+                            r as u64,
+                            owt as u64,
+                            nt as u64,
+                            (nt as u64 * eo, oplane),
+                            (nt as u64 * ea, plane),
+                            (0, 0),
+                            0,
+                        ))?;
+                        em.push(accelc_isa::inst::VxRequant {
+                            per_channel: true,
+                            dtype: odt,
+                            shape: sh,
+                            dst: qb[iacc % 2],
+                            src: abase,
+                            params: at(pb, bias_bytes + n0 as u64 * 16),
+                        })?;
+                        store_from = qb[iacc % 2];
                     }
                     if let Some(rb) = res_buf {
                         em.wait(Engine::Vx, LD_VX.full);
@@ -463,12 +500,12 @@ pub(super) fn matmul(
                         out_seg,
                         out_base + out_off,
                         &[
-                            (r, (ow * mm.cout) as u64 * e, plane),
-                            (owt, mm.cout as u64 * e, nt as u64 * e),
-                            (nt, e, e),
+                            (r, (ow * mm.cout) as u64 * eo, oplane),
+                            (owt, mm.cout as u64 * eo, nt as u64 * eo),
+                            (nt, eo, eo),
                         ],
-                        e,
-                        abase,
+                        eo,
+                        store_from,
                     )?;
                     em.signal(Engine::St, MX_VX.free)?;
                     iacc += 1;

@@ -11,6 +11,7 @@ use super::schedule::{Dw, Kernel, Pool, Sched, Step, T};
 
 mod elementwise;
 mod matmul;
+mod quant;
 mod rowwise;
 mod window;
 
@@ -41,6 +42,7 @@ pub(crate) fn step_dtype(s: &Sched, step: &Step) -> Dtype {
         Kernel::GlobalPool { input, .. } => *input,
         Kernel::Elementwise(ew) => ew.out,
         Kernel::Fill { out, .. } => *out,
+        Kernel::Quant(q) => q.input,
         Kernel::Rowwise(rw) => rw.input,
     };
     super::device_dtype(s.tens[t].dtype).unwrap_or(Dtype::U8)
@@ -59,6 +61,7 @@ pub(crate) fn emit_step(
         Kernel::GlobalPool { input, out, max, img } => global_pool(em, s, *input, *out, *max, *img),
         Kernel::Elementwise(ew) => elementwise(em, s, step, ew),
         Kernel::Fill { out, value } => fill(em, s, *out, *value),
+        Kernel::Quant(q) => quant::quant(em, s, step, q),
         Kernel::Rowwise(rw) => rowwise(em, s, step, rw),
     }
 }

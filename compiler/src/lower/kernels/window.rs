@@ -36,7 +36,15 @@ pub(super) fn window(
     let [pt, pl, pb, pr] = pad;
     let (wp, hp) = (w + pl + pr, h + pt + pb);
     let taps = k[0] * k[1];
+    // An integer depthwise convolution loads 8-bit blocks (`e`), widens them to int32 and
+    // computes there (`ec`), and requantises to the output type (`eo`); everything else
+    // computes in its input type.
+    let quant = matches!(kind, WinKind::Depthwise(Dw { quant: Some(_), .. }));
+    let (odt, eo) = elem(s, out)?;
+    let (cdt, ec) = if quant { (accelc_isa::Dtype::S32, 4) } else { (dt, e) };
     let (pad_value, scalars): (u32, Vec<u32>) = match kind {
+        // Padding takes the input zero point, whose contribution the bias already removed.
+        WinKind::Depthwise(Dw { quant: Some(zp), .. }) => (u32::from_le_bytes([*zp; 4]), vec![]),
         WinKind::Depthwise(x) => match x.act {
             Act::Clip(lo, hi) => (0, vec![lo.to_bits(), hi.to_bits()]),
             _ => (0, vec![]),
@@ -51,10 +59,14 @@ pub(super) fn window(
     let act_bytes = |r: usize, ct: usize| {
         (((r - 1) * st[0] + (k[0] - 1) * d[0] + 1).min(hp) * wp * ct) as u64 * e
     };
-    let out_bytes = |r: usize, ct: usize| (r * ow * ct) as u64 * e;
+    let out_bytes = |r: usize, ct: usize| (r * ow * ct) as u64 * ec;
+    // Integer kernels: the widened block and two requantised output tiles.
+    let extra = |r: usize, ct: usize| {
+        if quant { act_bytes(r, ct) / e * ec + 2 * (r * ow * ct) as u64 * eo } else { 0 }
+    };
     let avail = em.spad_free();
     let fits = |r: usize, ct: usize| {
-        2 * act_bytes(r, ct) + 3 * out_bytes(r, ct) + 5 * 64 <= avail
+        2 * act_bytes(r, ct) + 3 * out_bytes(r, ct) + extra(r, ct) + 8 * 64 <= avail
             && (r * ow * ct) as u64 <= MAX_VX_ELEMENTS
             && r <= MAX_SHAPE_DIM
             && ct <= MAX_SHAPE_DIM
@@ -71,6 +83,13 @@ pub(super) fn window(
     let act_buf = [em.spad(act_bytes(rblk, ctile))?, em.spad(act_bytes(rblk, ctile))?];
     let out_buf = [em.spad(out_bytes(rblk, ctile))?, em.spad(out_bytes(rblk, ctile))?];
     let tmp = em.spad(out_bytes(rblk, ctile))?;
+    let wide = if quant { Some(em.spad(act_bytes(rblk, ctile) / e * ec)?) } else { None };
+    let qout = if quant {
+        let b = (rblk * ow * ctile) as u64 * eo;
+        Some([em.spad(b)?, em.spad(b)?])
+    } else {
+        None
+    };
     let blocks: Vec<(usize, usize, usize, usize)> = (0..oh)
         .step_by(rblk)
         .flat_map(|oy0| {
@@ -112,24 +131,67 @@ pub(super) fn window(
             em.signal(Engine::Ld, LD_VX.full)?;
             em.wait(Engine::Vx, LD_VX.full);
             em.wait(Engine::Vx, VX_ST.free);
-            let dst = (ct as u64 * e, (ow * ct) as u64 * e);
-            let src = ((st[1] * ct) as u64 * e, (st[0] * wp * ct) as u64 * e);
+            // The block the taps read: the loaded one, or its int32 widening.
+            let block = match wide {
+                Some(wb) => {
+                    let elems = (nrows * wp * ct) as u64;
+                    let cols = elems.min(MAX_SHAPE_DIM as u64);
+                    // Whole rows of `cols`, then the remainder as one short row.
+                    let full = elems / cols;
+                    if full > 0 {
+                        let sh = em.shape(vshape(
+                            1,
+                            full,
+                            cols,
+                            (cols * ec, 0),
+                            (cols * e, 0),
+                            (0, 0),
+                            0,
+                        ))?;
+                        em.push(accelc_isa::inst::VxUnary {
+                            op: UnOp::Mov,
+                            dtype: dt,
+                            shape: sh,
+                            dst: wb,
+                            src: abuf,
+                            out_dtype: cdt,
+                        })?;
+                    }
+                    let rest = elems - full * cols;
+                    if rest > 0 {
+                        let sh =
+                            em.shape(vshape(1, 1, rest, (rest * ec, 0), (rest * e, 0), (0, 0), 0))?;
+                        em.push(accelc_isa::inst::VxUnary {
+                            op: UnOp::Mov,
+                            dtype: dt,
+                            shape: sh,
+                            dst: at(wb, full * cols * ec),
+                            src: at(abuf, full * cols * e),
+                            out_dtype: cdt,
+                        })?;
+                    }
+                    wb
+                }
+                None => abuf,
+            };
+            let dst = (ct as u64 * ec, (ow * ct) as u64 * ec);
+            let src = ((st[1] * ct) as u64 * ec, (st[0] * wp * ct) as u64 * ec);
             for t in 0..taps {
                 let (kh, kw) = (t / k[1], t % k[1]);
-                let a0 = at(abuf, ((kh * d[0] * wp + kw * d[1]) * ct) as u64 * e);
+                let a0 = at(block, ((kh * d[0] * wp + kw * d[1]) * ct) as u64 * ec);
                 match kind {
                     WinKind::Depthwise(_) => {
                         let wts = at(
                             pbuf.ok_or_else(|| LowerError::msg("internal: no taps"))?,
-                            (c + t * c + c0) as u64 * e,
+                            (c + t * c + c0) as u64 * ec,
                         );
                         let shape = vshape(r as u64, ow as u64, ct as u64, dst, src, (0, 0), 0);
                         if t == 0 {
-                            em.vbin(dt, BinOp::Mul, shape, obuf, a0, wts)?;
+                            em.vbin(cdt, BinOp::Mul, shape, obuf, a0, wts)?;
                         } else {
-                            em.vbin(dt, BinOp::Mul, shape, tmp, a0, wts)?;
+                            em.vbin(cdt, BinOp::Mul, shape, tmp, a0, wts)?;
                             em.vbin(
-                                dt,
+                                cdt,
                                 BinOp::Add,
                                 vshape(r as u64, ow as u64, ct as u64, dst, dst, dst, 0),
                                 obuf,
@@ -163,7 +225,31 @@ pub(super) fn window(
             }
             em.signal(Engine::Vx, LD_VX.free)?;
             let full = |flags| vshape(r as u64, ow as u64, ct as u64, dst, dst, (0, 0), flags);
+            let mut store_from = obuf;
             match kind {
+                WinKind::Depthwise(_) if quant => {
+                    let pb = pbuf.ok_or_else(|| LowerError::msg("internal: no bias"))?;
+                    em.vbin(cdt, BinOp::Add, full(0), obuf, obuf, at(pb, c0 as u64 * ec))?;
+                    let qb = qout.map(|q| q[i % 2]).unwrap_or(obuf);
+                    let sh = em.shape(vshape(
+                        r as u64,
+                        ow as u64,
+                        ct as u64,
+                        (ct as u64 * eo, (ow * ct) as u64 * eo),
+                        dst,
+                        (0, 0),
+                        0,
+                    ))?;
+                    em.push(accelc_isa::inst::VxRequant {
+                        per_channel: true,
+                        dtype: odt,
+                        shape: sh,
+                        dst: qb,
+                        src: obuf,
+                        params: at(pb, ((c + taps * c) as u64) * ec + c0 as u64 * 16),
+                    })?;
+                    store_from = qb;
+                }
                 WinKind::Depthwise(x) => {
                     let pb = pbuf.ok_or_else(|| LowerError::msg("internal: no bias"))?;
                     em.vbin(dt, BinOp::Add, full(0), obuf, obuf, at(pb, c0 as u64 * e))?;
@@ -213,10 +299,10 @@ pub(super) fn window(
             em.dma_block(
                 Dir::Store,
                 out_seg,
-                out_base + (((im * oh + oy0) * ow * c) + c0) as u64 * e,
-                &[(r * ow, c as u64 * e, ct as u64 * e), (ct, e, e)],
-                e,
-                obuf,
+                out_base + (((im * oh + oy0) * ow * c) + c0) as u64 * eo,
+                &[(r * ow, c as u64 * eo, ct as u64 * eo), (ct, eo, eo)],
+                eo,
+                store_from,
             )?;
             em.signal(Engine::St, VX_ST.free)?;
             i += 1;
