@@ -21,8 +21,11 @@ pub struct LayerProfile {
     pub macs: u64,
     /// Bytes its DMA loads and stores move.
     pub dma_bytes: u64,
-    /// MACs over `cycles` times the matrix engine's peak f32 MACs per cycle (0..1).
+    /// MACs over `cycles` times the matrix engine's peak MACs per cycle for the layer's type
+    /// (int8, bf16 or f32; 0..1).
     pub utilisation: f64,
+    /// The element type the layer computes in (its MACs run at this type's peak).
+    pub dtype: Dtype,
     /// The roofline bound in cycles ([`Layer::roofline_cycles`]).
     pub roofline_cycles: u64,
 }
@@ -37,17 +40,19 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Utilisation of the whole run over the layers' cycles.
+    /// Utilisation of the whole run: MACs over the layers' cycles, each cycle at the peak
+    /// rate of its layer's type.
     pub fn utilisation(&self, session: &Session) -> f64 {
-        let cycles: u64 = self.layers.iter().map(|l| l.cycles).sum();
         let macs: u64 = self.layers.iter().map(|l| l.macs).sum();
-        macs as f64 / (cycles.max(1) as f64 * peak_per_cycle(session))
+        let capacity: f64 =
+            self.layers.iter().map(|l| l.cycles as f64 * peak_per_cycle(session, l.dtype)).sum();
+        if capacity > 0.0 { macs as f64 / capacity } else { 0.0 }
     }
 }
 
-fn peak_per_cycle(session: &Session) -> f64 {
+fn peak_per_cycle(session: &Session, dtype: Dtype) -> f64 {
     let cfg = session.config();
-    cfg.peak_macs_per_sec(Dtype::F32) as f64 / cfg.clock_hz as f64
+    cfg.peak_macs_per_sec(dtype) as f64 / cfg.clock_hz as f64
 }
 
 /// The layer records a blob carries, if any.
@@ -86,7 +91,6 @@ pub fn profile(
         }
     }
     let cfg = session.config();
-    let peak = peak_per_cycle(session);
     let mut prev = 0u64;
     let mut out = Vec::with_capacity(layers.len());
     for l in layers {
@@ -107,8 +111,12 @@ pub fn profile(
             kind: l.kind,
             cycles,
             macs: l.macs,
+            dtype: l.dtype,
             dma_bytes,
-            utilisation: l.macs as f64 / (cycles.max(1) as f64 * peak),
+            utilisation: {
+                let peak = peak_per_cycle(session, l.dtype);
+                if peak > 0.0 { l.macs as f64 / (cycles.max(1) as f64 * peak) } else { 0.0 }
+            },
             roofline_cycles: l.roofline_cycles(cfg),
         });
     }

@@ -177,6 +177,7 @@ pub fn configs() -> String {
         out.push('\n');
     };
     row(&mut out, "matrix array", &|c| format!("{0}×{0}", c.array_dim));
+    row(&mut out, "cycles per int8 row", &|c| c.array_row_cycles.to_string());
     row(&mut out, "vector lanes", &|c| c.vx_lanes.to_string());
     row(&mut out, "scratchpad", &|c| format!("{} KiB", c.spad_bytes / 1024));
     row(&mut out, "accumulator", &|c| format!("{} KiB", c.acc_bytes / 1024));
@@ -212,7 +213,7 @@ pub fn configs() -> String {
          | `dma.store` | write latency + the same transfer term |\n\
          | `dma.fill`, `dma.copy` | ⌈bytes / on-chip bytes per cycle⌉, at least 1 |\n\
          | `mx.load_w` | k |\n\
-         | `mx.matmul` | rows × (1 for s8/u8, 4 for bf16, 16 for f32) + {ARRAY_FILL_DRAIN_FACTOR} × array size (fill and drain) |\n\
+         | `mx.matmul` | rows × cycles per int8 row × (1 for s8/u8, 4 for bf16, 16 for f32) + {ARRAY_FILL_DRAIN_FACTOR} × array size (fill and drain) |\n\
          | `vx.*` | ⌈elements / lanes⌉ × ({VX_SLOW_FACTOR} for div, pow, exp, log, sqrt, rsqrt, recip, tanh, sigmoid, erf; else 1) + {VX_LATENCY} |\n"
     );
     out

@@ -53,6 +53,11 @@ pub struct DeviceConfig {
     pub sram_bytes_per_cycle: u32,
     /// `FEATURE_*` bits.
     pub features: u32,
+    /// Cycles the matrix array takes per streamed input row of int8 data (1: a row every
+    /// cycle; 2: a half-rate array, as one with half the multiply-accumulate units
+    /// time-shared). bf16 and f32 rows take 4 and 16 times as long. Timing only: not part of
+    /// the fingerprint.
+    pub array_row_cycles: u32,
 }
 
 impl DeviceConfig {
@@ -72,6 +77,7 @@ impl DeviceConfig {
             dram_burst_bytes: 64,
             sram_bytes_per_cycle: 64,
             features: FEATURES_ALL,
+            array_row_cycles: 1,
         }
     }
 
@@ -91,12 +97,37 @@ impl DeviceConfig {
             dram_burst_bytes: 64,
             sram_bytes_per_cycle: 32,
             features: FEATURES_ALL,
+            array_row_cycles: 1,
+        }
+    }
+
+    /// The budget of an Arm Ethos-U65-512, so simulated cycles can be set beside Vela's
+    /// estimates for that NPU: 512 int8 MAC/cycle (a 32×32 array taking 2 cycles per row),
+    /// 1 GHz, 384 KiB of on-chip SRAM (320 KiB scratchpad, 64 KiB accumulator), DRAM at
+    /// 12 GB/s with 500-cycle read and 250-cycle write latency. Like the Ethos-U it has no
+    /// float datapath in the matrix engine (no bf16 or f32 matmul features): float
+    /// convolutions and matrix products do not compile for it.
+    pub fn u65() -> DeviceConfig {
+        DeviceConfig {
+            name: "u65".into(),
+            array_dim: 32,
+            vx_lanes: 16,
+            spad_bytes: 320 << 10,
+            acc_bytes: 64 << 10,
+            clock_hz: 1_000_000_000,
+            dram_bytes_per_sec: 12_000_000_000,
+            dram_read_latency: 500,
+            dram_write_latency: 250,
+            dram_burst_bytes: 64,
+            sram_bytes_per_cycle: 32,
+            features: 0,
+            array_row_cycles: 2,
         }
     }
 
     /// Every built-in configuration.
     pub fn builtin() -> Vec<DeviceConfig> {
-        vec![DeviceConfig::default_npu(), DeviceConfig::tiny()]
+        vec![DeviceConfig::default_npu(), DeviceConfig::tiny(), DeviceConfig::u65()]
     }
 
     /// The built-in configuration called `name`.
@@ -110,7 +141,8 @@ impl DeviceConfig {
     /// powers of two); scratchpad and accumulator 16 KiB to 8 MiB in 64-byte multiples (a
     /// local address has 23 offset bits); clock 1 MHz to 10 GHz; DRAM 1 MB/s to 1 TB/s;
     /// latencies at most 10^6 cycles; a power-of-two burst of 16 to 4096 bytes; on-chip
-    /// bandwidth 1 to 4096 bytes per cycle; only defined feature bits. A name is 1 to 64
+    /// bandwidth 1 to 4096 bytes per cycle; 1 to 16 cycles per array row; only defined
+    /// feature bits. A name is 1 to 64
     /// printable ASCII characters.
     ///
     /// Errors: the first field out of range, with its value and the allowed range.
@@ -153,6 +185,7 @@ impl DeviceConfig {
         range("dram_write_latency", self.dram_write_latency.into(), 0, 1_000_000)?;
         pow2("dram_burst_bytes", self.dram_burst_bytes.into(), 16, 4096)?;
         range("sram_bytes_per_cycle", self.sram_bytes_per_cycle.into(), 1, 4096)?;
+        range("array_row_cycles", self.array_row_cycles.into(), 1, 16)?;
         if self.features & !FEATURES_ALL != 0 {
             return Err(format!(
                 "features = {:#x}: defined bits are {FEATURES_ALL:#x}",
@@ -172,13 +205,15 @@ impl DeviceConfig {
         }
     }
 
-    /// Cycles the matrix engine spends per input row for `dtype` (the rate divisor).
-    pub fn matmul_cycles_per_row(dtype: Dtype) -> u64 {
-        match dtype {
+    /// Cycles the matrix engine spends per input row for `dtype` (the rate divisor):
+    /// `array_row_cycles`, times 4 for bf16 and 16 for f32.
+    pub fn matmul_cycles_per_row(&self, dtype: Dtype) -> u64 {
+        let per = match dtype {
             Dtype::Bf16 => 4,
             Dtype::F32 => 16,
             _ => 1,
-        }
+        };
+        per * u64::from(self.array_row_cycles.max(1))
     }
 
     /// Peak multiply-accumulates per second for `dtype` inputs (0 if unsupported).
@@ -187,7 +222,7 @@ impl DeviceConfig {
             return 0;
         }
         let per_cycle = u64::from(self.array_dim) * u64::from(self.array_dim);
-        per_cycle * self.clock_hz / Self::matmul_cycles_per_row(dtype)
+        per_cycle * self.clock_hz / self.matmul_cycles_per_row(dtype)
     }
 
     /// The roofline ridge point for `dtype`: operations (2 per MAC) per DRAM byte at which
@@ -279,7 +314,15 @@ impl fmt::Display for DeviceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ghz = self.clock_hz as f64 / 1e9;
         writeln!(f, "config {}", self.name)?;
-        writeln!(f, "  matrix array     {0}x{0} at {ghz} GHz", self.array_dim)?;
+        if self.array_row_cycles > 1 {
+            writeln!(
+                f,
+                "  matrix array     {0}x{0} at {ghz} GHz, {1} cycles per int8 row",
+                self.array_dim, self.array_row_cycles
+            )?;
+        } else {
+            writeln!(f, "  matrix array     {0}x{0} at {ghz} GHz", self.array_dim)?;
+        }
         writeln!(f, "  vector lanes     {}", self.vx_lanes)?;
         writeln!(f, "  scratchpad       {} KiB", self.spad_bytes / 1024)?;
         writeln!(f, "  accumulator      {} KiB", self.acc_bytes / 1024)?;

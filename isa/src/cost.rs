@@ -59,7 +59,7 @@ pub fn op_cycles(op: &Op, dma: &[DmaDesc], shapes: &[Shape], cfg: &DeviceConfig)
         Op::DmaCopy(it) => sram_transfer_cycles(desc(it.desc)?, cfg),
         Op::MxLoadW(it) => u64::from(it.k).max(1),
         Op::MxMatmul(it) => u64::from(it.rows)
-            .saturating_mul(DeviceConfig::matmul_cycles_per_row(it.dtype))
+            .saturating_mul(cfg.matmul_cycles_per_row(it.dtype))
             .saturating_add(ARRAY_FILL_DRAIN_FACTOR * u64::from(cfg.array_dim)),
         Op::VxBinary(it) => vx_cycles(shape(it.shape)?, it.op.is_slow(), cfg),
         Op::VxUnary(it) => vx_cycles(shape(it.shape)?, it.op.is_slow(), cfg),

@@ -26,6 +26,7 @@ _FIELDS = (
     "dram_burst_bytes",
     "sram_bytes_per_cycle",
     "features",
+    "array_row_cycles",
 )
 
 

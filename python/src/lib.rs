@@ -144,7 +144,7 @@ impl PyDeviceConfig {
     #[pyo3(signature = (name, *, base = "default", array_dim = None, vx_lanes = None,
         spad_bytes = None, acc_bytes = None, clock_hz = None, dram_bytes_per_sec = None,
         dram_read_latency = None, dram_write_latency = None, dram_burst_bytes = None,
-        sram_bytes_per_cycle = None, features = None))]
+        sram_bytes_per_cycle = None, features = None, array_row_cycles = None))]
     #[allow(clippy::too_many_arguments, reason = "one keyword per configuration field")]
     fn new(
         name: String,
@@ -160,6 +160,7 @@ impl PyDeviceConfig {
         dram_burst_bytes: Option<u32>,
         sram_bytes_per_cycle: Option<u32>,
         features: Option<u32>,
+        array_row_cycles: Option<u32>,
     ) -> PyResult<PyDeviceConfig> {
         let mut c = accelc::config(base).map_err(py_err)?;
         c.name = name;
@@ -174,6 +175,7 @@ impl PyDeviceConfig {
         c.dram_burst_bytes = dram_burst_bytes.unwrap_or(c.dram_burst_bytes);
         c.sram_bytes_per_cycle = sram_bytes_per_cycle.unwrap_or(c.sram_bytes_per_cycle);
         c.features = features.unwrap_or(c.features);
+        c.array_row_cycles = array_row_cycles.unwrap_or(c.array_row_cycles);
         c.validate()
             .map_err(|e| InputError::new_err(format!("device configuration `{}`: {e}", c.name)))?;
         // Blobs name their configuration; a custom one under a built-in's name would load as
@@ -243,6 +245,11 @@ impl PyDeviceConfig {
         self.inner.features
     }
 
+    #[getter]
+    fn array_row_cycles(&self) -> u32 {
+        self.inner.array_row_cycles
+    }
+
     /// Peak multiply-accumulates per second of the matrix engine for `dtype` (`"int8"`,
     /// `"bf16"` or `"float32"`; 0 when the device does not multiply it).
     fn peak_macs_per_sec(&self, dtype: &str) -> PyResult<u64> {
@@ -270,6 +277,7 @@ impl PyDeviceConfig {
             ("dram_burst_bytes", u64::from(c.dram_burst_bytes)),
             ("sram_bytes_per_cycle", u64::from(c.sram_bytes_per_cycle)),
             ("features", u64::from(c.features)),
+            ("array_row_cycles", u64::from(c.array_row_cycles)),
         ];
         ((c.name.clone(),), fields.into_iter().collect())
     }
@@ -279,7 +287,8 @@ impl PyDeviceConfig {
         format!(
             "DeviceConfig(name={:?}, array_dim={}, vx_lanes={}, spad_bytes={}, acc_bytes={}, \
              clock_hz={}, dram_bytes_per_sec={}, dram_read_latency={}, dram_write_latency={}, \
-             dram_burst_bytes={}, sram_bytes_per_cycle={}, features={:#x})",
+             dram_burst_bytes={}, sram_bytes_per_cycle={}, features={:#x}, \
+             array_row_cycles={})",
             c.name,
             c.array_dim,
             c.vx_lanes,
@@ -291,7 +300,8 @@ impl PyDeviceConfig {
             c.dram_write_latency,
             c.dram_burst_bytes,
             c.sram_bytes_per_cycle,
-            c.features
+            c.features,
+            c.array_row_cycles
         )
     }
 

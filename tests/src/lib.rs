@@ -213,3 +213,12 @@ pub fn insert_batchnorm(g: &accelc_compiler::ir::Graph, seed: u64) -> accelc_com
     }
     out
 }
+
+/// The built-in configurations with a float32 matmul (the float models' devices; `u65`, an
+/// integer-only NPU like the Ethos-U, is not among them).
+pub fn float_configs() -> Vec<accelc_isa::DeviceConfig> {
+    accelc_isa::DeviceConfig::builtin()
+        .into_iter()
+        .filter(|c| c.matmul_supports(accelc_isa::Dtype::F32))
+        .collect()
+}

@@ -118,7 +118,7 @@ fn exit_codes_and_usage() {
     assert!(run.stderr.contains("cannot read /nonexistent/x.s"));
     let run = accelc(&["config", "huge"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("unknown configuration `huge` (known: default, tiny)"));
+    assert!(run.stderr.contains("unknown configuration `huge` (known: default, tiny, u65)"));
     let run = accelc(&["inspect", s(&tests_path("programs/dma_roundtrip.s"))]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("not a command blob"));

@@ -187,7 +187,7 @@ fn small_cnn_from_text() {
     let want = run(&g, &[Array::F32(input.clone())]).unwrap();
     let Array::F32(want) = &want[0] else { panic!("float output") };
     let bytes: Vec<u8> = input.iter().flat_map(|x| x.to_le_bytes()).collect();
-    for cfg in DeviceConfig::builtin() {
+    for cfg in accelc_tests::float_configs() {
         let c = compile_model(&path, cfg.clone());
         insta::assert_snapshot!(format!("small_cnn_{}", cfg.name), disassembly(&c));
         let got = f32s(&run_compiled(&c, &[&bytes])[0]);

@@ -587,7 +587,7 @@ fn random_chains_through_the_whole_pipeline() {
             &mut |_, _| {},
         )
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-        for cfg in DeviceConfig::builtin() {
+        for cfg in accelc_tests::float_configs() {
             let c = match compile(&opt, &CompileOptions { config: cfg.clone(), expose_all: true }) {
                 Ok(c) => c,
                 Err(e) => {

@@ -157,7 +157,7 @@ fn disassembled_blobs_reassemble_to_the_same_program_and_segments() {
     assert!(blobs.len() >= 20, "only {} assembly programs found", blobs.len());
     let models =
         [accelc_tests::zoo("mlp_mnist.onnx"), accelc_tests::tests_path("models/small_cnn.onnxtxt")];
-    for cfg in accelc_isa::DeviceConfig::builtin() {
+    for cfg in accelc_tests::float_configs() {
         for m in &models {
             let name = format!("{}-{}", m.file_stem().unwrap().to_string_lossy(), cfg.name);
             let r = accelc_tests::accelc(&[

@@ -116,7 +116,7 @@ pub(super) fn matmul(
     let (dh, _dw) = (mm.d[0], mm.d[1]);
     let kh_n = mm.k[0];
     let cg = c / mm.groups;
-    let rate = DeviceConfig::matmul_cycles_per_row(dt);
+    let rate = cfg.matmul_cycles_per_row(dt);
     let fill_drain = 2 * u64::from(cfg.array_dim);
     let has_bias = if q.is_some() { true } else { mm.bias.iter().any(|b| *b != 0.0) };
     let clip = match mm.act {
