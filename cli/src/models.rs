@@ -493,7 +493,7 @@ pub(crate) fn cmd_diff(
         Ok(n) => {
             writeln!(
                 out,
-                "all {n} tensors match the reference interpreter (rtol {RTOL}, atol {ATOL}, plus {SCALE_TOL} of each tensor's largest magnitude)"
+                "all {n} tensors match the reference interpreter (integers exactly; floats within rtol {RTOL}, atol {ATOL}, plus {SCALE_TOL} of each tensor's largest magnitude)"
             )?;
             Ok(())
         }
@@ -513,7 +513,7 @@ pub(crate) fn cmd_diff(
             )?;
             writeln!(
                 out,
-                "  tolerance: rtol {RTOL}, atol {ATOL}, plus {SCALE_TOL} of the largest magnitude"
+                "  tolerance: integers exactly; floats rtol {RTOL}, atol {ATOL}, plus {SCALE_TOL} of the largest magnitude"
             )?;
             bail!(invalid(format!("`{}` differs from the reference", d.tensor)))
         }

@@ -391,6 +391,44 @@ impl Emitter {
     }
 }
 
+impl Emitter {
+    /// `dst = src` converted from `from` to `to` over `shape` (`vx.unary mov`: round half to
+    /// even, saturate).
+    pub(crate) fn vconv(
+        &mut self,
+        from: Dtype,
+        to: Dtype,
+        shape: Shape,
+        dst: LocalAddr,
+        src: LocalAddr,
+    ) -> Result<(), LowerError> {
+        let shape = self.shape(shape)?;
+        self.push(VxUnary { op: UnOp::Mov, dtype: from, shape, dst, src, out_dtype: to })?;
+        Ok(())
+    }
+
+    /// `dst = requant(src)` to `dtype` over `shape` with one record per column at `params`.
+    pub(crate) fn vrequant(
+        &mut self,
+        dtype: Dtype,
+        shape: Shape,
+        dst: LocalAddr,
+        src: LocalAddr,
+        params: LocalAddr,
+    ) -> Result<(), LowerError> {
+        let shape = self.shape(shape)?;
+        self.push(accelc_isa::inst::VxRequant {
+            per_channel: true,
+            dtype,
+            shape,
+            dst,
+            src,
+            params,
+        })?;
+        Ok(())
+    }
+}
+
 /// Address `off` bytes past `a`.
 pub(crate) fn at(a: LocalAddr, off: u64) -> LocalAddr {
     LocalAddr { space: a.space, offset: a.offset + off as u32 }

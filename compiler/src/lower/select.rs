@@ -94,12 +94,13 @@ fn compile_time_dequantized(graph: &Graph, v: ValueId) -> Option<crate::ir::Tens
     if !matches!(n.op, crate::ir::Op::DequantizeLinear { .. }) {
         return None;
     }
-    let arrays: Vec<Option<Array>> = n
-        .inputs
-        .iter()
-        .map(|i| i.map(|i| graph.value(i).constant.as_ref().map(Array::from_tensor)))
-        .map(|a| a.map_or(Some(None), |a| a.map(Some)))
-        .collect::<Option<_>>()?;
+    let mut arrays: Vec<Option<Array>> = Vec::with_capacity(n.inputs.len());
+    for i in &n.inputs {
+        arrays.push(match i {
+            None => None,
+            Some(i) => Some(Array::from_tensor(graph.value(*i).constant.as_ref()?)),
+        });
+    }
     let args: Vec<Option<&Array>> = arrays.iter().map(Option::as_ref).collect();
     eval(n, &args, graph.opset).ok()?.first().map(Array::to_tensor)
 }

@@ -58,7 +58,14 @@ pub fn op_cycles(
         + outputs.iter().map(bytes).sum::<u64>();
     let dram = cfg.dram_cycles(traffic) as f64;
     let overhead = f64::from(cfg.dram_read_latency + cfg.dram_write_latency);
-    let peak = cfg.peak_macs_per_sec(accelc_isa::Dtype::F32).max(1) as f64 / cfg.clock_hz as f64;
+    // The matrix engine's rate for the activations' type (int8 kernels run 16x faster than
+    // f32 ones), as the lowering's layers record it.
+    let act = inputs
+        .first()
+        .and_then(|t| t.as_ref())
+        .and_then(|t| crate::lower::device_dtype(t.dtype))
+        .unwrap_or(accelc_isa::Dtype::F32);
+    let peak = cfg.peak_macs_per_sec(act).max(1) as f64 / cfg.clock_hz as f64;
     match (crate::ops::def(op).work)(op, inputs, outputs) {
         Work::Free => 0.0,
         Work::Macs(macs) => (macs as f64 / peak).max(dram) + overhead,

@@ -822,28 +822,24 @@ fn qdq_conv(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     None
 }
 
-/// `Q(act(Gemm(DQ(x), DQ(w), DQ(b))))` (2-D, α = β = 1, A not transposed) and the same with
-/// MatMul → a 1×1 `QConv` between reshapes (`[M, K] → [M, K, 1, 1]`, `[M, N, 1, 1] → [M, N]`).
+/// `Q(act(Gemm(DQ(x), DQ(w)ᵀ, DQ(b))))` (2-D, α = β = 1, A not transposed, B transposed as
+/// exporters write fully connected layers: `w` is `[N, K]`, per-channel scales on axis 0) → a
+/// 1×1 `QConv` between reshapes (`[M, K] → [M, K, 1, 1]`, `[M, N, 1, 1] → [M, N]`). Gemm
+/// with `[K, N]` weights and MatMul are left to the float path (their per-channel axis is 1).
 fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
     let qp = qparams(eg, ch[1], ch.get(2))?;
     for (y, lo, hi) in through_activation(eg, ch[0], qp.0, qp.1, qp.2) {
         for (o, cc) in producers(eg, y) {
-            let trans_b = match o {
-                Op::Gemm { alpha, beta, trans_a: false, trans_b }
-                    if *alpha == 1.0 && (*beta == 1.0 || cc.len() < 3) =>
-                {
-                    *trans_b
-                }
-                Op::MatMul => false,
-                _ => continue,
-            };
+            let Op::Gemm { alpha, beta, trans_a: false, trans_b: true } = o else { continue };
+            if *alpha != 1.0 || (*beta != 1.0 && cc.len() >= 3) {
+                continue;
+            }
             let (xt, wt) = (ty(eg, cc[0])?, ty(eg, cc[1])?);
             if xt.shape.len() != 2 || wt.shape.len() != 2 {
                 continue;
             }
-            let (m, k) = (xt.shape[0], xt.shape[1]);
-            let nn = if trans_b { wt.shape[0] } else { wt.shape[1] };
+            let (m, k, nn) = (xt.shape[0], xt.shape[1], wt.shape[0]);
             // The bias must be one value per output column.
             let bias = cc.get(2).copied().filter(|b| !absent(eg, *b));
             if let Some(b) = bias
@@ -851,13 +847,7 @@ fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
             {
                 continue;
             }
-            let wd = if trans_b {
-                cc[1]
-            } else {
-                // Weights [K, N]: the DQ's per-axis scales must then be per column (axis 1).
-                continue;
-            };
-            let Some(mut q) = qmatmul(eg, cc[0], wd, bias, nn, qp, (lo, hi)) else { continue };
+            let Some(mut q) = qmatmul(eg, cc[0], cc[1], bias, nn, qp, (lo, hi)) else { continue };
             q.w.shape = vec![nn, k, 1, 1];
             let x4 = Build::Op(
                 Op::Reshape { allowzero: false },

@@ -428,7 +428,7 @@ pub(super) fn matmul(
                     }
                     let mut store_from = abase;
                     if let (Some(qb), Some(pb)) = (q_buf, pbuf) {
-                        let sh = em.shape(vshape(
+                        let sh = vshape(
                             r as u64,
                             owt as u64,
                             nt as u64,
@@ -436,15 +436,9 @@ pub(super) fn matmul(
                             (nt as u64 * ea, plane),
                             (0, 0),
                             0,
-                        ))?;
-                        em.push(accelc_isa::inst::VxRequant {
-                            per_channel: true,
-                            dtype: odt,
-                            shape: sh,
-                            dst: qb[iacc % 2],
-                            src: abase,
-                            params: at(pb, bias_bytes + n0 as u64 * 16),
-                        })?;
+                        );
+                        let recs = at(pb, bias_bytes + n0 as u64 * 16);
+                        em.vrequant(odt, sh, qb[iacc % 2], abase, recs)?;
                         store_from = qb[iacc % 2];
                     }
                     if let Some(rb) = res_buf {

@@ -12,7 +12,7 @@
 //!   8-bit type). NaN becomes the zero point, as in the reference.
 
 use accelc_isa::program::{MAX_SHAPE_DIM, MAX_VX_ELEMENTS, SHAPE_SRC1_COL_BROADCAST};
-use accelc_isa::{BinOp, Dtype, Engine, UnOp};
+use accelc_isa::{BinOp, Dtype, Engine};
 
 use crate::lower::LowerError;
 use crate::lower::emit::{Dir, Emitter, LD_VX, VX_ST, at, vshape};
@@ -75,27 +75,15 @@ pub(super) fn quant(
             vshape(1, r, c, dense(dst), dense(src), (0, 0), SHAPE_SRC1_COL_BROADCAST)
         };
         let conv = |dst: u64, src: u64| vshape(1, r, c, dense(dst), dense(src), (0, 0), 0);
-        let mov = |em: &mut Emitter, from: Dtype, to: Dtype, dst, src| {
-            let shape = em.shape(conv(u64::from(to.size()), u64::from(from.size())))?;
-            em.push(accelc_isa::inst::VxUnary {
-                op: UnOp::Mov,
-                dtype: from,
-                shape,
-                dst,
-                src,
-                out_dtype: to,
-            })
-            .map(|_| ())
-        };
         if q.dequant {
-            mov(em, din, Dtype::F32, obuf[b], ibuf[b])?;
+            em.vconv(din, Dtype::F32, conv(4, ein), obuf[b], ibuf[b])?;
             em.vbin(Dtype::F32, BinOp::Sub, bcast(4, 4), obuf[b], obuf[b], zp_f)?;
             em.vbin(Dtype::F32, BinOp::Mul, bcast(4, 4), obuf[b], obuf[b], scale)?;
         } else {
             em.vbin(Dtype::F32, BinOp::Div, bcast(4, 4), work, ibuf[b], scale)?;
-            mov(em, Dtype::F32, Dtype::S32, work, work)?;
+            em.vconv(Dtype::F32, Dtype::S32, conv(4, 4), work, work)?;
             em.vbin(Dtype::S32, BinOp::Add, bcast(4, 4), work, work, zp_i)?;
-            mov(em, Dtype::S32, dout, obuf[b], work)?;
+            em.vconv(Dtype::S32, dout, conv(eout, 4), obuf[b], work)?;
         }
         em.signal(Engine::Vx, LD_VX.free)?;
         em.signal(Engine::Vx, VX_ST.full)?;

@@ -139,36 +139,13 @@ pub(super) fn window(
                     // Whole rows of `cols`, then the remainder as one short row.
                     let full = elems / cols;
                     if full > 0 {
-                        let sh = em.shape(vshape(
-                            1,
-                            full,
-                            cols,
-                            (cols * ec, 0),
-                            (cols * e, 0),
-                            (0, 0),
-                            0,
-                        ))?;
-                        em.push(accelc_isa::inst::VxUnary {
-                            op: UnOp::Mov,
-                            dtype: dt,
-                            shape: sh,
-                            dst: wb,
-                            src: abuf,
-                            out_dtype: cdt,
-                        })?;
+                        let sh = vshape(1, full, cols, (cols * ec, 0), (cols * e, 0), (0, 0), 0);
+                        em.vconv(dt, cdt, sh, wb, abuf)?;
                     }
                     let rest = elems - full * cols;
                     if rest > 0 {
-                        let sh =
-                            em.shape(vshape(1, 1, rest, (rest * ec, 0), (rest * e, 0), (0, 0), 0))?;
-                        em.push(accelc_isa::inst::VxUnary {
-                            op: UnOp::Mov,
-                            dtype: dt,
-                            shape: sh,
-                            dst: at(wb, full * cols * ec),
-                            src: at(abuf, full * cols * e),
-                            out_dtype: cdt,
-                        })?;
+                        let sh = vshape(1, 1, rest, (rest * ec, 0), (rest * e, 0), (0, 0), 0);
+                        em.vconv(dt, cdt, sh, at(wb, full * cols * ec), at(abuf, full * cols * e))?;
                     }
                     wb
                 }
@@ -231,7 +208,7 @@ pub(super) fn window(
                     let pb = pbuf.ok_or_else(|| LowerError::msg("internal: no bias"))?;
                     em.vbin(cdt, BinOp::Add, full(0), obuf, obuf, at(pb, c0 as u64 * ec))?;
                     let qb = qout.map(|q| q[i % 2]).unwrap_or(obuf);
-                    let sh = em.shape(vshape(
+                    let sh = vshape(
                         r as u64,
                         ow as u64,
                         ct as u64,
@@ -239,15 +216,9 @@ pub(super) fn window(
                         dst,
                         (0, 0),
                         0,
-                    ))?;
-                    em.push(accelc_isa::inst::VxRequant {
-                        per_channel: true,
-                        dtype: odt,
-                        shape: sh,
-                        dst: qb,
-                        src: obuf,
-                        params: at(pb, ((c + taps * c) as u64) * ec + c0 as u64 * 16),
-                    })?;
+                    );
+                    let recs = at(pb, ((c + taps * c) as u64) * ec + c0 as u64 * 16);
+                    em.vrequant(odt, sh, qb, obuf, recs)?;
                     store_from = qb;
                 }
                 WinKind::Depthwise(x) => {
