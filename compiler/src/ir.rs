@@ -441,6 +441,32 @@ pub enum Op {
         /// The output type (int8 or uint8).
         out: DType,
     },
+    /// Table lookup on 8-bit values, made by the optimizer's `qdq-lut` rule (never imported).
+    /// Inputs: `x` (int8/uint8) and `table` (256 values of the output type, int8/uint8):
+    /// `y = table[b]` for the bit pattern `b` of each `x` as an unsigned byte.
+    Lut,
+    /// Integer addition of two quantized tensors of one shape, made by the optimizer's
+    /// `qdq-add` rule (never imported). Inputs: `a`, `b` (int8/uint8) and `rq` (int32
+    /// `[3, 2]`: a requantisation multiplier and shift for `a`, `b` and the sum). Each input
+    /// `v` is scaled on its own to a common fixed-point grid finer than the output's step,
+    /// `t_v = R_v(v) − R_v(v_zp)` in int16 (`R_v` the record `rq[v]` with zero point 0,
+    /// saturating to int16), the two added with int16 saturation, and the sum requantised,
+    /// `clamp(y_zp + R_out(t_a + t_b), lo, hi)` in `out` (`accelc_isa::requant`, the book's
+    /// numerics page, "Integer addition").
+    QAdd {
+        /// The zero point of `a`.
+        a_zp: i32,
+        /// The zero point of `b`.
+        b_zp: i32,
+        /// The output's zero point.
+        y_zp: i32,
+        /// Lower clamp of the output (a fused Relu or Clip raises it).
+        lo: i32,
+        /// Upper clamp of the output.
+        hi: i32,
+        /// The output type (int8 or uint8).
+        out: DType,
+    },
     /// Transposed convolution.
     ConvTranspose {
         /// Window attributes.

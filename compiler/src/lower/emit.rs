@@ -416,15 +416,32 @@ impl Emitter {
         src: LocalAddr,
         params: LocalAddr,
     ) -> Result<(), LowerError> {
+        self.vrequant_with(true, dtype, shape, dst, src, params)
+    }
+
+    /// `dst = requant(src)` to `dtype` over `shape` with the one record at `params`.
+    pub(crate) fn vrequant_tensor(
+        &mut self,
+        dtype: Dtype,
+        shape: Shape,
+        dst: LocalAddr,
+        src: LocalAddr,
+        params: LocalAddr,
+    ) -> Result<(), LowerError> {
+        self.vrequant_with(false, dtype, shape, dst, src, params)
+    }
+
+    fn vrequant_with(
+        &mut self,
+        per_channel: bool,
+        dtype: Dtype,
+        shape: Shape,
+        dst: LocalAddr,
+        src: LocalAddr,
+        params: LocalAddr,
+    ) -> Result<(), LowerError> {
         let shape = self.shape(shape)?;
-        self.push(accelc_isa::inst::VxRequant {
-            per_channel: true,
-            dtype,
-            shape,
-            dst,
-            src,
-            params,
-        })?;
+        self.push(accelc_isa::inst::VxRequant { per_channel, dtype, shape, dst, src, params })?;
         Ok(())
     }
 }

@@ -267,10 +267,30 @@ pub(crate) struct Qk {
     pub(crate) dequant: bool,
 }
 
+/// Table lookup on a dense 8-bit tensor (`Op::Lut`): the step's constant 0 holds the 256-byte
+/// table.
+#[derive(Clone, Debug)]
+pub(crate) struct Lk {
+    pub(crate) input: T,
+    pub(crate) out: T,
+}
+
+/// Integer addition of two dense 8-bit tensors of one shape and layout (`Op::QAdd`): the
+/// step's constant 0 holds the three requantisation records (for `a`, `b`, the sum; 16
+/// bytes each, `accelc_isa::requant`).
+#[derive(Clone, Debug)]
+pub(crate) struct Qa {
+    pub(crate) a: T,
+    pub(crate) b: T,
+    pub(crate) out: T,
+}
+
 /// A kernel step.
 #[derive(Clone, Debug)]
 pub(crate) enum Kernel {
     Quant(Qk),
+    QAdd(Qa),
+    Lut(Lk),
     Matmul(Box<Mm>),
     Depthwise(Dw),
     Pool(Pool),
@@ -332,7 +352,7 @@ impl Step {
             Kernel::Elementwise(e) if e.prog.is_empty() => LayerKind::Copy,
             Kernel::Elementwise(_) => LayerKind::Elementwise,
             Kernel::Fill { .. } => LayerKind::Copy,
-            Kernel::Quant(_) => LayerKind::Elementwise,
+            Kernel::Quant(_) | Kernel::QAdd(_) | Kernel::Lut(_) => LayerKind::Elementwise,
             Kernel::Rowwise(_) => LayerKind::Rowwise,
         }
     }
@@ -355,6 +375,8 @@ impl Step {
             Kernel::Elementwise(e) => (e.inputs.iter().map(|i| i.0).collect(), vec![e.out]),
             Kernel::Fill { out, .. } => (vec![], vec![*out]),
             Kernel::Quant(q) => (vec![q.input], vec![q.out]),
+            Kernel::QAdd(q) => (vec![q.a, q.b], vec![q.out]),
+            Kernel::Lut(l) => (vec![l.input], vec![l.out]),
             Kernel::Rowwise(r) => {
                 let mut reads = vec![r.input];
                 if let Some(a) = &r.affine {

@@ -177,7 +177,11 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::Gather { .. }
         | Op::Pad { .. }
         | Op::Resize { .. } => &MOVEMENT,
-        Op::Cast { .. } | Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => &QUANT,
+        Op::Cast { .. }
+        | Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::QAdd { .. }
+        | Op::Lut => &QUANT,
         Op::Unsupported { .. } => &UNSUPPORTED,
     }
 }

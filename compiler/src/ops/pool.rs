@@ -148,8 +148,12 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             let x = b.input(n, 0)?;
             let xs = b.shape(x);
             // 1-D pooling arrives as 2-D (`legalize`).
-            if xs.len() != 4 || b.s.tens[x].dtype != DType::F32 {
-                return Err(err("only 1-D and 2-D float32 pooling is lowered"));
+            let dt = b.s.tens[x].dtype;
+            let int8 = *max && matches!(dt, DType::I8 | DType::U8);
+            if xs.len() != 4 || !(dt == DType::F32 || int8) {
+                return Err(err(
+                    "only 1-D and 2-D float32 pooling and int8/uint8 max pooling are lowered",
+                ));
             }
             let out = b.out(n, 0)?;
             let os = b.shape(out);

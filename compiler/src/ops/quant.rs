@@ -1,4 +1,5 @@
-//! Type conversion and quantisation: Cast, QuantizeLinear, DequantizeLinear.
+//! Type conversion and quantisation: Cast, QuantizeLinear, DequantizeLinear, and the integer
+//! kernels the quantization rules make of QDQ regions (QAdd, Lut).
 //!
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
@@ -87,6 +88,31 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
             quant_params(t, ins, *axis)?;
             Ok(vec![TensorType { dtype: DType::F32, shape: t.shape.clone() }])
         }
+        Op::Lut => {
+            let (t, table) = (x()?, input(ins, 1)?);
+            if !matches!(t.dtype, DType::U8 | DType::I8) {
+                return Err(format!("table lookup of {} data", t.dtype));
+            }
+            if !matches!(table.dtype, DType::U8 | DType::I8) || table.shape != [256] {
+                return Err(format!("lookup table {table}: needs 256 int8 or uint8 values"));
+            }
+            Ok(vec![TensorType { dtype: table.dtype, shape: t.shape.clone() }])
+        }
+        Op::QAdd { out, .. } => {
+            let (a, b, rq) = (x()?, input(ins, 1)?, input(ins, 2)?);
+            for t in [a, b] {
+                if !matches!(t.dtype, DType::U8 | DType::I8) {
+                    return Err(format!("QAdd of {} data", t.dtype));
+                }
+            }
+            if a.shape != b.shape {
+                return Err(format!("QAdd of {a} and {b}: the shapes differ"));
+            }
+            if rq.dtype != DType::I32 || rq.shape != [3, 2] {
+                return Err(format!("QAdd requantisation {rq}: needs int32[3, 2]"));
+            }
+            Ok(vec![TensorType { dtype: *out, shape: a.shape.clone() }])
+        }
         other => Err(super::misrouted(other, FAMILY)),
     }
 }
@@ -168,6 +194,34 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             }
             one(Array::F32(y))
         }
+        Op::Lut => {
+            let x = arg(args, 0)?.ints()?;
+            let Array::Int(table, dt) = arg(args, 1)? else {
+                return Err("a float lookup table".into());
+            };
+            let table: Vec<i64> = table.iter().copied().collect();
+            if table.len() != 256 {
+                return Err(format!("a lookup table of {} entries", table.len()));
+            }
+            one(Array::Int(x.mapv(|v| table[usize::from(v as u8)]), *dt))
+        }
+        Op::QAdd { a_zp, b_zp, y_zp, lo, hi, out } => {
+            let (a, b) = (arg(args, 0)?.ints()?, arg(args, 1)?.ints()?);
+            let rq: Vec<i64> = arg(args, 2)?.ints()?.iter().copied().collect();
+            let [ra, rb, ro] = qadd_records(&rq, *a_zp, *b_zp, *y_zp, *lo, *hi)?;
+            if a.shape() != b.shape() {
+                return Err("QAdd of different shapes".into());
+            }
+            let dt = crate::lower::device_dtype(*out).ok_or("QAdd to int64")?;
+            let s16 = |v: i64| v.clamp(i16::MIN.into(), i16::MAX.into()) as i32;
+            let mut y = ArrayD::<i64>::zeros(a.raw_dim());
+            for ((o, va), vb) in y.iter_mut().zip(a.iter()).zip(b.iter()) {
+                let ta = ra.apply(*va as i32, accelc_isa::Dtype::S16);
+                let tb = rb.apply(*vb as i32, accelc_isa::Dtype::S16);
+                *o = ro.apply(s16(ta + tb), dt);
+            }
+            one(Array::Int(y, *out))
+        }
         other => Err(super::misrouted(other, FAMILY)),
     }
 }
@@ -179,6 +233,13 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             a.push(format!("axis: int = {axis}"))
         }
         Op::Cast { to } => a.push(format!("to: int = {}", to.onnx_code())),
+        Op::QAdd { a_zp, b_zp, y_zp, lo, hi, out } => {
+            a.push(format!("a_zero_point: int = {a_zp}"));
+            a.push(format!("b_zero_point: int = {b_zp}"));
+            a.push(format!("y_zero_point: int = {y_zp}"));
+            a.push(format!("clamp: ints = [{lo},{hi}]"));
+            a.push(format!("to: int = {}", out.onnx_code()));
+        }
         _ => {}
     }
 }
@@ -233,8 +294,74 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             b.step(Kernel::Quant(qk), &name, Some(out), vec![]);
             Ok(())
         }
+        Op::Lut => {
+            let x = b.input(n, 0)?;
+            let table = b
+                .opt_input(n, 1)
+                .and_then(|t| b.const_ints(t))
+                .filter(|t| t.len() == 256)
+                .ok_or_else(|| err("the lookup table must be 256 constant values"))?;
+            let out = b.out(n, 0)?;
+            b.s.tens[out].nhwc = b.s.tens[x].nhwc;
+            let bytes: Vec<u8> = table.iter().map(|v| *v as u8).collect();
+            b.step(Kernel::Lut(Lk { input: x, out }), &name, Some(out), vec![bytes]);
+            Ok(())
+        }
+        Op::QAdd { a_zp, b_zp, y_zp, lo, hi, .. } => {
+            let (x, y) = (b.input(n, 0)?, b.input(n, 1)?);
+            let rq = b
+                .opt_input(n, 2)
+                .and_then(|t| b.const_ints(t))
+                .ok_or_else(|| err("the requantisation records must be constant"))?;
+            let recs = qadd_records(&rq, *a_zp, *b_zp, *y_zp, *lo, *hi).map_err(|e| err(&e))?;
+            let out = b.out(n, 0)?;
+            // Both inputs in the first one's layout; the sum keeps it.
+            let nhwc = b.s.tens[x].nhwc;
+            let y = b.layout(y, nhwc);
+            b.s.tens[out].nhwc = nhwc;
+            let bytes: Vec<u8> = recs.iter().flat_map(|r| r.to_bytes()).collect();
+            b.step(Kernel::QAdd(Qa { a: x, b: y, out }), &name, Some(out), vec![bytes]);
+            Ok(())
+        }
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
+}
+
+/// The records of `QAdd` from its table `rq` (`[3, 2]` multiplier and shift pairs): input `a`
+/// and `b` to int16 with zero point `−R(zp)` (so the record computes `R(v) − R(zp)`), the
+/// sum to the output with its zero point and clamp. Shared by the reference and the
+/// lowering so that both compute the same integers.
+pub(crate) fn qadd_records(
+    rq: &[i64],
+    a_zp: i32,
+    b_zp: i32,
+    y_zp: i32,
+    lo: i32,
+    hi: i32,
+) -> R<[accelc_isa::requant::RequantRecord; 3]> {
+    use accelc_isa::requant::RequantRecord;
+    if rq.len() != 6 {
+        return Err(format!("QAdd needs 3 requantisation records, not {} values", rq.len()));
+    }
+    let i16c = |v: i32| v.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
+    let rec = |i: usize, zero_point: i32, clamp_lo: i16, clamp_hi: i16| {
+        let (m, shift) = (i32::try_from(rq[2 * i]), i32::try_from(rq[2 * i + 1]));
+        let (Ok(multiplier), Ok(shift)) = (m, shift) else {
+            return Err(format!("QAdd record {i} out of int32"));
+        };
+        let r = RequantRecord { multiplier, shift, zero_point, clamp_lo, clamp_hi };
+        if r.valid() {
+            Ok(r)
+        } else {
+            Err(format!("QAdd record {i}: shift {shift} outside -31..=30"))
+        }
+    };
+    let input = |i: usize, zp: i32| {
+        let r = rec(i, 0, i16::MIN, i16::MAX)?;
+        let offset = r.apply(zp, accelc_isa::Dtype::S16) as i32;
+        rec(i, -offset, i16::MIN, i16::MAX)
+    };
+    Ok([input(0, a_zp)?, input(1, b_zp)?, rec(2, y_zp, i16c(lo), i16c(hi))?])
 }
 
 /// The result of `n` when every input is constant, evaluated by the reference (its bytes).
@@ -261,13 +388,20 @@ fn constant_result(b: &Builder<'_>, n: &Node) -> Result<Option<bytes::Bytes>, Lo
     Ok(out.first().map(|a| a.to_tensor().data))
 }
 
-/// Cost inputs: a Cast to the type it already has is free; conversions are bounded by traffic.
+/// Cost inputs: a Cast to the type it already has is free; conversions are bounded by
+/// traffic; an integer addition is seven vector passes.
 pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType]) -> Work {
     let same = match (inputs.first().and_then(|t| t.as_ref()), outputs.first()) {
         (Some(i), Some(o)) => i.dtype == o.dtype,
         _ => false,
     };
-    if matches!(op, Op::Cast { .. }) && same { Work::Free } else { Work::Traffic }
+    match op {
+        Op::Cast { .. } if same => Work::Free,
+        // Widen, scale, widen, scale, add, widen, requantise.
+        Op::QAdd { .. } => Work::Vector { passes: 7, slow: false },
+        Op::Lut => Work::Vector { passes: 1, slow: false },
+        _ => Work::Traffic,
+    }
 }
 
 /// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`

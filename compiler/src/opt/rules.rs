@@ -733,6 +733,16 @@ fn rq_table(m: &[f64]) -> Option<Tensor> {
     Some(Tensor { dtype: DType::I32, shape: vec![recs.len(), 2], data: data.into() })
 }
 
+/// Requantisation records (`multiplier, shift` pairs), one per real multiplier in `m`.
+fn rq_table_rows(m: &[f64]) -> Option<Tensor> {
+    let mut data = Vec::with_capacity(8 * m.len());
+    for m in m {
+        let r = accelc_isa::requant::RequantRecord::from_real(*m, 0, 0, 0)?;
+        data.extend(r.multiplier.to_le_bytes().into_iter().chain(r.shift.to_le_bytes()));
+    }
+    Some(Tensor { dtype: DType::I32, shape: vec![m.len(), 2], data: data.into() })
+}
+
 /// The parts of a quantized matrix product: input, int8 weights `[Cout, K...]`, int32 bias,
 /// requantisation table, zero points and clamp; `None` when the accumulator could leave
 /// int32 or a multiplier is out of the record's range.
@@ -873,6 +883,172 @@ fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     None
 }
 
+/// Fractional bits of `qdq-add`'s common grid: the largest `L ≤ 16` with
+/// `255 · max(r_a, r_b) · 2^L ≤ 16000` (`r` an input scale over the output scale), so each
+/// scaled input stays within ±16001 and their sum inside int16; `None` below 4 bits, where
+/// the grid's rounding (at most 2 units) could reach a sixteenth of an output step.
+pub(crate) fn qadd_grid_bits(ra: f64, rb: f64) -> Option<i32> {
+    let r = ra.max(rb);
+    (4..=16).rev().find(|l| 255.0 * r * f64::from(1u32 << l) <= 16000.0)
+}
+
+/// `Q(act(Add(DQ(a), DQ(b))))` with per-tensor parameters and `a`, `b` of one shape →
+/// `QAdd(a, b, rq)`: each input scaled to a grid of `2^-L` output steps in int16, summed,
+/// and requantised by `2^-L` to the output (the arithmetic is on `Op::QAdd`).
+fn qdq_add(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let (ys, yz, ydt) = qparams(eg, ch[1], ch.get(2))?;
+    for (y, lo, hi) in through_activation(eg, ch[0], ys, yz, ydt) {
+        for (o, cc) in producers(eg, y) {
+            let Op::Binary(crate::ir::BinaryOp::Add) = o else { continue };
+            let (Some((a, sa, za, _)), Some((b, sb, zb, _))) =
+                (dq_input(eg, cc[0]), dq_input(eg, cc[1]))
+            else {
+                continue;
+            };
+            if ty(eg, a)?.shape != ty(eg, b)?.shape {
+                continue;
+            }
+            let (ra, rb) = (f64::from(sa) / f64::from(ys), f64::from(sb) / f64::from(ys));
+            let Some(l) = qadd_grid_bits(ra, rb) else { continue };
+            let g = f64::from(1u32 << l);
+            let Some(rq) = rq_table_rows(&[ra * g, rb * g, 1.0 / g]) else { continue };
+            let op = Op::QAdd {
+                a_zp: za as i32,
+                b_zp: zb as i32,
+                y_zp: yz as i32,
+                lo: lo as i32,
+                hi: hi as i32,
+                out: ydt,
+            };
+            return Some(Build::Op(
+                op,
+                "QAdd",
+                vec![Some(Build::Class(a)), Some(Build::Class(b)), Some(Build::Const(rq))],
+            ));
+        }
+    }
+    None
+}
+
+/// `Q(MaxPool(DQ(x)))` with the same scale, zero point and type on both sides → `MaxPool(x)`
+/// on the 8-bit values: exact, dequantization being monotone and `Q(DQ(v)) = v`.
+fn qdq_maxpool(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let (ys, yz, ydt) = qparams(eg, ch[1], ch.get(2))?;
+    for (o, cc) in producers(eg, ch[0]) {
+        let Op::Pool { max: true, window, .. } = o else { continue };
+        let Some((x, xs, xz, xdt)) = dq_input(eg, cc[0]) else { continue };
+        if (xs, xz, xdt) != (ys, yz, ydt) {
+            continue;
+        }
+        let op = Op::Pool { max: true, window: window.clone(), count_include_pad: false };
+        return Some(Build::Op(op, "MaxPool", vec![Some(Build::Class(x))]));
+    }
+    None
+}
+
+/// The values of class `c` for every 8-bit `x` when `c` is an element-wise function of
+/// `DQ(x)` (class `dq`) and scalar constants, computed by the reference's own operations; at
+/// most `depth` operations deep.
+fn pointwise_values(
+    eg: &EG,
+    c: Id,
+    dq: Id,
+    dq_values: &crate::interp::Array,
+    depth: usize,
+) -> Option<crate::interp::Array> {
+    use crate::interp::Array;
+    if eg.find(c) == eg.find(dq) {
+        return Some(dq_values.clone());
+    }
+    if let Some(v) = value(eg, c) {
+        return (v.len() == 1 && v.shape.len() <= 1).then(|| Array::from_tensor(v));
+    }
+    if depth == 0 {
+        return None;
+    }
+    for n in &eg[c].nodes {
+        let Some((o, op_type, ch)) = op(eg, n) else { continue };
+        if crate::ops::def(o).family != "elementwise" {
+            continue;
+        }
+        let args: Option<Vec<Option<Array>>> = ch
+            .iter()
+            .map(|k| {
+                if absent(eg, *k) {
+                    Some(None)
+                } else {
+                    pointwise_values(eg, *k, dq, dq_values, depth - 1).map(Some)
+                }
+            })
+            .collect();
+        let Some(args) = args else { continue };
+        let node = crate::ir::Node {
+            name: String::new(),
+            op_type: op_type.to_string(),
+            op: o.clone(),
+            inputs: vec![],
+            outputs: vec![],
+        };
+        let refs: Vec<Option<&Array>> = args.iter().map(Option::as_ref).collect();
+        let Ok(mut out) = crate::interp::eval(&node, &refs, eg.analysis.opset) else { continue };
+        if out.len() == 1 && out[0].shape() == dq_values.shape() {
+            return out.pop();
+        }
+    }
+    None
+}
+
+/// `Q(f(DQ(x)))` for an element-wise `f` of `DQ(x)` and scalar constants (an activation such
+/// as Sigmoid, Tanh, HardSwish, Gelu, LeakyRelu, or a chain of up to four operations), per-tensor
+/// parameters and 8-bit `x` → `Lut(x, table)`: exact, the 256 entries being the reference's
+/// own `Q(f(DQ(v)))` for every value `v`.
+fn qdq_lut(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    use crate::interp::Array;
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let (ys, yz, ydt) = qparams(eg, ch[1], ch.get(2))?;
+    // The activation's class: an element-wise op (not the DequantizeLinear itself).
+    let f = ch[0];
+    if !producers(eg, f).any(|(o, _)| crate::ops::def(o).family == "elementwise") {
+        return None;
+    }
+    // Every DequantizeLinear reachable through the activation's first inputs.
+    let mut dqs = vec![];
+    let mut frontier = vec![(f, 0usize)];
+    while let Some((c, d)) = frontier.pop() {
+        if let Some(q) = dq_input(eg, c) {
+            dqs.push((c, q));
+            continue;
+        }
+        if d >= 4 {
+            continue;
+        }
+        for (o, kids) in producers(eg, c) {
+            if crate::ops::def(o).family == "elementwise" {
+                frontier.extend(kids.iter().map(|k| (*k, d + 1)));
+            }
+        }
+    }
+    for (dq, (x, xs, xz, xdt)) in dqs {
+        let (lo, hi) = int_range(xdt);
+        let vals: Vec<i64> =
+            (0..256).map(|b| if xdt == DType::I8 { b as u8 as i8 as i64 } else { b }).collect();
+        debug_assert!(vals.iter().all(|v| (lo..=hi).contains(v)));
+        let deq: Vec<f32> = vals.iter().map(|v| (v - xz) as f32 * xs).collect();
+        let deq = Array::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[256]), deq).ok()?);
+        let Some(Array::F32(y)) = pointwise_values(eg, f, dq, &deq, 4) else { continue };
+        let table: Vec<u8> = y.iter().map(|v| quantize_scalar(*v, ys, yz, ydt) as u8).collect();
+        let table = Tensor { dtype: ydt, shape: vec![256], data: table.into() };
+        return Some(Build::Op(
+            Op::Lut,
+            "Lut",
+            vec![Some(Build::Class(x)), Some(Build::Const(table))],
+        ));
+    }
+    None
+}
+
 /// Every rule, in application order.
 pub fn all() -> Vec<Rule> {
     vec![
@@ -978,6 +1154,24 @@ pub fn all() -> Vec<Rule> {
             topic: "quantization",
             doc: "Q(act(Gemm(DQ(x), DQ(w)ᵀ, DQ(b)))) → Reshape(QConv 1×1(Reshape(x))): the same integer kernel for fully connected layers",
             apply: qdq_gemm,
+        },
+        Rule {
+            name: "qdq-add",
+            topic: "quantization",
+            doc: "Q(act(DQ(a) + DQ(b))) → QAdd(a, b, rq): both inputs scaled to a grid of 2^-L output steps in int16, summed, requantised; Relu/Clip become the output clamp",
+            apply: qdq_add,
+        },
+        Rule {
+            name: "qdq-maxpool",
+            topic: "quantization",
+            doc: "Q(MaxPool(DQ(x))) → MaxPool(x) on the 8-bit values, when both sides share scale, zero point and type (exact)",
+            apply: qdq_maxpool,
+        },
+        Rule {
+            name: "qdq-lut",
+            topic: "quantization",
+            doc: "Q(f(DQ(x))) → Lut(x, table) for element-wise f (activations, chains of up to four operations with scalar constants): exact, each entry the reference's Q(f(DQ(v)))",
+            apply: qdq_lut,
         },
         Rule {
             name: "pad-into-pool",

@@ -261,6 +261,22 @@ const RULE_CASES: &[RuleCase] = &[
         body: "ninf = Div (neg, zero)\n a = Pad (x, p, ninf)\n y = MaxPool <kernel_shape: ints = [3,3]> (a)",
         expect: &["MaxPool"],
     },
+    RuleCase {
+        output: "float[1,2,3,3]",
+        rules: &["qdq-maxpool"],
+        inputs: "float[1,2,5,5] x",
+        consts: "float s = {0.03}, int8 z = {-7}",
+        body: "q = QuantizeLinear (x, s, z)\n d = DequantizeLinear (q, s, z)\n m = MaxPool <kernel_shape: ints = [3,3], strides: ints = [2,2], pads: ints = [1,1,1,1]> (d)\n o = QuantizeLinear (m, s, z)\n y = DequantizeLinear (o, s, z)",
+        expect: &["QuantizeLinear", "MaxPool", "DequantizeLinear"],
+    },
+    RuleCase {
+        output: "float[1,2,5,5]",
+        rules: &["qdq-lut"],
+        inputs: "float[1,2,5,5] x",
+        consts: "float s = {0.03}, uint8 z = {128}, float s2 = {0.004}, uint8 z2 = {3}",
+        body: "q = QuantizeLinear (x, s, z)\n d = DequantizeLinear (q, s, z)\n h = HardSigmoid (d)\n a = Mul (d, h)\n o = QuantizeLinear (a, s2, z2)\n y = DequantizeLinear (o, s2, z2)",
+        expect: &["QuantizeLinear", "Lut", "DequantizeLinear"],
+    },
 ];
 
 /// The quantization rules on their own. They are not exact equalities (integer kernels round
@@ -282,6 +298,14 @@ const QUANT_CASES: &[RuleCase] = &[
         consts: "float xs = {0.01}, int8 xz = {-3}, int8[4,3] wq = {10,-20,30,40,-50,60,70,80,-90,100,110,-120}, float ws = {0.004}, int32[4] bq = {1000,-1000,2500,0}, float bs = {0.00004}, float ys = {0.02}, int8 yz = {5}",
         body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n w = DequantizeLinear (wq, ws)\n b = DequantizeLinear (bq, bs)\n g = Gemm <transB: int = 1> (d, w, b)\n o = QuantizeLinear (g, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
         expect: &["QuantizeLinear", "Reshape", "QConv", "Reshape", "DequantizeLinear"],
+    },
+    RuleCase {
+        output: "float[1,3,4,4]",
+        rules: &["qdq-add"],
+        inputs: "float[1,3,4,4] x, float[1,3,4,4] x2",
+        consts: "float as = {0.02}, uint8 az = {120}, float bs = {0.035}, int8 bz = {-4}, float ys = {0.045}, uint8 yz = {100}",
+        body: "qa = QuantizeLinear (x, as, az)\n da = DequantizeLinear (qa, as, az)\n qb = QuantizeLinear (x2, bs, bz)\n db = DequantizeLinear (qb, bs, bz)\n s = Add (da, db)\n r = Relu (s)\n o = QuantizeLinear (r, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
+        expect: &["QuantizeLinear", "QuantizeLinear", "QAdd", "DequantizeLinear"],
     },
 ];
 

@@ -43,6 +43,8 @@ pub(crate) fn step_dtype(s: &Sched, step: &Step) -> Dtype {
         Kernel::Elementwise(ew) => ew.out,
         Kernel::Fill { out, .. } => *out,
         Kernel::Quant(q) => q.input,
+        Kernel::QAdd(q) => q.a,
+        Kernel::Lut(l) => l.input,
         Kernel::Rowwise(rw) => rw.input,
     };
     super::device_dtype(s.tens[t].dtype).unwrap_or(Dtype::U8)
@@ -62,6 +64,8 @@ pub(crate) fn emit_step(
         Kernel::Elementwise(ew) => elementwise(em, s, step, ew),
         Kernel::Fill { out, value } => fill(em, s, *out, *value),
         Kernel::Quant(q) => quant::quant(em, s, step, q),
+        Kernel::QAdd(q) => quant::qadd(em, s, step, q),
+        Kernel::Lut(l) => quant::lut(em, s, step, l),
         Kernel::Rowwise(rw) => rowwise(em, s, step, rw),
     }
 }

@@ -1,7 +1,8 @@
 //! Quantize and dequantize kernels on the vector engine: per-tensor `QuantizeLinear` (float32
 //! to int8/uint8) and `DequantizeLinear` (int8/uint8/int32 to float32) over a dense tensor,
 //! where a quantized region meets float work (graph inputs and outputs, float ops between
-//! quantized ones).
+//! quantized ones); the integer addition `QAdd` of two 8-bit tensors; and the table lookup
+//! `Lut` of one.
 //!
 //! Each is the reference's arithmetic, operation for operation, so the device agrees with
 //! the interpreter bit for bit (the book's numerics page):
@@ -16,7 +17,7 @@ use accelc_isa::{BinOp, Dtype, Engine};
 
 use crate::lower::LowerError;
 use crate::lower::emit::{Dir, Emitter, LD_VX, VX_ST, at, vshape};
-use crate::lower::schedule::{Qk, Sched, Step};
+use crate::lower::schedule::{Lk, Qa, Qk, Sched, Step};
 
 use super::*;
 
@@ -101,4 +102,139 @@ pub(super) fn quant(
         slot += 1;
     }
     Ok((0, total as u64 * (ein + eout)))
+}
+
+/// `QAdd` (the arithmetic is on `Op::QAdd`): per chunk, each input widened to int32 and
+/// requantised to int16 on the common grid, the two added (int16, saturating), the sum
+/// widened and requantised to the output type.
+pub(super) fn qadd(
+    em: &mut Emitter,
+    s: &Sched,
+    step: &Step,
+    q: &Qa,
+) -> Result<(u64, u64), LowerError> {
+    let (da, ea) = elem(s, q.a)?;
+    let (db, eb) = elem(s, q.b)?;
+    let (dout, eout) = elem(s, q.out)?;
+    let total = s.tens[q.out].shape.iter().product::<usize>();
+    if [q.a, q.b].iter().any(|t| s.tens[*t].shape.iter().product::<usize>() != total) {
+        return Err(LowerError::msg("internal: QAdd shapes differ"));
+    }
+    let recs = params(em, step, &[])?
+        .ok_or_else(|| LowerError::msg("internal: no requantisation records"))?;
+    let rec = |i: u64| at(recs, 16 * i);
+    // Inputs and output double-buffered; one int32 and two int16 work buffers.
+    let per_elem = 2 * (ea + eb + eout) + 4 + 2 + 2;
+    let budget = (em.spad_free().saturating_sub(9 * 64) / per_elem).min(MAX_VX_ELEMENTS) as usize;
+    let rows_max = (budget / COLS).clamp(1, MAX_SHAPE_DIM);
+    let chunk = (rows_max * COLS).min(total.max(1));
+    let abuf = [em.spad(chunk as u64 * ea)?, em.spad(chunk as u64 * ea)?];
+    let bbuf = [em.spad(chunk as u64 * eb)?, em.spad(chunk as u64 * eb)?];
+    let obuf = [em.spad(chunk as u64 * eout)?, em.spad(chunk as u64 * eout)?];
+    let w32 = em.spad(chunk as u64 * 4)?;
+    let (ta, tb) = (em.spad(chunk as u64 * 2)?, em.spad(chunk as u64 * 2)?);
+    let (a_seg, a_base) = s.addr(q.a)?;
+    let (b_seg, b_base) = s.addr(q.b)?;
+    let (out_seg, out_base) = s.addr(q.out)?;
+    let mut done = 0usize;
+    let mut slot = 0usize;
+    while done < total {
+        let m = chunk.min(total - done);
+        let (rows, cols) = if m >= COLS { (m / COLS, COLS) } else { (1, m) };
+        let m = rows * cols;
+        let i = slot % 2;
+        em.wait(Engine::Ld, LD_VX.free);
+        for (seg, base, e, buf) in [(a_seg, a_base, ea, abuf[i]), (b_seg, b_base, eb, bbuf[i])] {
+            em.dma_block(
+                Dir::Load,
+                seg,
+                base + done as u64 * e,
+                &[(m * e as usize, 1, 1)],
+                1,
+                buf,
+            )?;
+        }
+        em.signal(Engine::Ld, LD_VX.full)?;
+        em.wait(Engine::Vx, LD_VX.full);
+        em.wait(Engine::Vx, VX_ST.free);
+        let (r, c) = (rows as u64, cols as u64);
+        let dense = |e: u64| (c * e, r * c * e);
+        let conv = |dst: u64, src: u64| vshape(1, r, c, dense(dst), dense(src), (0, 0), 0);
+        em.vconv(da, Dtype::S32, conv(4, ea), w32, abuf[i])?;
+        em.vrequant_tensor(Dtype::S16, conv(2, 4), ta, w32, rec(0))?;
+        em.vconv(db, Dtype::S32, conv(4, eb), w32, bbuf[i])?;
+        em.vrequant_tensor(Dtype::S16, conv(2, 4), tb, w32, rec(1))?;
+        let sum = vshape(1, r, c, dense(2), dense(2), dense(2), 0);
+        em.vbin(Dtype::S16, BinOp::Add, sum, ta, ta, tb)?;
+        em.vconv(Dtype::S16, Dtype::S32, conv(4, 2), w32, ta)?;
+        em.vrequant_tensor(dout, conv(eout, 4), obuf[i], w32, rec(2))?;
+        em.signal(Engine::Vx, LD_VX.free)?;
+        em.signal(Engine::Vx, VX_ST.full)?;
+        em.wait(Engine::St, VX_ST.full);
+        em.dma_block(
+            Dir::Store,
+            out_seg,
+            out_base + done as u64 * eout,
+            &[(m * eout as usize, 1, 1)],
+            1,
+            obuf[i],
+        )?;
+        em.signal(Engine::St, VX_ST.free)?;
+        done += m;
+        slot += 1;
+    }
+    Ok((0, total as u64 * (ea + eb + eout)))
+}
+
+/// `Lut`: per chunk, one `vx.lut` over the bytes (the table maps bit patterns, so both sides
+/// are read and written as `u8` whatever their types).
+pub(super) fn lut(
+    em: &mut Emitter,
+    s: &Sched,
+    step: &Step,
+    l: &Lk,
+) -> Result<(u64, u64), LowerError> {
+    let total = s.tens[l.out].shape.iter().product::<usize>();
+    if s.tens[l.input].shape.iter().product::<usize>() != total {
+        return Err(LowerError::msg("internal: lookup shapes differ"));
+    }
+    let table =
+        params(em, step, &[])?.ok_or_else(|| LowerError::msg("internal: no lookup table"))?;
+    let budget = (em.spad_free().saturating_sub(5 * 64) / 4).min(MAX_VX_ELEMENTS) as usize;
+    let rows_max = (budget / COLS).clamp(1, MAX_SHAPE_DIM);
+    let chunk = (rows_max * COLS).min(total.max(1));
+    let ibuf = [em.spad(chunk as u64)?, em.spad(chunk as u64)?];
+    let obuf = [em.spad(chunk as u64)?, em.spad(chunk as u64)?];
+    let (in_seg, in_base) = s.addr(l.input)?;
+    let (out_seg, out_base) = s.addr(l.out)?;
+    let mut done = 0usize;
+    let mut slot = 0usize;
+    while done < total {
+        let m = chunk.min(total - done);
+        let (rows, cols) = if m >= COLS { (m / COLS, COLS) } else { (1, m) };
+        let m = rows * cols;
+        let i = slot % 2;
+        em.wait(Engine::Ld, LD_VX.free);
+        em.dma_block(Dir::Load, in_seg, in_base + done as u64, &[(m, 1, 1)], 1, ibuf[i])?;
+        em.signal(Engine::Ld, LD_VX.full)?;
+        em.wait(Engine::Vx, LD_VX.full);
+        em.wait(Engine::Vx, VX_ST.free);
+        let (r, c) = (rows as u64, cols as u64);
+        let shape = em.shape(vshape(1, r, c, (c, r * c), (c, r * c), (0, 0), 0))?;
+        em.push(accelc_isa::inst::VxLut {
+            dtype: Dtype::U8,
+            shape,
+            dst: obuf[i],
+            src: ibuf[i],
+            table,
+        })?;
+        em.signal(Engine::Vx, LD_VX.free)?;
+        em.signal(Engine::Vx, VX_ST.full)?;
+        em.wait(Engine::St, VX_ST.full);
+        em.dma_block(Dir::Store, out_seg, out_base + done as u64, &[(m, 1, 1)], 1, obuf[i])?;
+        em.signal(Engine::St, VX_ST.free)?;
+        done += m;
+        slot += 1;
+    }
+    Ok((0, 2 * total as u64))
 }

@@ -49,7 +49,12 @@ pub(super) fn window(
             Act::Clip(lo, hi) => (0, vec![lo.to_bits(), hi.to_bits()]),
             _ => (0, vec![]),
         },
-        WinKind::Pool(p) if p.max => (NEG_INF, vec![]),
+        // Max pooling pads with the type's least value, which no tap can beat.
+        WinKind::Pool(p) if p.max => match dt {
+            accelc_isa::Dtype::S8 => (0x8080_8080, vec![]),
+            accelc_isa::Dtype::U8 => (0, vec![]),
+            _ => (NEG_INF, vec![]),
+        },
         WinKind::Pool(_) => (0, vec![]),
     };
     let pbuf = params(em, step, &scalars)?;
