@@ -1,7 +1,9 @@
 //! The model zoo end to end: per float model, the compile time and peak compile memory, the
 //! simulated cycles against the sum of per-layer roofline bounds, and the simulator's wall
 //! time next to onnxruntime's CPU time for the same model and input (onnxruntime from the
-//! test venv, one thread, timed in the same run).
+//! test venv, one thread, timed in the same run). Then the int8 QDQ models at `-O2` (the
+//! quantization rules make their integer kernels): the same figures on `default`, and the
+//! cycles on `u65` next to Vela 5.2's estimates for Ethos-U65-512.
 //! Run with `cargo bench -p accelc-bench --bench zoo` after `bash .ci/setup`.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use accelc::{HostTensor, Level, Options, Session, Source};
+use accelc_isa::DeviceConfig;
 
 const MODELS: &[&str] = &[
     "mlp_mnist",
@@ -17,6 +20,14 @@ const MODELS: &[&str] = &[
     "squeezenet1_1",
     "mobilenet_v2",
     "resnet18",
+];
+
+/// The int8 QDQ models and Vela 5.2's cycle estimate for the same architecture on
+/// Ethos-U65-512 (the int8 issue's figures).
+const INT8_MODELS: &[(&str, f64)] = &[
+    ("resnet18_int8_qdq", 5.54e6),
+    ("mobilenet_v2_int8_qdq", 2.29e6),
+    ("mobilenet_v2_int8_qdq_pc", 2.29e6),
 ];
 
 fn root() -> PathBuf {
@@ -63,6 +74,82 @@ fn compile_peak(model: &Path) -> Option<(f64, u64, u64)> {
     Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
 }
 
+/// Simulated cycles and the median wall time of `runs` inferences of `c` on `input` (.npy).
+fn simulate(c: &accelc::Compilation, input: &Path, runs: usize) -> (u64, f64) {
+    let session = Session::new(c.blob.clone()).expect("the blob loads through the driver");
+    let x: Vec<u8> = std::fs::read(input).expect("input");
+    // The .npy payload: the header ends with a newline, data is float32 little endian.
+    let header = x.iter().position(|b| *b == b'\n').expect("npy header") + 1;
+    let spec = session.inputs()[0].dims.iter().map(|d| *d as usize).collect();
+    let data = HostTensor::new(accelc::DType::F32, spec, x[header..].to_vec())
+        .expect("the input matches the model");
+    let mut walls = Vec::new();
+    let mut cycles = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = session.run(std::slice::from_ref(&data)).expect("the model runs");
+        walls.push(t.elapsed().as_secs_f64());
+        cycles = r.stats.cycles;
+    }
+    (cycles, median(walls))
+}
+
+/// Median compile time of three `-O2` compiles for `config`, and the last compilation.
+fn compile_o2(model: &Path, config: DeviceConfig) -> (f64, accelc::Compilation) {
+    let opts = Options { config, ..Options::default() };
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let c = accelc::compile(Source::Path(model), &opts, &mut ()).expect("the model compiles");
+        times.push(t.elapsed().as_secs_f64());
+        last = Some(c);
+    }
+    (median(times), last.expect("compiled three times"))
+}
+
+fn int8_table(zoo: &Path, runs: usize) {
+    println!();
+    println!(
+        "{:<28} {:>9} {:>12} {:>12} {:>6} {:>10} {:>10} {:>7} {:>12} {:>10} {:>9}",
+        "int8 model (-O2)",
+        "compile",
+        "cycles",
+        "roofline",
+        "ratio",
+        "sim wall",
+        "ort cpu",
+        "sim/ort",
+        "u65 cycles",
+        "Vela U65",
+        "u65/Vela"
+    );
+    for (m, vela) in INT8_MODELS {
+        let model = zoo.join(format!("{m}.onnx"));
+        let input = zoo.join(format!("{m}.input_0.npy"));
+        let (compile_s, c) = compile_o2(&model, DeviceConfig::default_npu());
+        let (cycles, wall) = simulate(&c, &input, runs);
+        let roof = c.compiled.roofline_cycles();
+        let (_, u) = compile_o2(&model, DeviceConfig::u65());
+        let (u65, _) = simulate(&u, &input, 1);
+        let ort = onnxruntime_seconds(&model, &input, runs * 4);
+        println!(
+            "{:<28} {:>8.3}s {:>12} {:>12} {:>6.2} {:>9.3}s {:>10} {:>7} {:>12} {:>9.2}M {:>9.2}",
+            m,
+            compile_s,
+            cycles,
+            roof,
+            cycles as f64 / roof as f64,
+            wall,
+            ort.map_or("?".into(), |o| format!("{o:.4}s")),
+            ort.map_or("?".into(), |o| format!("{:.1}", wall / o)),
+            u65,
+            vela / 1e6,
+            u65 as f64 / vela
+        );
+    }
+}
+
 fn main() {
     let zoo = root().join("../shared/models");
     let runs = 5;
@@ -95,22 +182,7 @@ fn main() {
         let c = compiled.expect("compiled three times");
         let compile_s = median(times);
         let peak = compile_peak(&model);
-        let session = Session::new(c.blob.clone()).expect("the blob loads through the driver");
-        let x: Vec<u8> = std::fs::read(&input).expect("input");
-        // The .npy payload: the header ends with a newline, data is float32 little endian.
-        let header = x.iter().position(|b| *b == b'\n').expect("npy header") + 1;
-        let spec = session.inputs()[0].dims.iter().map(|d| *d as usize).collect();
-        let data = HostTensor::new(accelc::DType::F32, spec, x[header..].to_vec())
-            .expect("the input matches the model");
-        let mut walls = Vec::new();
-        let mut cycles = 0;
-        for _ in 0..runs {
-            let t = Instant::now();
-            let r = session.run(std::slice::from_ref(&data)).expect("the model runs");
-            walls.push(t.elapsed().as_secs_f64());
-            cycles = r.stats.cycles;
-        }
-        let wall = median(walls);
+        let (cycles, wall) = simulate(&c, &input, runs);
         let roof = c.compiled.roofline_cycles();
         let ort = onnxruntime_seconds(&model, &input, runs * 4);
         let (peak_mb, peak_note) = match peak {
@@ -134,4 +206,5 @@ fn main() {
             peak_note
         );
     }
+    int8_table(&zoo, runs);
 }

@@ -419,12 +419,13 @@ pub enum Op {
         group: usize,
     },
     /// A quantized convolution in the device's integer arithmetic, made by the optimizer's
-    /// `qdq-conv` and `qdq-gemm` rules (never imported). Inputs: `x` (int8/uint8, NCHW), `w`
-    /// (int8 `[Cout, Cin/group, kh, kw]`), `bias` (int32 `[Cout]`), `rq` (int32 `[Cout, 2]`
-    /// or `[1, 2]`: a requantisation multiplier and shift per output channel). Per output
-    /// element, `acc = Σ (x − x_zp) · w + bias` exactly in int32, then
+    /// `qdq-conv` and `qdq-gemm` rules and by `legalize` from the explicit integer operators
+    /// (never imported). Inputs: `x` (int8/uint8, NCHW), `w` (int8 `[Cout, Cin/group, kh,
+    /// kw]`), `bias` (int32 `[Cout]`), `rq` (int32 `[Cout, 2]` or `[1, 2]`: a
+    /// requantisation multiplier and shift per output channel; absent when `out` is int32).
+    /// Per output element, `acc = Σ (x − x_zp) · w + bias` exactly in int32, then
     /// `clamp(y_zp + rdbp(srdhm(acc, multiplier), shift), lo, hi)` in `out`
-    /// (`accelc_isa::requant`, the book's numerics page).
+    /// (`accelc_isa::requant`, the book's numerics page), or `acc` itself for an int32 `out`.
     QConv {
         /// Window attributes.
         window: Window,

@@ -15,6 +15,16 @@
 //!   `y[o] = Σ x[i]·w[o - s·i]` is a correlation of the spread input with the flipped kernel
 //!   (Dumoulin & Visin, "A guide to convolution arithmetic", 2016, §4).
 //!
+//! - The explicit integer operators with constant weights and quantization parameters
+//!   (ConvInteger, MatMulInteger, QLinearConv, QLinearMatMul) become `QConv` with an int32
+//!   output (the accumulator `Σ (x − x_zp)·(w − w_zp) + bias`, exactly the reference's), a
+//!   matrix product as a 1×1 convolution between `Reshape`s. Weights minus their zero point
+//!   that leave int8 (uint8 weights: up to ±255) are split into parts that fit,
+//!   `w − w_zp = w₁ + w₂ (+ w₃)`, against the input repeated along channels (`Concat`).
+//!   QLinear* then requantise in float exactly as the reference does:
+//!   `DequantizeLinear(acc, m)` with `m = f32(x_scale·w_scale) / f32(y_scale)` gives
+//!   `f32(acc)·m`, and `QuantizeLinear(·, 1, y_zp)` rounds it half to even and saturates.
+//!
 //! Each node of the result records the original node it came from, so per-node answers
 //! (`select::device_support`) map back to the graph the user gave.
 
@@ -72,12 +82,13 @@ fn unit_axis(g: &mut Graph, name: String, op: Op, x: ValueId, out: ValueId) {
     });
 }
 
-/// Legalizes `graph` (folded, typed): transposed convolutions first, then 1-D windows (the
+/// Legalizes `graph` (folded, typed): the explicit integer operators, transposed convolutions, then 1-D windows (the
 /// convolutions the first step makes may be 1-D).
 pub(crate) fn legalize(graph: &Graph) -> Result<Legalized, LowerError> {
-    let first = conv_transpose_to_conv(graph)?;
+    let zero = explicit_integer(graph)?;
+    let first = conv_transpose_to_conv(&zero.graph)?;
     let mut second = lift_1d(&first.graph)?;
-    let origin = second.origin.iter().map(|i| first.origin[*i]).collect();
+    let origin = second.origin.iter().map(|i| zero.origin[first.origin[*i]]).collect();
     unique_names(&mut second.graph, graph.values.len());
     Ok(Legalized { graph: second.graph, origin })
 }
@@ -369,4 +380,280 @@ fn lift_1d(graph: &Graph) -> Result<Legalized, LowerError> {
         origin.push(i);
     }
     Ok(Legalized { graph: g, origin })
+}
+
+/// The explicit integer operators as `QConv` (see the module documentation); every other
+/// node as it is.
+fn explicit_integer(graph: &Graph) -> Result<Legalized, LowerError> {
+    let mut g = Graph { nodes: Vec::with_capacity(graph.nodes.len()), ..graph.clone() };
+    let mut origin = Vec::with_capacity(graph.nodes.len());
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if !integer_op(graph, &mut g, n)? {
+            g.nodes.push(n.clone());
+        }
+        origin.resize(g.nodes.len(), i);
+    }
+    Ok(Legalized { graph: g, origin })
+}
+
+/// Writes the `QConv` form of `n` into `g` if `n` is ConvInteger, MatMulInteger, QLinearConv
+/// or QLinearMatMul; returns whether it did. Errors: what keeps such a node off the device
+/// (computed weights or parameters, a per-row or per-channel parameter the kernels do not
+/// take, a possible int32 overflow).
+fn integer_op(graph: &Graph, g: &mut Graph, n: &Node) -> Result<bool, LowerError> {
+    let (conv, qlinear) = match &n.op {
+        Op::ConvInteger { .. } => (true, false),
+        Op::QLinearConv { .. } => (true, true),
+        Op::MatMulInteger => (false, false),
+        Op::QLinearMatMul => (false, true),
+        _ => return Ok(false),
+    };
+    let err = |m: &str| LowerError::at(&n.name, format!("{}: {m}", n.op_type));
+    // Input positions of x, x_zp, w, w_zp (and the scales of QLinear*: x 1, w 4, y 6, y_zp 7).
+    let (xi, xzi, wi, wzi) = if qlinear { (0, 2, 3, 5) } else { (0, 2, 1, 3) };
+    let input = |i: usize| n.inputs.get(i).copied().flatten();
+    let constant = |i: usize| input(i).and_then(|v| graph.value(v).constant.as_ref());
+    let x = input(xi).ok_or_else(|| err("no input"))?;
+    let xt = graph.value(x).ty.clone().ok_or_else(|| err("untyped input"))?;
+    if !matches!(xt.dtype, DType::U8 | DType::I8) {
+        return Err(err(&format!("{} input is not lowered", xt.dtype)));
+    }
+    let w = constant(wi).ok_or_else(|| err("the weights must be constant"))?;
+    let params = if qlinear { vec![1, 2, 4, 5, 6, 7] } else { vec![2, 3] };
+    if params.iter().any(|i| input(*i).is_some() && constant(*i).is_none()) {
+        return Err(err("the quantization parameters must be constant"));
+    }
+    let int_input = |i: usize| constant(i).map(Tensor::i64s);
+    let x_zp = match int_input(xzi) {
+        None => 0,
+        Some(v) if v.len() == 1 => v[0],
+        Some(_) => return Err(err("a per-row input zero point is not lowered")),
+    };
+    let wz = int_input(wzi).unwrap_or_else(|| vec![0]);
+    let wv = w.i64s();
+    let name = &n.name;
+    let out = *n.outputs.first().ok_or_else(|| err("no output"))?;
+    let ot = graph.value(out).ty.clone().ok_or_else(|| err("untyped output"))?;
+    let unit = Window {
+        kernel: vec![1, 1],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0, 0, 0, 0],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    };
+    // Weight sets (one per batch of a batched B) as [cout][inner] minus their zero points,
+    // and the geometry: convolutions take x as it is, matrix products A as [M, K, 1, 1].
+    let (cout, inner, window, group, batches, m) = match &n.op {
+        Op::ConvInteger { window, group } | Op::QLinearConv { window, group } => {
+            if w.shape.len() != 4 || xt.shape.len() != 4 {
+                return Err(err("only 2-D integer convolutions are lowered"));
+            }
+            (w.shape[0], w.len() / w.shape[0].max(1), window.clone(), *group, 1, 0)
+        }
+        _ => {
+            let (r, ra) = (w.shape.len(), xt.shape.len());
+            if r < 2 || ra < 2 {
+                return Err(err("1-D matrix products are not lowered"));
+            }
+            let batch = &w.shape[..r - 2];
+            if r > 2 && (ra != r || xt.shape[..ra - 2] != *batch) {
+                return Err(err("a batched B with other batch dimensions than A is not lowered"));
+            }
+            let (k, nn) = (w.shape[r - 2], w.shape[r - 1]);
+            let bt: usize = batch.iter().product();
+            // A 2-D B serves every row of A at once.
+            let m = if r == 2 {
+                xt.shape.iter().product::<usize>() / k.max(1)
+            } else {
+                xt.shape[ra - 2]
+            };
+            (nn, k, unit, 1, bt, m)
+        }
+    };
+    if !(wz.len() == 1 || wz.len() == cout) {
+        return Err(err("the weight zero point is neither per tensor nor per output channel"));
+    }
+    let zp_of = |o: usize| wz[if wz.len() == 1 { 0 } else { o }];
+    let per = cout * inner;
+    let mut wd = vec![0i64; batches * per];
+    for j in 0..batches {
+        for o in 0..cout {
+            for k in 0..inner {
+                let v = if conv { wv[o * inner + k] } else { wv[j * per + k * cout + o] };
+                wd[j * per + o * inner + k] = v - zp_of(o);
+            }
+        }
+    }
+    // Parts that fit int8: `ceil(max |w − w_zp| / 127)`.
+    let maxabs = wd.iter().map(|v| v.abs()).max().unwrap_or(0);
+    let parts = if wd.iter().all(|v| (-128..=127).contains(v)) {
+        1
+    } else {
+        (maxabs as u64).div_ceil(127) as usize
+    };
+    if parts > 1 && group > 1 {
+        return Err(err(
+            "grouped weights whose zero point leaves them outside int8 are not lowered",
+        ));
+    }
+    let bias: Vec<i64> = if n.op_type == "QLinearConv" && input(8).is_some() {
+        let b = constant(8).ok_or_else(|| err("the bias must be constant"))?;
+        if b.dtype != DType::I32 || b.len() != cout {
+            return Err(err("the bias must be int32, one per output channel"));
+        }
+        b.i64s()
+    } else {
+        vec![0; cout]
+    };
+    // The accumulator stays inside int32 (the kernel's sums wrap).
+    let (tlo, thi) = if xt.dtype == DType::I8 { (-128, 127) } else { (0, 255) };
+    let xmax = (x_zp - tlo).max(thi - x_zp);
+    let bmax = bias.iter().map(|b| b.abs()).max().unwrap_or(0);
+    if (inner as i64) * xmax * maxabs + bmax + (inner as i64) * 255 * 128 >= i64::from(i32::MAX) {
+        return Err(err("the int32 accumulator could overflow"));
+    }
+    let b32: Vec<u8> = bias.iter().flat_map(|b| (*b as i32).to_le_bytes()).collect();
+    let bt = Tensor { dtype: DType::I32, shape: vec![cout], data: b32.into() };
+    let bty = TensorType { dtype: DType::I32, shape: vec![cout] };
+    let bv = add_value(g, format!("{name}/int.bias"), bty, Some(bt));
+    let ty = |dtype: DType, shape: &[usize]| TensorType { dtype, shape: shape.to_vec() };
+    // One QConv per weight set: `src` (4-D) repeated `parts` times along channels.
+    let qconv = |g: &mut Graph, j: usize, src: ValueId, shape: &[usize], out_shape: &[usize]| {
+        let mut src = src;
+        if parts > 1 {
+            let mut s2 = shape.to_vec();
+            s2[1] *= parts;
+            src = push(
+                g,
+                format!("{name}/int.repeat{j}"),
+                "Concat",
+                Op::Concat { axis: 1 },
+                vec![Some(src); parts],
+                ty(xt.dtype, &s2),
+            );
+        }
+        let mut qw = Vec::with_capacity(per * parts);
+        for o in 0..cout {
+            let mut rest = wd[j * per + o * inner..j * per + (o + 1) * inner].to_vec();
+            for _ in 0..parts {
+                for r in rest.iter_mut() {
+                    let part = (*r).clamp(-127, 127);
+                    qw.push(part as i8 as u8);
+                    *r -= part;
+                }
+            }
+        }
+        let mut wshape = if conv { w.shape.clone() } else { vec![cout, inner, 1, 1] };
+        wshape[1] *= parts;
+        let wt = Tensor { dtype: DType::I8, shape: wshape.clone(), data: qw.into() };
+        let wv = add_value(g, format!("{name}/int.w{j}"), ty(DType::I8, &wshape), Some(wt));
+        let op = Op::QConv {
+            window: window.clone(),
+            group,
+            x_zp: x_zp as i32,
+            y_zp: 0,
+            lo: 0,
+            hi: 0,
+            out: DType::I32,
+        };
+        push(
+            g,
+            format!("{name}/int.conv{j}"),
+            "QConv",
+            op,
+            vec![Some(src), Some(wv), Some(bv), None],
+            ty(DType::I32, out_shape),
+        )
+    };
+    let reshape = |g: &mut Graph, nm: String, src: ValueId, dt: DType, shape: &[usize]| {
+        let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
+        let sv = ints(g, format!("{nm}.shape"), &dims);
+        push(
+            g,
+            nm,
+            "Reshape",
+            Op::Reshape { allowzero: false },
+            vec![Some(src), Some(sv)],
+            ty(dt, shape),
+        )
+    };
+    let acc = if conv {
+        qconv(g, 0, x, &xt.shape, &ot.shape)
+    } else if batches == 1 && w.shape.len() == 2 {
+        let a4 = reshape(g, format!("{name}/int.a"), x, xt.dtype, &[m, inner, 1, 1]);
+        let y4 = qconv(g, 0, a4, &[m, inner, 1, 1], &[m, cout, 1, 1]);
+        reshape(g, format!("{name}/int.y"), y4, DType::I32, &ot.shape)
+    } else {
+        // Per batch: A's slice, its product, and the products stacked again.
+        let a3 = reshape(g, format!("{name}/int.a"), x, xt.dtype, &[batches, m, inner]);
+        let mut ys = Vec::with_capacity(batches);
+        for j in 0..batches {
+            let (st, en, ax) = (
+                ints(g, format!("{name}/int.slice{j}.starts"), &[j as i64]),
+                ints(g, format!("{name}/int.slice{j}.ends"), &[j as i64 + 1]),
+                ints(g, format!("{name}/int.slice{j}.axes"), &[0]),
+            );
+            let aj = push(
+                g,
+                format!("{name}/int.slice{j}"),
+                "Slice",
+                Op::Slice { attrs: None },
+                vec![Some(a3), Some(st), Some(en), Some(ax)],
+                ty(xt.dtype, &[1, m, inner]),
+            );
+            let a4 = reshape(g, format!("{name}/int.a{j}"), aj, xt.dtype, &[m, inner, 1, 1]);
+            let y4 = qconv(g, j, a4, &[m, inner, 1, 1], &[m, cout, 1, 1]);
+            ys.push(Some(reshape(g, format!("{name}/int.y{j}"), y4, DType::I32, &[1, m, cout])));
+        }
+        let y3 = push(
+            g,
+            format!("{name}/int.stack"),
+            "Concat",
+            Op::Concat { axis: 0 },
+            ys,
+            ty(DType::I32, &[batches, m, cout]),
+        );
+        reshape(g, format!("{name}/int.y"), y3, DType::I32, &ot.shape)
+    };
+    let last = g.nodes.len() - 1;
+    if !qlinear {
+        // The last node writes the original output.
+        let _ = acc;
+        g.nodes[last].outputs = vec![out];
+        return Ok(true);
+    }
+    // Float requantisation, the reference's own formula (interp::requantize).
+    let f = |i: usize| constant(i).map(Tensor::f32s).filter(|v| !v.is_empty());
+    let (Some(sa), Some(sb), Some(sy)) = (f(1), f(4), f(6)) else {
+        return Err(err("the scales must be constant floats"));
+    };
+    if sb.len() != 1 {
+        return Err(err(
+            "per-channel weight scales are not lowered (the output requantisation is per tensor)",
+        ));
+    }
+    let mscale = (f64::from(sa[0]) * f64::from(sb[0])) as f32 / sy[0];
+    let scalar = |g: &mut Graph, nm: &str, v: f32| {
+        let t = Tensor::from_f32(vec![], &[v]);
+        add_value(g, format!("{name}/int.{nm}"), ty(DType::F32, &[]), Some(t))
+    };
+    let mv = scalar(g, "m", mscale);
+    let real = push(
+        g,
+        format!("{name}/int.real"),
+        "DequantizeLinear",
+        Op::DequantizeLinear { axis: 1 },
+        vec![Some(acc), Some(mv)],
+        ty(DType::F32, &ot.shape),
+    );
+    let one = scalar(g, "one", 1.0);
+    g.nodes.push(Node {
+        name: format!("{name}/int.requant"),
+        op_type: "QuantizeLinear".into(),
+        op: Op::QuantizeLinear { axis: 1 },
+        inputs: vec![Some(real), Some(one), input(7)],
+        outputs: vec![out],
+    });
+    Ok(true)
 }

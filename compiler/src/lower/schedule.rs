@@ -161,7 +161,7 @@ pub(crate) struct MmQuant {
     pub(crate) pad_byte: u8,
     /// Per output channel.
     pub(crate) bias: Vec<i32>,
-    /// Per output channel.
+    /// Per output channel; none: the output is the int32 accumulator (ConvInteger).
     pub(crate) records: Vec<accelc_isa::requant::RequantRecord>,
 }
 
@@ -265,6 +265,10 @@ pub(crate) struct Qk {
     pub(crate) scale: f32,
     pub(crate) zp: i32,
     pub(crate) dequant: bool,
+    /// Per-axis parameters: the tensor as `[outer, n, inner]` (plain layout) with one scale
+    /// and zero point per `n`, in the step's constant 0 (`n` f32 scales, `n` f32 and `n` s32
+    /// zero points); `None`: per tensor (`scale`, `zp`).
+    pub(crate) axis: Option<[usize; 3]>,
 }
 
 /// Table lookup on a dense 8-bit tensor (`Op::Lut`): the step's constant 0 holds the 256-byte

@@ -61,12 +61,25 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
                 return Err(format!("input zero point {x_zp} outside {}", t.dtype));
             }
             let cout = w.shape.first().copied().unwrap_or(0);
-            let (b, rq) = (input(ins, 2)?, input(ins, 3)?);
+            let b = input(ins, 2)?;
             if b.dtype != DType::I32 || b.shape != [cout] {
                 return Err(format!("QConv bias {b}: needs int32[{cout}]"));
             }
-            if rq.dtype != DType::I32 || !(rq.shape == [cout, 2] || rq.shape == [1, 2]) {
-                return Err(format!("QConv requantisation {rq}: needs int32[{cout}, 2] or [1, 2]"));
+            match (ins.get(3).copied().flatten(), out) {
+                (None, DType::I32) => {}
+                (Some(rq), DType::U8 | DType::I8)
+                    if rq.dtype == DType::I32 && (rq.shape == [cout, 2] || rq.shape == [1, 2]) => {}
+                (Some(rq), DType::U8 | DType::I8) => {
+                    return Err(format!(
+                        "QConv requantisation {rq}: needs int32[{cout}, 2] or [1, 2]"
+                    ));
+                }
+                (rq, out) => {
+                    return Err(format!(
+                        "QConv to {out} {} requantisation",
+                        if rq.is_some() { "with" } else { "without" }
+                    ));
+                }
             }
             Ok(vec![TensorType { dtype: *out, shape: conv_shape(t, w, window, *group)? }])
         }
@@ -132,9 +145,20 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             let xi = arg(args, 0)?.ints()?.mapv(|v| (v - i64::from(*x_zp)) as f64);
             let w = arg(args, 1)?.ints()?.mapv(|v| v as f64);
             let bias = arg(args, 2)?.ints()?;
-            let rq: Vec<i64> = arg(args, 3)?.ints()?.iter().copied().collect();
             // Exact: products of 8-bit values summed below 2^53.
             let acc = conv_t(&xi, &w, window, *group)?;
+            if *out == DType::I32 {
+                let mut y = acc.mapv(|v| v as i64);
+                for (m, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
+                    let b = bias.iter().nth(m).copied().ok_or("bias shorter than the channels")?;
+                    plane.mapv_inplace(|v| v + b);
+                }
+                if let Some(v) = y.iter().find(|v| i32::try_from(**v).is_err()) {
+                    return Err(format!("accumulator {v} overflows int32"));
+                }
+                return one(Array::Int(y, DType::I32));
+            }
+            let rq: Vec<i64> = arg(args, 3)?.ints()?.iter().copied().collect();
             one(Array::Int(qconv_requant(&acc, bias, &rq, *y_zp, *lo, *hi, *out)?, *out))
         }
         Op::QLinearConv { window, group } => {
@@ -360,14 +384,19 @@ fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerEr
         return Err(LowerError::at(&n.name, super::misrouted(&n.op, FAMILY)));
     };
     let err = |m: &str| LowerError::at(&n.name, m.to_string());
-    let (x, w, bias_t, rq_t) = (b.input(n, 0)?, b.input(n, 1)?, b.input(n, 2)?, b.input(n, 3)?);
+    let (x, w, bias_t) = (b.input(n, 0)?, b.input(n, 1)?, b.input(n, 2)?);
+    // Without records (an int32 output) the kernel stores the accumulator.
+    let rq_t = b.opt_input(n, 3);
     let (xs, ws) = (b.shape(x), b.shape(w));
     if xs.len() != 4 || ws.len() != 4 {
         return Err(err("only 2-D quantized convolutions are lowered"));
     }
     let wv = b.constant(w).ok_or_else(|| err("QConv weights must be constant"))?.to_vec();
     let bias = b.const_ints(bias_t).ok_or_else(|| err("QConv bias must be constant"))?;
-    let rq = b.const_ints(rq_t).ok_or_else(|| err("QConv requantisation must be constant"))?;
+    let rq = match rq_t {
+        Some(t) => b.const_ints(t).ok_or_else(|| err("QConv requantisation must be constant"))?,
+        None => vec![],
+    };
     let cout = ws[0];
     let per = wv.len() / cout.max(1);
     let clamp16 = |v: i32| v.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
@@ -377,6 +406,9 @@ fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerEr
         let wsum: i64 = wv[c * per..(c + 1) * per].iter().map(|v| i64::from(*v as i8)).sum();
         let corrected = bias[c] - i64::from(*x_zp) * wsum;
         qbias.push(i32::try_from(corrected).map_err(|_| err("QConv bias overflows int32"))?);
+        if rq.is_empty() {
+            continue;
+        }
         let pair = if rq.len() == 2 { 0 } else { 2 * c };
         records.push(accelc_isa::requant::RequantRecord {
             multiplier: rq[pair] as i32,
@@ -393,6 +425,9 @@ fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerEr
     let (s, d, pad) = window_geometry(n, window, &xs, k, out_hw)?;
     let xin = b.layout(x, true);
     b.s.tens[out].nhwc = true;
+    if *group > 1 && records.is_empty() {
+        return Err(err("grouped integer convolutions with an int32 output are not lowered"));
+    }
     if *group == xs[1] && ws[1] == 1 && cout == xs[1] && *group > 1 {
         // Depthwise: on the vector engine in int32, taps as [kh·kw][c].
         let taps = k[0] * k[1];
@@ -409,8 +444,9 @@ fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerEr
         b.step(Kernel::Depthwise(dw), &n.name, Some(out), vec![p]);
         return Ok(());
     }
-    let out_img = (os[1] * os[2] * os[3]) as u64;
-    let in_img = (xs[1] * xs[2] * xs[3]) as u64;
+    // Image strides in bytes: 8-bit inputs, 8-bit or int32 outputs.
+    let out_img = (os[1] * os[2] * os[3]) as u64 * b.s.tens[out].dtype.size() as u64;
+    let in_img = (xs[1] * xs[2] * xs[3]) as u64 * b.s.tens[x].dtype.size() as u64;
     let mm = Mm {
         input: xin,
         img: [xs[0], xs[2], xs[3], xs[1]],

@@ -279,19 +279,39 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 None => Some(vec![0]),
             }
             .ok_or_else(|| err("the zero point must be constant"))?;
-            if scale.len() != 1 || zp.len() != 1 {
-                return Err(err(
-                    "per-axis quantization of computed tensors is not lowered (only of constants)",
-                ));
-            }
             let in_dt = b.s.tens[x].dtype;
             if dequant && !matches!(in_dt, DType::U8 | DType::I8 | DType::I32) {
                 return Err(err(&format!("dequantizing {in_dt} is not lowered")));
             }
-            let nhwc = b.s.tens[x].nhwc;
-            b.s.tens[out].nhwc = nhwc;
-            let qk = Qk { input: x, out, scale: scale[0], zp: zp[0] as i32, dequant };
-            b.step(Kernel::Quant(qk), &name, Some(out), vec![]);
+            if zp.len() != scale.len() {
+                return Err(err("zero points and scales differ in length"));
+            }
+            if scale.len() == 1 {
+                let nhwc = b.s.tens[x].nhwc;
+                b.s.tens[out].nhwc = nhwc;
+                let qk =
+                    Qk { input: x, out, scale: scale[0], zp: zp[0] as i32, dequant, axis: None };
+                b.step(Kernel::Quant(qk), &name, Some(out), vec![]);
+                return Ok(());
+            }
+            // Per axis: the tensor as [outer, n, inner] in the plain layout.
+            let (Op::DequantizeLinear { axis } | Op::QuantizeLinear { axis }) = &n.op else {
+                unreachable!("matched above")
+            };
+            let shape = b.shape(x);
+            let (inner, count) = per_axis(&shape, scale.len(), *axis)
+                .map_err(|e| err(&e))?
+                .ok_or_else(|| err("internal: per-axis parameters of a scalar"))?;
+            let total: usize = shape.iter().product();
+            let outer = total / (count * inner).max(1);
+            let x = b.layout(x, false);
+            b.s.tens[out].nhwc = false;
+            let mut consts: Vec<u8> = scale.iter().flat_map(|v| v.to_le_bytes()).collect();
+            consts.extend(zp.iter().flat_map(|z| (*z as f32).to_le_bytes()));
+            consts.extend(zp.iter().flat_map(|z| (*z as i32).to_le_bytes()));
+            let qk =
+                Qk { input: x, out, scale: 0.0, zp: 0, dequant, axis: Some([outer, count, inner]) };
+            b.step(Kernel::Quant(qk), &name, Some(out), vec![consts]);
             Ok(())
         }
         Op::Lut => {

@@ -86,9 +86,11 @@ fn read_tensor(path: &Path) -> Result<(Tensor, Array), String> {
 }
 
 /// The graph as a static compiler sees it: int64 inputs (shapes, axes, pads, indices),
-/// inputs that determine a shape (Resize scales, for instance) and quantization parameters
+/// inputs that determine a shape (Resize scales, for instance), quantization parameters
 /// (the scale and zero point of Quantize/DequantizeLinear, calibration results that every
-/// real quantized model holds as initializers) bound as constants, constants
+/// real quantized model holds as initializers) and the weights and parameters of the
+/// explicit integer operators (every input but the first of ConvInteger, QLinearConv,
+/// MatMulInteger and QLinearMatMul: a quantized model's initializers) bound as constants, constants
 /// folded, every type inferred and verified. Returns the graph and the remaining runtime inputs.
 fn compile_time_bind(
     graph: &Graph,
@@ -104,8 +106,15 @@ fn compile_time_bind(
     };
     let quant_param = |id: &accelc_compiler::ir::ValueId| {
         graph.nodes.iter().any(|n| {
-            matches!(n.op, Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. })
-                && n.inputs.iter().skip(1).any(|v| *v == Some(*id))
+            matches!(
+                n.op,
+                Op::QuantizeLinear { .. }
+                    | Op::DequantizeLinear { .. }
+                    | Op::ConvInteger { .. }
+                    | Op::QLinearConv { .. }
+                    | Op::MatMulInteger
+                    | Op::QLinearMatMul
+            ) && n.inputs.iter().skip(1).any(|v| *v == Some(*id))
         })
     };
     for (id, (t, a)) in graph.inputs.iter().zip(inputs) {

@@ -201,3 +201,67 @@ fn small_integer_kernels_on_device() {
         }
     }
 }
+
+/// The explicit integer operators with constant weights, through `legalize` on both int8
+/// configurations, against the reference exactly: uint8 weights whose zero point leaves
+/// them up to 255 away (split into three int8 parts), a batch of two with stride and
+/// padding, per-channel weight zero points, and a batched B.
+#[test]
+fn explicit_integer_operators_on_device() {
+    let mut rng = accelc_tests::Rng::new(5);
+    let mut bytes = |n: usize| -> String {
+        let v: Vec<String> = rng.bytes(n).iter().map(|b| b.to_string()).collect();
+        v.join(",")
+    };
+    let conv = format!(
+        "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+         g (uint8[2,3,9,9] x) => (uint8[2,4,5,5] y)\n\
+         <float xs = {{0.02}}, uint8 xz = {{131}}, uint8[4,3,3,3] w = {{255,0,{}}}, float[1] ws = {{0.004}}, \
+         uint8[1] wz = {{0}}, float ys = {{0.3}}, uint8 yz = {{120}}, int32[4] b = {{100,-2000,3000,0}}>\n\
+         {{\n y = QLinearConv <strides: ints = [2,2], pads: ints = [1,1,1,1]> (x, xs, xz, w, ws, wz, ys, yz, b)\n}}\n",
+        bytes(4 * 27 - 2)
+    );
+    let conv_int = format!(
+        "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+         g (uint8[1,3,6,6] x) => (int32[1,2,6,6] y)\n\
+         <uint8[2,3,3,3] w = {{{}}}, uint8 xz = {{7}}, uint8[2] wz = {{3,250}}>\n\
+         {{\n y = ConvInteger <pads: ints = [1,1,1,1]> (x, w, xz, wz)\n}}\n",
+        bytes(54)
+    );
+    let matmul = format!(
+        "<ir_version: 8, opset_import: [\"\" : 13]>\n\
+         g (int8[3,5,40] a) => (int8[3,5,6] y)\n\
+         <float as = {{0.01}}, int8 az = {{-3}}, int8[3,40,6] b = {{{}}}, float bs = {{0.02}}, int8 bz = {{-100}}, \
+         float ys = {{0.5}}, int8 yz = {{4}}>\n\
+         {{\n y = QLinearMatMul (a, as, az, b, bs, bz, ys, yz)\n}}\n",
+        bytes(720)
+            .split(',')
+            .map(|v| (v.parse::<i32>().unwrap() - 128).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let inputs: [(&str, accelc::DType, Vec<usize>); 3] = [
+        (&conv, accelc::DType::U8, vec![2, 3, 9, 9]),
+        (&conv_int, accelc::DType::U8, vec![1, 3, 6, 6]),
+        (&matmul, accelc::DType::I8, vec![3, 5, 40]),
+    ];
+    for (text, dt, shape) in inputs {
+        let data = rng.bytes(shape.iter().product());
+        let input = HostTensor::new(dt, shape, data).unwrap();
+        for config in [DeviceConfig::default_npu(), DeviceConfig::u65()] {
+            let opts = Options { config: config.clone(), ..Options::default() };
+            let c = accelc::compile(Source::Text(text), &opts, &mut ())
+                .unwrap_or_else(|e| panic!("on {}: {e}\n{text}", config.name));
+            let got = Session::new(c.blob.clone()).unwrap().run(std::slice::from_ref(&input));
+            let got = got.unwrap().outputs.remove(0);
+            let want = accelc::reference(&c.reference, std::slice::from_ref(&input)).unwrap();
+            assert!(
+                got.data == want[0].data,
+                "on {}: differs from the reference\n{text}",
+                config.name
+            );
+            let distinct: std::collections::BTreeSet<&u8> = got.data.iter().collect();
+            assert!(distinct.len() > 8, "outputs span only {} byte values\n{text}", distinct.len());
+        }
+    }
+}

@@ -103,6 +103,8 @@ pub(super) fn matmul(
     // Element sizes: `e` of activations and weights, `ea` of the accumulator (s32 sums for
     // integers, f32 otherwise: the same 4 bytes for f32 inputs), `eo` of the output.
     let q = mm.quant.as_ref();
+    // Integer kernels without records store the int32 accumulator itself.
+    let requant = q.is_some_and(|q| !q.records.is_empty());
     let (odt, eo) = elem(s, mm.out)?;
     let ea: u64 = if q.is_some() { 4 } else { e };
     let wdt = if q.is_some() { accelc_isa::Dtype::S8 } else { dt };
@@ -164,7 +166,7 @@ pub(super) fn matmul(
             && 2 * act_bytes(r, owt)
                 + 2 * packet_max
                 + if mm.residual.is_some() { 2 * res_tile(r, owt) } else { 0 }
-                + if q.is_some() { 2 * (rows * nt_max) as u64 * eo } else { 0 }
+                + if requant { 2 * (rows * nt_max) as u64 * eo } else { 0 }
                 + 8 * 64
                 <= spad_avail
     };
@@ -211,7 +213,7 @@ pub(super) fn matmul(
     let acc_buf = [em.acc(acc_tile)?, em.acc(acc_tile)?];
     // Requantised output tiles (integer kernels), in the accumulator tile's geometry.
     let out_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * eo;
-    let q_buf = if q.is_some() { Some([em.spad(out_tile)?, em.spad(out_tile)?]) } else { None };
+    let q_buf = if requant { Some([em.spad(out_tile)?, em.spad(out_tile)?]) } else { None };
     let pad_pattern = q.map_or(0, |q| u32::from_le_bytes([q.pad_byte; 4]));
     let (in_seg, in_base) = s.addr(mm.input)?;
     let (out_seg, out_base) = s.addr(mm.out)?;

@@ -30,6 +30,9 @@ pub(super) fn quant(
     step: &Step,
     q: &Qk,
 ) -> Result<(u64, u64), LowerError> {
+    if let Some(geom) = q.axis {
+        return quant_axis(em, s, step, q, geom);
+    }
     let (din, ein) = elem(s, q.input)?;
     let (dout, eout) = elem(s, q.out)?;
     let total = s.tens[q.input].shape.iter().product::<usize>();
@@ -237,4 +240,87 @@ pub(super) fn lut(
         slot += 1;
     }
     Ok((0, 2 * total as u64))
+}
+
+/// Per-axis quantize or dequantize: blocks of `[planes, n, cols]` of the `[outer, n, inner]`
+/// tensor, the operations of the per-tensor kernel with each row's own scale and zero point
+/// (a per-row operand broadcast across the columns).
+fn quant_axis(
+    em: &mut Emitter,
+    s: &Sched,
+    step: &Step,
+    q: &Qk,
+    [outer, n, inner]: [usize; 3],
+) -> Result<(u64, u64), LowerError> {
+    let (din, ein) = elem(s, q.input)?;
+    let (dout, eout) = elem(s, q.out)?;
+    if n > MAX_SHAPE_DIM {
+        return Err(LowerError::msg(format!(
+            "per-axis quantization over more than {MAX_SHAPE_DIM} channels"
+        )));
+    }
+    let pbuf = params(em, step, &[])?
+        .ok_or_else(|| LowerError::msg("internal: no quantization parameters"))?;
+    let (scale, zp_f, zp_i) = (pbuf, at(pbuf, 4 * n as u64), at(pbuf, 8 * n as u64));
+    let per_elem = 2 * ein + 2 * eout + 4;
+    let budget = (em.spad_free().saturating_sub(5 * 64) / per_elem).min(MAX_VX_ELEMENTS) as usize;
+    let cols = inner.min(MAX_SHAPE_DIM).min((budget / n).max(1));
+    if n > budget {
+        return Err(LowerError::msg("a per-axis quantization row does not fit the scratchpad"));
+    }
+    let planes =
+        if cols == inner { outer.min(MAX_SHAPE_DIM).min((budget / (n * cols)).max(1)) } else { 1 };
+    let chunk = (planes * n * cols) as u64;
+    let ibuf = [em.spad(chunk * ein)?, em.spad(chunk * ein)?];
+    let obuf = [em.spad(chunk * eout)?, em.spad(chunk * eout)?];
+    let work = em.spad(chunk * 4)?;
+    let (in_seg, in_base) = s.addr(q.input)?;
+    let (out_seg, out_base) = s.addr(q.out)?;
+    let blocks: Vec<(usize, usize, usize, usize)> = (0..outer)
+        .step_by(planes)
+        .flat_map(|p0| {
+            (0..inner)
+                .step_by(cols)
+                .map(move |c0| (p0, planes.min(outer - p0), c0, cols.min(inner - c0)))
+        })
+        .collect();
+    for (slot, &(p0, p, c0, c)) in blocks.iter().enumerate() {
+        let b = slot % 2;
+        let far = |e: u64| ((p0 * n * inner + c0) as u64) * e;
+        let dims = |e: u64| {
+            [
+                (p, (n * inner) as u64 * e, (n * c) as u64 * e),
+                (n, inner as u64 * e, c as u64 * e),
+                (c, e, e),
+            ]
+        };
+        em.wait(Engine::Ld, LD_VX.free);
+        em.dma_block(Dir::Load, in_seg, in_base + far(ein), &dims(ein), ein, ibuf[b])?;
+        em.signal(Engine::Ld, LD_VX.full)?;
+        em.wait(Engine::Vx, LD_VX.full);
+        em.wait(Engine::Vx, VX_ST.free);
+        let (pp, r, cc) = (p as u64, n as u64, c as u64);
+        let dense = |e: u64| (cc * e, r * cc * e);
+        let per_row = |dst: u64, src: u64| {
+            vshape(pp, r, cc, dense(dst), dense(src), (4, 0), SHAPE_SRC1_COL_BROADCAST)
+        };
+        let conv = |dst: u64, src: u64| vshape(pp, r, cc, dense(dst), dense(src), (0, 0), 0);
+        if q.dequant {
+            em.vconv(din, Dtype::F32, conv(4, ein), obuf[b], ibuf[b])?;
+            em.vbin(Dtype::F32, BinOp::Sub, per_row(4, 4), obuf[b], obuf[b], zp_f)?;
+            em.vbin(Dtype::F32, BinOp::Mul, per_row(4, 4), obuf[b], obuf[b], scale)?;
+        } else {
+            em.vbin(Dtype::F32, BinOp::Div, per_row(4, 4), work, ibuf[b], scale)?;
+            em.vconv(Dtype::F32, Dtype::S32, conv(4, 4), work, work)?;
+            em.vbin(Dtype::S32, BinOp::Add, per_row(4, 4), work, work, zp_i)?;
+            em.vconv(Dtype::S32, dout, conv(eout, 4), obuf[b], work)?;
+        }
+        em.signal(Engine::Vx, LD_VX.free)?;
+        em.signal(Engine::Vx, VX_ST.full)?;
+        em.wait(Engine::St, VX_ST.full);
+        em.dma_block(Dir::Store, out_seg, out_base + far(eout), &dims(eout), eout, obuf[b])?;
+        em.signal(Engine::St, VX_ST.free)?;
+    }
+    let total = (outer * n * inner) as u64;
+    Ok((0, total * (ein + eout) + step.consts.first().map_or(0, |c| c.len() as u64)))
 }
