@@ -204,6 +204,9 @@ field_enum! {
         Shl => "shl",
         /// Arithmetic (signed) or logical (unsigned) `a >> b`, `b` modulo the width (integers only).
         Shr => "shr",
+        /// Multiply-accumulate `d + a * b`, `d` the destination's old value: exactly `mul`
+        /// then `add` (the product rounded or saturated to the type first, not fused).
+        Mac => "mac",
     }
 }
 
@@ -211,7 +214,7 @@ impl BinOp {
     /// Whether the operation is defined for `dtype`.
     pub fn supports(self, dtype: Dtype) -> bool {
         match self {
-            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Max | BinOp::Min => true,
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Max | BinOp::Min | BinOp::Mac => true,
             BinOp::Div | BinOp::Pow => dtype.is_float(),
             BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr => !dtype.is_float(),
         }

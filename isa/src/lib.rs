@@ -35,7 +35,7 @@ pub use program::{DmaDesc, Program, Shape};
 
 /// The ISA version implemented here, `(major, minor)`. Instruction semantics never change
 /// within a major version; new instructions take new opcodes and bump the minor version.
-pub const ISA_VERSION: (u16, u16) = (1, 0);
+pub const ISA_VERSION: (u16, u16) = (1, 1);
 
 /// Text from the input (a node name, a message quoting attribute values) shown in an error,
 /// cut to at most [`Clipped::MAX`] bytes at a character boundary with the rest counted, so a

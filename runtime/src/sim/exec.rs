@@ -445,7 +445,7 @@ impl Exec<'_, '_> {
         let dims = (s.planes, s.rows, s.cols);
         let a = self.gather("src0", src0, s.src0(size), dims, dtype)?;
         let b = self.gather("src1", src1, s.src1(size), dims, dtype)?;
-        let out = match (a, b) {
+        let mut out = match (a, b) {
             (Vals::F(a), Vals::F(b)) => {
                 Vals::F(a.iter().zip(&b).map(|(&x, &y)| float_binary(op, x, y)).collect())
             }
@@ -454,6 +454,23 @@ impl Exec<'_, '_> {
             }
             _ => return Err(fault(FaultKind::Illegal, self.i, "mixed operand classes")),
         };
+        // Multiply-accumulate: the product above (rounded or saturated), plus the old
+        // destination, read before any element is written.
+        if op == BinOp::Mac {
+            // The product as `mul` would store it.
+            let round = |p: f32| {
+                if dtype == Dtype::Bf16 { bf16_to_f32(f32_to_bf16(p)) } else { p }
+            };
+            out = match (out, self.gather("dst", dst, s.dst(size), dims, dtype)?) {
+                (Vals::F(p), Vals::F(d)) => {
+                    Vals::F(p.iter().zip(&d).map(|(&p, &d)| d + round(p)).collect())
+                }
+                (Vals::I(p), Vals::I(d)) => {
+                    Vals::I(p.iter().zip(&d).map(|(&p, &d)| d + saturate(p, dtype)).collect())
+                }
+                _ => return Err(fault(FaultKind::Illegal, self.i, "mixed operand classes")),
+            };
+        }
         self.scatter("dst", dst, s.dst(size), dims, dtype, &out)?;
         Ok(Work { bytes: 3 * s.elements() * u64::from(size), macs: 0 })
     }
@@ -718,7 +735,7 @@ fn float_binary(op: BinOp, a: f32, b: f32) -> f32 {
     match op {
         BinOp::Add => a + b,
         BinOp::Sub => a - b,
-        BinOp::Mul => a * b,
+        BinOp::Mul | BinOp::Mac => a * b,
         BinOp::Div => a / b,
         BinOp::Max => fmax(a, b),
         BinOp::Min => fmin(a, b),
@@ -743,7 +760,7 @@ fn int_binary(op: BinOp, a: i64, b: i64, dtype: Dtype) -> i64 {
     match op {
         BinOp::Add => a + b,
         BinOp::Sub => a - b,
-        BinOp::Mul => a * b,
+        BinOp::Mul | BinOp::Mac => a * b,
         BinOp::Max => a.max(b),
         BinOp::Min => a.min(b),
         BinOp::And => a & b,

@@ -149,7 +149,7 @@ fn blob_for_another_configuration_is_refused() {
     assert_eq!(run.code, 1);
     assert!(
         run.stderr
-            .contains("built for ISA 1.0 on `tiny`, which does not match configuration `default`")
+            .contains("built for ISA 1.1 on `tiny`, which does not match configuration `default`")
     );
 }
 

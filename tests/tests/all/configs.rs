@@ -63,7 +63,7 @@ fn a_custom_configuration_runs_on_a_device_of_it() {
     let e = Session::with_config(c.blob, DeviceConfig::default_npu(), DeviceOptions::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("built for ISA 1.0 on `a16`; this device is ISA 1.0 `default`"), "{e}");
+    assert!(e.contains("built for ISA 1.1 on `a16`; this device is ISA 1.1 `default`"), "{e}");
 }
 
 #[test]

@@ -380,7 +380,7 @@ fn model_api_runs_a_blob() {
     let bytes = gemm_blob(&w);
     let blob = Blob::read(&bytes).unwrap();
     let e = Model::load_blob(&other, &blob).unwrap_err();
-    assert_eq!(e.to_string(), "built for ISA 1.0 on `default`; this device is ISA 1.0 `tiny`");
+    assert_eq!(e.to_string(), "built for ISA 1.1 on `default`; this device is ISA 1.1 `tiny`");
 }
 
 #[test]

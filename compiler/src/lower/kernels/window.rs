@@ -71,7 +71,7 @@ pub(super) fn window(
     };
     let avail = em.spad_free();
     let fits = |r: usize, ct: usize| {
-        2 * act_bytes(r, ct) + 3 * out_bytes(r, ct) + extra(r, ct) + 8 * 64 <= avail
+        2 * act_bytes(r, ct) + 2 * out_bytes(r, ct) + extra(r, ct) + 7 * 64 <= avail
             && (r * ow * ct) as u64 <= MAX_VX_ELEMENTS
             && r <= MAX_SHAPE_DIM
             && ct <= MAX_SHAPE_DIM
@@ -87,7 +87,6 @@ pub(super) fn window(
     }
     let act_buf = [em.spad(act_bytes(rblk, ctile))?, em.spad(act_bytes(rblk, ctile))?];
     let out_buf = [em.spad(out_bytes(rblk, ctile))?, em.spad(out_bytes(rblk, ctile))?];
-    let tmp = em.spad(out_bytes(rblk, ctile))?;
     let wide = if quant { Some(em.spad(act_bytes(rblk, ctile) / e * ec)?) } else { None };
     let qout = if quant {
         let b = (rblk * ow * ctile) as u64 * eo;
@@ -168,19 +167,9 @@ pub(super) fn window(
                             (c + t * c + c0) as u64 * ec,
                         );
                         let shape = vshape(r as u64, ow as u64, ct as u64, dst, src, (0, 0), 0);
-                        if t == 0 {
-                            em.vbin(cdt, BinOp::Mul, shape, obuf, a0, wts)?;
-                        } else {
-                            em.vbin(cdt, BinOp::Mul, shape, tmp, a0, wts)?;
-                            em.vbin(
-                                cdt,
-                                BinOp::Add,
-                                vshape(r as u64, ow as u64, ct as u64, dst, dst, dst, 0),
-                                obuf,
-                                obuf,
-                                tmp,
-                            )?;
-                        }
+                        // The first tap writes the sum, the others accumulate into it.
+                        let op = if t == 0 { BinOp::Mul } else { BinOp::Mac };
+                        em.vbin(cdt, op, shape, obuf, a0, wts)?;
                     }
                     WinKind::Pool(p) => {
                         if t == 0 {
