@@ -447,19 +447,28 @@ fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerEr
     // Image strides in bytes: 8-bit inputs, 8-bit or int32 outputs.
     let out_img = (os[1] * os[2] * os[3]) as u64 * b.s.tens[out].dtype.size() as u64;
     let in_img = (xs[1] * xs[2] * xs[3]) as u64 * b.s.tens[x].dtype.size() as u64;
+    // A matrix product as a 1x1 convolution of [M, K, 1, 1] (`qdq-gemm`, `legalize`): its
+    // NHWC bytes are the [M, K] matrix, so one image of M rows, not M images of one pixel
+    // (each paying the array's fill and drain), as the float Gemm kernel streams it.
+    let product = xs[2] == 1 && xs[3] == 1 && k == [1, 1] && *group == 1 && pad == [0; 4];
+    let (img, out_hw, images) = if product {
+        ([1, xs[0], 1, xs[1]], [xs[0], 1], 1)
+    } else {
+        ([xs[0], xs[2], xs[3], xs[1]], out_hw, xs[0])
+    };
     let mm = Mm {
         input: xin,
-        img: [xs[0], xs[2], xs[3], xs[1]],
-        a_offs: (0..xs[0] as u64).map(|i| i * in_img).collect(),
+        img,
+        a_offs: (0..images as u64).map(|i| i * in_img).collect(),
         k,
-        s,
+        s: if product { [1, 1] } else { s },
         d,
         pad,
         groups: *group,
         out_hw,
         cout,
         out,
-        out_offs: (0..xs[0] as u64).map(|i| i * out_img).collect(),
+        out_offs: (0..images as u64).map(|i| i * out_img).collect(),
         weights: Weights::Const,
         oihw: wv,
         bias: vec![],

@@ -638,6 +638,42 @@ fn dq_weights(eg: &EG, c: Id, cout: usize) -> Option<(Tensor, Vec<f64>)> {
     })
 }
 
+/// Constant 8-bit weights `[K, N]` of a `DequantizeLinear` in class `c` (a MatMul's B, or
+/// Gemm's without `transB`: per tensor or per column, axis 1), as [`dq_weights`] gives
+/// them for `[N, K]`: transposed, minus their zero points, and the scale of each column.
+fn dq_weights_kn(eg: &EG, c: Id, n: usize) -> Option<(Tensor, Vec<f64>)> {
+    producers(eg, c).find_map(|(o, ch)| {
+        let Op::DequantizeLinear { axis } = o else { return None };
+        let w = value(eg, ch[0]).filter(|t| matches!(t.dtype, DType::U8 | DType::I8))?;
+        if w.shape.len() != 2 || w.shape[1] != n {
+            return None;
+        }
+        let k = w.shape[0];
+        let scales = f32_value(eg, ch[1])?;
+        let zps = match ch.get(2).filter(|z| !absent(eg, **z)) {
+            Some(z) => value(eg, *z)?.i64s(),
+            None => vec![0; scales.len()],
+        };
+        let per = scales.len() == n && (*axis == 1 || *axis == -1);
+        if !(scales.len() == 1 || per) || zps.len() != scales.len() {
+            return None;
+        }
+        if !scales.iter().all(|s| s.is_normal() && *s > 0.0) {
+            return None;
+        }
+        let at = |j: usize| if scales.len() == 1 { 0 } else { j };
+        let vals = w.i64s();
+        let mut out = Vec::with_capacity(vals.len());
+        for j in 0..n {
+            for i in 0..k {
+                out.push(i8::try_from(vals[i * n + j] - zps[at(j)]).ok()? as u8);
+            }
+        }
+        let sc = (0..n).map(|j| f64::from(scales[at(j)])).collect();
+        Some((Tensor { dtype: DType::I8, shape: vec![n, k], data: out.into() }, sc))
+    })
+}
+
 /// The bias of class `c` (absent, a float constant or a `DequantizeLinear` of one) in units
 /// of the accumulator, `x_scale · w_scale[ch]`: the int32 values themselves when the bias's
 /// own scale is that product (as onnxruntime's quantizer writes it), else rounded.
@@ -758,18 +794,28 @@ struct QMatmul {
     out: DType,
 }
 
+/// Weights as `[Cout, ...]` (convolutions, Gemm with `transB`) or `[K, N]` (MatMul, Gemm).
+#[derive(Clone, Copy, PartialEq)]
+enum WLayout {
+    OutFirst,
+    Kn,
+}
+
 #[allow(clippy::too_many_arguments, reason = "the parts of one quantized product")]
 fn qmatmul(
     eg: &EG,
     xd: Id,
-    wd: Id,
+    (wd, layout): (Id, WLayout),
     bd: Option<Id>,
     cout: usize,
     (ys, yz, ydt): (f32, i64, DType),
     (lo, hi): (i64, i64),
 ) -> Option<QMatmul> {
     let (x, xs, xz, xdt) = dq_input(eg, xd)?;
-    let (w, ws) = dq_weights(eg, wd, cout)?;
+    let (w, ws) = match layout {
+        WLayout::OutFirst => dq_weights(eg, wd, cout)?,
+        WLayout::Kn => dq_weights_kn(eg, wd, cout)?,
+    };
     let acc_scale: Vec<f64> = ws.iter().map(|s| f64::from(xs) * s).collect();
     let bias = acc_bias(eg, bd, &acc_scale)?;
     // Every partial sum, and the sum with the bias, stays inside int32.
@@ -821,7 +867,8 @@ fn qdq_conv(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
             if wt.shape.len() != 4 {
                 continue;
             }
-            let Some(q) = qmatmul(eg, cc[0], cc[1], cc.get(2).copied(), wt.shape[0], qp, (lo, hi))
+            let w = (cc[1], WLayout::OutFirst);
+            let Some(q) = qmatmul(eg, cc[0], w, cc.get(2).copied(), wt.shape[0], qp, (lo, hi))
             else {
                 continue;
             };
@@ -832,33 +879,47 @@ fn qdq_conv(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     None
 }
 
-/// `Q(act(Gemm(DQ(x), DQ(w)ᵀ, DQ(b))))` (2-D, α = β = 1, A not transposed, B transposed as
-/// exporters write fully connected layers: `w` is `[N, K]`, per-channel scales on axis 0) → a
-/// 1×1 `QConv` between reshapes (`[M, K] → [M, K, 1, 1]`, `[M, N, 1, 1] → [M, N]`). Gemm
-/// with `[K, N]` weights and MatMul are left to the float path (their per-channel axis is 1).
+/// `Q(act(Gemm(DQ(x), DQ(w), DQ(b))))` (2-D, α = β = 1, A not transposed; `w` `[N, K]` with
+/// `transB` as exporters write fully connected layers, per-channel scales on axis 0, or
+/// `[K, N]` without, per-channel on axis 1) and `Q(act(MatMul(DQ(x), DQ(w))))` (`x` of rank
+/// 2 or more, `w` `[K, N]`) → a 1×1 `QConv` between reshapes (`[..., K] → [M, K, 1, 1]`,
+/// `[M, N, 1, 1] → [..., N]`).
 fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
     let qp = qparams(eg, ch[1], ch.get(2))?;
     for (y, lo, hi) in through_activation(eg, ch[0], qp.0, qp.1, qp.2) {
         for (o, cc) in producers(eg, y) {
-            let Op::Gemm { alpha, beta, trans_a: false, trans_b: true } = o else { continue };
-            if *alpha != 1.0 || (*beta != 1.0 && cc.len() >= 3) {
-                continue;
-            }
+            let (layout, bias) = match o {
+                Op::Gemm { alpha, beta, trans_a: false, trans_b } => {
+                    if *alpha != 1.0 || (*beta != 1.0 && cc.len() >= 3) {
+                        continue;
+                    }
+                    let layout = if *trans_b { WLayout::OutFirst } else { WLayout::Kn };
+                    (layout, cc.get(2).copied().filter(|b| !absent(eg, *b)))
+                }
+                Op::MatMul => (WLayout::Kn, None),
+                _ => continue,
+            };
             let (xt, wt) = (ty(eg, cc[0])?, ty(eg, cc[1])?);
-            if xt.shape.len() != 2 || wt.shape.len() != 2 {
+            let gemm = matches!(o, Op::Gemm { .. });
+            if wt.shape.len() != 2 || xt.shape.len() < 2 || (gemm && xt.shape.len() != 2) {
                 continue;
             }
-            let (m, k, nn) = (xt.shape[0], xt.shape[1], wt.shape[0]);
+            let k = *xt.shape.last()?;
+            let m = xt.shape.iter().product::<usize>() / k.max(1);
+            let nn = if layout == WLayout::OutFirst { wt.shape[0] } else { wt.shape[1] };
             // The bias must be one value per output column.
-            let bias = cc.get(2).copied().filter(|b| !absent(eg, *b));
             if let Some(b) = bias
                 && ty(eg, b)?.shape.iter().product::<usize>() != nn
             {
                 continue;
             }
-            let Some(mut q) = qmatmul(eg, cc[0], cc[1], bias, nn, qp, (lo, hi)) else { continue };
+            let Some(mut q) = qmatmul(eg, cc[0], (cc[1], layout), bias, nn, qp, (lo, hi)) else {
+                continue;
+            };
             q.w.shape = vec![nn, k, 1, 1];
+            let mut out_shape = xt.shape.clone();
+            *out_shape.last_mut()? = nn;
             let x4 = Build::Op(
                 Op::Reshape { allowzero: false },
                 "Reshape",
@@ -876,7 +937,7 @@ fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
             return Some(Build::Op(
                 Op::Reshape { allowzero: false },
                 "Reshape",
-                vec![Some(conv), Some(shape_const(&[m, nn]))],
+                vec![Some(conv), Some(shape_const(&out_shape))],
             ));
         }
     }
@@ -1152,7 +1213,7 @@ pub fn all() -> Vec<Rule> {
         Rule {
             name: "qdq-gemm",
             topic: "quantization",
-            doc: "Q(act(Gemm(DQ(x), DQ(w)ᵀ, DQ(b)))) → Reshape(QConv 1×1(Reshape(x))): the same integer kernel for fully connected layers",
+            doc: "Q(act(Gemm(DQ(x), DQ(w), DQ(b)))), Q(act(MatMul(DQ(x), DQ(w)))) → Reshape(QConv 1×1(Reshape(x))): the same integer kernel for fully connected layers and constant-weight matrix products",
             apply: qdq_gemm,
         },
         Rule {

@@ -307,6 +307,14 @@ const QUANT_CASES: &[RuleCase] = &[
         body: "qa = QuantizeLinear (x, as, az)\n da = DequantizeLinear (qa, as, az)\n qb = QuantizeLinear (x2, bs, bz)\n db = DequantizeLinear (qb, bs, bz)\n s = Add (da, db)\n r = Relu (s)\n o = QuantizeLinear (r, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
         expect: &["QuantizeLinear", "QuantizeLinear", "QAdd", "DequantizeLinear"],
     },
+    RuleCase {
+        output: "float[2,3,4]",
+        rules: &["qdq-gemm", "reshape-chain", "noop-reshape"],
+        inputs: "float[2,3,5] x",
+        consts: "float xs = {0.01}, uint8 xz = {120}, int8[5,4] wq = {10,-20,30,40,-50,60,70,80,-90,100,110,-120,5,6,7,8,-9,-10,11,12}, float[4] ws = {0.004,0.002,0.003,0.001}, int8[4] wz = {0,1,-1,2}, float ys = {0.02}, int8 yz = {-5}",
+        body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n w = DequantizeLinear <axis: int = 1> (wq, ws, wz)\n m = MatMul (d, w)\n o = QuantizeLinear (m, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
+        expect: &["QuantizeLinear", "Reshape", "QConv", "Reshape", "DequantizeLinear"],
+    },
 ];
 
 /// The output scale of [`QUANT_CASES`] is at most this.
