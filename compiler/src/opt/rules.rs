@@ -992,6 +992,74 @@ fn qdq_add(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     None
 }
 
+/// `Q(Concat(DQ(a₁), …, DQ(aₙ)))` → `Concat(Q(DQ(a₁)), …, Q(DQ(aₙ)))` with the same
+/// per-tensor Q: exact, quantization being element-wise and Concat only moving elements;
+/// `qdq-requant` then makes each `Q(DQ(aᵢ))` the 8-bit values or a table lookup.
+fn qdq_concat(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { axis }, _, ch) = op(eg, n)? else { return None };
+    qparams(eg, ch[1], ch.get(2))?;
+    for (o, cc) in producers(eg, ch[0]) {
+        let Op::Concat { .. } = o else { continue };
+        if !cc.iter().all(|k| dq_input(eg, *k).is_some()) {
+            continue;
+        }
+        let q = |k: Id| {
+            let mut ins = vec![Some(Build::Class(k)), Some(Build::Class(ch[1]))];
+            ins.extend(ch.get(2).map(|z| Some(Build::Class(*z))));
+            Some(Build::Op(Op::QuantizeLinear { axis: *axis }, "QuantizeLinear", ins))
+        };
+        return Some(Build::Op(o.clone(), "Concat", cc.iter().map(|k| q(*k)).collect()));
+    }
+    None
+}
+
+/// `Q(DQ(x))` with per-tensor parameters and 8-bit `x` → `x` when the round trip is the
+/// identity (same scale, zero point and type), else `Lut(x, table)` with each entry the
+/// reference's own `Q(DQ(v))`: a requantisation, exact by construction.
+fn qdq_requant(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let (ys, yz, ydt) = qparams(eg, ch[1], ch.get(2))?;
+    let (x, xs, xz, xdt) = dq_input(eg, ch[0])?;
+    let table: Vec<u8> = (0..256i64)
+        .map(|b| {
+            let v = if xdt == DType::I8 { i64::from(b as u8 as i8) } else { b };
+            quantize_scalar((v - xz) as f32 * xs, ys, yz, ydt) as u8
+        })
+        .collect();
+    if xdt == ydt && table.iter().enumerate().all(|(b, t)| usize::from(*t) == b) {
+        return Some(Build::Class(x));
+    }
+    let table = Tensor { dtype: ydt, shape: vec![256], data: table.into() };
+    Some(Build::Op(Op::Lut, "Lut", vec![Some(Build::Class(x)), Some(Build::Const(table))]))
+}
+
+/// `Q(R(DQ(x)))` for a data movement `R` (Reshape, Flatten, Squeeze, Unsqueeze, Transpose)
+/// with the same scale, zero point and type on both sides → `R(x)` on the 8-bit values:
+/// exact, `R` moving values unchanged and `Q(DQ(v)) = v`.
+fn qdq_movement(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let (ys, yz, ydt) = qparams(eg, ch[1], ch.get(2))?;
+    for nd in &eg[ch[0]].nodes {
+        let Some((o, _, cc)) = op(eg, nd) else { continue };
+        let name = match o {
+            Op::Reshape { .. } => "Reshape",
+            Op::Flatten { .. } => "Flatten",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Transpose { .. } => "Transpose",
+            _ => continue,
+        };
+        let Some((x, xs, xz, xdt)) = dq_input(eg, cc[0]) else { continue };
+        if (xs, xz, xdt) != (ys, yz, ydt) {
+            continue;
+        }
+        let mut inputs = vec![Some(Build::Class(x))];
+        inputs.extend(cc[1..].iter().map(|k| Some(Build::Class(*k))));
+        return Some(Build::Op(o.clone(), name, inputs));
+    }
+    None
+}
+
 /// `Q(MaxPool(DQ(x)))` with the same scale, zero point and type on both sides → `MaxPool(x)`
 /// on the 8-bit values: exact, dequantization being monotone and `Q(DQ(v)) = v`.
 fn qdq_maxpool(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
@@ -1227,6 +1295,24 @@ pub fn all() -> Vec<Rule> {
             topic: "quantization",
             doc: "Q(MaxPool(DQ(x))) → MaxPool(x) on the 8-bit values, when both sides share scale, zero point and type (exact)",
             apply: qdq_maxpool,
+        },
+        Rule {
+            name: "qdq-concat",
+            topic: "quantization",
+            doc: "Q(Concat(DQ(a₁), …, DQ(aₙ))) → Concat(Q(DQ(a₁)), …, Q(DQ(aₙ))) (exact: quantization is element-wise)",
+            apply: qdq_concat,
+        },
+        Rule {
+            name: "qdq-requant",
+            topic: "quantization",
+            doc: "Q(DQ(x)) → x when the round trip is the identity, else Lut(x, table), each entry the reference's Q(DQ(v)) (exact)",
+            apply: qdq_requant,
+        },
+        Rule {
+            name: "qdq-movement",
+            topic: "quantization",
+            doc: "Q(R(DQ(x))) → R(x) for Reshape, Flatten, Squeeze, Unsqueeze and Transpose, when both sides share scale, zero point and type (exact)",
+            apply: qdq_movement,
         },
         Rule {
             name: "qdq-lut",
