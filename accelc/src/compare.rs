@@ -178,7 +178,10 @@ pub fn first_difference(
                         insts,
                         element: (m.index, m.got, m.want),
                         max_abs_diff: m.excess,
-                        max_ref: 0.0,
+                        // The largest magnitude of the reference's integers (bools: 0 or 1).
+                        max_ref: want[r].ints().map_or(0.0, |v| {
+                            v.iter().map(|x| x.unsigned_abs()).max().unwrap_or(0) as f32
+                        }),
                     }));
                 }
                 continue;

@@ -175,6 +175,19 @@ fn load_or_compile(
                 path.display()
             )));
         }
+        // A blob runs on the configuration it was built for; a different `--config` is a
+        // mistake to name, not to ignore.
+        if let Some(name) = cfg
+            && let Ok(b) = accelc_isa::blob::Blob::read(&bytes)
+            && b.target.config_name != name
+        {
+            bail!(invalid(format!(
+                "{}: the blob was built for `{}`, not `{name}` (recompile the model with \
+                 --config {name}, or drop --config)",
+                path.display(),
+                b.target.config_name
+            )));
+        }
         return Ok(Loaded { compilation: None, blob: bytes });
     }
     let opts = facade_options(o, cfg, shapes, expose_all)?;

@@ -1,6 +1,8 @@
 //! Extraction: the cheapest e-node of every e-class by a per-node cost table, the cost of a
-//! choice being its own cost plus its children's (a tree cost, as egg's `Extractor` with an
-//! additive cost function).
+//! choice being its own cost plus its distinct children's (a tree cost, as egg's `Extractor`
+//! with an additive cost function, except that a class used twice by one node counts once:
+//! `Concat(x, x)` computes `x` once, and counting it twice would price the whole graph above
+//! `x` double).
 //!
 //! egg's `Extractor` recomputes every class until nothing changes; on a long chain that is one
 //! pass per link, quadratic (8,000 chained nodes took 12 s). This is Knuth's generalisation of
@@ -97,9 +99,11 @@ impl Extraction {
                     continue;
                 }
                 let node = &eg[p].nodes[j];
-                let total = node.children().iter().try_fold(Cost(own_cost(node), 1), |acc, c| {
-                    best.get(&eg.find(*c))
-                        .map(|(k, _)| Cost(acc.0 + k.0, acc.1.saturating_add(k.1)))
+                let mut kids: Vec<Id> = node.children().iter().map(|c| eg.find(*c)).collect();
+                kids.sort_unstable();
+                kids.dedup();
+                let total = kids.iter().try_fold(Cost(own_cost(node), 1), |acc, c| {
+                    best.get(c).map(|(k, _)| Cost(acc.0 + k.0, acc.1.saturating_add(k.1)))
                 });
                 if let Some(cost) = total {
                     offer(&mut tentative, &mut heap, p, cost, j);

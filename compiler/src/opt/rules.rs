@@ -603,10 +603,16 @@ fn dq_input(eg: &EG, c: Id) -> Option<(Id, f32, i64, DType)> {
     })
 }
 
+/// Weights minus their zero points (up to ±255, so not always int8), `[Cout, ...]`.
+struct Wide {
+    values: Vec<i64>,
+    shape: Vec<usize>,
+}
+
 /// Constant 8-bit weights of a `DequantizeLinear` in class `c`, per tensor or per output
-/// channel (axis 0 of `[Cout, ...]`): the values minus their zero points (`None` unless they
-/// fit int8) and the scale of each of the `cout` channels.
-fn dq_weights(eg: &EG, c: Id, cout: usize) -> Option<(Tensor, Vec<f64>)> {
+/// channel (axis 0 of `[Cout, ...]`): the values minus their zero points and the scale of
+/// each of the `cout` channels.
+fn dq_weights(eg: &EG, c: Id, cout: usize) -> Option<(Wide, Vec<f64>)> {
     producers(eg, c).find_map(|(o, ch)| {
         let Op::DequantizeLinear { axis } = o else { return None };
         let w = value(eg, ch[0]).filter(|t| matches!(t.dtype, DType::U8 | DType::I8))?;
@@ -630,18 +636,17 @@ fn dq_weights(eg: &EG, c: Id, cout: usize) -> Option<(Tensor, Vec<f64>)> {
         let mut out = Vec::with_capacity(vals.len());
         for (i, v) in vals.iter().enumerate() {
             let ch = if scales.len() == 1 { 0 } else { i / inner };
-            let d = v - zps[ch];
-            out.push(i8::try_from(d).ok()? as u8);
+            out.push(v - zps[ch]);
         }
         let sc = (0..cout).map(|i| f64::from(scales[if scales.len() == 1 { 0 } else { i }]));
-        Some((Tensor { dtype: DType::I8, shape: w.shape.clone(), data: out.into() }, sc.collect()))
+        Some((Wide { values: out, shape: w.shape.clone() }, sc.collect()))
     })
 }
 
 /// Constant 8-bit weights `[K, N]` of a `DequantizeLinear` in class `c` (a MatMul's B, or
 /// Gemm's without `transB`: per tensor or per column, axis 1), as [`dq_weights`] gives
 /// them for `[N, K]`: transposed, minus their zero points, and the scale of each column.
-fn dq_weights_kn(eg: &EG, c: Id, n: usize) -> Option<(Tensor, Vec<f64>)> {
+fn dq_weights_kn(eg: &EG, c: Id, n: usize) -> Option<(Wide, Vec<f64>)> {
     producers(eg, c).find_map(|(o, ch)| {
         let Op::DequantizeLinear { axis } = o else { return None };
         let w = value(eg, ch[0]).filter(|t| matches!(t.dtype, DType::U8 | DType::I8))?;
@@ -666,11 +671,11 @@ fn dq_weights_kn(eg: &EG, c: Id, n: usize) -> Option<(Tensor, Vec<f64>)> {
         let mut out = Vec::with_capacity(vals.len());
         for j in 0..n {
             for i in 0..k {
-                out.push(i8::try_from(vals[i * n + j] - zps[at(j)]).ok()? as u8);
+                out.push(vals[i * n + j] - zps[at(j)]);
             }
         }
         let sc = (0..n).map(|j| f64::from(scales[at(j)])).collect();
-        Some((Tensor { dtype: DType::I8, shape: vec![n, k], data: out.into() }, sc))
+        Some((Wide { values: out, shape: vec![n, k] }, sc))
     })
 }
 
@@ -784,7 +789,10 @@ fn rq_table_rows(m: &[f64]) -> Option<Tensor> {
 /// int32 or a multiplier is out of the record's range.
 struct QMatmul {
     x: Id,
+    /// `[Cout, parts·Cin, ...]`: the weights split into int8 parts against the input
+    /// repeated `parts` times along channels.
     w: Tensor,
+    parts: usize,
     bias: Tensor,
     rq: Tensor,
     x_zp: i64,
@@ -821,20 +829,49 @@ fn qmatmul(
     // Every partial sum, and the sum with the bias, stays inside int32.
     let (tlo, thi) = int_range(xdt);
     let xmax = (xz - tlo).max(thi - xz);
-    let k = (w.len() / cout.max(1)) as i64;
-    let wmax = w.data.iter().map(|b| i64::from(*b as i8).abs()).max().unwrap_or(0);
+    let inner = w.values.len() / cout.max(1);
+    let k = inner as i64;
+    let wmax = w.values.iter().map(|v| v.abs()).max().unwrap_or(0);
     let bmax = bias.iter().map(|b| b.abs()).max().unwrap_or(0);
     if k * xmax * wmax + bmax + k * 255 * 128 >= i64::from(i32::MAX) {
         return None;
     }
+    // Weights outside int8 (asymmetric weights: up to ±255) as ⌈max / 127⌉ int8 parts, the
+    // kernel summing Σ x·w₁ + Σ x·w₂ (+ …) over the input repeated along channels: the same
+    // integer.
+    let parts = if w.values.iter().all(|v| (-128..=127).contains(v)) {
+        1
+    } else {
+        (wmax as u64).div_ceil(127) as usize
+    };
+    let mut packed = Vec::with_capacity(w.values.len() * parts);
+    for row in w.values.chunks(inner.max(1)) {
+        let mut rest = row.to_vec();
+        for _ in 0..parts {
+            for r in rest.iter_mut() {
+                let part = if parts == 1 { *r } else { (*r).clamp(-127, 127) };
+                packed.push(part as i8 as u8);
+                *r -= part;
+            }
+        }
+    }
+    let mut shape = w.shape.clone();
+    shape[1] *= parts;
+    let w = Tensor { dtype: DType::I8, shape, data: packed.into() };
     let m: Vec<f64> = acc_scale.iter().map(|a| a / f64::from(ys)).collect();
     let rq = rq_table(&m)?;
     let b32: Vec<u8> = bias.iter().flat_map(|b| (*b as i32).to_le_bytes()).collect();
     let bias = Tensor { dtype: DType::I32, shape: vec![cout], data: b32.into() };
-    Some(QMatmul { x, w, bias, rq, x_zp: xz, y_zp: yz, lo, hi, out: ydt })
+    Some(QMatmul { x, w, parts, bias, rq, x_zp: xz, y_zp: yz, lo, hi, out: ydt })
 }
 
 fn qconv_build(q: QMatmul, x: Build, window: crate::ir::Window, group: usize) -> Build {
+    let x = if q.parts > 1 {
+        let xs: Vec<Option<Build>> = (0..q.parts).map(|_| Some(x.clone())).collect();
+        Build::Op(Op::Concat { axis: 1 }, "Concat", xs)
+    } else {
+        x
+    };
     let op = Op::QConv {
         window,
         group,
@@ -872,6 +909,10 @@ fn qdq_conv(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
             else {
                 continue;
             };
+            // Split weights need the input repeated along channels, which groups forbid.
+            if q.parts > 1 && *group > 1 {
+                continue;
+            }
             let x = Build::Class(q.x);
             return Some(qconv_build(q, x, window.clone(), *group));
         }
@@ -917,7 +958,7 @@ fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
             let Some(mut q) = qmatmul(eg, cc[0], (cc[1], layout), bias, nn, qp, (lo, hi)) else {
                 continue;
             };
-            q.w.shape = vec![nn, k, 1, 1];
+            q.w.shape = vec![nn, k * q.parts, 1, 1];
             let mut out_shape = xt.shape.clone();
             *out_shape.last_mut()? = nn;
             let x4 = Build::Op(

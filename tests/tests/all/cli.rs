@@ -151,6 +151,22 @@ fn blob_for_another_configuration_is_refused() {
         run.stderr
             .contains("built for ISA 1.1 on `tiny`, which does not match configuration `default`")
     );
+    // `run` of a compiled model's blob: its own configuration, or an explicit one that agrees;
+    // another is named, not ignored.
+    let mb = dir.join("m.blob");
+    let mlp = accelc_tests::repo_root().join("models/mlp_mnist.onnx");
+    assert_eq!(accelc(&["compile", s(&mlp), "--config", "tiny", "-o", s(&mb)]).code, 0);
+    let own = accelc(&["run", s(&mb)]);
+    assert_eq!(own.code, 0, "{}", own.stderr);
+    assert!(own.stdout.contains("ran on `tiny`"), "{}", own.stdout);
+    assert_eq!(accelc(&["run", s(&mb), "--config", "tiny"]).code, 0);
+    let other = accelc(&["run", s(&mb), "--config", "default"]);
+    assert_eq!(other.code, 1);
+    assert!(
+        other.stderr.contains("the blob was built for `tiny`, not `default`"),
+        "{}",
+        other.stderr
+    );
 }
 
 #[test]

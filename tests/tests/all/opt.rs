@@ -339,6 +339,14 @@ const QUANT_CASES: &[RuleCase] = &[
         body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n w = DequantizeLinear <axis: int = 1> (wq, ws, wz)\n m = MatMul (d, w)\n o = QuantizeLinear (m, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
         expect: &["QuantizeLinear", "Reshape", "QConv", "Reshape", "DequantizeLinear"],
     },
+    RuleCase {
+        output: "float[1,3,5,5]",
+        rules: &["qdq-conv"],
+        inputs: "float[1,2,5,5] x",
+        consts: "float xs = {0.02}, uint8 xz = {128}, int8[3,2,3,3] wq = {127,-128,33,41,-55,60,70,80,-90,10,20,30,-40,50,60,70,-80,90,20,10,-30,50,40,-60,80,70,90,-10,30,20,60,-50,40,90,80,-70,30,10,20,-60,40,50,90,70,-80,10,10,10,20,20,20,-30,-30,-30}, float[3] ws = {0.01,0.005,0.002}, int8[3] wz = {-100,3,90}, float ys = {0.05}, uint8 yz = {10}",
+        body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n w = DequantizeLinear <axis: int = 0> (wq, ws, wz)\n c = Conv <pads: ints = [1,1,1,1]> (d, w)\n o = QuantizeLinear (c, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
+        expect: &["QuantizeLinear", "Concat", "QConv", "DequantizeLinear"],
+    },
 ];
 
 /// The output scale of [`QUANT_CASES`] is at most this.
