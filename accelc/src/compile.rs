@@ -96,13 +96,14 @@ pub struct Compilation {
 
 impl Compilation {
     /// The graph whose interpretation the device must match: the optimized graph when it
-    /// holds integer kernels the quantization rules made (`QConv`, `QAdd`: their arithmetic, the
+    /// holds integer kernels the quantization rules made (`QConv`, `QAdd`, `QGlobalAveragePool`: their arithmetic, the
     /// device's, is the model's integer semantics and differs from the float QDQ graph by
     /// rounding), else the frontend's graph. `diff` and `run --compare` check against it;
     /// against it a quantized model's integer tensors agree exactly.
     pub fn oracle(&self) -> &Graph {
-        let integer = (self.optimized.nodes.iter())
-            .any(|n| matches!(n.op, Op::QConv { .. } | Op::QAdd { .. }));
+        let integer = (self.optimized.nodes.iter()).any(|n| {
+            matches!(n.op, Op::QConv { .. } | Op::QAdd { .. } | Op::QGlobalAveragePool { .. })
+        });
         if integer { &self.optimized } else { &self.reference }
     }
 }

@@ -442,6 +442,19 @@ pub enum Op {
         /// The output type (int8 or uint8).
         out: DType,
     },
+    /// Global average pooling of 8-bit values, made by the optimizer's `qdq-gap` rule (never
+    /// imported). Inputs: `x` (int8/uint8, NCHW) and `rq` (int32 `[1, 2]`: the multiplier and
+    /// shift of `x_scale / (y_scale · H·W)`). Per image and channel,
+    /// `clamp(y_zp + R(Σ x − H·W·x_zp))` in `out` (`accelc_isa::requant`), as onnxruntime's
+    /// QLinearGlobalAveragePool rounds in fixed point.
+    QGlobalAveragePool {
+        /// The input's zero point.
+        x_zp: i32,
+        /// The output's zero point.
+        y_zp: i32,
+        /// The output type (int8 or uint8).
+        out: DType,
+    },
     /// Table lookup on 8-bit values, made by the optimizer's `qdq-lut` rule (never imported).
     /// Inputs: `x` (int8/uint8) and `table` (256 values of the output type, int8/uint8):
     /// `y = table[b]` for the bit pattern `b` of each `x` as an unsigned byte.

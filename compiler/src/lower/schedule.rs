@@ -298,9 +298,20 @@ pub(crate) enum Kernel {
     Matmul(Box<Mm>),
     Depthwise(Dw),
     Pool(Pool),
-    GlobalPool { input: T, out: T, max: bool, img: [usize; 4] },
+    /// `quant`: 8-bit input summed to int32, requantised (`QGlobalAveragePool`); the step's
+    /// constant 0 then holds the record and the sum's offset.
+    GlobalPool {
+        input: T,
+        out: T,
+        max: bool,
+        img: [usize; 4],
+        quant: bool,
+    },
     Elementwise(Ew),
-    Fill { out: T, value: u32 },
+    Fill {
+        out: T,
+        value: u32,
+    },
     Rowwise(Rw),
 }
 

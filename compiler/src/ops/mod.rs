@@ -157,7 +157,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::ConvInteger { .. }
         | Op::QLinearConv { .. }
         | Op::QConv { .. } => &CONV,
-        Op::Pool { .. } | Op::GlobalPool { .. } => &POOL,
+        Op::Pool { .. } | Op::GlobalPool { .. } | Op::QGlobalAveragePool { .. } => &POOL,
         Op::Softmax { .. }
         | Op::LogSoftmax { .. }
         | Op::LayerNorm { .. }

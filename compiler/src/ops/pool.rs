@@ -1,4 +1,5 @@
-//! Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+//! Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, and the integer global
+//! average pool the quantization rules make (QGlobalAveragePool).
 //!
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
@@ -72,8 +73,39 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
                 t.shape.iter().enumerate().map(|(i, d)| if i < 2 { *d } else { 1 }).collect();
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
+        Op::QGlobalAveragePool { out, .. } => {
+            let (t, rq) = (x()?, input(ins, 1)?);
+            if !matches!(t.dtype, DType::U8 | DType::I8) || t.shape.len() < 3 {
+                return Err(format!("QGlobalAveragePool of {t}"));
+            }
+            if rq.dtype != DType::I32 || rq.shape != [1, 2] {
+                return Err(format!("QGlobalAveragePool requantisation {rq}: needs int32[1, 2]"));
+            }
+            let shape =
+                t.shape.iter().enumerate().map(|(i, d)| if i < 2 { *d } else { 1 }).collect();
+            Ok(vec![TensorType { dtype: *out, shape }])
+        }
         other => Err(super::misrouted(other, FAMILY)),
     }
+}
+
+/// The record of `QGlobalAveragePool` from its `[multiplier, shift]` table, with the output
+/// zero point and the type's full range (shared by the reference and the lowering).
+pub(crate) fn qgap_record(rq: &[i64], y_zp: i32) -> R<accelc_isa::requant::RequantRecord> {
+    let (Some(m), Some(sh)) = (rq.first(), rq.get(1)) else {
+        return Err("QGlobalAveragePool needs a multiplier and a shift".into());
+    };
+    let (Ok(multiplier), Ok(shift)) = (i32::try_from(*m), i32::try_from(*sh)) else {
+        return Err("QGlobalAveragePool record out of int32".into());
+    };
+    let r = accelc_isa::requant::RequantRecord {
+        multiplier,
+        shift,
+        zero_point: y_zp,
+        clamp_lo: i16::MIN,
+        clamp_hi: i16::MAX,
+    };
+    if r.valid() { Ok(r) } else { Err(format!("requantisation shift {shift} outside -31..=30")) }
 }
 
 /// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
@@ -90,6 +122,28 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             }
             Array::Int(_, dt) => Err(format!("pooling of {dt} is not supported")),
         },
+        Op::QGlobalAveragePool { x_zp, y_zp, out } => {
+            let x = arg(args, 0)?.ints()?;
+            let rq: Vec<i64> = arg(args, 1)?.ints()?.iter().copied().collect();
+            let rec = qgap_record(&rq, *y_zp)?;
+            let dt = crate::lower::device_dtype(*out).ok_or("QGlobalAveragePool to int64")?;
+            if x.ndim() < 3 {
+                return Err("global pooling needs N, C and spatial axes".into());
+            }
+            let (n, c) = (x.shape()[0], x.shape()[1]);
+            let hw = x.len() / (n * c).max(1);
+            let mut shape = vec![n, c];
+            shape.extend(std::iter::repeat_n(1, x.ndim() - 2));
+            let flat: Vec<i64> = x.iter().copied().collect();
+            let mut vals = Vec::with_capacity(n * c);
+            for plane in flat.chunks(hw.max(1)) {
+                let sum: i64 = plane.iter().sum::<i64>() - hw as i64 * i64::from(*x_zp);
+                let sum = i32::try_from(sum).map_err(|_| "pool sum overflows int32")?;
+                vals.push(rec.apply(sum, dt));
+            }
+            let y = ArrayD::from_shape_vec(IxDyn(&shape), vals).map_err(|e| e.to_string())?;
+            one(Array::Int(y, *out))
+        }
         Op::GlobalPool { max } => {
             let x = arg(args, 0)?.f32()?;
             if x.ndim() < 3 {
@@ -134,6 +188,11 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             }
         }
         Op::GlobalPool { .. } => {}
+        Op::QGlobalAveragePool { x_zp, y_zp, out } => {
+            a.push(format!("x_zero_point: int = {x_zp}"));
+            a.push(format!("y_zero_point: int = {y_zp}"));
+            a.push(format!("to: int = {}", out.onnx_code()));
+        }
         _ => {}
     }
 }
@@ -209,11 +268,37 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                     out,
                     max: *max,
                     img: [xs[0], xs[2], xs[3], xs[1]],
+                    quant: false,
                 },
                 &name,
                 Some(out),
                 vec![f32_bytes(&[hw])],
             );
+            Ok(())
+        }
+        Op::QGlobalAveragePool { x_zp, y_zp, .. } => {
+            let x = b.input(n, 0)?;
+            let xs = b.shape(x);
+            if xs.len() != 4 {
+                return Err(err("only 2-D integer global pooling is lowered"));
+            }
+            let rq = b
+                .opt_input(n, 1)
+                .and_then(|t| b.const_ints(t))
+                .ok_or_else(|| err("the requantisation record must be constant"))?;
+            let rec = qgap_record(&rq, *y_zp).map_err(|e| err(&e))?;
+            let out = b.out(n, 0)?;
+            let xin = b.layout(x, true);
+            b.s.tens[out].nhwc = true;
+            // The record, then the sum's offset −H·W·x_zp (s32).
+            let hw = (xs[2] * xs[3]) as i64;
+            let offset = i32::try_from(-hw * i64::from(*x_zp))
+                .map_err(|_| err("the zero point's sum overflows int32"))?;
+            let mut p = rec.to_bytes().to_vec();
+            p.extend(offset.to_le_bytes());
+            let img = [xs[0], xs[2], xs[3], xs[1]];
+            let k = Kernel::GlobalPool { input: xin, out, max: false, img, quant: true };
+            b.step(k, &name, Some(out), vec![p]);
             Ok(())
         }
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),

@@ -1101,6 +1101,36 @@ fn qdq_movement(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     None
 }
 
+/// `Q(GlobalAveragePool(DQ(x)))` with per-tensor parameters → `QGlobalAveragePool(x, rq)`:
+/// the int32 sum of each channel less `H·W·x_zp`, requantised by `x_scale / (y_scale·H·W)`
+/// (the arithmetic of onnxruntime's QLinearGlobalAveragePool, in fixed point).
+fn qdq_gap(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
+    let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
+    let (ys, yz, ydt) = qparams(eg, ch[1], ch.get(2))?;
+    for (o, cc) in producers(eg, ch[0]) {
+        let Op::GlobalPool { max: false } = o else { continue };
+        let Some((x, xs, xz, _)) = dq_input(eg, cc[0]) else { continue };
+        let xt = ty(eg, x)?;
+        if xt.shape.len() < 3 {
+            continue;
+        }
+        let hw: usize = xt.shape[2..].iter().product();
+        // The sums stay inside int32.
+        if (hw as i64) * 510 >= i64::from(i32::MAX) {
+            continue;
+        }
+        let m = f64::from(xs) / (f64::from(ys) * hw as f64);
+        let Some(rq) = rq_table_rows(&[m]) else { continue };
+        let op = Op::QGlobalAveragePool { x_zp: xz as i32, y_zp: yz as i32, out: ydt };
+        return Some(Build::Op(
+            op,
+            "QGlobalAveragePool",
+            vec![Some(Build::Class(x)), Some(Build::Const(rq))],
+        ));
+    }
+    None
+}
+
 /// `Q(MaxPool(DQ(x)))` with the same scale, zero point and type on both sides → `MaxPool(x)`
 /// on the 8-bit values: exact, dequantization being monotone and `Q(DQ(v)) = v`.
 fn qdq_maxpool(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
@@ -1336,6 +1366,12 @@ pub fn all() -> Vec<Rule> {
             topic: "quantization",
             doc: "Q(MaxPool(DQ(x))) → MaxPool(x) on the 8-bit values, when both sides share scale, zero point and type (exact)",
             apply: qdq_maxpool,
+        },
+        Rule {
+            name: "qdq-gap",
+            topic: "quantization",
+            doc: "Q(GlobalAveragePool(DQ(x))) → QGlobalAveragePool(x, rq): the int32 sum per channel less H·W·x_zp, requantised by x_scale / (y_scale·H·W)",
+            apply: qdq_gap,
         },
         Rule {
             name: "qdq-concat",

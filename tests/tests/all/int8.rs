@@ -1,8 +1,7 @@
 //! The int8 QDQ models of the zoo on the device, on `default` and `u65`: every integer tensor
 //! the device computes is bit-identical to the integer reference (the interpreter on the
-//! optimized graph, whose QConv kernels follow the device's integer arithmetic; the few float
-//! tensors between DequantizeLinear and QuantizeLinear agree within the float tolerance), and
-//! the output is
+//! optimized graph, whose integer kernels follow the device's integer arithmetic; float
+//! tensors agree within the float tolerance), and the output is
 //! within 3 steps of the output scale of onnxruntime's with the same top-1 class. Small QDQ
 //! models check the other integer kernels (table lookup, integer addition, 8-bit max pooling)
 //! the same way.
@@ -65,8 +64,8 @@ fn check(model: &str, config: DeviceConfig) {
             assert!(a.data == b.data, "{model} on {}: `{name}` differs", config.name);
             exact += 1;
         } else {
-            // Float tensors between a DequantizeLinear and a QuantizeLinear (the global
-            // average pool sums in the vector engine's order): within the float tolerance.
+            // Float tensors (the dequantized output, and any float region a model keeps
+            // between a DequantizeLinear and a QuantizeLinear): within the float tolerance.
             let m = accelc::compare_tensors(a, b).unwrap();
             assert!(m.is_none(), "{model} on {}: `{name}`: {m:?}", config.name);
         }

@@ -347,6 +347,14 @@ const QUANT_CASES: &[RuleCase] = &[
         body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n w = DequantizeLinear <axis: int = 0> (wq, ws, wz)\n c = Conv <pads: ints = [1,1,1,1]> (d, w)\n o = QuantizeLinear (c, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
         expect: &["QuantizeLinear", "Concat", "QConv", "DequantizeLinear"],
     },
+    RuleCase {
+        output: "float[1,8,1,1]",
+        rules: &["qdq-gap"],
+        inputs: "float[1,8,6,7] x",
+        consts: "float xs = {0.02}, int8 xz = {-9}, float ys = {0.0025}, uint8 yz = {120}",
+        body: "q = QuantizeLinear (x, xs, xz)\n d = DequantizeLinear (q, xs, xz)\n g = GlobalAveragePool (d)\n o = QuantizeLinear (g, ys, yz)\n y = DequantizeLinear (o, ys, yz)",
+        expect: &["QuantizeLinear", "QGlobalAveragePool", "DequantizeLinear"],
+    },
 ];
 
 /// The output scale of [`QUANT_CASES`] is at most this.

@@ -60,7 +60,9 @@ pub(crate) fn emit_step(
         Kernel::Matmul(mm) => matmul(em, s, step, mm),
         Kernel::Depthwise(dw) => window(em, s, step, WinKind::Depthwise(dw)),
         Kernel::Pool(p) => window(em, s, step, WinKind::Pool(p)),
-        Kernel::GlobalPool { input, out, max, img } => global_pool(em, s, *input, *out, *max, *img),
+        Kernel::GlobalPool { input, out, max, img, quant } => {
+            global_pool(em, s, step, (*input, *out), *max, *img, *quant)
+        }
         Kernel::Elementwise(ew) => elementwise(em, s, step, ew),
         Kernel::Fill { out, value } => fill(em, s, *out, *value),
         Kernel::Quant(q) => quant::quant(em, s, step, q),

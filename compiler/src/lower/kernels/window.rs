@@ -285,15 +285,19 @@ pub(super) fn window(
     Ok((macs, bytes))
 }
 
+/// Global pooling: per image and channel block, one reduction over the positions (then the
+/// float average's division, or the integer pool's offset and requantisation).
 pub(super) fn global_pool(
     em: &mut Emitter,
     s: &Sched,
-    input: T,
-    out: T,
+    step: &Step,
+    (input, out): (T, T),
     max: bool,
     img: [usize; 4],
+    quant: bool,
 ) -> Result<(u64, u64), LowerError> {
     let (dt, e) = elem(s, input)?;
+    let (odt, eo) = elem(s, out)?;
     let [n, h, w, c] = img;
     let hw = h * w;
     if hw > MAX_SHAPE_DIM {
@@ -301,20 +305,30 @@ pub(super) fn global_pool(
             "global pooling over more than {MAX_SHAPE_DIM} positions"
         )));
     }
-    let scal = em.spad(4)?;
-    if !max {
-        em.fill(scal, 4, (hw as f32).to_bits())?;
-        em.signal(Engine::Ld, PARAMS)?;
-        em.wait(Engine::Vx, PARAMS);
-    }
-    // Four buffers, each rounded up to 64 bytes.
-    let avail = em.spad_free().saturating_sub(4 * 64);
-    let ct = ((avail / (2 * (hw as u64 + 1) * e)) as usize).min(c).clamp(1, MAX_SHAPE_DIM);
-    if 2 * (hw as u64 + 1) * e * ct as u64 > avail {
+    // Sums in `ea` bytes: int32 for the integer pool, else the input's type.
+    let (adt, ea) = if quant { (accelc_isa::Dtype::S32, 4) } else { (dt, e) };
+    let scal = if quant {
+        params(em, step, &[])?.ok_or_else(|| LowerError::msg("internal: no record"))?
+    } else {
+        let scal = em.spad(4)?;
+        if !max {
+            em.fill(scal, 4, (hw as f32).to_bits())?;
+            em.signal(Engine::Ld, PARAMS)?;
+            em.wait(Engine::Vx, PARAMS);
+        }
+        scal
+    };
+    // Six buffers, each rounded up to 64 bytes.
+    let avail = em.spad_free().saturating_sub(6 * 64);
+    let per_ch = 2 * (hw as u64 * e + ea + if quant { eo } else { 0 });
+    let ct = ((avail / per_ch) as usize).min(c).clamp(1, MAX_SHAPE_DIM);
+    if per_ch * ct as u64 > avail {
         return Err(LowerError::msg("global pooling input too large for the scratchpad"));
     }
     let ibuf = [em.spad((hw * ct) as u64 * e)?, em.spad((hw * ct) as u64 * e)?];
-    let obuf = [em.spad(ct as u64 * e)?, em.spad(ct as u64 * e)?];
+    let obuf = [em.spad(ct as u64 * ea)?, em.spad(ct as u64 * ea)?];
+    let qbuf =
+        if quant { Some([em.spad(ct as u64 * eo)?, em.spad(ct as u64 * eo)?]) } else { None };
     let (in_seg, in_base) = s.addr(input)?;
     let (out_seg, out_base) = s.addr(out)?;
     let mut i = 0;
@@ -342,10 +356,17 @@ pub(super) fn global_pool(
                 shape,
                 dst: obuf[i % 2],
                 src: ibuf[i % 2],
-                out_dtype: dt,
+                out_dtype: adt,
             })?;
             em.signal(Engine::Vx, LD_VX.free)?;
-            if !max {
+            let mut store_from = obuf[i % 2];
+            if let Some(qb) = qbuf {
+                let row = |flags| vshape(1, 1, cn as u64, (0, 0), (0, 0), (0, 0), flags);
+                let (o32, q8) = (obuf[i % 2], qb[i % 2]);
+                em.vbin(adt, BinOp::Add, row(SHAPE_SRC1_COL_BROADCAST), o32, o32, at(scal, 16))?;
+                em.vrequant_tensor(odt, row(0), q8, o32, scal)?;
+                store_from = q8;
+            } else if !max {
                 em.vbin(
                     dt,
                     BinOp::Div,
@@ -360,10 +381,10 @@ pub(super) fn global_pool(
             em.dma_block(
                 Dir::Store,
                 out_seg,
-                out_base + ((im * c + c0) as u64) * e,
-                &[(cn, e, e)],
-                e,
-                obuf[i % 2],
+                out_base + ((im * c + c0) as u64) * eo,
+                &[(cn, eo, eo)],
+                eo,
+                store_from,
             )?;
             em.signal(Engine::St, VX_ST.free)?;
             i += 1;
