@@ -951,8 +951,15 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
         return Err(LowerError::at(
             name,
             format!(
-                "`{}` has no {dtype} matmul feature (features {:#x})",
-                b.s.cfg.name, b.s.cfg.features
+                "`{}` has no {dtype} matmul feature (features {:#x}){}",
+                b.s.cfg.name,
+                b.s.cfg.features,
+                if dtype == accelc_isa::Dtype::F32 {
+                    "; in a quantized model, a float convolution or matrix product no \
+                     quantization rule took (see the book's lowering page, \"Quantized models\")"
+                } else {
+                    ""
+                }
             ),
         ));
     }

@@ -336,12 +336,11 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
             }
         }
         Op::QConv { .. } => lower_qconv(b, idx, n),
-        Op::ConvInteger { .. } => {
-            Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
-        }
-        Op::QLinearConv { .. } => {
-            Err(err(&format!("{} is not lowered to the device yet", n.op_type)))
-        }
+        // `legalize` rewrites every other one into an int32 QConv (or says why not).
+        Op::ConvInteger { .. } | Op::QLinearConv { .. } => Err(err(&format!(
+            "{}: grouped and depthwise integer convolutions are not lowered",
+            n.op_type
+        ))),
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
 }

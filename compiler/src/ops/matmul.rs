@@ -372,8 +372,11 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             };
             push_mm(b, mm, &names.join("+"), end)
         }
-        Op::MatMulInteger => Err(err(&format!("{} is not lowered to the device yet", n.op_type))),
-        Op::QLinearMatMul => Err(err(&format!("{} is not lowered to the device yet", n.op_type))),
+        // `legalize` rewrites every typed one (or says why not); an untyped input comes from
+        // an op the compiler does not support, which `select` names first.
+        Op::MatMulInteger | Op::QLinearMatMul => {
+            Err(err(&format!("{}: its input's type is unknown", n.op_type)))
+        }
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
 }
