@@ -463,8 +463,8 @@ pub enum Op {
     /// `qdq-add` rule (never imported). Inputs: `a`, `b` (int8/uint8) and `rq` (int32
     /// `[3, 2]`: a requantisation multiplier and shift for `a`, `b` and the sum). Each input
     /// `v` is scaled on its own to a common fixed-point grid finer than the output's step,
-    /// `t_v = R_v(v) − R_v(v_zp)` in int16 (`R_v` the record `rq[v]` with zero point 0,
-    /// saturating to int16), the two added with int16 saturation, and the sum requantised,
+    /// `t_v = R_v(v) − R_v(v_zp)` in int32 (`R_v` the record `rq[v]` with zero point 0), the
+    /// two added with int32 saturation, and the sum requantised,
     /// `clamp(y_zp + R_out(t_a + t_b), lo, hi)` in `out` (`accelc_isa::requant`, the book's
     /// numerics page, "Integer addition").
     QAdd {

@@ -48,7 +48,7 @@ pub struct RequantRecord {
     pub shift: i32,
     /// Added after scaling.
     pub zero_point: i32,
-    /// Lower clamp (intersected with the output type's range).
+    /// Lower clamp (intersected with the output type's range; not applied to `s32` results).
     pub clamp_lo: i16,
     /// Upper clamp.
     pub clamp_hi: i16,
@@ -128,8 +128,13 @@ impl RequantRecord {
         let a = (i64::from(x) << left).clamp(i32::MIN.into(), i32::MAX.into()) as i32;
         let q = rounding_divide_by_pot(srdhm(a, self.multiplier), right);
         let (tlo, thi) = int_range(dtype);
-        let lo = i64::from(self.clamp_lo).max(tlo);
-        let hi = i64::from(self.clamp_hi).min(thi);
+        // An s32 result (a rescaling between integer grids) only saturates: the 16-bit clamp
+        // fields bound 8- and 16-bit outputs.
+        let (lo, hi) = if dtype == Dtype::S32 {
+            (tlo, thi)
+        } else {
+            (i64::from(self.clamp_lo).max(tlo), i64::from(self.clamp_hi).min(thi))
+        };
         // An empty clamp range (lo > hi) yields hi, as clamp-to-hi-after-lo would.
         (i64::from(q) + i64::from(self.zero_point)).max(lo).min(hi)
     }
@@ -170,6 +175,17 @@ mod tests {
             let want = (f64::from(x) * 0.0123).round() as i64 + 3;
             assert!((rec.apply(x, Dtype::S8) - want.clamp(-128, 127)).abs() <= 1, "{x}");
         }
+    }
+
+    #[test]
+    fn s32_results_only_saturate() {
+        // The clamp fields bound 8- and 16-bit results; an s32 rescaling ignores them.
+        let r = RequantRecord::from_real(1000.0, -7, -5, 5).unwrap();
+        assert_eq!(r.apply(3, Dtype::S32), 2993);
+        assert_eq!(r.apply(3, Dtype::S16), 5);
+        assert_eq!(r.apply(-3, Dtype::S32), -3007);
+        let near_top = RequantRecord::from_real(1000.0, i32::MAX - 5, 0, 0).unwrap();
+        assert_eq!(near_top.apply(3, Dtype::S32), i64::from(i32::MAX));
     }
 
     #[test]

@@ -204,7 +204,8 @@ macro_rules! for_each_op {
                 out_dtype: Dtype [104..107],
             }
 
-            /// Requantizes `s32` values to `dtype` (`s8`, `u8`, `s16`) with per-tensor or
+            /// Requantizes `s32` values to `dtype` (`s8`, `u8`, `s16`, or `s32` to rescale
+            /// between integer grids, where the clamp fields do not apply) with per-tensor or
             /// per-column parameters: `clamp(zp + round_shift(sat_rdmulh(x, m), shift))`.
             VxRequant = 0x33, "vx.requant", route(vx) {
                 /// One parameter record per column (1) or one for all (0).

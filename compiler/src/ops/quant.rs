@@ -213,12 +213,12 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 return Err("QAdd of different shapes".into());
             }
             let dt = crate::lower::device_dtype(*out).ok_or("QAdd to int64")?;
-            let s16 = |v: i64| v.clamp(i16::MIN.into(), i16::MAX.into()) as i32;
+            let s32 = |v: i64| v.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
             let mut y = ArrayD::<i64>::zeros(a.raw_dim());
             for ((o, va), vb) in y.iter_mut().zip(a.iter()).zip(b.iter()) {
-                let ta = ra.apply(*va as i32, accelc_isa::Dtype::S16);
-                let tb = rb.apply(*vb as i32, accelc_isa::Dtype::S16);
-                *o = ro.apply(s16(ta + tb), dt);
+                let ta = ra.apply(*va as i32, accelc_isa::Dtype::S32);
+                let tb = rb.apply(*vb as i32, accelc_isa::Dtype::S32);
+                *o = ro.apply(s32(ta + tb), dt);
             }
             one(Array::Int(y, *out))
         }
@@ -348,7 +348,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
 }
 
 /// The records of `QAdd` from its table `rq` (`[3, 2]` multiplier and shift pairs): input `a`
-/// and `b` to int16 with zero point `−R(zp)` (so the record computes `R(v) − R(zp)`), the
+/// and `b` to int32 with zero point `−R(zp)` (so the record computes `R(v) − R(zp)`), the
 /// sum to the output with its zero point and clamp. Shared by the reference and the
 /// lowering so that both compute the same integers.
 pub(crate) fn qadd_records(
@@ -378,8 +378,9 @@ pub(crate) fn qadd_records(
     };
     let input = |i: usize, zp: i32| {
         let r = rec(i, 0, i16::MIN, i16::MAX)?;
-        let offset = r.apply(zp, accelc_isa::Dtype::S16) as i32;
-        rec(i, -offset, i16::MIN, i16::MAX)
+        let offset = r.apply(zp, accelc_isa::Dtype::S32);
+        let offset = i32::try_from(-offset).map_err(|_| format!("QAdd record {i}: offset"))?;
+        rec(i, offset, i16::MIN, i16::MAX)
     };
     Ok([input(0, a_zp)?, input(1, b_zp)?, rec(2, y_zp, i16c(lo), i16c(hi))?])
 }
@@ -409,7 +410,7 @@ fn constant_result(b: &Builder<'_>, n: &Node) -> Result<Option<bytes::Bytes>, Lo
 }
 
 /// Cost inputs: a Cast to the type it already has is free; conversions are bounded by
-/// traffic; an integer addition is seven vector passes.
+/// traffic; an integer addition is six vector passes.
 pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType]) -> Work {
     let same = match (inputs.first().and_then(|t| t.as_ref()), outputs.first()) {
         (Some(i), Some(o)) => i.dtype == o.dtype,
@@ -417,8 +418,8 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType
     };
     match op {
         Op::Cast { .. } if same => Work::Free,
-        // Widen, scale, widen, scale, add, widen, requantise.
-        Op::QAdd { .. } => Work::Vector { passes: 7, slow: false },
+        // Widen, scale, widen, scale, add, requantise.
+        Op::QAdd { .. } => Work::Vector { passes: 6, slow: false },
         Op::Lut => Work::Vector { passes: 1, slow: false },
         _ => Work::Traffic,
     }

@@ -985,17 +985,18 @@ fn qdq_gemm(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     None
 }
 
-/// Fractional bits of `qdq-add`'s common grid: the largest `L ≤ 16` with
-/// `255 · max(r_a, r_b) · 2^L ≤ 16000` (`r` an input scale over the output scale), so each
-/// scaled input stays within ±16001 and their sum inside int16; `None` below 4 bits, where
-/// the grid's rounding (at most 2 units) could reach a sixteenth of an output step.
+/// Fractional bits of `qdq-add`'s common grid: the largest `L ≤ 20` with
+/// `255 · max(r_a, r_b) · 2^L ≤ 2^29` (`r` an input scale over the output scale), so each
+/// scaled input stays within ±2^29 and their sum inside int32; `None` below 8 bits. Each
+/// input's rounding on the grid is at most half a unit, `2^-(L+1)` output steps (TFLite's
+/// Add shifts its inputs left by 20 bits for the same reason).
 pub(crate) fn qadd_grid_bits(ra: f64, rb: f64) -> Option<i32> {
     let r = ra.max(rb);
-    (4..=16).rev().find(|l| 255.0 * r * f64::from(1u32 << l) <= 16000.0)
+    (8..=20).rev().find(|l| 255.0 * r * f64::from(1u32 << l) <= f64::from(1u32 << 29))
 }
 
 /// `Q(act(Add(DQ(a), DQ(b))))` with per-tensor parameters and `a`, `b` of one shape →
-/// `QAdd(a, b, rq)`: each input scaled to a grid of `2^-L` output steps in int16, summed,
+/// `QAdd(a, b, rq)`: each input scaled to a grid of `2^-L` output steps in int32, summed,
 /// and requantised by `2^-L` to the output (the arithmetic is on `Op::QAdd`).
 fn qdq_add(eg: &EG, _c: Id, n: &Node) -> Option<Build> {
     let (Op::QuantizeLinear { .. }, _, ch) = op(eg, n)? else { return None };
@@ -1358,7 +1359,7 @@ pub fn all() -> Vec<Rule> {
         Rule {
             name: "qdq-add",
             topic: "quantization",
-            doc: "Q(act(DQ(a) + DQ(b))) → QAdd(a, b, rq): both inputs scaled to a grid of 2^-L output steps in int16, summed, requantised; Relu/Clip become the output clamp",
+            doc: "Q(act(DQ(a) + DQ(b))) → QAdd(a, b, rq): both inputs scaled to a grid of 2^-L output steps (L ≤ 20) in int32, summed, requantised; Relu/Clip become the output clamp",
             apply: qdq_add,
         },
         Rule {

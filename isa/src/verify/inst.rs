@@ -235,10 +235,10 @@ impl Verifier<'_> {
                 }
             }
             Op::VxRequant(it) => {
-                if !matches!(it.dtype, Dtype::S8 | Dtype::U8 | Dtype::S16) {
+                if !matches!(it.dtype, Dtype::S8 | Dtype::U8 | Dtype::S16 | Dtype::S32) {
                     c.field(
                         "dtype",
-                        format!("requantization produces s8, u8 or s16, not {}", it.dtype),
+                        format!("requantization produces s8, u8, s16 or s32, not {}", it.dtype),
                     );
                 }
                 if let Some(s) = c.shape(it.shape, shapes_ok) {

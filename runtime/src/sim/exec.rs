@@ -595,7 +595,7 @@ impl Exec<'_, '_> {
         src: LocalAddr,
         params: LocalAddr,
     ) -> Result<Work, Fault> {
-        if !matches!(dtype, Dtype::S8 | Dtype::U8 | Dtype::S16) {
+        if !matches!(dtype, Dtype::S8 | Dtype::U8 | Dtype::S16 | Dtype::S32) {
             return Err(fault(
                 FaultKind::Illegal,
                 self.i,

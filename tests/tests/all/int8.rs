@@ -285,3 +285,53 @@ fn explicit_integer_operators_on_device() {
         }
     }
 }
+
+/// `QAdd` against exact arithmetic (the QDQ semantics in real numbers), over every pair of
+/// uint8 codes, on both int8 configurations: a result may differ from
+/// `round((a − za)·sa/sy + (b − zb)·sb/sy) + zy` only where that value lies within 1e-5 of
+/// a half step (ties, which float arithmetic breaks by its own rounding too).
+#[test]
+fn integer_addition_matches_exact_arithmetic_on_every_code_pair() {
+    for (sa, za, sb, zb, sy, zy) in [
+        (0.013f32, 77i32, 0.013f32, 77i32, 0.017f32, 128i32),
+        (0.0123, 60, 0.0456, 200, 0.05, 10),
+        (0.02, 0, 0.5, 255, 0.3, 3),
+    ] {
+        let text = format!(
+            "<ir_version: 8, opset_import: [\"\" : 17]>\n\
+             g (uint8[256,256] a, uint8[256,256] b) => (uint8[256,256] y)\n\
+             <float sa = {{{sa}}}, uint8 za = {{{za}}}, float sb = {{{sb}}}, uint8 zb = {{{zb}}}, \
+             float sy = {{{sy}}}, uint8 zy = {{{zy}}}>\n\
+             {{\n da = DequantizeLinear (a, sa, za)\n db = DequantizeLinear (b, sb, zb)\n \
+             s = Add (da, db)\n y = QuantizeLinear (s, sy, zy)\n}}\n"
+        );
+        let a: Vec<u8> = (0..65536).map(|i| (i / 256) as u8).collect();
+        let b: Vec<u8> = (0..65536).map(|i| (i % 256) as u8).collect();
+        let ins = [
+            HostTensor::new(accelc::DType::U8, vec![256, 256], a.clone()).unwrap(),
+            HostTensor::new(accelc::DType::U8, vec![256, 256], b.clone()).unwrap(),
+        ];
+        for config in [DeviceConfig::default_npu(), DeviceConfig::u65()] {
+            let opts = Options { config: config.clone(), ..Options::default() };
+            let c = accelc::compile(Source::Text(&text), &opts, &mut ()).unwrap();
+            assert!(c.optimized.nodes.iter().any(|n| matches!(n.op, Op::QAdd { .. })));
+            let got = Session::new(c.blob.clone()).unwrap().run(&ins).unwrap().outputs.remove(0);
+            let mut off = 0;
+            for i in 0..65536 {
+                let real = (f64::from(a[i]) - f64::from(za)) * f64::from(sa) / f64::from(sy)
+                    + (f64::from(b[i]) - f64::from(zb)) * f64::from(sb) / f64::from(sy);
+                let want = (real.round() + f64::from(zy)).clamp(0.0, 255.0);
+                if f64::from(got.data[i]) != want {
+                    let tie = ((real - real.floor()) - 0.5).abs() < 1e-5;
+                    assert!(
+                        tie,
+                        "{} on {}: codes ({}, {}): {} instead of {want} (exact {real})",
+                        sa, config.name, a[i], b[i], got.data[i]
+                    );
+                    off += 1;
+                }
+            }
+            assert!(off < 100, "{off} ties rounded the other way");
+        }
+    }
+}

@@ -108,8 +108,8 @@ pub(super) fn quant(
 }
 
 /// `QAdd` (the arithmetic is on `Op::QAdd`): per chunk, each input widened to int32 and
-/// requantised to int16 on the common grid, the two added (int16, saturating), the sum
-/// widened and requantised to the output type.
+/// requantised in place to the common grid, the two added (int32, saturating), the sum
+/// requantised to the output type.
 pub(super) fn qadd(
     em: &mut Emitter,
     s: &Sched,
@@ -126,16 +126,15 @@ pub(super) fn qadd(
     let recs = params(em, step, &[])?
         .ok_or_else(|| LowerError::msg("internal: no requantisation records"))?;
     let rec = |i: u64| at(recs, 16 * i);
-    // Inputs and output double-buffered; one int32 and two int16 work buffers.
-    let per_elem = 2 * (ea + eb + eout) + 4 + 2 + 2;
-    let budget = (em.spad_free().saturating_sub(9 * 64) / per_elem).min(MAX_VX_ELEMENTS) as usize;
+    // Inputs and output double-buffered; two int32 work buffers.
+    let per_elem = 2 * (ea + eb + eout) + 4 + 4;
+    let budget = (em.spad_free().saturating_sub(8 * 64) / per_elem).min(MAX_VX_ELEMENTS) as usize;
     let rows_max = (budget / COLS).clamp(1, MAX_SHAPE_DIM);
     let chunk = (rows_max * COLS).min(total.max(1));
     let abuf = [em.spad(chunk as u64 * ea)?, em.spad(chunk as u64 * ea)?];
     let bbuf = [em.spad(chunk as u64 * eb)?, em.spad(chunk as u64 * eb)?];
     let obuf = [em.spad(chunk as u64 * eout)?, em.spad(chunk as u64 * eout)?];
-    let w32 = em.spad(chunk as u64 * 4)?;
-    let (ta, tb) = (em.spad(chunk as u64 * 2)?, em.spad(chunk as u64 * 2)?);
+    let (ta, tb) = (em.spad(chunk as u64 * 4)?, em.spad(chunk as u64 * 4)?);
     let (a_seg, a_base) = s.addr(q.a)?;
     let (b_seg, b_base) = s.addr(q.b)?;
     let (out_seg, out_base) = s.addr(q.out)?;
@@ -163,14 +162,13 @@ pub(super) fn qadd(
         let (r, c) = (rows as u64, cols as u64);
         let dense = |e: u64| (c * e, r * c * e);
         let conv = |dst: u64, src: u64| vshape(1, r, c, dense(dst), dense(src), (0, 0), 0);
-        em.vconv(da, Dtype::S32, conv(4, ea), w32, abuf[i])?;
-        em.vrequant_tensor(Dtype::S16, conv(2, 4), ta, w32, rec(0))?;
-        em.vconv(db, Dtype::S32, conv(4, eb), w32, bbuf[i])?;
-        em.vrequant_tensor(Dtype::S16, conv(2, 4), tb, w32, rec(1))?;
-        let sum = vshape(1, r, c, dense(2), dense(2), dense(2), 0);
-        em.vbin(Dtype::S16, BinOp::Add, sum, ta, ta, tb)?;
-        em.vconv(Dtype::S16, Dtype::S32, conv(4, 2), w32, ta)?;
-        em.vrequant_tensor(dout, conv(eout, 4), obuf[i], w32, rec(2))?;
+        em.vconv(da, Dtype::S32, conv(4, ea), ta, abuf[i])?;
+        em.vrequant_tensor(Dtype::S32, conv(4, 4), ta, ta, rec(0))?;
+        em.vconv(db, Dtype::S32, conv(4, eb), tb, bbuf[i])?;
+        em.vrequant_tensor(Dtype::S32, conv(4, 4), tb, tb, rec(1))?;
+        let sum = vshape(1, r, c, dense(4), dense(4), dense(4), 0);
+        em.vbin(Dtype::S32, BinOp::Add, sum, ta, ta, tb)?;
+        em.vrequant_tensor(dout, conv(eout, 4), obuf[i], ta, rec(2))?;
         em.signal(Engine::Vx, LD_VX.free)?;
         em.signal(Engine::Vx, VX_ST.full)?;
         em.wait(Engine::St, VX_ST.full);
