@@ -942,11 +942,6 @@ pub(crate) fn rowwise(
     Ok(())
 }
 
-/// Whether `g` is a quantized (QDQ) model: it holds a DequantizeLinear.
-fn quantized(g: &Graph) -> bool {
-    g.nodes.iter().any(|n| matches!(n.op, Op::DequantizeLinear { .. }))
-}
-
 pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result<(), LowerError> {
     // The matrix engine multiplies the activations' type only where the device has it (a
     // configuration built without the f32 matmul feature runs no float matmul).
@@ -959,10 +954,9 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
                 "`{}` has no {dtype} matmul feature (features {:#x}){}",
                 b.s.cfg.name,
                 b.s.cfg.features,
-                if dtype == accelc_isa::Dtype::F32 && quantized(b.g) {
-                    "; this float convolution or matrix product of a quantized model is one \
-                     that no quantization rule took (the book's lowering page, \"Quantized \
-                     models\", lists when a rule declines)"
+                if dtype == accelc_isa::Dtype::F32 {
+                    "; in a quantized model, a float convolution or matrix product no \
+                     quantization rule took (see the book's lowering page, \"Quantized models\")"
                 } else {
                     ""
                 }
