@@ -22,8 +22,7 @@ use melior::ir::operation::{OperationLike, WalkOrder, WalkResult};
 use melior::ir::{Module, RegionLike};
 use melior::pass::PassManager;
 use melior::utility::{
-    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations,
-    register_all_passes,
+    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
 };
 use melior::{Context, StringRef};
 
@@ -144,9 +143,7 @@ pub(crate) fn words_as_bytes(w: &[u128]) -> &[u8] {
 
 pub(crate) fn words_as_bytes_mut(w: &mut [u128]) -> &mut [u8] {
     // SAFETY: as in `words_as_bytes`; the borrow is exclusive.
-    unsafe {
-        std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(w))
-    }
+    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(w)) }
 }
 
 impl HostModule {
@@ -178,8 +175,8 @@ impl HostModule {
                     format!("{what}: {}", d.join("; "))
                 })
             };
-            let mut module =
-                Module::parse(&context, source).ok_or_else(|| fail("host module does not parse"))?;
+            let mut module = Module::parse(&context, source)
+                .ok_or_else(|| fail("host module does not parse"))?;
             if !module.as_operation().verify() {
                 return Err(fail("host module does not verify"));
             }
