@@ -25,6 +25,7 @@
 pub(crate) mod emit;
 pub(crate) mod kernels;
 mod legalize;
+pub mod partition;
 mod plan;
 pub(crate) mod schedule;
 pub mod select;
