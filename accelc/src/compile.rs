@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use accelc_compiler::ir::{Graph, Op};
+use accelc_compiler::lower::execplan::{Lowered, PlanCompiled};
 use accelc_compiler::lower::{self, CompileOptions, Compiled};
 use accelc_compiler::onnx::ImportOptions;
 use accelc_compiler::opt::{self, Level};
@@ -88,9 +89,13 @@ pub struct Compilation {
     pub optimized: Graph,
     /// The optimizer's report.
     pub report: opt::Report,
-    /// The program, tables, layers and figures.
-    pub compiled: Compiled,
-    /// The command blob.
+    /// The program, tables, layers and figures, when the device runs every node (`None`
+    /// for a plan).
+    pub compiled: Option<Compiled>,
+    /// The plan, when some nodes run on the host: placements, steps (each device step with
+    /// its program), the host module.
+    pub plan: Option<PlanCompiled>,
+    /// The command blob (format 1), or the plan blob (format 2).
     pub blob: Vec<u8>,
 }
 
@@ -172,18 +177,45 @@ pub fn compile(
     let reference = load_graph(src, opts, obs)?;
     let mut optimized = reference.clone();
     let report = optimize(&mut optimized, &src, opts, obs)?;
-    let (compiled, blob) = lower(&optimized, &src, opts, obs)?;
-    Ok(Compilation { reference, optimized, report, compiled, blob })
+    let (lowered, blob) = lower(&optimized, &src, opts, obs)?;
+    let (compiled, plan) = match lowered {
+        Lowered::Device(c) => (Some(c), None),
+        Lowered::Plan(p) => (None, Some(p)),
+    };
+    Ok(Compilation { reference, optimized, report, compiled, plan, blob })
 }
 
-/// The lowering step of [`compile`]: an optimized graph to its program and blob.
+/// The lowering step of [`compile`]: an optimized graph to its program and blob, or to a plan
+/// of device programs and host code when the device does not run every node.
 pub(crate) fn lower(
     optimized: &Graph,
     src: &Source<'_>,
     opts: &Options,
     obs: &mut dyn Observer,
-) -> Result<(Compiled, Vec<u8>), Error> {
+) -> Result<(Lowered, Vec<u8>), Error> {
     let copts = CompileOptions { config: opts.config.clone(), expose_all: opts.expose_all };
+    let support = lower::device_support(optimized, &copts);
+    if opts.expose_all {
+        // `diff` compares every intermediate of one device program; host regions are not
+        // covered yet.
+        if let Some((n, Err(e))) = optimized.nodes.iter().zip(&support).find(|(_, r)| r.is_err()) {
+            return Err(Error::Unsupported(format!(
+                "{}: node `{}` runs on the host ({}); diff covers models that run wholly on the device",
+                src.describe(),
+                n.name,
+                e.message
+            )));
+        }
+    }
+    if support.iter().any(Result::is_err) {
+        let p = accelc_compiler::lower::execplan::compile_any(optimized, &copts)
+            .map_err(|e| lower_err(src, e))?;
+        let blob = match &p {
+            Lowered::Plan(p) => p.blob.clone(),
+            Lowered::Device(c) => c.blob().map_err(|e| Error::Internal(e.to_string()))?,
+        };
+        return Ok((p, blob));
+    }
     // Both callbacks report to the one observer.
     let obs = std::cell::RefCell::new(obs);
     let compiled = lower::compile_with(
@@ -212,7 +244,7 @@ pub(crate) fn lower(
         }
     }
     let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
-    Ok((compiled, blob))
+    Ok((Lowered::Device(compiled), blob))
 }
 
 /// A lowering error: internal when accelc contradicts itself, else a device limitation.

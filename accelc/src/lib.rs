@@ -36,7 +36,7 @@ pub use compile::{
     Compilation, Observer, Options, Source, compile, frontend, import, load_graph, optimize,
 };
 pub use profile::{LayerProfile, Profile, blob_layers, profile};
-pub use session::{RunResult, Session, host_dtype, io_dtype};
+pub use session::{HostStepTime, RunResult, Session, TensorSpec, host_dtype, io_dtype};
 pub use tensor::HostTensor;
 
 use std::fmt;

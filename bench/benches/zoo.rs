@@ -129,7 +129,8 @@ fn int8_table(zoo: &Path, runs: usize) {
         let input = zoo.join(format!("{m}.input_0.npy"));
         let (compile_s, c) = compile_o2(&model, DeviceConfig::default_npu());
         let (cycles, wall) = simulate(&c, &input, runs);
-        let roof = c.compiled.roofline_cycles();
+        let roof =
+            c.compiled.as_ref().expect("zoo models run wholly on the device").roofline_cycles();
         let (_, u) = compile_o2(&model, DeviceConfig::u65());
         let (u65, _) = simulate(&u, &input, 1);
         let ort = onnxruntime_seconds(&model, &input, runs * 4);
@@ -183,7 +184,8 @@ fn main() {
         let compile_s = median(times);
         let peak = compile_peak(&model);
         let (cycles, wall) = simulate(&c, &input, runs);
-        let roof = c.compiled.roofline_cycles();
+        let roof =
+            c.compiled.as_ref().expect("zoo models run wholly on the device").roofline_cycles();
         let ort = onnxruntime_seconds(&model, &input, runs * 4);
         let (peak_mb, peak_note) = match peak {
             Some((_, rss, size)) => (

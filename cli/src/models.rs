@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use accelc_compiler::ir::Graph;
 use accelc_compiler::lower::{Compiled, Layer};
-use accelc_isa::blob::{Direction, IoTensor};
+use accelc_isa::blob::Direction;
 use anyhow::{Context, anyhow, bail};
 
 use crate::{config, invalid, is_blob, parse_input_shapes, read, write_atomic};
 use accelc::{ATOL, RTOL, SCALE_TOL};
-use accelc::{Compilation, HostTensor, Observer, Options, Session, Source};
+use accelc::{Compilation, HostTensor, Observer, Options, Session, Source, TensorSpec};
 
 /// The optimizer options the model commands share.
 #[derive(Clone, Copy, Debug, clap::Args)]
@@ -241,7 +241,48 @@ pub(crate) fn cmd_compile(
         c.blob.len(),
         elapsed.as_secs_f64()
     )?;
-    summary(&c.compiled, out)
+    match (&c.compiled, &c.plan) {
+        (Some(compiled), _) => summary(compiled, out),
+        (None, Some(plan)) => plan_summary(&c.optimized, plan, out),
+        (None, None) => bail!("internal: a compilation with neither a program nor a plan"),
+    }
+}
+
+/// A plan's steps, and every node the host runs with the reason it is not on the device.
+fn plan_summary(
+    g: &accelc::Graph,
+    plan: &accelc_compiler::lower::execplan::PlanCompiled,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let host_nodes = plan.placements.iter().filter(|p| p.reason.is_some()).count();
+    writeln!(
+        out,
+        "plan:          {} steps ({} device jobs, {} host calls); {} of {} nodes on the host",
+        plan.steps.len(),
+        plan.device_steps().count(),
+        plan.steps.len() - plan.device_steps().count(),
+        host_nodes,
+        g.nodes.len()
+    )?;
+    for s in &plan.steps {
+        match &s.compiled {
+            Some(c) => writeln!(
+                out,
+                "  {:<10} device: {} nodes, {} kernels, est. {} cycles",
+                s.name,
+                s.nodes.len(),
+                c.layers.len(),
+                c.estimate_cycles()
+            )?,
+            None => writeln!(out, "  {:<10} host:   {} nodes", s.name, s.nodes.len())?,
+        }
+    }
+    for (n, p) in g.nodes.iter().zip(&plan.placements) {
+        if let Some(why) = &p.reason {
+            writeln!(out, "  host node `{}` ({}): {why}", n.name, n.op_type)?;
+        }
+    }
+    Ok(())
 }
 
 fn summary(c: &Compiled, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -286,7 +327,7 @@ fn summary(c: &Compiled, out: &mut dyn Write) -> anyhow::Result<()> {
 /// The inputs of a run (in signature order): from `NAME=FILE.npy` arguments (any data type the
 /// model's input has; sizes checked before anything is allocated), or random values of the
 /// input's type from one stream with a fixed seed (floats uniform in [-1, 1)).
-pub fn inputs(specs: &[&IoTensor], args: &[String], seed: u64) -> anyhow::Result<Vec<HostTensor>> {
+pub fn inputs(specs: &[TensorSpec], args: &[String], seed: u64) -> anyhow::Result<Vec<HostTensor>> {
     let mut given = std::collections::HashMap::new();
     for a in args {
         let (name, file) =
@@ -303,23 +344,18 @@ pub fn inputs(specs: &[&IoTensor], args: &[String], seed: u64) -> anyhow::Result
         }
         given.insert(name.to_string(), accelc::npy::read(Path::new(file)).map_err(fail)?);
     }
-    let dtype = |s: &IoTensor| {
-        accelc::io_dtype(s).ok_or_else(|| {
-            invalid(format!("input `{}` is {}, which has no host type", s.name, s.dtype))
-        })
-    };
     // Random values for the inputs not given, from one stream in signature order.
     let mut missing = Vec::new();
     for s in specs.iter().filter(|s| !given.contains_key(&s.name)) {
-        missing.push((dtype(s)?, s.dims.iter().map(|d| *d as usize).collect()));
+        missing.push((s.dtype, s.dims.clone()));
     }
     let mut random = HostTensor::random(&missing, seed).into_iter();
     let mut out = Vec::new();
     for s in specs {
-        let dims: Vec<usize> = s.dims.iter().map(|d| *d as usize).collect();
+        let dims = s.dims.clone();
         let t = match given.remove(&s.name) {
             Some(t) => {
-                let want = dtype(s)?;
+                let want = s.dtype;
                 if t.dims != dims || t.dtype != want {
                     bail!(invalid(format!(
                         "input `{}` is {}{:?}; the model takes {want}{dims:?}",
@@ -350,7 +386,7 @@ pub(crate) fn cmd_run(
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
     let session = session(model, loaded.blob, input_args.max_cycles)?;
-    let ins = inputs(&session.inputs(), &input_args.inputs, seed)?;
+    let ins = inputs(session.inputs(), &input_args.inputs, seed)?;
     let result = session.run(&ins).map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let (outs, stats) = (result.outputs, result.stats);
     let cfgd = session.config().clone();
@@ -362,7 +398,16 @@ pub(crate) fn cmd_run(
         stats.cycles as f64 * 1e3 / cfgd.clock_hz as f64,
         cfgd.clock_hz as f64 / 1e9
     )?;
-    let specs: Vec<IoTensor> = session.outputs().into_iter().cloned().collect();
+    if !result.host_steps.is_empty() {
+        let total: std::time::Duration = result.host_steps.iter().map(|h| h.time).sum();
+        writeln!(
+            out,
+            "host steps:   {} calls, {:.3} ms wall time on this CPU",
+            result.host_steps.len(),
+            total.as_secs_f64() * 1e3
+        )?;
+    }
+    let specs: Vec<TensorSpec> = session.outputs().to_vec();
     let reference = if compare_ref {
         let c = loaded
             .compilation
@@ -495,12 +540,25 @@ pub(crate) fn cmd_diff(
     let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, true, o, err)?;
     let Some(c) = &loaded.compilation else { bail!("internal: no graph") };
-    let specs: Vec<&IoTensor> =
-        c.compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
+    let Some(compiled) = &c.compiled else { bail!("internal: diff compiled a plan") };
+    let specs: Vec<TensorSpec> = compiled
+        .io
+        .iter()
+        .filter(|t| t.direction == Direction::Input)
+        .map(|t| {
+            let dtype = accelc::io_dtype(t)
+                .ok_or_else(|| invalid(format!("input `{}` has no host type", t.name)))?;
+            Ok(TensorSpec {
+                name: t.name.clone(),
+                dtype,
+                dims: t.dims.iter().map(|d| *d as usize).collect(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     let ins = inputs(&specs, input_args, seed)?;
     let device =
         accelc_runtime::driver::DeviceOptions { max_job_cycles: max_cycles, ..Default::default() };
-    match accelc::first_difference(c.oracle(), &c.compiled, &ins, device).map_err(fail)? {
+    match accelc::first_difference(c.oracle(), compiled, &ins, device).map_err(fail)? {
         // Nothing compared is not a match.
         Ok(0) => bail!(invalid("no tensor of the device's run has a counterpart in the reference")),
         Ok(n) => {
@@ -556,8 +614,8 @@ pub(crate) fn cmd_profile(
     let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
     let session = session(model, loaded.blob, input_args.max_cycles)?;
     let layers: Option<&[Layer]> =
-        loaded.compilation.as_ref().map(|c| c.compiled.layers.as_slice());
-    let ins = inputs(&session.inputs(), &input_args.inputs, seed)?;
+        loaded.compilation.as_ref().and_then(|c| c.compiled.as_ref()).map(|c| c.layers.as_slice());
+    let ins = inputs(session.inputs(), &input_args.inputs, seed)?;
     let p = accelc::profile(&session, layers, &ins)
         .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let cfgd = session.config().clone();

@@ -1,4 +1,4 @@
-//! The command blob (`NPB` format 1): a versioned, self-describing container for a compiled
+//! The command blob (`NPB` format 1; format 2, the plan blob, is `crate::plan`): a versioned, self-describing container for a compiled
 //! model, read by the runtime and written by the compiler.
 //!
 //! ```text
@@ -81,10 +81,16 @@ pub enum SectionKind {
     Meta = 9,
     /// Instruction ranges mapped back to source names.
     Debug = 10,
+    /// Format 2: the execution plan (tensors, signature, ordered steps).
+    Plan = 11,
+    /// Format 2: the device programs, each a format-1 blob.
+    Programs = 12,
+    /// Format 2: the host code, one MLIR module as text.
+    Host = 13,
 }
 
 impl SectionKind {
-    const ALL: [SectionKind; 10] = [
+    const ALL: [SectionKind; 13] = [
         SectionKind::Target,
         SectionKind::Segments,
         SectionKind::Io,
@@ -95,6 +101,9 @@ impl SectionKind {
         SectionKind::Const,
         SectionKind::Meta,
         SectionKind::Debug,
+        SectionKind::Plan,
+        SectionKind::Programs,
+        SectionKind::Host,
     ];
 
     /// The kind with number `v`, if this reader knows it.
@@ -115,10 +124,13 @@ impl SectionKind {
             SectionKind::Const => "CONST",
             SectionKind::Meta => "META",
             SectionKind::Debug => "DEBUG",
+            SectionKind::Plan => "PLAN",
+            SectionKind::Programs => "PROGRAMS",
+            SectionKind::Host => "HOST",
         }
     }
 
-    fn required(self) -> bool {
+    pub(crate) fn required(self) -> bool {
         !matches!(self, SectionKind::Const | SectionKind::Meta | SectionKind::Debug)
     }
 }
@@ -295,7 +307,7 @@ impl fmt::Display for BlobError {
 
 impl std::error::Error for BlobError {}
 
-fn err(
+pub(crate) fn err(
     offset: Option<u64>,
     section: Option<&'static str>,
     message: impl Into<String>,
@@ -304,7 +316,7 @@ fn err(
 }
 
 /// A bounds-checked little-endian reader over one region of the file.
-struct Cur<'a> {
+pub(crate) struct Cur<'a> {
     buf: &'a [u8],
     pos: usize,
     /// File offset of `buf[0]`.
@@ -313,19 +325,19 @@ struct Cur<'a> {
 }
 
 impl<'a> Cur<'a> {
-    fn new(buf: &'a [u8], base: u64, section: Option<&'static str>) -> Cur<'a> {
+    pub(crate) fn new(buf: &'a [u8], base: u64, section: Option<&'static str>) -> Cur<'a> {
         Cur { buf, pos: 0, base, section }
     }
 
-    fn at(&self) -> u64 {
+    pub(crate) fn at(&self) -> u64 {
         self.base.saturating_add(self.pos as u64)
     }
 
-    fn fail(&self, message: impl Into<String>) -> BlobError {
+    pub(crate) fn fail(&self, message: impl Into<String>) -> BlobError {
         err(Some(self.at()), self.section, message)
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], BlobError> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], BlobError> {
         let left = self.buf.len().saturating_sub(self.pos);
         if n > left {
             return Err(self.fail(format!("truncated: needs {n} bytes, {left} left")));
@@ -342,16 +354,16 @@ impl<'a> Cur<'a> {
         Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, BlobError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, BlobError> {
         Ok(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, BlobError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, BlobError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, BlobError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, BlobError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, BlobError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, BlobError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
     fn zero(&mut self, n: usize, what: &str) -> Result<(), BlobError> {
@@ -361,7 +373,7 @@ impl<'a> Cur<'a> {
         }
         Ok(())
     }
-    fn str(&mut self) -> Result<String, BlobError> {
+    pub(crate) fn str(&mut self) -> Result<String, BlobError> {
         let len = self.u16()?;
         let at = self.at();
         let bytes = self.bytes(usize::from(len))?;
@@ -370,7 +382,7 @@ impl<'a> Cur<'a> {
     }
     /// A count of entries of at least `entry` bytes each, checked against the bytes left so a
     /// forged count cannot make the reader allocate or loop far beyond the data.
-    fn count(&mut self, entry: usize) -> Result<usize, BlobError> {
+    pub(crate) fn count(&mut self, entry: usize) -> Result<usize, BlobError> {
         let n = self.u32()? as usize;
         let left = self.buf.len().saturating_sub(self.pos);
         if n.checked_mul(entry).is_none_or(|need| need > left) {
@@ -378,7 +390,7 @@ impl<'a> Cur<'a> {
         }
         Ok(n)
     }
-    fn finish(&self) -> Result<(), BlobError> {
+    pub(crate) fn finish(&self) -> Result<(), BlobError> {
         if self.pos != self.buf.len() {
             return Err(self.fail(format!(
                 "{} unexpected trailing bytes",
@@ -391,22 +403,22 @@ impl<'a> Cur<'a> {
 
 /// Little-endian writer.
 #[derive(Default)]
-struct Out(Vec<u8>);
+pub(crate) struct Out(pub(crate) Vec<u8>);
 
 impl Out {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u16(&mut self, v: u16) {
+    pub(crate) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn str(&mut self, s: &str) -> Result<(), BlobError> {
+    pub(crate) fn str(&mut self, s: &str) -> Result<(), BlobError> {
         let len = u16::try_from(s.len()).map_err(|_| {
             let start: String = s.chars().take(40).collect();
             err(
@@ -419,7 +431,7 @@ impl Out {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
-    fn count(&mut self, n: usize, what: &str) -> Result<(), BlobError> {
+    pub(crate) fn count(&mut self, n: usize, what: &str) -> Result<(), BlobError> {
         let n = u32::try_from(n).map_err(|_| err(None, None, format!("too many {what}")))?;
         self.u32(n);
         Ok(())
@@ -435,15 +447,7 @@ impl<'a> Blob<'a> {
     pub fn to_bytes(&self) -> Result<Vec<u8>, BlobError> {
         let mut sections: Vec<(SectionKind, Vec<u8>)> = Vec::new();
 
-        let mut o = Out::default();
-        let t = &self.target;
-        o.u16(t.isa_major);
-        o.u16(t.isa_minor);
-        for v in [t.array_dim, t.vx_lanes, t.spad_bytes, t.acc_bytes, t.features] {
-            o.u32(v);
-        }
-        o.str(&t.config_name)?;
-        sections.push((SectionKind::Target, o.0));
+        sections.push((SectionKind::Target, target_section(&self.target)?));
 
         let mut o = Out::default();
         o.count(self.segments.len(), "segments")?;
@@ -541,7 +545,17 @@ impl<'a> Blob<'a> {
 
     /// Parses and checks a blob. Constants are borrowed from `bytes`.
     pub fn read(bytes: &'a [u8]) -> Result<Blob<'a>, BlobError> {
-        let sections = read_container(bytes)?;
+        let (major, sections) = read_container(bytes)?;
+        if major != FORMAT_VERSION.0 {
+            return Err(err(
+                Some(8),
+                None,
+                format!(
+                    "format version {major}.x is a plan blob (device programs with host code), \
+                     not a single device program: load it as a plan"
+                ),
+            ));
+        }
         let get = |kind: SectionKind| sections.iter().find(|s| s.kind == kind);
         let cur = |kind: SectionKind| -> Option<Cur<'a>> {
             get(kind).map(|s| Cur::new(s.data, s.offset, Some(kind.name())))
@@ -549,33 +563,7 @@ impl<'a> Blob<'a> {
         let missing =
             |kind: SectionKind| err(None, Some(kind.name()), "required section is missing");
 
-        let mut c = cur(SectionKind::Target).ok_or_else(|| missing(SectionKind::Target))?;
-        let target = Target {
-            isa_major: c.u16()?,
-            isa_minor: c.u16()?,
-            array_dim: c.u32()?,
-            vx_lanes: c.u32()?,
-            spad_bytes: c.u32()?,
-            acc_bytes: c.u32()?,
-            features: c.u32()?,
-            config_name: c.str()?,
-        };
-        c.finish()?;
-        let h_isa = (read_u16(bytes, 40), read_u16(bytes, 42));
-        if (target.isa_major, target.isa_minor) != h_isa || read_u32(bytes, 44) != target.features {
-            return Err(err(
-                Some(40),
-                Some("TARGET"),
-                "ISA version or features differ from the header",
-            ));
-        }
-        if bytes.get(48..64) != Some(&target.fingerprint()[..]) {
-            return Err(err(
-                Some(48),
-                Some("TARGET"),
-                "target fingerprint does not match the target parameters",
-            ));
-        }
+        let target = read_target(bytes, &sections)?;
 
         let consts_section = get(SectionKind::Const);
         let consts_len = consts_section.map_or(0, |s| s.data.len() as u64);
@@ -798,6 +786,55 @@ impl<'a> Blob<'a> {
     }
 }
 
+/// The TARGET section's contents for `t`.
+pub(crate) fn target_section(t: &Target) -> Result<Vec<u8>, BlobError> {
+    let mut o = Out::default();
+    o.u16(t.isa_major);
+    o.u16(t.isa_minor);
+    for v in [t.array_dim, t.vx_lanes, t.spad_bytes, t.acc_bytes, t.features] {
+        o.u32(v);
+    }
+    o.str(&t.config_name)?;
+    Ok(o.0)
+}
+
+/// The TARGET section of a container, checked against the header's ISA version, features
+/// and fingerprint.
+pub(crate) fn read_target(bytes: &[u8], sections: &[RawSection<'_>]) -> Result<Target, BlobError> {
+    let s = sections
+        .iter()
+        .find(|s| s.kind == SectionKind::Target)
+        .ok_or_else(|| err(None, Some("TARGET"), "required section is missing"))?;
+    let mut c = Cur::new(s.data, s.offset, Some("TARGET"));
+    let target = Target {
+        isa_major: c.u16()?,
+        isa_minor: c.u16()?,
+        array_dim: c.u32()?,
+        vx_lanes: c.u32()?,
+        spad_bytes: c.u32()?,
+        acc_bytes: c.u32()?,
+        features: c.u32()?,
+        config_name: c.str()?,
+    };
+    c.finish()?;
+    let h_isa = (read_u16(bytes, 40), read_u16(bytes, 42));
+    if (target.isa_major, target.isa_minor) != h_isa || read_u32(bytes, 44) != target.features {
+        return Err(err(
+            Some(40),
+            Some("TARGET"),
+            "ISA version or features differ from the header",
+        ));
+    }
+    if bytes.get(48..64) != Some(&target.fingerprint()[..]) {
+        return Err(err(
+            Some(48),
+            Some("TARGET"),
+            "target fingerprint does not match the target parameters",
+        ));
+    }
+    Ok(target)
+}
+
 fn read_u16(b: &[u8], at: usize) -> u16 {
     let mut a = [0u8; 2];
     if let Some(s) = b.get(at..at.saturating_add(2)) {
@@ -822,6 +859,16 @@ fn align_up(v: usize) -> usize {
 /// aligned sections, checksums and content hash. [`Blob::to_bytes`] uses it; tests use it to
 /// build containers with sections this version does not know.
 pub fn write_container(sections: &[(u32, u32, Vec<u8>)], target: &Target) -> Vec<u8> {
+    write_container_version(sections, target, FORMAT_VERSION)
+}
+
+/// As [`write_container`], with format version `version` in the header (format 2 is the
+/// plan blob, `crate::plan`).
+pub fn write_container_version(
+    sections: &[(u32, u32, Vec<u8>)],
+    target: &Target,
+    version: (u16, u16),
+) -> Vec<u8> {
     let table_end = HEADER_BYTES.saturating_add(sections.len().saturating_mul(SECTION_ENTRY_BYTES));
     let mut offsets = Vec::with_capacity(sections.len());
     let mut at = align_up(table_end);
@@ -846,8 +893,8 @@ pub fn write_container(sections: &[(u32, u32, Vec<u8>)], target: &Target) -> Vec
     }
     let mut h = Out::default();
     h.0.extend_from_slice(&MAGIC);
-    h.u16(FORMAT_VERSION.0);
-    h.u16(FORMAT_VERSION.1);
+    h.u16(version.0);
+    h.u16(version.1);
     h.u32(HEADER_BYTES as u32);
     h.u64(file_size as u64);
     h.u32(0);
@@ -866,13 +913,19 @@ pub fn write_container(sections: &[(u32, u32, Vec<u8>)], target: &Target) -> Vec
 }
 
 /// One section as found in the file.
-struct RawSection<'a> {
-    kind: SectionKind,
-    offset: u64,
-    data: &'a [u8],
+pub(crate) struct RawSection<'a> {
+    pub(crate) kind: SectionKind,
+    pub(crate) offset: u64,
+    pub(crate) data: &'a [u8],
 }
 
-fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
+/// The format major versions this reader knows: 1 (one device program, [`Blob`]) and 2 (a
+/// plan of device programs and host code, `crate::plan`).
+pub const KNOWN_MAJORS: [u16; 2] = [FORMAT_VERSION.0, crate::plan::PLAN_FORMAT_VERSION.0];
+
+/// Checks a container (header, table, checksums, layout) and returns its format major version
+/// and sections.
+pub(crate) fn read_container(bytes: &[u8]) -> Result<(u16, Vec<RawSection<'_>>), BlobError> {
     let len = bytes.len() as u64;
     let mut h = Cur::new(bytes, 0, None);
     if bytes.len() < HEADER_BYTES {
@@ -886,13 +939,12 @@ fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
         return Err(err(Some(0), None, "not a command blob (bad magic)"));
     }
     let (major, minor) = (h.u16()?, h.u16()?);
-    if major != FORMAT_VERSION.0 {
+    if !KNOWN_MAJORS.contains(&major) {
         return Err(err(
             Some(8),
             None,
             format!(
-                "format version {major}.{minor} is not supported (this reader knows {}.x)",
-                FORMAT_VERSION.0
+                "format version {major}.{minor} is not supported (this reader knows 1.x and 2.x)"
             ),
         ));
     }
@@ -1024,5 +1076,5 @@ fn read_container(bytes: &[u8]) -> Result<Vec<RawSection<'_>>, BlobError> {
     if Sha256::digest(&bytes[HEADER_BYTES..])[..] != bytes[64..96] {
         return Err(err(Some(64), None, "content hash mismatch"));
     }
-    Ok(sections)
+    Ok((major, sections))
 }

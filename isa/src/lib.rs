@@ -21,6 +21,7 @@ pub mod disasm;
 pub mod fields;
 pub mod file;
 pub mod inst;
+pub mod plan;
 pub mod program;
 pub mod requant;
 pub mod verify;

@@ -493,16 +493,22 @@ fn compile(
         expose_all: false,
     };
     let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
+    let Some(compiled) = &c.compiled else {
+        return Err(UnsupportedError::new_err(
+            "the model runs partly on the host (a plan blob); the Python package runs models \
+             that run wholly on the device for now (use the accelc CLI for plans)",
+        ));
+    };
     let figures = Some((
-        c.compiled.spad_peak,
-        c.compiled.acc_peak,
-        c.compiled.arena_bytes,
-        c.compiled.estimate_cycles(),
-        c.compiled.nodes,
+        compiled.spad_peak,
+        compiled.acc_peak,
+        compiled.arena_bytes,
+        compiled.estimate_cycles(),
+        compiled.nodes,
     ));
     Ok(NativeBlob {
-        io: c.compiled.io.clone(),
-        layers: Some(c.compiled.layers.clone()),
+        io: compiled.io.clone(),
+        layers: Some(compiled.layers.clone()),
         figures,
         bytes: c.blob,
         config: config.inner.clone(),
@@ -691,10 +697,12 @@ fn diff(
         ..Options::default()
     };
     let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
+    let compiled =
+        c.compiled.as_ref().ok_or_else(|| InternalError::new_err("diff compiled a plan"))?;
     let given = match inputs {
         Some(named) => {
             let specs: Vec<&IoTensor> =
-                c.compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
+                compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
             let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
             let types: Vec<_> = specs
                 .iter()
@@ -714,8 +722,7 @@ fn diff(
             let ins = match given {
                 Some(v) => v,
                 None => {
-                    let specs = c
-                        .compiled
+                    let specs = compiled
                         .io
                         .iter()
                         .filter(|t| t.direction == Direction::Input)
@@ -729,7 +736,7 @@ fn diff(
                     HostTensor::random(&specs, seed)
                 }
             };
-            accelc::first_difference(c.oracle(), &c.compiled, &ins, device_options())
+            accelc::first_difference(c.oracle(), compiled, &ins, device_options())
         })
         .map_err(py_err)?;
     Ok(match r {

@@ -23,6 +23,8 @@
 //! (`--dump-ir` prints them).
 
 pub(crate) mod emit;
+pub mod execplan;
+pub mod host;
 pub(crate) mod kernels;
 mod legalize;
 pub mod partition;

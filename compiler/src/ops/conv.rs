@@ -9,6 +9,7 @@ use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::onnx::{Attrs, group, window};
 use crate::ops::{Arity, counts};
@@ -801,4 +802,9 @@ pub(crate) fn conv_shape(
     let mut shape = vec![t.shape[0], w.shape[0]];
     shape.extend(window_out(&t.shape[2..], &kernel, window, false)?);
     Ok(shape)
+}
+
+/// Host lowering: not written yet for this family (the node is refused, naming its op).
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    crate::lower::host::not_yet(b, n)
 }

@@ -12,6 +12,7 @@ use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
 use crate::ops::{Arity, MANY, counts};
@@ -586,4 +587,318 @@ fn variadic(op: VariadicOp, args: &[Option<&Array>]) -> R<Array> {
         acc = Array::F32(acc.f32()?.mapv(|v| v / n));
     }
     Ok(acc)
+}
+
+/// Host lowering: every element of the output from its (broadcast) inputs, in the
+/// interpreter's arithmetic: floats in `f32` (transcendentals through `f64` where the
+/// interpreter uses it), integers in `i64` truncated to the output's width, integer division
+/// and modulo by zero reported through the status instead of executed.
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    let out = n.outputs[0];
+    let odt = b.ty(out)?.dtype;
+    let ins: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+    if ins.is_empty() {
+        return Err(b.err(n, "no inputs"));
+    }
+    let idt: Vec<DType> =
+        ins.iter().map(|v| b.ty(*v).map(|t| t.dtype)).collect::<Result<_, _>>()?;
+    let op = n.op.clone();
+    let opset = b.g.opset;
+    let node = n.clone();
+    b.map_out(out, &mut |b, idx| {
+        let mut xs = Vec::with_capacity(ins.len());
+        for v in &ins {
+            xs.push(b.load_bcast(*v, idx)?);
+        }
+        match &op {
+            Op::Binary(bop) => host_binary(b, *bop, &xs[0], idt[0], &xs[1], idt[1], odt),
+            Op::Variadic(vop) => {
+                let mut acc = xs[0].clone();
+                for x in &xs[1..] {
+                    acc = match (vop, odt) {
+                        (VariadicOp::Sum | VariadicOp::Mean, _) => {
+                            host_binary(b, BinaryOp::Add, &acc, odt, x, odt, odt)?
+                        }
+                        (VariadicOp::Max, DType::F32) => b.op2("arith.maximumf", &acc, x, "f32"),
+                        (VariadicOp::Min, DType::F32) => b.op2("arith.minimumf", &acc, x, "f32"),
+                        (m, d) => {
+                            let (p, q) = (b.widen(&acc, d), b.widen(x, d));
+                            let o =
+                                if *m == VariadicOp::Max { "arith.maxsi" } else { "arith.minsi" };
+                            let r = b.op2(o, &p, &q, "i64");
+                            b.narrow(&r, d)
+                        }
+                    };
+                }
+                if *vop == VariadicOp::Mean && xs.len() > 1 {
+                    let c = b.f32c(xs.len() as f32);
+                    acc = b.op2("arith.divf", &acc, &c, "f32");
+                }
+                Ok(acc)
+            }
+            Op::Unary(u) if odt != DType::F32 => {
+                let w = b.widen(&xs[0], odt);
+                let z = b.i64c(0);
+                let r = match u {
+                    UnaryOp::Neg => b.op2("arith.subi", &z, &w, "i64"),
+                    UnaryOp::Abs => {
+                        let neg = b.op2("arith.subi", &z, &w, "i64");
+                        let lt = b.cmpi("slt", &w, &z, "i64");
+                        b.select(&lt, &neg, &w, "i64")
+                    }
+                    UnaryOp::Relu => b.op2("arith.maxsi", &w, &z, "i64"),
+                    other => return Err(b.err(&node, format!("{other:?} of {odt} on the host"))),
+                };
+                Ok(b.narrow(&r, odt))
+            }
+            Op::Unary(u) => {
+                let x = &xs[0];
+                Ok(match u {
+                    UnaryOp::Relu => {
+                        let z = b.f32c(0.0);
+                        let keep = b.cmpf("ugt", x, &z, "f32");
+                        b.select(&keep, x, &z, "f32")
+                    }
+                    UnaryOp::Sigmoid => {
+                        let d = b.let_(&format!("arith.extf {x} : f32 to f64"));
+                        let neg = b.op1("arith.negf", &d, "f64");
+                        let e = b.op1("math.exp", &neg, "f64");
+                        let one = b.f64c(1.0);
+                        let s = b.op2("arith.addf", &one, &e, "f64");
+                        let r = b.op2("arith.divf", &one, &s, "f64");
+                        b.let_(&format!("arith.truncf {r} : f64 to f32"))
+                    }
+                    UnaryOp::Tanh | UnaryOp::Exp => {
+                        let d = b.let_(&format!("arith.extf {x} : f32 to f64"));
+                        let f = if *u == UnaryOp::Tanh { "math.tanh" } else { "math.exp" };
+                        let r = b.op1(f, &d, "f64");
+                        b.let_(&format!("arith.truncf {r} : f64 to f32"))
+                    }
+                    UnaryOp::Erf => {
+                        let d = b.let_(&format!("arith.extf {x} : f32 to f64"));
+                        let r = b.op1("math.erf", &d, "f64");
+                        b.let_(&format!("arith.truncf {r} : f64 to f32"))
+                    }
+                    UnaryOp::Sqrt => b.op1("math.sqrt", x, "f32"),
+                    UnaryOp::Neg => b.op1("arith.negf", x, "f32"),
+                    UnaryOp::Abs => b.op1("math.absf", x, "f32"),
+                    UnaryOp::HardSwish => {
+                        let six = b.f32c(6.0);
+                        let half = b.f32c(0.5);
+                        let t = b.op2("arith.divf", x, &six, "f32");
+                        let t = b.op2("arith.addf", &t, &half, "f32");
+                        let t = clamp01(b, &t);
+                        b.op2("arith.mulf", x, &t, "f32")
+                    }
+                })
+            }
+            Op::LeakyRelu { alpha } => {
+                let x = &xs[0];
+                let z = b.f32c(0.0);
+                let a = b.f32c(*alpha);
+                let neg = b.cmpf("olt", x, &z, "f32");
+                let m = b.op2("arith.mulf", &a, x, "f32");
+                Ok(b.select(&neg, &m, x, "f32"))
+            }
+            Op::HardSigmoid { alpha, beta } => {
+                let (a, c) = (b.f32c(*alpha), b.f32c(*beta));
+                let t = b.op2("arith.mulf", &a, &xs[0], "f32");
+                let t = b.op2("arith.addf", &t, &c, "f32");
+                Ok(clamp01(b, &t))
+            }
+            Op::Gelu { tanh } => {
+                let v = b.let_(&format!("arith.extf {} : f32 to f64", xs[0]));
+                let half = b.f64c(0.5);
+                let one = b.f64c(1.0);
+                let hv = b.op2("arith.mulf", &half, &v, "f64");
+                let inner = if *tanh {
+                    let k = b.f64c((2.0 / std::f64::consts::PI).sqrt());
+                    let c = b.f64c(0.044715);
+                    let v2 = b.op2("arith.mulf", &c, &v, "f64");
+                    let v3 = b.op2("arith.mulf", &v2, &v, "f64");
+                    let v3 = b.op2("arith.mulf", &v3, &v, "f64");
+                    let s = b.op2("arith.addf", &v, &v3, "f64");
+                    let s = b.op2("arith.mulf", &k, &s, "f64");
+                    b.op1("math.tanh", &s, "f64")
+                } else {
+                    let r2 = b.f64c(std::f64::consts::SQRT_2);
+                    let s = b.op2("arith.divf", &v, &r2, "f64");
+                    b.op1("math.erf", &s, "f64")
+                };
+                let s = b.op2("arith.addf", &one, &inner, "f64");
+                let r = b.op2("arith.mulf", &hv, &s, "f64");
+                Ok(b.let_(&format!("arith.truncf {r} : f64 to f32")))
+            }
+            Op::Clip { min, max } => {
+                // Bounds: inputs 1 and 2 when present (their first element), else the
+                // attributes before opset 11, else the type's range.
+                let bound =
+                    |b: &mut HostBuilder<'_>, i: usize| -> Result<Option<String>, LowerError> {
+                        match node.inputs.get(i).copied().flatten() {
+                            Some(v) => {
+                                let t = b.ty(v)?;
+                                let zero: Vec<String> = t.shape.iter().map(|_| b.idx(0)).collect();
+                                if t.shape.iter().product::<usize>() == 0 {
+                                    return Ok(None);
+                                }
+                                Ok(Some(b.load(v, &zero)?))
+                            }
+                            None => Ok(None),
+                        }
+                    };
+                let (lo, hi) = (bound(b, 1)?, bound(b, 2)?);
+                let x = &xs[0];
+                if odt == DType::F32 {
+                    let lo = match lo {
+                        Some(l) => l,
+                        None => b.f32c(if opset < 11 { min.unwrap_or(f32::MIN) } else { f32::MIN }),
+                    };
+                    let hi = match hi {
+                        Some(h) => h,
+                        None => b.f32c(if opset < 11 { max.unwrap_or(f32::MAX) } else { f32::MAX }),
+                    };
+                    let a = b.op2("arith.maximumf", x, &lo, "f32");
+                    Ok(b.op2("arith.minimumf", &a, &hi, "f32"))
+                } else {
+                    let mut w = b.widen(x, odt);
+                    if let Some(h) = hi {
+                        let h = b.widen(&h, odt);
+                        w = b.op2("arith.minsi", &w, &h, "i64");
+                    }
+                    if let Some(l) = lo {
+                        let l = b.widen(&l, odt);
+                        w = b.op2("arith.maxsi", &w, &l, "i64");
+                    }
+                    Ok(b.narrow(&w, odt))
+                }
+            }
+            other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
+        }
+    })
+}
+
+/// `min(max(t, 0), 1)` with NaN propagating, as `f32::clamp`.
+fn clamp01(b: &mut HostBuilder<'_>, t: &str) -> String {
+    let (z, one) = (b.f32c(0.0), b.f32c(1.0));
+    let a = b.op2("arith.maximumf", t, &z, "f32");
+    b.op2("arith.minimumf", &a, &one, "f32")
+}
+
+/// One binary element `p op q` (types `pd`, `qd`) of output type `od`, as [`binary`].
+pub(crate) fn host_binary(
+    b: &mut HostBuilder<'_>,
+    op: BinaryOp,
+    p: &str,
+    pd: DType,
+    q: &str,
+    qd: DType,
+    od: DType,
+) -> Result<String, LowerError> {
+    // Pow with a float exponent on an integer base, or an integer exponent on a float base:
+    // through f32 as the interpreter does.
+    if op == BinaryOp::Pow && pd != DType::F32 && qd == DType::F32 {
+        let pf = b.convert(p, pd, DType::F32);
+        let r = host_binary(b, op, &pf, DType::F32, q, qd, DType::F32)?;
+        return Ok(b.convert(&r, DType::F32, od));
+    }
+    if op == BinaryOp::Pow && pd == DType::F32 && qd != DType::F32 {
+        let qf = b.convert(q, qd, DType::F32);
+        return host_binary(b, op, p, pd, &qf, DType::F32, od);
+    }
+    if pd == DType::F32 {
+        let f = |o: &str, b: &mut HostBuilder<'_>| b.op2(o, p, q, "f32");
+        return Ok(match op {
+            BinaryOp::Add => f("arith.addf", b),
+            BinaryOp::Sub => f("arith.subf", b),
+            BinaryOp::Mul => f("arith.mulf", b),
+            BinaryOp::Div => f("arith.divf", b),
+            BinaryOp::Pow => {
+                let x = b.let_(&format!("arith.extf {p} : f32 to f64"));
+                let y = b.let_(&format!("arith.extf {q} : f32 to f64"));
+                let r = b.op2("math.powf", &x, &y, "f64");
+                b.let_(&format!("arith.truncf {r} : f64 to f32"))
+            }
+            BinaryOp::Mod => {
+                // numpy's mod: the sign of the divisor.
+                let r = f("arith.remf", b);
+                let z = b.f32c(0.0);
+                let nz = b.cmpf("une", &r, &z, "f32");
+                let rn = b.cmpf("olt", &r, &z, "f32");
+                let qn = b.cmpf("olt", q, &z, "f32");
+                let differ = b.op2("arith.xori", &rn, &qn, "i1");
+                let fix = b.op2("arith.andi", &nz, &differ, "i1");
+                let s = b.op2("arith.addf", &r, q, "f32");
+                b.select(&fix, &s, &r, "f32")
+            }
+        });
+    }
+    let (x, y) = (b.widen(p, pd), b.widen(q, qd));
+    let z = b.i64c(0);
+    let one = b.i64c(1);
+    let m1 = b.i64c(-1);
+    let r = match op {
+        BinaryOp::Add => b.op2("arith.addi", &x, &y, "i64"),
+        BinaryOp::Sub => b.op2("arith.subi", &x, &y, "i64"),
+        BinaryOp::Mul => b.op2("arith.muli", &x, &y, "i64"),
+        BinaryOp::Div | BinaryOp::Mod => {
+            let zero = b.cmpi("eq", &y, &z, "i64");
+            b.fail_if(&zero, if op == BinaryOp::Div { 1 } else { 2 });
+            // Neither a zero divisor nor i64::MIN / -1 reaches the division (both trap).
+            let minus1 = b.cmpi("eq", &y, &m1, "i64");
+            let unsafe_ = b.op2("arith.ori", &zero, &minus1, "i1");
+            let safe = b.select(&unsafe_, &one, &y, "i64");
+            if op == BinaryOp::Div {
+                let d = b.op2("arith.divsi", &x, &safe, "i64");
+                let neg = b.op2("arith.subi", &z, &x, "i64");
+                let d = b.select(&minus1, &neg, &d, "i64");
+                b.select(&zero, &z, &d, "i64")
+            } else {
+                let r = b.op2("arith.remsi", &x, &safe, "i64");
+                let r = b.select(&unsafe_, &z, &r, "i64");
+                let nz = b.cmpi("ne", &r, &z, "i64");
+                let rn = b.cmpi("slt", &r, &z, "i64");
+                let qn = b.cmpi("slt", &y, &z, "i64");
+                let differ = b.op2("arith.xori", &rn, &qn, "i1");
+                let fix = b.op2("arith.andi", &nz, &differ, "i1");
+                let s = b.op2("arith.addi", &r, &y, "i64");
+                b.select(&fix, &s, &r, "i64")
+            }
+        }
+        BinaryOp::Pow => {
+            // Square-and-multiply over the exponent's 64 bits (wrapping, as i64::wrapping_pow);
+            // a negative exponent truncates the real power: 1 for base 1, ±1 for base -1, 0
+            // otherwise, and 0 to a negative power is an error.
+            let r = b.fold_n(
+                64,
+                &[one.clone(), x.clone(), y.clone()],
+                &["i64", "i64", "i64"],
+                &mut |b, _, acc| {
+                    let one = b.i64c(1);
+                    let bit = b.op2("arith.andi", &acc[2], &one, "i64");
+                    let zero = b.i64c(0);
+                    let set = b.cmpi("ne", &bit, &zero, "i64");
+                    let m = b.op2("arith.muli", &acc[0], &acc[1], "i64");
+                    let r = b.select(&set, &m, &acc[0], "i64");
+                    let sq = b.op2("arith.muli", &acc[1], &acc[1], "i64");
+                    let e = b.op2("arith.shrui", &acc[2], &one, "i64");
+                    Ok(vec![r, sq, e])
+                },
+            )?;
+            let pos = r[0].clone();
+            let negexp = b.cmpi("slt", &y, &z, "i64");
+            let base0 = b.cmpi("eq", &x, &z, "i64");
+            let bad = b.op2("arith.andi", &negexp, &base0, "i1");
+            b.fail_if(&bad, 3);
+            let base1 = b.cmpi("eq", &x, &one, "i64");
+            let basem1 = b.cmpi("eq", &x, &m1, "i64");
+            let two = b.i64c(2);
+            let par = b.op2("arith.remsi", &y, &two, "i64");
+            let even = b.cmpi("eq", &par, &z, "i64");
+            let pm1 = b.select(&even, &one, &m1, "i64");
+            let n = b.select(&basem1, &pm1, &z, "i64");
+            let n = b.select(&base1, &one, &n, "i64");
+            b.select(&negexp, &n, &pos, "i64")
+        }
+    };
+    Ok(b.narrow(&r, od))
 }

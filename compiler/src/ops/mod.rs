@@ -13,7 +13,9 @@
 //!   (the schema's `min_input..=max_input`, `min_output..=max_output`);
 //! - `shape_operand`: which inputs determine the output shape (and must be constant);
 //! - `lower`: the device lowering (kernel steps), or the constraint that keeps it off the
-//!   device.
+//!   device;
+//! - `host`: the host lowering (MLIR loop nests through `lower::host::HostBuilder`), for nodes
+//!   the partitioner places on the CPU.
 //!
 //! [`def`] maps every [`Op`] variant to its family with an exhaustive `match`, so a new
 //! variant does not compile until it has a home; a test walks the registry with a sample node
@@ -22,6 +24,7 @@
 use crate::interp::Array;
 use crate::ir::{Graph, Node, Op, TensorType};
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::Builder;
 use crate::onnx::Attrs;
 
@@ -97,6 +100,7 @@ pub struct OpDef {
     pub(crate) arity: fn(&str, i64) -> Arity,
     pub(crate) shape_operand: fn(&Op, usize) -> bool,
     pub(crate) lower: fn(&mut Builder<'_>, usize, &Node) -> Result<(), LowerError>,
+    pub(crate) host: fn(&mut HostBuilder<'_>, &Node) -> Result<(), LowerError>,
 }
 
 macro_rules! family {
@@ -112,6 +116,7 @@ macro_rules! family {
             arity: $m::arity,
             shape_operand: $m::shape_operand,
             lower: $m::lower,
+            host: $m::host,
         }
     };
 }

@@ -10,6 +10,7 @@ use crate::interp::axis as norm_axis;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::lower::view::ViewOp;
 use crate::onnx::Attrs;
@@ -1222,4 +1223,127 @@ pub(crate) fn slice_len(d: i64, start: i64, end: i64, step: i64) -> R<usize> {
         (s - e + (-step) - 1).div_euclid(-step)
     };
     Ok(n.max(0) as usize)
+}
+
+/// Host lowering: Transpose, Concat, Split and Gather by index arithmetic (Gather's indices
+/// checked at run time); Slice, Pad and nearest Resize as selections computed at compile
+/// time by the reference itself ([`crate::lower::host::source_maps`]).
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+    let xt = b.ty(x)?;
+    let rank = xt.shape.len();
+    let ax = |a: i64| norm_axis(a, rank).map_err(|e| LowerError::at(&n.name, e));
+    match &n.op {
+        Op::Transpose { perm } => {
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..rank).rev().collect()
+            } else {
+                perm.iter().map(|p| ax(*p)).collect::<Result<_, _>>()?
+            };
+            b.map_out(n.outputs[0], &mut |b, idx| {
+                let mut src = vec![String::new(); rank];
+                for (k, p) in perm.iter().enumerate() {
+                    src[*p] = idx[k].clone();
+                }
+                b.load(x, &src)
+            })
+        }
+        Op::Concat { axis } => {
+            let k = ax(*axis)?;
+            let out = n.outputs[0];
+            b.out(out)?;
+            let mut at = 0usize;
+            for v in n.inputs.iter().flatten() {
+                let t = b.ty(*v)?;
+                let off = b.idx(at);
+                b.nest(&t.shape, &mut |b, idx| {
+                    let e = b.load(*v, idx)?;
+                    let mut o = idx.to_vec();
+                    o[k] = b.iop("arith.addi", &idx[k], &off);
+                    b.store(&e, out, &o)
+                })?;
+                at += t.shape[k];
+            }
+            Ok(())
+        }
+        Op::Split { axis, .. } => {
+            let k = ax(*axis)?;
+            let mut at = 0usize;
+            for out in &n.outputs {
+                let t = b.ty(*out)?;
+                let off = b.idx(at);
+                b.map_out(*out, &mut |b, idx| {
+                    let mut s = idx.to_vec();
+                    s[k] = b.iop("arith.addi", &idx[k], &off);
+                    b.load(x, &s)
+                })?;
+                at += t.shape[k];
+            }
+            Ok(())
+        }
+        Op::Gather { axis } => {
+            let k = ax(*axis)?;
+            let ind = n.inputs[1].ok_or_else(|| b.err(n, "the indices are missing"))?;
+            let it = b.ty(ind)?;
+            let dim = xt.shape[k] as i64;
+            b.map_out(n.outputs[0], &mut |b, idx| {
+                let r = it.shape.len();
+                let j = b.load(ind, &idx[k..k + r])?;
+                let j = b.widen(&j, it.dtype);
+                let d = b.i64c(dim);
+                let z = b.i64c(0);
+                let neg = b.cmpi("slt", &j, &z, "i64");
+                let jd = b.op2("arith.addi", &j, &d, "i64");
+                let j = b.select(&neg, &jd, &j, "i64");
+                let lo = b.cmpi("slt", &j, &z, "i64");
+                let hi = b.cmpi("sge", &j, &d, "i64");
+                let bad = b.op2("arith.ori", &lo, &hi, "i1");
+                b.fail_if(&bad, 4);
+                let j = b.select(&bad, &z, &j, "i64");
+                let ji = b.let_(&format!("arith.index_cast {j} : i64 to index"));
+                let mut src: Vec<String> = idx[..k].to_vec();
+                src.push(ji);
+                src.extend_from_slice(&idx[k + r..]);
+                if dim == 0 {
+                    // Nothing can be read; every index is out of range and reported.
+                    return Ok(match xt.dtype {
+                        DType::F32 => b.f32c(0.0),
+                        d => b.int(d, 0),
+                    });
+                }
+                b.load(x, &src)
+            })
+        }
+        Op::Slice { .. } => {
+            let map = crate::lower::host::source_maps(b.g, n, 0, None)?;
+            b.gather_map(n.outputs[0], x, &map[0], None)
+        }
+        Op::Pad { value, .. } => {
+            let fill = match n.inputs.get(2).copied().flatten() {
+                Some(c) => {
+                    let t = b.ty(c)?;
+                    if t.shape.iter().product::<usize>() == 0 {
+                        None
+                    } else {
+                        let zero: Vec<String> = t.shape.iter().map(|_| b.idx(0)).collect();
+                        Some(b.load(c, &zero)?)
+                    }
+                }
+                None => None,
+            };
+            let fill = match (fill, xt.dtype) {
+                (Some(f), _) => f,
+                (None, DType::F32) => b.f32c(*value),
+                (None, d) => b.int(d, *value as i64),
+            };
+            let map = crate::lower::host::source_maps(b.g, n, 0, Some(2))?;
+            b.gather_map(n.outputs[0], x, &map[0], Some(&fill))
+        }
+        Op::Resize { linear: false, .. } => {
+            let map = crate::lower::host::source_maps(b.g, n, 0, None)?;
+            b.gather_map(n.outputs[0], x, &map[0], None)
+        }
+        Op::Resize { .. } => Err(b.err(n, "linear Resize has no host lowering yet")),
+        other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
+    }
 }

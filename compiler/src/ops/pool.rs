@@ -10,6 +10,7 @@ use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::onnx::{Attrs, window};
 use crate::ops::{Arity, counts};
@@ -397,4 +398,9 @@ pub(crate) fn pool(
         };
     }
     Ok(out)
+}
+
+/// Host lowering: not written yet for this family (the node is refused, naming its op).
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    crate::lower::host::not_yet(b, n)
 }

@@ -10,6 +10,7 @@ use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
 use crate::ops::{Arity, counts};
@@ -438,4 +439,99 @@ pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
 /// No input determines the output shape.
 pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
+}
+
+/// Host lowering: Cast as the interpreter converts; QuantizeLinear and DequantizeLinear per
+/// tensor or per axis (round half to even, saturating); lookup tables. The integer kernels
+/// the optimizer makes (QAdd) have no host lowering yet.
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+    let xt = b.ty(x)?;
+    let out = n.outputs[0];
+    let odt = b.ty(out)?.dtype;
+    // The parameter index of an element: its coordinate on the axis for per-axis parameters.
+    let param = |b: &mut HostBuilder<'_>, v: ValueId, axis: i64, idx: &[String]| {
+        let t = b.ty(v)?;
+        let len: usize = t.shape.iter().product();
+        let i = if len > 1 {
+            let k = crate::interp::axis(axis, xt.shape.len()).map_err(|e| b.err(n, e))?;
+            idx[k].clone()
+        } else {
+            b.idx(0)
+        };
+        let at: Vec<String> = t.shape.iter().map(|_| i.clone()).collect();
+        b.load(v, &at)
+    };
+    match &n.op {
+        Op::Cast { to } => {
+            let to = *to;
+            b.map_out(out, &mut |b, idx| {
+                let v = b.load(x, idx)?;
+                Ok(b.convert(&v, xt.dtype, to))
+            })
+        }
+        Op::QuantizeLinear { axis } => {
+            let s = n.inputs[1].ok_or_else(|| b.err(n, "the scale is missing"))?;
+            let z = n.inputs.get(2).copied().flatten();
+            let (lo, hi) = if odt == DType::I8 { (-128, 127) } else { (0, 255) };
+            let axis = *axis;
+            b.map_out(out, &mut |b, idx| {
+                let v = b.load(x, idx)?;
+                let sc = param(b, s, axis, idx)?;
+                let q = b.op2("arith.divf", &v, &sc, "f32");
+                let q = b.op1("math.roundeven", &q, "f32");
+                // Saturate to a range no zero point can overflow, then add and clamp.
+                let big = b.f32c(1.0e12);
+                let nbig = b.f32c(-1.0e12);
+                let q = b.op2("arith.minimumf", &q, &big, "f32");
+                let q = b.op2("arith.maximumf", &q, &nbig, "f32");
+                let q = b.convert(&q, DType::F32, DType::I64);
+                let zp = match z {
+                    Some(z) => {
+                        let zv = param(b, z, axis, idx)?;
+                        let zt = b.ty(z)?.dtype;
+                        b.widen(&zv, zt)
+                    }
+                    None => b.i64c(0),
+                };
+                let r = b.op2("arith.addi", &q, &zp, "i64");
+                let (l, h) = (b.i64c(lo), b.i64c(hi));
+                let r = b.op2("arith.maxsi", &r, &l, "i64");
+                let r = b.op2("arith.minsi", &r, &h, "i64");
+                Ok(b.narrow(&r, odt))
+            })
+        }
+        Op::DequantizeLinear { axis } => {
+            let s = n.inputs[1].ok_or_else(|| b.err(n, "the scale is missing"))?;
+            let z = n.inputs.get(2).copied().flatten();
+            let axis = *axis;
+            b.map_out(out, &mut |b, idx| {
+                let v = b.load(x, idx)?;
+                let v = b.widen(&v, xt.dtype);
+                let zp = match z {
+                    Some(z) => {
+                        let zv = param(b, z, axis, idx)?;
+                        let zt = b.ty(z)?.dtype;
+                        b.widen(&zv, zt)
+                    }
+                    None => b.i64c(0),
+                };
+                let d = b.op2("arith.subi", &v, &zp, "i64");
+                let f = b.let_(&format!("arith.sitofp {d} : i64 to f32"));
+                let sc = param(b, s, axis, idx)?;
+                Ok(b.op2("arith.mulf", &f, &sc, "f32"))
+            })
+        }
+        Op::Lut => {
+            let t = n.inputs[1].ok_or_else(|| b.err(n, "the table is missing"))?;
+            b.map_out(out, &mut |b, idx| {
+                let v = b.load(x, idx)?;
+                let i = b.let_(&format!("arith.extui {v} : i8 to i64"));
+                let i = b.let_(&format!("arith.index_cast {i} : i64 to index"));
+                b.load(t, &[i])
+            })
+        }
+        Op::QAdd { .. } => Err(b.err(n, "QAdd has no host lowering yet")),
+        other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
+    }
 }

@@ -10,6 +10,7 @@ use crate::interp::axis as norm_axis;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::lower::view::ViewOp;
 use crate::onnx::Attrs;
@@ -243,4 +244,9 @@ pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
 /// Input 1, the axes (opsets where they are an input), determines the output shape.
 pub(crate) fn shape_operand(_op: &Op, i: usize) -> bool {
     i == 1
+}
+
+/// Host lowering: not written yet for this family (the node is refused, naming its op).
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    crate::lower::host::not_yet(b, n)
 }

@@ -11,6 +11,7 @@ use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
 use crate::ops::{Arity, counts};
@@ -352,4 +353,42 @@ pub(crate) fn reshape_target(
         ));
     }
     Ok(out)
+}
+
+/// Host lowering: the reshaping ops copy the bytes in order (row-major flat index to flat
+/// index); Shape writes the dimensions; a Constant writes its tensor.
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    let out = n.outputs[0];
+    let ot = b.ty(out)?;
+    match &n.op {
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Identity => {
+            let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+            b.map_out(out, &mut |b, idx| {
+                let flat = b.linearize(idx, &ot.shape);
+                b.load_flat(x, &flat)
+            })
+        }
+        Op::Shape { start, end } => {
+            let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+            let dims = shape_dims(&b.ty(x)?.shape, *start, *end);
+            b.out(out)?;
+            for (k, d) in dims.iter().enumerate() {
+                let (c, i) = (b.i64c(*d), b.idx(k));
+                b.store(&c, out, &[i])?;
+            }
+            Ok(())
+        }
+        Op::Constant => {
+            let Some(c) = b.g.value(out).constant.clone() else {
+                return Err(b.err(n, "a Constant without its value"));
+            };
+            let src = b.global(&c);
+            b.map_out(out, &mut |b, idx| Ok(b.load_raw(&src, &ot, idx)))
+        }
+        other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
+    }
 }

@@ -8,6 +8,7 @@ use super::Work;
 use crate::interp::*;
 use crate::ir::*;
 use crate::lower::LowerError;
+use crate::lower::host::HostBuilder;
 use crate::lower::schedule::*;
 use crate::onnx::Attrs;
 use crate::ops::{Arity, MANY, counts};
@@ -79,4 +80,9 @@ pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
 /// No input is known to determine the output shape.
 pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
+}
+
+/// Host lowering: not written yet for this family (the node is refused, naming its op).
+pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
+    crate::lower::host::not_yet(b, n)
 }

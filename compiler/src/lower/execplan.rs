@@ -1,0 +1,254 @@
+//! The execution plan of a model that does not run wholly on the device: its partition
+//! ([`super::partition`]) into device regions, each compiled to its own program by
+//! [`super::compile`], and host regions, written as MLIR functions ([`super::host`]), with the
+//! tensors they exchange, serialised as a plan blob (`accelc_isa::plan`, format 2).
+//!
+//! A device region whose program cannot be built (a limit only emission meets, or a node the
+//! region's own context refuses) moves the node the error names to the host and the
+//! partition is recomputed, at most once per node, so the plan always ends with every node
+//! placed where it compiles or with the first node that compiles nowhere.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use accelc_isa::plan::{PlanBlob, PlanTensor, Step, StepKind};
+
+use super::partition::{Place, Placement, Region, regions};
+use super::{CompileOptions, Compiled, LowerError};
+use crate::ir::{Graph, Node, ValueId};
+
+/// One step of a plan as compiled.
+#[derive(Clone, Debug)]
+pub struct PlanStep {
+    /// Device job or host call.
+    pub place: Place,
+    /// The host function's symbol, or the device job's label (`device_K`).
+    pub name: String,
+    /// The graph nodes it runs (indices into the optimized graph).
+    pub nodes: Vec<usize>,
+    /// Values read, in argument (or program signature) order.
+    pub inputs: Vec<ValueId>,
+    /// Values written.
+    pub outputs: Vec<ValueId>,
+    /// The device program (device steps).
+    pub compiled: Option<Compiled>,
+}
+
+/// A compiled plan.
+#[derive(Clone, Debug)]
+pub struct PlanCompiled {
+    /// Every node's final placement (in graph order) and, for host nodes, the reason.
+    pub placements: Vec<Placement>,
+    /// The steps, in execution order.
+    pub steps: Vec<PlanStep>,
+    /// The host module (MLIR text).
+    pub host: String,
+    /// The plan blob.
+    pub blob: Vec<u8>,
+}
+
+impl PlanCompiled {
+    /// Device jobs in the plan.
+    pub fn device_steps(&self) -> impl Iterator<Item = &PlanStep> {
+        self.steps.iter().filter(|s| s.place == Place::Device)
+    }
+}
+
+/// What a model compiles to: one device program, or a plan of device programs and host code.
+#[derive(Clone, Debug)]
+pub enum Lowered {
+    /// Every node runs on the device.
+    Device(Compiled),
+    /// Some nodes run on the host.
+    Plan(PlanCompiled),
+}
+
+/// Compiles `graph` for `opts.config`: one program when the device runs every node, else a
+/// plan with host regions. `expose_all` (every intermediate an output) applies to
+/// device-only models.
+///
+/// Errors: a node neither the device nor the host lowers (named, with the host's reason); a
+/// model that needs a plan and returns a constant;
+/// internal inconsistencies.
+pub fn compile_any(graph: &Graph, opts: &CompileOptions) -> Result<Lowered, LowerError> {
+    let support = super::select::device_support(graph, opts);
+    if support.iter().all(Result::is_ok) {
+        // The whole-graph compile can still meet a limit only emission sees: then the plan
+        // moves that node to the host.
+        match super::compile(graph, opts) {
+            Ok(c) => return Ok(Lowered::Device(c)),
+            Err(e) if e.message.contains("internal") || e.node.is_none() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let mut placements: Vec<Placement> = support
+        .into_iter()
+        .map(|r| match r {
+            Ok(()) => Placement { place: Place::Device, reason: None },
+            Err(e) => Placement { place: Place::Host, reason: Some(e.message) },
+        })
+        .collect();
+    for _ in 0..=graph.nodes.len() {
+        match try_plan(graph, opts, &placements)? {
+            Ok(plan) => return Ok(Lowered::Plan(plan)),
+            Err((node, why)) => {
+                if placements[node].place == Place::Host {
+                    return Err(LowerError::at(&graph.nodes[node].name, why));
+                }
+                placements[node] = Placement { place: Place::Host, reason: Some(why) };
+            }
+        }
+    }
+    Err(LowerError::msg("internal: the plan did not settle"))
+}
+
+/// One attempt: `Ok(Err((node, reason)))` when a device region's compile refused `node`.
+fn try_plan(
+    graph: &Graph,
+    opts: &CompileOptions,
+    placements: &[Placement],
+) -> Result<Result<PlanCompiled, (usize, String)>, LowerError> {
+    let regs: Vec<Region> = regions(graph, placements)?;
+    let mut steps = Vec::with_capacity(regs.len());
+    let mut host_regions = Vec::new();
+    let (mut ndev, mut nhost) = (0usize, 0usize);
+    for r in &regs {
+        match r.place {
+            Place::Device => {
+                let sub = subgraph(graph, &r.nodes, &r.inputs, &r.outputs);
+                let sub_opts = CompileOptions { config: opts.config.clone(), expose_all: false };
+                let compiled = match super::compile(&sub, &sub_opts) {
+                    Ok(c) => c,
+                    Err(e) if e.message.contains("internal") => return Err(e),
+                    Err(e) => {
+                        // Blame the named node, or the region's first.
+                        let node = e
+                            .node
+                            .as_deref()
+                            .and_then(|n| r.nodes.iter().find(|&&i| graph.nodes[i].name == n))
+                            .copied()
+                            .unwrap_or(r.nodes[0]);
+                        return Ok(Err((node, e.message)));
+                    }
+                };
+                steps.push(PlanStep {
+                    place: Place::Device,
+                    name: format!("device_{ndev}"),
+                    nodes: r.nodes.clone(),
+                    inputs: r.inputs.clone(),
+                    outputs: r.outputs.clone(),
+                    compiled: Some(compiled),
+                });
+                ndev += 1;
+            }
+            Place::Host => {
+                let name = format!("host_{nhost}");
+                nhost += 1;
+                host_regions.push((name.clone(), r));
+                steps.push(PlanStep {
+                    place: Place::Host,
+                    name,
+                    nodes: r.nodes.clone(),
+                    inputs: r.inputs.clone(),
+                    outputs: r.outputs.clone(),
+                    compiled: None,
+                });
+            }
+        }
+    }
+    let list: Vec<(String, &[usize], &[ValueId], &[ValueId])> = host_regions
+        .iter()
+        .map(|(n, r)| (n.clone(), r.nodes.as_slice(), r.inputs.as_slice(), r.outputs.as_slice()))
+        .collect();
+    let host = super::host::module(graph, &list)?;
+    let blob = plan_blob(graph, opts, &steps, &host)?;
+    Ok(Ok(PlanCompiled { placements: placements.to_vec(), steps, host, blob }))
+}
+
+/// The nodes `nodes` of `g` as a graph of their own: `inputs` become graph inputs, `outputs`
+/// graph outputs, constants stay constants.
+fn subgraph(g: &Graph, nodes: &[usize], inputs: &[ValueId], outputs: &[ValueId]) -> Graph {
+    let mut sub = Graph { opset: g.opset, ..Graph::default() };
+    let mut map: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut copy = |sub: &mut Graph, v: ValueId| -> ValueId {
+        *map.entry(v).or_insert_with(|| sub.add_value(g.value(v).clone()))
+    };
+    sub.inputs = inputs.iter().map(|v| copy(&mut sub, *v)).collect();
+    for &i in nodes {
+        let n = &g.nodes[i];
+        let node = Node {
+            inputs: n.inputs.iter().map(|v| v.map(|v| copy(&mut sub, v))).collect(),
+            outputs: n.outputs.iter().map(|v| copy(&mut sub, *v)).collect(),
+            ..n.clone()
+        };
+        sub.nodes.push(node);
+    }
+    sub.outputs = outputs.iter().map(|v| copy(&mut sub, *v)).collect();
+    sub
+}
+
+/// The plan blob of `steps`.
+fn plan_blob(
+    g: &Graph,
+    opts: &CompileOptions,
+    steps: &[PlanStep],
+    host: &str,
+) -> Result<Vec<u8>, LowerError> {
+    let mut tensors: Vec<PlanTensor> = Vec::new();
+    let mut index: HashMap<ValueId, u32> = HashMap::new();
+    let mut slot = |v: ValueId| -> Result<u32, LowerError> {
+        if let Some(i) = index.get(&v) {
+            return Ok(*i);
+        }
+        let value = g.value(v);
+        let t = value
+            .ty
+            .as_ref()
+            .ok_or_else(|| LowerError::msg(format!("internal: `{}` has no type", value.name)))?;
+        let i = tensors.len() as u32;
+        tensors.push(PlanTensor {
+            name: value.name.clone(),
+            onnx_type: t.dtype.onnx_code() as u8,
+            dims: t.shape.iter().map(|d| *d as u64).collect(),
+        });
+        index.insert(v, i);
+        Ok(i)
+    };
+    let inputs = g.inputs.iter().map(|v| slot(*v)).collect::<Result<Vec<_>, _>>()?;
+    let mut psteps = Vec::new();
+    let mut programs = Vec::new();
+    for s in steps {
+        let ins = s.inputs.iter().map(|v| slot(*v)).collect::<Result<Vec<_>, _>>()?;
+        let outs = s.outputs.iter().map(|v| slot(*v)).collect::<Result<Vec<_>, _>>()?;
+        let kind = match &s.compiled {
+            Some(c) => {
+                programs.push(Cow::Owned(c.blob()?));
+                StepKind::Device { program: (programs.len() - 1) as u32 }
+            }
+            None => StepKind::Host,
+        };
+        psteps.push(Step { kind, name: s.name.clone(), inputs: ins, outputs: outs });
+    }
+    let mut outputs = Vec::new();
+    for v in &g.outputs {
+        let produced = g.inputs.contains(v) || steps.iter().any(|s| s.outputs.contains(v));
+        if !produced {
+            return Err(LowerError::msg(format!(
+                "graph output `{}` is a constant; a plan does not return constants yet",
+                g.value(*v).name
+            )));
+        }
+        outputs.push(slot(*v)?);
+    }
+    let plan = PlanBlob {
+        target: opts.config.target(),
+        tensors,
+        inputs,
+        outputs,
+        steps: psteps,
+        programs,
+        host: host.to_string(),
+        meta: vec![("producer".into(), format!("accelc {}", env!("CARGO_PKG_VERSION")))],
+    };
+    plan.to_bytes().map_err(|e| LowerError::msg(format!("internal: plan blob: {e}")))
+}

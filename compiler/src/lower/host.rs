@@ -1,0 +1,664 @@
+//! Host code generation: a host region (nodes the device does not run) becomes one MLIR
+//! function of upstream dialects (`func`, `scf`, `memref`, `arith`, `math`) that `accelc-host`
+//! lowers to LLVM and JIT-compiles.
+//!
+//! Convention (what the plan and the host executor rely on): the function takes one
+//! statically shaped, identity-layout `memref` per tensor, the region's inputs first, then its
+//! outputs, then a `memref<2xi64>` *status* the caller zeroes; it allocates its intermediates
+//! itself and frees them before returning. Constants are private `memref.global`s holding the
+//! tensor's bytes. Element types: `f32`; `i8` for int8, uint8 and bool (0 or 1); `i32`; `i64`.
+//!
+//! Each op family's `host` facet (`crate::ops`) writes its nodes through [`HostBuilder`]: loop
+//! nests over the output (`scf.for`), loads with broadcasting or computed indices, and scalar
+//! arithmetic that follows the reference interpreter's rules exactly (integers computed in
+//! `i64` and truncated to the type's width as the interpreter's `Array` does; float
+//! transcendental functions in `f64` where the interpreter computes in `f64`).
+//!
+//! Run-time errors the reference reports (an integer division by zero, an index out of
+//! range) are guarded: the unsafe operation is not executed, and the status records
+//! `[code, node]` ([`STATUS_CODES`]), which the caller turns into an error naming the node.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use super::LowerError;
+use crate::ir::{DType, Graph, Node, TensorType, ValueId};
+
+/// Status codes a host function writes to `status[0]` (with the node index in `status[1]`),
+/// and their messages.
+pub const STATUS_CODES: &[(i64, &str)] = &[
+    (1, "integer division by zero"),
+    (2, "integer modulo by zero"),
+    (3, "integer 0 raised to a negative power"),
+    (4, "an index is out of range"),
+];
+
+/// The message of status code `code`.
+pub fn status_message(code: i64) -> &'static str {
+    STATUS_CODES.iter().find(|(c, _)| *c == code).map_or("unknown host error", |(_, m)| m)
+}
+
+/// The MLIR element type of an IR type.
+pub(crate) fn scalar(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::I8 | DType::U8 | DType::Bool => "i8",
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+    }
+}
+
+/// The `memref` type of a tensor type: `memref<2x3xf32>`, `memref<f32>` for rank 0.
+pub(crate) fn memref(t: &TensorType) -> String {
+    let mut s = String::from("memref<");
+    for d in &t.shape {
+        let _ = write!(s, "{d}x");
+    }
+    s.push_str(scalar(t.dtype));
+    s.push('>');
+    s
+}
+
+/// Module-wide state: the constant globals, shared by every function of the module.
+#[derive(Default)]
+pub(crate) struct ModuleText {
+    globals: String,
+    count: usize,
+}
+
+/// Writes one host function; handed to each family's `host` facet per node.
+pub(crate) struct HostBuilder<'g> {
+    /// The graph.
+    pub(crate) g: &'g Graph,
+    /// The node being written (its index, for the status).
+    node: usize,
+    module: &'g mut ModuleText,
+    prologue: String,
+    body: String,
+    epilogue: String,
+    next: usize,
+    consts: HashMap<String, String>,
+    mems: HashMap<ValueId, String>,
+    status: String,
+}
+
+type R<T> = Result<T, LowerError>;
+
+impl<'g> HostBuilder<'g> {
+    pub(crate) fn new(g: &'g Graph, module: &'g mut ModuleText) -> HostBuilder<'g> {
+        HostBuilder {
+            g,
+            node: 0,
+            module,
+            prologue: String::new(),
+            body: String::new(),
+            epilogue: String::new(),
+            next: 0,
+            consts: HashMap::new(),
+            mems: HashMap::new(),
+            status: "%status".into(),
+        }
+    }
+
+    fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("%v{}", self.next)
+    }
+
+    /// Appends a line to the body.
+    pub(crate) fn line(&mut self, s: &str) {
+        self.body.push_str(s);
+        self.body.push('\n');
+    }
+
+    /// `%r = <rhs>` in the body; returns `%r`.
+    pub(crate) fn let_(&mut self, rhs: &str) -> String {
+        let r = self.fresh();
+        let _ = writeln!(self.body, "{r} = {rhs}");
+        r
+    }
+
+    /// The type of value `v` (every value is typed after the frontend).
+    pub(crate) fn ty(&self, v: ValueId) -> R<TensorType> {
+        self.g.value(v).ty.clone().ok_or_else(|| {
+            LowerError::msg(format!("internal: `{}` has no type", self.g.value(v).name))
+        })
+    }
+
+    /// An error naming the current node.
+    pub(crate) fn err(&self, n: &Node, m: impl Into<String>) -> LowerError {
+        LowerError::at(&n.name, m)
+    }
+
+    /// An `index` constant (in the prologue, so it dominates every use).
+    pub(crate) fn idx(&mut self, v: usize) -> String {
+        self.constant(&format!("{v} : index"))
+    }
+
+    /// A scalar constant of IR type `d` with value `v` (integers wrap to the width).
+    pub(crate) fn int(&mut self, d: DType, v: i64) -> String {
+        let v = match d {
+            DType::I8 | DType::U8 | DType::Bool => i64::from(v as i8),
+            DType::I32 => i64::from(v as i32),
+            _ => v,
+        };
+        self.constant(&format!("{v} : {}", scalar(d)))
+    }
+
+    /// An `i64` constant.
+    pub(crate) fn i64c(&mut self, v: i64) -> String {
+        self.constant(&format!("{v} : i64"))
+    }
+
+    /// An `f32` constant, exactly (by its bits).
+    pub(crate) fn f32c(&mut self, v: f32) -> String {
+        self.constant(&format!("0x{:08X} : f32", v.to_bits()))
+    }
+
+    /// An `f64` constant, exactly.
+    pub(crate) fn f64c(&mut self, v: f64) -> String {
+        self.constant(&format!("0x{:016X} : f64", v.to_bits()))
+    }
+
+    fn constant(&mut self, body: &str) -> String {
+        if let Some(r) = self.consts.get(body) {
+            return r.clone();
+        }
+        let r = self.fresh();
+        let _ = writeln!(self.prologue, "{r} = arith.constant {body}");
+        self.consts.insert(body.to_string(), r.clone());
+        r
+    }
+
+    /// The memref holding value `v`: a function argument, an intermediate written earlier,
+    /// or a constant's global.
+    pub(crate) fn mem(&mut self, v: ValueId) -> R<String> {
+        if let Some(m) = self.mems.get(&v) {
+            return Ok(m.clone());
+        }
+        let value = self.g.value(v);
+        let Some(c) = &value.constant else {
+            return Err(LowerError::msg(format!(
+                "internal: host code reads `{}` before it is written",
+                value.name
+            )));
+        };
+        let c = c.clone();
+        let r = self.global(&c);
+        self.mems.insert(v, r.clone());
+        Ok(r)
+    }
+
+    /// A constant tensor as a private global (an empty one as an empty allocation); returns
+    /// its memref, defined in the prologue.
+    pub(crate) fn global(&mut self, c: &crate::ir::Tensor) -> String {
+        let t = TensorType { dtype: c.dtype, shape: c.shape.clone() };
+        let ty = memref(&t);
+        let r = self.fresh();
+        if c.data.is_empty() {
+            let _ = writeln!(self.prologue, "{r} = memref.alloc() : {ty}");
+            let _ = writeln!(self.epilogue, "memref.dealloc {r} : {ty}");
+            return r;
+        }
+        self.module.count += 1;
+        let name = format!("@const_{}", self.module.count);
+        let mut hex = String::with_capacity(c.data.len() * 2);
+        for b in c.data.iter() {
+            let _ = write!(hex, "{b:02X}");
+        }
+        let _ = writeln!(
+            self.module.globals,
+            "memref.global \"private\" constant {name} : {ty} = dense<\"0x{hex}\"> {{alignment = 16 : i64}}"
+        );
+        let _ = writeln!(self.prologue, "{r} = memref.get_global {name} : {ty}");
+        r
+    }
+
+    /// `memref.load` from memref `m` of type `t`.
+    pub(crate) fn load_raw(&mut self, m: &str, t: &TensorType, idx: &[String]) -> String {
+        self.let_(&format!("memref.load {m}[{}] : {}", idx.join(", "), memref(t)))
+    }
+
+    /// The memref to write value `v` into: its function argument, or a new allocation freed
+    /// when the function returns.
+    pub(crate) fn out(&mut self, v: ValueId) -> R<String> {
+        if let Some(m) = self.mems.get(&v) {
+            return Ok(m.clone());
+        }
+        let ty = memref(&self.ty(v)?);
+        let r = self.fresh();
+        let _ = writeln!(self.prologue, "{r} = memref.alloc() {{alignment = 16 : i64}} : {ty}");
+        let _ = writeln!(self.epilogue, "memref.dealloc {r} : {ty}");
+        self.mems.insert(v, r.clone());
+        Ok(r)
+    }
+
+    /// Loads element `flat` (row-major) of `v`.
+    pub(crate) fn load_flat(&mut self, v: ValueId, flat: &str) -> R<String> {
+        let t = self.ty(v)?;
+        let idx = self.delinearize(flat, &t.shape);
+        self.load(v, &idx)
+    }
+
+    /// `memref.load` of `v` at indices `idx`.
+    pub(crate) fn load(&mut self, v: ValueId, idx: &[String]) -> R<String> {
+        let m = self.mem(v)?;
+        let t = self.ty(v)?;
+        Ok(self.let_(&format!("memref.load {m}[{}] : {}", idx.join(", "), memref(&t))))
+    }
+
+    /// `memref.store` of `x` into `v` at `idx`.
+    pub(crate) fn store(&mut self, x: &str, v: ValueId, idx: &[String]) -> R<()> {
+        let m = self.out(v)?;
+        let t = self.ty(v)?;
+        self.line(&format!("memref.store {x}, {m}[{}] : {}", idx.join(", "), memref(&t)));
+        Ok(())
+    }
+
+    /// Loads `v` at the output indices `out_idx` with ONNX (numpy) broadcasting: `v`'s axes
+    /// align with the trailing output axes, and an axis of size 1 reads index 0.
+    pub(crate) fn load_bcast(&mut self, v: ValueId, out_idx: &[String]) -> R<String> {
+        let t = self.ty(v)?;
+        let skip = out_idx.len().saturating_sub(t.shape.len());
+        let mut idx = Vec::with_capacity(t.shape.len());
+        for (k, d) in t.shape.iter().enumerate() {
+            idx.push(if *d == 1 { self.idx(0) } else { out_idx[skip + k].clone() });
+        }
+        self.load(v, &idx)
+    }
+
+    /// Nested `scf.for` loops over `dims`, calling `f` with the induction variables innermost.
+    pub(crate) fn nest(
+        &mut self,
+        dims: &[usize],
+        f: &mut dyn FnMut(&mut HostBuilder<'g>, &[String]) -> R<()>,
+    ) -> R<()> {
+        let mut ivs = Vec::with_capacity(dims.len());
+        let c0 = self.idx(0);
+        let c1 = self.idx(1);
+        for d in dims {
+            let n = self.idx(*d);
+            let iv = self.fresh();
+            self.line(&format!("scf.for {iv} = {c0} to {n} step {c1} {{"));
+            ivs.push(iv);
+        }
+        f(self, &ivs)?;
+        for _ in dims {
+            self.line("}");
+        }
+        Ok(())
+    }
+
+    /// A loop `k = lo..hi` carrying values `init` (of MLIR types `tys`); `f` returns the
+    /// carried values' next state. Returns the final values.
+    pub(crate) fn fold(
+        &mut self,
+        lo: &str,
+        hi: &str,
+        init: &[String],
+        tys: &[&str],
+        f: &mut dyn FnMut(&mut HostBuilder<'g>, &str, &[String]) -> R<Vec<String>>,
+    ) -> R<Vec<String>> {
+        let c1 = self.idx(1);
+        let r = self.fresh();
+        let k = self.fresh();
+        let accs: Vec<String> = init.iter().map(|_| self.fresh()).collect();
+        let args: Vec<String> = accs.iter().zip(init).map(|(a, i)| format!("{a} = {i}")).collect();
+        let multi = if init.len() > 1 { format!(":{}", init.len()) } else { String::new() };
+        self.line(&format!(
+            "{r}{multi} = scf.for {k} = {lo} to {hi} step {c1} iter_args({}) -> ({}) {{",
+            args.join(", "),
+            tys.join(", ")
+        ));
+        let next = f(self, &k, &accs)?;
+        self.line(&format!("scf.yield {} : {}", next.join(", "), tys.join(", ")));
+        self.line("}");
+        Ok(if init.len() > 1 {
+            (0..init.len()).map(|i| format!("{r}#{i}")).collect()
+        } else {
+            vec![r]
+        })
+    }
+
+    /// `fold` from 0 to `n`.
+    pub(crate) fn fold_n(
+        &mut self,
+        n: usize,
+        init: &[String],
+        tys: &[&str],
+        f: &mut dyn FnMut(&mut HostBuilder<'g>, &str, &[String]) -> R<Vec<String>>,
+    ) -> R<Vec<String>> {
+        let lo = self.idx(0);
+        let hi = self.idx(n);
+        self.fold(&lo, &hi, init, tys, f)
+    }
+
+    /// A binary arithmetic operation `op` (`arith.addf`, ...) on type `ty`.
+    pub(crate) fn op2(&mut self, op: &str, a: &str, b: &str, ty: &str) -> String {
+        self.let_(&format!("{op} {a}, {b} : {ty}"))
+    }
+
+    /// A unary operation (`math.exp`, `arith.negf`, ...).
+    pub(crate) fn op1(&mut self, op: &str, a: &str, ty: &str) -> String {
+        self.let_(&format!("{op} {a} : {ty}"))
+    }
+
+    /// `arith.cmpf` with predicate `pred`.
+    pub(crate) fn cmpf(&mut self, pred: &str, a: &str, b: &str, ty: &str) -> String {
+        self.let_(&format!("arith.cmpf {pred}, {a}, {b} : {ty}"))
+    }
+
+    /// `arith.cmpi` with predicate `pred`.
+    pub(crate) fn cmpi(&mut self, pred: &str, a: &str, b: &str, ty: &str) -> String {
+        self.let_(&format!("arith.cmpi {pred}, {a}, {b} : {ty}"))
+    }
+
+    /// `arith.select`.
+    pub(crate) fn select(&mut self, c: &str, a: &str, b: &str, ty: &str) -> String {
+        self.let_(&format!("arith.select {c}, {a}, {b} : {ty}"))
+    }
+
+    /// Index arithmetic (`arith.addi`, `arith.muli`, `arith.divui`, `arith.remui`, ...).
+    pub(crate) fn iop(&mut self, op: &str, a: &str, b: &str) -> String {
+        self.op2(op, a, b, "index")
+    }
+
+    /// `Σ idx[k] · stride[k]` for row-major `dims`.
+    pub(crate) fn linearize(&mut self, idx: &[String], dims: &[usize]) -> String {
+        let mut acc = self.idx(0);
+        for (i, d) in idx.iter().zip(dims) {
+            let dn = self.idx(*d);
+            let m = self.iop("arith.muli", &acc, &dn);
+            acc = self.iop("arith.addi", &m, i);
+        }
+        acc
+    }
+
+    /// The row-major indices of flat index `flat` in `dims`.
+    pub(crate) fn delinearize(&mut self, flat: &str, dims: &[usize]) -> Vec<String> {
+        let mut out = vec![String::new(); dims.len()];
+        let mut rest = flat.to_string();
+        for k in (0..dims.len()).rev() {
+            let d = self.idx(dims[k].max(1));
+            out[k] = self.iop("arith.remui", &rest, &d);
+            rest = self.iop("arith.divui", &rest, &d);
+        }
+        out
+    }
+
+    /// An integer scalar of IR type `d` widened to `i64` as the interpreter holds it (uint8
+    /// and bool zero-extended, the others sign-extended).
+    pub(crate) fn widen(&mut self, x: &str, d: DType) -> String {
+        match d {
+            DType::I64 => x.to_string(),
+            DType::U8 | DType::Bool => self.let_(&format!("arith.extui {x} : i8 to i64")),
+            DType::F32 => x.to_string(),
+            _ => self.let_(&format!("arith.extsi {x} : {} to i64", scalar(d))),
+        }
+    }
+
+    /// An `i64` truncated to IR integer type `d` (two's-complement wrap, as the interpreter
+    /// stores integers).
+    pub(crate) fn narrow(&mut self, x: &str, d: DType) -> String {
+        match d {
+            DType::I64 | DType::F32 => x.to_string(),
+            _ => self.let_(&format!("arith.trunci {x} : i64 to {}", scalar(d))),
+        }
+    }
+
+    /// An `i1` as a bool byte.
+    pub(crate) fn bool_byte(&mut self, c: &str) -> String {
+        self.let_(&format!("arith.extui {c} : i1 to i8"))
+    }
+
+    /// `x` of IR type `from` converted to `to` as the interpreter's Cast does: float to
+    /// integer truncates toward zero through `i64` (NaN to 0, out of range saturating at
+    /// `i64`'s ends, then wrapping to the width), to bool is `x != 0`, integer to integer
+    /// wraps, integer to float rounds to nearest.
+    pub(crate) fn convert(&mut self, x: &str, from: DType, to: DType) -> String {
+        if from == to {
+            return x.to_string();
+        }
+        match (from, to) {
+            (DType::F32, DType::Bool) => {
+                let z = self.f32c(0.0);
+                let c = self.cmpf("une", x, &z, "f32");
+                self.bool_byte(&c)
+            }
+            (DType::F32, _) => {
+                let lo = self.f32c(-9.223_372e18);
+                let hi = self.f32c(9.223_371_5e18);
+                let z = self.f32c(0.0);
+                let nan = self.cmpf("uno", x, x, "f32");
+                let a = self.op2("arith.maximumf", x, &lo, "f32");
+                let b = self.op2("arith.minimumf", &a, &hi, "f32");
+                let s = self.select(&nan, &z, &b, "f32");
+                let i = self.let_(&format!("arith.fptosi {s} : f32 to i64"));
+                self.narrow(&i, to)
+            }
+            (_, DType::F32) => {
+                let w = self.widen(x, from);
+                self.let_(&format!("arith.sitofp {w} : i64 to f32"))
+            }
+            (_, DType::Bool) => {
+                let z = self.int(from, 0);
+                let c = self.cmpi("ne", x, &z, scalar(from));
+                self.bool_byte(&c)
+            }
+            _ => {
+                let w = self.widen(x, from);
+                self.narrow(&w, to)
+            }
+        }
+    }
+
+    /// Records run-time error `code` for the current node when `cond` (an `i1`) holds.
+    pub(crate) fn fail_if(&mut self, cond: &str, code: i64) {
+        let c = self.i64c(code);
+        let node = self.i64c(self.node as i64);
+        let (c0, c1) = (self.idx(0), self.idx(1));
+        let s = self.status.clone();
+        self.line(&format!("scf.if {cond} {{"));
+        self.line(&format!("memref.store {c}, {s}[{c0}] : memref<2xi64>"));
+        self.line(&format!("memref.store {node}, {s}[{c1}] : memref<2xi64>"));
+        self.line("}");
+    }
+
+    /// Every element of output `out` from `f(indices)` (a loop nest over its shape).
+    pub(crate) fn map_out(
+        &mut self,
+        out: ValueId,
+        f: &mut dyn FnMut(&mut HostBuilder<'g>, &[String]) -> R<String>,
+    ) -> R<()> {
+        let t = self.ty(out)?;
+        self.out(out)?;
+        self.nest(&t.shape, &mut |b, idx| {
+            let x = f(b, idx)?;
+            b.store(&x, out, idx)
+        })
+    }
+}
+
+/// One host function: its symbol, the values of its arguments (inputs, then outputs) and
+/// their types.
+#[derive(Clone, Debug)]
+pub struct HostFunction {
+    /// The symbol.
+    pub name: String,
+    /// Input values, in argument order.
+    pub inputs: Vec<ValueId>,
+    /// Output values, in argument order (after the inputs; the status follows them).
+    pub outputs: Vec<ValueId>,
+}
+
+/// Writes functions for `regions` (each `(name, nodes, inputs, outputs)`, nodes in
+/// topological order) of `g` into one module. Every node goes through its family's `host`
+/// facet.
+///
+/// Errors: the first node without a host lowering, naming it and why.
+pub fn module(g: &Graph, regions: &[(String, &[usize], &[ValueId], &[ValueId])]) -> R<String> {
+    let mut m = ModuleText::default();
+    let mut funcs = String::new();
+    for (name, nodes, inputs, outputs) in regions {
+        let mut b = HostBuilder::new(g, &mut m);
+        let mut args = Vec::new();
+        for (k, v) in inputs.iter().chain(outputs.iter()).enumerate() {
+            let a = format!("%arg{k}");
+            let t = b.ty(*v)?;
+            args.push(format!("{a}: {}", memref(&t)));
+            // An output that is also an input (a pass-through) keeps its input argument.
+            b.mems.entry(*v).or_insert(a);
+        }
+        args.push("%status: memref<2xi64>".into());
+        for &i in nodes.iter() {
+            let n = &g.nodes[i];
+            b.node = i;
+            (crate::ops::def(&n.op).host)(&mut b, n).map_err(|mut e| {
+                if e.node.is_none() {
+                    e.node = Some(n.name.clone());
+                }
+                e
+            })?;
+        }
+        // Outputs that the region passes through from its inputs are copied.
+        for (k, v) in outputs.iter().enumerate() {
+            let arg = format!("%arg{}", inputs.len() + k);
+            let cur = b.mems.get(v).cloned().unwrap_or_default();
+            if cur != arg {
+                let t = b.ty(*v)?;
+                b.line(&format!("memref.copy {cur}, {arg} : {} to {}", memref(&t), memref(&t)));
+            }
+        }
+        let _ = writeln!(funcs, "func.func @{name}({}) {{", args.join(", "));
+        funcs.push_str(&b.prologue);
+        funcs.push_str(&b.body);
+        funcs.push_str(&b.epilogue);
+        funcs.push_str("return\n}\n");
+    }
+    Ok(format!("module {{\n{}{}}}\n", m.globals, funcs))
+}
+
+/// The host facet of an op family without host lowerings yet: the node is refused, naming
+/// the op.
+pub(crate) fn not_yet(_b: &mut HostBuilder<'_>, n: &Node) -> R<()> {
+    Err(LowerError::at(&n.name, format!("{} has no host lowering yet", n.op_type)))
+}
+
+impl<'g> HostBuilder<'g> {
+    /// A private constant global of `i64` values; returns its memref (in the prologue).
+    pub(crate) fn table(&mut self, values: &[i64]) -> String {
+        self.module.count += 1;
+        let name = format!("@table_{}", self.module.count);
+        let ty = format!("memref<{}xi64>", values.len());
+        let mut hex = String::with_capacity(values.len() * 16);
+        for v in values {
+            for byte in v.to_le_bytes() {
+                let _ = write!(hex, "{byte:02X}");
+            }
+        }
+        let _ = writeln!(
+            self.module.globals,
+            "memref.global \"private\" constant {name} : {ty} = dense<\"0x{hex}\"> {{alignment = 16 : i64}}"
+        );
+        let r = self.fresh();
+        let _ = writeln!(self.prologue, "{r} = memref.get_global {name} : {ty}");
+        r
+    }
+
+    /// Output `out` as a selection of `input`'s elements given at compile time: element `i`
+    /// (row-major) copies flat element `map[i]` of `input`, or is `fill` where `map[i] < 0`.
+    pub(crate) fn gather_map(
+        &mut self,
+        out: ValueId,
+        input: ValueId,
+        map: &[i64],
+        fill: Option<&str>,
+    ) -> R<()> {
+        let t = self.ty(out)?;
+        let it = self.ty(input)?;
+        if map.len() != t.shape.iter().product::<usize>() {
+            return Err(LowerError::msg("internal: a selection map of the wrong size"));
+        }
+        if map.is_empty() {
+            self.out(out)?;
+            return Ok(());
+        }
+        let empty_input = it.shape.iter().product::<usize>() == 0;
+        let tab = self.table(map);
+        let fill = fill.map(str::to_string);
+        self.map_out(out, &mut |b, idx| {
+            let flat = b.linearize(idx, &t.shape);
+            let j = b.let_(&format!("memref.load {tab}[{flat}] : memref<{}xi64>", map.len()));
+            match &fill {
+                Some(f) if empty_input => Ok(f.clone()),
+                Some(f) => {
+                    let z = b.i64c(0);
+                    let neg = b.cmpi("slt", &j, &z, "i64");
+                    let jj = b.select(&neg, &z, &j, "i64");
+                    let ji = b.let_(&format!("arith.index_cast {jj} : i64 to index"));
+                    let x = b.load_flat(input, &ji)?;
+                    Ok(b.select(&neg, f, &x, scalar(it.dtype)))
+                }
+                None => {
+                    let ji = b.let_(&format!("arith.index_cast {j} : i64 to index"));
+                    b.load_flat(input, &ji)
+                }
+            }
+        })
+    }
+}
+
+/// Where each output element of a data-movement node comes from: the node's own reference
+/// semantics run at compile time on flat indices `0..len` in place of input `data` (as
+/// `int64`), every other input constant. `fill` replaces input `fill.0` (a pad value) so
+/// filled elements read `-1`. One map per output.
+///
+/// Errors: an input other than `data` that is not constant, or the reference's own error.
+pub(crate) fn source_maps(
+    g: &Graph,
+    n: &Node,
+    data: usize,
+    fill: Option<usize>,
+) -> R<Vec<Vec<i64>>> {
+    use crate::interp::Array;
+    let mut arrays: Vec<Option<Array>> = Vec::with_capacity(n.inputs.len());
+    for (i, v) in n.inputs.iter().enumerate() {
+        arrays.push(match v {
+            None => None,
+            Some(v) if i == data => {
+                let t = g.value(*v).ty.clone().ok_or_else(|| LowerError::msg("untyped input"))?;
+                let len = t.shape.iter().product::<usize>();
+                let a = ndarray::ArrayD::from_shape_vec(
+                    ndarray::IxDyn(&t.shape),
+                    (0..len as i64).collect(),
+                )
+                .map_err(|e| LowerError::at(&n.name, e.to_string()))?;
+                Some(Array::Int(a, DType::I64))
+            }
+            Some(_) if Some(i) == fill => {
+                Some(Array::Int(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), -1), DType::I64))
+            }
+            Some(v) => match &g.value(*v).constant {
+                Some(c) => Some(Array::from_tensor(c)),
+                None => {
+                    return Err(LowerError::at(
+                        &n.name,
+                        format!("input {i} must be constant for the host lowering"),
+                    ));
+                }
+            },
+        });
+    }
+    let mut node = n.clone();
+    if let crate::ir::Op::Pad { value, .. } = &mut node.op {
+        *value = -1.0;
+    }
+    let args: Vec<Option<&Array>> = arrays.iter().map(Option::as_ref).collect();
+    let outs =
+        crate::interp::eval(&node, &args, g.opset).map_err(|e| LowerError::at(&n.name, e))?;
+    outs.iter()
+        .map(|a| {
+            a.ints().map(|v| v.iter().copied().collect()).map_err(|e| LowerError::at(&n.name, e))
+        })
+        .collect()
+}
