@@ -77,7 +77,8 @@ pub fn compile_any(graph: &Graph, opts: &CompileOptions) -> Result<Lowered, Lowe
         // moves that node to the host.
         match super::compile(graph, opts) {
             Ok(c) => return Ok(Lowered::Device(c)),
-            Err(e) if e.message.contains("internal") || e.node.is_none() => return Err(e),
+            Err(e) if e.message.contains("internal") => return Err(e),
+            // A limit of a node, or of the program (an int64 output), is what a plan avoids.
             Err(_) => {}
         }
     }
@@ -155,6 +156,24 @@ fn try_plan(
                 });
             }
         }
+    }
+    // Graph outputs that are constants (folded, or int64 values the device cannot return)
+    // are written by one host call of their own.
+    let consts: Vec<ValueId> =
+        graph.outputs.iter().filter(|v| graph.value(**v).constant.is_some()).copied().collect();
+    let const_region =
+        Region { place: Place::Host, nodes: vec![], inputs: vec![], outputs: consts };
+    if !const_region.outputs.is_empty() {
+        let name = format!("host_{nhost}");
+        host_regions.push((name.clone(), &const_region));
+        steps.push(PlanStep {
+            place: Place::Host,
+            name,
+            nodes: vec![],
+            inputs: vec![],
+            outputs: const_region.outputs.clone(),
+            compiled: None,
+        });
     }
     let list: Vec<(String, &[usize], &[ValueId], &[ValueId])> = host_regions
         .iter()

@@ -240,6 +240,50 @@ impl<'g> HostBuilder<'g> {
         self.load(v, &idx)
     }
 
+    /// Stores `x` at element `flat` (row-major) of `v`.
+    pub(crate) fn store_flat(&mut self, x: &str, v: ValueId, flat: &str) -> R<()> {
+        let t = self.ty(v)?;
+        let idx = self.delinearize(flat, &t.shape);
+        self.store(x, v, &idx)
+    }
+
+    /// `x` (an `f32`) widened to `f64`.
+    pub(crate) fn f64_of(&mut self, x: &str) -> String {
+        self.let_(&format!("arith.extf {x} : f32 to f64"))
+    }
+
+    /// `x` (an `f64`) rounded to `f32`.
+    pub(crate) fn f32_of(&mut self, x: &str) -> String {
+        self.let_(&format!("arith.truncf {x} : f64 to f32"))
+    }
+
+    /// Whether every `pos[i]` (an `index`, possibly negative) lies in `0..dims[i]`, as an `i1`.
+    pub(crate) fn in_bounds(&mut self, pos: &[String], dims: &[usize]) -> String {
+        let mut ok = self.let_("arith.constant true");
+        let c0 = self.idx(0);
+        for (p, d) in pos.iter().zip(dims) {
+            let dn = self.idx(*d);
+            let ge = self.cmpi("sge", p, &c0, "index");
+            let lt = self.cmpi("slt", p, &dn, "index");
+            let both = self.op2("arith.andi", &ge, &lt, "i1");
+            ok = self.op2("arith.andi", &ok, &both, "i1");
+        }
+        ok
+    }
+
+    /// Each `pos[i]` clamped into `0..dims[i]` (so a guarded load stays in bounds).
+    pub(crate) fn clamp_pos(&mut self, pos: &[String], dims: &[usize]) -> Vec<String> {
+        let c0 = self.idx(0);
+        pos.iter()
+            .zip(dims)
+            .map(|(p, d)| {
+                let hi = self.idx(d.saturating_sub(1));
+                let a = self.op2("arith.maxsi", p, &c0, "index");
+                self.op2("arith.minsi", &a, &hi, "index")
+            })
+            .collect()
+    }
+
     /// `memref.load` of `v` at indices `idx`.
     pub(crate) fn load(&mut self, v: ValueId, idx: &[String]) -> R<String> {
         let m = self.mem(v)?;
@@ -506,8 +550,11 @@ pub fn module(g: &Graph, regions: &[(String, &[usize], &[ValueId], &[ValueId])])
             let a = format!("%arg{k}");
             let t = b.ty(*v)?;
             args.push(format!("{a}: {}", memref(&t)));
-            // An output that is also an input (a pass-through) keeps its input argument.
-            b.mems.entry(*v).or_insert(a);
+            // An output that is also an input (a pass-through) keeps its input argument; a
+            // constant output is copied from its global below.
+            if g.value(*v).constant.is_none() {
+                b.mems.entry(*v).or_insert(a);
+            }
         }
         args.push("%status: memref<2xi64>".into());
         for &i in nodes.iter() {
@@ -523,7 +570,7 @@ pub fn module(g: &Graph, regions: &[(String, &[usize], &[ValueId], &[ValueId])])
         // Outputs that the region passes through from its inputs are copied.
         for (k, v) in outputs.iter().enumerate() {
             let arg = format!("%arg{}", inputs.len() + k);
-            let cur = b.mems.get(v).cloned().unwrap_or_default();
+            let cur = b.mem(*v)?;
             if cur != arg {
                 let t = b.ty(*v)?;
                 b.line(&format!("memref.copy {cur}, {arg} : {} to {}", memref(&t), memref(&t)));

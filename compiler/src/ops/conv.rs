@@ -804,7 +804,127 @@ pub(crate) fn conv_shape(
     Ok(shape)
 }
 
-/// Host lowering: not written yet for this family (the node is refused, naming its op).
+/// Host lowering: Conv (any number of spatial axes, groups, dilations, padding) and
+/// ConvTranspose as direct loops over each output element, summing in `f32`; the integer
+/// convolutions have no host lowering yet.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
-    crate::lower::host::not_yet(b, n)
+    let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+    let w = n.inputs[1].ok_or_else(|| b.err(n, "the weights are missing"))?;
+    let bias = n.inputs.get(2).copied().flatten();
+    let (xt, wt) = (b.ty(x)?, b.ty(w)?);
+    let out = n.outputs[0];
+    let ot = b.ty(out)?;
+    let nd = xt.shape.len().saturating_sub(2);
+    let e = |m: String| LowerError::at(&n.name, m);
+    match &n.op {
+        Op::Conv { window, group } => {
+            let kernel = wt.shape[2..].to_vec();
+            let g = crate::interp::pads(window, &xt.shape[2..], &kernel).map_err(e)?;
+            let cg = wt.shape[1];
+            let mg = ot.shape[1] / (*group).max(1);
+            let taps: usize = cg * kernel.iter().product::<usize>();
+            b.map_out(out, &mut |b, idx| {
+                let mgc = b.idx(mg.max(1));
+                let cgc = b.idx(cg);
+                let grp = b.iop("arith.divui", &idx[1], &mgc);
+                let c0 = b.iop("arith.muli", &grp, &cgc);
+                let init = match bias {
+                    Some(bv) => b.load(bv, &[idx[1].clone()])?,
+                    None => b.f32c(0.0),
+                };
+                let mut dims = vec![cg];
+                dims.extend(&kernel);
+                let r = b.fold_n(taps, &[init], &["f32"], &mut |b, t, acc| {
+                    let tk = b.delinearize(t, &dims);
+                    let mut pos = Vec::with_capacity(nd);
+                    for i in 0..nd {
+                        let s = b.idx(g.strides[i]);
+                        let d = b.idx(g.dilations[i]);
+                        let pb = b.idx(g.begin[i]);
+                        let a = b.iop("arith.muli", &idx[2 + i], &s);
+                        let k = b.iop("arith.muli", &tk[1 + i], &d);
+                        let a = b.iop("arith.addi", &a, &k);
+                        pos.push(b.iop("arith.subi", &a, &pb));
+                    }
+                    let ok = b.in_bounds(&pos, &xt.shape[2..]);
+                    let cl = b.clamp_pos(&pos, &xt.shape[2..]);
+                    let ch = b.iop("arith.addi", &c0, &tk[0]);
+                    let mut xi = vec![idx[0].clone(), ch];
+                    xi.extend(cl);
+                    let xv = b.load(x, &xi)?;
+                    let z = b.f32c(0.0);
+                    let xv = b.select(&ok, &xv, &z, "f32");
+                    let mut wi = vec![idx[1].clone(), tk[0].clone()];
+                    wi.extend_from_slice(&tk[1..]);
+                    let wv = b.load(w, &wi)?;
+                    let p = b.op2("arith.mulf", &xv, &wv, "f32");
+                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                })?;
+                Ok(r[0].clone())
+            })
+        }
+        Op::ConvTranspose { window, group, output_padding, output_shape } => {
+            let (_, begin, kernel, strides, dil) = conv_transpose_shape(
+                &xt.shape,
+                &wt.shape,
+                window,
+                *group,
+                output_padding,
+                output_shape,
+            )
+            .map_err(e)?;
+            // y[n, m, o] = Σ over input channels c of m's group and taps k with
+            // o + begin = i·stride + k·dilation of x[n, c, i] · w[c, m mod Mg, k].
+            let mg = wt.shape[1];
+            let cg = xt.shape[1] / (*group).max(1);
+            let taps: usize = cg * kernel.iter().product::<usize>();
+            b.map_out(out, &mut |b, idx| {
+                let mgc = b.idx(mg.max(1));
+                let cgc = b.idx(cg);
+                let grp = b.iop("arith.divui", &idx[1], &mgc);
+                let mm = b.iop("arith.remui", &idx[1], &mgc);
+                let c0 = b.iop("arith.muli", &grp, &cgc);
+                let init = match bias {
+                    Some(bv) => b.load(bv, &[idx[1].clone()])?,
+                    None => b.f32c(0.0),
+                };
+                let mut dims = vec![cg];
+                dims.extend(&kernel);
+                let r = b.fold_n(taps, &[init], &["f32"], &mut |b, t, acc| {
+                    let tk = b.delinearize(t, &dims);
+                    let mut ok = b.let_("arith.constant true");
+                    let mut pos = Vec::with_capacity(nd);
+                    for i in 0..nd {
+                        let s = b.idx(strides[i]);
+                        let d = b.idx(dil[i]);
+                        let pb = b.idx(begin[i]);
+                        let a = b.iop("arith.addi", &idx[2 + i], &pb);
+                        let k = b.iop("arith.muli", &tk[1 + i], &d);
+                        let num = b.iop("arith.subi", &a, &k);
+                        let q = b.iop("arith.divsi", &num, &s);
+                        let back = b.iop("arith.muli", &q, &s);
+                        let exact = b.cmpi("eq", &back, &num, "index");
+                        ok = b.op2("arith.andi", &ok, &exact, "i1");
+                        pos.push(q);
+                    }
+                    let inb = b.in_bounds(&pos, &xt.shape[2..]);
+                    let ok = b.op2("arith.andi", &ok, &inb, "i1");
+                    let cl = b.clamp_pos(&pos, &xt.shape[2..]);
+                    let ch = b.iop("arith.addi", &c0, &tk[0]);
+                    let mut xi = vec![idx[0].clone(), ch.clone()];
+                    xi.extend(cl);
+                    let xv = b.load(x, &xi)?;
+                    let z = b.f32c(0.0);
+                    let xv = b.select(&ok, &xv, &z, "f32");
+                    let mut wi = vec![ch, mm.clone()];
+                    wi.extend_from_slice(&tk[1..]);
+                    let wv = b.load(w, &wi)?;
+                    let p = b.op2("arith.mulf", &xv, &wv, "f32");
+                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                })?;
+                Ok(r[0].clone())
+            })
+        }
+        _ => Err(b.err(n, format!("{} has no host lowering yet", n.op_type))),
+    }
 }

@@ -481,7 +481,99 @@ pub(crate) fn matmul_shape(a: &TensorType, b: &TensorType) -> R<Vec<usize>> {
     Ok(shape)
 }
 
-/// Host lowering: not written yet for this family (the node is refused, naming its op).
+/// Host lowering: Gemm (`alpha · A'B' + beta · C`, C broadcast, skipped when beta is 0) and
+/// MatMul (numpy's rules: 1-D operands promoted, batch axes broadcast), summing in `f32`; the
+/// integer products have no host lowering yet.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
-    crate::lower::host::not_yet(b, n)
+    let a = n.inputs[0].ok_or_else(|| b.err(n, "input A is missing"))?;
+    let bm = n.inputs[1].ok_or_else(|| b.err(n, "input B is missing"))?;
+    let (at, bt) = (b.ty(a)?, b.ty(bm)?);
+    let out = n.outputs[0];
+    let ot = b.ty(out)?;
+    match &n.op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            let c = n.inputs.get(2).copied().flatten().filter(|_| *beta != 0.0);
+            let k = if *trans_a { at.shape[0] } else { at.shape[1] };
+            let (ta, tb, alpha, beta) = (*trans_a, *trans_b, *alpha, *beta);
+            b.map_out(out, &mut |b, idx| {
+                let z = b.f32c(0.0);
+                let r = b.fold_n(k, &[z], &["f32"], &mut |b, kk, acc| {
+                    let ai = if ta {
+                        [kk.to_string(), idx[0].clone()]
+                    } else {
+                        [idx[0].clone(), kk.to_string()]
+                    };
+                    let bi = if tb {
+                        [idx[1].clone(), kk.to_string()]
+                    } else {
+                        [kk.to_string(), idx[1].clone()]
+                    };
+                    let x = b.load(a, &ai)?;
+                    let y = b.load(bm, &bi)?;
+                    let p = b.op2("arith.mulf", &x, &y, "f32");
+                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                })?;
+                let al = b.f32c(alpha);
+                let y = b.op2("arith.mulf", &r[0], &al, "f32");
+                match c {
+                    Some(c) => {
+                        let cv = b.load_bcast(c, idx)?;
+                        let be = b.f32c(beta);
+                        let cv = b.op2("arith.mulf", &cv, &be, "f32");
+                        Ok(b.op2("arith.addf", &y, &cv, "f32"))
+                    }
+                    None => Ok(y),
+                }
+            })
+        }
+        Op::MatMul => {
+            // Promote 1-D operands: A [K] is [1, K], B [K] is [K, 1]; those axes are not in
+            // the output.
+            let (a1, b1) = (at.shape.len() == 1, bt.shape.len() == 1);
+            let k = *at.shape.last().unwrap_or(&0);
+            let orank = ot.shape.len();
+            b.map_out(out, &mut |b, idx| {
+                // The output's row and column indices, and its batch indices.
+                let (batch, m, nn) = match (a1, b1) {
+                    (false, false) => {
+                        (&idx[..orank - 2], Some(&idx[orank - 2]), Some(&idx[orank - 1]))
+                    }
+                    (true, false) => (&idx[..orank - 1], None, Some(&idx[orank - 1])),
+                    (false, true) => (&idx[..orank - 1], Some(&idx[orank - 1]), None),
+                    (true, true) => (&idx[..0], None, None),
+                };
+                let batch = batch.to_vec();
+                let (m, nn) = (m.cloned(), nn.cloned());
+                let z = b.f32c(0.0);
+                let r = b.fold_n(k, &[z], &["f32"], &mut |b, kk, acc| {
+                    let mut ai = Vec::new();
+                    if !a1 {
+                        let skip = batch.len() + 2 - at.shape.len();
+                        for (j, d) in at.shape[..at.shape.len() - 2].iter().enumerate() {
+                            ai.push(if *d == 1 { b.idx(0) } else { batch[skip + j].clone() });
+                        }
+                        ai.push(m.clone().unwrap_or_else(|| b.idx(0)));
+                    }
+                    ai.push(kk.to_string());
+                    let mut bi = Vec::new();
+                    if !b1 {
+                        let skip = batch.len() + 2 - bt.shape.len();
+                        for (j, d) in bt.shape[..bt.shape.len() - 2].iter().enumerate() {
+                            bi.push(if *d == 1 { b.idx(0) } else { batch[skip + j].clone() });
+                        }
+                    }
+                    bi.push(kk.to_string());
+                    if !b1 {
+                        bi.push(nn.clone().unwrap_or_else(|| b.idx(0)));
+                    }
+                    let x = b.load(a, &ai)?;
+                    let y = b.load(bm, &bi)?;
+                    let p = b.op2("arith.mulf", &x, &y, "f32");
+                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                })?;
+                Ok(r[0].clone())
+            })
+        }
+        _ => Err(b.err(n, format!("{} has no host lowering yet", n.op_type))),
+    }
 }

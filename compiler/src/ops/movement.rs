@@ -1343,7 +1343,87 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let map = crate::lower::host::source_maps(b.g, n, 0, None)?;
             b.gather_map(n.outputs[0], x, &map[0], None)
         }
-        Op::Resize { .. } => Err(b.err(n, "linear Resize has no host lowering yet")),
+        Op::Resize { coords, .. } => {
+            // Per axis and output coordinate, the two input indices and the weight of the
+            // second are compile-time tables (the reference's own coordinate rule); each
+            // output element sums its 2^rank corners in f64 as the reference does.
+            let cst = |i: usize| -> Option<crate::interp::Array> {
+                let v = n.inputs.get(i).copied().flatten()?;
+                b.g.value(v).constant.as_ref().map(crate::interp::Array::from_tensor)
+            };
+            let scales = cst(2)
+                .and_then(|a| {
+                    a.f32().ok().map(|v| v.iter().map(|s| f64::from(*s)).collect::<Vec<_>>())
+                })
+                .filter(|v| !v.is_empty());
+            let sizes = cst(3)
+                .and_then(|a| a.ints().ok().map(|v| v.iter().copied().collect::<Vec<_>>()))
+                .filter(|v| !v.is_empty());
+            let (oshape, scales) = resize_shape(&xt.shape, scales.as_deref(), sizes.as_deref())
+                .map_err(|e| b.err(n, e))?;
+            let mut tables = Vec::with_capacity(rank);
+            for k in 0..rank {
+                let src = resize_coords(xt.shape[k], oshape[k], scales[k], *coords);
+                let last = xt.shape[k].saturating_sub(1) as f64;
+                let (mut i0s, mut i1s, mut ws) = (vec![], vec![], vec![]);
+                for c in src {
+                    let c = c.clamp(0.0, last);
+                    let i0 = c.floor();
+                    let i1 = (i0 + 1.0).min(last);
+                    i0s.push(i0 as i64);
+                    i1s.push(i1 as i64);
+                    ws.push((c - i0).to_bits() as i64);
+                }
+                tables.push((b.table(&i0s), b.table(&i1s), b.table(&ws), oshape[k]));
+            }
+            let dt = xt.dtype;
+            b.map_out(n.outputs[0], &mut |b, idx| {
+                let mut taps = Vec::with_capacity(rank);
+                for (k, (t0, t1, tw, len)) in tables.iter().enumerate() {
+                    let ty = format!("memref<{len}xi64>");
+                    let i0 = b.let_(&format!("memref.load {t0}[{}] : {ty}", idx[k]));
+                    let i1 = b.let_(&format!("memref.load {t1}[{}] : {ty}", idx[k]));
+                    let wb = b.let_(&format!("memref.load {tw}[{}] : {ty}", idx[k]));
+                    let w = b.let_(&format!("arith.bitcast {wb} : i64 to f64"));
+                    let i0 = b.let_(&format!("arith.index_cast {i0} : i64 to index"));
+                    let i1 = b.let_(&format!("arith.index_cast {i1} : i64 to index"));
+                    taps.push((i0, i1, w));
+                }
+                let one = b.f64c(1.0);
+                let zero = b.f64c(0.0);
+                let mut acc = zero.clone();
+                for corner in 0..(1usize << rank) {
+                    let mut w = one.clone();
+                    let mut at = Vec::with_capacity(rank);
+                    for (k, (i0, i1, f)) in taps.iter().enumerate() {
+                        let hi = corner >> k & 1 == 1;
+                        at.push(if hi { i1.clone() } else { i0.clone() });
+                        let fw = if hi { f.clone() } else { b.op2("arith.subf", &one, f, "f64") };
+                        w = b.op2("arith.mulf", &w, &fw, "f64");
+                    }
+                    let v = b.load(x, &at)?;
+                    let v = match dt {
+                        DType::F32 => b.f64_of(&v),
+                        d => {
+                            let i = b.widen(&v, d);
+                            b.let_(&format!("arith.sitofp {i} : i64 to f64"))
+                        }
+                    };
+                    let p = b.op2("arith.mulf", &w, &v, "f64");
+                    let s = b.op2("arith.addf", &acc, &p, "f64");
+                    let nz = b.cmpf("une", &w, &zero, "f64");
+                    acc = b.select(&nz, &s, &acc, "f64");
+                }
+                Ok(match dt {
+                    DType::F32 => b.f32_of(&acc),
+                    d => {
+                        let r = b.op1("math.roundeven", &acc, "f64");
+                        let i = b.let_(&format!("arith.fptosi {r} : f64 to i64"));
+                        b.narrow(&i, d)
+                    }
+                })
+            })
+        }
         other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
     }
 }

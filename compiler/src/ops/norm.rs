@@ -392,7 +392,160 @@ pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
 }
 
-/// Host lowering: not written yet for this family (the node is refused, naming its op).
+/// Host lowering: Softmax and LogSoftmax per lane (the coerced 2-D rows before opset 13),
+/// LayerNormalization with its optional statistics outputs, and BatchNormalization, with the
+/// reference's `f64` sums.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
-    crate::lower::host::not_yet(b, n)
+    let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+    let xt = b.ty(x)?;
+    let rank = xt.shape.len();
+    let out = n.outputs[0];
+    let opset = b.g.opset;
+    match &n.op {
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+            let k = norm_axis(*axis, rank).map_err(|e| b.err(n, e))?;
+            let outer: usize = xt.shape[..k].iter().product();
+            let (lane, inner) = if opset < 13 {
+                (xt.shape[k..].iter().product::<usize>(), 1)
+            } else {
+                (xt.shape[k], xt.shape[k + 1..].iter().product::<usize>())
+            };
+            let log = matches!(n.op, Op::LogSoftmax { .. });
+            b.out(out)?;
+            b.nest(&[outer, inner], &mut |b, oi| {
+                let lc = b.idx(lane);
+                let ic = b.idx(inner);
+                let base = b.iop("arith.muli", &oi[0], &lc);
+                let flat = |b: &mut HostBuilder<'_>, l: &str| {
+                    let r = b.iop("arith.addi", &base, l);
+                    let r = b.iop("arith.muli", &r, &ic);
+                    b.iop("arith.addi", &r, &oi[1])
+                };
+                let ninf = b.f32c(f32::NEG_INFINITY);
+                let m = b.fold_n(lane, &[ninf], &["f32"], &mut |b, l, acc| {
+                    let f = flat(b, l);
+                    let v = b.load_flat(x, &f)?;
+                    Ok(vec![b.op2("arith.maximumf", &acc[0], &v, "f32")])
+                })?;
+                let z = b.f64c(0.0);
+                let sum = b.fold_n(lane, &[z], &["f64"], &mut |b, l, acc| {
+                    let f = flat(b, l);
+                    let v = b.load_flat(x, &f)?;
+                    let d = b.op2("arith.subf", &v, &m[0], "f32");
+                    let d = b.f64_of(&d);
+                    let e = b.op1("math.exp", &d, "f64");
+                    Ok(vec![b.op2("arith.addf", &acc[0], &e, "f64")])
+                })?;
+                let ln = b.op1("math.log", &sum[0], "f64");
+                b.nest(&[lane], &mut |b, l| {
+                    let f = flat(b, &l[0]);
+                    let v = b.load_flat(x, &f)?;
+                    let d = b.op2("arith.subf", &v, &m[0], "f32");
+                    let d = b.f64_of(&d);
+                    let r = if log {
+                        b.op2("arith.subf", &d, &ln, "f64")
+                    } else {
+                        let e = b.op1("math.exp", &d, "f64");
+                        b.op2("arith.divf", &e, &sum[0], "f64")
+                    };
+                    let r = b.f32_of(&r);
+                    b.store_flat(&r, out, &f)
+                })
+            })
+        }
+        Op::LayerNorm { axis, epsilon } => {
+            let k = norm_axis(*axis, rank).map_err(|e| b.err(n, e))?;
+            let outer: usize = xt.shape[..k].iter().product();
+            let inner: usize = xt.shape[k..].iter().product();
+            let scale = n.inputs[1].ok_or_else(|| b.err(n, "the scale is missing"))?;
+            let bias = n.inputs.get(2).copied().flatten();
+            let stats: Vec<Option<ValueId>> = (1..3).map(|i| n.outputs.get(i).copied()).collect();
+            for s in stats.iter().flatten() {
+                b.out(*s)?;
+            }
+            b.out(out)?;
+            let eps = f64::from(*epsilon);
+            let shape = xt.shape.clone();
+            b.nest(&[outer], &mut |b, oi| {
+                let ic = b.idx(inner);
+                let base = b.iop("arith.muli", &oi[0], &ic);
+                let z = b.f64c(0.0);
+                let sum =
+                    b.fold_n(inner, std::slice::from_ref(&z), &["f64"], &mut |b, j, acc| {
+                        let f = b.iop("arith.addi", &base, j);
+                        let v = b.load_flat(x, &f)?;
+                        let v = b.f64_of(&v);
+                        Ok(vec![b.op2("arith.addf", &acc[0], &v, "f64")])
+                    })?;
+                let cnt = b.f64c(inner as f64);
+                let mean = b.op2("arith.divf", &sum[0], &cnt, "f64");
+                let ss = b.fold_n(inner, &[z], &["f64"], &mut |b, j, acc| {
+                    let f = b.iop("arith.addi", &base, j);
+                    let v = b.load_flat(x, &f)?;
+                    let v = b.f64_of(&v);
+                    let d = b.op2("arith.subf", &v, &mean, "f64");
+                    let d2 = b.op2("arith.mulf", &d, &d, "f64");
+                    Ok(vec![b.op2("arith.addf", &acc[0], &d2, "f64")])
+                })?;
+                let var = b.op2("arith.divf", &ss[0], &cnt, "f64");
+                let e = b.f64c(eps);
+                let ve = b.op2("arith.addf", &var, &e, "f64");
+                let sd = b.op1("math.sqrt", &ve, "f64");
+                let one = b.f64c(1.0);
+                let inv = b.op2("arith.divf", &one, &sd, "f64");
+                for (s, val) in stats.iter().zip([&mean, &inv]) {
+                    if let Some(s) = s {
+                        let v = b.f32_of(val);
+                        b.store_flat(&v, *s, &oi[0])?;
+                    }
+                }
+                b.nest(&[inner], &mut |b, j| {
+                    let f = b.iop("arith.addi", &base, &j[0]);
+                    let v = b.load_flat(x, &f)?;
+                    let v = b.f64_of(&v);
+                    let d = b.op2("arith.subf", &v, &mean, "f64");
+                    let y = b.op2("arith.mulf", &d, &inv, "f64");
+                    let y = b.f32_of(&y);
+                    let full = b.delinearize(&f, &shape);
+                    let sc = b.load_bcast(scale, &full)?;
+                    let mut y = b.op2("arith.mulf", &y, &sc, "f32");
+                    if let Some(bv) = bias {
+                        let bb = b.load_bcast(bv, &full)?;
+                        y = b.op2("arith.addf", &y, &bb, "f32");
+                    }
+                    b.store(&y, out, &full)
+                })
+            })
+        }
+        Op::BatchNorm { epsilon } => {
+            let p: Vec<ValueId> = (1..5)
+                .map(|i| {
+                    n.inputs
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| b.err(n, "a parameter is missing"))
+                })
+                .collect::<Result<_, _>>()?;
+            let eps = *epsilon;
+            b.map_out(out, &mut |b, idx| {
+                let c = [idx[1].clone()];
+                let v = b.load(x, idx)?;
+                let sc = b.load(p[0], &c)?;
+                let bi = b.load(p[1], &c)?;
+                let me = b.load(p[2], &c)?;
+                let va = b.load(p[3], &c)?;
+                let e = b.f32c(eps);
+                let ve = b.op2("arith.addf", &va, &e, "f32");
+                let sd = b.op1("math.sqrt", &ve, "f32");
+                let one = b.f32c(1.0);
+                let inv = b.op2("arith.divf", &one, &sd, "f32");
+                let d = b.op2("arith.subf", &v, &me, "f32");
+                let y = b.op2("arith.mulf", &d, &inv, "f32");
+                let y = b.op2("arith.mulf", &y, &sc, "f32");
+                Ok(b.op2("arith.addf", &y, &bi, "f32"))
+            })
+        }
+        _ => Err(b.err(n, format!("{} has no host lowering yet", n.op_type))),
+    }
 }

@@ -400,7 +400,109 @@ pub(crate) fn pool(
     Ok(out)
 }
 
-/// Host lowering: not written yet for this family (the node is refused, naming its op).
+/// Host lowering: max and average pooling over any number of spatial axes (8-bit max pooling
+/// through `f32`, exact), with the reference's padding and `count_include_pad` rules, and
+/// global pooling (averages summed in `f64`).
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
-    crate::lower::host::not_yet(b, n)
+    let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+    let xt = b.ty(x)?;
+    let out = n.outputs[0];
+    let nd = xt.shape.len().saturating_sub(2);
+    let dt = xt.dtype;
+    match &n.op {
+        Op::Pool { max, window, count_include_pad } => {
+            let spatial = xt.shape[2..].to_vec();
+            let g = pads(window, &spatial, &window.kernel).map_err(|e| b.err(n, e))?;
+            let kernel = window.kernel.clone();
+            let taps: usize = kernel.iter().product();
+            let (max, cip) = (*max, *count_include_pad);
+            b.map_out(out, &mut |b, idx| {
+                let init = b.f32c(if max { f32::NEG_INFINITY } else { 0.0 });
+                let z = b.i64c(0);
+                let r = b.fold_n(
+                    taps,
+                    &[init, z.clone(), z],
+                    &["f32", "i64", "i64"],
+                    &mut |b, t, acc| {
+                        let tk = b.delinearize(t, &kernel);
+                        let mut pos = Vec::with_capacity(nd);
+                        let mut in_pads = b.let_("arith.constant true");
+                        for i in 0..nd {
+                            let s = b.idx(g.strides[i]);
+                            let d = b.idx(g.dilations[i]);
+                            let pb = b.idx(g.begin[i]);
+                            let a = b.iop("arith.muli", &idx[2 + i], &s);
+                            let k = b.iop("arith.muli", &tk[i], &d);
+                            let a = b.iop("arith.addi", &a, &k);
+                            let p = b.iop("arith.subi", &a, &pb);
+                            let lim = b.idx(spatial[i] + g.end[i]);
+                            let below = b.cmpi("slt", &p, &lim, "index");
+                            in_pads = b.op2("arith.andi", &in_pads, &below, "i1");
+                            pos.push(p);
+                        }
+                        let ok = b.in_bounds(&pos, &spatial);
+                        let cl = b.clamp_pos(&pos, &spatial);
+                        let mut xi = vec![idx[0].clone(), idx[1].clone()];
+                        xi.extend(cl);
+                        let v = b.load(x, &xi)?;
+                        let v = b.convert(&v, dt, DType::F32);
+                        let next = if max {
+                            b.op2("arith.maximumf", &acc[0], &v, "f32")
+                        } else {
+                            b.op2("arith.addf", &acc[0], &v, "f32")
+                        };
+                        let a = b.select(&ok, &next, &acc[0], "f32");
+                        let one = b.i64c(1);
+                        let c1 = b.op2("arith.addi", &acc[1], &one, "i64");
+                        let cnt = b.select(&ok, &c1, &acc[1], "i64");
+                        let padded_here = {
+                            let f = b.let_("arith.constant false");
+                            let nok = b.cmpi("eq", &ok, &f, "i1");
+                            b.op2("arith.andi", &nok, &in_pads, "i1")
+                        };
+                        let p1 = b.op2("arith.addi", &acc[2], &one, "i64");
+                        let pad = b.select(&padded_here, &p1, &acc[2], "i64");
+                        Ok(vec![a, cnt, pad])
+                    },
+                )?;
+                if max {
+                    return Ok(b.convert(&r[0], DType::F32, dt));
+                }
+                let total =
+                    if cip { b.op2("arith.addi", &r[1], &r[2], "i64") } else { r[1].clone() };
+                let one = b.i64c(1);
+                let total = b.op2("arith.maxsi", &total, &one, "i64");
+                let tf = b.let_(&format!("arith.sitofp {total} : i64 to f32"));
+                Ok(b.op2("arith.divf", &r[0], &tf, "f32"))
+            })
+        }
+        Op::GlobalPool { max } => {
+            let spatial = xt.shape[2..].to_vec();
+            let count: usize = spatial.iter().product();
+            let max = *max;
+            b.map_out(out, &mut |b, idx| {
+                let init = if max { b.f32c(f32::NEG_INFINITY) } else { b.f64c(0.0) };
+                let ty = if max { "f32" } else { "f64" };
+                let r = b.fold_n(count, &[init], &[ty], &mut |b, t, acc| {
+                    let sp = b.delinearize(t, &spatial);
+                    let mut xi = vec![idx[0].clone(), idx[1].clone()];
+                    xi.extend(sp);
+                    let v = b.load(x, &xi)?;
+                    Ok(vec![if max {
+                        b.op2("arith.maximumf", &acc[0], &v, "f32")
+                    } else {
+                        let v = b.f64_of(&v);
+                        b.op2("arith.addf", &acc[0], &v, "f64")
+                    }])
+                })?;
+                if max {
+                    return Ok(r[0].clone());
+                }
+                let c = b.f64c(count as f64);
+                let m = b.op2("arith.divf", &r[0], &c, "f64");
+                Ok(b.f32_of(&m))
+            })
+        }
+        _ => Err(b.err(n, format!("{} has no host lowering yet", n.op_type))),
+    }
 }

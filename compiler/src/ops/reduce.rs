@@ -246,7 +246,106 @@ pub(crate) fn shape_operand(_op: &Op, i: usize) -> bool {
     i == 1
 }
 
-/// Host lowering: not written yet for this family (the node is refused, naming its op).
+/// Host lowering: ReduceSum, ReduceMean and ReduceMax over constant axes, floats summed in
+/// `f64` as the reference does, integers in `i64` (a mean truncated toward zero).
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
-    crate::lower::host::not_yet(b, n)
+    let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+    let xt = b.ty(x)?;
+    let out = n.outputs[0];
+    let Op::Reduce { op, axes, keepdims, noop_with_empty_axes } = &n.op else {
+        return Err(LowerError::msg(super::misrouted(&n.op, FAMILY)));
+    };
+    let axes: Vec<i64> = match axes {
+        Some(a) => a.clone(),
+        None => match n.inputs.get(1).copied().flatten() {
+            Some(v) => {
+                let c =
+                    b.g.value(v)
+                        .constant
+                        .as_ref()
+                        .ok_or_else(|| b.err(n, "axes must be constant"))?;
+                Array::from_tensor(c).ints().map_err(|e| b.err(n, e))?.iter().copied().collect()
+            }
+            None => vec![],
+        },
+    };
+    let rank = xt.shape.len();
+    let dt = xt.dtype;
+    if axes.is_empty() && *noop_with_empty_axes {
+        return b.map_out(out, &mut |b, idx| b.load(x, idx));
+    }
+    let mut ks: Vec<usize> = if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.iter()
+            .map(|a| norm_axis(*a, rank))
+            .collect::<Result<_, _>>()
+            .map_err(|e| b.err(n, e))?
+    };
+    ks.sort_unstable();
+    ks.dedup();
+    let red: Vec<usize> = ks.iter().map(|k| xt.shape[*k]).collect();
+    let count: usize = red.iter().product();
+    let (op, keep) = (*op, *keepdims);
+    let float = dt == DType::F32;
+    b.map_out(out, &mut |b, idx| {
+        let (init, ty) = match (op, float) {
+            (ReduceKind::Max, true) => (b.f64c(f64::NEG_INFINITY), "f64"),
+            (_, true) => (b.f64c(0.0), "f64"),
+            (ReduceKind::Max, false) => {
+                let least = match dt {
+                    DType::I8 => i64::from(i8::MIN),
+                    DType::I32 => i64::from(i32::MIN),
+                    DType::I64 => i64::MIN,
+                    _ => 0,
+                };
+                (b.i64c(least), "i64")
+            }
+            (_, false) => (b.i64c(0), "i64"),
+        };
+        let r = b.fold_n(count, &[init], &[ty], &mut |b, t, acc| {
+            let ri = b.delinearize(t, &red);
+            let mut xi = Vec::with_capacity(rank);
+            let mut o = 0;
+            let mut r = 0;
+            for a in 0..rank {
+                if ks.contains(&a) {
+                    xi.push(ri[r].clone());
+                    r += 1;
+                    if keep {
+                        o += 1;
+                    }
+                } else {
+                    xi.push(idx[o].clone());
+                    o += 1;
+                }
+            }
+            let v = b.load(x, &xi)?;
+            Ok(vec![if float {
+                let v = b.f64_of(&v);
+                match op {
+                    ReduceKind::Max => b.op2("arith.maximumf", &acc[0], &v, "f64"),
+                    _ => b.op2("arith.addf", &acc[0], &v, "f64"),
+                }
+            } else {
+                let v = b.widen(&v, dt);
+                match op {
+                    ReduceKind::Max => b.op2("arith.maxsi", &acc[0], &v, "i64"),
+                    _ => b.op2("arith.addi", &acc[0], &v, "i64"),
+                }
+            }])
+        })?;
+        let mut v = r[0].clone();
+        if op == ReduceKind::Mean {
+            let c = b.f64c(count as f64);
+            if float {
+                v = b.op2("arith.divf", &v, &c, "f64");
+            } else {
+                let f = b.let_(&format!("arith.sitofp {v} : i64 to f64"));
+                let q = b.op2("arith.divf", &f, &c, "f64");
+                v = b.let_(&format!("arith.fptosi {q} : f64 to i64"));
+            }
+        }
+        Ok(if float { b.f32_of(&v) } else { b.narrow(&v, dt) })
+    })
 }

@@ -30,12 +30,16 @@ enum Status {
     Fail(String),
 }
 
-/// The same test compiled for the device and run on the simulator.
+/// The same test compiled for the device (with host regions where the device does not take a
+/// node) and run: device jobs on the simulator, host calls as JIT-compiled MLIR.
 #[derive(Debug)]
 enum Device {
-    /// The compiler does not lower it (the reason, for the coverage table).
+    /// Neither the device nor the host lowers it (the reason, for the coverage table).
     NotLowered(String),
+    /// Passes wholly on the device.
     Pass,
+    /// Passes with these op types (sorted, deduplicated) on the host.
+    PassWithHost(Vec<String>),
     Fail(String),
 }
 
@@ -47,34 +51,54 @@ struct Outcome {
     device: Option<Device>,
 }
 
-/// Compiles the bound graph for the default device, runs every data set on the simulator and
-/// compares with the reference outputs.
+/// Compiles the bound graph for the default device (a program, or a plan with host regions),
+/// runs every data set through the facade's `Session` and compares with the reference outputs.
 fn on_device(g: &Graph, runtime: &[Array], want: &[Array]) -> Device {
-    use accelc_compiler::lower::{CompileOptions, compile};
-    let c = match compile(g, &CompileOptions::default()) {
-        Ok(c) => c,
+    use accelc_compiler::lower::CompileOptions;
+    use accelc_compiler::lower::execplan::{Lowered, compile_any};
+    let (bytes, host_ops) = match compile_any(g, &CompileOptions::default()) {
+        Ok(Lowered::Device(c)) => match c.blob() {
+            Ok(b) => (b, None),
+            Err(e) => return Device::Fail(format!("blob: {e}")),
+        },
+        Ok(Lowered::Plan(p)) => {
+            let mut ops: Vec<String> = (g.nodes.iter().zip(&p.placements))
+                .filter(|(_, pl)| pl.reason.is_some())
+                .map(|(n, _)| n.op_type.clone())
+                .collect();
+            ops.sort();
+            ops.dedup();
+            (p.blob, Some(ops))
+        }
         // An invalid program or an internal inconsistency is a compiler bug, not a gap.
         Err(e) if e.message.contains("internal") => return Device::Fail(e.to_string()),
         Err(e) => return Device::NotLowered(e.message),
     };
-    let bytes = match c.blob() {
-        Ok(b) => b,
-        Err(e) => return Device::Fail(format!("blob: {e}")),
+    let session = match accelc::Session::new(bytes) {
+        Ok(s) => s,
+        Err(e) => return Device::Fail(format!("load: {e}")),
     };
-    let blob = accelc_isa::blob::Blob::read(&bytes).unwrap();
-    let data: Vec<Vec<u8>> = runtime.iter().map(|a| a.to_tensor().data.to_vec()).collect();
-    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-    let outs = match accelc_runtime::model::simulate(&blob, &refs, false) {
-        Ok((o, _)) => o,
+    let ins: Vec<accelc::HostTensor> = runtime
+        .iter()
+        .map(|a| {
+            let t = a.to_tensor();
+            accelc::HostTensor::new(t.dtype, t.shape.clone(), t.data.to_vec()).unwrap()
+        })
+        .collect();
+    let outs = match session.run(&ins) {
+        Ok(r) => r.outputs,
         Err(e) => return Device::Fail(format!("run: {e}")),
     };
     for (j, (o, w)) in outs.iter().zip(want).enumerate() {
-        let t = Tensor { dtype: w.dtype(), shape: w.shape().to_vec(), data: o.clone().into() };
+        let t = Tensor { dtype: o.dtype, shape: o.dims.clone(), data: o.data.clone().into() };
         if let Err(e) = close(&Array::from_tensor(&t), w) {
             return Device::Fail(format!("output {j}: {e}"));
         }
     }
-    Device::Pass
+    match host_ops {
+        None => Device::Pass,
+        Some(ops) => Device::PassWithHost(ops),
+    }
 }
 
 fn read_tensor(path: &Path) -> Result<(Tensor, Array), String> {
@@ -282,7 +306,10 @@ fn evaluate(dir: &Path) -> Outcome {
         // The first failure (or reason not to lower) on the device decides; the device runs
         // what `accelc` compiles, the optimized graph.
         let dev = on_device(&optimized, &runtime, &wants);
-        if !matches!(out.device, Some(Device::NotLowered(_) | Device::Fail(_))) {
+        if !matches!(
+            out.device,
+            Some(Device::NotLowered(_) | Device::Fail(_) | Device::PassWithHost(_))
+        ) {
             out.device = Some(dev);
         }
     }
@@ -382,16 +409,22 @@ fn onnx_backend_node_tests() {
         xfail: usize,
         reasons: BTreeMap<String, usize>,
         device: usize,
+        host: usize,
         not_lowered: BTreeMap<String, usize>,
     }
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let (mut total, mut in_scope, mut passing, mut xfail) = (0, 0, 0, 0);
-    let (mut dev_pass, mut dev_fail) = (0, 0);
+    let (mut dev_pass, mut dev_fail, mut host_pass) = (0, 0, 0);
+    let mut placements: Vec<(String, String)> = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut gap: BTreeMap<String, usize> = BTreeMap::new();
     for o in &outcomes {
         match &o.device {
             Some(Device::Pass) => dev_pass += 1,
+            Some(Device::PassWithHost(ops)) => {
+                host_pass += 1;
+                placements.push((o.name.clone(), ops.join(", ")));
+            }
             Some(Device::Fail(_)) => dev_fail += 1,
             Some(Device::NotLowered(r)) => *gap.entry(gap_kind(r)).or_default() += 1,
             None => {}
@@ -413,6 +446,7 @@ fn onnx_backend_node_tests() {
             row.tests += 1;
             match &o.device {
                 Some(Device::Pass) => row.device += 1,
+                Some(Device::PassWithHost(_)) => row.host += 1,
                 Some(Device::NotLowered(r)) => {
                     *row.not_lowered.entry(gap_kind(r)).or_default() += 1
                 }
@@ -442,19 +476,24 @@ fn onnx_backend_node_tests() {
          when it imports and every node is supported; in-scope tests must match the reference outputs (rtol 1e-3, \
          atol 1e-7, exact data type and shape) or be listed in `tests/conformance/expected-failures.txt` with a \
          reason.\n\nEvery test that passes on the interpreter is also compiled for the default device and run \
-         on the simulator with the same tolerance (column *on device*); device failures must be listed in \
-         `tests/conformance/expected-device-failures.txt`. Tests the compiler does not lower are the gap between \
-         the two columns, listed below with the compiler's reason.\n\n",
+         through `accelc`'s session with the same tolerance: wholly on the simulated device (column *on device*), \
+         or, where the device does not take a node, as a plan whose host regions run as JIT-compiled MLIR \
+         (column *with host*; the nodes' op types on the host are listed per test below). Failures must be \
+         listed in `tests/conformance/expected-device-failures.txt`. Tests neither lowers are the gap, listed \
+         below with the reason.\n\n",
         version.trim()
     ));
     page.push_str(&format!(
-        "| | tests |\n|---|---|\n| all | {total} |\n| in scope | {in_scope} |\n| passing | {passing} |\n| expected failures | {xfail} |\n| out of scope | {} |\n| passing on the device | {dev_pass} |\n| expected device failures | {dev_fail} |\n| not lowered to the device | {} |\n\n",
+        "| | tests |\n|---|---|\n| all | {total} |\n| in scope | {in_scope} |\n| passing | {passing} |\n| expected failures | {xfail} |\n| out of scope | {} |\n| passing wholly on the device | {dev_pass} |\n| passing on the device and the host | {host_pass} |\n| expected device failures | {dev_fail} |\n| not lowered | {} |\n\n",
         total - in_scope,
-        passing - dev_pass - dev_fail
+        passing - dev_pass - host_pass - dev_fail
     ));
-    page.push_str("Passing on the interpreter but not lowered to the device, by reason:\n\n| reason | tests |\n|---|---|\n");
+    page.push_str("Passing on the interpreter but lowered neither to the device nor to the host, by reason:\n\n| reason | tests |\n|---|---|\n");
     let mut by_count: Vec<_> = gap.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    if by_count.is_empty() {
+        page.push_str("| (none: every test that passes on the interpreter runs) | 0 |\n");
+    }
     for (r, n) in by_count {
         page.push_str(&format!("| {} | {n} |\n", r.replace('|', "\\|")));
     }
@@ -465,19 +504,24 @@ fn onnx_backend_node_tests() {
     for (r, n) in by_count {
         page.push_str(&format!("| {} | {n} |\n", r.replace('|', "\\|")));
     }
-    page.push_str("\nPer op (a test counts for every op in its model):\n\n| op | tests | in scope | passing | expected failures | on device | out of scope because | not lowered because |\n|---|---|---|---|---|---|---|---|\n");
+    page.push_str("\nTests that pass with host regions, and the op types the host runs:\n\n| test | on the host |\n|---|---|\n");
+    for (t, ops) in &placements {
+        page.push_str(&format!("| {t} | {ops} |\n"));
+    }
+    page.push_str("\nPer op (a test counts for every op in its model):\n\n| op | tests | in scope | passing | expected failures | on device | with host | out of scope because | not lowered because |\n|---|---|---|---|---|---|---|---|---|\n");
     for (op, r) in &rows {
         let why: Vec<String> =
             r.reasons.iter().map(|(k, n)| format!("{} ({n})", k.replace('|', "\\|"))).collect();
         let gap: Vec<String> =
             r.not_lowered.iter().map(|(k, n)| format!("{} ({n})", k.replace('|', "\\|"))).collect();
         page.push_str(&format!(
-            "| {op} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {op} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.tests,
             r.in_scope,
             r.passing,
             r.xfail,
             r.device,
+            r.host,
             why.join("; "),
             gap.join("; ")
         ));
