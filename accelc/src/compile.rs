@@ -247,6 +247,20 @@ pub(crate) fn lower(
     Ok((Lowered::Device(compiled), blob))
 }
 
+/// The whole model as one MLIR host function (every node through its host lowering, after
+/// the frontend and the optimizer), as text: what `accelc compile --emit mlir-all` prints.
+///
+/// Errors: as [`compile`]; a node without a host lowering is [`Error::Unsupported`].
+pub fn host_mlir(src: Source<'_>, opts: &Options, obs: &mut dyn Observer) -> Result<String, Error> {
+    validate_config(&opts.config)?;
+    let mut g = load_graph(src, opts, obs)?;
+    optimize(&mut g, &src, opts, obs)?;
+    let copts = CompileOptions { config: opts.config.clone(), expose_all: false };
+    accelc_compiler::lower::execplan::compile_host_only(&g, &copts)
+        .map(|p| p.host)
+        .map_err(|e| lower_err(&src, e))
+}
+
 /// A lowering error: internal when accelc contradicts itself, else a device limitation.
 pub(crate) fn lower_err(src: &Source<'_>, e: lower::LowerError) -> Error {
     let m = format!("{}: {e}", src.describe());

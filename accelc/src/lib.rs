@@ -33,7 +33,8 @@ pub use compare::{
     first_difference, max_abs_diff, reference,
 };
 pub use compile::{
-    Compilation, Observer, Options, Source, compile, frontend, import, load_graph, optimize,
+    Compilation, Observer, Options, Source, compile, frontend, host_mlir, import, load_graph,
+    optimize,
 };
 pub use profile::{LayerProfile, Profile, blob_layers, profile};
 pub use session::{HostStepTime, RunResult, Session, TensorSpec, host_dtype, io_dtype};

@@ -335,7 +335,7 @@ impl Plan {
                         .iter()
                         .chain(&outs)
                         .map(|i| accelc_host::ArgSpec {
-                            dims: tensors[*i].dims.clone(),
+                            dims: accelc_compiler::lower::host::arg_dims(&tensors[*i].dims),
                             elem: host_elem(tensors[*i].dtype),
                         })
                         .collect();

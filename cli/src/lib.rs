@@ -150,6 +150,12 @@ enum Command {
         /// elided.
         #[arg(long)]
         dump_ir: bool,
+        /// What to produce: `blob` (the command blob, or a plan blob when some nodes run on
+        /// the host), `mlir` (print the host module of the plan to standard output instead),
+        /// or `mlir-all` (print the whole model as one host function: every node lowered to
+        /// the `scf`/`memref`/`arith`/`math` dialects, for use with MLIR's own tools).
+        #[arg(long, value_name = "WHAT", default_value = "blob")]
+        emit: models::Emit,
         #[command(flatten)]
         target: models::TargetArgs,
     },
@@ -278,8 +284,8 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
             let o = opt;
             models::cmd_ir(&model, output.as_deref(), dump_ir, elide, &input_shapes, o, out, err)
         }
-        Command::Compile { model, output, dump_ir, target, opt } => {
-            models::cmd_compile(&model, output, &target, opt, dump_ir, out, err)
+        Command::Compile { model, output, dump_ir, emit, target, opt } => {
+            models::cmd_compile(&model, output, &target, opt, dump_ir, emit, out, err)
         }
         Command::Run { model, inputs, output, compare, expect, target, opt } => models::cmd_run(
             opt,

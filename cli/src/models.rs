@@ -213,6 +213,17 @@ fn session(path: &Path, blob: Vec<u8>, max_cycles: u64) -> anyhow::Result<Sessio
     })
 }
 
+/// What `compile` produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Emit {
+    /// The blob.
+    Blob,
+    /// The plan's host module, printed.
+    Mlir,
+    /// The whole model as one host function, printed.
+    MlirAll,
+}
+
 #[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 pub(crate) fn cmd_compile(
     model: &Path,
@@ -220,15 +231,33 @@ pub(crate) fn cmd_compile(
     target: &TargetArgs,
     o: OptArgs,
     dump_ir: bool,
+    emit: Emit,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let opts = facade_options(o, target.config.as_deref(), &target.input_shapes, false)?;
     let mut obs = CliObserver::new(o.verbose, dump_ir);
+    if emit == Emit::MlirAll {
+        let text = accelc::host_mlir(Source::Path(model), &opts, &mut obs);
+        obs.finish(err)?;
+        write!(out, "{}", text.map_err(fail)?)?;
+        return Ok(());
+    }
     let c = accelc::compile(Source::Path(model), &opts, &mut obs);
     obs.finish(err)?;
     let c = c.map_err(fail)?;
+    if emit == Emit::Mlir {
+        match &c.plan {
+            Some(p) => write!(out, "{}", p.host)?,
+            None => bail!(invalid(format!(
+                "{}: every node runs on the device, so there is no host module (--emit mlir-all \
+                 prints the whole model as MLIR)",
+                model.display()
+            ))),
+        }
+        return Ok(());
+    }
     let path = output.unwrap_or_else(|| model.with_extension("blob"));
     crate::not_the_input(model, &path)?;
     write_atomic(&path, &c.blob)?;

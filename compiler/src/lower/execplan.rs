@@ -103,6 +103,23 @@ pub fn compile_any(graph: &Graph, opts: &CompileOptions) -> Result<Lowered, Lowe
     Err(LowerError::msg("internal: the plan did not settle"))
 }
 
+/// Compiles `graph` as a plan with every node on the host (one host function): what checks
+/// the host lowerings against the reference on their own, and what a caller that wants no
+/// device at all runs.
+///
+/// Errors: the first node without a host lowering.
+pub fn compile_host_only(graph: &Graph, opts: &CompileOptions) -> Result<PlanCompiled, LowerError> {
+    let placements =
+        vec![
+            Placement { place: Place::Host, reason: Some("placed on the host by request".into()) };
+            graph.nodes.len()
+        ];
+    match try_plan(graph, opts, &placements)? {
+        Ok(p) => Ok(p),
+        Err((node, why)) => Err(LowerError::at(&graph.nodes[node].name, why)),
+    }
+}
+
 /// One attempt: `Ok(Err((node, reason)))` when a device region's compile refused `node`.
 fn try_plan(
     graph: &Graph,
@@ -220,10 +237,7 @@ fn plan_blob(
             return Ok(*i);
         }
         let value = g.value(v);
-        let t = value
-            .ty
-            .as_ref()
-            .ok_or_else(|| LowerError::msg(format!("internal: `{}` has no type", value.name)))?;
+        let t = super::host::value_type(g, v)?;
         let i = tensors.len() as u32;
         tensors.push(PlanTensor {
             name: value.name.clone(),

@@ -59,6 +59,25 @@ pub(crate) fn memref(t: &TensorType) -> String {
     s
 }
 
+/// The dimensions a host function's argument is declared with for a tensor of `dims`: the
+/// same, except that a tensor with no elements is `[0]` (MLIR's bare-pointer convention does
+/// not lower a multi-dimensional memref with a zero dimension).
+pub fn arg_dims(dims: &[usize]) -> Vec<usize> {
+    if dims.len() > 1 && dims.contains(&0) { vec![0] } else { dims.to_vec() }
+}
+
+/// The type of value `v`: inferred, or a folded constant's own.
+pub(crate) fn value_type(g: &Graph, v: ValueId) -> R<TensorType> {
+    let value = g.value(v);
+    if let Some(t) = &value.ty {
+        return Ok(t.clone());
+    }
+    match &value.constant {
+        Some(c) => Ok(TensorType { dtype: c.dtype, shape: c.shape.clone() }),
+        None => Err(LowerError::msg(format!("internal: `{}` has no type", value.name))),
+    }
+}
+
 /// Module-wide state: the constant globals, shared by every function of the module.
 #[derive(Default)]
 pub(crate) struct ModuleText {
@@ -120,9 +139,7 @@ impl<'g> HostBuilder<'g> {
 
     /// The type of value `v` (every value is typed after the frontend).
     pub(crate) fn ty(&self, v: ValueId) -> R<TensorType> {
-        self.g.value(v).ty.clone().ok_or_else(|| {
-            LowerError::msg(format!("internal: `{}` has no type", self.g.value(v).name))
-        })
+        value_type(self.g, v)
     }
 
     /// An error naming the current node.
@@ -549,11 +566,18 @@ pub fn module(g: &Graph, regions: &[(String, &[usize], &[ValueId], &[ValueId])])
         for (k, v) in inputs.iter().chain(outputs.iter()).enumerate() {
             let a = format!("%arg{k}");
             let t = b.ty(*v)?;
-            args.push(format!("{a}: {}", memref(&t)));
+            let at = TensorType { dtype: t.dtype, shape: arg_dims(&t.shape) };
+            args.push(format!("{a}: {}", memref(&at)));
             // An output that is also an input (a pass-through) keeps its input argument; a
             // constant output is copied from its global below.
-            if g.value(*v).constant.is_none() {
-                b.mems.entry(*v).or_insert(a);
+            if g.value(*v).constant.is_none() && !b.mems.contains_key(v) {
+                if at.shape == t.shape {
+                    b.mems.insert(*v, a);
+                } else {
+                    // An empty tensor: nothing is read or written; the body addresses an
+                    // empty allocation of its real type.
+                    b.out(*v)?;
+                }
             }
         }
         args.push("%status: memref<2xi64>".into());
@@ -571,7 +595,8 @@ pub fn module(g: &Graph, regions: &[(String, &[usize], &[ValueId], &[ValueId])])
         for (k, v) in outputs.iter().enumerate() {
             let arg = format!("%arg{}", inputs.len() + k);
             let cur = b.mem(*v)?;
-            if cur != arg {
+            let t = b.ty(*v)?;
+            if cur != arg && t.shape.iter().product::<usize>() > 0 {
                 let t = b.ty(*v)?;
                 b.line(&format!("memref.copy {cur}, {arg} : {} to {}", memref(&t), memref(&t)));
             }

@@ -805,65 +805,78 @@ pub(crate) fn conv_shape(
 }
 
 /// Host lowering: Conv (any number of spatial axes, groups, dilations, padding) and
-/// ConvTranspose as direct loops over each output element, summing in `f32`; the integer
-/// convolutions have no host lowering yet.
+/// ConvTranspose as direct loops over each output element, summing in `f32`; ConvInteger and
+/// QLinearConv summing `(x − x_zp)·(w − w_zp)` exactly in `i64`, the latter requantised as the
+/// reference does (`f32` scale `f32(sx·sw)/sy`, round half to even, saturating). QConv (made
+/// by the optimizer only where the device takes it) has no host lowering.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
-    let w = n.inputs[1].ok_or_else(|| b.err(n, "the weights are missing"))?;
-    let bias = n.inputs.get(2).copied().flatten();
+    let wi_ = if matches!(n.op, Op::QLinearConv { .. }) { 3 } else { 1 };
+    let w = n.inputs[wi_].ok_or_else(|| b.err(n, "the weights are missing"))?;
     let (xt, wt) = (b.ty(x)?, b.ty(w)?);
     let out = n.outputs[0];
     let ot = b.ty(out)?;
     let nd = xt.shape.len().saturating_sub(2);
     let e = |m: String| LowerError::at(&n.name, m);
+    let input = |i: usize| n.inputs.get(i).copied().flatten();
     match &n.op {
         Op::Conv { window, group } => {
-            let kernel = wt.shape[2..].to_vec();
-            let g = crate::interp::pads(window, &xt.shape[2..], &kernel).map_err(e)?;
-            let cg = wt.shape[1];
-            let mg = ot.shape[1] / (*group).max(1);
-            let taps: usize = cg * kernel.iter().product::<usize>();
+            let bias = input(2);
+            let geo = Taps::new(window, *group, &xt.shape, &wt.shape, &ot.shape).map_err(e)?;
             b.map_out(out, &mut |b, idx| {
-                let mgc = b.idx(mg.max(1));
-                let cgc = b.idx(cg);
-                let grp = b.iop("arith.divui", &idx[1], &mgc);
-                let c0 = b.iop("arith.muli", &grp, &cgc);
                 let init = match bias {
                     Some(bv) => b.load(bv, &[idx[1].clone()])?,
                     None => b.f32c(0.0),
                 };
-                let mut dims = vec![cg];
-                dims.extend(&kernel);
-                let r = b.fold_n(taps, &[init], &["f32"], &mut |b, t, acc| {
-                    let tk = b.delinearize(t, &dims);
-                    let mut pos = Vec::with_capacity(nd);
-                    for i in 0..nd {
-                        let s = b.idx(g.strides[i]);
-                        let d = b.idx(g.dilations[i]);
-                        let pb = b.idx(g.begin[i]);
-                        let a = b.iop("arith.muli", &idx[2 + i], &s);
-                        let k = b.iop("arith.muli", &tk[1 + i], &d);
-                        let a = b.iop("arith.addi", &a, &k);
-                        pos.push(b.iop("arith.subi", &a, &pb));
-                    }
-                    let ok = b.in_bounds(&pos, &xt.shape[2..]);
-                    let cl = b.clamp_pos(&pos, &xt.shape[2..]);
-                    let ch = b.iop("arith.addi", &c0, &tk[0]);
-                    let mut xi = vec![idx[0].clone(), ch];
-                    xi.extend(cl);
-                    let xv = b.load(x, &xi)?;
+                geo.sum(b, idx, init, "f32", &mut |b, xi, ok, wi, acc| {
+                    let xv = b.load(x, xi)?;
                     let z = b.f32c(0.0);
-                    let xv = b.select(&ok, &xv, &z, "f32");
-                    let mut wi = vec![idx[1].clone(), tk[0].clone()];
-                    wi.extend_from_slice(&tk[1..]);
-                    let wv = b.load(w, &wi)?;
+                    let xv = b.select(ok, &xv, &z, "f32");
+                    let wv = b.load(w, wi)?;
                     let p = b.op2("arith.mulf", &xv, &wv, "f32");
-                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                    Ok(b.op2("arith.addf", acc, &p, "f32"))
+                })
+            })
+        }
+        Op::ConvInteger { window, group } | Op::QLinearConv { window, group } => {
+            let q = matches!(n.op, Op::QLinearConv { .. });
+            let (xz, wz) = if q { (input(2), input(5)) } else { (input(2), input(3)) };
+            let bias = if q { input(8) } else { None };
+            let geo = Taps::new(window, *group, &xt.shape, &wt.shape, &ot.shape).map_err(e)?;
+            let (xd, wd) = (xt.dtype, wt.dtype);
+            b.map_out(out, &mut |b, idx| {
+                // Zero points: x's per tensor, w's per output channel (or per tensor).
+                let xzp = zero_point(b, xz, None)?;
+                let wzp = zero_point(b, wz, Some(&idx[1]))?;
+                let init = match bias {
+                    Some(bv) => {
+                        let v = b.load(bv, &[idx[1].clone()])?;
+                        let d = b.ty(bv)?.dtype;
+                        b.widen(&v, d)
+                    }
+                    None => b.i64c(0),
+                };
+                let acc = geo.sum(b, idx, init, "i64", &mut |b, xi, ok, wi, acc| {
+                    let xv = b.load(x, xi)?;
+                    let xv = b.widen(&xv, xd);
+                    let xv = b.op2("arith.subi", &xv, &xzp, "i64");
+                    let z = b.i64c(0);
+                    let xv = b.select(ok, &xv, &z, "i64");
+                    let wv = b.load(w, wi)?;
+                    let wv = b.widen(&wv, wd);
+                    let wv = b.op2("arith.subi", &wv, &wzp, "i64");
+                    let p = b.op2("arith.muli", &xv, &wv, "i64");
+                    Ok(b.op2("arith.addi", acc, &p, "i64"))
                 })?;
-                Ok(r[0].clone())
+                if !q {
+                    return Ok(b.narrow(&acc, DType::I32));
+                }
+                let scales = [input(1), input(4), input(6)];
+                requantize_one(b, n, &acc, scales, input(7), &idx[1], ot.dtype)
             })
         }
         Op::ConvTranspose { window, group, output_padding, output_shape } => {
+            let bias = input(2);
             let (_, begin, kernel, strides, dil) = conv_transpose_shape(
                 &xt.shape,
                 &wt.shape,
@@ -927,4 +940,137 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         }
         _ => Err(b.err(n, format!("{} has no host lowering yet", n.op_type))),
     }
+}
+
+/// The taps of a (grouped, strided, dilated, padded) convolution's output element.
+struct Taps {
+    g: crate::interp::Geometry,
+    kernel: Vec<usize>,
+    spatial: Vec<usize>,
+    cg: usize,
+    mg: usize,
+}
+
+impl Taps {
+    fn new(w: &Window, group: usize, x: &[usize], wt: &[usize], out: &[usize]) -> R<Taps> {
+        let kernel = wt[2..].to_vec();
+        let g = pads(w, &x[2..], &kernel)?;
+        Ok(Taps { g, kernel, spatial: x[2..].to_vec(), cg: wt[1], mg: out[1] / group.max(1) })
+    }
+
+    /// Folds `f(input index (clamped), in bounds, weight index, acc)` over every tap of output
+    /// element `idx`, from `init` (of MLIR type `ty`).
+    fn sum(
+        &self,
+        b: &mut HostBuilder<'_>,
+        idx: &[String],
+        init: String,
+        ty: &str,
+        f: &mut dyn FnMut(
+            &mut HostBuilder<'_>,
+            &[String],
+            &str,
+            &[String],
+            &str,
+        ) -> Result<String, LowerError>,
+    ) -> Result<String, LowerError> {
+        let nd = self.spatial.len();
+        let mgc = b.idx(self.mg.max(1));
+        let cgc = b.idx(self.cg);
+        let grp = b.iop("arith.divui", &idx[1], &mgc);
+        let c0 = b.iop("arith.muli", &grp, &cgc);
+        let mut dims = vec![self.cg];
+        dims.extend(&self.kernel);
+        let taps: usize = dims.iter().product();
+        let r = b.fold_n(taps, &[init], &[ty], &mut |b, t, acc| {
+            let tk = b.delinearize(t, &dims);
+            let mut pos = Vec::with_capacity(nd);
+            for i in 0..nd {
+                let s = b.idx(self.g.strides[i]);
+                let d = b.idx(self.g.dilations[i]);
+                let pb = b.idx(self.g.begin[i]);
+                let a = b.iop("arith.muli", &idx[2 + i], &s);
+                let k = b.iop("arith.muli", &tk[1 + i], &d);
+                let a = b.iop("arith.addi", &a, &k);
+                pos.push(b.iop("arith.subi", &a, &pb));
+            }
+            let ok = b.in_bounds(&pos, &self.spatial);
+            let cl = b.clamp_pos(&pos, &self.spatial);
+            let ch = b.iop("arith.addi", &c0, &tk[0]);
+            let mut xi = vec![idx[0].clone(), ch];
+            xi.extend(cl);
+            let mut wi = vec![idx[1].clone(), tk[0].clone()];
+            wi.extend_from_slice(&tk[1..]);
+            Ok(vec![f(b, &xi, &ok, &wi, &acc[0])?])
+        })?;
+        Ok(r[0].clone())
+    }
+}
+
+/// A zero point as `i64`: element `at` of `z` (per channel) when it has more than one, else
+/// its first; 0 without one.
+pub(crate) fn zero_point(
+    b: &mut HostBuilder<'_>,
+    z: Option<ValueId>,
+    at: Option<&String>,
+) -> Result<String, LowerError> {
+    let Some(z) = z else { return Ok(b.i64c(0)) };
+    let t = b.ty(z)?;
+    let len: usize = t.shape.iter().product();
+    let i = match at {
+        Some(a) if len > 1 => a.clone(),
+        _ => b.idx(0),
+    };
+    let ix: Vec<String> = t.shape.iter().map(|_| i.clone()).collect();
+    let v = b.load(z, &ix)?;
+    Ok(b.widen(&v, t.dtype))
+}
+
+/// One QLinear* output from its `i64` accumulator, as the reference's `requantize`: the scale
+/// `f32(sa·sb[c]) / sy` in `f32` (`sb` per channel `c` when it has several), then
+/// `clamp(round_half_even(f32(acc)·scale) + zp)` in the zero point's type.
+pub(crate) fn requantize_one(
+    b: &mut HostBuilder<'_>,
+    n: &Node,
+    acc: &str,
+    scales: [Option<ValueId>; 3],
+    y_zp: Option<ValueId>,
+    channel: &str,
+    out: DType,
+) -> Result<String, LowerError> {
+    let [sa, sb, sy] = scales;
+    let first = |b: &mut HostBuilder<'_>, v: Option<ValueId>, at: Option<&str>| {
+        let v = v.ok_or_else(|| b.err(n, "a scale is missing"))?;
+        let t = b.ty(v)?;
+        let len: usize = t.shape.iter().product();
+        let i = match at {
+            Some(a) if len > 1 => a.to_string(),
+            _ => b.idx(0),
+        };
+        let ix: Vec<String> = t.shape.iter().map(|_| i.clone()).collect();
+        b.load(v, &ix)
+    };
+    let a = first(b, sa, None)?;
+    let c = first(b, sb, Some(channel))?;
+    let y = first(b, sy, None)?;
+    let a = b.f64_of(&a);
+    let c = b.f64_of(&c);
+    let p = b.op2("arith.mulf", &a, &c, "f64");
+    let p = b.f32_of(&p);
+    let scale = b.op2("arith.divf", &p, &y, "f32");
+    let af = b.let_(&format!("arith.sitofp {acc} : i64 to f32"));
+    let q = b.op2("arith.mulf", &af, &scale, "f32");
+    let q = b.op1("math.roundeven", &q, "f32");
+    let big = b.f32c(1.0e12);
+    let nbig = b.f32c(-1.0e12);
+    let q = b.op2("arith.minimumf", &q, &big, "f32");
+    let q = b.op2("arith.maximumf", &q, &nbig, "f32");
+    let q = b.convert(&q, DType::F32, DType::I64);
+    let zp = zero_point(b, y_zp, None)?;
+    let r = b.op2("arith.addi", &q, &zp, "i64");
+    let (lo, hi) = if out == DType::I8 { (-128, 127) } else { (0, 255) };
+    let (l, h) = (b.i64c(lo), b.i64c(hi));
+    let r = b.op2("arith.maxsi", &r, &l, "i64");
+    let r = b.op2("arith.minsi", &r, &h, "i64");
+    Ok(b.narrow(&r, out))
 }

@@ -482,8 +482,9 @@ pub(crate) fn matmul_shape(a: &TensorType, b: &TensorType) -> R<Vec<usize>> {
 }
 
 /// Host lowering: Gemm (`alpha · A'B' + beta · C`, C broadcast, skipped when beta is 0) and
-/// MatMul (numpy's rules: 1-D operands promoted, batch axes broadcast), summing in `f32`; the
-/// integer products have no host lowering yet.
+/// MatMul (numpy's rules: 1-D operands promoted, batch axes broadcast), summing in `f32`;
+/// MatMulInteger and QLinearMatMul summing `(a − a_zp)·(b − b_zp)` exactly in `i64` (A's zero
+/// point per row, B's per column), the latter requantised as the reference does.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let a = n.inputs[0].ok_or_else(|| b.err(n, "input A is missing"))?;
     let bm = n.inputs[1].ok_or_else(|| b.err(n, "input B is missing"))?;
@@ -526,54 +527,120 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 }
             })
         }
-        Op::MatMul => {
-            // Promote 1-D operands: A [K] is [1, K], B [K] is [K, 1]; those axes are not in
-            // the output.
-            let (a1, b1) = (at.shape.len() == 1, bt.shape.len() == 1);
-            let k = *at.shape.last().unwrap_or(&0);
+        Op::MatMul => b.map_out(out, &mut |b, idx| {
+            let z = b.f32c(0.0);
+            mm_sum(b, &at, &bt, idx, z, "f32", &mut |b, ai, bi, acc| {
+                let x = b.load(a, ai)?;
+                let y = b.load(bm, bi)?;
+                let p = b.op2("arith.mulf", &x, &y, "f32");
+                Ok(b.op2("arith.addf", acc, &p, "f32"))
+            })
+        }),
+        Op::MatMulInteger | Op::QLinearMatMul => {
+            let q = matches!(n.op, Op::QLinearMatMul);
+            let input = |i: usize| n.inputs.get(i).copied().flatten();
+            let (b_in, az, bz) =
+                if q { (input(3), input(2), input(5)) } else { (input(1), input(2), input(3)) };
+            let bv = b_in.ok_or_else(|| b.err(n, "input B is missing"))?;
+            let bt = b.ty(bv)?;
+            let (ad, bd) = (at.dtype, bt.dtype);
             let orank = ot.shape.len();
+            let odt = ot.dtype;
             b.map_out(out, &mut |b, idx| {
-                // The output's row and column indices, and its batch indices.
-                let (batch, m, nn) = match (a1, b1) {
-                    (false, false) => {
-                        (&idx[..orank - 2], Some(&idx[orank - 2]), Some(&idx[orank - 1]))
-                    }
-                    (true, false) => (&idx[..orank - 1], None, Some(&idx[orank - 1])),
-                    (false, true) => (&idx[..orank - 1], Some(&idx[orank - 1]), None),
-                    (true, true) => (&idx[..0], None, None),
+                // A's zero point per row (its second-last axis), B's per column.
+                let row = if at.shape.len() >= 2 && orank >= 2 {
+                    Some(idx[orank - 2].clone())
+                } else {
+                    None
                 };
-                let batch = batch.to_vec();
-                let (m, nn) = (m.cloned(), nn.cloned());
-                let z = b.f32c(0.0);
-                let r = b.fold_n(k, &[z], &["f32"], &mut |b, kk, acc| {
-                    let mut ai = Vec::new();
-                    if !a1 {
-                        let skip = batch.len() + 2 - at.shape.len();
-                        for (j, d) in at.shape[..at.shape.len() - 2].iter().enumerate() {
-                            ai.push(if *d == 1 { b.idx(0) } else { batch[skip + j].clone() });
-                        }
-                        ai.push(m.clone().unwrap_or_else(|| b.idx(0)));
-                    }
-                    ai.push(kk.to_string());
-                    let mut bi = Vec::new();
-                    if !b1 {
-                        let skip = batch.len() + 2 - bt.shape.len();
-                        for (j, d) in bt.shape[..bt.shape.len() - 2].iter().enumerate() {
-                            bi.push(if *d == 1 { b.idx(0) } else { batch[skip + j].clone() });
-                        }
-                    }
-                    bi.push(kk.to_string());
-                    if !b1 {
-                        bi.push(nn.clone().unwrap_or_else(|| b.idx(0)));
-                    }
-                    let x = b.load(a, &ai)?;
-                    let y = b.load(bm, &bi)?;
-                    let p = b.op2("arith.mulf", &x, &y, "f32");
-                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                let col = if bt.shape.len() >= 2 { idx.last().cloned() } else { None };
+                let azp = crate::ops::conv::zero_point(b, az, row.as_ref())?;
+                let bzp = crate::ops::conv::zero_point(b, bz, col.as_ref())?;
+                let z = b.i64c(0);
+                let acc = mm_sum(b, &at, &bt, idx, z, "i64", &mut |b, ai, bi, acc| {
+                    let x = b.load(a, ai)?;
+                    let x = b.widen(&x, ad);
+                    let x = b.op2("arith.subi", &x, &azp, "i64");
+                    let y = b.load(bv, bi)?;
+                    let y = b.widen(&y, bd);
+                    let y = b.op2("arith.subi", &y, &bzp, "i64");
+                    let p = b.op2("arith.muli", &x, &y, "i64");
+                    Ok(b.op2("arith.addi", acc, &p, "i64"))
                 })?;
-                Ok(r[0].clone())
+                if !q {
+                    return Ok(b.narrow(&acc, DType::I32));
+                }
+                // The reference's channel axis for B's per-column scales: axis 1 of the
+                // output (its last when the output is 1-D).
+                let ch = if orank > 1 {
+                    idx[1].clone()
+                } else {
+                    idx.last().cloned().unwrap_or_else(|| b.idx(0))
+                };
+                crate::ops::conv::requantize_one(
+                    b,
+                    n,
+                    &acc,
+                    [input(1), input(4), input(6)],
+                    input(7),
+                    &ch,
+                    odt,
+                )
             })
         }
         _ => Err(b.err(n, format!("{} has no host lowering yet", n.op_type))),
     }
+}
+
+/// Folds `f(A index, B index, acc)` over the shared axis of a matrix product's output element
+/// `idx` (numpy's matmul: 1-D operands promoted, batch axes broadcast), from `init`.
+fn mm_sum(
+    b: &mut HostBuilder<'_>,
+    at: &TensorType,
+    bt: &TensorType,
+    idx: &[String],
+    init: String,
+    ty: &str,
+    f: &mut dyn FnMut(
+        &mut HostBuilder<'_>,
+        &[String],
+        &[String],
+        &str,
+    ) -> Result<String, LowerError>,
+) -> Result<String, LowerError> {
+    let (a1, b1) = (at.shape.len() == 1, bt.shape.len() == 1);
+    let k = *at.shape.last().unwrap_or(&0);
+    let orank = idx.len();
+    // The output's batch indices, row and column (absent for a promoted 1-D operand).
+    let (nb, m, nn) = match (a1, b1) {
+        (false, false) => (orank - 2, Some(idx[orank - 2].clone()), Some(idx[orank - 1].clone())),
+        (true, false) => (orank - 1, None, Some(idx[orank - 1].clone())),
+        (false, true) => (orank - 1, Some(idx[orank - 1].clone()), None),
+        (true, true) => (0, None, None),
+    };
+    let batch = idx[..nb].to_vec();
+    let r = b.fold_n(k, &[init], &[ty], &mut |b, kk, acc| {
+        let mut ai = Vec::new();
+        if !a1 {
+            let skip = batch.len() + 2 - at.shape.len();
+            for (j, d) in at.shape[..at.shape.len() - 2].iter().enumerate() {
+                ai.push(if *d == 1 { b.idx(0) } else { batch[skip + j].clone() });
+            }
+            ai.push(m.clone().unwrap_or_else(|| b.idx(0)));
+        }
+        ai.push(kk.to_string());
+        let mut bi = Vec::new();
+        if !b1 {
+            let skip = batch.len() + 2 - bt.shape.len();
+            for (j, d) in bt.shape[..bt.shape.len() - 2].iter().enumerate() {
+                bi.push(if *d == 1 { b.idx(0) } else { batch[skip + j].clone() });
+            }
+        }
+        bi.push(kk.to_string());
+        if !b1 {
+            bi.push(nn.clone().unwrap_or_else(|| b.idx(0)));
+        }
+        Ok(vec![f(b, &ai, &bi, &acc[0])?])
+    })?;
+    Ok(r[0].clone())
 }

@@ -49,6 +49,30 @@ struct Outcome {
     status: Status,
     /// Only for tests in scope that pass on the interpreter.
     device: Option<Device>,
+    /// The same with every node on the host (no device job): `Err` with the reason.
+    host_only: Option<Result<(), String>>,
+}
+
+/// Compiles the bound graph with every node on the host and runs every data set: the host
+/// lowerings checked against the reference on their own.
+fn on_host_only(g: &Graph, runtime: &[Array], want: &[Array]) -> Result<(), String> {
+    use accelc_compiler::lower::CompileOptions;
+    let p = accelc_compiler::lower::execplan::compile_host_only(g, &CompileOptions::default())
+        .map_err(|e| e.to_string())?;
+    let session = accelc::Session::new(p.blob).map_err(|e| format!("load: {e}"))?;
+    let ins: Vec<accelc::HostTensor> = runtime
+        .iter()
+        .map(|a| {
+            let t = a.to_tensor();
+            accelc::HostTensor::new(t.dtype, t.shape.clone(), t.data.to_vec()).unwrap()
+        })
+        .collect();
+    let outs = session.run(&ins).map_err(|e| format!("run: {e}"))?.outputs;
+    for (j, (o, w)) in outs.iter().zip(want).enumerate() {
+        let t = Tensor { dtype: o.dtype, shape: o.dims.clone(), data: o.data.clone().into() };
+        close(&Array::from_tensor(&t), w).map_err(|e| format!("output {j}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Compiles the bound graph for the default device (a program, or a plan with host regions),
@@ -183,7 +207,8 @@ fn close(got: &Array, want: &Array) -> Result<(), String> {
 
 fn evaluate(dir: &Path) -> Outcome {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let mut out = Outcome { name, ops: Vec::new(), status: Status::Pass, device: None };
+    let mut out =
+        Outcome { name, ops: Vec::new(), status: Status::Pass, device: None, host_only: None };
     if let Ok(bytes) = std::fs::read(dir.join("model.onnx"))
         && let Ok(model) = accelc_compiler::proto::ModelProto::decode(bytes.as_slice())
     {
@@ -306,6 +331,9 @@ fn evaluate(dir: &Path) -> Outcome {
         // The first failure (or reason not to lower) on the device decides; the device runs
         // what `accelc` compiles, the optimized graph.
         let dev = on_device(&optimized, &runtime, &wants);
+        if !matches!(out.host_only, Some(Err(_))) {
+            out.host_only = Some(on_host_only(&optimized, &runtime, &wants));
+        }
         if !matches!(
             out.device,
             Some(Device::NotLowered(_) | Device::Fail(_) | Device::PassWithHost(_))
@@ -410,15 +438,22 @@ fn onnx_backend_node_tests() {
         reasons: BTreeMap<String, usize>,
         device: usize,
         host: usize,
+        host_only: usize,
         not_lowered: BTreeMap<String, usize>,
     }
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let (mut total, mut in_scope, mut passing, mut xfail) = (0, 0, 0, 0);
     let (mut dev_pass, mut dev_fail, mut host_pass) = (0, 0, 0);
     let mut placements: Vec<(String, String)> = Vec::new();
+    let mut host_only_pass = 0;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut gap: BTreeMap<String, usize> = BTreeMap::new();
     for o in &outcomes {
+        match &o.host_only {
+            Some(Ok(())) => host_only_pass += 1,
+            Some(Err(why)) => unexpected.push(format!("{} wholly on the host: {why}", o.name)),
+            None => {}
+        }
         match &o.device {
             Some(Device::Pass) => dev_pass += 1,
             Some(Device::PassWithHost(ops)) => {
@@ -444,6 +479,9 @@ fn onnx_backend_node_tests() {
         for op in &o.ops {
             let row = rows.entry(op.clone()).or_default();
             row.tests += 1;
+            if matches!(o.host_only, Some(Ok(()))) {
+                row.host_only += 1;
+            }
             match &o.device {
                 Some(Device::Pass) => row.device += 1,
                 Some(Device::PassWithHost(_)) => row.host += 1,
@@ -478,13 +516,15 @@ fn onnx_backend_node_tests() {
          reason.\n\nEvery test that passes on the interpreter is also compiled for the default device and run \
          through `accelc`'s session with the same tolerance: wholly on the simulated device (column *on device*), \
          or, where the device does not take a node, as a plan whose host regions run as JIT-compiled MLIR \
-         (column *with host*; the nodes' op types on the host are listed per test below). Failures must be \
+         (column *with host*; the nodes' op types on the host are listed per test below). Each is also run with \
+         every node forced onto the host (column *wholly on host*), which checks every host lowering against the \
+         reference on its own; that must pass for every test. Device failures must be \
          listed in `tests/conformance/expected-device-failures.txt`. Tests neither lowers are the gap, listed \
          below with the reason.\n\n",
         version.trim()
     ));
     page.push_str(&format!(
-        "| | tests |\n|---|---|\n| all | {total} |\n| in scope | {in_scope} |\n| passing | {passing} |\n| expected failures | {xfail} |\n| out of scope | {} |\n| passing wholly on the device | {dev_pass} |\n| passing on the device and the host | {host_pass} |\n| expected device failures | {dev_fail} |\n| not lowered | {} |\n\n",
+        "| | tests |\n|---|---|\n| all | {total} |\n| in scope | {in_scope} |\n| passing | {passing} |\n| expected failures | {xfail} |\n| out of scope | {} |\n| passing wholly on the device | {dev_pass} |\n| passing on the device and the host | {host_pass} |\n| passing wholly on the host (every node forced there) | {host_only_pass} |\n| expected device failures | {dev_fail} |\n| not lowered | {} |\n\n",
         total - in_scope,
         passing - dev_pass - host_pass - dev_fail
     ));
@@ -508,20 +548,21 @@ fn onnx_backend_node_tests() {
     for (t, ops) in &placements {
         page.push_str(&format!("| {t} | {ops} |\n"));
     }
-    page.push_str("\nPer op (a test counts for every op in its model):\n\n| op | tests | in scope | passing | expected failures | on device | with host | out of scope because | not lowered because |\n|---|---|---|---|---|---|---|---|---|\n");
+    page.push_str("\nPer op (a test counts for every op in its model):\n\n| op | tests | in scope | passing | expected failures | on device | with host | wholly on host | out of scope because | not lowered because |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (op, r) in &rows {
         let why: Vec<String> =
             r.reasons.iter().map(|(k, n)| format!("{} ({n})", k.replace('|', "\\|"))).collect();
         let gap: Vec<String> =
             r.not_lowered.iter().map(|(k, n)| format!("{} ({n})", k.replace('|', "\\|"))).collect();
         page.push_str(&format!(
-            "| {op} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {op} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.tests,
             r.in_scope,
             r.passing,
             r.xfail,
             r.device,
             r.host,
+            r.host_only,
             why.join("; "),
             gap.join("; ")
         ));
