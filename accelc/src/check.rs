@@ -1,7 +1,10 @@
-//! `check`: for every node of a model, whether it imports and whether it runs on the chosen
-//! device, and whether the whole model compiles, decided by the same code `compile` runs.
+//! `check`: for every node of a model, whether it imports, whether it runs on the chosen
+//! device and, if not, whether it runs on the host instead (its placement), and whether the
+//! whole model compiles, decided by the same code `compile` runs.
 
 use accelc_compiler::ir::Op;
+use accelc_compiler::lower::execplan::{Lowered, compile_any};
+use accelc_compiler::lower::partition::Place;
 use accelc_compiler::lower::{CompileOptions, device_support};
 
 use crate::{Error, Options, Source};
@@ -19,6 +22,9 @@ pub struct NodeCheck {
     pub stage: &'static str,
     /// `Err` with the reason (the failing constraint) when it does not run on the device.
     pub result: Result<(), String>,
+    /// Where the compiled model runs it: `Some(Place::Device)`, `Some(Place::Host)` (then
+    /// `result` says why not on the device), `None` when the model does not compile.
+    pub placement: Option<Place>,
 }
 
 /// The whole answer for one model.
@@ -46,9 +52,14 @@ impl CheckReport {
         self.compile.is_ok()
     }
 
-    /// The nodes with a reason not to run.
+    /// The nodes that run nowhere: not on the device and not placed on the host.
     pub fn blockers(&self) -> impl Iterator<Item = &NodeCheck> {
-        self.nodes.iter().filter(|n| n.result.is_err())
+        self.nodes.iter().filter(|n| n.result.is_err() && n.placement != Some(Place::Host))
+    }
+
+    /// The nodes that run on the host.
+    pub fn on_host(&self) -> impl Iterator<Item = &NodeCheck> {
+        self.nodes.iter().filter(|n| n.placement == Some(Place::Host))
     }
 }
 
@@ -68,6 +79,7 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
                 op_type: n.op_type.clone(),
                 stage: "import",
                 result: Err(reason.clone()),
+                placement: None,
             }),
             _ => None,
         })
@@ -87,29 +99,43 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
                 op_type: op_type.unwrap_or_default(),
                 stage: "frontend",
                 result: Err(e.clone()),
+                placement: None,
             });
         }
     }
     let mut compile = frontend.clone();
     if frontend.is_ok() {
         let copts = CompileOptions { config: opts.config.clone(), expose_all: false };
-        for (n, r) in g.nodes.iter().zip(device_support(&g, &copts)) {
+        // The compile's own placements: every node on the device, or the plan's.
+        let lowered = compile_any(&g, &copts).and_then(|l| match l {
+            Lowered::Device(c) => c.blob().map(|_| vec![(Place::Device, None); g.nodes.len()]),
+            Lowered::Plan(p) => Ok(p.placements.into_iter().map(|p| (p.place, p.reason)).collect()),
+        });
+        let placed = lowered.as_ref().ok();
+        for (i, (n, r)) in g.nodes.iter().zip(device_support(&g, &copts)).enumerate() {
             if matches!(n.op, Op::Unsupported { .. } | Op::Constant) {
                 continue; // listed at import / nothing to run
             }
+            let placement = placed.map(|p| p[i].0);
+            // A node the whole-graph answer accepts that the plan still puts on the host (a
+            // limit its kernel's emission met, or the island rule): the plan's reason.
+            let result = match (r, placed.map(|p| &p[i])) {
+                (Ok(()), Some((Place::Host, why))) => {
+                    Err(why.clone().unwrap_or_else(|| "placed on the host".into()))
+                }
+                (r, _) => r.map_err(|e| e.message),
+            };
             nodes.push(NodeCheck {
                 name: n.name.clone(),
                 op_type: n.op_type.clone(),
                 stage: "device",
-                result: r.map_err(|e| e.message),
+                result,
+                placement,
             });
         }
-        let lowered = accelc_compiler::lower::compile(&g, &copts).and_then(|c| c.blob());
         if let Err(e) = &lowered {
-            // Limits only emission meets (a row longer than an instruction field, a tile
-            // that does not fit the scratchpad, the instruction count) are decided after
-            // select: the node(s) of the kernel emission stopped at block the model too, so
-            // `check` never reports a model that does not compile without a blocker.
+            // The node compile stopped at (no host lowering either, or a whole-program
+            // failure) blocks the model.
             let parts: Vec<&str> =
                 e.node.as_deref().map(|n| n.split('+').collect()).unwrap_or_default();
             let mut blamed = false;
@@ -125,6 +151,7 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
                     op_type: String::new(),
                     stage: "device",
                     result: Err(e.message.clone()),
+                    placement: None,
                 });
             }
         }

@@ -37,7 +37,7 @@ pub use compile::{
     optimize,
 };
 pub use profile::{LayerProfile, Profile, blob_layers, profile};
-pub use session::{HostStepTime, RunResult, Session, TensorSpec, host_dtype, io_dtype};
+pub use session::{RunResult, Session, StepRun, TensorSpec, host_dtype, io_dtype};
 pub use tensor::HostTensor;
 
 use std::fmt;

@@ -33,10 +33,13 @@ pub struct LayerProfile {
 /// A profiled run.
 #[derive(Clone, Debug)]
 pub struct Profile {
-    /// Per layer, in program order.
+    /// Per layer, in program order (for a plan, every device job's layers in step order).
     pub layers: Vec<LayerProfile>,
-    /// The job's counters, with the per-instruction trace.
+    /// The job's counters, with the per-instruction trace (for a plan, summed over the jobs,
+    /// with the last job's trace).
     pub stats: RunStats,
+    /// For a plan, every step: its name, its device cycles or host wall time.
+    pub steps: Vec<crate::StepRun>,
 }
 
 impl Profile {
@@ -71,6 +74,9 @@ pub fn profile(
     layers: Option<&[Layer]>,
     inputs: &[HostTensor],
 ) -> Result<Profile, Error> {
+    if session.is_plan() {
+        return profile_plan(session, inputs);
+    }
     let owned;
     let layers = match layers {
         Some(l) => l,
@@ -80,9 +86,41 @@ pub fn profile(
             &owned
         }
     };
-    let blob = Blob::read(session.blob()).map_err(|e| Error::Blob(e.to_string()))?;
-    let program = Program::decode(&blob.program).map_err(|e| Error::Blob(e.to_string()))?;
     let stats = session.run_with(inputs, true)?.stats;
+    let out = cut(session, session.blob(), layers, &stats)?;
+    Ok(Profile { layers: out, stats, steps: Vec::new() })
+}
+
+/// A plan's profile: each device job's layers from its own program and trace, and each host
+/// call's wall time.
+fn profile_plan(session: &Session, inputs: &[HostTensor]) -> Result<Profile, Error> {
+    let plan = accelc_isa::plan::PlanBlob::read(session.blob())
+        .map_err(|e| Error::Blob(format!("malformed blob: {e}")))?;
+    let run = session.run_with(inputs, true)?;
+    let mut layers = Vec::new();
+    for s in &run.steps {
+        if let Some((program, stats)) = &s.device {
+            let bytes = plan
+                .programs
+                .get(*program as usize)
+                .ok_or_else(|| Error::Blob(format!("step `{}`: no program {program}", s.name)))?;
+            let ls = blob_layers(bytes)?
+                .ok_or_else(|| Error::Blob(format!("step `{}`: no layer records", s.name)))?;
+            layers.extend(cut(session, bytes, &ls, stats)?);
+        }
+    }
+    Ok(Profile { layers, stats: run.stats, steps: run.steps })
+}
+
+/// Cuts the trace of one job of program `blob` into `layers`.
+fn cut(
+    session: &Session,
+    blob: &[u8],
+    layers: &[Layer],
+    stats: &RunStats,
+) -> Result<Vec<LayerProfile>, Error> {
+    let blob = Blob::read(blob).map_err(|e| Error::Blob(e.to_string()))?;
+    let program = Program::decode(&blob.program).map_err(|e| Error::Blob(e.to_string()))?;
     // Completion cycle of every barrier.
     let mut barrier_end = std::collections::HashMap::new();
     for e in &stats.trace {
@@ -120,5 +158,5 @@ pub fn profile(
             roofline_cycles: l.roofline_cycles(cfg),
         });
     }
-    Ok(Profile { layers: out, stats })
+    Ok(out)
 }

@@ -57,13 +57,17 @@ struct Plan {
     steps: Vec<(StepKind, String, Vec<usize>, Vec<usize>)>,
 }
 
-/// A host step's name and wall time in a run.
+/// One step of a plan's run: a device job's counters, or a host call's wall time.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HostStepTime {
-    /// The host function.
+pub struct StepRun {
+    /// The step: the host function, or the device job's label.
     pub name: String,
-    /// Wall time of the call (the JIT-compiled code on this machine's CPU).
-    pub time: Duration,
+    /// For a device job, the index of its program in the plan blob, and its counters (with
+    /// the trace on a traced run).
+    pub device: Option<(u32, RunStats)>,
+    /// For a host call, the wall time of the call (the JIT-compiled code on this machine's
+    /// CPU).
+    pub host_time: Option<Duration>,
 }
 
 /// A run's outputs (in signature order) and the job's counters.
@@ -72,10 +76,11 @@ pub struct RunResult {
     /// Output tensors, in the blob's signature order.
     pub outputs: Vec<HostTensor>,
     /// Cycles, per-engine counters and (for traced runs) the trace; for a plan, the device
-    /// jobs' cycles summed (the trace is the last job's).
+    /// jobs' cycles and counters summed (the trace is the last job's; each job's is in
+    /// `steps`).
     pub stats: RunStats,
-    /// For a plan, each host call's wall time, in execution order (empty otherwise).
-    pub host_steps: Vec<HostStepTime>,
+    /// For a plan, every step in execution order (empty otherwise).
+    pub steps: Vec<StepRun>,
 }
 
 /// The host (IR) type of a blob I/O tensor: its device element type, read as `bool` when the
@@ -251,7 +256,7 @@ impl Session {
                 let refs: Vec<&[u8]> = inputs.iter().map(|t| t.data.as_slice()).collect();
                 let out = model.run_with(&refs, trace).map_err(driver_err)?;
                 let outputs = self.wrap_outputs(&self.outputs, out.tensors)?;
-                Ok(RunResult { outputs, stats: out.stats, host_steps: Vec::new() })
+                Ok(RunResult { outputs, stats: out.stats, steps: Vec::new() })
             }
             Exec::Plan(plan) => plan.run(inputs, trace),
         }
@@ -362,7 +367,7 @@ impl Plan {
             values[*i] = Some(t.data.clone());
         }
         let mut stats = RunStats::default();
-        let mut host_steps = Vec::new();
+        let mut steps = Vec::new();
         let missing = |i: usize| {
             Error::Internal(format!("plan tensor `{}` is not written", self.tensors[i].name))
         };
@@ -391,8 +396,13 @@ impl Plan {
                         a.macs += b.macs;
                     }
                     if trace {
-                        stats.trace = out.stats.trace;
+                        stats.trace = out.stats.trace.clone();
                     }
+                    steps.push(StepRun {
+                        name: name.clone(),
+                        device: Some((*program, out.stats)),
+                        host_time: None,
+                    });
                     for (i, data) in outs.iter().zip(out.tensors) {
                         values[*i] = Some(data);
                     }
@@ -419,7 +429,11 @@ impl Plan {
                     let started = Instant::now();
                     host.call(name, &mut refs)
                         .map_err(|e| Error::Blob(format!("step `{name}`: {e}")))?;
-                    host_steps.push(HostStepTime { name: name.clone(), time: started.elapsed() });
+                    steps.push(StepRun {
+                        name: name.clone(),
+                        device: None,
+                        host_time: Some(started.elapsed()),
+                    });
                     let status = bufs.pop().map(|b| b.as_bytes().to_vec()).unwrap_or_default();
                     let word = |k: usize| {
                         status
@@ -448,6 +462,6 @@ impl Plan {
                     .map_err(|e| Error::Blob(format!("output `{}`: {e}", t.name)))?,
             );
         }
-        Ok(RunResult { outputs, stats, host_steps })
+        Ok(RunResult { outputs, stats, steps })
     }
 }

@@ -427,13 +427,16 @@ pub(crate) fn cmd_run(
         stats.cycles as f64 * 1e3 / cfgd.clock_hz as f64,
         cfgd.clock_hz as f64 / 1e9
     )?;
-    if !result.host_steps.is_empty() {
-        let total: std::time::Duration = result.host_steps.iter().map(|h| h.time).sum();
+    if !result.steps.is_empty() {
+        let host: Vec<std::time::Duration> =
+            result.steps.iter().filter_map(|s| s.host_time).collect();
         writeln!(
             out,
-            "host steps:   {} calls, {:.3} ms wall time on this CPU",
-            result.host_steps.len(),
-            total.as_secs_f64() * 1e3
+            "plan:         {} device jobs ({} cycles), {} host calls ({:.3} ms wall time on this CPU)",
+            result.steps.len() - host.len(),
+            stats.cycles,
+            host.len(),
+            host.iter().sum::<std::time::Duration>().as_secs_f64() * 1e3
         )?;
     }
     let specs: Vec<TensorSpec> = session.outputs().to_vec();
@@ -693,6 +696,24 @@ pub(crate) fn cmd_profile(
         stats.cycles as f64 * 1e3 / cfgd.clock_hz as f64,
         cfgd.clock_hz as f64 / 1e9
     )?;
+    // A plan: every step, device jobs in simulated cycles, host calls in wall time.
+    for s in &p.steps {
+        match (&s.device, s.host_time) {
+            (Some((_, st)), _) => {
+                writeln!(out, "step {:<10} device {:>11} cycles", s.name, st.cycles)?
+            }
+            (None, Some(t)) => writeln!(
+                out,
+                "step {:<10} host   {:>11.3} ms wall time on this CPU",
+                s.name,
+                t.as_secs_f64() * 1e3
+            )?,
+            (None, None) => {}
+        }
+    }
+    if !p.steps.is_empty() && files.trace.is_some() {
+        writeln!(out, "note: the trace holds the last device job of the plan")?;
+    }
     if let Some(path) = files.trace {
         let json = accelc_runtime::sim::trace::chrome_json(&stats.trace, cfgd.clock_hz);
         write_atomic(path, json.as_bytes())?;
@@ -752,6 +773,10 @@ pub(crate) fn cmd_check(
                 "opset": report.opset,
                 "stage": n.stage,
                 "device": n.result.is_ok(),
+                "placement": n.placement.map(|p| match p {
+                    accelc_compiler::lower::partition::Place::Device => "device",
+                    accelc_compiler::lower::partition::Place::Host => "host",
+                }),
                 "reason": n.result.as_ref().err().map(|e| Clipped(e).to_string()),
             })
         };
@@ -784,6 +809,17 @@ pub(crate) fn cmd_check(
                     Clipped(&n.op_type),
                     Clipped(why)
                 )?,
+                (Err(why), _)
+                    if n.placement == Some(accelc_compiler::lower::partition::Place::Host) =>
+                {
+                    writeln!(
+                        out,
+                        "  node `{}` ({}): on the host: {}",
+                        Clipped(&n.name),
+                        Clipped(&n.op_type),
+                        Clipped(why)
+                    )?
+                }
                 (Err(why), _) => writeln!(
                     out,
                     "  node `{}` ({}): not on `{}`: {}",
@@ -806,10 +842,11 @@ pub(crate) fn cmd_check(
         }
         writeln!(
             out,
-            "{}: opset {}, {} nodes, {count} blocker(s) for `{}`",
+            "{}: opset {}, {} nodes, {} on the host, {count} blocker(s) for `{}`",
             model.display(),
             report.opset,
             report.imported_nodes,
+            report.on_host().count(),
             report.config
         )?;
     }

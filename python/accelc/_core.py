@@ -342,6 +342,9 @@ class NodeCheck:
     stage: str
     #: Why it does not run on the device (``None`` when it does).
     reason: Optional[str]
+    #: Where the compiled model runs it: ``"device"``, ``"host"`` (the CPU, through the
+    #: plan's MLIR host code), or ``None`` when the model does not compile.
+    placement: Optional[str] = None
 
     @property
     def on_device(self) -> bool:
@@ -365,13 +368,18 @@ class CheckReport:
 
     @property
     def blockers(self) -> List[NodeCheck]:
-        """The nodes with a reason not to run on the device."""
-        return [n for n in self.nodes if n.reason is not None]
+        """The nodes that run nowhere: not on the device, and not placed on the host."""
+        return [n for n in self.nodes if n.reason is not None and n.placement != "host"]
+
+    @property
+    def on_host(self) -> List[NodeCheck]:
+        """The nodes the compiled model runs on the host CPU."""
+        return [n for n in self.nodes if n.placement == "host"]
 
 
 def check(model: Model, config: Config = "default", opt_level: int = 2) -> CheckReport:
-    """Which nodes run on the device and why the others do not. Raises ``ModelError`` only
-    when the model cannot be imported at all."""
+    """Which nodes run on the device, which on the host and why, and which run nowhere.
+    Raises ``ModelError`` only when the model cannot be imported at all."""
     nodes, (opset, imported, err) = _native.check(_model(model), _config(config), opt_level)
     return CheckReport(opset, imported, [NodeCheck(*n) for n in nodes], err)
 

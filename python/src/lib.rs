@@ -109,6 +109,9 @@ fn from_wire((dtype, dims, data): Wire) -> PyResult<HostTensor> {
 /// A tensor on its way out: as [`Wire`], the bytes as a Python `bytes` object.
 type OutWire<'py> = (String, Vec<usize>, Bound<'py, PyBytes>);
 
+/// A node's check: name, op type, stage, why not on the device, placement.
+type CheckRow = (String, String, String, Option<String>, Option<String>);
+
 /// A layer as compiled: name, kind, MACs, minimum DRAM bytes, roofline cycles.
 type LayerRow = (String, String, u64, u64, u64);
 
@@ -116,10 +119,49 @@ fn to_wire<'py>(py: Python<'py>, t: &HostTensor) -> OutWire<'py> {
     (numpy_dtype(t.dtype).to_string(), t.dims.clone(), PyBytes::new(py, &t.data))
 }
 
+/// A model input or output: name, host type (`None` for a device-only type), dimensions.
+#[derive(Clone, Debug)]
+struct Io {
+    name: String,
+    input: bool,
+    dtype: Option<accelc::DType>,
+    dims: Vec<u64>,
+}
+
+impl Io {
+    /// From a format-1 blob's I/O descriptor.
+    fn from_blob(t: &IoTensor) -> Io {
+        Io {
+            name: t.name.clone(),
+            input: t.direction == Direction::Input,
+            dtype: accelc::io_dtype(t),
+            dims: t.dims.clone(),
+        }
+    }
+
+    /// From a plan blob's signature (every tensor has a host type there).
+    fn from_plan(p: &accelc_isa::plan::PlanBlob<'_>) -> Vec<Io> {
+        let one = |i: &u32, input: bool| {
+            let t = &p.tensors[*i as usize];
+            Io {
+                name: t.name.clone(),
+                input,
+                dtype: accelc::DType::from_onnx(i32::from(t.onnx_type)),
+                dims: t.dims.clone(),
+            }
+        };
+        p.inputs
+            .iter()
+            .map(|i| one(i, true))
+            .chain(p.outputs.iter().map(|i| one(i, false)))
+            .collect()
+    }
+}
+
 /// An I/O tensor's description: name, numpy dtype string (`None` for a device-only type),
 /// shape.
-fn describe(t: &IoTensor) -> (String, Option<&'static str>, Vec<u64>) {
-    (t.name.clone(), accelc::io_dtype(t).map(numpy_dtype), t.dims.clone())
+fn describe(t: &Io) -> (String, Option<&'static str>, Vec<u64>) {
+    (t.name.clone(), t.dtype.map(numpy_dtype), t.dims.clone())
 }
 
 /// The optimizer level from 0, 1 or 2.
@@ -336,7 +378,7 @@ fn configs() -> Vec<PyDeviceConfig> {
 struct NativeBlob {
     bytes: Vec<u8>,
     config: DeviceConfig,
-    io: Vec<IoTensor>,
+    io: Vec<Io>,
     /// Per layer: name, kind, MACs, minimum DRAM bytes, roofline bound in cycles.
     layers: Option<Vec<accelc::Layer>>,
     /// From the compiler (not recorded in blobs): scratchpad and accumulator peaks, arena
@@ -392,12 +434,12 @@ impl NativeBlob {
 
     /// Inputs as `(name, numpy dtype or None, shape)`, in signature order.
     fn inputs(&self) -> Vec<(String, Option<&'static str>, Vec<u64>)> {
-        self.io.iter().filter(|t| t.direction == Direction::Input).map(describe).collect()
+        self.io.iter().filter(|t| t.input).map(describe).collect()
     }
 
     /// Outputs as `(name, numpy dtype or None, shape)`, in order.
     fn outputs(&self) -> Vec<(String, Option<&'static str>, Vec<u64>)> {
-        self.io.iter().filter(|t| t.direction == Direction::Output).map(describe).collect()
+        self.io.iter().filter(|t| !t.input).map(describe).collect()
     }
 
     /// Per layer `(name, kind, macs, min_dram_bytes, roofline_cycles)`, when known (compiled
@@ -464,8 +506,8 @@ impl NativeBlob {
     /// Random inputs as the CLI makes them (seeded SplitMix64), as `(dtype, shape, bytes)`.
     fn random_inputs<'py>(&self, py: Python<'py>, seed: u64) -> PyResult<Vec<OutWire<'py>>> {
         let mut specs = Vec::new();
-        for t in self.io.iter().filter(|t| t.direction == Direction::Input) {
-            let d = accelc::io_dtype(t).ok_or_else(|| {
+        for t in self.io.iter().filter(|t| t.input) {
+            let d = t.dtype.ok_or_else(|| {
                 BlobError::new_err(format!("input `{}` has no host type", t.name))
             })?;
             specs.push((d, t.dims.iter().map(|d| *d as usize).collect()));
@@ -494,10 +536,20 @@ fn compile(
     };
     let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
     let Some(compiled) = &c.compiled else {
-        return Err(UnsupportedError::new_err(
-            "the model runs partly on the host (a plan blob); the Python package runs models \
-             that run wholly on the device for now (use the accelc CLI for plans)",
-        ));
+        // A plan (some nodes on the host): its signature, no device figures.
+        let plan = accelc_isa::plan::PlanBlob::read(&c.blob)
+            .map_err(|e| InternalError::new_err(format!("plan blob: {e}")))?;
+        let io = Io::from_plan(&plan);
+        drop(plan);
+        return Ok(NativeBlob {
+            io,
+            layers: None,
+            figures: None,
+            bytes: c.blob,
+            config: config.inner.clone(),
+            session: std::sync::OnceLock::new(),
+            max_job_cycles: max_job_cycles.unwrap_or(device_options().max_job_cycles),
+        });
     };
     let figures = Some((
         compiled.spad_peak,
@@ -507,7 +559,7 @@ fn compile(
         compiled.nodes,
     ));
     Ok(NativeBlob {
-        io: compiled.io.clone(),
+        io: compiled.io.iter().map(Io::from_blob).collect(),
         layers: Some(compiled.layers.clone()),
         figures,
         bytes: c.blob,
@@ -527,28 +579,39 @@ fn load_blob(
     config: Option<&PyDeviceConfig>,
     max_job_cycles: Option<u64>,
 ) -> PyResult<NativeBlob> {
-    let parsed = py
-        .detach(|| accelc_isa::blob::Blob::read(&data))
-        .map_err(|e| BlobError::new_err(format!("malformed blob: {e}")))?;
+    // A plan blob (format 2) or a single device program (format 1).
+    let (target, io) = if accelc_isa::plan::is_plan(&data) {
+        let p = py
+            .detach(|| accelc_isa::plan::PlanBlob::read(&data))
+            .map_err(|e| BlobError::new_err(format!("malformed blob: {e}")))?;
+        (p.target.clone(), Io::from_plan(&p))
+    } else {
+        let b = py
+            .detach(|| accelc_isa::blob::Blob::read(&data))
+            .map_err(|e| BlobError::new_err(format!("malformed blob: {e}")))?;
+        (b.target.clone(), b.io.iter().map(Io::from_blob).collect())
+    };
     let config = match config {
         Some(c) => c.inner.clone(),
-        None => accelc::config(&parsed.target.config_name).map_err(|_| {
+        None => accelc::config(&target.config_name).map_err(|_| {
             BlobError::new_err(format!(
                 "the blob targets `{}`, which is not a built-in device configuration (pass \
                  config=)",
-                parsed.target.config_name
+                target.config_name
             ))
         })?,
     };
-    if !parsed.target.runs_on(&config) {
+    if !target.runs_on(&config) {
         return Err(BlobError::new_err(format!(
             "the blob was built for a device `{}` with other parameters than `{}`",
-            parsed.target.config_name, config.name
+            target.config_name, config.name
         )));
     }
-    let io = parsed.io.clone();
-    drop(parsed);
-    let layers = accelc::blob_layers(&data).map_err(py_err)?;
+    let layers = if accelc_isa::plan::is_plan(&data) {
+        None
+    } else {
+        accelc::blob_layers(&data).map_err(py_err)?
+    };
     Ok(NativeBlob {
         bytes: data,
         config,
@@ -607,14 +670,26 @@ fn check(
     model: ModelArg,
     config: &PyDeviceConfig,
     opt_level: u8,
-) -> PyResult<(Vec<(String, String, String, Option<String>)>, (i64, usize, Option<String>))> {
+) -> PyResult<(Vec<CheckRow>, (i64, usize, Option<String>))> {
     let opts =
         Options { config: config.inner.clone(), level: level(opt_level)?, ..Options::default() };
     let r = py.detach(|| accelc::check(model.source(), &opts)).map_err(py_err)?;
     let nodes = r
         .nodes
         .iter()
-        .map(|n| (n.name.clone(), n.op_type.clone(), n.stage.to_string(), n.result.clone().err()))
+        .map(|n| {
+            let placement = n.placement.map(|p| match p {
+                accelc_compiler::lower::partition::Place::Device => "device".to_string(),
+                accelc_compiler::lower::partition::Place::Host => "host".to_string(),
+            });
+            (
+                n.name.clone(),
+                n.op_type.clone(),
+                n.stage.to_string(),
+                n.result.clone().err(),
+                placement,
+            )
+        })
         .collect();
     Ok((nodes, (r.opset, r.imported_nodes, r.compile.err())))
 }

@@ -89,8 +89,20 @@ pub fn compile_any(graph: &Graph, opts: &CompileOptions) -> Result<Lowered, Lowe
             Err(e) => Placement { place: Place::Host, reason: Some(e.message) },
         })
         .collect();
+    keep_islands_on_host(graph, &mut placements)?;
     for _ in 0..=graph.nodes.len() {
-        match try_plan(graph, opts, &placements)? {
+        let attempt = try_plan(graph, opts, &placements).map_err(|mut e| {
+            // A node without a host lowering: say why it is not on the device either.
+            let why = e.node.as_deref().and_then(|name| {
+                let i = graph.nodes.iter().position(|n| n.name == name)?;
+                placements[i].reason.clone()
+            });
+            if let Some(why) = why {
+                e.message = format!("not on the device ({why}), and {}", e.message);
+            }
+            e
+        })?;
+        match attempt {
             Ok(plan) => return Ok(Lowered::Plan(plan)),
             Err((node, why)) => {
                 if placements[node].place == Place::Host {
@@ -101,6 +113,79 @@ pub fn compile_any(graph: &Graph, opts: &CompileOptions) -> Result<Lowered, Lowe
         }
     }
     Err(LowerError::msg("internal: the plan did not settle"))
+}
+
+/// The island rule: a device region whose every neighbour is a host region (or the graph's
+/// inputs and outputs), with at least one host region on each side, and that does no
+/// matrix-engine work (no multiply-accumulates by the cost model's `work` facet) is placed on
+/// the host too. Such a region would cost a device job (a submission, a fence, and its tensors
+/// written to and read back from DRAM, each way paying the DRAM latency) to run vector or
+/// data-movement work the CPU does at about the same speed, between two host calls that have
+/// the data in cache. A region with MACs stays on the device: the matrix engine is what the
+/// round trip buys. Only islands whose nodes all have host lowerings move.
+fn keep_islands_on_host(graph: &Graph, placements: &mut [Placement]) -> Result<(), LowerError> {
+    let regs = regions(graph, placements)?;
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for v in &n.outputs {
+            producer.insert(*v, i);
+        }
+    }
+    let mut consumers: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for v in n.inputs.iter().flatten() {
+            consumers.entry(*v).or_default().push(i);
+        }
+    }
+    for r in regs.iter().filter(|r| r.place == Place::Device) {
+        let host = |i: &usize| placements[*i].place == Place::Host;
+        let before: Vec<usize> = r.inputs.iter().filter_map(|v| producer.get(v).copied()).collect();
+        let after: Vec<usize> = r
+            .outputs
+            .iter()
+            .flat_map(|v| consumers.get(v).into_iter().flatten().copied())
+            .filter(|i| !r.nodes.contains(i))
+            .collect();
+        let between = !before.is_empty()
+            && !after.is_empty()
+            && before.iter().all(host)
+            && after.iter().all(host);
+        if !between || r.nodes.iter().any(|&i| macs(graph, i) > 0) {
+            continue;
+        }
+        // Only when the host lowers every node of the island.
+        let name = "island_probe".to_string();
+        let probe = [(name, r.nodes.as_slice(), r.inputs.as_slice(), r.outputs.as_slice())];
+        if super::host::module(graph, &probe).is_err() {
+            continue;
+        }
+        for &i in &r.nodes {
+            placements[i] = Placement {
+                place: Place::Host,
+                reason: Some(
+                    "kept on the host: a device island between host regions with no \
+                     matrix-engine work (a device job's submission and DRAM round trip would \
+                     buy nothing)"
+                        .into(),
+                ),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Multiply-accumulates of node `i` by the cost model's `work` facet (0 when it is not a
+/// matrix-engine kernel).
+fn macs(graph: &Graph, i: usize) -> u64 {
+    let n = &graph.nodes[i];
+    let ins: Vec<Option<crate::ir::TensorType>> =
+        n.inputs.iter().map(|v| v.and_then(|v| super::host::value_type(graph, v).ok())).collect();
+    let outs: Vec<crate::ir::TensorType> =
+        n.outputs.iter().filter_map(|v| super::host::value_type(graph, *v).ok()).collect();
+    match (crate::ops::def(&n.op).work)(&n.op, &ins, &outs) {
+        crate::ops::Work::Macs(m) => m,
+        _ => 0,
+    }
 }
 
 /// Compiles `graph` as a plan with every node on the host (one host function): what checks
