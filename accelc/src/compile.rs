@@ -207,24 +207,36 @@ pub(crate) fn lower(
             )));
         }
     }
-    if support.iter().any(Result::is_err) {
+    let plan = |obs: &mut dyn Observer| -> Result<(Lowered, Vec<u8>), Error> {
         let p = accelc_compiler::lower::execplan::compile_any(optimized, &copts)
             .map_err(|e| lower_err(src, e))?;
+        if let Lowered::Plan(p) = &p {
+            obs.kernels("plan", &|| p.host.clone());
+        }
         let blob = match &p {
             Lowered::Plan(p) => p.blob.clone(),
             Lowered::Device(c) => c.blob().map_err(|e| Error::Internal(e.to_string()))?,
         };
-        return Ok((p, blob));
+        Ok((p, blob))
+    };
+    if support.iter().any(Result::is_err) {
+        return plan(obs);
     }
     // Both callbacks report to the one observer.
-    let obs = std::cell::RefCell::new(obs);
+    let cell = std::cell::RefCell::new(&mut *obs);
     let compiled = lower::compile_with(
         optimized,
         &copts,
-        &mut |done, total| obs.borrow_mut().progress(done, total),
-        &mut |pass, text| obs.borrow_mut().kernels(pass, text),
-    )
-    .map_err(|e| lower_err(src, e))?;
+        &mut |done, total| cell.borrow_mut().progress(done, total),
+        &mut |pass, text| cell.borrow_mut().kernels(pass, text),
+    );
+    let compiled = match compiled {
+        Ok(c) => c,
+        // A limit only emission (or the program's I/O) meets: the plan moves that node to the
+        // host, as `check` reports.
+        Err(e) if !opts.expose_all && !e.message.contains("internal") => return plan(obs),
+        Err(e) => return Err(lower_err(src, e)),
+    };
     // What the blob format cannot record is the model's limit, said by tensor.
     for t in &compiled.io {
         if t.name.len() > usize::from(u16::MAX) {

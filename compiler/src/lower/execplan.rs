@@ -72,6 +72,22 @@ pub enum Lowered {
 /// internal inconsistencies.
 pub fn compile_any(graph: &Graph, opts: &CompileOptions) -> Result<Lowered, LowerError> {
     let support = super::select::device_support(graph, opts);
+    // A node that did not import (or whose inputs are untyped because one upstream did not)
+    // runs nowhere: the first one stops the compile with its own reason.
+    for (n, r) in graph.nodes.iter().zip(&support) {
+        let untyped = n
+            .inputs
+            .iter()
+            .flatten()
+            .chain(&n.outputs)
+            .any(|v| super::host::value_type(graph, *v).is_err());
+        if matches!(n.op, crate::ir::Op::Unsupported { .. }) || untyped {
+            return Err(match r {
+                Err(e) => e.clone(),
+                Ok(()) => LowerError::at(&n.name, "a value it reads or writes has no type"),
+            });
+        }
+    }
     if support.iter().all(Result::is_ok) {
         // The whole-graph compile can still meet a limit only emission sees: then the plan
         // moves that node to the host.

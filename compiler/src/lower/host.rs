@@ -74,7 +74,10 @@ pub(crate) fn value_type(g: &Graph, v: ValueId) -> R<TensorType> {
     }
     match &value.constant {
         Some(c) => Ok(TensorType { dtype: c.dtype, shape: c.shape.clone() }),
-        None => Err(LowerError::msg(format!("internal: `{}` has no type", value.name))),
+        None => Err(LowerError::msg(format!(
+            "`{}` has no type (a node upstream does not import, or its shape is not known)",
+            value.name
+        ))),
     }
 }
 

@@ -257,9 +257,25 @@ fn header_errors() {
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(e(&longer).contains("truncated or padded"));
-    let mut v2 = bytes.clone();
-    v2[8] = 2;
-    assert_eq!(e(&v2), "byte 0x8: format version 2.1 is not supported (this reader knows 1.x)");
+    let mut v3 = bytes.clone();
+    v3[8] = 3;
+    assert_eq!(
+        e(&v3),
+        "byte 0x8: format version 3.1 is not supported (this reader knows 1.x and 2.x)"
+    );
+    // Format 2 (a plan blob) is read by the plan reader; the single-program reader names it.
+    let plan = accelc_isa::plan::PlanBlob {
+        target: sample().target,
+        tensors: vec![],
+        inputs: vec![],
+        outputs: vec![],
+        steps: vec![],
+        programs: vec![],
+        host: String::new(),
+        meta: vec![],
+    };
+    let e2 = e(&plan.to_bytes().unwrap());
+    assert!(e2.starts_with("byte 0x8: format version 2.x is a plan blob"), "{e2}");
 }
 
 proptest! {

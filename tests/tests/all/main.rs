@@ -12,6 +12,7 @@ mod encoding;
 mod faithful;
 mod frontend;
 mod fuzz_corpus;
+mod host;
 mod int8;
 mod lower;
 mod lower_random;
