@@ -107,6 +107,15 @@ pub fn is_plan(bytes: &[u8]) -> bool {
 
 const ONNX_TYPES: [u8; 6] = [1, 2, 3, 6, 7, 9];
 
+/// Bytes per element of an ONNX element type code this reader knows.
+fn elem_bytes(onnx_type: u8) -> u64 {
+    match onnx_type {
+        1 | 6 => 4,
+        7 => 8,
+        _ => 1,
+    }
+}
+
 impl<'a> PlanBlob<'a> {
     /// Serialises the plan.
     ///
@@ -224,6 +233,17 @@ impl<'a> PlanBlob<'a> {
                     return Err(c.fail(format!("tensor `{name}` has a dimension of {d}")));
                 }
                 dims.push(d);
+            }
+            let bytes = dims.iter().try_fold(elem_bytes(onnx_type), |a, d| a.checked_mul(*d));
+            if bytes.is_none_or(|b| b > crate::verify::MAX_BUFFER_BYTES) {
+                return Err(err(
+                    Some(at),
+                    Some("PLAN"),
+                    format!(
+                        "tensor `{name}` holds more than {} bytes (16 GiB, the buffer limit)",
+                        crate::verify::MAX_BUFFER_BYTES
+                    ),
+                ));
             }
             if tensors.iter().any(|t: &PlanTensor| t.name == name) {
                 return Err(err(Some(at), Some("PLAN"), format!("tensor `{name}` appears twice")));

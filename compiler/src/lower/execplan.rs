@@ -261,6 +261,27 @@ fn try_plan(
                 ndev += 1;
             }
             Place::Host => {
+                // The host allocates every tensor it writes: each within the driver's buffer
+                // limit, as a device tensor is.
+                for &i in &r.nodes {
+                    for v in &graph.nodes[i].outputs {
+                        let t = super::host::value_type(graph, *v)?;
+                        let bytes = t
+                            .shape
+                            .iter()
+                            .try_fold(t.dtype.size() as u64, |a, d| a.checked_mul(*d as u64));
+                        if bytes.is_none_or(|b| b > accelc_isa::verify::MAX_BUFFER_BYTES) {
+                            return Err(LowerError::at(
+                                &graph.nodes[i].name,
+                                format!(
+                                    "`{}` is {t}, more than the {} bytes (16 GiB, the driver's buffer limit) a host tensor may hold",
+                                    graph.value(*v).name,
+                                    accelc_isa::verify::MAX_BUFFER_BYTES
+                                ),
+                            ));
+                        }
+                    }
+                }
                 let name = format!("host_{nhost}");
                 nhost += 1;
                 host_regions.push((name.clone(), r));

@@ -132,7 +132,7 @@ fn check_lists_every_blocker() {
     let run = accelc(&["check", mlp.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.ends_with("opset 17, 6 nodes, 0 blocker(s) for `default`\n"),
+        run.stdout.ends_with("opset 17, 6 nodes, 0 on the host, 0 blocker(s) for `default`\n"),
         "{}",
         run.stdout
     );
