@@ -179,7 +179,7 @@ pub fn compile(
     let report = optimize(&mut optimized, &src, opts, obs)?;
     let (lowered, blob) = lower(&optimized, &src, opts, obs)?;
     let (compiled, plan) = match lowered {
-        Lowered::Device(c) => (Some(c), None),
+        Lowered::Device(c) => (Some(*c), None),
         Lowered::Plan(p) => (None, Some(p)),
     };
     Ok(Compilation { reference, optimized, report, compiled, plan, blob })
@@ -256,7 +256,7 @@ pub(crate) fn lower(
         }
     }
     let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
-    Ok((Lowered::Device(compiled), blob))
+    Ok((Lowered::Device(Box::new(compiled)), blob))
 }
 
 /// The whole model as one MLIR host function (every node through its host lowering, after

@@ -41,7 +41,7 @@ pub struct Session {
 #[derive(Debug)]
 enum Exec {
     /// One device program.
-    Device(Model),
+    Device(Box<Model>),
     /// A plan of device jobs and host calls.
     Plan(Box<Plan>),
 }
@@ -200,7 +200,7 @@ impl Session {
         };
         let (inputs, outputs) = (specs(Direction::Input)?, specs(Direction::Output)?);
         drop(parsed);
-        Ok(Session { exec: Exec::Device(model), config, inputs, outputs, blob })
+        Ok(Session { exec: Exec::Device(Box::new(model)), config, inputs, outputs, blob })
     }
 
     /// Whether the blob is a plan with host steps (format 2).

@@ -80,7 +80,7 @@ fn simulate(c: &accelc::Compilation, input: &Path, runs: usize) -> (u64, f64) {
     let x: Vec<u8> = std::fs::read(input).expect("input");
     // The .npy payload: the header ends with a newline, data is float32 little endian.
     let header = x.iter().position(|b| *b == b'\n').expect("npy header") + 1;
-    let spec = session.inputs()[0].dims.iter().map(|d| *d as usize).collect();
+    let spec = session.inputs()[0].dims.clone();
     let data = HostTensor::new(accelc::DType::F32, spec, x[header..].to_vec())
         .expect("the input matches the model");
     let mut walls = Vec::new();

@@ -58,7 +58,7 @@ impl PlanCompiled {
 #[derive(Clone, Debug)]
 pub enum Lowered {
     /// Every node runs on the device.
-    Device(Compiled),
+    Device(Box<Compiled>),
     /// Some nodes run on the host.
     Plan(PlanCompiled),
 }
@@ -92,7 +92,7 @@ pub fn compile_any(graph: &Graph, opts: &CompileOptions) -> Result<Lowered, Lowe
         // The whole-graph compile can still meet a limit only emission sees: then the plan
         // moves that node to the host.
         match super::compile(graph, opts) {
-            Ok(c) => return Ok(Lowered::Device(c)),
+            Ok(c) => return Ok(Lowered::Device(Box::new(c))),
             Err(e) if e.message.contains("internal") => return Err(e),
             // A limit of a node, or of the program (an int64 output), is what a plan avoids.
             Err(_) => {}
@@ -314,7 +314,7 @@ fn try_plan(
             compiled: None,
         });
     }
-    let list: Vec<(String, &[usize], &[ValueId], &[ValueId])> = host_regions
+    let list: Vec<super::host::HostRegion<'_>> = host_regions
         .iter()
         .map(|(n, r)| (n.clone(), r.nodes.as_slice(), r.inputs.as_slice(), r.outputs.as_slice()))
         .collect();

@@ -106,6 +106,15 @@ pub(crate) struct HostBuilder<'g> {
 
 type R<T> = Result<T, LowerError>;
 
+/// A loop body with carried values: the builder, the induction variable, the carried values;
+/// returns their next state.
+pub(crate) type FoldBody<'a, 'g> =
+    dyn FnMut(&mut HostBuilder<'g>, &str, &[String]) -> R<Vec<String>> + 'a;
+
+/// A host region to write as one function: its symbol, nodes (topological order), inputs and
+/// outputs.
+pub type HostRegion<'a> = (String, &'a [usize], &'a [ValueId], &'a [ValueId]);
+
 impl<'g> HostBuilder<'g> {
     pub(crate) fn new(g: &'g Graph, module: &'g mut ModuleText) -> HostBuilder<'g> {
         HostBuilder {
@@ -361,7 +370,7 @@ impl<'g> HostBuilder<'g> {
         hi: &str,
         init: &[String],
         tys: &[&str],
-        f: &mut dyn FnMut(&mut HostBuilder<'g>, &str, &[String]) -> R<Vec<String>>,
+        f: &mut FoldBody<'_, 'g>,
     ) -> R<Vec<String>> {
         let c1 = self.idx(1);
         let r = self.fresh();
@@ -390,7 +399,7 @@ impl<'g> HostBuilder<'g> {
         n: usize,
         init: &[String],
         tys: &[&str],
-        f: &mut dyn FnMut(&mut HostBuilder<'g>, &str, &[String]) -> R<Vec<String>>,
+        f: &mut FoldBody<'_, 'g>,
     ) -> R<Vec<String>> {
         let lo = self.idx(0);
         let hi = self.idx(n);
@@ -560,7 +569,7 @@ pub struct HostFunction {
 /// facet.
 ///
 /// Errors: the first node without a host lowering, naming it and why.
-pub fn module(g: &Graph, regions: &[(String, &[usize], &[ValueId], &[ValueId])]) -> R<String> {
+pub fn module(g: &Graph, regions: &[HostRegion<'_>]) -> R<String> {
     let mut m = ModuleText::default();
     let mut funcs = String::new();
     for (name, nodes, inputs, outputs) in regions {

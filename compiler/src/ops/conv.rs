@@ -942,6 +942,11 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     }
 }
 
+/// What a convolution's sum does with one tap: the builder, the input index (clamped), whether
+/// it is inside the input, the weight index, the accumulator; returns the next accumulator.
+type TapBody<'a> = dyn FnMut(&mut HostBuilder<'_>, &[String], &str, &[String], &str) -> Result<String, LowerError>
+    + 'a;
+
 /// The taps of a (grouped, strided, dilated, padded) convolution's output element.
 struct Taps {
     g: crate::interp::Geometry,
@@ -966,13 +971,7 @@ impl Taps {
         idx: &[String],
         init: String,
         ty: &str,
-        f: &mut dyn FnMut(
-            &mut HostBuilder<'_>,
-            &[String],
-            &str,
-            &[String],
-            &str,
-        ) -> Result<String, LowerError>,
+        f: &mut TapBody<'_>,
     ) -> Result<String, LowerError> {
         let nd = self.spatial.len();
         let mgc = b.idx(self.mg.max(1));

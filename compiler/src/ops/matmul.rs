@@ -592,6 +592,11 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     }
 }
 
+/// What a matrix product's sum does with one term: the builder, A's index, B's index, the
+/// accumulator; returns the next accumulator.
+type MmBody<'a> =
+    dyn FnMut(&mut HostBuilder<'_>, &[String], &[String], &str) -> Result<String, LowerError> + 'a;
+
 /// Folds `f(A index, B index, acc)` over the shared axis of a matrix product's output element
 /// `idx` (numpy's matmul: 1-D operands promoted, batch axes broadcast), from `init`.
 fn mm_sum(
@@ -601,12 +606,7 @@ fn mm_sum(
     idx: &[String],
     init: String,
     ty: &str,
-    f: &mut dyn FnMut(
-        &mut HostBuilder<'_>,
-        &[String],
-        &[String],
-        &str,
-    ) -> Result<String, LowerError>,
+    f: &mut MmBody<'_>,
 ) -> Result<String, LowerError> {
     let (a1, b1) = (at.shape.len() == 1, bt.shape.len() == 1);
     let k = *at.shape.last().unwrap_or(&0);
