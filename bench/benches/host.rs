@@ -31,7 +31,7 @@ fn models() -> Vec<(&'static str, String, Vec<usize>)> {
             format!(
                 "{h}g (float[1,3,96,96] x) => (float[1,8,192,192] y) \
                  <float[4] sc = {{1.0, 1.0, 2.0, 2.0}}, float[8,3,3,3] w = {{{}}}, int64[1] q = {{7}}> {{\n\
-                 r = Resize <mode: string = \"linear\"> (x, , sc)\n\
+                 r = Resize <mode: string = \"linear\"> (x, \"\", sc)\n\
                  c = Conv <pads: ints = [1,1,1,1]> (r, w)\n\
                  i = Cast <to: int = 7> (c)\n\
                  m = Mod (i, q)\n\
@@ -108,7 +108,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("accelc-bench-host-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     println!(
-        "{:<20} {:>5} {:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9}",
+        "{:<20} {:>5} {:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9}",
         "model (-O2)",
         "jobs",
         "calls",
@@ -116,6 +116,7 @@ fn main() {
         "host part",
         "device cyc",
         "compile",
+        "load+JIT",
         "reference",
         "ort cpu",
         "acc/ref",
@@ -132,7 +133,9 @@ fn main() {
         let n: usize = shape.iter().product();
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0).collect();
         let input = HostTensor::from_f32(shape.clone(), &x).expect("the input");
+        let t = Instant::now();
         let session = Session::new(c.blob.clone()).expect("the plan loads");
+        let load = t.elapsed().as_secs_f64();
         let (mut walls, mut host, mut cycles) = (Vec::new(), Vec::new(), 0);
         let mut out = None;
         for _ in 0..runs {
@@ -160,7 +163,7 @@ fn main() {
         let ort = to_binary(&text, &model).then(|| onnxruntime(&model, &npy, runs * 4)).flatten();
         let (wall, reference) = (median(walls), median(refs));
         println!(
-            "{name:<20} {jobs:>5} {calls:>5} {:>10.4}s {:>10.4}s {cycles:>11} {compile:>10.3}s {reference:>10.4}s {:>11} {:>9.2} {:>9}",
+            "{name:<20} {jobs:>5} {calls:>5} {:>10.4}s {:>10.4}s {cycles:>11} {compile:>10.3}s {load:>10.3}s {reference:>10.4}s {:>11} {:>9.2} {:>9}",
             wall,
             median(host),
             ort.map_or("?".into(), |o| format!("{o:.4}s")),
@@ -170,7 +173,9 @@ fn main() {
     }
     println!(
         "\naccelc: the session's wall time per inference (device jobs simulated, host calls \
-         JIT-compiled MLIR); host part: the host calls' share; reference: accelc's interpreter; \
+         JIT-compiled MLIR); host part: the host calls' share; load+JIT: loading the plan (programs \
+         validated by the driver, the host module lowered and compiled by LLVM); reference: \
+         accelc's interpreter; \
          ort: onnxruntime 1 thread. Medians of {runs} runs."
     );
 }
