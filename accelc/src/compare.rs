@@ -4,6 +4,7 @@
 use accelc_compiler::interp::{self, Array};
 use accelc_compiler::ir::{Graph, ValueId};
 use accelc_compiler::lower::Compiled;
+use accelc_compiler::lower::execplan::PlanCompiled;
 use accelc_isa::blob::Direction;
 use accelc_runtime::driver::DeviceOptions;
 
@@ -159,6 +160,100 @@ pub fn first_difference(
             order.push((n.clone(), "(graph output, through an alias)".into(), (0, 0)));
         }
     }
+    first_in_order(order, &names, &outs, &known, &want)
+}
+
+/// As [`first_difference`] for a model compiled to a plan with `expose_all` (every device
+/// program's and every host region's intermediates returned; `optimized` is the graph the plan
+/// was compiled from, whose node indices its steps hold): tensors in step order, each
+/// device job's in program order (named `device_K: layer`, with its instruction range in
+/// that job's program), each host region's node by node (named `host_K: node`, no
+/// instruction range).
+pub fn first_difference_plan(
+    graph: &Graph,
+    optimized: &Graph,
+    plan: &PlanCompiled,
+    inputs: &[HostTensor],
+    device: DeviceOptions,
+) -> Result<Result<usize, Difference>, Error> {
+    let session = Session::with_options(plan.blob.clone(), device)?;
+    let names: Vec<String> = session.outputs().iter().map(|t| t.name.clone()).collect();
+    let outs = session.run(inputs)?.outputs;
+    let mut g2 = graph.clone();
+    let mut known: Vec<String> = Vec::new();
+    g2.outputs = names
+        .iter()
+        .filter_map(|n| {
+            let i = graph.values.iter().position(|v| &v.name == n && v.constant.is_none())?;
+            known.push(n.clone());
+            Some(ValueId(i as u32))
+        })
+        .collect();
+    let want = crate::reference(&g2, inputs)?;
+    let mut order: Vec<(String, String, (u32, u32))> = Vec::new();
+    for step in &plan.steps {
+        match &step.compiled {
+            Some(c) => {
+                for layer in &c.layers {
+                    if let Some(v) = &layer.output
+                        && !order.iter().any(|(x, _, _)| x == v)
+                    {
+                        order.push((
+                            v.clone(),
+                            format!("{}: {}", step.name, layer.name),
+                            (layer.start, layer.end),
+                        ));
+                    }
+                }
+                // Region outputs no layer names (through an alias of a kernel's result).
+                for v in &step.outputs {
+                    let n = &optimized.value(*v).name;
+                    if !order.iter().any(|(x, _, _)| x == n) {
+                        order.push((
+                            n.clone(),
+                            format!("{} (through an alias)", step.name),
+                            (0, 0),
+                        ));
+                    }
+                }
+            }
+            None => {
+                // Node by node, as the host function runs them (`optimized` holds the nodes).
+                for &i in &step.nodes {
+                    let node = &optimized.nodes[i];
+                    for v in &node.outputs {
+                        let n = &optimized.value(*v).name;
+                        if step.outputs.contains(v) && !order.iter().any(|(x, _, _)| x == n) {
+                            order.push((
+                                n.clone(),
+                                format!("{} (host): {} ({})", step.name, node.name, node.op_type),
+                                (0, 0),
+                            ));
+                        }
+                    }
+                }
+                for v in &step.outputs {
+                    let n = &optimized.value(*v).name;
+                    if !order.iter().any(|(x, _, _)| x == n) {
+                        order.push((n.clone(), format!("{} (host)", step.name), (0, 0)));
+                    }
+                }
+            }
+        }
+    }
+    first_in_order(order, &names, &outs, &known, &want)
+}
+
+/// The first tensor of `order` (name, producer, instruction range) whose device value
+/// (`outs`, named `names`) differs from its reference value (`want`, named `known`), or how
+/// many were compared.
+fn first_in_order(
+    order: Vec<(String, String, (u32, u32))>,
+    names: &[String],
+    outs: &[HostTensor],
+    known: &[String],
+    want: &[HostTensor],
+) -> Result<Result<usize, Difference>, Error> {
     let mut checked = 0;
     for (v, layer, insts) in order {
         let (Some(i), Some(r)) =

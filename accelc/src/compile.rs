@@ -195,18 +195,6 @@ pub(crate) fn lower(
 ) -> Result<(Lowered, Vec<u8>), Error> {
     let copts = CompileOptions { config: opts.config.clone(), expose_all: opts.expose_all };
     let support = lower::device_support(optimized, &copts);
-    if opts.expose_all {
-        // `diff` compares every intermediate of one device program; host regions are not
-        // covered yet.
-        if let Some((n, Err(e))) = optimized.nodes.iter().zip(&support).find(|(_, r)| r.is_err()) {
-            return Err(Error::Unsupported(format!(
-                "{}: node `{}` runs on the host ({}); diff covers models that run wholly on the device",
-                src.describe(),
-                n.name,
-                e.message
-            )));
-        }
-    }
     let plan = |obs: &mut dyn Observer| -> Result<(Lowered, Vec<u8>), Error> {
         let p = accelc_compiler::lower::execplan::compile_any(optimized, &copts)
             .map_err(|e| lower_err(src, e))?;
@@ -234,7 +222,7 @@ pub(crate) fn lower(
         Ok(c) => c,
         // A limit only emission (or the program's I/O) meets: the plan moves that node to the
         // host, as `check` reports.
-        Err(e) if !opts.expose_all && !e.message.contains("internal") => return plan(obs),
+        Err(e) if !e.message.contains("internal") => return plan(obs),
         Err(e) => return Err(lower_err(src, e)),
     };
     // What the blob format cannot record is the model's limit, said by tensor.

@@ -30,14 +30,14 @@ pub use accelc_isa::DeviceConfig;
 pub use check::{CheckReport, NodeCheck, check};
 pub use compare::{
     ATOL, Difference, Mismatch, RTOL, SCALE_TOL, compare, compare_scaled, compare_tensors,
-    first_difference, max_abs_diff, reference,
+    first_difference, first_difference_plan, max_abs_diff, reference,
 };
 pub use compile::{
     Compilation, Observer, Options, Source, compile, frontend, host_mlir, import, load_graph,
     optimize,
 };
 pub use profile::{LayerProfile, Profile, blob_layers, profile};
-pub use session::{RunResult, Session, StepRun, TensorSpec, host_dtype, io_dtype};
+pub use session::{RunResult, Session, StepRun, TensorSpec, blob_signature, host_dtype, io_dtype};
 pub use tensor::HostTensor;
 
 use std::fmt;

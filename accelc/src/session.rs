@@ -122,6 +122,35 @@ fn spec(t: &IoTensor) -> Result<TensorSpec, Error> {
     })
 }
 
+/// A blob's inputs and outputs (signature order), from a format-1 blob's I/O table or a plan
+/// blob's signature, without loading it.
+///
+/// Errors: [`Error::Blob`] for a malformed blob or an I/O tensor of a device-only type.
+pub fn blob_signature(blob: &[u8]) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), Error> {
+    let malformed = |e: accelc_isa::blob::BlobError| Error::Blob(format!("malformed blob: {e}"));
+    if is_plan(blob) {
+        let p = PlanBlob::read(blob).map_err(malformed)?;
+        let spec = |i: &u32| -> Result<TensorSpec, Error> {
+            let t = &p.tensors[*i as usize];
+            Ok(TensorSpec {
+                name: t.name.clone(),
+                dtype: DType::from_onnx(i32::from(t.onnx_type)).ok_or_else(|| {
+                    Error::Blob(format!("plan tensor `{}` has type {}", t.name, t.onnx_type))
+                })?,
+                dims: t.dims.iter().map(|d| *d as usize).collect(),
+            })
+        };
+        let ins = p.inputs.iter().map(spec).collect::<Result<_, _>>()?;
+        let outs = p.outputs.iter().map(spec).collect::<Result<_, _>>()?;
+        return Ok((ins, outs));
+    }
+    let b = Blob::read(blob).map_err(malformed)?;
+    let side = |d: Direction| -> Result<Vec<TensorSpec>, Error> {
+        b.io.iter().filter(|t| t.direction == d).map(spec).collect()
+    };
+    Ok((side(Direction::Input)?, side(Direction::Output)?))
+}
+
 fn host_elem(d: DType) -> accelc_host::Elem {
     match d {
         DType::F32 => accelc_host::Elem::F32,

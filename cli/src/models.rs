@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use accelc_compiler::ir::Graph;
 use accelc_compiler::lower::{Compiled, Layer};
-use accelc_isa::blob::Direction;
 use anyhow::{Context, anyhow, bail};
 
 use crate::{config, invalid, is_blob, parse_input_shapes, read, write_atomic};
@@ -572,25 +571,18 @@ pub(crate) fn cmd_diff(
     let input_args = &input_args.inputs;
     let loaded = load_or_compile(model, cfg, shapes, true, o, err)?;
     let Some(c) = &loaded.compilation else { bail!("internal: no graph") };
-    let Some(compiled) = &c.compiled else { bail!("internal: diff compiled a plan") };
-    let specs: Vec<TensorSpec> = compiled
-        .io
-        .iter()
-        .filter(|t| t.direction == Direction::Input)
-        .map(|t| {
-            let dtype = accelc::io_dtype(t)
-                .ok_or_else(|| invalid(format!("input `{}` has no host type", t.name)))?;
-            Ok(TensorSpec {
-                name: t.name.clone(),
-                dtype,
-                dims: t.dims.iter().map(|d| *d as usize).collect(),
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let (specs, _) = accelc::blob_signature(&c.blob).map_err(fail)?;
     let ins = inputs(&specs, input_args, seed)?;
     let device =
         accelc_runtime::driver::DeviceOptions { max_job_cycles: max_cycles, ..Default::default() };
-    match accelc::first_difference(c.oracle(), compiled, &ins, device).map_err(fail)? {
+    let result = match (&c.compiled, &c.plan) {
+        (Some(compiled), _) => accelc::first_difference(c.oracle(), compiled, &ins, device),
+        (None, Some(plan)) => {
+            accelc::first_difference_plan(c.oracle(), &c.optimized, plan, &ins, device)
+        }
+        (None, None) => bail!("internal: a compilation with neither a program nor a plan"),
+    };
+    match result.map_err(fail)? {
         // Nothing compared is not a match.
         Ok(0) => bail!(invalid("no tensor of the device's run has a counterpart in the reference")),
         Ok(n) => {
@@ -603,7 +595,9 @@ pub(crate) fn cmd_diff(
         Err(d) => {
             writeln!(out, "first difference: tensor `{}`", d.tensor)?;
             writeln!(out, "  produced by:   {}", d.layer)?;
-            writeln!(out, "  instructions:  {}..{}", d.insts.0, d.insts.1)?;
+            if d.insts != (0, 0) {
+                writeln!(out, "  instructions:  {}..{}", d.insts.0, d.insts.1)?;
+            }
             writeln!(
                 out,
                 "  element {}: device {}, reference {}",

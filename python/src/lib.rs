@@ -772,20 +772,14 @@ fn diff(
         ..Options::default()
     };
     let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
-    let compiled =
-        c.compiled.as_ref().ok_or_else(|| InternalError::new_err("diff compiled a plan"))?;
+    let (specs, _) = accelc::blob_signature(&c.blob).map_err(py_err)?;
     let given = match inputs {
         Some(named) => {
-            let specs: Vec<&IoTensor> =
-                compiled.io.iter().filter(|t| t.direction == Direction::Input).collect();
             let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
             let types: Vec<_> = specs
                 .iter()
                 .map(|t| {
-                    accelc::io_dtype(t).map(|dtype| accelc_compiler::ir::TensorType {
-                        dtype,
-                        shape: t.dims.iter().map(|d| *d as usize).collect(),
-                    })
+                    Some(accelc_compiler::ir::TensorType { dtype: t.dtype, shape: t.dims.clone() })
                 })
                 .collect();
             Some(by_name(&names, &types, named)?)
@@ -797,21 +791,23 @@ fn diff(
             let ins = match given {
                 Some(v) => v,
                 None => {
-                    let specs = compiled
-                        .io
-                        .iter()
-                        .filter(|t| t.direction == Direction::Input)
-                        .map(|t| {
-                            let d = accelc::io_dtype(t).ok_or_else(|| {
-                                Error::Blob(format!("input `{}` has no host type", t.name))
-                            })?;
-                            Ok((d, t.dims.iter().map(|d| *d as usize).collect()))
-                        })
-                        .collect::<Result<Vec<_>, Error>>()?;
-                    HostTensor::random(&specs, seed)
+                    let s: Vec<_> = specs.iter().map(|t| (t.dtype, t.dims.clone())).collect();
+                    HostTensor::random(&s, seed)
                 }
             };
-            accelc::first_difference(c.oracle(), compiled, &ins, device_options())
+            match (&c.compiled, &c.plan) {
+                (Some(compiled), _) => {
+                    accelc::first_difference(c.oracle(), compiled, &ins, device_options())
+                }
+                (None, Some(plan)) => accelc::first_difference_plan(
+                    c.oracle(),
+                    &c.optimized,
+                    plan,
+                    &ins,
+                    device_options(),
+                ),
+                (None, None) => Err(Error::Internal("neither a program nor a plan".into())),
+            }
         })
         .map_err(py_err)?;
     Ok(match r {

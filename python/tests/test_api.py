@@ -258,3 +258,20 @@ def test_reference_names_a_wrong_input_shape_or_type(zoo: Path) -> None:
         accelc.reference(mlp(zoo), {"input": x.reshape(1, 784)})
     with pytest.raises(accelc.InputError, match=r"^input `input`: numpy dtype `<f8` is not supported"):
         accelc.reference(mlp(zoo), {"input": x.astype(np.float64)})
+
+
+def test_a_model_with_host_regions_checks_runs_and_diffs() -> None:
+    # int64 arithmetic between two device Relus: a device job, a host call, a device job.
+    model = HEADER + (
+        "g (float[2,3] x) => (float[2,3] y) {\n  a = Relu (x)\n  i = Cast <to: int = 7> (a)\n"
+        "  j = Mul (i, i)\n  f = Cast <to: int = 1> (j)\n  y = Relu (f)\n}\n"
+    )
+    r = accelc.check(model)
+    assert r.supported and not r.blockers
+    assert sorted(n.op_type for n in r.on_host) == ["Cast", "Cast", "Mul"]
+    assert all(n.placement == "device" for n in r.nodes if n.op_type == "Relu")
+    x = np.array([[1.5, -2.0, 3.7], [0.2, 9.9, -0.5]], np.float32)
+    (y,) = accelc.InferenceSession(model).run(None, {"x": x})
+    want = np.trunc(np.maximum(x, 0)).astype(np.int64) ** 2
+    assert np.array_equal(y, want.astype(np.float32))
+    assert accelc.diff(model, {"x": x}) is None

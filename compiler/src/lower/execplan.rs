@@ -64,8 +64,8 @@ pub enum Lowered {
 }
 
 /// Compiles `graph` for `opts.config`: one program when the device runs every node, else a
-/// plan with host regions. `expose_all` (every intermediate an output) applies to
-/// device-only models.
+/// plan with host regions. With `expose_all` every intermediate is an output (of the program,
+/// or of the plan: each device program's and each host region's), for `diff`.
 ///
 /// Errors: a node neither the device nor the host lowers (named, with the host's reason); a
 /// model that needs a plan and returns a constant;
@@ -235,7 +235,8 @@ fn try_plan(
         match r.place {
             Place::Device => {
                 let sub = subgraph(graph, &r.nodes, &r.inputs, &r.outputs);
-                let sub_opts = CompileOptions { config: opts.config.clone(), expose_all: false };
+                let sub_opts =
+                    CompileOptions { config: opts.config.clone(), expose_all: opts.expose_all };
                 let compiled = match super::compile(&sub, &sub_opts) {
                     Ok(c) => c,
                     Err(e) if e.message.contains("internal") => return Err(e),
@@ -250,12 +251,31 @@ fn try_plan(
                         return Ok(Err((node, e.message)));
                     }
                 };
+                // With every intermediate exposed (for `diff`), the program's outputs are its
+                // region's outputs and intermediates, in the program's signature order.
+                let outputs = if opts.expose_all {
+                    compiled
+                        .io
+                        .iter()
+                        .filter(|t| t.direction == accelc_isa::blob::Direction::Output)
+                        .map(|t| {
+                            by_name(graph, &t.name).ok_or_else(|| {
+                                LowerError::msg(format!(
+                                    "internal: program output `{}` is not a graph value",
+                                    t.name
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                } else {
+                    r.outputs.clone()
+                };
                 steps.push(PlanStep {
                     place: Place::Device,
                     name: format!("device_{ndev}"),
                     nodes: r.nodes.clone(),
                     inputs: r.inputs.clone(),
-                    outputs: r.outputs.clone(),
+                    outputs,
                     compiled: Some(compiled),
                 });
                 ndev += 1;
@@ -284,13 +304,28 @@ fn try_plan(
                 }
                 let name = format!("host_{nhost}");
                 nhost += 1;
-                host_regions.push((name.clone(), r));
+                let mut outputs = r.outputs.clone();
+                if opts.expose_all {
+                    for &i in &r.nodes {
+                        for v in &graph.nodes[i].outputs {
+                            if !outputs.contains(v) && graph.value(*v).constant.is_none() {
+                                outputs.push(*v);
+                            }
+                        }
+                    }
+                }
+                host_regions.push((
+                    name.clone(),
+                    r.nodes.clone(),
+                    r.inputs.clone(),
+                    outputs.clone(),
+                ));
                 steps.push(PlanStep {
                     place: Place::Host,
                     name,
                     nodes: r.nodes.clone(),
                     inputs: r.inputs.clone(),
-                    outputs: r.outputs.clone(),
+                    outputs,
                     compiled: None,
                 });
             }
@@ -304,7 +339,7 @@ fn try_plan(
         Region { place: Place::Host, nodes: vec![], inputs: vec![], outputs: consts };
     if !const_region.outputs.is_empty() {
         let name = format!("host_{nhost}");
-        host_regions.push((name.clone(), &const_region));
+        host_regions.push((name.clone(), vec![], vec![], const_region.outputs.clone()));
         steps.push(PlanStep {
             place: Place::Host,
             name,
@@ -316,11 +351,16 @@ fn try_plan(
     }
     let list: Vec<super::host::HostRegion<'_>> = host_regions
         .iter()
-        .map(|(n, r)| (n.clone(), r.nodes.as_slice(), r.inputs.as_slice(), r.outputs.as_slice()))
+        .map(|(n, nodes, ins, outs)| (n.clone(), nodes.as_slice(), ins.as_slice(), outs.as_slice()))
         .collect();
     let host = super::host::module(graph, &list)?;
     let blob = plan_blob(graph, opts, &steps, &host)?;
     Ok(Ok(PlanCompiled { placements: placements.to_vec(), steps, host, blob }))
+}
+
+/// The value of `g` called `name`.
+fn by_name(g: &Graph, name: &str) -> Option<ValueId> {
+    g.values.iter().position(|v| v.name == name).map(|i| ValueId(i as u32))
 }
 
 /// The nodes `nodes` of `g` as a graph of their own: `inputs` become graph inputs, `outputs`
@@ -385,7 +425,19 @@ fn plan_blob(
         psteps.push(Step { kind, name: s.name.clone(), inputs: ins, outputs: outs });
     }
     let mut outputs = Vec::new();
-    for v in &g.outputs {
+    // With every intermediate exposed, the plan returns every step's outputs after the
+    // model's own.
+    let mut returned: Vec<ValueId> = g.outputs.clone();
+    if opts.expose_all {
+        for st in steps {
+            for v in &st.outputs {
+                if !returned.contains(v) {
+                    returned.push(*v);
+                }
+            }
+        }
+    }
+    for v in &returned {
         let produced = g.inputs.contains(v) || steps.iter().any(|s| s.outputs.contains(v));
         if !produced {
             return Err(LowerError::msg(format!(

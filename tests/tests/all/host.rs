@@ -88,6 +88,10 @@ fn device_regions_on_both_sides_of_a_host_region_match_the_reference() {
         "{}",
         mlir.stdout
     );
+    // diff compares every tensor, the host region's node by node.
+    let diff = accelc(&["diff", &p]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    assert!(diff.stdout.starts_with("all 6 tensors match"), "{}", diff.stdout);
     let profile = accelc(&["profile", &p]);
     assert_eq!(profile.code, 0, "{}", profile.stderr);
     assert!(
