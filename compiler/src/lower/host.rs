@@ -31,6 +31,7 @@ pub const STATUS_CODES: &[(i64, &str)] = &[
     (2, "integer modulo by zero"),
     (3, "integer 0 raised to a negative power"),
     (4, "an index is out of range"),
+    (5, "an int32 accumulator overflows"),
 ];
 
 /// The message of status code `code`.
@@ -523,6 +524,67 @@ impl<'g> HostBuilder<'g> {
                 self.narrow(&w, to)
             }
         }
+    }
+
+    /// `x` (an `i64` holding an `i32`) requantised by a record as `accelc_isa::requant`
+    /// defines it (TFLite's arithmetic): shifted left by `max(shift, 0)` with `i32`
+    /// saturation, multiplied by the Q31 `multiplier` with rounding (saturating rounding
+    /// doubling high multiply), divided by `2^max(-shift, 0)` rounding half away from zero,
+    /// plus `zero_point`, clamped to `lo..=hi`. Every operand is an `i64` SSA value.
+    pub(crate) fn requant(
+        &mut self,
+        x: &str,
+        multiplier: &str,
+        shift: &str,
+        zero_point: &str,
+        lo: &str,
+        hi: &str,
+    ) -> String {
+        let z = self.i64c(0);
+        let one = self.i64c(1);
+        let (imin, imax) = (self.i64c(i64::from(i32::MIN)), self.i64c(i64::from(i32::MAX)));
+        let left = self.op2("arith.maxsi", shift, &z, "i64");
+        let nshift = self.op2("arith.subi", &z, shift, "i64");
+        let right = self.op2("arith.maxsi", &nshift, &z, "i64");
+        let a = self.op2("arith.shli", x, &left, "i64");
+        let a = self.op2("arith.maxsi", &a, &imin, "i64");
+        let a = self.op2("arith.minsi", &a, &imax, "i64");
+        // srdhm(a, m)
+        let ab = self.op2("arith.muli", &a, multiplier, "i64");
+        let pos = self.cmpi("sge", &ab, &z, "i64");
+        let (p30, n30) = (self.i64c(1 << 30), self.i64c(1 - (1 << 30)));
+        let nudge = self.select(&pos, &p30, &n30, "i64");
+        let s = self.op2("arith.addi", &ab, &nudge, "i64");
+        let d31 = self.i64c(1 << 31);
+        let q = self.op2("arith.divsi", &s, &d31, "i64");
+        let amin = self.cmpi("eq", &a, &imin, "i64");
+        let mmin = self.cmpi("eq", multiplier, &imin, "i64");
+        let both = self.op2("arith.andi", &amin, &mmin, "i1");
+        let q = self.select(&both, &imax, &q, "i64");
+        // rounding_divide_by_pot(q, right)
+        let pw = self.op2("arith.shli", &one, &right, "i64");
+        let mask = self.op2("arith.subi", &pw, &one, "i64");
+        let rem = self.op2("arith.andi", &q, &mask, "i64");
+        let half = self.op2("arith.shrsi", &mask, &one, "i64");
+        let neg = self.cmpi("slt", &q, &z, "i64");
+        let negi = self.let_(&format!("arith.extui {neg} : i1 to i64"));
+        let thr = self.op2("arith.addi", &half, &negi, "i64");
+        let sh = self.op2("arith.shrsi", &q, &right, "i64");
+        let up = self.cmpi("sgt", &rem, &thr, "i64");
+        let upi = self.let_(&format!("arith.extui {up} : i1 to i64"));
+        let r = self.op2("arith.addi", &sh, &upi, "i64");
+        let r = self.op2("arith.addi", &r, zero_point, "i64");
+        let r = self.op2("arith.maxsi", &r, lo, "i64");
+        self.op2("arith.minsi", &r, hi, "i64")
+    }
+
+    /// Records error 5 (an `i32` accumulator overflows) when `x` (an `i64`) leaves `i32`.
+    pub(crate) fn check_i32(&mut self, x: &str) {
+        let (imin, imax) = (self.i64c(i64::from(i32::MIN)), self.i64c(i64::from(i32::MAX)));
+        let lo = self.cmpi("slt", x, &imin, "i64");
+        let hi = self.cmpi("sgt", x, &imax, "i64");
+        let bad = self.op2("arith.ori", &lo, &hi, "i1");
+        self.fail_if(&bad, 5);
     }
 
     /// Records run-time error `code` for the current node when `cond` (an `i1`) holds.

@@ -807,8 +807,8 @@ pub(crate) fn conv_shape(
 /// Host lowering: Conv (any number of spatial axes, groups, dilations, padding) and
 /// ConvTranspose as direct loops over each output element, summing in `f32`; ConvInteger and
 /// QLinearConv summing `(x − x_zp)·(w − w_zp)` exactly in `i64`, the latter requantised as the
-/// reference does (`f32` scale `f32(sx·sw)/sy`, round half to even, saturating). QConv (made
-/// by the optimizer only where the device takes it) has no host lowering.
+/// reference does (`f32` scale `f32(sx·sw)/sy`, round half to even, saturating); QConv with
+/// its fixed-point requantisation records, bit-exact with the device and the reference.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
     let wi_ = if matches!(n.op, Op::QLinearConv { .. }) { 3 } else { 1 };
@@ -873,6 +873,49 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 }
                 let scales = [input(1), input(4), input(6)];
                 requantize_one(b, n, &acc, scales, input(7), &idx[1], ot.dtype)
+            })
+        }
+        Op::QConv { window, group, x_zp, y_zp, lo, hi, out: odt } => {
+            // acc = Σ (x − x_zp)·w + bias exactly, then the per-channel record (the device's
+            // and the reference's arithmetic, `accelc_isa::requant`).
+            let bias = input(2).ok_or_else(|| b.err(n, "the bias is missing"))?;
+            let rq = input(3);
+            let geo = Taps::new(window, *group, &xt.shape, &wt.shape, &ot.shape).map_err(e)?;
+            let (xd, wd, odt, x_zp) = (xt.dtype, wt.dtype, *odt, i64::from(*x_zp));
+            let dt = crate::lower::device_dtype(odt).ok_or_else(|| b.err(n, "QConv to int64"))?;
+            let (tlo, thi) = accelc_isa::requant::int_range(dt);
+            let c16 = |v: i32| i64::from(v.clamp(i16::MIN.into(), i16::MAX.into()));
+            let (lo, hi) = (c16(*lo).max(tlo), c16(*hi).min(thi));
+            let y_zp = i64::from(*y_zp);
+            b.map_out(out, &mut |b, idx| {
+                let bv = b.load(bias, &[idx[1].clone()])?;
+                let init = b.widen(&bv, DType::I32);
+                let xzp = b.i64c(x_zp);
+                let acc = geo.sum(b, idx, init, "i64", &mut |b, xi, ok, wi, acc| {
+                    let xv = b.load(x, xi)?;
+                    let xv = b.widen(&xv, xd);
+                    let xv = b.op2("arith.subi", &xv, &xzp, "i64");
+                    let z = b.i64c(0);
+                    let xv = b.select(ok, &xv, &z, "i64");
+                    let wv = b.load(w, wi)?;
+                    let wv = b.widen(&wv, wd);
+                    let p = b.op2("arith.muli", &xv, &wv, "i64");
+                    Ok(b.op2("arith.addi", acc, &p, "i64"))
+                })?;
+                b.check_i32(&acc);
+                if odt == DType::I32 {
+                    return Ok(b.narrow(&acc, DType::I32));
+                }
+                let rq = rq.ok_or_else(|| b.err(n, "the requantisation table is missing"))?;
+                let rows = b.ty(rq)?.shape.first().copied().unwrap_or(1);
+                let row = if rows == 1 { b.idx(0) } else { idx[1].clone() };
+                let (c0, c1) = (b.idx(0), b.idx(1));
+                let m = b.load(rq, &[row.clone(), c0])?;
+                let sh = b.load(rq, &[row, c1])?;
+                let (m, sh) = (b.widen(&m, DType::I32), b.widen(&sh, DType::I32));
+                let (zp, l, h) = (b.i64c(y_zp), b.i64c(lo), b.i64c(hi));
+                let r = b.requant(&acc, &m, &sh, &zp, &l, &h);
+                Ok(b.narrow(&r, odt))
             })
         }
         Op::ConvTranspose { window, group, output_padding, output_shape } => {

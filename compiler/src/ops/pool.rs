@@ -401,8 +401,8 @@ pub(crate) fn pool(
 }
 
 /// Host lowering: max and average pooling over any number of spatial axes (8-bit max pooling
-/// through `f32`, exact), with the reference's padding and `count_include_pad` rules, and
-/// global pooling (averages summed in `f64`).
+/// through `f32`, exact), with the reference's padding and `count_include_pad` rules, global
+/// pooling (averages summed in `f64`), and the integer global average pool with its record.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
     let xt = b.ty(x)?;
@@ -474,6 +474,38 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let total = b.op2("arith.maxsi", &total, &one, "i64");
                 let tf = b.let_(&format!("arith.sitofp {total} : i64 to f32"));
                 Ok(b.op2("arith.divf", &r[0], &tf, "f32"))
+            })
+        }
+        Op::QGlobalAveragePool { x_zp, y_zp, out: odt } => {
+            // Σ x − H·W·x_zp exactly (an int32), then the record of `rq`.
+            let rq = n.inputs.get(1).copied().flatten().ok_or_else(|| b.err(n, "rq is missing"))?;
+            let spatial = xt.shape[2..].to_vec();
+            let count: usize = spatial.iter().product();
+            let odt = *odt;
+            let dtd = crate::lower::device_dtype(odt).ok_or_else(|| b.err(n, "int64 output"))?;
+            let (lo, hi) = accelc_isa::requant::int_range(dtd);
+            let off = count as i64 * i64::from(*x_zp);
+            let y_zp = i64::from(*y_zp);
+            b.map_out(out, &mut |b, idx| {
+                let z = b.i64c(0);
+                let r = b.fold_n(count, &[z], &["i64"], &mut |b, t, acc| {
+                    let sp = b.delinearize(t, &spatial);
+                    let mut xi = vec![idx[0].clone(), idx[1].clone()];
+                    xi.extend(sp);
+                    let v = b.load(x, &xi)?;
+                    let v = b.widen(&v, dt);
+                    Ok(vec![b.op2("arith.addi", &acc[0], &v, "i64")])
+                })?;
+                let o = b.i64c(off);
+                let sum = b.op2("arith.subi", &r[0], &o, "i64");
+                b.check_i32(&sum);
+                let (c0, c1) = (b.idx(0), b.idx(1));
+                let m = b.load(rq, &[c0.clone(), c0.clone()])?;
+                let sh = b.load(rq, &[c0, c1])?;
+                let (m, sh) = (b.widen(&m, DType::I32), b.widen(&sh, DType::I32));
+                let (zp, l, h) = (b.i64c(y_zp), b.i64c(lo), b.i64c(hi));
+                let q = b.requant(&sum, &m, &sh, &zp, &l, &h);
+                Ok(b.narrow(&q, odt))
             })
         }
         Op::GlobalPool { max } => {

@@ -442,8 +442,8 @@ pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
 }
 
 /// Host lowering: Cast as the interpreter converts; QuantizeLinear and DequantizeLinear per
-/// tensor or per axis (round half to even, saturating); lookup tables. The integer kernels
-/// the optimizer makes (QAdd) have no host lowering yet.
+/// tensor or per axis (round half to even, saturating); lookup tables; QAdd with the records
+/// of its constant table, bit-exact with the device and the reference.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
     let xt = b.ty(x)?;
@@ -531,7 +531,56 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 b.load(t, &[i])
             })
         }
-        Op::QAdd { .. } => Err(b.err(n, "QAdd has no host lowering yet")),
+        Op::QAdd { a_zp, b_zp, y_zp, lo, hi, out: odt } => {
+            // The records come from the constant table (the optimizer's): each input rescaled
+            // to the common int32 grid, the sum saturated to int32, requantised to the output.
+            let rq = n.inputs.get(2).copied().flatten().ok_or_else(|| b.err(n, "rq is missing"))?;
+            let table = b.g.value(rq).constant.as_ref().ok_or_else(|| {
+                b.err(n, "QAdd's requantisation table must be constant on the host")
+            })?;
+            let rqv: Vec<i64> = Array::from_tensor(table)
+                .ints()
+                .map_err(|e| b.err(n, e))?
+                .iter()
+                .copied()
+                .collect();
+            let recs =
+                qadd_records(&rqv, *a_zp, *b_zp, *y_zp, *lo, *hi).map_err(|e| b.err(n, e))?;
+            let bv = n.inputs[1].ok_or_else(|| b.err(n, "input b is missing"))?;
+            let bd = b.ty(bv)?.dtype;
+            let odt = *odt;
+            let dt = crate::lower::device_dtype(odt).ok_or_else(|| b.err(n, "int64 output"))?;
+            let (tlo, thi) = accelc_isa::requant::int_range(dt);
+            let (olo, ohi) =
+                (i64::from(recs[2].clamp_lo).max(tlo), i64::from(recs[2].clamp_hi).min(thi));
+            b.map_out(out, &mut |b, idx| {
+                let (imin, imax) = (b.i64c(i64::from(i32::MIN)), b.i64c(i64::from(i32::MAX)));
+                let mut t = Vec::with_capacity(2);
+                for (k, (v, d)) in [(x, xt.dtype), (bv, bd)].into_iter().enumerate() {
+                    let e = b.load(v, idx)?;
+                    let e = b.widen(&e, d);
+                    let r = &recs[k];
+                    let (m, sh, zp) = (
+                        b.i64c(i64::from(r.multiplier)),
+                        b.i64c(i64::from(r.shift)),
+                        b.i64c(i64::from(r.zero_point)),
+                    );
+                    t.push(b.requant(&e, &m, &sh, &zp, &imin, &imax));
+                }
+                let s = b.op2("arith.addi", &t[0], &t[1], "i64");
+                let s = b.op2("arith.maxsi", &s, &imin, "i64");
+                let s = b.op2("arith.minsi", &s, &imax, "i64");
+                let r = &recs[2];
+                let (m, sh, zp) = (
+                    b.i64c(i64::from(r.multiplier)),
+                    b.i64c(i64::from(r.shift)),
+                    b.i64c(i64::from(r.zero_point)),
+                );
+                let (l, h) = (b.i64c(olo), b.i64c(ohi));
+                let q = b.requant(&s, &m, &sh, &zp, &l, &h);
+                Ok(b.narrow(&q, odt))
+            })
+        }
         other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
     }
 }

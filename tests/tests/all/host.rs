@@ -219,3 +219,29 @@ fn a_tampered_plan_is_refused_when_it_loads() {
     let e = accelc_isa::blob::Blob::read(&c.blob).unwrap_err().to_string();
     assert!(e.contains("plan blob"), "{e}");
 }
+
+/// The integer kernels the optimizer makes (QConv, QAdd, QGlobalAveragePool) have host
+/// lowerings with the device's fixed-point arithmetic: an int8 zoo model compiled with every
+/// node on the host gives the integer reference's output bit for bit.
+#[test]
+fn an_int8_model_wholly_on_the_host_is_bit_exact() {
+    use accelc_compiler::ir::Op;
+    use accelc_compiler::lower::CompileOptions;
+    let model = accelc_tests::zoo("mobilenet_v2_int8_qdq.onnx");
+    let c = accelc::compile(Source::Path(&model), &Options::default(), &mut ()).unwrap();
+    let count = |f: fn(&Op) -> bool| c.optimized.nodes.iter().filter(|n| f(&n.op)).count();
+    assert!(count(|o| matches!(o, Op::QConv { .. })) > 40);
+    assert!(count(|o| matches!(o, Op::QAdd { .. })) > 5);
+    assert!(count(|o| matches!(o, Op::QGlobalAveragePool { .. })) == 1);
+    let plan = accelc_compiler::lower::execplan::compile_host_only(
+        &c.optimized,
+        &CompileOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(plan.steps.len(), 1);
+    let x = accelc::npy::read(&accelc_tests::zoo("mobilenet_v2_int8_qdq.input_0.npy")).unwrap();
+    let got = Session::new(plan.blob).unwrap().run(std::slice::from_ref(&x)).unwrap();
+    let want = accelc::reference(c.oracle(), std::slice::from_ref(&x)).unwrap();
+    assert_eq!(got.outputs[0].dtype, want[0].dtype);
+    assert!(got.outputs[0].data == want[0].data, "the host's output differs from the reference");
+}
