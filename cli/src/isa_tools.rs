@@ -161,6 +161,46 @@ pub(crate) fn cmd_verify(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let bytes = read(input)?;
+    if !raw && accelc_isa::plan::is_plan(&bytes) {
+        // A plan blob: every device program, as the driver validates each when it loads.
+        let plan = accelc_isa::plan::PlanBlob::read(&bytes)
+            .map_err(|e| invalid(format!("{}: {e}", input.display())))?;
+        for (k, p) in plan.programs.iter().enumerate() {
+            let step = plan
+                .steps
+                .iter()
+                .find(|s| s.kind == accelc_isa::plan::StepKind::Device { program: k as u32 });
+            writeln!(
+                out,
+                "program {k} of {} (step `{}`):",
+                plan.programs.len(),
+                step.map_or("none", |s| s.name.as_str())
+            )?;
+            verify_bytes(input, p, false, cfg_name, max_cycles, out)?;
+        }
+        writeln!(
+            out,
+            "plan: {} steps, {} device programs valid; host module of {} bytes (checked when \
+             the plan loads)",
+            plan.steps.len(),
+            plan.programs.len(),
+            plan.host.len()
+        )?;
+        return Ok(());
+    }
+    verify_bytes(input, &bytes, raw, cfg_name, max_cycles, out)
+}
+
+/// `verify` of one program, blob or assembly file given as `bytes` (read from `input`).
+fn verify_bytes(
+    input: &Path,
+    bytes: &[u8],
+    raw: bool,
+    cfg_name: Option<&str>,
+    max_cycles: u64,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let bytes = bytes.to_vec();
     let limits = Limits { max_cycles: Some(max_cycles) };
     let (program_enc, blob_cfg, segments) = if raw {
         let n = bytes.len();
@@ -291,6 +331,9 @@ pub(crate) fn cmd_inspect(
     if !is_blob(&bytes) {
         bail!(invalid(format!("{}: not a command blob (bad magic)", input.display())));
     }
+    if accelc_isa::plan::is_plan(&bytes) {
+        return inspect_plan(input, &bytes, with_disasm, out);
+    }
     let blob = read_blob(input, &bytes)?;
     let mut s = String::new();
     let _ = writeln!(s, "blob {} ({} bytes)", input.display(), bytes.len());
@@ -301,22 +344,7 @@ pub(crate) fn cmd_inspect(
         u16::from_le_bytes([bytes[10], bytes[11]])
     );
     let _ = writeln!(s, "content sha256 {}", hex(&bytes[64..96]));
-    let _ = writeln!(s, "sections:");
-    let count = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]) as usize;
-    for i in 0..count {
-        let e = &bytes[128 + 32 * i..160 + 32 * i];
-        let kind = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-        let flags = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-        let off = u64::from_le_bytes(e[8..16].try_into().unwrap_or([0; 8]));
-        let size = u64::from_le_bytes(e[16..24].try_into().unwrap_or([0; 8]));
-        let crc = u32::from_le_bytes([e[24], e[25], e[26], e[27]]);
-        let _ = writeln!(
-            s,
-            "  {:<9} offset {off:#08x} size {size:>9} crc32c {crc:08x}{}",
-            section_name(kind),
-            if flags & blob::SECTION_REQUIRED != 0 { " required" } else { "" }
-        );
-    }
+    section_table(&bytes, &mut s);
     let t = &blob.target;
     let _ = writeln!(
         s,
@@ -378,6 +406,106 @@ pub(crate) fn cmd_inspect(
             .map_err(|e| invalid(format!("{}: {e}", input.display())))?;
         let _ = writeln!(s, "program:");
         s.push_str(&disasm::disassemble(&program, Options { hex: true }));
+    }
+    out.write_all(s.as_bytes())?;
+    Ok(())
+}
+
+/// The container's section table (the reader has checked it), one line per section.
+fn section_table(bytes: &[u8], s: &mut String) {
+    let _ = writeln!(s, "sections:");
+    let count = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]) as usize;
+    for i in 0..count {
+        let Some(e) = bytes.get(128 + 32 * i..160 + 32 * i) else { break };
+        let kind = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        let flags = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let off = u64::from_le_bytes(e[8..16].try_into().unwrap_or([0; 8]));
+        let size = u64::from_le_bytes(e[16..24].try_into().unwrap_or([0; 8]));
+        let crc = u32::from_le_bytes([e[24], e[25], e[26], e[27]]);
+        let _ = writeln!(
+            s,
+            "  {:<9} offset {off:#08x} size {size:>9} crc32c {crc:08x}{}",
+            section_name(kind),
+            if flags & blob::SECTION_REQUIRED != 0 { " required" } else { "" }
+        );
+    }
+}
+
+/// `inspect` of a plan blob: the container, the tensors, the steps, each device program
+/// (with its disassembly on request) and the host module's size.
+fn inspect_plan(
+    input: &Path,
+    bytes: &[u8],
+    with_disasm: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use accelc_isa::plan::{PlanBlob, StepKind};
+    let plan = PlanBlob::read(bytes).map_err(|e| invalid(format!("{}: {e}", input.display())))?;
+    let mut s = String::new();
+    let _ = writeln!(s, "plan blob {} ({} bytes)", input.display(), bytes.len());
+    let _ = writeln!(
+        s,
+        "format {}.{}",
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        u16::from_le_bytes([bytes[10], bytes[11]])
+    );
+    let _ = writeln!(s, "content sha256 {}", hex(&bytes[64..96]));
+    section_table(bytes, &mut s);
+    let _ = writeln!(
+        s,
+        "target: config `{}`, fingerprint {}",
+        plan.target.config_name,
+        hex(&plan.target.fingerprint())
+    );
+    let name = |i: &u32| plan.tensors[*i as usize].name.clone();
+    let names = |v: &[u32]| v.iter().map(name).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(s, "tensors: {}", plan.tensors.len());
+    for t in &plan.tensors {
+        let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
+        let ty = accelc::DType::from_onnx(i32::from(t.onnx_type))
+            .map_or_else(|| t.onnx_type.to_string(), |d| d.to_string());
+        let _ = writeln!(s, "  {} {ty}[{}]", t.name, dims.join(", "));
+    }
+    let _ = writeln!(s, "inputs: {}", names(&plan.inputs));
+    let _ = writeln!(s, "outputs: {}", names(&plan.outputs));
+    let _ = writeln!(s, "steps: {}", plan.steps.len());
+    for st in &plan.steps {
+        let what = match st.kind {
+            StepKind::Device { program } => format!("device job, program {program}"),
+            StepKind::Host => "host call".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<10} {what}: reads {}; writes {}",
+            st.name,
+            names(&st.inputs),
+            names(&st.outputs)
+        );
+    }
+    for (k, p) in plan.programs.iter().enumerate() {
+        let b = blob::Blob::read(p)
+            .map_err(|e| invalid(format!("{}: program {k}: {e}", input.display())))?;
+        let _ = writeln!(
+            s,
+            "program {k}: {} bytes, {} instructions, {} bytes of constants",
+            p.len(),
+            b.program.text.len() / INST_BYTES,
+            b.consts.len()
+        );
+        if with_disasm {
+            let program = Program::decode(&b.program)
+                .map_err(|e| invalid(format!("{}: program {k}: {e}", input.display())))?;
+            s.push_str(&disasm::disassemble(&program, Options { hex: true }));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "host module: {} bytes, {} lines (accelc compile --emit mlir prints it)",
+        plan.host.len(),
+        plan.host.lines().count()
+    );
+    for (k, v) in &plan.meta {
+        let _ = writeln!(s, "meta {k} = {v}");
     }
     out.write_all(s.as_bytes())?;
     Ok(())
