@@ -204,7 +204,7 @@ fn verify_bytes(
     let limits = Limits { max_cycles: Some(max_cycles) };
     let (program_enc, blob_cfg, segments) = if raw {
         let n = bytes.len();
-        if n % INST_BYTES != 0 {
+        if !n.is_multiple_of(INST_BYTES) {
             bail!(invalid(format!(
                 "{}: {n} bytes is not a whole number of {INST_BYTES}-byte instructions",
                 input.display()
