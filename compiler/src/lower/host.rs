@@ -500,7 +500,10 @@ impl<'g> HostBuilder<'g> {
                 self.bool_byte(&c)
             }
             (DType::F32, _) => {
+                // Rust's `as i64`: NaN to 0, saturating at i64's ends (2^63 is the first f32
+                // at or beyond i64::MAX), then the interpreter's wrap to the width.
                 let lo = self.f32c(-9.223_372e18);
+                let top = self.f32c(9.223_372e18);
                 let hi = self.f32c(9.223_371_5e18);
                 let z = self.f32c(0.0);
                 let nan = self.cmpf("uno", x, x, "f32");
@@ -508,6 +511,9 @@ impl<'g> HostBuilder<'g> {
                 let b = self.op2("arith.minimumf", &a, &hi, "f32");
                 let s = self.select(&nan, &z, &b, "f32");
                 let i = self.let_(&format!("arith.fptosi {s} : f32 to i64"));
+                let over = self.cmpf("oge", x, &top, "f32");
+                let max = self.i64c(i64::MAX);
+                let i = self.select(&over, &max, &i, "i64");
                 self.narrow(&i, to)
             }
             (_, DType::F32) => {
@@ -711,100 +717,48 @@ impl<'g> HostBuilder<'g> {
         r
     }
 
-    /// Output `out` as a selection of `input`'s elements given at compile time: element `i`
-    /// (row-major) copies flat element `map[i]` of `input`, or is `fill` where `map[i] < 0`.
-    pub(crate) fn gather_map(
+    /// Output `out` as a selection of `input`'s elements given per axis at compile time:
+    /// element `[i0, i1, ...]` copies `input[tables[0][i0], tables[1][i1], ...]`, or is `fill`
+    /// where an entry is negative. The tables hold one entry per output index of their axis.
+    pub(crate) fn gather_axes(
         &mut self,
         out: ValueId,
         input: ValueId,
-        map: &[i64],
+        tables: &[Vec<i64>],
         fill: Option<&str>,
     ) -> R<()> {
         let t = self.ty(out)?;
         let it = self.ty(input)?;
-        if map.len() != t.shape.iter().product::<usize>() {
-            return Err(LowerError::msg("internal: a selection map of the wrong size"));
+        if tables.len() != t.shape.len() || tables.iter().zip(&t.shape).any(|(v, d)| v.len() != *d)
+        {
+            return Err(LowerError::msg("internal: a selection table of the wrong size"));
         }
-        if map.is_empty() {
-            self.out(out)?;
+        self.out(out)?;
+        if t.shape.contains(&0) {
             return Ok(());
         }
-        let empty_input = it.shape.iter().product::<usize>() == 0;
-        let tab = self.table(map);
+        let empty_input = it.shape.contains(&0);
+        let tabs: Vec<(String, usize)> = tables.iter().map(|v| (self.table(v), v.len())).collect();
         let fill = fill.map(str::to_string);
         self.map_out(out, &mut |b, idx| {
-            let flat = b.linearize(idx, &t.shape);
-            let j = b.let_(&format!("memref.load {tab}[{flat}] : memref<{}xi64>", map.len()));
+            let z = b.i64c(0);
+            let mut neg = b.let_("arith.constant false");
+            let mut src = Vec::with_capacity(idx.len());
+            for ((tab, len), i) in tabs.iter().zip(idx) {
+                let j = b.let_(&format!("memref.load {tab}[{i}] : memref<{len}xi64>"));
+                let lt = b.cmpi("slt", &j, &z, "i64");
+                neg = b.op2("arith.ori", &neg, &lt, "i1");
+                let jj = b.op2("arith.maxsi", &j, &z, "i64");
+                src.push(b.let_(&format!("arith.index_cast {jj} : i64 to index")));
+            }
             match &fill {
                 Some(f) if empty_input => Ok(f.clone()),
                 Some(f) => {
-                    let z = b.i64c(0);
-                    let neg = b.cmpi("slt", &j, &z, "i64");
-                    let jj = b.select(&neg, &z, &j, "i64");
-                    let ji = b.let_(&format!("arith.index_cast {jj} : i64 to index"));
-                    let x = b.load_flat(input, &ji)?;
+                    let x = b.load(input, &src)?;
                     Ok(b.select(&neg, f, &x, scalar(it.dtype)))
                 }
-                None => {
-                    let ji = b.let_(&format!("arith.index_cast {j} : i64 to index"));
-                    b.load_flat(input, &ji)
-                }
+                None => b.load(input, &src),
             }
         })
     }
-}
-
-/// Where each output element of a data-movement node comes from: the node's own reference
-/// semantics run at compile time on flat indices `0..len` in place of input `data` (as
-/// `int64`), every other input constant. `fill` replaces input `fill.0` (a pad value) so
-/// filled elements read `-1`. One map per output.
-///
-/// Errors: an input other than `data` that is not constant, or the reference's own error.
-pub(crate) fn source_maps(
-    g: &Graph,
-    n: &Node,
-    data: usize,
-    fill: Option<usize>,
-) -> R<Vec<Vec<i64>>> {
-    use crate::interp::Array;
-    let mut arrays: Vec<Option<Array>> = Vec::with_capacity(n.inputs.len());
-    for (i, v) in n.inputs.iter().enumerate() {
-        arrays.push(match v {
-            None => None,
-            Some(v) if i == data => {
-                let t = g.value(*v).ty.clone().ok_or_else(|| LowerError::msg("untyped input"))?;
-                let len = t.shape.iter().product::<usize>();
-                let a = ndarray::ArrayD::from_shape_vec(
-                    ndarray::IxDyn(&t.shape),
-                    (0..len as i64).collect(),
-                )
-                .map_err(|e| LowerError::at(&n.name, e.to_string()))?;
-                Some(Array::Int(a, DType::I64))
-            }
-            Some(_) if Some(i) == fill => {
-                Some(Array::Int(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), -1), DType::I64))
-            }
-            Some(v) => match &g.value(*v).constant {
-                Some(c) => Some(Array::from_tensor(c)),
-                None => {
-                    return Err(LowerError::at(
-                        &n.name,
-                        format!("input {i} must be constant for the host lowering"),
-                    ));
-                }
-            },
-        });
-    }
-    let mut node = n.clone();
-    if let crate::ir::Op::Pad { value, .. } = &mut node.op {
-        *value = -1.0;
-    }
-    let args: Vec<Option<&Array>> = arrays.iter().map(Option::as_ref).collect();
-    let outs =
-        crate::interp::eval(&node, &args, g.opset).map_err(|e| LowerError::at(&n.name, e))?;
-    outs.iter()
-        .map(|a| {
-            a.ints().map(|v| v.iter().copied().collect()).map_err(|e| LowerError::at(&n.name, e))
-        })
-        .collect()
 }

@@ -805,7 +805,7 @@ pub(crate) fn conv_shape(
 }
 
 /// Host lowering: Conv (any number of spatial axes, groups, dilations, padding) and
-/// ConvTranspose as direct loops over each output element, summing in `f32`; ConvInteger and
+/// ConvTranspose as direct loops over each output element, summing `f32` products in `f64`; ConvInteger and
 /// QLinearConv summing `(x − x_zp)·(w − w_zp)` exactly in `i64`, the latter requantised as the
 /// reference does (`f32` scale `f32(sx·sw)/sy`, round half to even, saturating); QConv with
 /// its fixed-point requantisation records, bit-exact with the device and the reference.
@@ -823,19 +823,26 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         Op::Conv { window, group } => {
             let bias = input(2);
             let geo = Taps::new(window, *group, &xt.shape, &wt.shape, &ot.shape).map_err(e)?;
+            // Summed in f64 (then rounded once): a long reduction in f32 drifts further from
+            // the exact sum than the reference's blocked f32 product does.
             b.map_out(out, &mut |b, idx| {
                 let init = match bias {
-                    Some(bv) => b.load(bv, &[idx[1].clone()])?,
-                    None => b.f32c(0.0),
+                    Some(bv) => {
+                        let v = b.load(bv, &[idx[1].clone()])?;
+                        b.f64_of(&v)
+                    }
+                    None => b.f64c(0.0),
                 };
-                geo.sum(b, idx, init, "f32", &mut |b, xi, ok, wi, acc| {
+                let r = geo.sum(b, idx, init, "f64", &mut |b, xi, ok, wi, acc| {
                     let xv = b.load(x, xi)?;
                     let z = b.f32c(0.0);
                     let xv = b.select(ok, &xv, &z, "f32");
                     let wv = b.load(w, wi)?;
                     let p = b.op2("arith.mulf", &xv, &wv, "f32");
-                    Ok(b.op2("arith.addf", acc, &p, "f32"))
-                })
+                    let p = b.f64_of(&p);
+                    Ok(b.op2("arith.addf", acc, &p, "f64"))
+                })?;
+                Ok(b.f32_of(&r))
             })
         }
         Op::ConvInteger { window, group } | Op::QLinearConv { window, group } => {
@@ -941,12 +948,15 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let mm = b.iop("arith.remui", &idx[1], &mgc);
                 let c0 = b.iop("arith.muli", &grp, &cgc);
                 let init = match bias {
-                    Some(bv) => b.load(bv, &[idx[1].clone()])?,
-                    None => b.f32c(0.0),
+                    Some(bv) => {
+                        let v = b.load(bv, &[idx[1].clone()])?;
+                        b.f64_of(&v)
+                    }
+                    None => b.f64c(0.0),
                 };
                 let mut dims = vec![cg];
                 dims.extend(&kernel);
-                let r = b.fold_n(taps, &[init], &["f32"], &mut |b, t, acc| {
+                let r = b.fold_n(taps, &[init], &["f64"], &mut |b, t, acc| {
                     let tk = b.delinearize(t, &dims);
                     let mut ok = b.let_("arith.constant true");
                     let mut pos = Vec::with_capacity(nd);
@@ -976,9 +986,10 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     wi.extend_from_slice(&tk[1..]);
                     let wv = b.load(w, &wi)?;
                     let p = b.op2("arith.mulf", &xv, &wv, "f32");
-                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                    let p = b.f64_of(&p);
+                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f64")])
                 })?;
-                Ok(r[0].clone())
+                Ok(b.f32_of(&r[0]))
             })
         }
         _ => Err(b.err(n, format!("{} has no host lowering yet", n.op_type))),

@@ -515,8 +515,10 @@ pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
                 BinaryOp::Pow => Ok(p.wrapping_pow(q.min(u32::MAX as i64) as u32)),
                 BinaryOp::Mod if q == 0 => Err("integer modulo by zero".into()),
                 // ONNX Mod (fmod = 0): the result has the sign of the divisor.
+                // (wrapping: i64::MIN mod −1 is 0, not an overflow)
                 BinaryOp::Mod => {
-                    Ok(p.rem_euclid(q) + if q < 0 && p.rem_euclid(q) != 0 { q } else { 0 })
+                    let r = p.wrapping_rem_euclid(q);
+                    Ok(r + if q < 0 && r != 0 { q } else { 0 })
                 }
             })?,
             *dt,

@@ -482,7 +482,8 @@ pub(crate) fn matmul_shape(a: &TensorType, b: &TensorType) -> R<Vec<usize>> {
 }
 
 /// Host lowering: Gemm (`alpha · A'B' + beta · C`, C broadcast, skipped when beta is 0) and
-/// MatMul (numpy's rules: 1-D operands promoted, batch axes broadcast), summing in `f32`;
+/// MatMul (numpy's rules: 1-D operands promoted, batch axes broadcast), summing `f32`
+/// products in `f64` (rounded once, nearer the exact sum than a long `f32` chain);
 /// MatMulInteger and QLinearMatMul summing `(a − a_zp)·(b − b_zp)` exactly in `i64` (A's zero
 /// point per row, B's per column), the latter requantised as the reference does.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
@@ -497,8 +498,8 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let k = if *trans_a { at.shape[0] } else { at.shape[1] };
             let (ta, tb, alpha, beta) = (*trans_a, *trans_b, *alpha, *beta);
             b.map_out(out, &mut |b, idx| {
-                let z = b.f32c(0.0);
-                let r = b.fold_n(k, &[z], &["f32"], &mut |b, kk, acc| {
+                let z = b.f64c(0.0);
+                let r = b.fold_n(k, &[z], &["f64"], &mut |b, kk, acc| {
                     let ai = if ta {
                         [kk.to_string(), idx[0].clone()]
                     } else {
@@ -512,10 +513,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     let x = b.load(a, &ai)?;
                     let y = b.load(bm, &bi)?;
                     let p = b.op2("arith.mulf", &x, &y, "f32");
-                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f32")])
+                    let p = b.f64_of(&p);
+                    Ok(vec![b.op2("arith.addf", &acc[0], &p, "f64")])
                 })?;
+                let r = b.f32_of(&r[0]);
                 let al = b.f32c(alpha);
-                let y = b.op2("arith.mulf", &r[0], &al, "f32");
+                let y = b.op2("arith.mulf", &r, &al, "f32");
                 match c {
                     Some(c) => {
                         let cv = b.load_bcast(c, idx)?;
@@ -528,13 +531,15 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             })
         }
         Op::MatMul => b.map_out(out, &mut |b, idx| {
-            let z = b.f32c(0.0);
-            mm_sum(b, &at, &bt, idx, z, "f32", &mut |b, ai, bi, acc| {
+            let z = b.f64c(0.0);
+            let r = mm_sum(b, &at, &bt, idx, z, "f64", &mut |b, ai, bi, acc| {
                 let x = b.load(a, ai)?;
                 let y = b.load(bm, bi)?;
                 let p = b.op2("arith.mulf", &x, &y, "f32");
-                Ok(b.op2("arith.addf", acc, &p, "f32"))
-            })
+                let p = b.f64_of(&p);
+                Ok(b.op2("arith.addf", acc, &p, "f64"))
+            })?;
+            Ok(b.f32_of(&r))
         }),
         Op::MatMulInteger | Op::QLinearMatMul => {
             let q = matches!(n.op, Op::QLinearMatMul);

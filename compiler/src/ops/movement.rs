@@ -941,6 +941,18 @@ pub(crate) fn slice(
         }
         let d = x.shape()[k] as i64;
         let (s, e) = slice_range(d, s0, e0, st);
+        // A step that takes at most one element is a step of ±1 (and keeps the arithmetic
+        // below far from i64's ends).
+        let taken = slice_len(d, s0, e0, st)?;
+        if taken <= 1 {
+            let first = if taken == 0 { 0 } else { s.clamp(0, (d - 1).max(0)) };
+            info[k] = ndarray::SliceInfoElem::Slice {
+                start: first as isize,
+                end: Some((first + taken as i64) as isize),
+                step: 1,
+            };
+            continue;
+        }
         info[k] = if st > 0 {
             ndarray::SliceInfoElem::Slice {
                 start: s as isize,
@@ -973,6 +985,8 @@ pub(crate) fn slice(
 }
 
 /// Output shape and, per output element, the flat input index it copies (`None`: filled).
+/// Negative pads crop first and the positive ones pad what is left (onnxruntime's order, which
+/// is what `wrap` and `reflect` padding of a cropped axis read from).
 pub(crate) fn pad_map(
     shape: &[usize],
     begin: &[i64],
@@ -983,11 +997,25 @@ pub(crate) fn pad_map(
         .iter()
         .zip(begin.iter().zip(end))
         .map(|(d, (b, e))| {
-            let n = *d as i64 + b + e;
-            usize::try_from(n).map_err(|_| format!("padding makes a dimension negative ({n})"))
+            let n = (*d as i64).checked_add(*b).and_then(|n| n.checked_add(*e));
+            n.and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| format!("padding makes a dimension negative ({d} + {b} + {e})"))
         })
         .collect::<R<_>>()?;
-    if mode != PadMode::Constant && shape.contains(&0) && out.iter().product::<usize>() > 0 {
+    // Per axis: the kept range after cropping, and the positive begin pad.
+    let kept: Vec<(i64, i64, i64)> = shape
+        .iter()
+        .zip(begin.iter().zip(end))
+        .map(|(d, (b, e))| {
+            let lo = (-b).max(0).min(*d as i64);
+            let hi = (*d as i64 - (-e).max(0)).max(lo);
+            (lo, hi - lo, (*b).max(0))
+        })
+        .collect();
+    if mode != PadMode::Constant
+        && kept.iter().any(|(_, len, _)| *len == 0)
+        && out.iter().product::<usize>() > 0
+    {
         return Err("cannot pad an empty axis by reflection, edge or wrap".into());
     }
     let strides: Vec<usize> = (0..shape.len()).map(|k| shape[k + 1..].iter().product()).collect();
@@ -995,9 +1023,8 @@ pub(crate) fn pad_map(
     for idx in ndarray::indices(IxDyn(&out)) {
         let mut flat = 0usize;
         let mut inside = true;
-        for k in 0..shape.len() {
-            let d = shape[k] as i64;
-            let i = idx[k] as i64 - begin[k];
+        for (k, &(lo, d, b)) in kept.iter().enumerate() {
+            let i = idx[k] as i64 - b;
             let src = if (0..d).contains(&i) {
                 i
             } else {
@@ -1016,7 +1043,7 @@ pub(crate) fn pad_map(
                     }
                 }
             };
-            flat += src as usize * strides[k];
+            flat += (lo + src) as usize * strides[k];
         }
         map.push(inside.then_some(flat));
     }
@@ -1215,6 +1242,8 @@ pub(crate) fn slice_len(d: i64, start: i64, end: i64, step: i64) -> R<usize> {
         return Err("Slice step 0".into());
     }
     let (s, e) = slice_range(d, start, end, step);
+    // In i128: a step near i64's ends must not overflow (ceil((e − s) / step)).
+    let (s, e, step) = (i128::from(s), i128::from(e), i128::from(step));
     let n = if d == 0 {
         0
     } else if step > 0 {
@@ -1222,12 +1251,13 @@ pub(crate) fn slice_len(d: i64, start: i64, end: i64, step: i64) -> R<usize> {
     } else {
         (s - e + (-step) - 1).div_euclid(-step)
     };
-    Ok(n.max(0) as usize)
+    Ok(n.clamp(0, i128::from(d)) as usize)
 }
 
 /// Host lowering: Transpose, Concat, Split and Gather by index arithmetic (Gather's indices
-/// checked at run time); Slice, Pad and nearest Resize as selections computed at compile
-/// time by the reference itself ([`crate::lower::host::source_maps`]).
+/// checked at run time); Slice, Pad and nearest Resize as per-axis selection tables computed
+/// at compile time by the reference's own functions (`slice`, `pad_map`, `nearest_index`),
+/// so a table holds one entry per output index of its axis; linear Resize as per-axis taps.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
     let xt = b.ty(x)?;
@@ -1314,11 +1344,40 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 b.load(x, &src)
             })
         }
-        Op::Slice { .. } => {
-            let map = crate::lower::host::source_maps(b.g, n, 0, None)?;
-            b.gather_map(n.outputs[0], x, &map[0], None)
+        Op::Slice { attrs } => {
+            // Per axis, the input index each output index reads: the reference's own slice
+            // of that axis alone (an axis listed again overrides, as in the reference).
+            let ints = |i: usize| const_vec(b.g, n, i);
+            let (starts, ends, axes, steps) = match attrs {
+                Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
+                None => (
+                    ints(1).ok_or_else(|| b.err(n, "Slice starts must be constant"))?,
+                    ints(2).ok_or_else(|| b.err(n, "Slice ends must be constant"))?,
+                    ints(3),
+                    ints(4),
+                ),
+            };
+            let mut tables: Vec<Vec<i64>> =
+                xt.shape.iter().map(|d| (0..*d as i64).collect()).collect();
+            for i in 0..starts.len() {
+                let k = ax(axes.as_ref().and_then(|a| a.get(i).copied()).unwrap_or(i as i64))?;
+                let step = steps.as_ref().and_then(|s| s.get(i).copied()).unwrap_or(1);
+                let iota = Array::Int(
+                    ArrayD::from_shape_vec(
+                        IxDyn(&[xt.shape[k]]),
+                        (0..xt.shape[k] as i64).collect(),
+                    )
+                    .map_err(|e| b.err(n, e.to_string()))?,
+                    DType::I64,
+                );
+                let (s0, e0) = (starts[i], *ends.get(i).ok_or_else(|| b.err(n, "Slice ends"))?);
+                let r = slice(&iota, &[s0], &[e0], Some(vec![0]), Some(vec![step]))
+                    .map_err(|e| b.err(n, e))?;
+                tables[k] = r.ints().map_err(|e| b.err(n, e))?.iter().copied().collect();
+            }
+            b.gather_axes(n.outputs[0], x, &tables, None)
         }
-        Op::Pad { value, .. } => {
+        Op::Pad { mode, pads, value } => {
             let fill = match n.inputs.get(2).copied().flatten() {
                 Some(c) => {
                     let t = b.ty(c)?;
@@ -1336,31 +1395,45 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 (None, DType::F32) => b.f32c(*value),
                 (None, d) => b.int(d, *value as i64),
             };
-            let map = crate::lower::host::source_maps(b.g, n, 0, Some(2))?;
-            b.gather_map(n.outputs[0], x, &map[0], Some(&fill))
+            let pads = match pads {
+                Some(p) => p.clone(),
+                None => const_vec(b.g, n, 1).ok_or_else(|| b.err(n, "pads must be constant"))?,
+            };
+            let axes: Vec<usize> = match const_vec(b.g, n, 3) {
+                Some(a) => a.iter().map(|v| ax(*v)).collect::<Result<_, _>>()?,
+                None => (0..rank).collect(),
+            };
+            if pads.len() != 2 * axes.len() {
+                return Err(b.err(n, format!("{} pads for {} axes", pads.len(), axes.len())));
+            }
+            // Per axis, the reference's padding map of that axis alone (crop, then pad).
+            let mut tables: Vec<Vec<i64>> =
+                xt.shape.iter().map(|d| (0..*d as i64).collect()).collect();
+            for (i, &k) in axes.iter().enumerate() {
+                let (_, map) = pad_map(&[xt.shape[k]], &[pads[i]], &[pads[i + axes.len()]], *mode)
+                    .map_err(|e| b.err(n, e))?;
+                tables[k] = map.iter().map(|m| m.map_or(-1, |v| v as i64)).collect();
+            }
+            b.gather_axes(n.outputs[0], x, &tables, Some(&fill))
         }
-        Op::Resize { linear: false, .. } => {
-            let map = crate::lower::host::source_maps(b.g, n, 0, None)?;
-            b.gather_map(n.outputs[0], x, &map[0], None)
+        Op::Resize { linear: false, coords, nearest } => {
+            // Per axis, the nearest input index of each output index (the reference's rule).
+            let (oshape, scales) = resize_params(b.g, n, &xt.shape).map_err(|e| b.err(n, e))?;
+            let tables: Vec<Vec<i64>> = (0..rank)
+                .map(|k| {
+                    resize_coords(xt.shape[k], oshape[k], scales[k], *coords)
+                        .into_iter()
+                        .map(|c| nearest_index(c, xt.shape[k], *nearest) as i64)
+                        .collect()
+                })
+                .collect();
+            b.gather_axes(n.outputs[0], x, &tables, None)
         }
         Op::Resize { coords, .. } => {
             // Per axis and output coordinate, the two input indices and the weight of the
             // second are compile-time tables (the reference's own coordinate rule); each
             // output element sums its 2^rank corners in f64 as the reference does.
-            let cst = |i: usize| -> Option<crate::interp::Array> {
-                let v = n.inputs.get(i).copied().flatten()?;
-                b.g.value(v).constant.as_ref().map(crate::interp::Array::from_tensor)
-            };
-            let scales = cst(2)
-                .and_then(|a| {
-                    a.f32().ok().map(|v| v.iter().map(|s| f64::from(*s)).collect::<Vec<_>>())
-                })
-                .filter(|v| !v.is_empty());
-            let sizes = cst(3)
-                .and_then(|a| a.ints().ok().map(|v| v.iter().copied().collect::<Vec<_>>()))
-                .filter(|v| !v.is_empty());
-            let (oshape, scales) = resize_shape(&xt.shape, scales.as_deref(), sizes.as_deref())
-                .map_err(|e| b.err(n, e))?;
+            let (oshape, scales) = resize_params(b.g, n, &xt.shape).map_err(|e| b.err(n, e))?;
             let mut tables = Vec::with_capacity(rank);
             for k in 0..rank {
                 let src = resize_coords(xt.shape[k], oshape[k], scales[k], *coords);
@@ -1426,4 +1499,26 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         }
         other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
     }
+}
+
+/// The constant integer contents of input `i` of `n`, if present and constant.
+fn const_vec(g: &Graph, n: &Node, i: usize) -> Option<Vec<i64>> {
+    let v = n.inputs.get(i).copied().flatten()?;
+    let c = g.value(v).constant.as_ref()?;
+    Array::from_tensor(c).ints().ok().map(|a| a.iter().copied().collect())
+}
+
+/// A Resize's output shape and per-axis scales from its constant `scales` or `sizes` input.
+fn resize_params(g: &Graph, n: &Node, input: &[usize]) -> R<(Vec<usize>, Vec<f64>)> {
+    let cst = |i: usize| -> Option<Array> {
+        let v = n.inputs.get(i).copied().flatten()?;
+        g.value(v).constant.as_ref().map(Array::from_tensor)
+    };
+    let scales = cst(2)
+        .and_then(|a| a.f32().ok().map(|v| v.iter().map(|s| f64::from(*s)).collect::<Vec<_>>()))
+        .filter(|v| !v.is_empty());
+    let sizes = cst(3)
+        .and_then(|a| a.ints().ok().map(|v| v.iter().copied().collect::<Vec<_>>()))
+        .filter(|v| !v.is_empty());
+    resize_shape(input, scales.as_deref(), sizes.as_deref())
 }
