@@ -51,6 +51,10 @@ enum Exec {
 struct Plan {
     models: Vec<Model>,
     host: Option<accelc_host::HostModule>,
+    /// How long the host module took to lower and JIT-compile.
+    host_compile: Duration,
+    /// Graph node index to name, for host run-time errors (the blob's `host_nodes` metadata).
+    node_names: std::collections::HashMap<i64, String>,
     tensors: Vec<TensorSpec>,
     inputs: Vec<usize>,
     outputs: Vec<usize>,
@@ -232,6 +236,15 @@ impl Session {
         Ok(Session { exec: Exec::Device(Box::new(model)), config, inputs, outputs, blob })
     }
 
+    /// For a plan blob, how long its host module took to lower and JIT-compile when it
+    /// loaded (zero otherwise).
+    pub fn host_compile_time(&self) -> Duration {
+        match &self.exec {
+            Exec::Plan(p) => p.host_compile,
+            Exec::Device(_) => Duration::ZERO,
+        }
+    }
+
     /// Whether the blob is a plan with host steps (format 2).
     pub fn is_plan(&self) -> bool {
         matches!(self.exec, Exec::Plan(_))
@@ -354,8 +367,19 @@ impl Plan {
                             })
                         });
                         if names != got || !types_ok {
+                            let theirs: Vec<String> = want
+                                .iter()
+                                .map(|t| format!("{} {}{:?}", t.name, t.dtype, t.dims))
+                                .collect();
+                            let ours: Vec<String> = have
+                                .iter()
+                                .map(|i| {
+                                    let t = &tensors[*i];
+                                    format!("{} {}{:?}", t.name, t.dtype, t.dims)
+                                })
+                                .collect();
                             return Err(Error::Blob(format!(
-                                "step `{}`: program {program} {what} {names:?}, the plan passes {got:?}",
+                                "step `{}`: program {program} {what} {theirs:?}, the plan passes {ours:?}",
                                 s.name
                             )));
                         }
@@ -379,6 +403,7 @@ impl Plan {
             }
             steps.push((s.kind, s.name.clone(), ins, outs));
         }
+        let started = Instant::now();
         let host = if functions.is_empty() {
             None
         } else {
@@ -387,7 +412,27 @@ impl Plan {
                     .map_err(|e| Error::Blob(format!("host module: {e}")))?,
             )
         };
-        Ok(Plan { models, host, tensors, inputs: us(&p.inputs), outputs: us(&p.outputs), steps })
+        let host_compile = started.elapsed();
+        let node_names = p
+            .meta
+            .iter()
+            .filter(|(k, _)| k == "host_nodes")
+            .flat_map(|(_, v)| v.lines())
+            .filter_map(|l| {
+                let (i, name) = l.split_once(' ')?;
+                Some((i.parse().ok()?, name.to_string()))
+            })
+            .collect();
+        Ok(Plan {
+            models,
+            host,
+            host_compile,
+            node_names,
+            tensors,
+            inputs: us(&p.inputs),
+            outputs: us(&p.outputs),
+            steps,
+        })
     }
 
     fn run(&self, inputs: &[HostTensor], trace: bool) -> Result<RunResult, Error> {
@@ -470,9 +515,12 @@ impl Plan {
                             .map_or(0, |w| i64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
                     };
                     if word(0) != 0 {
+                        let node = self
+                            .node_names
+                            .get(&word(1))
+                            .map_or_else(|| format!("node {}", word(1)), |n| format!("node `{n}`"));
                         return Err(Error::Input(format!(
-                            "host step `{name}`, node {}: {}",
-                            word(1),
+                            "host step `{name}`, {node}: {}",
                             accelc_compiler::lower::host::status_message(word(0))
                         )));
                     }

@@ -103,8 +103,9 @@ enum Command {
         #[arg(long, default_value_t = accelc_isa::verify::DEFAULT_MAX_CYCLES)]
         max_cycles: u64,
     },
-    /// For every node of a model: whether it imports and whether it runs on the device (the
-    /// failing constraint when not). Exit status 0 exactly when `compile` succeeds.
+    /// For every node of a model: whether it imports, whether it runs on the device (the
+    /// failing constraint when not) and where the compiled model runs it (the device, or the
+    /// host CPU). Exit status 0 exactly when `compile` succeeds.
     Check {
         /// The model (binary ONNX or the text syntax).
         model: PathBuf,
@@ -159,7 +160,8 @@ enum Command {
         #[command(flatten)]
         target: models::TargetArgs,
     },
-    /// Run a model (compiled first) or a blob on the simulated device.
+    /// Run a model (compiled first) or a blob on the simulated device; a plan blob's host
+    /// steps run on this CPU.
     Run {
         /// A model or a blob.
         model: PathBuf,
@@ -180,8 +182,9 @@ enum Command {
         #[command(flatten)]
         target: models::TargetArgs,
     },
-    /// Run a model layer by layer on the device and on the reference interpreter and report
-    /// the first tensor that differs, with its node and instruction range.
+    /// Run a model layer by layer on the device (and the host, for a plan) and on the
+    /// reference interpreter and report the first tensor that differs, with its node and
+    /// instruction range (or host step).
     Diff {
         /// The model.
         model: PathBuf,

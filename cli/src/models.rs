@@ -176,15 +176,20 @@ fn load_or_compile(
         }
         // A blob runs on the configuration it was built for; a different `--config` is a
         // mistake to name, not to ignore.
+        // (A plan blob's target is its programs'.)
+        let target = if accelc_isa::plan::is_plan(&bytes) {
+            accelc_isa::plan::PlanBlob::read(&bytes).ok().map(|p| p.target.config_name)
+        } else {
+            accelc_isa::blob::Blob::read(&bytes).ok().map(|b| b.target.config_name)
+        };
         if let Some(name) = cfg
-            && let Ok(b) = accelc_isa::blob::Blob::read(&bytes)
-            && b.target.config_name != name
+            && let Some(built) = target
+            && built != name
         {
             bail!(invalid(format!(
-                "{}: the blob was built for `{}`, not `{name}` (recompile the model with \
+                "{}: the blob was built for `{built}`, not `{name}` (recompile the model with \
                  --config {name}, or drop --config)",
                 path.display(),
-                b.target.config_name
             )));
         }
         return Ok(Loaded { compilation: None, blob: bytes });
@@ -237,18 +242,27 @@ pub(crate) fn cmd_compile(
     let started = std::time::Instant::now();
     let opts = facade_options(o, target.config.as_deref(), &target.input_shapes, false)?;
     let mut obs = CliObserver::new(o.verbose, dump_ir);
+    // MLIR goes to `-o FILE` when given, else to standard output.
+    let emit_text = |text: &str, out: &mut dyn Write| -> anyhow::Result<()> {
+        match &output {
+            Some(path) => {
+                crate::not_the_input(model, path)?;
+                write_atomic(path, text.as_bytes())
+            }
+            None => Ok(write!(out, "{text}")?),
+        }
+    };
     if emit == Emit::MlirAll {
         let text = accelc::host_mlir(Source::Path(model), &opts, &mut obs);
         obs.finish(err)?;
-        write!(out, "{}", text.map_err(fail)?)?;
-        return Ok(());
+        return emit_text(&text.map_err(fail)?, out);
     }
     let c = accelc::compile(Source::Path(model), &opts, &mut obs);
     obs.finish(err)?;
     let c = c.map_err(fail)?;
     if emit == Emit::Mlir {
         match &c.plan {
-            Some(p) => write!(out, "{}", p.host)?,
+            Some(p) => emit_text(&p.host, out)?,
             None => bail!(invalid(format!(
                 "{}: every node runs on the device, so there is no host module (--emit mlir-all \
                  prints the whole model as MLIR)",
@@ -418,24 +432,30 @@ pub(crate) fn cmd_run(
     let result = session.run(&ins).map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let (outs, stats) = (result.outputs, result.stats);
     let cfgd = session.config().clone();
-    writeln!(
-        out,
-        "ran on `{}` in {} cycles ({:.3} ms at {} GHz)",
-        cfgd.name,
-        stats.cycles,
-        stats.cycles as f64 * 1e3 / cfgd.clock_hz as f64,
-        cfgd.clock_hz as f64 / 1e9
-    )?;
+    let device_jobs = result.steps.iter().filter(|s| s.device.is_some()).count();
+    if result.steps.is_empty() || device_jobs > 0 {
+        writeln!(
+            out,
+            "ran on `{}` in {} cycles ({:.3} ms at {} GHz)",
+            cfgd.name,
+            stats.cycles,
+            stats.cycles as f64 * 1e3 / cfgd.clock_hz as f64,
+            cfgd.clock_hz as f64 / 1e9
+        )?;
+    } else {
+        writeln!(out, "ran on the host (the plan has no device job)")?;
+    }
     if !result.steps.is_empty() {
         let host: Vec<std::time::Duration> =
             result.steps.iter().filter_map(|s| s.host_time).collect();
         writeln!(
             out,
-            "plan:         {} device jobs ({} cycles), {} host calls ({:.3} ms wall time on this CPU)",
+            "plan:         {} device jobs ({} cycles), {} host calls ({:.3} ms wall time on this CPU; the host module took {:.1} ms to JIT-compile when the blob loaded)",
             result.steps.len() - host.len(),
             stats.cycles,
             host.len(),
-            host.iter().sum::<std::time::Duration>().as_secs_f64() * 1e3
+            host.iter().sum::<std::time::Duration>().as_secs_f64() * 1e3,
+            session.host_compile_time().as_secs_f64() * 1e3
         )?;
     }
     let specs: Vec<TensorSpec> = session.outputs().to_vec();
@@ -539,15 +559,15 @@ pub(crate) fn cmd_run(
     match (failed_ref, failed_expect) {
         (false, false) => {}
         (true, false) => {
-            bail!(invalid("the device's results differ from the reference interpreter"))
+            bail!(invalid("the results differ from the reference interpreter"))
         }
         (false, true) if compare_ref => bail!(invalid(
-            "the device's results differ from the expected values (--expect) but match the \
+            "the results differ from the expected values (--expect) but match the \
              reference interpreter, so the model's reference semantics or the expected file \
              are in question"
         )),
         (false, true) => {
-            bail!(invalid("the device's results differ from the expected values (--expect)"))
+            bail!(invalid("the results differ from the expected values (--expect)"))
         }
         (true, true) => bail!(invalid(
             "the device's results differ from the reference interpreter and from the expected \

@@ -78,7 +78,10 @@ pub(crate) fn const_ints(g: &Graph, node: &Node, i: usize) -> R<Option<Vec<i64>>
     match &g.value(*id).constant {
         Some(t) if t.dtype != DType::F32 => Ok(Some(t.i64s())),
         Some(_) => Err(format!("input {i} must be an integer tensor")),
-        None => Err(format!("input {i} must be a constant (fold constants first)")),
+        None => Err(format!(
+            "input {i} is computed at run time; a static compiler needs it as a constant (an \
+             initializer, or computed from constants)"
+        )),
     }
 }
 

@@ -455,7 +455,22 @@ fn plan_blob(
         steps: psteps,
         programs,
         host: host.to_string(),
-        meta: vec![("producer".into(), format!("accelc {}", env!("CARGO_PKG_VERSION")))],
+        meta: {
+            let mut meta =
+                vec![("producer".into(), format!("accelc {}", env!("CARGO_PKG_VERSION")))];
+            // The names of host nodes, for run-time errors (`index name` per line), while they
+            // fit one metadata string.
+            let mut names = String::new();
+            for st in steps.iter().filter(|s| s.compiled.is_none()) {
+                for &i in &st.nodes {
+                    names.push_str(&format!("{i} {}\n", g.nodes[i].name));
+                }
+            }
+            if !names.is_empty() && names.len() <= usize::from(u16::MAX) {
+                meta.push(("host_nodes".into(), names));
+            }
+            meta
+        },
     };
     plan.to_bytes().map_err(|e| LowerError::msg(format!("internal: plan blob: {e}")))
 }
