@@ -1359,7 +1359,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             };
             let mut tables: Vec<Vec<i64>> =
                 xt.shape.iter().map(|d| (0..*d as i64).collect()).collect();
-            for i in 0..starts.len() {
+            for (i, &s0) in starts.iter().enumerate() {
                 let k = ax(axes.as_ref().and_then(|a| a.get(i).copied()).unwrap_or(i as i64))?;
                 let step = steps.as_ref().and_then(|s| s.get(i).copied()).unwrap_or(1);
                 let iota = Array::Int(
@@ -1370,7 +1370,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     .map_err(|e| b.err(n, e.to_string()))?,
                     DType::I64,
                 );
-                let (s0, e0) = (starts[i], *ends.get(i).ok_or_else(|| b.err(n, "Slice ends"))?);
+                let e0 = *ends.get(i).ok_or_else(|| b.err(n, "Slice ends"))?;
                 let r = slice(&iota, &[s0], &[e0], Some(vec![0]), Some(vec![step]))
                     .map_err(|e| b.err(n, e))?;
                 tables[k] = r.ints().map_err(|e| b.err(n, e))?.iter().copied().collect();
