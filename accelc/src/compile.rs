@@ -13,7 +13,7 @@ use accelc_compiler::pipeline;
 use accelc_isa::DeviceConfig;
 use bytes::Bytes;
 
-use crate::Error;
+use crate::{Error, HostTensor};
 
 /// Where a model comes from.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +49,12 @@ pub struct Options {
     pub input_shapes: HashMap<String, Vec<usize>>,
     /// Make every intermediate tensor an extra output (for [`crate::first_difference`]).
     pub expose_all: bool,
+    /// Values of graph inputs known when compiling (by input name). Those the compiler needs
+    /// as constants (shapes, axes, pads, scales, quantization parameters:
+    /// [`accelc_compiler::pipeline::compile_time_inputs`]) are bound, so the result is
+    /// specialised to these values and no longer takes them ([`Compilation::bound`]); the
+    /// others stay run-time inputs and are ignored here.
+    pub known_inputs: HashMap<String, HostTensor>,
 }
 
 impl Default for Options {
@@ -58,6 +64,7 @@ impl Default for Options {
             level: Level::O2,
             input_shapes: HashMap::new(),
             expose_all: false,
+            known_inputs: HashMap::new(),
         }
     }
 }
@@ -97,6 +104,9 @@ pub struct Compilation {
     pub plan: Option<PlanCompiled>,
     /// The command blob (format 1), or the plan blob (format 2).
     pub blob: Vec<u8>,
+    /// Graph inputs bound to their [`Options::known_inputs`] values at compile time (sorted):
+    /// the blob does not take them.
+    pub bound: Vec<String>,
 }
 
 impl Compilation {
@@ -136,10 +146,34 @@ pub fn frontend(g: &mut Graph, src: &Source<'_>, obs: &mut dyn Observer) -> Resu
 }
 
 /// Imports a model and runs the frontend passes (fold, infer, verify).
+/// Inputs with [`Options::known_inputs`] values that the compiler needs are bound first.
 pub fn load_graph(src: Source<'_>, opts: &Options, obs: &mut dyn Observer) -> Result<Graph, Error> {
     let mut g = import(src, opts)?;
+    bind_known_inputs(&mut g, &src, opts)?;
     frontend(&mut g, &src, obs)?;
     Ok(g)
+}
+
+/// Binds the compile-time inputs (see [`Options::known_inputs`]) whose values are known;
+/// returns their names, sorted.
+fn bind_known_inputs(
+    g: &mut Graph,
+    src: &Source<'_>,
+    opts: &Options,
+) -> Result<Vec<String>, Error> {
+    if opts.known_inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted = pipeline::compile_time_inputs(g);
+    let mut names: Vec<String> = wanted.iter().map(|id| g.value(*id).name.clone()).collect();
+    names.retain(|n| opts.known_inputs.contains_key(n));
+    names.sort();
+    for n in &names {
+        let t = opts.known_inputs[n].to_ir();
+        pipeline::bind_input(g, n, t)
+            .map_err(|e| Error::Input(format!("{}: {e}", src.describe())))?;
+    }
+    Ok(names)
 }
 
 /// Runs the optimizer on a frontend graph for `opts.config` at `opts.level`.
@@ -174,7 +208,9 @@ pub fn compile(
     obs: &mut dyn Observer,
 ) -> Result<Compilation, Error> {
     validate_config(&opts.config)?;
-    let reference = load_graph(src, opts, obs)?;
+    let mut reference = import(src, opts)?;
+    let bound = bind_known_inputs(&mut reference, &src, opts)?;
+    frontend(&mut reference, &src, obs)?;
     let mut optimized = reference.clone();
     let report = optimize(&mut optimized, &src, opts, obs)?;
     let (lowered, blob) = lower(&optimized, &src, opts, obs)?;
@@ -182,7 +218,7 @@ pub fn compile(
         Lowered::Device(c) => (Some(*c), None),
         Lowered::Plan(p) => (None, Some(p)),
     };
-    Ok(Compilation { reference, optimized, report, compiled, plan, blob })
+    Ok(Compilation { reference, optimized, report, compiled, plan, blob, bound })
 }
 
 /// The lowering step of [`compile`]: an optimized graph to its program and blob, or to a plan

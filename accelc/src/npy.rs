@@ -1,5 +1,6 @@
 //! `.npy` files (NumPy's format, version 1.0 to 3.0) for every data type the IR has, read with
-//! every size checked before anything is allocated and written atomically.
+//! every size checked before anything is allocated and written atomically; and `.pb` tensors
+//! (ONNX `TensorProto`s, as the ONNX backend tests store theirs) for reading.
 //!
 //! The format (numpy.lib.format): the magic `\x93NUMPY`, a major and minor version byte, the
 //! header length (2 bytes little-endian in version 1, 4 bytes in versions 2 and 3), an ASCII
@@ -249,6 +250,26 @@ pub fn write(path: &Path, t: &HostTensor) -> Result<(), Error> {
     accelc_isa::file::write_atomic(path, &encode(t)).map_err(|e| Error::Input(e.to_string()))
 }
 
+/// Reads a tensor file: `.pb` (a serialized ONNX `TensorProto`, as the ONNX backend tests store
+/// their inputs and outputs) or, for any other name, `.npy` ([`read`]). Returns the name the
+/// file records (a `TensorProto`'s `name`; `None` for `.npy`) and the tensor.
+///
+/// Errors ([`Error::Input`], naming the file): as [`read`], or a `.pb` that is not a tensor
+/// accelc reads (the reason).
+pub fn read_any(path: &Path) -> Result<(Option<String>, HostTensor), Error> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pb")) {
+        let meta = std::fs::metadata(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(bad(path, "not a regular file"));
+        }
+        let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+        let (name, t) = accelc_compiler::onnx::decode_tensor(&bytes).map_err(|e| bad(path, e))?;
+        let name = (!name.is_empty()).then_some(name);
+        return Ok((name, HostTensor::from_ir(&t)));
+    }
+    Ok((None, read(path)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,3 +329,4 @@ mod tests {
         assert!(e.contains("needs 4398046511104 data bytes; the file has 8"), "{e}");
     }
 }
+

@@ -69,6 +69,7 @@ pub(crate) fn facade_options(
         level: o.level(),
         input_shapes: parse_input_shapes(shapes)?.input_shapes,
         expose_all,
+        ..Options::default()
     })
 }
 
@@ -158,12 +159,24 @@ struct Loaded {
     blob: Vec<u8>,
 }
 
+impl Loaded {
+    /// The inputs the compile bound to their given values (none for a blob).
+    fn bound(&self) -> &[String] {
+        self.compilation.as_ref().map_or(&[], |c| c.bound.as_slice())
+    }
+}
+
+/// Compiles a model, or reads a blob. `known` are the inputs given on the command line: those
+/// the compiler needs as constants (a shape, axes, scales) are bound to these values, as the
+/// run is for these values anyway; a note on `err` says which.
+#[allow(clippy::too_many_arguments, reason = "one per command-line option")]
 fn load_or_compile(
     path: &Path,
     cfg: Option<&str>,
     shapes: &[String],
     expose_all: bool,
     o: OptArgs,
+    known: &[(String, HostTensor)],
     err: &mut dyn Write,
 ) -> anyhow::Result<Loaded> {
     let bytes = read(path)?;
@@ -194,11 +207,27 @@ fn load_or_compile(
         }
         return Ok(Loaded { compilation: None, blob: bytes });
     }
-    let opts = facade_options(o, cfg, shapes, expose_all)?;
+    let mut opts = facade_options(o, cfg, shapes, expose_all)?;
+    opts.known_inputs = known.iter().cloned().collect();
     let mut obs = CliObserver::new(o.verbose, false);
     let c = accelc::compile(Source::Path(path), &opts, &mut obs);
     obs.finish(err)?;
-    let c = c.map_err(fail)?;
+    let c = c.map_err(|e| {
+        let hint = if e.to_string().contains("a static compiler needs it as a constant") {
+            "\n(an input the compiler needs as a constant is bound to its value when given \
+             with --input NAME=FILE)"
+        } else {
+            ""
+        };
+        invalid(format!("{e}{hint}"))
+    })?;
+    if !c.bound.is_empty() {
+        writeln!(
+            err,
+            "note: compiled for the given values of {} (the compiler needs them as constants)",
+            c.bound.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )?;
+    }
     let blob = c.blob.clone();
     Ok(Loaded { compilation: Some(c), blob })
 }
@@ -366,14 +395,49 @@ fn summary(c: &Compiled, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The inputs of a run (in signature order): from `NAME=FILE.npy` arguments (any data type the
-/// model's input has; sizes checked before anything is allocated), or random values of the
-/// input's type from one stream with a fixed seed (floats uniform in [-1, 1)).
-pub fn inputs(specs: &[TensorSpec], args: &[String], seed: u64) -> anyhow::Result<Vec<HostTensor>> {
-    let mut given = std::collections::HashMap::new();
+/// Reads `NAME=FILE` arguments (`.npy`, or `.pb`: an ONNX `TensorProto`), or `FILE.pb` alone
+/// when the file records the tensor's name; sizes are checked before anything is allocated.
+/// Errors: an argument of neither form, a file that does not read, a name given twice.
+pub(crate) fn read_tensor_args(
+    args: &[String],
+    what: &str,
+) -> anyhow::Result<Vec<(String, HostTensor)>> {
+    let mut out: Vec<(String, HostTensor)> = Vec::new();
     for a in args {
-        let (name, file) =
-            a.split_once('=').ok_or_else(|| anyhow!("`{a}` is not NAME=FILE.npy"))?;
+        let (name, t) = match a.split_once('=') {
+            Some((name, file)) => {
+                (name.to_string(), accelc::npy::read_any(Path::new(file)).map_err(fail)?.1)
+            }
+            None => match accelc::npy::read_any(Path::new(a)).map_err(fail)? {
+                (Some(name), t) => (name, t),
+                (None, _) => bail!(invalid(format!(
+                    "`{a}` is not NAME=FILE (only a `.pb` tensor records its name)"
+                ))),
+            },
+        };
+        if out.iter().any(|(n, _)| *n == name) {
+            bail!(invalid(format!("{what} `{name}` is given twice")));
+        }
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// The inputs of a run (in signature order): from the given tensors (any data type the
+/// model's input has; those in `bound`, compiled in as constants, are skipped), or random
+/// values of the input's type from one stream with a fixed seed (floats uniform in [-1, 1)).
+pub fn inputs(
+    specs: &[TensorSpec],
+    args: &[(String, HostTensor)],
+    bound: &[String],
+    seed: u64,
+) -> anyhow::Result<Vec<HostTensor>> {
+    let mut given = std::collections::HashMap::new();
+    for (name, t) in args {
+        let name = name.as_str();
+        if bound.iter().any(|b| b == name) {
+            continue;
+        }
         if !specs.iter().any(|s| s.name == name) {
             let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
             bail!(invalid(format!(
@@ -381,10 +445,7 @@ pub fn inputs(specs: &[TensorSpec], args: &[String], seed: u64) -> anyhow::Resul
                 names.join(", ")
             )));
         }
-        if given.contains_key(name) {
-            bail!(invalid(format!("input `{name}` is given twice")));
-        }
-        given.insert(name.to_string(), accelc::npy::read(Path::new(file)).map_err(fail)?);
+        given.insert(name.to_string(), t.clone());
     }
     // Random values for the inputs not given, from one stream in signature order.
     let mut missing = Vec::new();
@@ -426,9 +487,11 @@ pub(crate) fn cmd_run(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
-    let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
+    let given = read_tensor_args(&input_args.inputs, "input")?;
+    let loaded = load_or_compile(model, cfg, shapes, false, o, &given, err)?;
+    let bound = loaded.bound().to_vec();
     let session = session(model, loaded.blob, input_args.max_cycles)?;
-    let ins = inputs(session.inputs(), &input_args.inputs, seed)?;
+    let ins = inputs(session.inputs(), &given, &bound, seed)?;
     let result = session.run(&ins).map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let (outs, stats) = (result.outputs, result.stats);
     let cfgd = session.config().clone();
@@ -469,13 +532,11 @@ pub(crate) fn cmd_run(
         None
     };
     let mut expected = std::collections::HashMap::new();
-    for a in expect {
-        let (name, file) =
-            a.split_once('=').ok_or_else(|| anyhow!("`{a}` is not NAME=FILE.npy"))?;
+    for (name, t) in read_tensor_args(expect, "expected output")? {
         if !specs.iter().any(|s| s.name == name) {
             bail!(invalid(format!("the model has no output `{name}`")));
         }
-        expected.insert(name.to_string(), accelc::npy::read(Path::new(file)).map_err(fail)?);
+        expected.insert(name, t);
     }
     // Output files, decided before any is written: two outputs whose names map to the same
     // file name would overwrite each other.
@@ -588,11 +649,11 @@ pub(crate) fn cmd_diff(
 ) -> anyhow::Result<()> {
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
     let max_cycles = input_args.max_cycles;
-    let input_args = &input_args.inputs;
-    let loaded = load_or_compile(model, cfg, shapes, true, o, err)?;
+    let given = read_tensor_args(&input_args.inputs, "input")?;
+    let loaded = load_or_compile(model, cfg, shapes, true, o, &given, err)?;
     let Some(c) = &loaded.compilation else { bail!("internal: no graph") };
     let (specs, _) = accelc::blob_signature(&c.blob).map_err(fail)?;
-    let ins = inputs(&specs, input_args, seed)?;
+    let ins = inputs(&specs, &given, &c.bound, seed)?;
     let device =
         accelc_runtime::driver::DeviceOptions { max_job_cycles: max_cycles, ..Default::default() };
     let result = match (&c.compiled, &c.plan) {
@@ -657,11 +718,13 @@ pub(crate) fn cmd_profile(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
-    let loaded = load_or_compile(model, cfg, shapes, false, o, err)?;
+    let given = read_tensor_args(&input_args.inputs, "input")?;
+    let loaded = load_or_compile(model, cfg, shapes, false, o, &given, err)?;
+    let bound = loaded.bound().to_vec();
     let session = session(model, loaded.blob, input_args.max_cycles)?;
     let layers: Option<&[Layer]> =
         loaded.compilation.as_ref().and_then(|c| c.compiled.as_ref()).map(|c| c.layers.as_slice());
-    let ins = inputs(session.inputs(), &input_args.inputs, seed)?;
+    let ins = inputs(session.inputs(), &given, &bound, seed)?;
     let p = accelc::profile(&session, layers, &ins)
         .map_err(|e| invalid(format!("{}: {e}", model.display())))?;
     let cfgd = session.config().clone();

@@ -393,6 +393,17 @@ impl Builder<'_> {
     }
 }
 
+/// Decodes a serialized `TensorProto` (the `.pb` files of the ONNX backend tests) into its name
+/// (empty when unset) and tensor; external data is refused.
+///
+/// Errors: the bytes are not a `TensorProto`, or the tensor is not one [`tensor_from_proto`]
+/// accepts.
+pub fn decode_tensor(bytes: &[u8]) -> Result<(String, Tensor), String> {
+    let t = TensorProto::decode(bytes).map_err(|e| format!("not a TensorProto: {e}"))?;
+    let tensor = tensor_from_proto(&t, None)?;
+    Ok((t.name.clone().unwrap_or_default(), tensor))
+}
+
 /// Converts a `TensorProto` (raw or typed data, or external data next to `base_dir`).
 pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor, String> {
     let code = t.data_type.unwrap_or(0);

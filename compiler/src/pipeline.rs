@@ -96,3 +96,66 @@ pub fn run_optimizer(
     dump("optimize", g);
     Ok(report)
 }
+
+/// The graph inputs whose values a static compiler needs at compile time: inputs that
+/// determine a shape (a Reshape's shape, Slice's starts, Resize's scales: what
+/// [`crate::ir::Op::is_shape_operand`] names), directly or through the nodes computing such an
+/// operand (a Shape node's input excepted: only its shape matters), and the quantization
+/// parameters and integer weights of the quantization operators (every input but the first of
+/// QuantizeLinear, DequantizeLinear, ConvInteger, QLinearConv, MatMulInteger and
+/// QLinearMatMul, which a real quantized model holds as initializers). Given their values,
+/// [`bind_input`] makes them constants.
+pub fn compile_time_inputs(g: &Graph) -> Vec<crate::ir::ValueId> {
+    use crate::ir::Op;
+    let mut needed = vec![false; g.values.len()];
+    for n in &g.nodes {
+        let quant = matches!(
+            n.op,
+            Op::QuantizeLinear { .. }
+                | Op::DequantizeLinear { .. }
+                | Op::ConvInteger { .. }
+                | Op::QLinearConv { .. }
+                | Op::MatMulInteger
+                | Op::QLinearMatMul
+        );
+        for (i, v) in n.inputs.iter().enumerate() {
+            if let Some(v) = v
+                && (n.op.is_shape_operand(i) || (quant && i > 0))
+            {
+                needed[v.0 as usize] = true;
+            }
+        }
+    }
+    // Backwards through the nodes (imported in topological order): the inputs of a node
+    // computing a needed value are needed.
+    for n in g.nodes.iter().rev() {
+        if matches!(n.op, Op::Shape { .. }) || !n.outputs.iter().any(|o| needed[o.0 as usize]) {
+            continue;
+        }
+        for v in n.inputs.iter().flatten() {
+            needed[v.0 as usize] = true;
+        }
+    }
+    g.inputs.iter().copied().filter(|id| needed[id.0 as usize]).collect()
+}
+
+/// Makes graph input `name` the constant `t`: no longer an input, its type `t`'s.
+///
+/// Errors: no input has that name; the input is declared with another data type, or with a
+/// shape (symbolic dimensions aside) `t` does not have.
+pub fn bind_input(g: &mut Graph, name: &str, t: crate::ir::Tensor) -> Result<(), String> {
+    let Some(k) = g.inputs.iter().position(|id| g.value(*id).name == name) else {
+        return Err(format!("the model has no input `{name}`"));
+    };
+    let id = g.inputs[k];
+    if let Some(ty) = &g.value(id).ty
+        && (ty.dtype != t.dtype || ty.shape != t.shape)
+    {
+        return Err(format!("input `{name}` is {ty}; the value given is {}{:?}", t.dtype, t.shape));
+    }
+    let v = g.value_mut(id);
+    v.ty = Some(crate::ir::TensorType { dtype: t.dtype, shape: t.shape.clone() });
+    v.constant = Some(t);
+    g.inputs.remove(k);
+    Ok(())
+}

@@ -532,7 +532,7 @@ fn compile(
         config: config.inner.clone(),
         level: level(opt_level)?,
         input_shapes: input_shapes.unwrap_or_default(),
-        expose_all: false,
+        ..Options::default()
     };
     let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
     let Some(compiled) = &c.compiled else {

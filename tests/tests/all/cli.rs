@@ -411,3 +411,51 @@ fn bool_tensors_cross_the_blob_as_bool() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("bool element 3 is the byte 2"), "{}", r.stderr);
 }
+
+/// An ONNX backend node test runs through `accelc run` as its files stand: `.pb` inputs named
+/// by their `TensorProto`, `.pb` expected outputs, and an int64 input that a Pad's pads are
+/// computed from (through Sub, Concat...) bound at compile time to the value given. A wrong
+/// expected value fails, naming the output.
+#[test]
+fn run_takes_node_test_files_and_binds_compile_time_inputs() {
+    let t = accelc_tests::repo_root()
+        .join("target/onnx-node-tests/node/test_center_crop_pad_crop_and_pad_expanded");
+    let ds = t.join("test_data_set_0");
+    let model = t.join("model.onnx");
+    let (in0, in1, out0) = (ds.join("input_0.pb"), ds.join("input_1.pb"), ds.join("output_0.pb"));
+    let run =
+        accelc(&["run", s(&model), "--input", s(&in0), "--input", s(&in1), "--expect", s(&out0)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("matches the expected values"), "{}", run.stdout);
+    assert!(run.stderr.contains("compiled for the given values of `shape`"), "{}", run.stderr);
+    // Without the shape's value the compile names what it needs.
+    let run = accelc(&["run", s(&model), "--input", s(&in0)]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("needs it as a constant") && run.stderr.contains("--input"),
+        "{}",
+        run.stderr
+    );
+    // The output checked against a wrong file fails (the input given as the expected output).
+    let dir = scratch("nodetest");
+    let wrong = dir.join("y.npy");
+    let ok =
+        accelc(&["run", s(&model), "--input", s(&in0), "--input", s(&in1), "--output", s(&dir)]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let name = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&name).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&wrong, bytes).unwrap();
+    let out_name = name.file_stem().unwrap().to_str().unwrap().to_string();
+    let expect = format!("{out_name}={}", s(&wrong));
+    let run =
+        accelc(&["run", s(&model), "--input", s(&in0), "--input", s(&in1), "--expect", &expect]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("DIFFERS from the expected values"), "{}", run.stdout);
+    // A `.npy` alone does not name its tensor.
+    let run = accelc(&["run", s(&model), "--input", s(&wrong)]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("is not NAME=FILE"), "{}", run.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

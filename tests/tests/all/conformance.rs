@@ -2,9 +2,10 @@
 //! `target/onnx-node-tests`) through the importer and the reference interpreter, then the
 //! optimizer (same outputs on the interpreter) and the device (compiled and simulated).
 //!
-//! A test is *in scope* when it imports and every node is supported. Its int64 inputs (shapes,
-//! axes, pads, indices) are then bound as constants at compile time, as a static compiler must,
-//! the graph is folded, typed and verified, and every data set must match its reference output
+//! A test is *in scope* when it imports and every node is supported. The inputs the compiler
+//! needs as constants (shapes, axes, pads, scales, quantization parameters) are then bound at
+//! compile time, as a static compiler must and as `accelc run` does given the same files
+//! (`scripts/onnx-node-tests` runs every test through the CLI), the graph is folded, typed and verified, and every data set must match its reference output
 //! (same data type and shape, which shape inference must also predict; floats within rtol 1e-3,
 //! atol 1e-7 as ONNX's own runner; integers exactly), or the test must be listed with a reason
 //! in `tests/conformance/expected-failures.txt`. Stale entries fail too. The per-op coverage table
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use accelc_compiler::fold::fold_constants;
 use accelc_compiler::interp::{Array, run};
-use accelc_compiler::ir::{DType, Graph, Op, Tensor, TensorType};
+use accelc_compiler::ir::{Graph, Op, Tensor, TensorType};
 use accelc_compiler::onnx::{ImportOptions, load, tensor_from_proto};
 use accelc_compiler::proto::TensorProto;
 use accelc_compiler::shape::infer;
@@ -133,13 +134,11 @@ fn read_tensor(path: &Path) -> Result<(Tensor, Array), String> {
     Ok((t, a))
 }
 
-/// The graph as a static compiler sees it: int64 inputs (shapes, axes, pads, indices),
-/// inputs that determine a shape (Resize scales, for instance), quantization parameters
-/// (the scale and zero point of Quantize/DequantizeLinear, calibration results that every
-/// real quantized model holds as initializers) and the weights and parameters of the
-/// explicit integer operators (every input but the first of ConvInteger, QLinearConv,
-/// MatMulInteger and QLinearMatMul: a quantized model's initializers) bound as constants, constants
-/// folded, every type inferred and verified. Returns the graph and the remaining runtime inputs.
+/// The graph as a static compiler sees it, and as `accelc run` compiles it given the test's
+/// inputs: the inputs the compiler needs as constants
+/// ([`accelc_compiler::pipeline::compile_time_inputs`]: shapes, axes, pads, scales and what
+/// computes them, quantization parameters) bound to their values, constants folded, every type
+/// inferred and verified. Returns the graph and the remaining runtime inputs.
 fn compile_time_bind(
     graph: &Graph,
     inputs: &[(Tensor, Array)],
@@ -147,26 +146,9 @@ fn compile_time_bind(
     let mut g = graph.clone();
     let mut runtime = Vec::new();
     let mut keep = Vec::new();
-    let shape_operand = |id: &accelc_compiler::ir::ValueId| {
-        graph.nodes.iter().any(|n| {
-            n.inputs.iter().enumerate().any(|(i, v)| *v == Some(*id) && n.op.is_shape_operand(i))
-        })
-    };
-    let quant_param = |id: &accelc_compiler::ir::ValueId| {
-        graph.nodes.iter().any(|n| {
-            matches!(
-                n.op,
-                Op::QuantizeLinear { .. }
-                    | Op::DequantizeLinear { .. }
-                    | Op::ConvInteger { .. }
-                    | Op::QLinearConv { .. }
-                    | Op::MatMulInteger
-                    | Op::QLinearMatMul
-            ) && n.inputs.iter().skip(1).any(|v| *v == Some(*id))
-        })
-    };
+    let needed = accelc_compiler::pipeline::compile_time_inputs(graph);
     for (id, (t, a)) in graph.inputs.iter().zip(inputs) {
-        if t.dtype == DType::I64 || shape_operand(id) || quant_param(id) {
+        if needed.contains(id) {
             let v = g.value_mut(*id);
             v.ty = Some(TensorType { dtype: t.dtype, shape: t.shape.clone() });
             v.constant = Some(t.clone());
