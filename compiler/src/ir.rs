@@ -517,6 +517,40 @@ pub enum Op {
         /// Starts, ends and axes from attributes (opset < 10).
         attrs: Option<SliceAttrs>,
     },
+    /// An element-wise comparison of two broadcast operands of one type; a bool result.
+    Compare(CmpOp),
+    /// Logical (`And`, `Or`, `Xor` of bools) or bitwise (`BitwiseAnd`... of integers).
+    Logic {
+        /// The operation.
+        op: LogicOp,
+        /// Bitwise on integers (else logical on bools).
+        bitwise: bool,
+    },
+    /// `a << b` or `a >> b` of unsigned integers (shifts of the width or more give 0).
+    BitShift {
+        /// Left (else right).
+        left: bool,
+    },
+    /// A parameterised activation.
+    Activation {
+        /// Which.
+        kind: ActKind,
+        /// The first parameter (see [`ActKind`]).
+        alpha: f32,
+        /// The second parameter (see [`ActKind`]).
+        beta: f32,
+    },
+    /// Whether each element is an infinity of the selected signs (a bool result).
+    IsInf {
+        /// Detect +inf.
+        positive: bool,
+        /// Detect −inf.
+        negative: bool,
+    },
+    /// `x < 0 ? slope·x : x`, the slope broadcast to `x`.
+    PRelu,
+    /// `cond ? x : y`, the three broadcast together.
+    Where,
     /// An op the compiler does not support; kept so the model still imports and `check` can
     /// list it.
     Unsupported {
@@ -640,6 +674,93 @@ pub enum UnaryOp {
     Neg,
     /// Absolute value.
     Abs,
+    /// Natural logarithm.
+    Log,
+    /// `1 / x`.
+    Reciprocal,
+    /// Round toward negative infinity.
+    Floor,
+    /// Round toward positive infinity.
+    Ceil,
+    /// Round half to even.
+    Round,
+    /// -1, 0 or 1 (NaN stays NaN); integers too.
+    Sign,
+    /// Sine.
+    Sin,
+    /// Cosine.
+    Cos,
+    /// Tangent.
+    Tan,
+    /// Arcsine.
+    Asin,
+    /// Arccosine.
+    Acos,
+    /// Arctangent.
+    Atan,
+    /// Hyperbolic sine.
+    Sinh,
+    /// Hyperbolic cosine.
+    Cosh,
+    /// Inverse hyperbolic sine.
+    Asinh,
+    /// Inverse hyperbolic cosine.
+    Acosh,
+    /// Inverse hyperbolic tangent.
+    Atanh,
+    /// `ln(e^x + 1)`.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `x · tanh(softplus(x))`.
+    Mish,
+    /// Logical not of a bool.
+    Not,
+    /// Bitwise not of an integer.
+    BitwiseNot,
+    /// Whether `x` is NaN (a bool).
+    IsNaN,
+}
+
+/// Element-wise comparisons (a bool result).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `a == b`.
+    Equal,
+    /// `a < b`.
+    Less,
+    /// `a > b`.
+    Greater,
+    /// `a <= b`.
+    LessOrEqual,
+    /// `a >= b`.
+    GreaterOrEqual,
+}
+
+/// Element-wise logical (bool) or bitwise (integer) operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogicOp {
+    /// And.
+    And,
+    /// Or.
+    Or,
+    /// Exclusive or.
+    Xor,
+}
+
+/// Element-wise activations with parameters (`alpha`, `beta` as named per kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActKind {
+    /// `x < 0 ? alpha·(e^x − 1) : x`.
+    Elu,
+    /// `x <= 0 ? gamma·(alpha·e^x − alpha) : gamma·x` (`beta` holds gamma).
+    Selu,
+    /// `max(0, x) + min(0, alpha·(e^(x/alpha) − 1))`.
+    Celu,
+    /// `x > alpha ? x : 0`.
+    ThresholdedRelu,
+    /// `x < −lambd ? x + bias : x > lambd ? x − bias : 0` (`alpha` holds lambd, `beta` bias).
+    Shrink,
 }
 
 /// Reductions.

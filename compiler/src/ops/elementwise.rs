@@ -1,6 +1,9 @@
-//! Element-wise arithmetic and activations: Add, Sub, Mul, Div, Pow, Mod, Relu, Sigmoid,
-//! Tanh, Exp, Erf, Sqrt, HardSwish, Neg, Abs, LeakyRelu, Clip, HardSigmoid, Gelu, and the variadic
-//! Sum, Mean, Max, Min.
+//! Element-wise arithmetic, math functions and activations (Add, Sub, Mul, Div, Pow, Mod, Relu,
+//! Sigmoid, Tanh, Exp, Erf, Sqrt, Log, Reciprocal, Floor, Ceil, Round, Sign, the trigonometric
+//! and hyperbolic functions, HardSwish, Neg, Abs, Softplus, Softsign, Mish, LeakyRelu, Clip,
+//! HardSigmoid, Gelu, Elu, Selu, Celu, ThresholdedRelu, Shrink, PRelu), the variadic Sum, Mean,
+//! Max, Min, comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual), logic (Not, And,
+//! Or, Xor), bitwise operations (BitwiseNot/And/Or/Xor, BitShift), IsNaN, IsInf and Where.
 //!
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
@@ -49,6 +52,49 @@ pub(crate) const ONNX: &[&str] = &[
     "Mean",
     "Max",
     "Min",
+    "Log",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Asinh",
+    "Acosh",
+    "Atanh",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "Not",
+    "BitwiseNot",
+    "IsNaN",
+    "IsInf",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+    "BitShift",
+    "Elu",
+    "Selu",
+    "Celu",
+    "ThresholdedRelu",
+    "Shrink",
+    "PRelu",
+    "Where",
 ];
 
 /// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
@@ -56,6 +102,7 @@ pub(crate) const ONNX: &[&str] = &[
 pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
     let unary = |u| Ok(Op::Unary(u));
     let binary = |b| Ok(Op::Binary(b));
+    let act = |kind, alpha, beta| Ok(Op::Activation { kind, alpha, beta });
     match op_type {
         "Add" => binary(BinaryOp::Add),
         "Sub" => binary(BinaryOp::Sub),
@@ -73,6 +120,61 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         "HardSwish" => unary(UnaryOp::HardSwish),
         "Neg" => unary(UnaryOp::Neg),
         "Abs" => unary(UnaryOp::Abs),
+        "Log" => unary(UnaryOp::Log),
+        "Reciprocal" => unary(UnaryOp::Reciprocal),
+        "Floor" => unary(UnaryOp::Floor),
+        "Ceil" => unary(UnaryOp::Ceil),
+        "Round" => unary(UnaryOp::Round),
+        "Sign" => unary(UnaryOp::Sign),
+        "Sin" => unary(UnaryOp::Sin),
+        "Cos" => unary(UnaryOp::Cos),
+        "Tan" => unary(UnaryOp::Tan),
+        "Asin" => unary(UnaryOp::Asin),
+        "Acos" => unary(UnaryOp::Acos),
+        "Atan" => unary(UnaryOp::Atan),
+        "Sinh" => unary(UnaryOp::Sinh),
+        "Cosh" => unary(UnaryOp::Cosh),
+        "Asinh" => unary(UnaryOp::Asinh),
+        "Acosh" => unary(UnaryOp::Acosh),
+        "Atanh" => unary(UnaryOp::Atanh),
+        "Softplus" => unary(UnaryOp::Softplus),
+        "Softsign" => unary(UnaryOp::Softsign),
+        "Mish" => unary(UnaryOp::Mish),
+        "Not" => unary(UnaryOp::Not),
+        "BitwiseNot" => unary(UnaryOp::BitwiseNot),
+        "IsNaN" => unary(UnaryOp::IsNaN),
+        "IsInf" => Ok(Op::IsInf {
+            positive: a.i64("detect_positive", 1) != 0,
+            negative: a.i64("detect_negative", 1) != 0,
+        }),
+        "Equal" => Ok(Op::Compare(CmpOp::Equal)),
+        "Less" => Ok(Op::Compare(CmpOp::Less)),
+        "Greater" => Ok(Op::Compare(CmpOp::Greater)),
+        "LessOrEqual" => Ok(Op::Compare(CmpOp::LessOrEqual)),
+        "GreaterOrEqual" => Ok(Op::Compare(CmpOp::GreaterOrEqual)),
+        "And" => Ok(Op::Logic { op: LogicOp::And, bitwise: false }),
+        "Or" => Ok(Op::Logic { op: LogicOp::Or, bitwise: false }),
+        "Xor" => Ok(Op::Logic { op: LogicOp::Xor, bitwise: false }),
+        "BitwiseAnd" => Ok(Op::Logic { op: LogicOp::And, bitwise: true }),
+        "BitwiseOr" => Ok(Op::Logic { op: LogicOp::Or, bitwise: true }),
+        "BitwiseXor" => Ok(Op::Logic { op: LogicOp::Xor, bitwise: true }),
+        "BitShift" => match a.string("direction").as_deref() {
+            Some("LEFT") => Ok(Op::BitShift { left: true }),
+            Some("RIGHT") => Ok(Op::BitShift { left: false }),
+            Some(d) => Err(a.invalid(format!("BitShift direction `{d}` is not defined"))),
+            None => Err(a.invalid("BitShift needs `direction`".to_string())),
+        },
+        "Elu" => act(ActKind::Elu, a.f32("alpha", 1.0), 0.0),
+        "Selu" => act(
+            ActKind::Selu,
+            a.f32("alpha", 1.673_263_2),
+            a.f32("gamma", 1.050_701),
+        ),
+        "Celu" => act(ActKind::Celu, a.f32("alpha", 1.0), 0.0),
+        "ThresholdedRelu" => act(ActKind::ThresholdedRelu, a.f32("alpha", 1.0), 0.0),
+        "Shrink" => act(ActKind::Shrink, a.f32("lambd", 0.5), a.f32("bias", 0.0)),
+        "PRelu" => Ok(Op::PRelu),
+        "Where" => Ok(Op::Where),
         "Sum" => Ok(Op::Variadic(VariadicOp::Sum)),
         "Mean" => Ok(Op::Variadic(VariadicOp::Mean)),
         "Max" => Ok(Op::Variadic(VariadicOp::Max)),
@@ -97,15 +199,80 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
 }
 
 /// Output types from input types `ins` (and constant shape operands of `g`).
-pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
+pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
     let x = || input(ins, 0);
+    let int = |d: DType| !matches!(d, DType::F32 | DType::Bool);
     match &node.op {
-        // Integers only where ONNX defines them (Neg, Abs, Relu); the rest are float-only.
+        Op::Unary(UnaryOp::Not) if x()?.dtype != DType::Bool => {
+            Err(format!("Not of {} (ONNX defines it for bools)", x()?.dtype))
+        }
+        Op::Unary(UnaryOp::BitwiseNot) if !int(x()?.dtype) => {
+            Err(format!("BitwiseNot of {} (ONNX defines it for integers)", x()?.dtype))
+        }
+        Op::Unary(UnaryOp::Not | UnaryOp::BitwiseNot) => same(x()?),
+        Op::Unary(UnaryOp::IsNaN) | Op::IsInf { .. } => {
+            let t = x()?;
+            if t.dtype != DType::F32 {
+                return Err(format!("{:?} of {} (ONNX defines it for floats)", node.op, t.dtype));
+            }
+            Ok(vec![TensorType { dtype: DType::Bool, shape: t.shape.clone() }])
+        }
+        // Integers only where ONNX defines them (Neg, Abs, Relu, Sign); the rest are float-only.
         Op::Unary(u)
             if x()?.dtype != DType::F32
-                && !matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu) =>
+                && !(int(x()?.dtype)
+                    && matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign)) =>
         {
             Err(format!("{u:?} of {} (ONNX defines it for floats)", x()?.dtype))
+        }
+        Op::Activation { kind, .. } if x()?.dtype != DType::F32 => {
+            Err(format!("{kind:?} of {} (supported for floats)", x()?.dtype))
+        }
+        Op::Activation { .. } => same(x()?),
+        Op::Compare(_) | Op::Logic { .. } | Op::BitShift { .. } => {
+            let (a, b) = (x()?, input(ins, 1)?);
+            if a.dtype != b.dtype {
+                return Err(format!("{:?} of {} and {}", node.op, a.dtype, b.dtype));
+            }
+            let shape = broadcast_shape(&a.shape, &b.shape)?;
+            let ok = match &node.op {
+                Op::Compare(CmpOp::Equal) => true,
+                Op::Compare(_) => a.dtype != DType::Bool,
+                Op::Logic { bitwise: false, .. } => a.dtype == DType::Bool,
+                Op::Logic { bitwise: true, .. } => int(a.dtype),
+                // Unsigned before opset 28, every integer type from then.
+                _ => a.dtype == DType::U8 || (g.opset >= 28 && int(a.dtype)),
+            };
+            if !ok {
+                return Err(format!("{} of {} is not defined by ONNX", node.op_type, a.dtype));
+            }
+            let dtype = if matches!(node.op, Op::Compare(_)) { DType::Bool } else { a.dtype };
+            Ok(vec![TensorType { dtype, shape }])
+        }
+        Op::PRelu => {
+            let (a, s) = (x()?, input(ins, 1)?);
+            if a.dtype != s.dtype || a.dtype == DType::Bool {
+                return Err(format!("PRelu of {} with a slope of {}", a.dtype, s.dtype));
+            }
+            // Unidirectional: the slope broadcasts to the input's shape.
+            if broadcast_shape(&a.shape, &s.shape)? != a.shape {
+                return Err(format!(
+                    "PRelu's slope {:?} does not broadcast to the input {:?}",
+                    s.shape, a.shape
+                ));
+            }
+            same(a)
+        }
+        Op::Where => {
+            let (c, a, b) = (x()?, input(ins, 1)?, input(ins, 2)?);
+            if c.dtype != DType::Bool {
+                return Err(format!("Where's condition is {}, not bool", c.dtype));
+            }
+            if a.dtype != b.dtype {
+                return Err(format!("Where of {} and {}", a.dtype, b.dtype));
+            }
+            let shape = broadcast_shape(&broadcast_shape(&c.shape, &a.shape)?, &b.shape)?;
+            Ok(vec![TensorType { dtype: a.dtype, shape }])
         }
         // Clip-11's bounds are scalars of the input's type (ONNX: "tensor(T) ... must be a
         // scalar"); a one-element tensor is taken as one, as onnxruntime does.
@@ -168,6 +335,75 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
     match &node.op {
         Op::Binary(op) => one(binary(*op, arg(args, 0)?, arg(args, 1)?)?),
         Op::Variadic(op) => one(variadic(*op, args)?),
+        Op::Unary(UnaryOp::Not) => {
+            one(Array::Int(arg(args, 0)?.ints()?.mapv(|v| i64::from(v == 0)), DType::Bool))
+        }
+        Op::Unary(UnaryOp::BitwiseNot) => {
+            let x = arg(args, 0)?;
+            let dt = x.dtype();
+            one(Array::Int(x.ints()?.mapv(|v| wrap_int(!v, dt)), dt))
+        }
+        Op::Unary(UnaryOp::IsNaN) => {
+            one(Array::Int(arg(args, 0)?.f32()?.mapv(|v| i64::from(v.is_nan())), DType::Bool))
+        }
+        Op::IsInf { positive, negative } => {
+            let (p, n) = (*positive, *negative);
+            let f = move |v: f32| {
+                i64::from((p && v == f32::INFINITY) || (n && v == f32::NEG_INFINITY))
+            };
+            one(Array::Int(arg(args, 0)?.f32()?.mapv(f), DType::Bool))
+        }
+        Op::Unary(UnaryOp::Sign) if matches!(arg(args, 0)?, Array::Int(..)) => {
+            let x = arg(args, 0)?;
+            one(Array::Int(x.ints()?.mapv(i64::signum), x.dtype()))
+        }
+        Op::Compare(c) => one(compare(*c, arg(args, 0)?, arg(args, 1)?)?),
+        Op::Logic { op, .. } => {
+            let (a, b) = (arg(args, 0)?, arg(args, 1)?);
+            let dt = a.dtype();
+            let f = |p: i64, q: i64| {
+                Ok(match op {
+                    LogicOp::And => p & q,
+                    LogicOp::Or => p | q,
+                    LogicOp::Xor => p ^ q,
+                })
+            };
+            one(Array::Int(zip_i64(a.ints()?, b.ints()?, f)?, dt))
+        }
+        Op::BitShift { left } => {
+            let (a, b) = (arg(args, 0)?, arg(args, 1)?);
+            let dt = a.dtype();
+            let width = 8 * dt.size() as i64;
+            // BitShift-28: a negative shift or one of the width or more leaves what the sign
+            // extension alone gives (-1 for a right shift of a negative value, else 0); right
+            // shifts are arithmetic (unsigned values are held non-negative, so logical).
+            let f = |p: i64, q: i64| {
+                Ok(if !(0..width).contains(&q) {
+                    if !*left && p < 0 { -1 } else { 0 }
+                } else if *left {
+                    wrap_int(p << q, dt)
+                } else {
+                    p >> q
+                })
+            };
+            one(Array::Int(zip_i64(a.ints()?, b.ints()?, f)?, dt))
+        }
+        Op::Activation { kind, alpha, beta } => {
+            let (k, a, b) = (*kind, *alpha, *beta);
+            one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| activation(k, a, b, v))))
+        }
+        Op::PRelu => match (arg(args, 0)?, arg(args, 1)?) {
+            (Array::F32(x), Array::F32(s)) => {
+                one(Array::F32(zip_f32(x, s, |v, k| if v < 0.0 { k * v } else { v })?))
+            }
+            (Array::Int(x, dt), Array::Int(s, _)) => {
+                let dt = *dt;
+                let f = |v: i64, k: i64| Ok(if v < 0 { wrap_int(k.wrapping_mul(v), dt) } else { v });
+                one(Array::Int(zip_i64(x, s, f)?, dt))
+            }
+            (a, b) => Err(format!("PRelu of {} with a slope of {}", a.dtype(), b.dtype())),
+        },
+        Op::Where => one(select(arg(args, 0)?, arg(args, 1)?, arg(args, 2)?)?),
         // Integer Neg, Abs and Relu (ONNX defines them for signed integers; the others are
         // float-only and refused by the shape rule): in the type's width, wrapping as numpy
         // does (Neg and Abs of the most negative value give it back).
@@ -203,6 +439,43 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                 UnaryOp::HardSwish => |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
                 UnaryOp::Neg => |v| -v,
                 UnaryOp::Abs => f32::abs,
+                UnaryOp::Log => |v| f64::from(v).ln() as f32,
+                UnaryOp::Reciprocal => |v| 1.0 / v,
+                UnaryOp::Floor => f32::floor,
+                UnaryOp::Ceil => f32::ceil,
+                UnaryOp::Round => f32::round_ties_even,
+                // NaN and ±0 stay as they are (numpy's sign).
+                UnaryOp::Sign => |v| {
+                    if v > 0.0 {
+                        1.0
+                    } else if v < 0.0 {
+                        -1.0
+                    } else {
+                        v
+                    }
+                },
+                UnaryOp::Sin => |v| f64::from(v).sin() as f32,
+                UnaryOp::Cos => |v| f64::from(v).cos() as f32,
+                UnaryOp::Tan => |v| f64::from(v).tan() as f32,
+                UnaryOp::Asin => |v| f64::from(v).asin() as f32,
+                UnaryOp::Acos => |v| f64::from(v).acos() as f32,
+                UnaryOp::Atan => |v| f64::from(v).atan() as f32,
+                UnaryOp::Sinh => |v| f64::from(v).sinh() as f32,
+                UnaryOp::Cosh => |v| f64::from(v).cosh() as f32,
+                UnaryOp::Asinh => |v| f64::from(v).asinh() as f32,
+                UnaryOp::Acosh => |v| f64::from(v).acosh() as f32,
+                UnaryOp::Atanh => |v| f64::from(v).atanh() as f32,
+                // ONNX's definition, ln(e^x + 1), in f64: exact to f32 where e^x does not
+                // overflow f64.
+                UnaryOp::Softplus => |v| softplus(f64::from(v)) as f32,
+                UnaryOp::Softsign => |v| v / (1.0 + v.abs()),
+                UnaryOp::Mish => |v| {
+                    let x = f64::from(v);
+                    (x * softplus(x).tanh()) as f32
+                },
+                UnaryOp::Not | UnaryOp::BitwiseNot | UnaryOp::IsNaN => {
+                    return Err(super::misrouted(&node.op, FAMILY));
+                }
             };
             one(Array::F32(x.mapv(f)))
         }
@@ -275,8 +548,27 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
         Op::Gelu { tanh } => {
             a.push(format!("approximate: string = \"{}\"", if *tanh { "tanh" } else { "none" }))
         }
-        Op::Binary(_) => {}
-        Op::Unary(_) => {}
+        Op::Activation { kind, alpha, beta } => match kind {
+            ActKind::Elu | ActKind::Celu | ActKind::ThresholdedRelu => {
+                a.push(format!("alpha: float = {}", flt(*alpha)))
+            }
+            ActKind::Selu => {
+                a.push(format!("alpha: float = {}", flt(*alpha)));
+                a.push(format!("gamma: float = {}", flt(*beta)));
+            }
+            ActKind::Shrink => {
+                a.push(format!("bias: float = {}", flt(*beta)));
+                a.push(format!("lambd: float = {}", flt(*alpha)));
+            }
+        },
+        Op::IsInf { positive, negative } => {
+            a.push(format!("detect_negative: int = {}", i64::from(*negative)));
+            a.push(format!("detect_positive: int = {}", i64::from(*positive)));
+        }
+        Op::BitShift { left } => a.push(format!(
+            "direction: string = \"{}\"",
+            if *left { "LEFT" } else { "RIGHT" }
+        )),
         _ => {}
     }
 }
@@ -337,7 +629,19 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 UnaryOp::HardSwish => {
                     (hard_sigmoid(1.0 / 6.0, 0.5, 1, true), 2, vec![1.0 / 6.0, 0.5, 0.0, 1.0])
                 }
+                UnaryOp::Log => one(UnOp::Log),
+                UnaryOp::Reciprocal => one(UnOp::Recip),
+                UnaryOp::Floor => one(UnOp::Floor),
+                UnaryOp::Ceil => one(UnOp::Ceil),
+                UnaryOp::Round => one(UnOp::Round),
+                other => return Err(err(&format!("{other:?} is not lowered to the device"))),
             };
+            if !matches!(u, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) {
+                let x = b.input(n, 0)?;
+                if b.s.tens[x].dtype != DType::F32 {
+                    return Err(err(&format!("{u:?} of integers is not lowered to the device")));
+                }
+            }
             ew_step(b, n, prog, regs, imms)
         }
         Op::HardSigmoid { alpha, beta } => {
@@ -432,6 +736,13 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             n1.inputs.truncate(1);
             ew_step(b, &n1, prog, 1, vec![lo, hi])
         }
+        Op::Compare(_)
+        | Op::Logic { .. }
+        | Op::BitShift { .. }
+        | Op::Activation { .. }
+        | Op::IsInf { .. }
+        | Op::PRelu
+        | Op::Where => Err(err(&format!("{} is not lowered to the device", n.op_type))),
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
 }
@@ -447,7 +758,21 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], _outputs: &[TensorTyp
             let n = (inputs.len() as u64).saturating_sub(1).max(1);
             if *v == VariadicOp::Mean { (n + 1, true) } else { (n, false) }
         }
-        Op::Unary(UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) => (1, false),
+        Op::Unary(
+            UnaryOp::Relu
+            | UnaryOp::Neg
+            | UnaryOp::Abs
+            | UnaryOp::Floor
+            | UnaryOp::Ceil
+            | UnaryOp::Round
+            | UnaryOp::Sign
+            | UnaryOp::Not
+            | UnaryOp::BitwiseNot
+            | UnaryOp::IsNaN,
+        ) => (1, false),
+        Op::Compare(_) | Op::Logic { .. } | Op::BitShift { .. } | Op::IsInf { .. } => (1, false),
+        Op::PRelu | Op::Where => (2, false),
+        Op::Activation { .. } => (4, true),
         Op::Unary(UnaryOp::HardSwish) => (5, false),
         Op::Unary(_) => (1, true),
         Op::Clip { .. } => (2, false),
@@ -463,7 +788,10 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], _outputs: &[TensorTyp
 pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
     match op_type {
         "Clip" if opset >= 11 => counts(1, 3, 1, 1),
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" => counts(2, 2, 1, 1),
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" | "Equal" | "Less" | "Greater"
+        | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" | "Xor" | "BitwiseAnd" | "BitwiseOr"
+        | "BitwiseXor" | "BitShift" | "PRelu" => counts(2, 2, 1, 1),
+        "Where" => counts(3, 3, 1, 1),
         "Sum" | "Mean" | "Max" | "Min" => counts(1, MANY, 1, 1),
         _ => counts(1, 1, 1, 1),
     }
@@ -591,6 +919,118 @@ fn variadic(op: VariadicOp, args: &[Option<&Array>]) -> R<Array> {
     Ok(acc)
 }
 
+/// `ln(e^x + 1)` (ONNX Softplus).
+fn softplus(x: f64) -> f64 {
+    (x.exp() + 1.0).ln()
+}
+
+/// An integer computed in `i64` as the value of type `dt` (two's-complement wrap; bool and
+/// uint8 as their low byte).
+pub(crate) fn wrap_int(v: i64, dt: DType) -> i64 {
+    match dt {
+        DType::I8 => i64::from(v as i8),
+        DType::U8 => i64::from(v as u8),
+        DType::Bool => v & 1,
+        DType::I32 => i64::from(v as i32),
+        _ => v,
+    }
+}
+
+/// One element of a parameterised activation (ONNX's formulas; exponentials in `f64`).
+fn activation(kind: ActKind, alpha: f32, beta: f32, v: f32) -> f32 {
+    let (x, a, b) = (f64::from(v), f64::from(alpha), f64::from(beta));
+    match kind {
+        ActKind::Elu => {
+            if v < 0.0 {
+                (a * (x.exp() - 1.0)) as f32
+            } else {
+                v
+            }
+        }
+        ActKind::Selu => {
+            if v <= 0.0 {
+                (b * (a * x.exp() - a)) as f32
+            } else {
+                (b * x) as f32
+            }
+        }
+        // NaN propagates through both terms.
+        ActKind::Celu => (nan_max(x, 0.0) + nan_min(a * ((x / a).exp() - 1.0), 0.0)) as f32,
+        ActKind::ThresholdedRelu => {
+            if v > alpha {
+                v
+            } else {
+                0.0
+            }
+        }
+        ActKind::Shrink => {
+            if v < -alpha {
+                v + beta
+            } else if v > alpha {
+                v - beta
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+/// An element-wise comparison of two broadcast arrays of one type, as bools; floats compare
+/// as IEEE ordered predicates (NaN compares false, `Equal` of NaN too).
+fn compare(c: CmpOp, a: &Array, b: &Array) -> R<Array> {
+    fn test<T: PartialOrd>(c: CmpOp, p: T, q: T) -> bool {
+        match c {
+            CmpOp::Equal => p == q,
+            CmpOp::Less => p < q,
+            CmpOp::Greater => p > q,
+            CmpOp::LessOrEqual => p <= q,
+            CmpOp::GreaterOrEqual => p >= q,
+        }
+    }
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let r = match (a, b) {
+        (Array::F32(x), Array::F32(y)) => {
+            let (xv, yv) = (
+                x.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+                y.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+            );
+            Zip::from(&xv).and(&yv).map_collect(|p, q| i64::from(test(c, *p, *q)))
+        }
+        (Array::Int(x, _), Array::Int(y, _)) => zip_i64(x, y, |p, q| Ok(i64::from(test(c, p, q))))?,
+        _ => return Err(format!("{c:?} of {} and {}", a.dtype(), b.dtype())),
+    };
+    Ok(Array::Int(r, DType::Bool))
+}
+
+/// `Where`: `x` where `cond` holds, else `y`, the three broadcast together.
+fn select(cond: &Array, x: &Array, y: &Array) -> R<Array> {
+    let c = cond.ints()?;
+    let shape = broadcast_shape(&broadcast_shape(c.shape(), x.shape())?, y.shape())?;
+    let cv = c.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?;
+    match (x, y) {
+        (Array::F32(p), Array::F32(q)) => {
+            let (pv, qv) = (
+                p.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+                q.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+            );
+            Ok(Array::F32(
+                Zip::from(&cv).and(&pv).and(&qv).map_collect(|c, p, q| if *c != 0 { *p } else { *q }),
+            ))
+        }
+        (Array::Int(p, dt), Array::Int(q, _)) => {
+            let (pv, qv) = (
+                p.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+                q.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
+            );
+            Ok(Array::Int(
+                Zip::from(&cv).and(&pv).and(&qv).map_collect(|c, p, q| if *c != 0 { *p } else { *q }),
+                *dt,
+            ))
+        }
+        _ => Err(format!("Where of {} and {}", x.dtype(), y.dtype())),
+    }
+}
+
 /// Host lowering: every element of the output from its (broadcast) inputs, in the
 /// interpreter's arithmetic: floats in `f32` (transcendentals through `f64` where the
 /// interpreter uses it), integers in `i64` truncated to the output's width, integer division
@@ -614,6 +1054,98 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         }
         match &op {
             Op::Binary(bop) => host_binary(b, *bop, &xs[0], idt[0], &xs[1], idt[1], odt),
+            Op::Unary(UnaryOp::IsNaN) => {
+                let c = b.cmpf("uno", &xs[0], &xs[0], "f32");
+                Ok(b.bool_byte(&c))
+            }
+            Op::IsInf { positive, negative } => {
+                let pinf = b.let_("arith.constant 0x7F800000 : f32");
+                let ninf = b.let_("arith.constant 0xFF800000 : f32");
+                let p = b.cmpf("oeq", &xs[0], &pinf, "f32");
+                let q = b.cmpf("oeq", &xs[0], &ninf, "f32");
+                let (t, fl) = (b.let_("arith.constant true"), b.let_("arith.constant false"));
+                let p = if *positive { b.select(&p, &t, &fl, "i1") } else { fl.clone() };
+                let q = if *negative { q } else { fl };
+                let r = b.op2("arith.ori", &p, &q, "i1");
+                Ok(b.bool_byte(&r))
+            }
+            Op::Compare(c) => {
+                let r = if idt[0] == DType::F32 {
+                    let pred = match c {
+                        CmpOp::Equal => "oeq",
+                        CmpOp::Less => "olt",
+                        CmpOp::Greater => "ogt",
+                        CmpOp::LessOrEqual => "ole",
+                        CmpOp::GreaterOrEqual => "oge",
+                    };
+                    b.cmpf(pred, &xs[0], &xs[1], "f32")
+                } else {
+                    let (p, q) = (b.widen(&xs[0], idt[0]), b.widen(&xs[1], idt[1]));
+                    let pred = match c {
+                        CmpOp::Equal => "eq",
+                        CmpOp::Less => "slt",
+                        CmpOp::Greater => "sgt",
+                        CmpOp::LessOrEqual => "sle",
+                        CmpOp::GreaterOrEqual => "sge",
+                    };
+                    b.cmpi(pred, &p, &q, "i64")
+                };
+                Ok(b.bool_byte(&r))
+            }
+            Op::Logic { op: lop, .. } => {
+                let (p, q) = (b.widen(&xs[0], idt[0]), b.widen(&xs[1], idt[1]));
+                let o = match lop {
+                    LogicOp::And => "arith.andi",
+                    LogicOp::Or => "arith.ori",
+                    LogicOp::Xor => "arith.xori",
+                };
+                let r = b.op2(o, &p, &q, "i64");
+                Ok(b.narrow(&r, odt))
+            }
+            Op::BitShift { left } => {
+                let (p, q) = (b.widen(&xs[0], idt[0]), b.widen(&xs[1], idt[1]));
+                let width = b.i64c(8 * odt.size() as i64);
+                let z = b.i64c(0);
+                // A negative shift or one of the width or more (unsigned compare catches both)
+                // is not executed (LLVM leaves it undefined): the sign extension's result.
+                let big = b.cmpi("uge", &q, &width, "i64");
+                let safe = b.select(&big, &z, &q, "i64");
+                let o = if *left { "arith.shli" } else { "arith.shrsi" };
+                let r = b.op2(o, &p, &safe, "i64");
+                let fill = if *left {
+                    z.clone()
+                } else {
+                    let m1 = b.i64c(-1);
+                    let neg = b.cmpi("slt", &p, &z, "i64");
+                    b.select(&neg, &m1, &z, "i64")
+                };
+                let r = b.select(&big, &fill, &r, "i64");
+                Ok(b.narrow(&r, odt))
+            }
+            Op::Activation { kind, alpha, beta } => {
+                let x = &xs[0];
+                Ok(host_activation(b, *kind, *alpha, *beta, x))
+            }
+            Op::PRelu => {
+                if odt == DType::F32 {
+                    let z = b.f32c(0.0);
+                    let neg = b.cmpf("olt", &xs[0], &z, "f32");
+                    let m = b.op2("arith.mulf", &xs[1], &xs[0], "f32");
+                    Ok(b.select(&neg, &m, &xs[0], "f32"))
+                } else {
+                    let (p, q) = (b.widen(&xs[0], odt), b.widen(&xs[1], odt));
+                    let z = b.i64c(0);
+                    let neg = b.cmpi("slt", &p, &z, "i64");
+                    let m = b.op2("arith.muli", &q, &p, "i64");
+                    let r = b.select(&neg, &m, &p, "i64");
+                    Ok(b.narrow(&r, odt))
+                }
+            }
+            Op::Where => {
+                let z = b.int(DType::Bool, 0);
+                let c = b.cmpi("ne", &xs[0], &z, "i8");
+                Ok(b.select(&c, &xs[1], &xs[2], crate::lower::host::scalar(odt)))
+            }
             Op::Variadic(vop) => {
                 let mut acc = xs[0].clone();
                 for x in &xs[1..] {
@@ -642,6 +1174,22 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let w = b.widen(&xs[0], odt);
                 let z = b.i64c(0);
                 let r = match u {
+                    UnaryOp::Not => {
+                        let one = b.i64c(1);
+                        b.op2("arith.xori", &w, &one, "i64")
+                    }
+                    UnaryOp::BitwiseNot => {
+                        let m1 = b.i64c(-1);
+                        b.op2("arith.xori", &w, &m1, "i64")
+                    }
+                    UnaryOp::Sign => {
+                        let one = b.i64c(1);
+                        let m1 = b.i64c(-1);
+                        let pos = b.cmpi("sgt", &w, &z, "i64");
+                        let neg = b.cmpi("slt", &w, &z, "i64");
+                        let r = b.select(&neg, &m1, &z, "i64");
+                        b.select(&pos, &one, &r, "i64")
+                    }
                     UnaryOp::Neg => b.op2("arith.subi", &z, &w, "i64"),
                     UnaryOp::Abs => {
                         let neg = b.op2("arith.subi", &z, &w, "i64");
@@ -691,6 +1239,70 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                         let t = b.op2("arith.addf", &t, &half, "f32");
                         let t = clamp01(b, &t);
                         b.op2("arith.mulf", x, &t, "f32")
+                    }
+                    UnaryOp::Reciprocal => {
+                        let one = b.f32c(1.0);
+                        b.op2("arith.divf", &one, x, "f32")
+                    }
+                    UnaryOp::Floor => b.op1("math.floor", x, "f32"),
+                    UnaryOp::Ceil => b.op1("math.ceil", x, "f32"),
+                    UnaryOp::Round => b.op1("math.roundeven", x, "f32"),
+                    UnaryOp::Sign => {
+                        let (z, one, m1) = (b.f32c(0.0), b.f32c(1.0), b.f32c(-1.0));
+                        let pos = b.cmpf("ogt", x, &z, "f32");
+                        let neg = b.cmpf("olt", x, &z, "f32");
+                        let r = b.select(&neg, &m1, x, "f32");
+                        b.select(&pos, &one, &r, "f32")
+                    }
+                    UnaryOp::Softsign => {
+                        let one = b.f32c(1.0);
+                        let a = b.op1("math.absf", x, "f32");
+                        let d = b.op2("arith.addf", &one, &a, "f32");
+                        b.op2("arith.divf", x, &d, "f32")
+                    }
+                    UnaryOp::Log
+                    | UnaryOp::Sin
+                    | UnaryOp::Cos
+                    | UnaryOp::Tan
+                    | UnaryOp::Asin
+                    | UnaryOp::Acos
+                    | UnaryOp::Atan
+                    | UnaryOp::Sinh
+                    | UnaryOp::Cosh
+                    | UnaryOp::Asinh
+                    | UnaryOp::Acosh
+                    | UnaryOp::Atanh => {
+                        let d = b.let_(&format!("arith.extf {x} : f32 to f64"));
+                        let f = match u {
+                            UnaryOp::Log => "math.log",
+                            UnaryOp::Sin => "math.sin",
+                            UnaryOp::Cos => "math.cos",
+                            UnaryOp::Tan => "math.tan",
+                            UnaryOp::Asin => "math.asin",
+                            UnaryOp::Acos => "math.acos",
+                            UnaryOp::Atan => "math.atan",
+                            UnaryOp::Sinh => "math.sinh",
+                            UnaryOp::Cosh => "math.cosh",
+                            UnaryOp::Asinh => "math.asinh",
+                            UnaryOp::Acosh => "math.acosh",
+                            _ => "math.atanh",
+                        };
+                        let r = b.op1(f, &d, "f64");
+                        b.let_(&format!("arith.truncf {r} : f64 to f32"))
+                    }
+                    UnaryOp::Softplus | UnaryOp::Mish => {
+                        let d = b.let_(&format!("arith.extf {x} : f32 to f64"));
+                        let sp = host_softplus(b, &d);
+                        let r = if *u == UnaryOp::Mish {
+                            let t = b.op1("math.tanh", &sp, "f64");
+                            b.op2("arith.mulf", &d, &t, "f64")
+                        } else {
+                            sp
+                        };
+                        b.let_(&format!("arith.truncf {r} : f64 to f32"))
+                    }
+                    UnaryOp::Not | UnaryOp::BitwiseNot | UnaryOp::IsNaN => {
+                        return Err(b.err(&node, format!("{u:?} of {odt} on the host")));
                     }
                 })
             }
@@ -777,6 +1389,77 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             other => Err(LowerError::msg(super::misrouted(other, FAMILY))),
         }
     })
+}
+
+/// `ln(e^x + 1)` of an `f64`, as [`softplus`].
+fn host_softplus(b: &mut HostBuilder<'_>, x: &str) -> String {
+    let e = b.op1("math.exp", x, "f64");
+    let one = b.f64c(1.0);
+    let s = b.op2("arith.addf", &e, &one, "f64");
+    b.op1("math.log", &s, "f64")
+}
+
+/// One element of a parameterised activation, as [`activation`].
+fn host_activation(b: &mut HostBuilder<'_>, kind: ActKind, alpha: f32, beta: f32, x: &str) -> String {
+    let ext = |b: &mut HostBuilder<'_>, v: &str| b.let_(&format!("arith.extf {v} : f32 to f64"));
+    let trunc = |b: &mut HostBuilder<'_>, v: &str| b.let_(&format!("arith.truncf {v} : f64 to f32"));
+    let z = b.f32c(0.0);
+    match kind {
+        ActKind::Elu | ActKind::Selu => {
+            let d = ext(b, x);
+            let e = b.op1("math.exp", &d, "f64");
+            let a = b.f64c(f64::from(alpha));
+            let neg_branch = if kind == ActKind::Elu {
+                let one = b.f64c(1.0);
+                let t = b.op2("arith.subf", &e, &one, "f64");
+                b.op2("arith.mulf", &a, &t, "f64")
+            } else {
+                let g = b.f64c(f64::from(beta));
+                let t = b.op2("arith.mulf", &a, &e, "f64");
+                let t = b.op2("arith.subf", &t, &a, "f64");
+                b.op2("arith.mulf", &g, &t, "f64")
+            };
+            let neg_branch = trunc(b, &neg_branch);
+            let pos_branch = if kind == ActKind::Elu {
+                x.to_string()
+            } else {
+                let g = b.f64c(f64::from(beta));
+                let t = b.op2("arith.mulf", &g, &d, "f64");
+                trunc(b, &t)
+            };
+            let pred = if kind == ActKind::Elu { "olt" } else { "ole" };
+            let neg = b.cmpf(pred, x, &z, "f32");
+            b.select(&neg, &neg_branch, &pos_branch, "f32")
+        }
+        ActKind::Celu => {
+            let d = ext(b, x);
+            let a = b.f64c(f64::from(alpha));
+            let zd = b.f64c(0.0);
+            let one = b.f64c(1.0);
+            let t = b.op2("arith.divf", &d, &a, "f64");
+            let t = b.op1("math.exp", &t, "f64");
+            let t = b.op2("arith.subf", &t, &one, "f64");
+            let t = b.op2("arith.mulf", &a, &t, "f64");
+            let lo = b.op2("arith.minimumf", &t, &zd, "f64");
+            let hi = b.op2("arith.maximumf", &d, &zd, "f64");
+            let r = b.op2("arith.addf", &hi, &lo, "f64");
+            trunc(b, &r)
+        }
+        ActKind::ThresholdedRelu => {
+            let a = b.f32c(alpha);
+            let keep = b.cmpf("ogt", x, &a, "f32");
+            b.select(&keep, x, &z, "f32")
+        }
+        ActKind::Shrink => {
+            let (l, nl, bias) = (b.f32c(alpha), b.f32c(-alpha), b.f32c(beta));
+            let lo = b.cmpf("olt", x, &nl, "f32");
+            let hi = b.cmpf("ogt", x, &l, "f32");
+            let plus = b.op2("arith.addf", x, &bias, "f32");
+            let minus = b.op2("arith.subf", x, &bias, "f32");
+            let r = b.select(&hi, &minus, &z, "f32");
+            b.select(&lo, &plus, &r, "f32")
+        }
+    }
 }
 
 /// `min(max(t, 0), 1)` with NaN propagating, as `f32::clamp`.

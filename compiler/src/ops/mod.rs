@@ -155,7 +155,14 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::LeakyRelu { .. }
         | Op::Clip { .. }
         | Op::HardSigmoid { .. }
-        | Op::Gelu { .. } => &ELEMENTWISE,
+        | Op::Gelu { .. }
+        | Op::Compare(_)
+        | Op::Logic { .. }
+        | Op::BitShift { .. }
+        | Op::Activation { .. }
+        | Op::IsInf { .. }
+        | Op::PRelu
+        | Op::Where => &ELEMENTWISE,
         Op::Gemm { .. } | Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul => &MATMUL,
         Op::Conv { .. }
         | Op::ConvTranspose { .. }
