@@ -50,8 +50,8 @@ fn fold_node(g: &mut Graph, i: usize) -> Result<bool, EvalError> {
         Op::DequantizeLinear { .. } => return Ok(false),
         _ => {}
     }
-    // `Shape` only needs its input's type.
-    let shape_of_typed = matches!(node.op, Op::Shape { .. })
+    // `Shape` and `Size` only need their input's type.
+    let shape_of_typed = matches!(node.op, Op::Shape { .. } | Op::Size)
         && node.inputs.first().copied().flatten().is_some_and(|id| g.value(id).ty.is_some());
     let all_const = node.inputs.iter().flatten().all(|id| g.value(*id).constant.is_some());
     if !(all_const || shape_of_typed) {
@@ -66,6 +66,17 @@ fn fold_node(g: &mut Graph, i: usize) -> Result<bool, EvalError> {
         let out = node.outputs[0];
         let v = g.value_mut(out);
         v.ty = Some(TensorType { dtype: t.dtype, shape: t.shape.clone() });
+        v.constant = Some(t);
+        return Ok(true);
+    }
+    if let (Op::Size, Some(id)) = (&node.op, node.inputs.first().copied().flatten())
+        && let Some(ty) = &g.value(id).ty
+    {
+        let n = ty.shape.iter().product::<usize>() as i64;
+        let t = crate::ir::Tensor::from_i64(vec![], &[n]);
+        let out = node.outputs[0];
+        let v = g.value_mut(out);
+        v.ty = Some(TensorType { dtype: t.dtype, shape: vec![] });
         v.constant = Some(t);
         return Ok(true);
     }

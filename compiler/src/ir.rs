@@ -517,6 +517,22 @@ pub enum Op {
         /// Starts, ends and axes from attributes (opset < 10).
         attrs: Option<SliceAttrs>,
     },
+    /// The number of elements of the input, as an int64 scalar.
+    Size,
+    /// The input broadcast (numpy rules, both ways) with a shape given as input 1.
+    Expand,
+    /// A tensor of the shape given as input 0 filled with `value`'s one element.
+    ConstantOfShape {
+        /// The fill value (one element; its type is the output's). Default: float 0.
+        value: Tensor,
+    },
+    /// `start + i·delta` for `i` in `0..max(ceil((limit − start) / delta), 0)`, the three
+    /// scalars given as inputs.
+    Range,
+    /// Cast to the data type of input 1.
+    CastLike,
+    /// Dropout at inference (or with ratio 0): the input unchanged, and a mask of trues.
+    Dropout,
     /// An element-wise comparison of two broadcast operands of one type; a bool result.
     Compare(CmpOp),
     /// Logical (`And`, `Or`, `Xor` of bools) or bitwise (`BitwiseAnd`... of integers).

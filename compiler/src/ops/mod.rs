@@ -181,7 +181,13 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::Unsqueeze { .. }
         | Op::Identity
         | Op::Shape { .. }
-        | Op::Constant => &SHAPE_OPS,
+        | Op::Constant
+        | Op::Size
+        | Op::Expand
+        | Op::ConstantOfShape { .. }
+        | Op::Range
+        | Op::CastLike
+        | Op::Dropout => &SHAPE_OPS,
         Op::Transpose { .. }
         | Op::Concat { .. }
         | Op::Split { .. }

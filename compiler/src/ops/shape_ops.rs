@@ -1,6 +1,7 @@
-//! Ops that change only a tensor's shape or produce metadata: Reshape, Flatten, Squeeze,
-//! Unsqueeze, Identity, Shape, Constant (no device kernel: views of the same bytes, or values
-//! folded at compile time).
+//! Ops that change only a tensor's shape or produce metadata or filled tensors: Reshape,
+//! Flatten, Squeeze, Unsqueeze, Identity, Dropout (inference), Shape, Size, Constant,
+//! ConstantOfShape, Range (no device kernel: views of the same bytes, or values folded at
+//! compile time), Expand (a broadcast copy) and CastLike.
 //!
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
@@ -24,8 +25,21 @@ type R<T> = Result<T, String>;
 pub(crate) const FAMILY: &str = "shape_ops";
 
 /// The ONNX op types this family imports.
-pub(crate) const ONNX: &[&str] =
-    &["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Constant", "Shape"];
+pub(crate) const ONNX: &[&str] = &[
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Constant",
+    "Shape",
+    "Size",
+    "Expand",
+    "ConstantOfShape",
+    "Range",
+    "CastLike",
+    "Dropout",
+];
 
 /// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
 /// it is not supported.
@@ -70,6 +84,39 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             Ok(Op::Constant)
         }
         "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),
+        "Size" => Ok(Op::Size),
+        "Expand" => Ok(Op::Expand),
+        "Range" => Ok(Op::Range),
+        "CastLike" => {
+            // `saturate` and `round_mode` only concern float8/float4 targets, none supported.
+            let _ = (a.get("saturate"), a.get("round_mode"));
+            Ok(Op::CastLike)
+        }
+        "Dropout" => {
+            // The seed only matters in training mode, which is refused unless the ratio is 0.
+            let _ = a.get("seed");
+            if opset < 7 {
+                return Err("Dropout before opset 7 (is_test) is not supported".into());
+            }
+            Ok(Op::Dropout)
+        }
+        "ConstantOfShape" => {
+            let value = match a.typed("value", crate::proto::attribute_proto::AttributeType::Tensor) {
+                Some(t) => {
+                    let t = t.t.as_ref().ok_or("ConstantOfShape `value` holds no tensor")?;
+                    let t = crate::onnx::tensor_from_proto(t, None)?;
+                    if t.len() != 1 {
+                        return Err(a.invalid(format!(
+                            "ConstantOfShape `value` has {} elements, not one",
+                            t.len()
+                        )));
+                    }
+                    Tensor { dtype: t.dtype, shape: vec![], data: t.data }
+                }
+                None => Tensor::from_f32(vec![], &[0.0]),
+            };
+            Ok(Op::ConstantOfShape { value })
+        }
         other => Err(super::misrouted_name(other, FAMILY)),
     }
 }
@@ -152,6 +199,81 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             let n = (c(end.unwrap_or(rank)) - c(*start)).max(0) as usize;
             Ok(vec![TensorType { dtype: DType::I64, shape: vec![n] }])
         }
+        Op::Size => {
+            x()?;
+            Ok(vec![TensorType { dtype: DType::I64, shape: vec![] }])
+        }
+        Op::Expand => {
+            let t = x()?;
+            let spec = const_ints(g, node, 1)?.ok_or("Expand needs a shape")?;
+            let spec = dims_of(&spec, "Expand")?;
+            Ok(vec![TensorType { dtype: t.dtype, shape: broadcast_shape(&t.shape, &spec)? }])
+        }
+        Op::ConstantOfShape { value } => {
+            let spec = const_ints(g, node, 0)?.ok_or("ConstantOfShape needs a shape")?;
+            Ok(vec![TensorType { dtype: value.dtype, shape: dims_of(&spec, "ConstantOfShape")? }])
+        }
+        Op::Range => {
+            let t = x()?;
+            for i in 1..3 {
+                if input(ins, i)?.dtype != t.dtype {
+                    return Err(format!("Range of {} and {}", t.dtype, input(ins, i)?.dtype));
+                }
+            }
+            let n = match g.value(node.inputs[0].ok_or("Range needs a start")?).constant {
+                Some(_) => {
+                    let get = |i: usize| -> R<Array> {
+                        let id = node.inputs.get(i).copied().flatten().ok_or("missing input")?;
+                        let c = g.value(id).constant.as_ref().ok_or_else(|| {
+                            format!(
+                                "input {i} is computed at run time; a static compiler needs it as a constant"
+                            )
+                        })?;
+                        Ok(Array::from_tensor(c))
+                    };
+                    range(&get(0)?, &get(1)?, &get(2)?)?.shape()[0]
+                }
+                None => {
+                    return Err("input 0 is computed at run time; a static compiler needs it as \
+                                a constant"
+                        .into());
+                }
+            };
+            Ok(vec![TensorType { dtype: t.dtype, shape: vec![n] }])
+        }
+        Op::CastLike => {
+            let (t, like) = (x()?, input(ins, 1)?);
+            Ok(vec![TensorType { dtype: like.dtype, shape: t.shape.clone() }])
+        }
+        Op::Dropout => {
+            let t = x()?;
+            if let Some(Some(id)) = node.inputs.get(2) {
+                let training = g.value(*id).constant.as_ref().ok_or(
+                    "training_mode is computed at run time; a static compiler needs it as a constant",
+                )?;
+                if training.i64s().first().copied().unwrap_or(0) != 0 {
+                    let ratio = match node.inputs.get(1).copied().flatten() {
+                        Some(r) => g
+                            .value(r)
+                            .constant
+                            .as_ref()
+                            .map(|c| Array::from_tensor(c))
+                            .ok_or("the ratio of a training-mode Dropout must be a constant")?,
+                        None => Array::F32(ArrayD::from_elem(IxDyn(&[]), 0.5)),
+                    };
+                    if ratio.f32()?.iter().any(|v| *v != 0.0) {
+                        return Err("Dropout in training mode with a nonzero ratio draws random \
+                                    numbers; accelc runs inference only"
+                            .into());
+                    }
+                }
+            }
+            let mut out = vec![t.clone()];
+            if node.outputs.len() > 1 {
+                out.push(TensorType { dtype: DType::Bool, shape: t.shape.clone() });
+            }
+            Ok(out)
+        }
         other => Err(super::misrouted(other, FAMILY)),
     }
 }
@@ -231,6 +353,32 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 DType::I64,
             ))
         }
+        Op::Size => {
+            let n = arg(args, 0)?.shape().iter().product::<usize>() as i64;
+            one(Array::Int(ArrayD::from_elem(IxDyn(&[]), n), DType::I64))
+        }
+        Op::Expand => {
+            let x = arg(args, 0)?;
+            let spec: Vec<i64> = arg(args, 1)?.ints()?.iter().copied().collect();
+            let shape = broadcast_shape(x.shape(), &dims_of(&spec, "Expand")?)?;
+            one(broadcast_to(x, &shape)?)
+        }
+        Op::ConstantOfShape { value } => {
+            let spec: Vec<i64> = arg(args, 0)?.ints()?.iter().copied().collect();
+            let shape = dims_of(&spec, "ConstantOfShape")?;
+            let v = Array::from_tensor(value);
+            one(broadcast_to(&v, &shape)?)
+        }
+        Op::Range => one(range(arg(args, 0)?, arg(args, 1)?, arg(args, 2)?)?),
+        Op::CastLike => one(cast(arg(args, 0)?, arg(args, 1)?.dtype())),
+        Op::Dropout => {
+            let x = arg(args, 0)?;
+            let mut out = vec![x.clone()];
+            if node.outputs.len() > 1 {
+                out.push(Array::Int(ArrayD::from_elem(IxDyn(x.shape()), 1), DType::Bool));
+            }
+            Ok(out)
+        }
         other => Err(super::misrouted(other, FAMILY)),
     }
 }
@@ -251,8 +399,11 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
                 a.push(format!("end: int = {e}"));
             }
         }
-        Op::Constant => {}
-        Op::Identity => {}
+        Op::ConstantOfShape { value } => {
+            let mut t = String::from("value: tensor = ");
+            crate::text::tensor_text(&mut t, &Tensor { shape: vec![1], ..value.clone() }, 1);
+            a.push(t);
+        }
         _ => {}
     }
 }
@@ -272,14 +423,38 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             b.s.tens[out].store = Store::Alias(src);
             Ok(())
         }
-        Op::Constant | Op::Shape { .. } => Ok(()),
+        Op::Dropout if n.outputs.len() == 1 => {
+            let x = b.input(n, 0)?;
+            let out = b.out(n, 0)?;
+            let src = b.layout(x, false);
+            b.s.tens[out].store = Store::Alias(src);
+            Ok(())
+        }
+        Op::CastLike => {
+            let (x, like) = (b.input(n, 0)?, b.input(n, 1)?);
+            if b.s.tens[x].dtype != b.s.tens[like].dtype {
+                return Err(LowerError::at(&n.name, "type conversions are not lowered"));
+            }
+            let out = b.out(n, 0)?;
+            let src = b.layout(x, false);
+            b.s.tens[out].store = Store::Alias(src);
+            Ok(())
+        }
+        Op::Constant | Op::Shape { .. } | Op::Size => Ok(()),
+        Op::Expand | Op::ConstantOfShape { .. } | Op::Range | Op::Dropout => Err(LowerError::at(
+            &n.name,
+            format!("{} is not lowered to the device", n.op_type),
+        )),
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
 }
 
 /// Cost inputs: none (views of the same bytes, or folded at compile time).
-pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
-    Work::Free
+pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
+    match op {
+        Op::Expand | Op::CastLike => Work::Traffic,
+        _ => Work::Free,
+    }
 }
 
 /// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`
@@ -290,13 +465,82 @@ pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
         "Squeeze" if opset >= 13 => counts(1, 2, 1, 1),
         "Unsqueeze" if opset >= 13 => counts(2, 2, 1, 1),
         "Constant" => counts(0, 0, 1, 1),
+        "Expand" | "CastLike" => counts(2, 2, 1, 1),
+        "Range" => counts(3, 3, 1, 1),
+        "Dropout" if opset >= 12 => counts(1, 3, 1, 2),
+        "Dropout" => counts(1, 1, 1, 2),
         _ => counts(1, 1, 1, 1),
     }
 }
 
 /// Reshape's shape and the axes of Squeeze and Unsqueeze (input 1) determine the output shape.
+/// Expand's shape, ConstantOfShape's shape and Range's three inputs too; Dropout's
+/// training_mode decides whether it is defined at all.
 pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
-    matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }) && i == 1
+    match op {
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Expand => i == 1,
+        Op::ConstantOfShape { .. } => i == 0,
+        Op::Range => true,
+        Op::Dropout => i >= 1,
+        _ => false,
+    }
+}
+
+/// Dimensions from a shape operand (each non-negative).
+fn dims_of(spec: &[i64], op: &str) -> R<Vec<usize>> {
+    spec.iter()
+        .map(|d| usize::try_from(*d).map_err(|_| format!("{op} dimension {d} is negative")))
+        .collect()
+}
+
+/// `x` broadcast to `shape` (which `x` broadcasts to), as a new array.
+pub(crate) fn broadcast_to(x: &Array, shape: &[usize]) -> R<Array> {
+    let err = || format!("{:?} does not broadcast to {shape:?}", x.shape());
+    Ok(match x {
+        Array::F32(a) => Array::F32(a.broadcast(IxDyn(shape)).ok_or_else(err)?.to_owned()),
+        Array::Int(a, dt) => Array::Int(a.broadcast(IxDyn(shape)).ok_or_else(err)?.to_owned(), *dt),
+    })
+}
+
+/// ONNX Range of three scalars: `max(ceil((limit − start) / delta), 0)` elements
+/// `start + i·delta` (floats in `f32`, integers wrapping in the type).
+pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
+    let scalar_f = |a: &Array| -> R<f32> { a.f32()?.iter().next().copied().ok_or("an empty Range input".into()) };
+    let scalar_i = |a: &Array| -> R<i64> { a.ints()?.iter().next().copied().ok_or("an empty Range input".into()) };
+    // The element count is bounded: a Range is materialised.
+    const MAX: f64 = (1u64 << 28) as f64;
+    match start {
+        Array::F32(_) => {
+            let (s, l, d) = (scalar_f(start)?, scalar_f(limit)?, scalar_f(delta)?);
+            if d == 0.0 {
+                return Err("Range with delta 0".into());
+            }
+            let n = ((f64::from(l) - f64::from(s)) / f64::from(d)).ceil().max(0.0);
+            if n > MAX || n.is_nan() {
+                return Err(format!("Range of {n} elements"));
+            }
+            let v: Vec<f32> = (0..n as usize).map(|i| s + i as f32 * d).collect();
+            Ok(Array::F32(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).map_err(|e| e.to_string())?))
+        }
+        Array::Int(_, dt) => {
+            let (s, l, d) = (scalar_i(start)?, scalar_i(limit)?, scalar_i(delta)?);
+            if d == 0 {
+                return Err("Range with delta 0".into());
+            }
+            let span = i128::from(l) - i128::from(s);
+            // ceil(span / d) in exact integers.
+            let d128 = i128::from(d);
+            let bump = i128::from(span % d128 != 0 && (span > 0) == (d > 0));
+            let n = (span / d128 + bump).max(0);
+            if n as f64 > MAX {
+                return Err(format!("Range of {n} elements"));
+            }
+            let v: Vec<i64> = (0..n as i64)
+                .map(|i| super::elementwise::wrap_int(s.wrapping_add(i.wrapping_mul(d)), *dt))
+                .collect();
+            Ok(Array::Int(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).map_err(|e| e.to_string())?, *dt))
+        }
+    }
 }
 
 pub(crate) fn reshape(x: &Array, shape: &[usize]) -> R<Array> {
@@ -385,6 +629,34 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         Op::Constant => {
             let Some(c) = b.g.value(out).constant.clone() else {
                 return Err(b.err(n, "a Constant without its value"));
+            };
+            let src = b.global(&c);
+            b.map_out(out, &mut |b, idx| Ok(b.load_raw(&src, &ot, idx)))
+        }
+        Op::Dropout => {
+            let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+            b.map_out(out, &mut |b, idx| b.load(x, idx))?;
+            if let Some(mask) = n.outputs.get(1) {
+                b.map_out(*mask, &mut |b, _| Ok(b.int(DType::Bool, 1)))?;
+            }
+            Ok(())
+        }
+        Op::Expand => {
+            let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+            b.map_out(out, &mut |b, idx| b.load_bcast(x, idx))
+        }
+        Op::CastLike => {
+            let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
+            let from = b.ty(x)?.dtype;
+            b.map_out(out, &mut |b, idx| {
+                let v = b.load(x, idx)?;
+                Ok(b.convert(&v, from, ot.dtype))
+            })
+        }
+        // Computed from constants only (their inputs are shape operands): their value is known.
+        Op::Size | Op::ConstantOfShape { .. } | Op::Range => {
+            let Some(c) = b.g.value(out).constant.clone() else {
+                return Err(b.err(n, format!("{} of values computed at run time", n.op_type)));
             };
             let src = b.global(&c);
             b.map_out(out, &mut |b, idx| Ok(b.load_raw(&src, &ot, idx)))

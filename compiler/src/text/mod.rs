@@ -412,7 +412,7 @@ fn type_text(out: &mut String, dtype: DType, shape: &[usize]) {
     let _ = write!(out, "{dtype}[{}]", dims.join(","));
 }
 
-fn tensor_text(out: &mut String, t: &Tensor, max_values: usize) {
+pub(crate) fn tensor_text(out: &mut String, t: &Tensor, max_values: usize) {
     type_text(out, t.dtype, &t.shape);
     if t.len() > max_values {
         let _ = write!(out, " {{...{} values}}", t.len());
