@@ -367,6 +367,17 @@ pub enum Op {
         /// With no axes: reduce nothing (instead of everything).
         noop_with_empty_axes: bool,
     },
+    /// The index of the largest (or smallest) element along an axis, as int64.
+    ArgReduce {
+        /// Largest (else smallest).
+        max: bool,
+        /// The axis.
+        axis: i64,
+        /// Keep the axis as size 1.
+        keepdims: bool,
+        /// Of equal extremes, the last index (else the first).
+        last: bool,
+    },
     /// Type conversion.
     Cast {
         /// Target type.
@@ -788,6 +799,20 @@ pub enum ReduceKind {
     Sum,
     /// Maximum.
     Max,
+    /// Minimum.
+    Min,
+    /// Product.
+    Prod,
+    /// Sum of absolute values.
+    L1,
+    /// Square root of the sum of squares.
+    L2,
+    /// Sum of squares.
+    SumSquare,
+    /// Natural logarithm of the sum.
+    LogSum,
+    /// Natural logarithm of the sum of exponentials.
+    LogSumExp,
 }
 
 /// A node.

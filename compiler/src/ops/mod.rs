@@ -174,7 +174,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::LogSoftmax { .. }
         | Op::LayerNorm { .. }
         | Op::BatchNorm { .. } => &NORM,
-        Op::Reduce { .. } => &REDUCE,
+        Op::Reduce { .. } | Op::ArgReduce { .. } => &REDUCE,
         Op::Reshape { .. }
         | Op::Flatten { .. }
         | Op::Squeeze { .. }

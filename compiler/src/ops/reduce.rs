@@ -1,4 +1,5 @@
-//! Reductions over axes: ReduceMean, ReduceSum, ReduceMax.
+//! Reductions over axes: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1,
+//! ReduceL2, ReduceSumSquare, ReduceLogSum, ReduceLogSumExp; ArgMax and ArgMin.
 //!
 //! One home per op family (see `ops/mod.rs`): import, shape rule, reference semantics,
 //! printer and device lowering.
@@ -24,17 +25,44 @@ type R<T> = Result<T, String>;
 pub(crate) const FAMILY: &str = "reduce";
 
 /// The ONNX op types this family imports.
-pub(crate) const ONNX: &[&str] = &["ReduceMean", "ReduceSum", "ReduceMax"];
+pub(crate) const ONNX: &[&str] = &[
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ArgMax",
+    "ArgMin",
+];
 
 /// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
 /// it is not supported.
 pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
     match op_type {
-        "ReduceMean" | "ReduceSum" | "ReduceMax" => {
+        "ArgMax" | "ArgMin" => Ok(Op::ArgReduce {
+            max: op_type == "ArgMax",
+            axis: a.i64("axis", 0),
+            keepdims: a.i64("keepdims", 1) != 0,
+            last: a.i64("select_last_index", 0) != 0,
+        }),
+        _ => {
             let op = match op_type {
                 "ReduceMean" => ReduceKind::Mean,
                 "ReduceSum" => ReduceKind::Sum,
-                _ => ReduceKind::Max,
+                "ReduceMax" => ReduceKind::Max,
+                "ReduceMin" => ReduceKind::Min,
+                "ReduceProd" => ReduceKind::Prod,
+                "ReduceL1" => ReduceKind::L1,
+                "ReduceL2" => ReduceKind::L2,
+                "ReduceSumSquare" => ReduceKind::SumSquare,
+                "ReduceLogSum" => ReduceKind::LogSum,
+                "ReduceLogSumExp" => ReduceKind::LogSumExp,
+                other => return Err(super::misrouted_name(other, FAMILY)),
             };
             // Axes moved from an attribute to an input in opset 13 (ReduceSum) and 18 (others).
             let axes_input = if op == ReduceKind::Sum { opset >= 13 } else { opset >= 18 };
@@ -45,7 +73,6 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
                 noop_with_empty_axes: a.i64("noop_with_empty_axes", 0) != 0,
             })
         }
-        other => Err(super::misrouted_name(other, FAMILY)),
     }
 }
 
@@ -82,8 +109,58 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
                 .collect();
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
+        Op::ArgReduce { axis: ax, keepdims, .. } => {
+            let t = x()?;
+            let k = axis(*ax, t.shape.len())?;
+            if t.shape[k] == 0 {
+                return Err(format!("{} over the empty axis {k}", node.op_type));
+            }
+            let mut shape = t.shape.clone();
+            if *keepdims {
+                shape[k] = 1;
+            } else {
+                shape.remove(k);
+            }
+            Ok(vec![TensorType { dtype: DType::I64, shape }])
+        }
         other => Err(super::misrouted(other, FAMILY)),
     }
+}
+
+/// The smallest and largest values of integer type `dt`.
+fn int_range(dt: DType) -> (i64, i64) {
+    match dt {
+        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DType::U8 => (0, 255),
+        DType::Bool => (0, 1),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => (i64::MIN, i64::MAX),
+    }
+}
+
+/// The index of the extreme of `lane` (`max` or min; NaN counts as the extreme, as numpy's
+/// argmax and argmin; of equal values the first, or the last with `last`).
+fn arg_extreme(lane: impl Iterator<Item = f64>, max: bool, last: bool) -> i64 {
+    let mut best: Option<(f64, i64)> = None;
+    for (i, v) in lane.enumerate() {
+        let i = i as i64;
+        best = Some(match best {
+            None => (v, i),
+            Some((b, j)) => {
+                let better = if b.is_nan() {
+                    false
+                } else if v.is_nan() {
+                    true
+                } else if max {
+                    v > b || (last && v == b)
+                } else {
+                    v < b || (last && v == b)
+                };
+                if better { (v, i) } else { (b, j) }
+            }
+        });
+    }
+    best.map_or(0, |(_, i)| i)
 }
 
 /// Reference semantics: the outputs for inputs `args` (the oracle the device is checked
@@ -91,6 +168,19 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
 pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<Array>> {
     let one = |a: Array| Ok(vec![a]);
     match &node.op {
+        Op::ArgReduce { max, axis: ax, keepdims, last } => {
+            let input = arg(args, 0)?;
+            let x: ArrayD<f64> = match input {
+                Array::F32(a) => a.mapv(f64::from),
+                Array::Int(a, _) => a.mapv(|v| v as f64),
+            };
+            let k = axis(*ax, x.ndim())?;
+            let mut y = x.map_axis(Axis(k), |lane| arg_extreme(lane.iter().copied(), *max, *last));
+            if *keepdims {
+                y.insert_axis_inplace(Axis(k));
+            }
+            one(Array::Int(y, DType::I64))
+        }
         Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
             let input = arg(args, 0)?;
             // Reduce in f64: exact for integers below 2^53, and a more accurate float reference.
@@ -115,31 +205,75 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             };
             ks.sort_unstable();
             ks.dedup();
-            let mut y = x;
+            // LogSumExp is shifted by the maximum over the reduced axes (no exponential
+            // overflows): ln(sum(e^(x − m))) + m.
+            let shift = if *op == ReduceKind::LogSumExp {
+                let mut m = x.clone();
+                for &k in ks.iter().rev() {
+                    m = m.fold_axis(Axis(k), f64::NEG_INFINITY, |a, b| nan_max(*a, *b));
+                    m.insert_axis_inplace(Axis(k));
+                }
+                // An infinite (or empty) maximum is not a usable shift.
+                Some(m.mapv(|v| if v.is_finite() { v } else { 0.0 }))
+            } else {
+                None
+            };
+            // Each element mapped, then summed (or max, min, product) over every reduced
+            // axis, then the square root or logarithm.
+            let mut y = match (op, &shift) {
+                (ReduceKind::L1, _) => x.mapv(f64::abs),
+                (ReduceKind::L2 | ReduceKind::SumSquare, _) => x.mapv(|v| v * v),
+                (ReduceKind::LogSumExp, Some(m)) => {
+                    let mb = m.broadcast(x.raw_dim()).ok_or("internal: LogSumExp shift")?;
+                    ndarray::Zip::from(&x).and(&mb).map_collect(|v, m| (v - m).exp())
+                }
+                _ => x,
+            };
             for &k in ks.iter().rev() {
                 y = match op {
-                    ReduceKind::Sum => y.sum_axis(Axis(k)),
                     ReduceKind::Mean => y.mean_axis(Axis(k)).ok_or("mean of an empty axis")?,
                     ReduceKind::Max => {
                         y.fold_axis(Axis(k), f64::NEG_INFINITY, |a, b| nan_max(*a, *b))
                     }
+                    ReduceKind::Min => y.fold_axis(Axis(k), f64::INFINITY, |a, b| nan_min(*a, *b)),
+                    ReduceKind::Prod => y.fold_axis(Axis(k), 1.0, |a, b| a * b),
+                    _ => y.sum_axis(Axis(k)),
                 };
                 if *keepdims {
                     y.insert_axis_inplace(Axis(k));
                 }
             }
+            match op {
+                ReduceKind::L2 => y.mapv_inplace(f64::sqrt),
+                ReduceKind::LogSum => y.mapv_inplace(f64::ln),
+                ReduceKind::LogSumExp => {
+                    let mut m = shift.ok_or("internal: LogSumExp shift")?;
+                    for &k in ks.iter().rev() {
+                        if !*keepdims {
+                            m = m.index_axis(Axis(k), 0).to_owned();
+                        }
+                    }
+                    let mb = m.broadcast(y.raw_dim()).ok_or("internal: LogSumExp shift")?;
+                    y = ndarray::Zip::from(&y).and(&mb).map_collect(|s, m| s.ln() + m);
+                }
+                _ => {}
+            }
             one(match input {
                 Array::F32(_) => Array::F32(y.mapv(|v| v as f32)),
-                // The maximum of nothing is the type's smallest value (false for bool).
+                // The maximum of nothing is the type's smallest value (false for bool), the
+                // minimum of nothing its largest.
                 Array::Int(_, dt) => {
-                    let least = match dt {
-                        DType::I8 => i64::from(i8::MIN),
-                        DType::I32 => i64::from(i32::MIN),
-                        DType::I64 => i64::MIN,
-                        _ => 0,
-                    };
+                    let (least, most) = int_range(*dt);
                     Array::Int(
-                        y.mapv(|v| if v == f64::NEG_INFINITY { least } else { v as i64 }),
+                        y.mapv(|v| {
+                            if v == f64::NEG_INFINITY {
+                                least
+                            } else if v == f64::INFINITY {
+                                most
+                            } else {
+                                v as i64
+                            }
+                        }),
                         *dt,
                     )
                 }
@@ -151,6 +285,11 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
 
 /// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
 pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
+    if let Op::ArgReduce { axis, keepdims, last, .. } = op {
+        a.push(format!("axis: int = {axis}"));
+        a.push(format!("keepdims: int = {}", i64::from(*keepdims)));
+        a.push(format!("select_last_index: int = {}", i64::from(*last)));
+    }
     if let Op::Reduce { axes, keepdims, noop_with_empty_axes, .. } = op {
         if let Some(ax) = axes {
             a.push(format!("axes: ints = {}", ints(ax)));
@@ -168,6 +307,12 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
     let name = n.name.clone();
     let err = |m: &str| LowerError::at(&name, m.to_string());
     match &n.op {
+        Op::Reduce { op, .. }
+            if !matches!(op, ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min) =>
+        {
+            Err(err(&format!("{} is not lowered to the device", n.op_type)))
+        }
+        Op::ArgReduce { .. } => Err(err(&format!("{} is not lowered to the device", n.op_type))),
         Op::Reduce { op, axes, noop_with_empty_axes, .. } => {
             let x0 = b.input(n, 0)?;
             let xs = b.shape(x0);
@@ -215,7 +360,13 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                     (ReduceKind::Max, DType::U8 | DType::Bool) => 0,
                     (ReduceKind::Max, DType::I8) => 0x8080_8080,
                     (ReduceKind::Max, DType::I32) => 0x8000_0000,
-                    (ReduceKind::Max, DType::I64) => return Err(err("int64 is not a device type")),
+                    (ReduceKind::Min, DType::F32) => f32::INFINITY.to_bits(),
+                    (ReduceKind::Min, DType::U8) => 0xffff_ffff,
+                    (ReduceKind::Min, DType::Bool) => 0x0101_0101,
+                    (ReduceKind::Min, DType::I8) => 0x7f7f_7f7f,
+                    (ReduceKind::Min, DType::I32) => 0x7fff_ffff,
+                    (_, DType::I64) => return Err(err("int64 is not a device type")),
+                    _ => return Err(err("internal: a reduction the device does not run")),
                 };
                 b.step(Kernel::Fill { out, value }, &name, Some(out), vec![]);
                 return Ok(());
@@ -236,22 +387,86 @@ pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorT
 pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
     match op_type {
         "ReduceSum" if opset >= 13 => counts(1, 2, 1, 1),
-        "ReduceMean" | "ReduceMax" if opset >= 18 => counts(1, 2, 1, 1),
+        "ArgMax" | "ArgMin" => counts(1, 1, 1, 1),
+        _ if opset >= 18 => counts(1, 2, 1, 1),
         _ => counts(1, 1, 1, 1),
     }
 }
 
 /// Input 1, the axes (opsets where they are an input), determines the output shape.
-pub(crate) fn shape_operand(_op: &Op, i: usize) -> bool {
-    i == 1
+pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
+    matches!(op, Op::Reduce { .. }) && i == 1
 }
 
-/// Host lowering: ReduceSum, ReduceMean and ReduceMax over constant axes, floats summed in
-/// `f64` as the reference does, integers in `i64` (a mean truncated toward zero).
+/// Host lowering: every reduction over constant axes, floats in `f64` as the reference
+/// computes (each element mapped, summed, maxed, mined or multiplied, then the square root or
+/// logarithm; LogSumExp shifted by the maximum in a first pass), integers in `i64` (a mean
+/// truncated toward zero); ArgMax and ArgMin by a scan carrying the best value and index.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
     let xt = b.ty(x)?;
     let out = n.outputs[0];
+    if let Op::ArgReduce { max, axis: ax, keepdims, last } = &n.op {
+        let rank = xt.shape.len();
+        let k = norm_axis(*ax, rank).map_err(|e| b.err(n, e))?;
+        let (max, keep, last, dt) = (*max, *keepdims, *last, xt.dtype);
+        let len = xt.shape[k];
+        return b.map_out(out, &mut |b, idx| {
+            let at = |b: &mut HostBuilder<'_>, i: &str| -> Vec<String> {
+                let mut xi: Vec<String> = Vec::with_capacity(rank);
+                let mut o = 0;
+                for a in 0..rank {
+                    if a == k {
+                        xi.push(i.to_string());
+                        if keep {
+                            o += 1;
+                        }
+                    } else {
+                        xi.push(idx[o].clone());
+                        o += 1;
+                    }
+                }
+                let _ = b;
+                xi
+            };
+            let i0 = b.idx(0);
+            let first = at(b, &i0);
+            let v0 = b.load(x, &first)?;
+            let v0 = if dt == DType::F32 { b.f64_of(&v0) } else { b.widen(&v0, dt) };
+            let v0 = if dt == DType::F32 { v0 } else { b.let_(&format!("arith.sitofp {v0} : i64 to f64")) };
+            let z = b.i64c(0);
+            let r = b.fold_n(len, &[v0, z], &["f64", "i64"], &mut |b, t, acc| {
+                let xi = at(b, t);
+                let v = b.load(x, &xi)?;
+                let v = if dt == DType::F32 {
+                    b.f64_of(&v)
+                } else {
+                    let w = b.widen(&v, dt);
+                    b.let_(&format!("arith.sitofp {w} : i64 to f64"))
+                };
+                // As `arg_extreme`: a NaN best stays; a NaN value wins; else strictly better,
+                // or equal with `last`.
+                let best_nan = b.cmpf("uno", &acc[0], &acc[0], "f64");
+                let v_nan = b.cmpf("uno", &v, &v, "f64");
+                let strict = b.cmpf(if max { "ogt" } else { "olt" }, &v, &acc[0], "f64");
+                let better = if last {
+                    let eq = b.cmpf("oeq", &v, &acc[0], "f64");
+                    b.op2("arith.ori", &strict, &eq, "i1")
+                } else {
+                    strict
+                };
+                let better = b.op2("arith.ori", &better, &v_nan, "i1");
+                let t_ = b.let_("arith.constant true");
+                let not_best_nan = b.op2("arith.xori", &best_nan, &t_, "i1");
+                let take = b.op2("arith.andi", &better, &not_best_nan, "i1");
+                let ti = b.let_(&format!("arith.index_cast {t} : index to i64"));
+                let nv = b.select(&take, &v, &acc[0], "f64");
+                let ni = b.select(&take, &ti, &acc[1], "i64");
+                Ok(vec![nv, ni])
+            })?;
+            Ok(r[1].clone())
+        });
+    }
     let Op::Reduce { op, axes, keepdims, noop_with_empty_axes } = &n.op else {
         return Err(LowerError::msg(super::misrouted(&n.op, FAMILY)));
     };
@@ -288,22 +503,10 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     let count: usize = red.iter().product();
     let (op, keep) = (*op, *keepdims);
     let float = dt == DType::F32;
+    let (least, most) = int_range(dt);
     b.map_out(out, &mut |b, idx| {
-        let (init, ty) = match (op, float) {
-            (ReduceKind::Max, true) => (b.f64c(f64::NEG_INFINITY), "f64"),
-            (_, true) => (b.f64c(0.0), "f64"),
-            (ReduceKind::Max, false) => {
-                let least = match dt {
-                    DType::I8 => i64::from(i8::MIN),
-                    DType::I32 => i64::from(i32::MIN),
-                    DType::I64 => i64::MIN,
-                    _ => 0,
-                };
-                (b.i64c(least), "i64")
-            }
-            (_, false) => (b.i64c(0), "i64"),
-        };
-        let r = b.fold_n(count, &[init], &[ty], &mut |b, t, acc| {
+        // The input index of reduced position `t` (flat over the reduced axes).
+        let at = |b: &mut HostBuilder<'_>, t: &str| -> Vec<String> {
             let ri = b.delinearize(t, &red);
             let mut xi = Vec::with_capacity(rank);
             let mut o = 0;
@@ -320,32 +523,112 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     o += 1;
                 }
             }
-            let v = b.load(x, &xi)?;
-            Ok(vec![if float {
-                let v = b.f64_of(&v);
-                match op {
-                    ReduceKind::Max => b.op2("arith.maximumf", &acc[0], &v, "f64"),
-                    _ => b.op2("arith.addf", &acc[0], &v, "f64"),
-                }
+            xi
+        };
+        if float {
+            // LogSumExp's shift: the maximum, when finite.
+            let shift = if op == ReduceKind::LogSumExp {
+                let init = b.f64c(f64::NEG_INFINITY);
+                let m = b.fold_n(count, &[init], &["f64"], &mut |b, t, acc| {
+                    let xi = at(b, t);
+                    let v = b.load(x, &xi)?;
+                    let v = b.f64_of(&v);
+                    Ok(vec![b.op2("arith.maximumf", &acc[0], &v, "f64")])
+                })?;
+                let inf = b.f64c(f64::INFINITY);
+                let a = b.op1("math.absf", &m[0], "f64");
+                let fin = b.cmpf("olt", &a, &inf, "f64");
+                let z = b.f64c(0.0);
+                Some(b.select(&fin, &m[0], &z, "f64"))
             } else {
-                let v = b.widen(&v, dt);
-                match op {
-                    ReduceKind::Max => b.op2("arith.maxsi", &acc[0], &v, "i64"),
-                    _ => b.op2("arith.addi", &acc[0], &v, "i64"),
+                None
+            };
+            let init = match op {
+                ReduceKind::Max => b.f64c(f64::NEG_INFINITY),
+                ReduceKind::Min => b.f64c(f64::INFINITY),
+                ReduceKind::Prod => b.f64c(1.0),
+                _ => b.f64c(0.0),
+            };
+            let r = b.fold_n(count, &[init], &["f64"], &mut |b, t, acc| {
+                let xi = at(b, t);
+                let v = b.load(x, &xi)?;
+                let v = b.f64_of(&v);
+                Ok(vec![match op {
+                    ReduceKind::Max => b.op2("arith.maximumf", &acc[0], &v, "f64"),
+                    ReduceKind::Min => b.op2("arith.minimumf", &acc[0], &v, "f64"),
+                    ReduceKind::Prod => b.op2("arith.mulf", &acc[0], &v, "f64"),
+                    ReduceKind::L1 => {
+                        let a = b.op1("math.absf", &v, "f64");
+                        b.op2("arith.addf", &acc[0], &a, "f64")
+                    }
+                    ReduceKind::L2 | ReduceKind::SumSquare => {
+                        let sq = b.op2("arith.mulf", &v, &v, "f64");
+                        b.op2("arith.addf", &acc[0], &sq, "f64")
+                    }
+                    ReduceKind::LogSumExp => {
+                        let m = shift.clone().unwrap_or_default();
+                        let d = b.op2("arith.subf", &v, &m, "f64");
+                        let e = b.op1("math.exp", &d, "f64");
+                        b.op2("arith.addf", &acc[0], &e, "f64")
+                    }
+                    _ => b.op2("arith.addf", &acc[0], &v, "f64"),
+                }])
+            })?;
+            let mut v = r[0].clone();
+            match op {
+                ReduceKind::Mean => {
+                    let c = b.f64c(count as f64);
+                    v = b.op2("arith.divf", &v, &c, "f64");
                 }
+                ReduceKind::L2 => v = b.op1("math.sqrt", &v, "f64"),
+                ReduceKind::LogSum => v = b.op1("math.log", &v, "f64"),
+                ReduceKind::LogSumExp => {
+                    let l = b.op1("math.log", &v, "f64");
+                    v = b.op2("arith.addf", &l, shift.as_deref().unwrap_or_default(), "f64");
+                }
+                _ => {}
+            }
+            return Ok(b.f32_of(&v));
+        }
+        // Integers: exact in i64 for sums, products (wrapping), extremes; the rest through
+        // f64 as the reference.
+        if matches!(op, ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp) {
+            return Err(b.err(n, format!("{op:?} of integers on the host")));
+        }
+        let init = match op {
+            ReduceKind::Max => b.i64c(least),
+            ReduceKind::Min => b.i64c(most),
+            ReduceKind::Prod => b.i64c(1),
+            _ => b.i64c(0),
+        };
+        let r = b.fold_n(count, &[init], &["i64"], &mut |b, t, acc| {
+            let xi = at(b, t);
+            let v = b.load(x, &xi)?;
+            let v = b.widen(&v, dt);
+            Ok(vec![match op {
+                ReduceKind::Max => b.op2("arith.maxsi", &acc[0], &v, "i64"),
+                ReduceKind::Min => b.op2("arith.minsi", &acc[0], &v, "i64"),
+                ReduceKind::Prod => b.op2("arith.muli", &acc[0], &v, "i64"),
+                ReduceKind::L1 => {
+                    let z = b.i64c(0);
+                    let ng = b.op2("arith.subi", &z, &v, "i64");
+                    let a = b.op2("arith.maxsi", &v, &ng, "i64");
+                    b.op2("arith.addi", &acc[0], &a, "i64")
+                }
+                ReduceKind::SumSquare => {
+                    let sq = b.op2("arith.muli", &v, &v, "i64");
+                    b.op2("arith.addi", &acc[0], &sq, "i64")
+                }
+                _ => b.op2("arith.addi", &acc[0], &v, "i64"),
             }])
         })?;
         let mut v = r[0].clone();
         if op == ReduceKind::Mean {
             let c = b.f64c(count as f64);
-            if float {
-                v = b.op2("arith.divf", &v, &c, "f64");
-            } else {
-                let f = b.let_(&format!("arith.sitofp {v} : i64 to f64"));
-                let q = b.op2("arith.divf", &f, &c, "f64");
-                v = b.let_(&format!("arith.fptosi {q} : f64 to i64"));
-            }
+            let f = b.let_(&format!("arith.sitofp {v} : i64 to f64"));
+            let q = b.op2("arith.divf", &f, &c, "f64");
+            v = b.let_(&format!("arith.fptosi {q} : f64 to i64"));
         }
-        Ok(if float { b.f32_of(&v) } else { b.narrow(&v, dt) })
+        Ok(b.narrow(&v, dt))
     })
 }

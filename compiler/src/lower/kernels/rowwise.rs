@@ -150,7 +150,13 @@ pub(super) fn rowwise(
             RowKind::Reduce(k) => {
                 let op = match k {
                     ReduceKind::Max => ReduceOp::Max,
+                    ReduceKind::Min => ReduceOp::Min,
                     ReduceKind::Sum | ReduceKind::Mean => ReduceOp::Sum,
+                    other => {
+                        return Err(LowerError::msg(format!(
+                            "internal: {other:?} reaches the row-wise kernel"
+                        )));
+                    }
                 };
                 red(em, op, x, y)?;
                 em.signal(Engine::Vx, LD_VX.free)?;
