@@ -528,6 +528,62 @@ pub enum Op {
         /// Starts, ends and axes from attributes (opset < 10).
         attrs: Option<SliceAttrs>,
     },
+    /// `data[i with axis replaced by indices[i]]` for every position `i` of the indices.
+    GatherElements {
+        /// The axis.
+        axis: i64,
+    },
+    /// Slices of the data addressed by index tuples (the last indices axis).
+    GatherND {
+        /// Leading axes shared by the data and the indices.
+        batch_dims: usize,
+    },
+    /// The data with `updates[i]` written (or combined) at `i` with the axis replaced by
+    /// `indices[i]`, in index order.
+    ScatterElements {
+        /// The axis.
+        axis: i64,
+        /// How an update combines with the element.
+        reduction: ScatterReduction,
+    },
+    /// The data with slices addressed by index tuples replaced by (or combined with) updates.
+    ScatterND {
+        /// How an update combines with the element.
+        reduction: ScatterReduction,
+    },
+    /// `values[1]` where the position along `axis` equals the index, else `values[0]`; the
+    /// depth is input 1.
+    OneHot {
+        /// The new axis.
+        axis: i64,
+    },
+    /// The upper (or lower) triangle of the last two axes, shifted by the diagonal offset `k`
+    /// (input 1); the rest zero.
+    Trilu {
+        /// Upper (else lower).
+        upper: bool,
+    },
+    /// The input repeated along each axis (repeats as input 1).
+    Tile,
+    /// NCHW depth moved into blocks of space.
+    DepthToSpace {
+        /// The block edge.
+        blocksize: usize,
+        /// Column-row-depth order (else depth-column-row, DCR).
+        crd: bool,
+    },
+    /// NCHW blocks of space moved into depth.
+    SpaceToDepth {
+        /// The block edge.
+        blocksize: usize,
+    },
+    /// Running sums along an axis (input 1).
+    CumSum {
+        /// Each sum excludes its own element.
+        exclusive: bool,
+        /// Summed from the end.
+        reverse: bool,
+    },
     /// The number of elements of the input, as an int64 scalar.
     Size,
     /// The input broadcast (numpy rules, both ways) with a shape given as input 1.
@@ -747,6 +803,21 @@ pub enum UnaryOp {
     BitwiseNot,
     /// Whether `x` is NaN (a bool).
     IsNaN,
+}
+
+/// How a scatter combines an update with the element it lands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScatterReduction {
+    /// Replaced.
+    None,
+    /// Added.
+    Add,
+    /// Multiplied.
+    Mul,
+    /// The larger.
+    Max,
+    /// The smaller.
+    Min,
 }
 
 /// Element-wise comparisons (a bool result).

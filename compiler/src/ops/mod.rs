@@ -30,6 +30,7 @@ use crate::onnx::Attrs;
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod indexing;
 pub(crate) mod matmul;
 pub(crate) mod movement;
 pub(crate) mod norm;
@@ -130,6 +131,7 @@ static REDUCE: OpDef = family!(reduce);
 static SHAPE_OPS: OpDef = family!(shape_ops);
 static MOVEMENT: OpDef = family!(movement);
 static QUANT: OpDef = family!(quant);
+static INDEXING: OpDef = family!(indexing);
 static UNSUPPORTED: OpDef = family!(unsupported);
 
 /// Every op family, once.
@@ -143,6 +145,7 @@ pub static REGISTRY: &[&OpDef] = &[
     &SHAPE_OPS,
     &MOVEMENT,
     &QUANT,
+    &INDEXING,
     &UNSUPPORTED,
 ];
 
@@ -200,6 +203,16 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::DequantizeLinear { .. }
         | Op::QAdd { .. }
         | Op::Lut => &QUANT,
+        Op::GatherElements { .. }
+        | Op::GatherND { .. }
+        | Op::ScatterElements { .. }
+        | Op::ScatterND { .. }
+        | Op::OneHot { .. }
+        | Op::Trilu { .. }
+        | Op::Tile
+        | Op::DepthToSpace { .. }
+        | Op::SpaceToDepth { .. }
+        | Op::CumSum { .. } => &INDEXING,
         Op::Unsupported { .. } => &UNSUPPORTED,
     }
 }
