@@ -584,6 +584,16 @@ pub enum Op {
         /// Summed from the end.
         reverse: bool,
     },
+    /// NegativeLogLikelihoodLoss, or with `softmax` SoftmaxCrossEntropyLoss (log-softmax over
+    /// axis 1 first; a second output holds the log-probabilities).
+    Loss {
+        /// The log-softmax first (SoftmaxCrossEntropyLoss).
+        softmax: bool,
+        /// How the per-position losses combine.
+        reduction: LossReduction,
+        /// A target value that contributes nothing.
+        ignore_index: Option<i64>,
+    },
     /// The number of elements of the input, as an int64 scalar.
     Size,
     /// The input broadcast (numpy rules, both ways) with a shape given as input 1.
@@ -803,6 +813,17 @@ pub enum UnaryOp {
     BitwiseNot,
     /// Whether `x` is NaN (a bool).
     IsNaN,
+}
+
+/// How a loss combines its per-position values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReduction {
+    /// Kept per position.
+    None,
+    /// Summed.
+    Sum,
+    /// Summed and divided by the summed weights.
+    Mean,
 }
 
 /// How a scatter combines an update with the element it lands on.

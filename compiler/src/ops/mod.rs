@@ -31,6 +31,7 @@ use crate::onnx::Attrs;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod indexing;
+pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod movement;
 pub(crate) mod norm;
@@ -132,6 +133,7 @@ static SHAPE_OPS: OpDef = family!(shape_ops);
 static MOVEMENT: OpDef = family!(movement);
 static QUANT: OpDef = family!(quant);
 static INDEXING: OpDef = family!(indexing);
+static LOSS: OpDef = family!(loss);
 static UNSUPPORTED: OpDef = family!(unsupported);
 
 /// Every op family, once.
@@ -146,6 +148,7 @@ pub static REGISTRY: &[&OpDef] = &[
     &MOVEMENT,
     &QUANT,
     &INDEXING,
+    &LOSS,
     &UNSUPPORTED,
 ];
 
@@ -213,6 +216,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::DepthToSpace { .. }
         | Op::SpaceToDepth { .. }
         | Op::CumSum { .. } => &INDEXING,
+        Op::Loss { .. } => &LOSS,
         Op::Unsupported { .. } => &UNSUPPORTED,
     }
 }
