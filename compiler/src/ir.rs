@@ -594,6 +594,8 @@ pub enum Op {
         /// A target value that contributes nothing.
         ignore_index: Option<i64>,
     },
+    /// Scaled dot-product attention (ONNX Attention-23 to 25).
+    Attention(Box<AttentionAttrs>),
     /// The number of elements of the input, as an int64 scalar.
     Size,
     /// The input broadcast (numpy rules, both ways) with a shape given as input 1.
@@ -813,6 +815,28 @@ pub enum UnaryOp {
     BitwiseNot,
     /// Whether `x` is NaN (a bool).
     IsNaN,
+}
+
+/// The attributes of an Attention node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionAttrs {
+    /// Causal masking (aligned to the cache offset).
+    pub is_causal: bool,
+    /// Query heads (3-D inputs).
+    pub q_heads: Option<usize>,
+    /// Key/value heads (3-D inputs).
+    pub kv_heads: Option<usize>,
+    /// The score scale (default `1/√head_size`).
+    pub scale: Option<f32>,
+    /// Scores pass through `softcap·tanh(s/softcap)` when positive.
+    pub softcap: f32,
+    /// What `qk_matmul_output` holds: 0 or 1 the (softcapped) scores, 2 with the bias, 3 the
+    /// softmax.
+    pub qk_mode: u8,
+    /// Keys visible before a query's position (−1: unbounded).
+    pub left: i64,
+    /// Keys visible after a query's position (−1: unbounded).
+    pub right: i64,
 }
 
 /// How a loss combines its per-position values.

@@ -28,6 +28,7 @@ use crate::lower::host::HostBuilder;
 use crate::lower::schedule::Builder;
 use crate::onnx::Attrs;
 
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod indexing;
@@ -134,6 +135,7 @@ static MOVEMENT: OpDef = family!(movement);
 static QUANT: OpDef = family!(quant);
 static INDEXING: OpDef = family!(indexing);
 static LOSS: OpDef = family!(loss);
+static ATTENTION: OpDef = family!(attention);
 static UNSUPPORTED: OpDef = family!(unsupported);
 
 /// Every op family, once.
@@ -149,6 +151,7 @@ pub static REGISTRY: &[&OpDef] = &[
     &QUANT,
     &INDEXING,
     &LOSS,
+    &ATTENTION,
     &UNSUPPORTED,
 ];
 
@@ -217,6 +220,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::SpaceToDepth { .. }
         | Op::CumSum { .. } => &INDEXING,
         Op::Loss { .. } => &LOSS,
+        Op::Attention(_) => &ATTENTION,
         Op::Unsupported { .. } => &UNSUPPORTED,
     }
 }
