@@ -594,6 +594,8 @@ pub enum Op {
         /// A target value that contributes nothing.
         ignore_index: Option<i64>,
     },
+    /// A normalization over axis groups, or a selection along an axis (see [`NormKind`]).
+    Normalize(NormKind),
     /// Scaled dot-product attention (ONNX Attention-23 to 25).
     Attention(Box<AttentionAttrs>),
     /// The number of elements of the input, as an int64 scalar.
@@ -815,6 +817,63 @@ pub enum UnaryOp {
     BitwiseNot,
     /// Whether `x` is NaN (a bool).
     IsNaN,
+}
+
+/// The ops of the `normalize` family.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NormKind {
+    /// RMSNormalization over the axes from `axis`.
+    Rms {
+        /// The first normalised axis.
+        axis: i64,
+        /// Added to the mean square.
+        epsilon: f32,
+    },
+    /// LpNormalization (p = 1 or 2) along an axis.
+    Lp {
+        /// The axis.
+        axis: i64,
+        /// The norm's order.
+        p: u8,
+    },
+    /// MeanVarianceNormalization over axes.
+    Mvn {
+        /// The axes.
+        axes: Vec<i64>,
+    },
+    /// InstanceNormalization over the spatial axes, with per-channel scale and bias.
+    Instance {
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// One at the first maximum along the axis (or, before opset 13, of the input coerced to
+    /// 2-D there), zero elsewhere.
+    Hardmax {
+        /// The axis.
+        axis: i64,
+        /// Coerce to 2-D at `axis` (opset < 13).
+        flatten: bool,
+    },
+    /// Local response normalization across channels.
+    Lrn {
+        /// Scale.
+        alpha: f32,
+        /// Exponent.
+        beta: f32,
+        /// Offset.
+        bias: f32,
+        /// Channels in the window.
+        size: usize,
+    },
+    /// The k largest (or smallest) elements along an axis and their indices, sorted.
+    TopK {
+        /// The axis.
+        axis: i64,
+        /// Largest (else smallest).
+        largest: bool,
+        /// The attribute (the result is sorted either way).
+        sorted: bool,
+    },
 }
 
 /// The attributes of an Attention node.

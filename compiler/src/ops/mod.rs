@@ -36,6 +36,7 @@ pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod movement;
 pub(crate) mod norm;
+pub(crate) mod normalize;
 pub(crate) mod pool;
 pub(crate) mod quant;
 pub(crate) mod reduce;
@@ -136,6 +137,7 @@ static QUANT: OpDef = family!(quant);
 static INDEXING: OpDef = family!(indexing);
 static LOSS: OpDef = family!(loss);
 static ATTENTION: OpDef = family!(attention);
+static NORMALIZE: OpDef = family!(normalize);
 static UNSUPPORTED: OpDef = family!(unsupported);
 
 /// Every op family, once.
@@ -152,6 +154,7 @@ pub static REGISTRY: &[&OpDef] = &[
     &INDEXING,
     &LOSS,
     &ATTENTION,
+    &NORMALIZE,
     &UNSUPPORTED,
 ];
 
@@ -221,6 +224,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::CumSum { .. } => &INDEXING,
         Op::Loss { .. } => &LOSS,
         Op::Attention(_) => &ATTENTION,
+        Op::Normalize(_) => &NORMALIZE,
         Op::Unsupported { .. } => &UNSUPPORTED,
     }
 }
