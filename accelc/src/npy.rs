@@ -6,7 +6,7 @@
 //! header length (2 bytes little-endian in version 1, 4 bytes in versions 2 and 3), an ASCII
 //! (version 3: UTF-8) Python dict literal `{'descr': ..., 'fortran_order': ..., 'shape': (...)}`
 //! padded with spaces and a newline, then the elements. Only what a tensor needs is accepted:
-//! little-endian (or byte-order-free) `f4`, `i1`, `u1`, `i4`, `i8` and `b1`, in C order or
+//! little-endian (or byte-order-free) `f4`, `i1`, `u1`, `i2`, `u2`, `i4`, `u4`, `i8` and `b1`, in C order or
 //! Fortran order (rearranged to row-major on reading), and a data
 //! section of exactly `product(shape) · itemsize` bytes: a header claiming more elements than
 //! the file holds is an error naming both counts, never an allocation of the claimed size.
@@ -29,8 +29,8 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> Error {
     Error::Input(format!("{}: {}", path.display(), accelc_isa::Clipped(&m.to_string())))
 }
 
-/// The `descr` string (numpy's `dtype.str`) for a data type: `<f4`, `|i1`, `|u1`, `<i4`,
-/// `<i8`, `|b1`.
+/// The `descr` string (numpy's `dtype.str`) for a data type: `<f4`, `|i1`, `|u1`, `<i2`,
+/// `<u2`, `<i4`, `<u4`, `<i8`, `|b1`.
 pub fn descr(d: DType) -> &'static str {
     match d {
         DType::F32 => "<f4",
@@ -39,6 +39,9 @@ pub fn descr(d: DType) -> &'static str {
         DType::I32 => "<i4",
         DType::I64 => "<i8",
         DType::Bool => "|b1",
+        DType::I16 => "<i2",
+        DType::U16 => "<u2",
+        DType::U32 => "<u4",
     }
 }
 
@@ -57,6 +60,9 @@ pub fn from_descr(s: &str) -> Option<DType> {
         "i4" => DType::I32,
         "i8" => DType::I64,
         "b1" => DType::Bool,
+        "i2" => DType::I16,
+        "u2" => DType::U16,
+        "u4" => DType::U32,
         _ => return None,
     })
 }

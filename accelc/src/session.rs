@@ -159,7 +159,8 @@ fn host_elem(d: DType) -> accelc_host::Elem {
     match d {
         DType::F32 => accelc_host::Elem::F32,
         DType::I8 | DType::U8 | DType::Bool => accelc_host::Elem::I8,
-        DType::I32 => accelc_host::Elem::I32,
+        DType::I16 | DType::U16 => accelc_host::Elem::I16,
+        DType::I32 | DType::U32 => accelc_host::Elem::I32,
         DType::I64 => accelc_host::Elem::I64,
     }
 }

@@ -42,11 +42,7 @@ impl Array {
         match self {
             Array::F32(a) => Tensor::from_f32(shape, &a.iter().copied().collect::<Vec<_>>()),
             Array::Int(a, dt) => {
-                let data: Vec<u8> = match dt {
-                    DType::I64 => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    DType::I32 => a.iter().flat_map(|v| (*v as i32).to_le_bytes()).collect(),
-                    _ => a.iter().map(|v| *v as u8).collect(),
-                };
+                let data: Vec<u8> = a.iter().flat_map(|v| dt.int_bytes(*v)).collect();
                 Tensor { dtype: *dt, shape, data: data.into() }
             }
         }
@@ -385,10 +381,7 @@ pub(crate) fn cast(x: &Array, to: DType) -> Array {
         (Array::Int(a, _), dt) => Array::Int(
             a.mapv(|v| match dt {
                 DType::Bool => i64::from(v != 0),
-                DType::I8 => i64::from(v as i8),
-                DType::U8 => i64::from(v as u8),
-                DType::I32 => i64::from(v as i32),
-                _ => v,
+                _ => dt.wrap(v),
             }),
             dt,
         ),

@@ -20,6 +20,12 @@ pub enum DType {
     I64,
     /// Boolean, one byte.
     Bool,
+    /// Signed 16-bit integer (host only).
+    I16,
+    /// Unsigned 16-bit integer (host only).
+    U16,
+    /// Unsigned 32-bit integer (host only).
+    U32,
 }
 
 impl DType {
@@ -32,6 +38,9 @@ impl DType {
             DType::I32 => 6,
             DType::I64 => 7,
             DType::Bool => 9,
+            DType::U16 => 4,
+            DType::I16 => 5,
+            DType::U32 => 12,
         }
     }
 
@@ -44,6 +53,9 @@ impl DType {
             6 => DType::I32,
             7 => DType::I64,
             9 => DType::Bool,
+            4 => DType::U16,
+            5 => DType::I16,
+            12 => DType::U32,
             _ => return None,
         })
     }
@@ -83,9 +95,49 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::I8 | DType::U8 | DType::Bool => 1,
-            DType::F32 | DType::I32 => 4,
+            DType::I16 | DType::U16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
             DType::I64 => 8,
         }
+    }
+
+    /// An integer computed in `i64` as the value of this type holds it: two's-complement wrap
+    /// to the width, zero-extended for unsigned types; bool as its low bit; `F32` unchanged.
+    pub fn wrap(self, v: i64) -> i64 {
+        match self {
+            DType::I8 => i64::from(v as i8),
+            DType::U8 => i64::from(v as u8),
+            DType::I16 => i64::from(v as i16),
+            DType::U16 => i64::from(v as u16),
+            DType::I32 => i64::from(v as i32),
+            DType::U32 => i64::from(v as u32),
+            DType::Bool => v & 1,
+            DType::I64 | DType::F32 => v,
+        }
+    }
+
+    /// The smallest and largest values of an integer type (bool: 0 and 1).
+    pub fn int_range(self) -> (i64, i64) {
+        match self {
+            DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+            DType::U8 => (0, 255),
+            DType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+            DType::U16 => (0, i64::from(u16::MAX)),
+            DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            DType::U32 => (0, i64::from(u32::MAX)),
+            DType::Bool => (0, 1),
+            DType::I64 | DType::F32 => (i64::MIN, i64::MAX),
+        }
+    }
+
+    /// Whether the type is unsigned (bool included).
+    pub fn is_unsigned(self) -> bool {
+        matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::Bool)
+    }
+
+    /// Little-endian bytes of integer value `v` in this type's width.
+    pub fn int_bytes(self, v: i64) -> Vec<u8> {
+        v.to_le_bytes()[..self.size()].to_vec()
     }
 
     /// The name in the ONNX text syntax.
@@ -143,6 +195,17 @@ impl Tensor {
                 .collect(),
             DType::I8 => self.data.iter().map(|b| i64::from(*b as i8)).collect(),
             DType::U8 | DType::Bool => self.data.iter().map(|b| i64::from(*b)).collect(),
+            DType::I16 => {
+                self.data.chunks_exact(2).map(|b| i64::from(i16::from_le_bytes([b[0], b[1]]))).collect()
+            }
+            DType::U16 => {
+                self.data.chunks_exact(2).map(|b| i64::from(u16::from_le_bytes([b[0], b[1]]))).collect()
+            }
+            DType::U32 => self
+                .data
+                .chunks_exact(4)
+                .map(|b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
             DType::F32 => self.f32s().into_iter().map(|v| v as i64).collect(),
         }
     }

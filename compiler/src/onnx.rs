@@ -428,6 +428,10 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
             DType::I64 => t.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             DType::I32 => t.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             DType::I8 | DType::U8 | DType::Bool => t.int32_data.iter().map(|v| *v as u8).collect(),
+            DType::I16 | DType::U16 => {
+                t.int32_data.iter().flat_map(|v| (*v as u16).to_le_bytes()).collect()
+            }
+            DType::U32 => t.uint64_data.iter().flat_map(|v| (*v as u32).to_le_bytes()).collect(),
         }
     };
     if data.len() != bytes {

@@ -46,7 +46,7 @@ const MAX_DIM: u64 = crate::verify::SEGMENT_SPACE;
 pub struct PlanTensor {
     /// Its name (the model's value name).
     pub name: String,
-    /// ONNX element type code (`TensorProto.DataType`): 1, 2, 3, 6, 7 or 9.
+    /// ONNX element type code (`TensorProto.DataType`): 1, 2, 3, 4, 5, 6, 7, 9 or 12.
     pub onnx_type: u8,
     /// Dimensions, outermost first; dense and row-major.
     pub dims: Vec<u64>,
@@ -105,12 +105,13 @@ pub fn is_plan(bytes: &[u8]) -> bool {
         && bytes.get(8..10) == Some(&PLAN_FORMAT_VERSION.0.to_le_bytes()[..])
 }
 
-const ONNX_TYPES: [u8; 6] = [1, 2, 3, 6, 7, 9];
+const ONNX_TYPES: [u8; 9] = [1, 2, 3, 4, 5, 6, 7, 9, 12];
 
 /// Bytes per element of an ONNX element type code this reader knows.
 fn elem_bytes(onnx_type: u8) -> u64 {
     match onnx_type {
-        1 | 6 => 4,
+        1 | 6 | 12 => 4,
+        4 | 5 => 2,
         7 => 8,
         _ => 1,
     }

@@ -44,7 +44,8 @@ pub(crate) fn scalar(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::I8 | DType::U8 | DType::Bool => "i8",
-        DType::I32 => "i32",
+        DType::I16 | DType::U16 => "i16",
+        DType::I32 | DType::U32 => "i32",
         DType::I64 => "i64",
     }
 }
@@ -167,9 +168,11 @@ impl<'g> HostBuilder<'g> {
 
     /// A scalar constant of IR type `d` with value `v` (integers wrap to the width).
     pub(crate) fn int(&mut self, d: DType, v: i64) -> String {
+        // MLIR integer constants are signless, written as the signed value of the bits.
         let v = match d {
             DType::I8 | DType::U8 | DType::Bool => i64::from(v as i8),
-            DType::I32 => i64::from(v as i32),
+            DType::I16 | DType::U16 => i64::from(v as i16),
+            DType::I32 | DType::U32 => i64::from(v as i32),
             _ => v,
         };
         self.constant(&format!("{v} : {}", scalar(d)))
@@ -460,12 +463,14 @@ impl<'g> HostBuilder<'g> {
         out
     }
 
-    /// An integer scalar of IR type `d` widened to `i64` as the interpreter holds it (uint8
-    /// and bool zero-extended, the others sign-extended).
+    /// An integer scalar of IR type `d` widened to `i64` as the interpreter holds it (unsigned
+    /// types and bool zero-extended, the others sign-extended).
     pub(crate) fn widen(&mut self, x: &str, d: DType) -> String {
         match d {
             DType::I64 => x.to_string(),
-            DType::U8 | DType::Bool => self.let_(&format!("arith.extui {x} : i8 to i64")),
+            DType::U8 | DType::Bool | DType::U16 | DType::U32 => {
+                self.let_(&format!("arith.extui {x} : {} to i64", scalar(d)))
+            }
             DType::F32 => x.to_string(),
             _ => self.let_(&format!("arith.extsi {x} : {} to i64", scalar(d))),
         }

@@ -237,7 +237,7 @@ pub(crate) fn device_dtype(d: DType) -> Option<Dtype> {
         DType::I8 => Dtype::S8,
         DType::U8 | DType::Bool => Dtype::U8,
         DType::I32 => Dtype::S32,
-        DType::I64 => return None,
+        DType::I64 | DType::I16 | DType::U16 | DType::U32 => return None,
     })
 }
 

@@ -413,12 +413,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             let Array::Int(x, dt) = arg(args, 0)? else {
                 return Err("internal: not integer".into());
             };
-            let wrap = |v: i64| match dt {
-                DType::I8 => i64::from(v as i8),
-                DType::U8 | DType::Bool => i64::from(v as u8),
-                DType::I32 => i64::from(v as i32),
-                _ => v,
-            };
+            let wrap = |v: i64| if *dt == DType::Bool { i64::from(v as u8) } else { dt.wrap(v) };
             let f = |v: i64| match op {
                 UnaryOp::Neg => wrap(v.wrapping_neg()),
                 UnaryOp::Abs => wrap(v.wrapping_abs()),
@@ -927,13 +922,7 @@ fn softplus(x: f64) -> f64 {
 /// An integer computed in `i64` as the value of type `dt` (two's-complement wrap; bool and
 /// uint8 as their low byte).
 pub(crate) fn wrap_int(v: i64, dt: DType) -> i64 {
-    match dt {
-        DType::I8 => i64::from(v as i8),
-        DType::U8 => i64::from(v as u8),
-        DType::Bool => v & 1,
-        DType::I32 => i64::from(v as i32),
-        _ => v,
-    }
+    dt.wrap(v)
 }
 
 /// One element of a parameterised activation (ONNX's formulas; exponentials in `f64`).

@@ -129,13 +129,7 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
 
 /// The smallest and largest values of integer type `dt`.
 fn int_range(dt: DType) -> (i64, i64) {
-    match dt {
-        DType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
-        DType::U8 => (0, 255),
-        DType::Bool => (0, 1),
-        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
-        _ => (i64::MIN, i64::MAX),
-    }
+    dt.int_range()
 }
 
 /// The index of the extreme of `lane` (`max` or min; NaN counts as the extreme, as numpy's
