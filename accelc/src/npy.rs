@@ -335,4 +335,3 @@ mod tests {
         assert!(e.contains("needs 4398046511104 data bytes; the file has 8"), "{e}");
     }
 }
-

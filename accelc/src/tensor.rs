@@ -112,8 +112,12 @@ impl HostTensor {
                 .chunks_exact(4)
                 .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
                 .collect(),
-            DType::I16 => d.chunks_exact(2).map(|b| i64::from(i16::from_le_bytes([b[0], b[1]]))).collect(),
-            DType::U16 => d.chunks_exact(2).map(|b| i64::from(u16::from_le_bytes([b[0], b[1]]))).collect(),
+            DType::I16 => {
+                d.chunks_exact(2).map(|b| i64::from(i16::from_le_bytes([b[0], b[1]]))).collect()
+            }
+            DType::U16 => {
+                d.chunks_exact(2).map(|b| i64::from(u16::from_le_bytes([b[0], b[1]]))).collect()
+            }
             DType::U32 => d
                 .chunks_exact(4)
                 .map(|b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))

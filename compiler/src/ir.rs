@@ -195,12 +195,16 @@ impl Tensor {
                 .collect(),
             DType::I8 => self.data.iter().map(|b| i64::from(*b as i8)).collect(),
             DType::U8 | DType::Bool => self.data.iter().map(|b| i64::from(*b)).collect(),
-            DType::I16 => {
-                self.data.chunks_exact(2).map(|b| i64::from(i16::from_le_bytes([b[0], b[1]]))).collect()
-            }
-            DType::U16 => {
-                self.data.chunks_exact(2).map(|b| i64::from(u16::from_le_bytes([b[0], b[1]]))).collect()
-            }
+            DType::I16 => self
+                .data
+                .chunks_exact(2)
+                .map(|b| i64::from(i16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            DType::U16 => self
+                .data
+                .chunks_exact(2)
+                .map(|b| i64::from(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
             DType::U32 => self
                 .data
                 .chunks_exact(4)

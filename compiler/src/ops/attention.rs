@@ -54,7 +54,10 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
     if let Some(p) = a.get("softmax_precision").and_then(|v| v.i)
         && p != 1
     {
-        return Err(format!("Attention with softmax_precision {} is not supported", DType::onnx_name(p as i32)));
+        return Err(format!(
+            "Attention with softmax_precision {} is not supported",
+            DType::onnx_name(p as i32)
+        ));
     }
     let window = |name: &'static str| -> R<i64> {
         let w = a.i64(name, -1);
@@ -124,7 +127,10 @@ fn geom(op: &AttentionAttrs, ins: &[Option<&TensorType>]) -> R<Geom> {
         (batch, hq, hkv, sq, skv) = (q.shape[0], qh, kvh, q.shape[1], k.shape[1]);
         (dk, dv) = (q.shape[2] / qh, v.shape[2] / kvh);
         if k.shape[2] / kvh != dk {
-            return Err(format!("query head size {dk} and key head size {} differ", k.shape[2] / kvh));
+            return Err(format!(
+                "query head size {dk} and key head size {} differ",
+                k.shape[2] / kvh
+            ));
         }
         if v.shape[1] != skv {
             return Err(format!("K and V sequence lengths {skv} and {} differ", v.shape[1]));
@@ -147,7 +153,10 @@ fn geom(op: &AttentionAttrs, ins: &[Option<&TensorType>]) -> R<Geom> {
     }
     let mask = match ins.get(3).copied().flatten() {
         Some(m) => {
-            if !matches!(m.dtype, DType::Bool | DType::F32) || m.shape.is_empty() || m.shape.len() > 4 {
+            if !matches!(m.dtype, DType::Bool | DType::F32)
+                || m.shape.is_empty()
+                || m.shape.len() > 4
+            {
                 return Err(format!("attn_mask {m} (bool or float, rank 1 to 4)"));
             }
             Some((m.shape.clone(), m.dtype == DType::Bool))
@@ -160,7 +169,11 @@ fn geom(op: &AttentionAttrs, ins: &[Option<&TensorType>]) -> R<Geom> {
         (Some(pk), Some(pv)) => {
             let want_k = [batch, hkv, pk.shape.get(2).copied().unwrap_or(0), dk];
             let want_v = [batch, hkv, pk.shape.get(2).copied().unwrap_or(0), dv];
-            if pk.shape != want_k || pv.shape != want_v || pk.dtype != DType::F32 || pv.dtype != DType::F32 {
+            if pk.shape != want_k
+                || pv.shape != want_v
+                || pk.dtype != DType::F32
+                || pv.dtype != DType::F32
+            {
                 return Err(format!("past_key {pk} and past_value {pv} for this attention"));
             }
             pk.shape[2]
@@ -200,7 +213,8 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
     let Op::Attention(op) = &node.op else { return Err(super::misrouted(&node.op, FAMILY)) };
     let g = geom(op, ins)?;
     let f = |shape: Vec<usize>| TensorType { dtype: DType::F32, shape };
-    let y = if g.rank3 { vec![g.batch, g.sq, g.hq * g.dv] } else { vec![g.batch, g.hq, g.sq, g.dv] };
+    let y =
+        if g.rank3 { vec![g.batch, g.sq, g.hq * g.dv] } else { vec![g.batch, g.hq, g.sq, g.dv] };
     let t = g.total_kv();
     let all = [
         f(y),
@@ -253,7 +267,13 @@ impl Inputs<'_> {
 
 /// The additive bias at (b, h, i, j): the mask (boolean: 0 or −inf; beyond its last axis: −inf),
 /// the causal frontier, the window and the padding (per the module documentation).
-fn bias(op: &AttentionAttrs, g: &Geom, mask_at: &dyn Fn(&[usize]) -> Option<f64>, nonpad: Option<i64>, idx: [usize; 4]) -> f64 {
+fn bias(
+    op: &AttentionAttrs,
+    g: &Geom,
+    mask_at: &dyn Fn(&[usize]) -> Option<f64>,
+    nonpad: Option<i64>,
+    idx: [usize; 4],
+) -> f64 {
     let [b, _h, i, j] = idx;
     let mut s = 0.0f64;
     if g.mask.is_some() {
@@ -383,7 +403,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
     let arr = |shape: Vec<usize>, v: Vec<f32>| -> R<Array> {
         Ok(Array::F32(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string())?))
     };
-    let yshape = if g.rank3 { vec![g.batch, g.sq, g.hq * g.dv] } else { vec![g.batch, g.hq, g.sq, g.dv] };
+    let yshape =
+        if g.rank3 { vec![g.batch, g.sq, g.hq * g.dv] } else { vec![g.batch, g.hq, g.sq, g.dv] };
     let mut out = vec![arr(yshape, y)?];
     for (value, d) in [(false, g.dk), (true, g.dv)] {
         let mut p = Vec::with_capacity(g.batch * g.hkv * t * d);
@@ -450,9 +471,11 @@ pub(crate) fn lower(_b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), L
 
 /// Cost inputs: the two products' multiply-accumulates.
 pub(crate) fn work(_op: &Op, inputs: &[Option<TensorType>], outputs: &[TensorType]) -> Work {
-    let q: u64 = inputs.first().cloned().flatten().map_or(0, |t| t.shape.iter().product::<usize>() as u64);
+    let q: u64 =
+        inputs.first().cloned().flatten().map_or(0, |t| t.shape.iter().product::<usize>() as u64);
     let y: u64 = outputs.first().map_or(0, |t| t.shape.iter().product::<usize>() as u64);
-    let kv = inputs.get(1).cloned().flatten().map_or(1, |t| t.shape[t.shape.len() - 2].max(1) as u64);
+    let kv =
+        inputs.get(1).cloned().flatten().map_or(1, |t| t.shape[t.shape.len() - 2].max(1) as u64);
     Work::Macs((q + y) * kv)
 }
 
@@ -469,24 +492,33 @@ pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
 /// Host lowering: each output element from the per-element formulas (the row's maximum and
 /// sum recomputed where needed: host attention serves correctness, not speed).
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
-    let Op::Attention(op) = &n.op else { return Err(LowerError::msg(super::misrouted(&n.op, FAMILY))) };
+    let Op::Attention(op) = &n.op else {
+        return Err(LowerError::msg(super::misrouted(&n.op, FAMILY)));
+    };
     let op = (**op).clone();
-    let types: Vec<Option<TensorType>> = n
-        .inputs
-        .iter()
-        .map(|v| v.map(|v| b.ty(v)).transpose())
-        .collect::<Result<_, _>>()?;
+    let types: Vec<Option<TensorType>> =
+        n.inputs.iter().map(|v| v.map(|v| b.ty(v)).transpose()).collect::<Result<_, _>>()?;
     let refs: Vec<Option<&TensorType>> = types.iter().map(Option::as_ref).collect();
     let g = geom(&op, &refs).map_err(|e| b.err(n, e))?;
     let inp = |i: usize| n.inputs.get(i).copied().flatten();
-    let (qv, kv, vv) = (inp(0).unwrap_or(n.outputs[0]), inp(1).unwrap_or(n.outputs[0]), inp(2).unwrap_or(n.outputs[0]));
+    let (qv, kv, vv) = (
+        inp(0).unwrap_or(n.outputs[0]),
+        inp(1).unwrap_or(n.outputs[0]),
+        inp(2).unwrap_or(n.outputs[0]),
+    );
     let (maskv, pkv, pvv, npv) = (inp(3), inp(4), inp(5), inp(6));
     let t = g.total_kv();
     let reps = g.hq / g.hkv;
     let scale = op.scale.map_or(1.0 / (g.dk as f64).sqrt(), f64::from).sqrt() as f32;
 
     // The present key/value element at (b, h, j, e) (index values), past first.
-    let kv_at = |b: &mut HostBuilder<'_>, value: bool, bi: &str, h: &str, j: &str, e: &str| -> Result<String, LowerError> {
+    let kv_at = |b: &mut HostBuilder<'_>,
+                 value: bool,
+                 bi: &str,
+                 h: &str,
+                 j: &str,
+                 e: &str|
+     -> Result<String, LowerError> {
         let (x, d) = if value { (vv, g.dv) } else { (kv, g.dk) };
         let p = if value { pvv } else { pkv };
         let load_cur = |b: &mut HostBuilder<'_>, j: &str| -> Result<String, LowerError> {
@@ -514,7 +546,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             _ => load_cur(b, j),
         }
     };
-    let q_at = |b: &mut HostBuilder<'_>, bi: &str, h: &str, i: &str, e: &str| -> Result<String, LowerError> {
+    let q_at = |b: &mut HostBuilder<'_>,
+                bi: &str,
+                h: &str,
+                i: &str,
+                e: &str|
+     -> Result<String, LowerError> {
         if g.rank3 {
             let dd = b.idx(g.dk);
             let c = b.iop("arith.muli", h, &dd);
@@ -525,7 +562,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         }
     };
     // The softcapped score at (b, h, i, j).
-    let score = |b: &mut HostBuilder<'_>, bi: &str, h: &str, i: &str, j: &str| -> Result<String, LowerError> {
+    let score = |b: &mut HostBuilder<'_>,
+                 bi: &str,
+                 h: &str,
+                 i: &str,
+                 j: &str|
+     -> Result<String, LowerError> {
         let r = b.idx(reps);
         let hk = b.iop("arith.divui", h, &r);
         let sc = b.f32c(scale);
@@ -551,7 +593,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         Ok(s)
     };
     // The bias at (b, h, i, j), as `bias`.
-    let bias_at = |b: &mut HostBuilder<'_>, bi: &str, h: &str, i: &str, j: &str| -> Result<String, LowerError> {
+    let bias_at = |b: &mut HostBuilder<'_>,
+                   bi: &str,
+                   h: &str,
+                   i: &str,
+                   j: &str|
+     -> Result<String, LowerError> {
         let ninf = b.f32c(f32::NEG_INFINITY);
         let mut s = b.f32c(0.0);
         if let (Some(m), Some((ms, boolean))) = (maskv, &g.mask) {
@@ -618,16 +665,22 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         Ok(b.select(&masked, &ninf, &s, "f32"))
     };
     // The softmax probability at (b, h, i, j): row maximum and sum over every key.
-    let prob = |b: &mut HostBuilder<'_>, bi: &str, h: &str, i: &str, j: &str| -> Result<String, LowerError> {
+    let prob = |b: &mut HostBuilder<'_>,
+                bi: &str,
+                h: &str,
+                i: &str,
+                j: &str|
+     -> Result<String, LowerError> {
         let ninf = b.f32c(f32::NEG_INFINITY);
-        let stats = b.fold_n(t, &[ninf.clone(), ninf.clone()], &["f32", "f32"], &mut |b, k, acc| {
-            let s = score(b, bi, h, i, k)?;
-            let bs = bias_at(b, bi, h, i, k)?;
-            let x = b.op2("arith.addf", &s, &bs, "f32");
-            let m = b.op2("arith.maxnumf", &acc[0], &x, "f32");
-            let bm = b.op2("arith.maxnumf", &acc[1], &bs, "f32");
-            Ok(vec![m, bm])
-        })?;
+        let stats =
+            b.fold_n(t, &[ninf.clone(), ninf.clone()], &["f32", "f32"], &mut |b, k, acc| {
+                let s = score(b, bi, h, i, k)?;
+                let bs = bias_at(b, bi, h, i, k)?;
+                let x = b.op2("arith.addf", &s, &bs, "f32");
+                let m = b.op2("arith.maxnumf", &acc[0], &x, "f32");
+                let bm = b.op2("arith.maxnumf", &acc[1], &bs, "f32");
+                Ok(vec![m, bm])
+            })?;
         let is_ninf = b.cmpf("oeq", &stats[0], &ninf, "f32");
         let zf = b.f32c(0.0);
         let m = b.select(&is_ninf, &zf, &stats[0], "f32");

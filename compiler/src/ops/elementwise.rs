@@ -165,11 +165,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             None => Err(a.invalid("BitShift needs `direction`".to_string())),
         },
         "Elu" => act(ActKind::Elu, a.f32("alpha", 1.0), 0.0),
-        "Selu" => act(
-            ActKind::Selu,
-            a.f32("alpha", 1.673_263_2),
-            a.f32("gamma", 1.050_701),
-        ),
+        "Selu" => act(ActKind::Selu, a.f32("alpha", 1.673_263_2), a.f32("gamma", 1.050_701)),
         "Celu" => act(ActKind::Celu, a.f32("alpha", 1.0), 0.0),
         "ThresholdedRelu" => act(ActKind::ThresholdedRelu, a.f32("alpha", 1.0), 0.0),
         "Shrink" => act(ActKind::Shrink, a.f32("lambd", 0.5), a.f32("bias", 0.0)),
@@ -221,7 +217,10 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
         Op::Unary(u)
             if x()?.dtype != DType::F32
                 && !(int(x()?.dtype)
-                    && matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign)) =>
+                    && matches!(
+                        u,
+                        UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign
+                    )) =>
         {
             Err(format!("{u:?} of {} (ONNX defines it for floats)", x()?.dtype))
         }
@@ -348,9 +347,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
         }
         Op::IsInf { positive, negative } => {
             let (p, n) = (*positive, *negative);
-            let f = move |v: f32| {
-                i64::from((p && v == f32::INFINITY) || (n && v == f32::NEG_INFINITY))
-            };
+            let f =
+                move |v: f32| i64::from((p && v == f32::INFINITY) || (n && v == f32::NEG_INFINITY));
             one(Array::Int(arg(args, 0)?.f32()?.mapv(f), DType::Bool))
         }
         Op::Unary(UnaryOp::Sign) if matches!(arg(args, 0)?, Array::Int(..)) => {
@@ -398,7 +396,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             }
             (Array::Int(x, dt), Array::Int(s, _)) => {
                 let dt = *dt;
-                let f = |v: i64, k: i64| Ok(if v < 0 { wrap_int(k.wrapping_mul(v), dt) } else { v });
+                let f =
+                    |v: i64, k: i64| Ok(if v < 0 { wrap_int(k.wrapping_mul(v), dt) } else { v });
                 one(Array::Int(zip_i64(x, s, f)?, dt))
             }
             (a, b) => Err(format!("PRelu of {} with a slope of {}", a.dtype(), b.dtype())),
@@ -560,10 +559,9 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             a.push(format!("detect_negative: int = {}", i64::from(*negative)));
             a.push(format!("detect_positive: int = {}", i64::from(*positive)));
         }
-        Op::BitShift { left } => a.push(format!(
-            "direction: string = \"{}\"",
-            if *left { "LEFT" } else { "RIGHT" }
-        )),
+        Op::BitShift { left } => {
+            a.push(format!("direction: string = \"{}\"", if *left { "LEFT" } else { "RIGHT" }))
+        }
         _ => {}
     }
 }
@@ -1003,7 +1001,10 @@ fn select(cond: &Array, x: &Array, y: &Array) -> R<Array> {
                 q.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
             );
             Ok(Array::F32(
-                Zip::from(&cv).and(&pv).and(&qv).map_collect(|c, p, q| if *c != 0 { *p } else { *q }),
+                Zip::from(&cv)
+                    .and(&pv)
+                    .and(&qv)
+                    .map_collect(|c, p, q| if *c != 0 { *p } else { *q }),
             ))
         }
         (Array::Int(p, dt), Array::Int(q, _)) => {
@@ -1012,7 +1013,10 @@ fn select(cond: &Array, x: &Array, y: &Array) -> R<Array> {
                 q.broadcast(IxDyn(&shape)).ok_or("broadcast failed")?,
             );
             Ok(Array::Int(
-                Zip::from(&cv).and(&pv).and(&qv).map_collect(|c, p, q| if *c != 0 { *p } else { *q }),
+                Zip::from(&cv)
+                    .and(&pv)
+                    .and(&qv)
+                    .map_collect(|c, p, q| if *c != 0 { *p } else { *q }),
                 *dt,
             ))
         }
@@ -1389,9 +1393,16 @@ fn host_softplus(b: &mut HostBuilder<'_>, x: &str) -> String {
 }
 
 /// One element of a parameterised activation, as [`activation`].
-fn host_activation(b: &mut HostBuilder<'_>, kind: ActKind, alpha: f32, beta: f32, x: &str) -> String {
+fn host_activation(
+    b: &mut HostBuilder<'_>,
+    kind: ActKind,
+    alpha: f32,
+    beta: f32,
+    x: &str,
+) -> String {
     let ext = |b: &mut HostBuilder<'_>, v: &str| b.let_(&format!("arith.extf {v} : f32 to f64"));
-    let trunc = |b: &mut HostBuilder<'_>, v: &str| b.let_(&format!("arith.truncf {v} : f64 to f32"));
+    let trunc =
+        |b: &mut HostBuilder<'_>, v: &str| b.let_(&format!("arith.truncf {v} : f64 to f32"));
     let z = b.f32c(0.0);
     match kind {
         ActKind::Elu | ActKind::Selu => {

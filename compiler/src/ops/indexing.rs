@@ -315,12 +315,7 @@ fn combine_i(r: ScatterReduction, a: i64, b: i64, dt: DType) -> i64 {
 }
 
 /// `data` with `updates[i]` combined into flat element `target(i)` for every `i`, in order.
-fn scatter(
-    data: &Array,
-    updates: &Array,
-    r: ScatterReduction,
-    targets: &[usize],
-) -> R<Array> {
+fn scatter(data: &Array, updates: &Array, r: ScatterReduction, targets: &[usize]) -> R<Array> {
     match (data, updates) {
         (Array::F32(d), Array::F32(u)) => {
             let mut out: Vec<f32> = d.iter().copied().collect();
@@ -334,7 +329,10 @@ fn scatter(
             for (t, v) in targets.iter().zip(u.iter()) {
                 out[*t] = combine_i(r, out[*t], *v, *dt);
             }
-            Ok(Array::Int(ArrayD::from_shape_vec(d.raw_dim(), out).map_err(|e| e.to_string())?, *dt))
+            Ok(Array::Int(
+                ArrayD::from_shape_vec(d.raw_dim(), out).map_err(|e| e.to_string())?,
+                *dt,
+            ))
         }
         _ => Err(format!("updates of {} into {}", updates.dtype(), data.dtype())),
     }
@@ -357,7 +355,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             one(take(x, &ishape, |i| {
                 let f: usize = i.iter().zip(&ist).map(|(a, b)| a * b).sum();
                 let j = norm_index(iv[f], xs[k])?;
-                Ok(Some(i.iter().enumerate().map(|(a, v)| if a == k { j } else { *v } * st[a]).sum()))
+                Ok(Some(
+                    i.iter().enumerate().map(|(a, v)| if a == k { j } else { *v } * st[a]).sum(),
+                ))
             })?)
         }
         Op::GatherND { batch_dims } => {
@@ -424,8 +424,14 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             shape.insert(k, depth as usize);
             let iv = int_values(x);
             take(values, &shape, |o| {
-                let f: usize =
-                    o.iter().enumerate().filter(|(a, _)| *a != k).map(|(_, v)| *v).zip(&st).map(|(v, s)| v * s).sum();
+                let f: usize = o
+                    .iter()
+                    .enumerate()
+                    .filter(|(a, _)| *a != k)
+                    .map(|(_, v)| *v)
+                    .zip(&st)
+                    .map(|(v, s)| v * s)
+                    .sum();
                 let j = iv[f];
                 let j = if j < 0 { j + depth } else { j };
                 Ok(Some(usize::from(j == o[k] as i64)))
@@ -468,16 +474,24 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             one(take(x, &shape, |o| {
                 let (blk, c) = (o[1] / xs[1], o[1] % xs[1]);
                 let (bh, bw) = (blk / b, blk % b);
-                Ok(Some(o[0] * st[0] + c * st[1] + (o[2] * b + bh) * st[2] + (o[3] * b + bw) * st[3]))
+                Ok(Some(
+                    o[0] * st[0] + c * st[1] + (o[2] * b + bh) * st[2] + (o[3] * b + bw) * st[3],
+                ))
             })?)
         }
         Op::CumSum { exclusive, reverse } => {
-            let k = axis(*int_values(arg(args, 1)?).first().ok_or("CumSum's axis is empty")?, xs.len())?;
+            let k = axis(
+                *int_values(arg(args, 1)?).first().ok_or("CumSum's axis is empty")?,
+                xs.len(),
+            )?;
             let (n, s) = (xs[k], st[k]);
             // Lanes along axis k, summed in order (reversed with `reverse`), in the type.
-            let lanes: Vec<usize> =
-                indices(&xs).filter(|i| i[k] == 0).map(|i| i.iter().zip(&st).map(|(a, b)| a * b).sum()).collect();
-            let order: Vec<usize> = if *reverse { (0..n).rev().collect() } else { (0..n).collect() };
+            let lanes: Vec<usize> = indices(&xs)
+                .filter(|i| i[k] == 0)
+                .map(|i| i.iter().zip(&st).map(|(a, b)| a * b).sum())
+                .collect();
+            let order: Vec<usize> =
+                if *reverse { (0..n).rev().collect() } else { (0..n).collect() };
             match x {
                 Array::F32(a) => {
                     let flat: Vec<f32> = a.iter().copied().collect();
@@ -495,7 +509,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                             }
                         }
                     }
-                    one(Array::F32(ArrayD::from_shape_vec(IxDyn(&xs), out).map_err(|e| e.to_string())?))
+                    one(Array::F32(
+                        ArrayD::from_shape_vec(IxDyn(&xs), out).map_err(|e| e.to_string())?,
+                    ))
                 }
                 Array::Int(a, dt) => {
                     let flat: Vec<i64> = a.iter().copied().collect();
@@ -513,7 +529,10 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                             }
                         }
                     }
-                    one(Array::Int(ArrayD::from_shape_vec(IxDyn(&xs), out).map_err(|e| e.to_string())?, *dt))
+                    one(Array::Int(
+                        ArrayD::from_shape_vec(IxDyn(&xs), out).map_err(|e| e.to_string())?,
+                        *dt,
+                    ))
                 }
             }
         }
@@ -602,7 +621,13 @@ fn zero(b: &mut HostBuilder<'_>, d: DType) -> String {
 }
 
 /// `old` combined with `new` by `r`, as [`combine_f`] and [`combine_i`].
-fn host_combine(b: &mut HostBuilder<'_>, r: ScatterReduction, old: &str, new: &str, d: DType) -> String {
+fn host_combine(
+    b: &mut HostBuilder<'_>,
+    r: ScatterReduction,
+    old: &str,
+    new: &str,
+    d: DType,
+) -> String {
     if d == DType::F32 {
         let o = match r {
             ScatterReduction::None => return new.to_string(),
@@ -817,13 +842,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         }
         Op::CumSum { exclusive, reverse } => {
             let av = input(1).ok_or_else(|| b.err(n, "the axis is missing"))?;
-            let a = b
-                .g
-                .value(av)
-                .constant
-                .as_ref()
-                .and_then(|c| c.i64s().first().copied())
-                .ok_or_else(|| b.err(n, "CumSum's axis must be constant"))?;
+            let a =
+                b.g.value(av)
+                    .constant
+                    .as_ref()
+                    .and_then(|c| c.i64s().first().copied())
+                    .ok_or_else(|| b.err(n, "CumSum's axis must be constant"))?;
             let k = ax(a, xs.len())?;
             let (ex, rev, dt) = (*exclusive, *reverse, xt.dtype);
             let len = xs[k];

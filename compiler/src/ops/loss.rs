@@ -37,9 +37,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
     };
     let ignore_index = a.get("ignore_index").and_then(|v| v.i);
     match op_type {
-        "NegativeLogLikelihoodLoss" => {
-            Ok(Op::Loss { softmax: false, reduction, ignore_index })
-        }
+        "NegativeLogLikelihoodLoss" => Ok(Op::Loss { softmax: false, reduction, ignore_index }),
         "SoftmaxCrossEntropyLoss" => Ok(Op::Loss { softmax: true, reduction, ignore_index }),
         other => Err(super::misrouted_name(other, FAMILY)),
     }
@@ -105,10 +103,14 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
     let (n, c) = (shape[0], shape[1]);
     let rest: usize = shape[2..].iter().product();
     let xv: Vec<f32> = x.iter().copied().collect();
-    let input: Vec<f64> =
-        if *softmax { log_softmax(&xv, n, c, rest) } else { xv.iter().map(|v| f64::from(*v)).collect() };
+    let input: Vec<f64> = if *softmax {
+        log_softmax(&xv, n, c, rest)
+    } else {
+        xv.iter().map(|v| f64::from(*v)).collect()
+    };
     let targets: Vec<i64> = arg(args, 1)?.ints()?.iter().copied().collect();
-    let weights: Option<Vec<f32>> = opt(args, 2).map(|w| w.f32().map(|w| w.iter().copied().collect())).transpose()?;
+    let weights: Option<Vec<f32>> =
+        opt(args, 2).map(|w| w.f32().map(|w| w.iter().copied().collect())).transpose()?;
     let mut losses = Vec::with_capacity(n * rest);
     let (mut total, mut wsum) = (0.0f64, 0.0f64);
     for i in 0..n {
@@ -192,7 +194,8 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         return Err(LowerError::msg(super::misrouted(&n.op, FAMILY)));
     };
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the input is missing"))?;
-    let t = n.inputs.get(1).copied().flatten().ok_or_else(|| b.err(n, "the targets are missing"))?;
+    let t =
+        n.inputs.get(1).copied().flatten().ok_or_else(|| b.err(n, "the targets are missing"))?;
     let w = n.inputs.get(2).copied().flatten();
     let xt = b.ty(x)?;
     let tt = b.ty(t)?;

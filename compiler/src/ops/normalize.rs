@@ -225,14 +225,24 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
         let values = match xa {
             Array::F32(x) => {
                 let f: Vec<f32> = x.iter().copied().collect();
-                Array::F32(ArrayD::from_shape_vec(IxDyn(&oshape), vi.iter().map(|p| f[*p]).collect()).map_err(|e| e.to_string())?)
+                Array::F32(
+                    ArrayD::from_shape_vec(IxDyn(&oshape), vi.iter().map(|p| f[*p]).collect())
+                        .map_err(|e| e.to_string())?,
+                )
             }
             Array::Int(x, dt) => {
                 let f: Vec<i64> = x.iter().copied().collect();
-                Array::Int(ArrayD::from_shape_vec(IxDyn(&oshape), vi.iter().map(|p| f[*p]).collect()).map_err(|e| e.to_string())?, *dt)
+                Array::Int(
+                    ArrayD::from_shape_vec(IxDyn(&oshape), vi.iter().map(|p| f[*p]).collect())
+                        .map_err(|e| e.to_string())?,
+                    *dt,
+                )
             }
         };
-        let idx = Array::Int(ArrayD::from_shape_vec(IxDyn(&oshape), ii).map_err(|e| e.to_string())?, DType::I64);
+        let idx = Array::Int(
+            ArrayD::from_shape_vec(IxDyn(&oshape), ii).map_err(|e| e.to_string())?,
+            DType::I64,
+        );
         return Ok(vec![values, idx]);
     }
     let x: Vec<f64> = xa.f32()?.iter().map(|v| f64::from(*v)).collect();
@@ -245,21 +255,28 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             let base = f - ch * hw;
             let (b0, b1) = (ch.saturating_sub(lo), (ch + hi + 1).min(c));
             let sq: f64 = (b0..b1).map(|k| x[base + k * hw].powi(2)).sum();
-            let d = (f64::from(*bias) + f64::from(*alpha) / *size as f64 * sq).powf(f64::from(*beta));
+            let d =
+                (f64::from(*bias) + f64::from(*alpha) / *size as f64 * sq).powf(f64::from(*beta));
             *out = (x[f] / d) as f32;
         }
-        return Ok(vec![Array::F32(ArrayD::from_shape_vec(IxDyn(&shape), y).map_err(|e| e.to_string())?)]);
+        return Ok(vec![Array::F32(
+            ArrayD::from_shape_vec(IxDyn(&shape), y).map_err(|e| e.to_string())?,
+        )]);
     }
     let red = reduced_axes(kind, rank)?;
     let (of, members) = groups(&shape, &red);
     let cnt = |m: &[usize]| m.len().max(1) as f64;
     let sum = |m: &[usize], f: &dyn Fn(f64) -> f64| m.iter().map(|i| f(x[*i])).sum::<f64>();
-    let param = |i: usize| -> R<Vec<f64>> { Ok(arg(args, i)?.f32()?.iter().map(|v| f64::from(*v)).collect()) };
+    let param = |i: usize| -> R<Vec<f64>> {
+        Ok(arg(args, i)?.f32()?.iter().map(|v| f64::from(*v)).collect())
+    };
     match kind {
         NormKind::Rms { epsilon, axis: a } => {
             let s = arg(args, 1)?.f32()?;
             let k = axis(*a, rank)?;
-            let sb = s.broadcast(IxDyn(&shape[k..])).ok_or("RMSNormalization scale does not broadcast")?;
+            let sb = s
+                .broadcast(IxDyn(&shape[k..]))
+                .ok_or("RMSNormalization scale does not broadcast")?;
             let sv: Vec<f64> = sb.iter().map(|v| f64::from(*v)).collect();
             let inner = sv.len().max(1);
             let rms: Vec<f64> = members
@@ -414,7 +431,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             };
             let load = |b: &mut HostBuilder<'_>, j: &str| -> Result<String, LowerError> {
                 let v = b.load(x, &at(j))?;
-                Ok(if float { b.f64_of(&v) } else { let w = b.widen(&v, dt); b.let_(&format!("arith.sitofp {w} : i64 to f64")) })
+                Ok(if float {
+                    b.f64_of(&v)
+                } else {
+                    let w = b.widen(&v, dt);
+                    b.let_(&format!("arith.sitofp {w} : i64 to f64"))
+                })
             };
             let t = b.let_(&format!("arith.index_cast {} : index to i64", o[k]));
             let z = b.idx(0);
@@ -498,23 +520,29 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             }
             idx
         };
-        let load = |b: &mut HostBuilder<'_>, t: &str| -> Result<(Vec<String>, String), LowerError> {
-            let idx = full(b, t);
-            let v = b.load(x, &idx)?;
-            let v = b.f64_of(&v);
-            Ok((idx, v))
-        };
+        let load =
+            |b: &mut HostBuilder<'_>, t: &str| -> Result<(Vec<String>, String), LowerError> {
+                let idx = full(b, t);
+                let v = b.load(x, &idx)?;
+                let v = b.f64_of(&v);
+                Ok((idx, v))
+            };
         let z = b.f64c(0.0);
         // Sum, sum of squares and sum of absolute values.
-        let sums = b.fold_n(count, &[z.clone(), z.clone(), z.clone()], &["f64", "f64", "f64"], &mut |b, t, acc| {
-            let (_, v) = load(b, t)?;
-            let s = b.op2("arith.addf", &acc[0], &v, "f64");
-            let sq = b.op2("arith.mulf", &v, &v, "f64");
-            let sq = b.op2("arith.addf", &acc[1], &sq, "f64");
-            let ab = b.op1("math.absf", &v, "f64");
-            let ab = b.op2("arith.addf", &acc[2], &ab, "f64");
-            Ok(vec![s, sq, ab])
-        })?;
+        let sums = b.fold_n(
+            count,
+            &[z.clone(), z.clone(), z.clone()],
+            &["f64", "f64", "f64"],
+            &mut |b, t, acc| {
+                let (_, v) = load(b, t)?;
+                let s = b.op2("arith.addf", &acc[0], &v, "f64");
+                let sq = b.op2("arith.mulf", &v, &v, "f64");
+                let sq = b.op2("arith.addf", &acc[1], &sq, "f64");
+                let ab = b.op1("math.absf", &v, "f64");
+                let ab = b.op2("arith.addf", &acc[2], &ab, "f64");
+                Ok(vec![s, sq, ab])
+            },
+        )?;
         let cnt = b.f64c(count.max(1) as f64);
         let mean = b.op2("arith.divf", &sums[0], &cnt, "f64");
         // The variance about the mean, a second pass (as the reference).
@@ -552,60 +580,61 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         };
         let kind = kind.clone();
         b.nest(&[count], &mut |b, ivs| {
-        let iv = ivs[0].clone();
-        let (idx, v) = load(b, &iv)?;
-        let y = match &kind {
-            NormKind::Rms { epsilon, axis: a } => {
-                let eps = b.f64c(f64::from(*epsilon));
-                let ms = b.op2("arith.divf", &sums[1], &cnt, "f64");
-                let ms = b.op2("arith.addf", &ms, &eps, "f64");
-                let r = b.op1("math.sqrt", &ms, "f64");
-                let one = b.f64c(1.0);
-                let r = b.op2("arith.divf", &one, &r, "f64");
-                let k = axis(*a, rank).map_err(|e| b.err(n, e))?;
-                let s = param(1).ok_or_else(|| b.err(n, "the scale is missing"))?;
-                let sv = b.load_bcast(s, &idx[k..])?;
-                let sv = b.f64_of(&sv);
-                let y = b.op2("arith.mulf", &v, &r, "f64");
-                b.op2("arith.mulf", &y, &sv, "f64")
-            }
-            NormKind::Lp { p, .. } => {
-                let norm = if *p == 1 { sums[2].clone() } else { b.op1("math.sqrt", &sums[1], "f64") };
-                let zero = b.cmpf("oeq", &norm, &z, "f64");
-                let q = b.op2("arith.divf", &v, &norm, "f64");
-                b.select(&zero, &z, &q, "f64")
-            }
-            NormKind::Mvn { .. } => {
-                let sd = b.op1("math.sqrt", &var, "f64");
-                let e = b.f64c(1e-9);
-                let sd = b.op2("arith.addf", &sd, &e, "f64");
-                let d = b.op2("arith.subf", &v, &mean, "f64");
-                b.op2("arith.divf", &d, &sd, "f64")
-            }
-            NormKind::Instance { epsilon } => {
-                let eps = b.f64c(f64::from(*epsilon));
-                let ve = b.op2("arith.addf", &var, &eps, "f64");
-                let sd = b.op1("math.sqrt", &ve, "f64");
-                let d = b.op2("arith.subf", &v, &mean, "f64");
-                let s = param(1).ok_or_else(|| b.err(n, "the scale is missing"))?;
-                let bi = param(2).ok_or_else(|| b.err(n, "the bias is missing"))?;
-                let sv = b.load(s, &[idx[1].clone()])?;
-                let sv = b.f64_of(&sv);
-                let bv = b.load(bi, &[idx[1].clone()])?;
-                let bv = b.f64_of(&bv);
-                let y = b.op2("arith.mulf", &sv, &d, "f64");
-                let y = b.op2("arith.divf", &y, &sd, "f64");
-                b.op2("arith.addf", &y, &bv, "f64")
-            }
-            NormKind::Hardmax { .. } => {
-                let hit = b.let_(&format!("arith.cmpi eq, {iv}, {best} : index"));
-                let one = b.f64c(1.0);
-                b.select(&hit, &one, &z, "f64")
-            }
-            _ => return Err(LowerError::msg(super::misrouted(&n.op, FAMILY))),
-        };
-        let y = b.f32_of(&y);
-        b.store(&y, out, &idx)
+            let iv = ivs[0].clone();
+            let (idx, v) = load(b, &iv)?;
+            let y = match &kind {
+                NormKind::Rms { epsilon, axis: a } => {
+                    let eps = b.f64c(f64::from(*epsilon));
+                    let ms = b.op2("arith.divf", &sums[1], &cnt, "f64");
+                    let ms = b.op2("arith.addf", &ms, &eps, "f64");
+                    let r = b.op1("math.sqrt", &ms, "f64");
+                    let one = b.f64c(1.0);
+                    let r = b.op2("arith.divf", &one, &r, "f64");
+                    let k = axis(*a, rank).map_err(|e| b.err(n, e))?;
+                    let s = param(1).ok_or_else(|| b.err(n, "the scale is missing"))?;
+                    let sv = b.load_bcast(s, &idx[k..])?;
+                    let sv = b.f64_of(&sv);
+                    let y = b.op2("arith.mulf", &v, &r, "f64");
+                    b.op2("arith.mulf", &y, &sv, "f64")
+                }
+                NormKind::Lp { p, .. } => {
+                    let norm =
+                        if *p == 1 { sums[2].clone() } else { b.op1("math.sqrt", &sums[1], "f64") };
+                    let zero = b.cmpf("oeq", &norm, &z, "f64");
+                    let q = b.op2("arith.divf", &v, &norm, "f64");
+                    b.select(&zero, &z, &q, "f64")
+                }
+                NormKind::Mvn { .. } => {
+                    let sd = b.op1("math.sqrt", &var, "f64");
+                    let e = b.f64c(1e-9);
+                    let sd = b.op2("arith.addf", &sd, &e, "f64");
+                    let d = b.op2("arith.subf", &v, &mean, "f64");
+                    b.op2("arith.divf", &d, &sd, "f64")
+                }
+                NormKind::Instance { epsilon } => {
+                    let eps = b.f64c(f64::from(*epsilon));
+                    let ve = b.op2("arith.addf", &var, &eps, "f64");
+                    let sd = b.op1("math.sqrt", &ve, "f64");
+                    let d = b.op2("arith.subf", &v, &mean, "f64");
+                    let s = param(1).ok_or_else(|| b.err(n, "the scale is missing"))?;
+                    let bi = param(2).ok_or_else(|| b.err(n, "the bias is missing"))?;
+                    let sv = b.load(s, &[idx[1].clone()])?;
+                    let sv = b.f64_of(&sv);
+                    let bv = b.load(bi, &[idx[1].clone()])?;
+                    let bv = b.f64_of(&bv);
+                    let y = b.op2("arith.mulf", &sv, &d, "f64");
+                    let y = b.op2("arith.divf", &y, &sd, "f64");
+                    b.op2("arith.addf", &y, &bv, "f64")
+                }
+                NormKind::Hardmax { .. } => {
+                    let hit = b.let_(&format!("arith.cmpi eq, {iv}, {best} : index"));
+                    let one = b.f64c(1.0);
+                    b.select(&hit, &one, &z, "f64")
+                }
+                _ => return Err(LowerError::msg(super::misrouted(&n.op, FAMILY))),
+            };
+            let y = b.f32_of(&y);
+            b.store(&y, out, &idx)
         })
     })
 }

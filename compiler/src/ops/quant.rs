@@ -70,7 +70,7 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
             if t.dtype != DType::F32 {
                 return Err(format!("QuantizeLinear of {} data", t.dtype));
             }
-            if !matches!(dtype, DType::U8 | DType::I8) {
+            if !matches!(dtype, DType::U8 | DType::I8 | DType::U16 | DType::I16) {
                 return Err(format!("quantizing to {dtype} is not supported"));
             }
             quant_params(t, ins, *axis)?;
@@ -155,8 +155,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 None => (None, DType::U8),
             };
             let (lo, hi) = match dt {
-                DType::U8 => (0, 255),
-                DType::I8 => (-128, 127),
+                DType::U8 | DType::I8 | DType::U16 | DType::I16 => dt.int_range(),
                 other => return Err(format!("quantizing to {other} is not supported")),
             };
             let per = per_axis(x.shape(), scale.len(), *ax)?;
@@ -473,7 +472,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         Op::QuantizeLinear { axis } => {
             let s = n.inputs[1].ok_or_else(|| b.err(n, "the scale is missing"))?;
             let z = n.inputs.get(2).copied().flatten();
-            let (lo, hi) = if odt == DType::I8 { (-128, 127) } else { (0, 255) };
+            let (lo, hi) = odt.int_range();
             let axis = *axis;
             b.map_out(out, &mut |b, idx| {
                 let v = b.load(x, idx)?;

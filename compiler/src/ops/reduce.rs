@@ -302,7 +302,10 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
     let err = |m: &str| LowerError::at(&name, m.to_string());
     match &n.op {
         Op::Reduce { op, .. }
-            if !matches!(op, ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min) =>
+            if !matches!(
+                op,
+                ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min
+            ) =>
         {
             Err(err(&format!("{} is not lowered to the device", n.op_type)))
         }
@@ -427,7 +430,11 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let first = at(b, &i0);
             let v0 = b.load(x, &first)?;
             let v0 = if dt == DType::F32 { b.f64_of(&v0) } else { b.widen(&v0, dt) };
-            let v0 = if dt == DType::F32 { v0 } else { b.let_(&format!("arith.sitofp {v0} : i64 to f64")) };
+            let v0 = if dt == DType::F32 {
+                v0
+            } else {
+                b.let_(&format!("arith.sitofp {v0} : i64 to f64"))
+            };
             let z = b.i64c(0);
             let r = b.fold_n(len, &[v0, z], &["f64", "i64"], &mut |b, t, acc| {
                 let xi = at(b, t);

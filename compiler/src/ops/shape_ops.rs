@@ -101,7 +101,8 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             Ok(Op::Dropout)
         }
         "ConstantOfShape" => {
-            let value = match a.typed("value", crate::proto::attribute_proto::AttributeType::Tensor) {
+            let value = match a.typed("value", crate::proto::attribute_proto::AttributeType::Tensor)
+            {
                 Some(t) => {
                     let t = t.t.as_ref().ok_or("ConstantOfShape `value` holds no tensor")?;
                     let t = crate::onnx::tensor_from_proto(t, None)?;
@@ -441,10 +442,9 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             Ok(())
         }
         Op::Constant | Op::Shape { .. } | Op::Size => Ok(()),
-        Op::Expand | Op::ConstantOfShape { .. } | Op::Range | Op::Dropout => Err(LowerError::at(
-            &n.name,
-            format!("{} is not lowered to the device", n.op_type),
-        )),
+        Op::Expand | Op::ConstantOfShape { .. } | Op::Range | Op::Dropout => {
+            Err(LowerError::at(&n.name, format!("{} is not lowered to the device", n.op_type)))
+        }
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
 }
@@ -505,8 +505,12 @@ pub(crate) fn broadcast_to(x: &Array, shape: &[usize]) -> R<Array> {
 /// ONNX Range of three scalars: `max(ceil((limit − start) / delta), 0)` elements
 /// `start + i·delta` (floats in `f32`, integers wrapping in the type).
 pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
-    let scalar_f = |a: &Array| -> R<f32> { a.f32()?.iter().next().copied().ok_or("an empty Range input".into()) };
-    let scalar_i = |a: &Array| -> R<i64> { a.ints()?.iter().next().copied().ok_or("an empty Range input".into()) };
+    let scalar_f = |a: &Array| -> R<f32> {
+        a.f32()?.iter().next().copied().ok_or("an empty Range input".into())
+    };
+    let scalar_i = |a: &Array| -> R<i64> {
+        a.ints()?.iter().next().copied().ok_or("an empty Range input".into())
+    };
     // The element count is bounded: a Range is materialised.
     const MAX: f64 = (1u64 << 28) as f64;
     match start {
@@ -538,7 +542,10 @@ pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
             let v: Vec<i64> = (0..n as i64)
                 .map(|i| super::elementwise::wrap_int(s.wrapping_add(i.wrapping_mul(d)), *dt))
                 .collect();
-            Ok(Array::Int(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).map_err(|e| e.to_string())?, *dt))
+            Ok(Array::Int(
+                ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).map_err(|e| e.to_string())?,
+                *dt,
+            ))
         }
     }
 }

@@ -16,6 +16,7 @@ mod host;
 mod int8;
 mod lower;
 mod lower_random;
+mod op_chains;
 mod opt;
 mod registry;
 mod reliability;

@@ -1,0 +1,311 @@
+//! Randomised op chains over the operators beyond the first fifty (element-wise math,
+//! comparisons and logic, parameterised activations, the new reductions, normalizations,
+//! indexing and selection ops): each chain is written as an ONNX text model with random shapes,
+//! attributes and constants, compiled through the facade for both built-in devices (`default`
+//! and `tiny`; a plan of device jobs and host calls wherever the device does not take a node),
+//! run through the session, and compared with the reference interpreter on the same graph.
+//! Tolerance: rtol 1e-3, atol 1e-5 (transcendental functions are computed by different
+//! libraries on the device, the host and the reference); integers and bools exactly.
+
+use accelc::{HostTensor, Options, Session, Source};
+use accelc_tests::Rng;
+
+/// A chain under construction: ONNX text lines, initializers, the current value and its shape.
+struct Chain {
+    lines: Vec<String>,
+    inits: Vec<String>,
+    cur: String,
+    shape: Vec<usize>,
+    next: usize,
+}
+
+impl Chain {
+    fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("t{}", self.next)
+    }
+
+    fn floats(&mut self, rng: &mut Rng, shape: &[usize], lo: f32, hi: f32) -> String {
+        let name = self.fresh();
+        let n: usize = shape.iter().product();
+        let vals: Vec<String> = (0..n).map(|_| format!("{:.4}", rng.f32_in(lo, hi))).collect();
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        self.inits.push(format!("float[{}] {name} = {{{}}}", dims.join(","), vals.join(",")));
+        name
+    }
+
+    fn ints(&mut self, shape: &[usize], vals: &[i64]) -> String {
+        let name = self.fresh();
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        let v: Vec<String> = vals.iter().map(i64::to_string).collect();
+        self.inits.push(format!("int64[{}] {name} = {{{}}}", dims.join(","), v.join(",")));
+        name
+    }
+
+    /// Appends `out = text` (text names the inputs) and makes `out` current with `shape`.
+    fn step(&mut self, text: String, shape: Vec<usize>) {
+        let out = self.fresh();
+        self.lines.push(format!("{out} = {text}"));
+        self.cur = out;
+        self.shape = shape;
+    }
+}
+
+fn pick(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+    lo + (rng.next_u64() as usize) % (hi - lo + 1)
+}
+
+/// One random op on the chain's current float value (the result stays float).
+fn random_op(c: &mut Chain, rng: &mut Rng) -> String {
+    let x = c.cur.clone();
+    let s = c.shape.clone();
+    let rank = s.len();
+    let ax = pick(rng, 0, rank - 1);
+    let unary = [
+        "Log",
+        "Reciprocal",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Sin",
+        "Cos",
+        "Tan",
+        "Atan",
+        "Sinh",
+        "Asinh",
+        "Softplus",
+        "Softsign",
+        "Mish",
+        "Exp",
+        "Abs",
+        "Neg",
+    ];
+    match pick(rng, 0, 17) {
+        0 => {
+            let op = unary[pick(rng, 0, unary.len() - 1)];
+            c.step(format!("{op} ({x})"), s);
+            op.into()
+        }
+        1 => {
+            let (op, attrs) = [
+                ("Elu", "<alpha: float = 0.7>"),
+                ("Selu", "<alpha: float = 1.5, gamma: float = 1.1>"),
+                ("Celu", "<alpha: float = 0.8>"),
+                ("ThresholdedRelu", "<alpha: float = 0.2>"),
+                ("Shrink", "<bias: float = 0.1, lambd: float = 0.3>"),
+            ][pick(rng, 0, 4)];
+            c.step(format!("{op} {attrs} ({x})"), s);
+            op.into()
+        }
+        2 => {
+            // A comparison picks between the value and a constant (Where), or is cast back.
+            let k = c.floats(rng, &s[rank - 1..], -0.5, 0.5);
+            let cmp =
+                ["Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Equal"][pick(rng, 0, 4)];
+            let b = c.fresh();
+            c.lines.push(format!("{b} = {cmp} ({x}, {k})"));
+            if rng.next_u64() % 2 == 0 {
+                let nb = c.fresh();
+                c.lines.push(format!("{nb} = Not ({b})"));
+                let both = c.fresh();
+                let logic = ["And", "Or", "Xor"][pick(rng, 0, 2)];
+                c.lines.push(format!("{both} = {logic} ({b}, {nb})"));
+                c.step(format!("Where ({both}, {x}, {k})"), s);
+                format!("{cmp}/Not/{logic}/Where")
+            } else {
+                c.step(format!("Cast <to: int = 1> ({b})"), s);
+                format!("{cmp}/Cast")
+            }
+        }
+        3 => {
+            let slope = c.floats(rng, &s[rank - 1..], -0.5, 0.5);
+            c.step(format!("PRelu ({x}, {slope})"), s);
+            "PRelu".into()
+        }
+        4 => {
+            let op = [
+                "ReduceMin",
+                "ReduceProd",
+                "ReduceL1",
+                "ReduceL2",
+                "ReduceSumSquare",
+                "ReduceLogSumExp",
+                "ReduceMax",
+            ][pick(rng, 0, 6)];
+            let axes = c.ints(&[1], &[ax as i64]);
+            let mut shape = s.clone();
+            shape[ax] = 1;
+            c.step(format!("{op} <keepdims: int = 1> ({x}, {axes})"), shape);
+            op.into()
+        }
+        5 => {
+            let op = if rng.next_u64() % 2 == 0 { "ArgMax" } else { "ArgMin" };
+            let i = c.fresh();
+            c.lines.push(format!("{i} = {op} <axis: int = {ax}, keepdims: int = 1> ({x})"));
+            let mut shape = s.clone();
+            shape[ax] = 1;
+            c.step(format!("Cast <to: int = 1> ({i})"), shape);
+            op.into()
+        }
+        6 => {
+            let a = c.ints(&[], &[ax as i64]);
+            let (e, r) = (rng.next_u64() % 2, rng.next_u64() % 2);
+            c.step(format!("CumSum <exclusive: int = {e}, reverse: int = {r}> ({x}, {a})"), s);
+            "CumSum".into()
+        }
+        7 if rank >= 2 => {
+            let k = c.ints(&[], &[pick(rng, 0, 2) as i64 - 1]);
+            let up = rng.next_u64() % 2;
+            c.step(format!("Trilu <upper: int = {up}> ({x}, {k})"), s);
+            "Trilu".into()
+        }
+        8 => {
+            let reps: Vec<i64> = (0..rank).map(|_| pick(rng, 1, 2) as i64).collect();
+            let r = c.ints(&[rank], &reps);
+            let shape = s.iter().zip(&reps).map(|(d, r)| d * *r as usize).collect();
+            c.step(format!("Tile ({x}, {r})"), shape);
+            "Tile".into()
+        }
+        9 => {
+            c.step(format!("Hardmax <axis: int = {ax}> ({x})"), s);
+            "Hardmax".into()
+        }
+        10 => {
+            let p = pick(rng, 1, 2);
+            c.step(format!("LpNormalization <axis: int = {ax}, p: int = {p}> ({x})"), s);
+            "LpNormalization".into()
+        }
+        11 => {
+            let scale = c.floats(rng, &s[ax..], 0.5, 1.5);
+            c.step(format!("RMSNormalization <axis: int = {ax}> ({x}, {scale})"), s);
+            "RMSNormalization".into()
+        }
+        12 => {
+            let k = pick(rng, 1, s[ax]);
+            let kk = c.ints(&[1], &[k as i64]);
+            let (v, i) = (c.fresh(), c.fresh());
+            let largest = rng.next_u64() % 2;
+            c.lines.push(format!(
+                "{v}, {i} = TopK <axis: int = {ax}, largest: int = {largest}> ({x}, {kk})"
+            ));
+            let mut shape = s.clone();
+            shape[ax] = k;
+            let fi = c.fresh();
+            c.lines.push(format!("{fi} = Cast <to: int = 1> ({i})"));
+            c.step(format!("Add ({v}, {fi})"), shape);
+            "TopK".into()
+        }
+        13 => {
+            let n: usize = s.iter().product();
+            let idx: Vec<i64> = (0..n)
+                .map(|_| {
+                    pick(rng, 0, s[ax] - 1) as i64
+                        - if rng.next_u64() % 3 == 0 { s[ax] as i64 } else { 0 }
+                })
+                .collect();
+            let i = c.ints(&s, &idx);
+            c.step(format!("GatherElements <axis: int = {ax}> ({x}, {i})"), s);
+            "GatherElements".into()
+        }
+        14 => {
+            // Expand a size-1 axis (after reducing one).
+            let axes = c.ints(&[1], &[ax as i64]);
+            let r = c.fresh();
+            c.lines.push(format!("{r} = ReduceMean <keepdims: int = 1> ({x}, {axes})"));
+            let dims: Vec<i64> = s.iter().map(|d| *d as i64).collect();
+            let sh = c.ints(&[rank], &dims);
+            c.step(format!("Expand ({r}, {sh})"), s);
+            "ReduceMean/Expand".into()
+        }
+        15 => {
+            let like = c.floats(rng, &[1], 0.0, 1.0);
+            let i = c.fresh();
+            c.lines.push(format!("{i} = Cast <to: int = 6> ({x})"));
+            c.step(format!("CastLike ({i}, {like})"), s);
+            "Cast/CastLike".into()
+        }
+        16 => {
+            let scat: Vec<i64> = (0..s[ax]).rev().map(|v| v as i64).collect();
+            let mut ishape = s.clone();
+            ishape[ax] = s[ax];
+            let n: usize = ishape.iter().product();
+            let stride: usize = s[ax + 1..].iter().product();
+            let idx: Vec<i64> = (0..n).map(|f| scat[(f / stride) % s[ax]]).collect();
+            let i = c.ints(&ishape, &idx);
+            let u = c.floats(rng, &ishape, -1.0, 1.0);
+            let red = ["none", "add", "mul", "max", "min"][pick(rng, 0, 4)];
+            c.step(format!("ScatterElements <axis: int = {ax}, reduction: string = \"{red}\"> ({x}, {i}, {u})"), s);
+            "ScatterElements".into()
+        }
+        _ => {
+            let y = c.floats(rng, &s, -1.0, 1.0);
+            let z = c.floats(rng, &s[rank - 1..], -1.0, 1.0);
+            c.step(format!("Max ({x}, {y}, {z})"), s);
+            "Max".into()
+        }
+    }
+}
+
+fn close(got: &HostTensor, want: &HostTensor) -> Result<(), String> {
+    if got.dtype != want.dtype || got.dims != want.dims {
+        return Err(format!("{}{:?} vs {}{:?}", got.dtype, got.dims, want.dtype, want.dims));
+    }
+    match (got.f32s(), want.f32s()) {
+        (Some(g), Some(w)) => {
+            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                let ok =
+                    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-5 + 1e-3 * b.abs();
+                if !ok {
+                    return Err(format!("element {i}: {a} vs {b}"));
+                }
+            }
+            Ok(())
+        }
+        _ => (got.data == want.data).then_some(()).ok_or("integer data differ".into()),
+    }
+}
+
+#[test]
+fn random_op_chains_match_the_reference_on_both_devices() {
+    let mut rng = Rng::new(0x0ac1_c0de);
+    let mut ops_seen = std::collections::BTreeSet::new();
+    for case in 0..64 {
+        let rank = pick(&mut rng, 1, 4);
+        let shape: Vec<usize> = (0..rank).map(|_| pick(&mut rng, 1, 4)).collect();
+        let mut c =
+            Chain { lines: vec![], inits: vec![], cur: "x".into(), shape: shape.clone(), next: 0 };
+        let mut log = Vec::new();
+        for _ in 0..pick(&mut rng, 2, 5) {
+            log.push(random_op(&mut c, &mut rng));
+        }
+        ops_seen.extend(log.iter().cloned());
+        let dims = |s: &[usize]| s.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        let inits =
+            if c.inits.is_empty() { String::new() } else { format!("<{}>", c.inits.join(", ")) };
+        let text = format!(
+            "<ir_version: 10, opset_import: [\"\" : 24]>\nchain (float[{}] x) => (float[{}] {})\n{inits}\n{{\n{}\n}}\n",
+            dims(&shape),
+            dims(&c.shape),
+            c.cur,
+            c.lines.join("\n")
+        );
+        let n: usize = shape.iter().product();
+        let vals: Vec<f32> = (0..n).map(|_| rng.f32_in(-2.0, 2.0)).collect();
+        let x = HostTensor::from_f32(shape.clone(), &vals).unwrap();
+        for cfg in ["default", "tiny"] {
+            let what = format!("case {case} on {cfg}: {log:?}\n{text}");
+            let opts = Options { config: accelc::config(cfg).unwrap(), ..Options::default() };
+            let comp = accelc::compile(Source::Text(&text), &opts, &mut ())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let session = Session::new(comp.blob.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got =
+                session.run(std::slice::from_ref(&x)).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let want = accelc::reference(comp.oracle(), std::slice::from_ref(&x))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            close(&got.outputs[0], &want[0]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+    }
+    // The chains reached the ops they are for.
+    assert!(ops_seen.len() >= 30, "only {ops_seen:?}");
+}
