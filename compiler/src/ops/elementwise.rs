@@ -627,6 +627,24 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 UnaryOp::Floor => one(UnOp::Floor),
                 UnaryOp::Ceil => one(UnOp::Ceil),
                 UnaryOp::Round => one(UnOp::Round),
+                // max(x, 0) + ln(1 + e^−|x|): no exponential overflows.
+                UnaryOp::Softplus => (softplus_prog(0, 1), 2, vec![1.0]),
+                UnaryOp::Softsign => (
+                    vec![
+                        Micro::Un(UnOp::Abs, 1, Src::In(0)),
+                        Micro::Bin(BinOp::Add, 1, Src::Reg(1), Src::Imm(0)),
+                        Micro::Bin(BinOp::Div, 0, Src::In(0), Src::Reg(1)),
+                    ],
+                    2,
+                    vec![1.0],
+                ),
+                // x · tanh(softplus(x)).
+                UnaryOp::Mish => {
+                    let mut p = softplus_prog(1, 0);
+                    p.push(Micro::Un(UnOp::Tanh, 1, Src::Reg(1)));
+                    p.push(Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Reg(1)));
+                    (p, 2, vec![1.0])
+                }
                 other => return Err(err(&format!("{other:?} is not lowered to the device"))),
             };
             if !matches!(u, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs) {
@@ -728,6 +746,35 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             let mut n1 = n.clone();
             n1.inputs.truncate(1);
             ew_step(b, &n1, prog, 1, vec![lo, hi])
+        }
+        Op::Activation { kind: kind @ (ActKind::Elu | ActKind::Selu | ActKind::Celu), alpha, beta } => {
+            let x = b.input(n, 0)?;
+            if b.s.tens[x].dtype != DType::F32 {
+                return Err(err(&format!("{kind:?} of integers is not lowered to the device")));
+            }
+            // Elu and Selu: relu(x) + α·(e^min(x, 0) − 1) (times γ); Celu:
+            // relu(x) + min(α·(e^(x/α) − 1), 0). Imms: 0, 1, α, γ.
+            let mut p = match kind {
+                ActKind::Celu => vec![
+                    Micro::Bin(BinOp::Div, 1, Src::In(0), Src::Imm(2)),
+                    Micro::Un(UnOp::Exp, 1, Src::Reg(1)),
+                    Micro::Bin(BinOp::Sub, 1, Src::Reg(1), Src::Imm(1)),
+                    Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(2)),
+                    Micro::Bin(BinOp::Min, 1, Src::Reg(1), Src::Imm(0)),
+                ],
+                _ => vec![
+                    Micro::Bin(BinOp::Min, 1, Src::In(0), Src::Imm(0)),
+                    Micro::Un(UnOp::Exp, 1, Src::Reg(1)),
+                    Micro::Bin(BinOp::Sub, 1, Src::Reg(1), Src::Imm(1)),
+                    Micro::Bin(BinOp::Mul, 1, Src::Reg(1), Src::Imm(2)),
+                ],
+            };
+            p.push(Micro::Un(UnOp::Relu, 0, Src::In(0)));
+            p.push(Micro::Bin(BinOp::Add, 0, Src::Reg(0), Src::Reg(1)));
+            if *kind == ActKind::Selu {
+                p.push(Micro::Bin(BinOp::Mul, 0, Src::Reg(0), Src::Imm(3)));
+            }
+            ew_step(b, n, p, 2, vec![0.0, 1.0, *alpha, *beta])
         }
         Op::Compare(_)
         | Op::Logic { .. }
@@ -910,6 +957,20 @@ fn variadic(op: VariadicOp, args: &[Option<&Array>]) -> R<Array> {
         acc = Array::F32(acc.f32()?.mapv(|v| v / n));
     }
     Ok(acc)
+}
+
+/// Softplus of input 0 into register `dst` as `relu(x) + ln(1 + e^−|x|)` (`tmp` a scratch
+/// register; `Imm(0)` is 1).
+fn softplus_prog(dst: usize, tmp: usize) -> Vec<Micro> {
+    vec![
+        Micro::Un(UnOp::Abs, tmp, Src::In(0)),
+        Micro::Un(UnOp::Neg, tmp, Src::Reg(tmp)),
+        Micro::Un(UnOp::Exp, tmp, Src::Reg(tmp)),
+        Micro::Bin(BinOp::Add, tmp, Src::Reg(tmp), Src::Imm(0)),
+        Micro::Un(UnOp::Log, tmp, Src::Reg(tmp)),
+        Micro::Un(UnOp::Relu, dst, Src::In(0)),
+        Micro::Bin(BinOp::Add, dst, Src::Reg(dst), Src::Reg(tmp)),
+    ]
 }
 
 /// `ln(e^x + 1)` (ONNX Softplus).
