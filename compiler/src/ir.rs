@@ -643,6 +643,8 @@ pub enum Op {
     SpaceToDepth {
         /// The block edge.
         blocksize: usize,
+        /// Column-row-depth order (else depth-column-row, DCR).
+        crd: bool,
     },
     /// Running sums along an axis (input 1).
     CumSum {
@@ -802,6 +804,9 @@ pub enum BinaryOp {
     Pow,
     /// Remainder (`Mod`, `fmod = 0` semantics for integers).
     Mod,
+    /// Remainder truncated toward zero, the sign of the dividend (`Mod` with `fmod = 1`, C's
+    /// `fmod`).
+    Fmod,
 }
 
 /// Element-wise operations over any number of inputs.

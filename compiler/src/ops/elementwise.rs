@@ -109,7 +109,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         "Mul" => binary(BinaryOp::Mul),
         "Div" => binary(BinaryOp::Div),
         "Pow" => binary(BinaryOp::Pow),
-        "Mod" if a.i64("fmod", 0) != 0 => Err("Mod with fmod=1 is not supported".into()),
+        "Mod" if a.i64("fmod", 0) != 0 => binary(BinaryOp::Fmod),
         "Mod" => binary(BinaryOp::Mod),
         "Relu" => unary(UnaryOp::Relu),
         "Sigmoid" => unary(UnaryOp::Sigmoid),
@@ -542,6 +542,7 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
         Op::Gelu { tanh } => {
             a.push(format!("approximate: string = \"{}\"", if *tanh { "tanh" } else { "none" }))
         }
+        Op::Binary(BinaryOp::Fmod) => a.push("fmod: int = 1".into()),
         Op::Activation { kind, alpha, beta } => match kind {
             ActKind::Elu | ActKind::Celu | ActKind::ThresholdedRelu => {
                 a.push(format!("alpha: float = {}", flt(*alpha)))
@@ -579,7 +580,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 BinaryOp::Mul => BinOp::Mul,
                 BinaryOp::Div => BinOp::Div,
                 BinaryOp::Pow => BinOp::Pow,
-                BinaryOp::Mod => return Err(err("Mod is not lowered")),
+                BinaryOp::Mod | BinaryOp::Fmod => return Err(err("Mod is not lowered")),
             };
             ew_step(b, n, vec![Micro::Bin(bop, 0, Src::In(0), Src::In(1))], 1, vec![])
         }
@@ -747,7 +748,11 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             n1.inputs.truncate(1);
             ew_step(b, &n1, prog, 1, vec![lo, hi])
         }
-        Op::Activation { kind: kind @ (ActKind::Elu | ActKind::Selu | ActKind::Celu), alpha, beta } => {
+        Op::Activation {
+            kind: kind @ (ActKind::Elu | ActKind::Selu | ActKind::Celu),
+            alpha,
+            beta,
+        } => {
             let x = b.input(n, 0)?;
             if b.s.tens[x].dtype != DType::F32 {
                 return Err(err(&format!("{kind:?} of integers is not lowered to the device")));
@@ -864,6 +869,8 @@ pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
                 let r = p % q;
                 if r != 0.0 && (r < 0.0) != (q < 0.0) { r + q } else { r }
             }
+            // Rust's `%` on floats is C's fmod.
+            BinaryOp::Fmod => p % q,
         })?)),
         (Array::Int(x, dt), Array::Int(y, _)) => Ok(Array::Int(
             zip_i64(x, y, |p, q| match op {
@@ -888,6 +895,8 @@ pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
                     let r = p.wrapping_rem_euclid(q);
                     Ok(r + if q < 0 && r != 0 { q } else { 0 })
                 }
+                BinaryOp::Fmod if q == 0 => Err("integer modulo by zero".into()),
+                BinaryOp::Fmod => Ok(p.wrapping_rem(q)),
             })?,
             *dt,
         )),
@@ -1564,6 +1573,7 @@ pub(crate) fn host_binary(
                 let r = b.op2("math.powf", &x, &y, "f64");
                 b.let_(&format!("arith.truncf {r} : f64 to f32"))
             }
+            BinaryOp::Fmod => f("arith.remf", b),
             BinaryOp::Mod => {
                 // numpy's mod: the sign of the divisor.
                 let r = f("arith.remf", b);
@@ -1586,6 +1596,16 @@ pub(crate) fn host_binary(
         BinaryOp::Add => b.op2("arith.addi", &x, &y, "i64"),
         BinaryOp::Sub => b.op2("arith.subi", &x, &y, "i64"),
         BinaryOp::Mul => b.op2("arith.muli", &x, &y, "i64"),
+        BinaryOp::Fmod => {
+            let zero = b.cmpi("eq", &y, &z, "i64");
+            b.fail_if(&zero, 2);
+            // Neither a zero divisor nor i64::MIN % -1 reaches the remainder (both trap).
+            let minus1 = b.cmpi("eq", &y, &m1, "i64");
+            let unsafe_ = b.op2("arith.ori", &zero, &minus1, "i1");
+            let safe = b.select(&unsafe_, &one, &y, "i64");
+            let r = b.op2("arith.remsi", &x, &safe, "i64");
+            b.select(&unsafe_, &z, &r, "i64")
+        }
         BinaryOp::Div | BinaryOp::Mod => {
             let zero = b.cmpi("eq", &y, &z, "i64");
             b.fail_if(&zero, if op == BinaryOp::Div { 1 } else { 2 });

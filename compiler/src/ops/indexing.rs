@@ -80,7 +80,14 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
             };
             Ok(Op::DepthToSpace { blocksize: blocksize()?, crd })
         }
-        "SpaceToDepth" => Ok(Op::SpaceToDepth { blocksize: blocksize()? }),
+        "SpaceToDepth" => {
+            let crd = match a.string("mode").as_deref() {
+                None | Some("DCR") => false,
+                Some("CRD") => true,
+                Some(o) => return Err(a.invalid(format!("SpaceToDepth mode `{o}` is not defined"))),
+            };
+            Ok(Op::SpaceToDepth { blocksize: blocksize()?, crd })
+        }
         "CumSum" => Ok(Op::CumSum {
             exclusive: a.i64("exclusive", 0) != 0,
             reverse: a.i64("reverse", 0) != 0,
@@ -207,7 +214,7 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             }
             out(vec![n, c / (b * b), h * b, w * b])
         }
-        Op::SpaceToDepth { blocksize: b } => {
+        Op::SpaceToDepth { blocksize: b, .. } => {
             let [n, c, h, w] = x.shape[..] else {
                 return Err(format!("SpaceToDepth of {x} (4-D only)"));
             };
@@ -468,11 +475,16 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 Ok(Some(o[0] * st[0] + ch * st[1] + (o[2] / b) * st[2] + (o[3] / b) * st[3]))
             })?)
         }
-        Op::SpaceToDepth { blocksize: b } => {
-            let b = *b;
+        Op::SpaceToDepth { blocksize: b, crd } => {
+            let (b, crd) = (*b, *crd);
             let shape = vec![xs[0], xs[1] * b * b, xs[2] / b, xs[3] / b];
             one(take(x, &shape, |o| {
-                let (blk, c) = (o[1] / xs[1], o[1] % xs[1]);
+                // DCR: channel = block·C + c; CRD: channel = c·b² + block.
+                let (blk, c) = if crd {
+                    (o[1] % (b * b), o[1] / (b * b))
+                } else {
+                    (o[1] / xs[1], o[1] % xs[1])
+                };
                 let (bh, bw) = (blk / b, blk % b);
                 Ok(Some(
                     o[0] * st[0] + c * st[1] + (o[2] * b + bh) * st[2] + (o[3] * b + bw) * st[3],
@@ -564,7 +576,10 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             a.push(format!("blocksize: int = {blocksize}"));
             a.push(format!("mode: string = \"{}\"", if *crd { "CRD" } else { "DCR" }));
         }
-        Op::SpaceToDepth { blocksize } => a.push(format!("blocksize: int = {blocksize}")),
+        Op::SpaceToDepth { blocksize, crd } => {
+            a.push(format!("blocksize: int = {blocksize}"));
+            a.push(format!("mode: string = \"{}\"", if *crd { "CRD" } else { "DCR" }));
+        }
         Op::CumSum { exclusive, reverse } => {
             a.push(format!("exclusive: int = {}", i64::from(*exclusive)));
             a.push(format!("reverse: int = {}", i64::from(*reverse)));
@@ -823,14 +838,18 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 b.load(x, &[o[0].clone(), ch, h, w])
             })
         }
-        Op::SpaceToDepth { blocksize } => {
-            let bs = *blocksize;
+        Op::SpaceToDepth { blocksize, crd } => {
+            let (bs, crd) = (*blocksize, *crd);
             let c = xs[1];
             b.map_out(out, &mut |b, o| {
                 let ci = b.idx(c);
                 let bi = b.idx(bs);
-                let blk = b.iop("arith.divui", &o[1], &ci);
-                let ch = b.iop("arith.remui", &o[1], &ci);
+                let bb = b.idx(bs * bs);
+                let (blk, ch) = if crd {
+                    (b.iop("arith.remui", &o[1], &bb), b.iop("arith.divui", &o[1], &bb))
+                } else {
+                    (b.iop("arith.divui", &o[1], &ci), b.iop("arith.remui", &o[1], &ci))
+                };
                 let bh = b.iop("arith.divui", &blk, &bi);
                 let bw = b.iop("arith.remui", &blk, &bi);
                 let h = b.iop("arith.muli", &o[2], &bi);
