@@ -961,8 +961,8 @@ pub struct AttentionAttrs {
     pub scale: Option<f32>,
     /// Scores pass through `softcap·tanh(s/softcap)` when positive.
     pub softcap: f32,
-    /// What `qk_matmul_output` holds: 0 or 1 the (softcapped) scores, 2 with the bias, 3 the
-    /// softmax.
+    /// What `qk_matmul_output` holds: 0 the raw scores, 1 after softcap, 2 with the bias, 3
+    /// the softmax.
     pub qk_mode: u8,
     /// Keys visible before a query's position (−1: unbounded).
     pub left: i64,

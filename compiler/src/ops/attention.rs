@@ -364,12 +364,14 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             for i in 0..g.sq {
                 // Scores (softcapped), biases.
                 let mut s = vec![0f32; t];
+                let mut raw = vec![0f32; t];
                 let mut bs = vec![0f32; t];
                 for j in 0..t {
                     let mut acc = 0f32;
                     for e in 0..g.dk {
                         acc += (inp.q(b, h, i, e) * scale) * (inp.kv(false, b, hk, j, e) * scale);
                     }
+                    raw[j] = acc;
                     if op.softcap > 0.0 {
                         acc = ((f64::from(acc) / f64::from(op.softcap)).tanh() as f32) * op.softcap;
                     }
@@ -380,7 +382,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 let p = softmax_row(&with_bias, &bs);
                 for j in 0..t {
                     qk[((b * g.hq + h) * g.sq + i) * t + j] = match op.qk_mode {
-                        0 | 1 => s[j],
+                        // The specification's modes: 0 the raw product, 1 after softcap.
+                        0 => raw[j],
+                        1 => s[j],
                         2 => with_bias[j],
                         _ => p[j],
                     };
@@ -561,12 +565,13 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             b.load(qv, &[bi.to_string(), h.to_string(), i.to_string(), e.to_string()])
         }
     };
-    // The softcapped score at (b, h, i, j).
-    let score = |b: &mut HostBuilder<'_>,
-                 bi: &str,
-                 h: &str,
-                 i: &str,
-                 j: &str|
+    // The score at (b, h, i, j), softcapped unless `raw`.
+    let score_at = |b: &mut HostBuilder<'_>,
+                    bi: &str,
+                    h: &str,
+                    i: &str,
+                    j: &str,
+                    raw: bool|
      -> Result<String, LowerError> {
         let r = b.idx(reps);
         let hk = b.iop("arith.divui", h, &r);
@@ -581,7 +586,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             Ok(vec![b.op2("arith.addf", &acc[0], &m, "f32")])
         })?;
         let mut s = acc[0].clone();
-        if op.softcap > 0.0 {
+        if op.softcap > 0.0 && !raw {
             let c = b.f64c(f64::from(op.softcap));
             let d = b.f64_of(&s);
             let d = b.op2("arith.divf", &d, &c, "f64");
@@ -591,6 +596,9 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             s = b.op2("arith.mulf", &d, &cf, "f32");
         }
         Ok(s)
+    };
+    let score = |b: &mut HostBuilder<'_>, bi: &str, h: &str, i: &str, j: &str| {
+        score_at(b, bi, h, i, j, false)
     };
     // The bias at (b, h, i, j), as `bias`.
     let bias_at = |b: &mut HostBuilder<'_>,
@@ -738,7 +746,8 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     if let Some(out) = n.outputs.get(3) {
         let mode = op.qk_mode;
         b.map_out(*out, &mut |b, o| match mode {
-            0 | 1 => score(b, &o[0], &o[1], &o[2], &o[3]),
+            0 => score_at(b, &o[0], &o[1], &o[2], &o[3], true),
+            1 => score(b, &o[0], &o[1], &o[2], &o[3]),
             2 => {
                 let s = score(b, &o[0], &o[1], &o[2], &o[3])?;
                 let bs = bias_at(b, &o[0], &o[1], &o[2], &o[3])?;

@@ -239,8 +239,11 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
                 Op::Compare(_) => a.dtype != DType::Bool,
                 Op::Logic { bitwise: false, .. } => a.dtype == DType::Bool,
                 Op::Logic { bitwise: true, .. } => int(a.dtype),
-                // Unsigned before opset 28, every integer type from then.
-                _ => a.dtype == DType::U8 || (g.opset >= 28 && int(a.dtype)),
+                // Unsigned types at every opset (BitShift-11), signed ones from opset 28.
+                _ => {
+                    a.dtype.is_unsigned() && a.dtype != DType::Bool
+                        || (g.opset >= 28 && int(a.dtype))
+                }
             };
             if !ok {
                 return Err(format!("{} of {} is not defined by ONNX", node.op_type, a.dtype));

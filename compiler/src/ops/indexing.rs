@@ -203,12 +203,30 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             if reps.len() != x.shape.len() || reps.iter().any(|r| *r < 0) {
                 return Err(format!("Tile repeats {reps:?} for {x}"));
             }
-            out(x.shape.iter().zip(&reps).map(|(d, r)| d * *r as usize).collect())
+            let shape = x
+                .shape
+                .iter()
+                .zip(&reps)
+                .map(|(d, r)| {
+                    usize::try_from(*r).ok().and_then(|r| d.checked_mul(r)).ok_or_else(|| {
+                        format!("Tile of {x} by {reps:?} has more elements than 64 bits can count")
+                    })
+                })
+                .collect::<R<Vec<usize>>>()?;
+            out(shape)
         }
         Op::DepthToSpace { blocksize: b, .. } => {
             let [n, c, h, w] = x.shape[..] else {
                 return Err(format!("DepthToSpace of {x} (4-D only)"));
             };
+            let bb = b.checked_mul(*b).filter(|bb| *bb <= c).ok_or_else(|| {
+                format!("DepthToSpace blocksize {b} is larger than the {c} channels allow")
+            })?;
+            let (hb, wb) = (h.checked_mul(*b), w.checked_mul(*b));
+            if hb.is_none() || wb.is_none() {
+                return Err(format!("DepthToSpace blocksize {b} overflows the spatial size"));
+            }
+            let _ = bb;
             if c % (b * b) != 0 {
                 return Err(format!("DepthToSpace: {c} channels do not divide by {b}x{b}"));
             }
@@ -220,6 +238,9 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             };
             if h % b != 0 || w % b != 0 {
                 return Err(format!("SpaceToDepth: {h}x{w} does not divide by {b}"));
+            }
+            if c.checked_mul(*b).and_then(|v| v.checked_mul(*b)).is_none() {
+                return Err(format!("SpaceToDepth blocksize {b} overflows the channel count"));
             }
             out(vec![n, c * b * b, h / b, w / b])
         }

@@ -388,11 +388,12 @@ pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorT
 }
 
 /// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`.
-pub(crate) fn arity(op_type: &str, _opset: i64) -> Arity {
+pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
     match op_type {
         "RMSNormalization" => counts(2, 2, 1, 1),
         "InstanceNormalization" => counts(3, 3, 1, 1),
-        "TopK" => counts(2, 2, 2, 2),
+        "TopK" if opset >= 10 => counts(2, 2, 2, 2),
+        "TopK" => counts(1, 1, 2, 2),
         _ => counts(1, 1, 1, 1),
     }
 }
@@ -429,14 +430,27 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 i[k] = j.to_string();
                 i
             };
+            // Floats as f64, integers as i64 (exact).
             let load = |b: &mut HostBuilder<'_>, j: &str| -> Result<String, LowerError> {
                 let v = b.load(x, &at(j))?;
-                Ok(if float {
-                    b.f64_of(&v)
-                } else {
-                    let w = b.widen(&v, dt);
-                    b.let_(&format!("arith.sitofp {w} : i64 to f64"))
-                })
+                Ok(if float { b.f64_of(&v) } else { b.widen(&v, dt) })
+            };
+            // (greater, equal) of two loaded values, NaN above every number.
+            let order = |b: &mut HostBuilder<'_>, a: &str, c: &str| -> (String, String) {
+                if !float {
+                    return (b.cmpi("sgt", a, c, "i64"), b.cmpi("eq", a, c, "i64"));
+                }
+                let an = b.cmpf("uno", a, a, "f64");
+                let cn = b.cmpf("uno", c, c, "f64");
+                let tr = b.let_("arith.constant true");
+                let not_cn = b.op2("arith.xori", &cn, &tr, "i1");
+                let nan_gt = b.op2("arith.andi", &an, &not_cn, "i1");
+                let gt = b.cmpf("ogt", a, c, "f64");
+                let gt = b.op2("arith.ori", &gt, &nan_gt, "i1");
+                let both = b.op2("arith.andi", &an, &cn, "i1");
+                let eq = b.cmpf("oeq", a, c, "f64");
+                let eq = b.op2("arith.ori", &eq, &both, "i1");
+                (gt, eq)
             };
             let t = b.let_(&format!("arith.index_cast {} : index to i64", o[k]));
             let z = b.idx(0);
@@ -446,8 +460,8 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let zero = b.i64c(0);
                 let rank = b.fold_n(len, &[zero], &["i64"], &mut |b, l, acc2| {
                     let xl = load(b, l)?;
-                    let strict = b.cmpf(if largest { "ogt" } else { "olt" }, &xl, &xj, "f64");
-                    let eq = b.cmpf("oeq", &xl, &xj, "f64");
+                    let (strict, eq) =
+                        if largest { order(b, &xl, &xj) } else { order(b, &xj, &xl) };
                     let before = b.let_(&format!("arith.cmpi ult, {l}, {j} : index"));
                     let tie = b.op2("arith.andi", &eq, &before, "i1");
                     let better = b.op2("arith.ori", &strict, &tie, "i1");

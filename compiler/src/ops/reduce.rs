@@ -127,6 +127,14 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
     }
 }
 
+/// Whether a reduction over no axes is the identity (else an element-wise map remains).
+fn identity_when_noop(op: ReduceKind) -> bool {
+    matches!(
+        op,
+        ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod
+    )
+}
+
 /// The smallest and largest values of integer type `dt`.
 fn int_range(dt: DType) -> (i64, i64) {
     dt.int_range()
@@ -189,10 +197,15 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                     .transpose()?
                     .unwrap_or_default(),
             };
-            if axes.is_empty() && *noop_with_empty_axes {
+            // With no axes and noop_with_empty_axes, nothing is reduced, but the element-wise
+            // part (|x|, x², √(x²), ln x) still applies.
+            let noop = axes.is_empty() && *noop_with_empty_axes;
+            if noop && identity_when_noop(*op) {
                 return one(input.clone());
             }
-            let mut ks: Vec<usize> = if axes.is_empty() {
+            let mut ks: Vec<usize> = if noop {
+                vec![]
+            } else if axes.is_empty() {
                 (0..x.ndim()).collect()
             } else {
                 axes.iter().map(|a| axis(*a, x.ndim())).collect::<R<_>>()?
@@ -429,22 +442,29 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let i0 = b.idx(0);
             let first = at(b, &i0);
             let v0 = b.load(x, &first)?;
-            let v0 = if dt == DType::F32 { b.f64_of(&v0) } else { b.widen(&v0, dt) };
-            let v0 = if dt == DType::F32 {
-                v0
-            } else {
-                b.let_(&format!("arith.sitofp {v0} : i64 to f64"))
-            };
+            let float = dt == DType::F32;
+            // Floats as f64; integers exactly, as i64.
+            let v0 = if float { b.f64_of(&v0) } else { b.widen(&v0, dt) };
+            let ty = if float { "f64" } else { "i64" };
             let z = b.i64c(0);
-            let r = b.fold_n(len, &[v0, z], &["f64", "i64"], &mut |b, t, acc| {
+            let r = b.fold_n(len, &[v0, z], &[ty, "i64"], &mut |b, t, acc| {
                 let xi = at(b, t);
                 let v = b.load(x, &xi)?;
-                let v = if dt == DType::F32 {
-                    b.f64_of(&v)
-                } else {
-                    let w = b.widen(&v, dt);
-                    b.let_(&format!("arith.sitofp {w} : i64 to f64"))
-                };
+                if !float {
+                    let v = b.widen(&v, dt);
+                    let strict = b.cmpi(if max { "sgt" } else { "slt" }, &v, &acc[0], "i64");
+                    let take = if last {
+                        let eq = b.cmpi("eq", &v, &acc[0], "i64");
+                        b.op2("arith.ori", &strict, &eq, "i1")
+                    } else {
+                        strict
+                    };
+                    let ti = b.let_(&format!("arith.index_cast {t} : index to i64"));
+                    let nv = b.select(&take, &v, &acc[0], "i64");
+                    let ni = b.select(&take, &ti, &acc[1], "i64");
+                    return Ok(vec![nv, ni]);
+                }
+                let v = b.f64_of(&v);
                 // As `arg_extreme`: a NaN best stays; a NaN value wins; else strictly better,
                 // or equal with `last`.
                 let best_nan = b.cmpf("uno", &acc[0], &acc[0], "f64");
@@ -487,10 +507,13 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     };
     let rank = xt.shape.len();
     let dt = xt.dtype;
-    if axes.is_empty() && *noop_with_empty_axes {
+    let noop = axes.is_empty() && *noop_with_empty_axes;
+    if noop && identity_when_noop(*op) {
         return b.map_out(out, &mut |b, idx| b.load(x, idx));
     }
-    let mut ks: Vec<usize> = if axes.is_empty() {
+    let mut ks: Vec<usize> = if noop {
+        vec![]
+    } else if axes.is_empty() {
         (0..rank).collect()
     } else {
         axes.iter()
@@ -504,6 +527,9 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     let count: usize = red.iter().product();
     let (op, keep) = (*op, *keepdims);
     let float = dt == DType::F32;
+    // Integer L2, LogSum and LogSumExp go through f64 as the reference does, truncated back.
+    let via_f64 =
+        !float && matches!(op, ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp);
     let (least, most) = int_range(dt);
     b.map_out(out, &mut |b, idx| {
         // The input index of reduced position `t` (flat over the reduced axes).
@@ -526,14 +552,19 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             }
             xi
         };
-        if float {
+        if float || via_f64 {
             // LogSumExp's shift: the maximum, when finite.
             let shift = if op == ReduceKind::LogSumExp {
                 let init = b.f64c(f64::NEG_INFINITY);
                 let m = b.fold_n(count, &[init], &["f64"], &mut |b, t, acc| {
                     let xi = at(b, t);
                     let v = b.load(x, &xi)?;
-                    let v = b.f64_of(&v);
+                    let v = if float {
+                        b.f64_of(&v)
+                    } else {
+                        let w = b.widen(&v, dt);
+                        b.let_(&format!("arith.sitofp {w} : i64 to f64"))
+                    };
                     Ok(vec![b.op2("arith.maximumf", &acc[0], &v, "f64")])
                 })?;
                 let inf = b.f64c(f64::INFINITY);
@@ -553,7 +584,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let r = b.fold_n(count, &[init], &["f64"], &mut |b, t, acc| {
                 let xi = at(b, t);
                 let v = b.load(x, &xi)?;
-                let v = b.f64_of(&v);
+                let v = if float {
+                    b.f64_of(&v)
+                } else {
+                    let w = b.widen(&v, dt);
+                    b.let_(&format!("arith.sitofp {w} : i64 to f64"))
+                };
                 Ok(vec![match op {
                     ReduceKind::Max => b.op2("arith.maximumf", &acc[0], &v, "f64"),
                     ReduceKind::Min => b.op2("arith.minimumf", &acc[0], &v, "f64"),
@@ -589,13 +625,26 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 }
                 _ => {}
             }
+            if !float {
+                // As the reference: NaN to 0, ±inf (and anything beyond the type) to the
+                // type's ends.
+                let (lo, hi) = (b.f64c(least as f64), b.f64c(most as f64));
+                let z = b.f64c(0.0);
+                let nan = b.cmpf("uno", &v, &v, "f64");
+                let c = b.op2("arith.maximumf", &v, &lo, "f64");
+                let c = b.op2("arith.minimumf", &c, &hi, "f64");
+                let c = b.select(&nan, &z, &c, "f64");
+                let i = b.let_(&format!("arith.fptosi {c} : f64 to i64"));
+                let top = b.f64c(most as f64);
+                let over = b.cmpf("oge", &v, &top, "f64");
+                let max = b.i64c(most);
+                let i = b.select(&over, &max, &i, "i64");
+                return Ok(b.narrow(&i, dt));
+            }
             return Ok(b.f32_of(&v));
         }
         // Integers: exact in i64 for sums, products (wrapping), extremes; the rest through
         // f64 as the reference.
-        if matches!(op, ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp) {
-            return Err(b.err(n, format!("{op:?} of integers on the host")));
-        }
         let init = match op {
             ReduceKind::Max => b.i64c(least),
             ReduceKind::Min => b.i64c(most),

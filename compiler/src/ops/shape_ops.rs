@@ -86,15 +86,21 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         "Shape" => Ok(Op::Shape { start: a.i64("start", 0), end: a.get("end").and_then(|v| v.i) }),
         "Size" => Ok(Op::Size),
         "Expand" => Ok(Op::Expand),
-        "Range" => Ok(Op::Range),
+        "Range" => {
+            // Range-27's stash_type only concerns float16 and bfloat16 inputs (not supported).
+            let _ = a.get("stash_type");
+            Ok(Op::Range)
+        }
         "CastLike" => {
             // `saturate` and `round_mode` only concern float8/float4 targets, none supported.
             let _ = (a.get("saturate"), a.get("round_mode"));
             Ok(Op::CastLike)
         }
         "Dropout" => {
-            // The seed only matters in training mode, which is refused unless the ratio is 0.
-            let _ = a.get("seed");
+            // The seed only matters in training mode, which is refused unless the ratio is 0;
+            // before opset 12 the ratio is an attribute and training mode does not exist, so
+            // it does not matter either.
+            let _ = (a.get("seed"), a.get("ratio"));
             if opset < 7 {
                 return Err("Dropout before opset 7 (is_test) is not supported".into());
             }

@@ -80,7 +80,7 @@ fn check_lists_every_blocker() {
             node("relu", "Relu", &["x"], &["a"]),
             custom,
             node("nms", "NonMaxSuppression", &["b"], &["c"]),
-            node("topk", "TopK", &["c"], &["y"]),
+            node("uniq", "Unique", &["c"], &["y"]),
         ],
         vec![],
     );
@@ -97,7 +97,7 @@ fn check_lists_every_blocker() {
     assert_eq!(v["supported"], false);
     let blockers = v["blockers"].as_array().unwrap();
     let ops: Vec<&str> = blockers.iter().map(|b| b["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["FancyOp", "NonMaxSuppression", "TopK"]);
+    assert_eq!(ops, ["FancyOp", "NonMaxSuppression", "Unique"]);
     assert_eq!(blockers[0]["reason"], "domain `com.example` is not supported");
     assert_eq!(blockers[1]["node"], "nms");
     assert_eq!(blockers[2]["opset"], 17);
