@@ -47,12 +47,12 @@ def test_check_reports_placement_and_blockers(zoo: Path) -> None:
     r = accelc.check(mlp(zoo))
     assert r.supported and not r.blockers and r.opset == 17
     assert all(n.on_device for n in r.nodes) and len(r.nodes) >= 3
-    live = HEADER + "g (float[4] x) => (float[4] y) {\n  t = Floor (x)\n  y = Relu (t)\n}\n"
+    live = HEADER + "g (float[4] x) => (float[4] y) {\n  t = Det (x)\n  y = Relu (t)\n}\n"
     r = accelc.check(live)
     assert not r.supported and r.compile_error is not None
     first = r.blockers[0]
-    assert first.op_type == "Floor" and first.stage == "import"
-    assert first.reason is not None and "`Floor` is not supported" in first.reason
+    assert first.op_type == "Det" and first.stage == "import"
+    assert first.reason is not None and "`Det` is not supported" in first.reason
 
 
 def test_diff_finds_no_difference_on_a_correct_model(zoo: Path) -> None:
@@ -116,8 +116,8 @@ def test_errors_carry_locations(tmp_path: Path, zoo: Path) -> None:
         accelc.compile(HEADER + "g (float[2] x) => (float[2] y) { y = Relu (x,, }\n")
     with pytest.raises(accelc.ModelError, match="node `Relu_0`.*takes 1 input, not 2"):
         accelc.compile(HEADER + "g (float[2] x) => (float[2] y) { y = Relu (x, x) }\n")
-    with pytest.raises(accelc.UnsupportedError, match="Floor"):
-        accelc.compile(HEADER + "g (float[2] x) => (float[2] y) { y = Floor (x) }\n")
+    with pytest.raises(accelc.UnsupportedError, match="Det"):
+        accelc.compile(HEADER + "g (float[2] x) => (float[2] y) { y = Det (x) }\n")
     data = bytearray(accelc.compile(mlp(zoo)).data)
     data[200] ^= 0xFF
     with pytest.raises(accelc.BlobError, match="byte 0x"):

@@ -6,7 +6,7 @@ from typing import List, Union
 
 import accelc
 
-UNSUPPORTED = b'<ir_version: 8, opset_import: ["" : 17]>\ng (float[2] x) => (float[2] y) { y = Floor (x) }\n'
+UNSUPPORTED = b'<ir_version: 8, opset_import: ["" : 17]>\ng (float[2] x) => (float[2] y) { y = Det (x) }\n'
 
 
 def grid() -> List[accelc.DeviceConfig]:

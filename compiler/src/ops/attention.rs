@@ -391,8 +391,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 }
                 for e in 0..g.dv {
                     let mut acc = 0f32;
-                    for j in 0..t {
-                        acc += p[j] * inp.kv(true, b, hk, j, e);
+                    for (j, pj) in p.iter().enumerate() {
+                        acc += pj * inp.kv(true, b, hk, j, e);
                     }
                     let at = if g.rank3 {
                         (b * g.sq + i) * g.hq * g.dv + h * g.dv + e
@@ -692,7 +692,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         let is_ninf = b.cmpf("oeq", &stats[0], &ninf, "f32");
         let zf = b.f32c(0.0);
         let m = b.select(&is_ninf, &zf, &stats[0], "f32");
-        let sum = b.fold_n(t, &[zf.clone()], &["f32"], &mut |b, k, acc| {
+        let sum = b.fold_n(t, std::slice::from_ref(&zf), &["f32"], &mut |b, k, acc| {
             let s = score(b, bi, h, i, k)?;
             let bs = bias_at(b, bi, h, i, k)?;
             let x = b.op2("arith.addf", &s, &bs, "f32");

@@ -763,11 +763,11 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let ut = b.ty(upd)?;
             b.nest(&ut.shape, &mut |b, u_idx| {
                 let mut dst = Vec::with_capacity(xs.len());
-                for t in 0..kk {
+                for (t, dim) in xs.iter().enumerate().take(kk) {
                     let mut ii = u_idx[..q - 1].to_vec();
                     ii.push(b.idx(t));
                     let j = b.load(ind, &ii)?;
-                    dst.push(host_index(b, &j, it.dtype, xs[t]));
+                    dst.push(host_index(b, &j, it.dtype, *dim));
                 }
                 dst.extend_from_slice(&u_idx[q - 1..]);
                 let u = b.load(upd, u_idx)?;

@@ -455,7 +455,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let t = b.let_(&format!("arith.index_cast {} : index to i64", o[k]));
             let z = b.idx(0);
             // The j whose count of better elements is t.
-            let found = b.fold_n(len, &[z.clone()], &["index"], &mut |b, j, acc| {
+            let found = b.fold_n(len, std::slice::from_ref(&z), &["index"], &mut |b, j, acc| {
                 let xj = load(b, j)?;
                 let zero = b.i64c(0);
                 let rank = b.fold_n(len, &[zero], &["i64"], &mut |b, l, acc2| {
@@ -561,7 +561,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         let mean = b.op2("arith.divf", &sums[0], &cnt, "f64");
         // The variance about the mean, a second pass (as the reference).
         let var = if matches!(kind, NormKind::Mvn { .. } | NormKind::Instance { .. }) {
-            let dev = b.fold_n(count, &[z.clone()], &["f64"], &mut |b, t, acc| {
+            let dev = b.fold_n(count, std::slice::from_ref(&z), &["f64"], &mut |b, t, acc| {
                 let (_, v) = load(b, t)?;
                 let d = b.op2("arith.subf", &v, &mean, "f64");
                 let d2 = b.op2("arith.mulf", &d, &d, "f64");

@@ -264,7 +264,7 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
                             .value(r)
                             .constant
                             .as_ref()
-                            .map(|c| Array::from_tensor(c))
+                            .map(Array::from_tensor)
                             .ok_or("the ratio of a training-mode Dropout must be a constant")?,
                         None => Array::F32(ArrayD::from_elem(IxDyn(&[]), 0.5)),
                     };

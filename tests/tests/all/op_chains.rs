@@ -105,7 +105,7 @@ fn random_op(c: &mut Chain, rng: &mut Rng) -> String {
                 ["Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Equal"][pick(rng, 0, 4)];
             let b = c.fresh();
             c.lines.push(format!("{b} = {cmp} ({x}, {k})"));
-            if rng.next_u64() % 2 == 0 {
+            if rng.next_u64().is_multiple_of(2) {
                 let nb = c.fresh();
                 c.lines.push(format!("{nb} = Not ({b})"));
                 let both = c.fresh();
@@ -140,7 +140,7 @@ fn random_op(c: &mut Chain, rng: &mut Rng) -> String {
             op.into()
         }
         5 => {
-            let op = if rng.next_u64() % 2 == 0 { "ArgMax" } else { "ArgMin" };
+            let op = if rng.next_u64().is_multiple_of(2) { "ArgMax" } else { "ArgMin" };
             let i = c.fresh();
             c.lines.push(format!("{i} = {op} <axis: int = {ax}, keepdims: int = 1> ({x})"));
             let mut shape = s.clone();
@@ -201,7 +201,7 @@ fn random_op(c: &mut Chain, rng: &mut Rng) -> String {
             let idx: Vec<i64> = (0..n)
                 .map(|_| {
                     pick(rng, 0, s[ax] - 1) as i64
-                        - if rng.next_u64() % 3 == 0 { s[ax] as i64 } else { 0 }
+                        - if rng.next_u64().is_multiple_of(3) { s[ax] as i64 } else { 0 }
                 })
                 .collect();
             let i = c.ints(&s, &idx);
