@@ -218,12 +218,13 @@ fn float_input(name: &str) -> ValueInfoProto {
 /// schema requires at `opset` (`x0`, `x1`, ...), writing `y`.
 fn one_node_model(op: &str, opset: i64, attrs: Vec<AttributeProto>) -> ModelProto {
     let needs = arity_of(op, opset).map_or(0, |a| *a.inputs.start());
+    let outs = arity_of(op, opset).map_or(1, |a| *a.outputs.start()).max(1);
     let inputs: Vec<String> = (0..needs).map(|i| format!("x{i}")).collect();
     let node = NodeProto {
         op_type: Some(op.into()),
         name: Some("n".into()),
         input: inputs.clone(),
-        output: vec!["y".into()],
+        output: (0..outs).map(|i| if i == 0 { "y".into() } else { format!("y{i}") }).collect(),
         attribute: attrs,
         ..Default::default()
     };
