@@ -245,7 +245,30 @@ pub fn onnx_ops() -> Vec<&'static str> {
 pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, String> {
     match family_of(op_type) {
         Some(d) => (d.import)(op_type, a, opset),
-        None => Err(format!("`{op_type}` is not supported")),
+        None => Err(match refusal_reason(op_type) {
+            Some(why) => format!("`{op_type}` is not supported: {why}"),
+            None => format!("`{op_type}` is not supported"),
+        }),
+    }
+}
+
+/// Why a class of ONNX ops is refused by design (not merely not implemented yet).
+fn refusal_reason(op_type: &str) -> Option<&'static str> {
+    match op_type {
+        "NonZero" | "Unique" | "Compress" | "NonMaxSuppression" | "StringSplit" => Some(
+            "its output shape depends on the data, and a static compiler plans every buffer ahead",
+        ),
+        "If" | "Loop" | "Scan" => Some("control flow (subgraphs) is not compiled"),
+        "RandomNormal" | "RandomNormalLike" | "RandomUniform" | "RandomUniformLike"
+        | "Bernoulli" | "Multinomial" => Some("it draws random numbers"),
+        o if o.starts_with("Sequence")
+            || o.starts_with("Optional")
+            || o == "SplitToSequence"
+            || o == "ConcatFromSequence" =>
+        {
+            Some("sequences and optionals are not tensors")
+        }
+        _ => None,
     }
 }
 

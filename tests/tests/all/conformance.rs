@@ -355,6 +355,9 @@ fn reason_kind(r: &str) -> String {
             .unwrap_or("")
             .trim_end_matches(',');
         format!("{t} data")
+    } else if let Some((_, why)) = r.split_once("is not supported: ") {
+        // A refusal by design, grouped by its reason.
+        why.to_string()
     } else if r.contains("is not supported") && r.contains('`') {
         r.split('`').nth(1).map_or_else(|| r.to_string(), |op| format!("{op} unsupported"))
     } else if r.contains(": ") && r.contains("not supported") {
