@@ -610,6 +610,24 @@ impl<'g> HostBuilder<'g> {
         self.line("}");
     }
 
+    /// An index `j` of IR integer type `dt`, normalised into `0..dim` as the reference does
+    /// (a negative one counts from the end), as an `index`; out of range sets the status
+    /// (code 4) and reads index 0 instead, so no access leaves the tensor.
+    pub(crate) fn checked_index(&mut self, j: &str, dt: DType, dim: usize) -> String {
+        let j = self.widen(j, dt);
+        let d = self.i64c(dim as i64);
+        let z = self.i64c(0);
+        let neg = self.cmpi("slt", &j, &z, "i64");
+        let jd = self.op2("arith.addi", &j, &d, "i64");
+        let j = self.select(&neg, &jd, &j, "i64");
+        let lo = self.cmpi("slt", &j, &z, "i64");
+        let hi = self.cmpi("sge", &j, &d, "i64");
+        let bad = self.op2("arith.ori", &lo, &hi, "i1");
+        self.fail_if(&bad, 4);
+        let j = self.select(&bad, &z, &j, "i64");
+        self.let_(&format!("arith.index_cast {j} : i64 to index"))
+    }
+
     /// Every element of output `out` from `f(indices)` (a loop nest over its shape).
     pub(crate) fn map_out(
         &mut self,

@@ -274,7 +274,7 @@ fn bias(
     nonpad: Option<i64>,
     idx: [usize; 4],
 ) -> f64 {
-    let [b, _h, i, j] = idx;
+    let [_, _, i, j] = idx;
     let mut s = 0.0f64;
     if g.mask.is_some() {
         s += mask_at(&idx).unwrap_or(f64::NEG_INFINITY);
@@ -296,7 +296,6 @@ fn bias(
     {
         s = f64::NEG_INFINITY;
     }
-    let _ = b;
     s
 }
 
@@ -493,8 +492,9 @@ pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
     false
 }
 
-/// Host lowering: each output element from the per-element formulas (the row's maximum and
-/// sum recomputed where needed: host attention serves correctness, not speed).
+/// Host lowering: each output element from the per-element formulas; a row's softmax
+/// statistics (shift, sum, all-masked) are computed once per output element of Y, the scores
+/// recomputed from Q and K where needed (host attention serves correctness, not speed).
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
     let Op::Attention(op) = &n.op else {
         return Err(LowerError::msg(super::misrouted(&n.op, FAMILY)));
@@ -673,18 +673,19 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         Ok(b.select(&masked, &ninf, &s, "f32"))
     };
     // The softmax probability at (b, h, i, j): row maximum and sum over every key.
-    let prob = |b: &mut HostBuilder<'_>,
-                bi: &str,
-                h: &str,
-                i: &str,
-                j: &str|
-     -> Result<String, LowerError> {
+    // The biased score at (b, h, i, j) and its bias.
+    let biased = |b: &mut HostBuilder<'_>, bi: &str, h: &str, i: &str, j: &str| {
+        let s = score(b, bi, h, i, j)?;
+        let bs = bias_at(b, bi, h, i, j)?;
+        Ok::<_, LowerError>((b.op2("arith.addf", &s, &bs, "f32"), bs))
+    };
+    // A row's softmax statistics, computed once per row: the shift (the maximum, 0 when it is
+    // −inf), the sum of exponentials (1 when it is 0) and whether every bias is −inf.
+    let row = |b: &mut HostBuilder<'_>, bi: &str, h: &str, i: &str| {
         let ninf = b.f32c(f32::NEG_INFINITY);
         let stats =
             b.fold_n(t, &[ninf.clone(), ninf.clone()], &["f32", "f32"], &mut |b, k, acc| {
-                let s = score(b, bi, h, i, k)?;
-                let bs = bias_at(b, bi, h, i, k)?;
-                let x = b.op2("arith.addf", &s, &bs, "f32");
+                let (x, bs) = biased(b, bi, h, i, k)?;
                 let m = b.op2("arith.maxnumf", &acc[0], &x, "f32");
                 let bm = b.op2("arith.maxnumf", &acc[1], &bs, "f32");
                 Ok(vec![m, bm])
@@ -693,29 +694,30 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         let zf = b.f32c(0.0);
         let m = b.select(&is_ninf, &zf, &stats[0], "f32");
         let sum = b.fold_n(t, std::slice::from_ref(&zf), &["f32"], &mut |b, k, acc| {
-            let s = score(b, bi, h, i, k)?;
-            let bs = bias_at(b, bi, h, i, k)?;
-            let x = b.op2("arith.addf", &s, &bs, "f32");
-            let d = b.op2("arith.subf", &x, &m, "f32");
-            let d = b.f64_of(&d);
-            let e = b.op1("math.exp", &d, "f64");
-            let e = b.f32_of(&e);
+            let (x, _) = biased(b, bi, h, i, k)?;
+            let e = exp_f32(b, &x, &m);
             Ok(vec![b.op2("arith.addf", &acc[0], &e, "f32")])
         })?;
         let one = b.f32c(1.0);
         let zero_sum = b.cmpf("oeq", &sum[0], &zf, "f32");
         let sum = b.select(&zero_sum, &one, &sum[0], "f32");
-        let s = score(b, bi, h, i, j)?;
-        let bs = bias_at(b, bi, h, i, j)?;
-        let x = b.op2("arith.addf", &s, &bs, "f32");
-        let d = b.op2("arith.subf", &x, &m, "f32");
-        let d = b.f64_of(&d);
-        let e = b.op1("math.exp", &d, "f64");
-        let e = b.f32_of(&e);
-        let p = b.op2("arith.divf", &e, &sum, "f32");
-        // Every bias −inf: the row is all zeros.
         let all_masked = b.cmpf("oeq", &stats[1], &ninf, "f32");
-        Ok(b.select(&all_masked, &zf, &p, "f32"))
+        Ok::<_, LowerError>((m, sum, all_masked))
+    };
+    // The softmax probability at (b, h, i, j), given its row's statistics.
+    let prob = |b: &mut HostBuilder<'_>,
+                (m, sum, all_masked): &(String, String, String),
+                bi: &str,
+                h: &str,
+                i: &str,
+                j: &str|
+     -> Result<String, LowerError> {
+        let (x, _) = biased(b, bi, h, i, j)?;
+        let e = exp_f32(b, &x, m);
+        let p = b.op2("arith.divf", &e, sum, "f32");
+        // Every bias −inf: the row is all zeros.
+        let zf = b.f32c(0.0);
+        Ok(b.select(all_masked, &zf, &p, "f32"))
     };
     // Y.
     b.map_out(n.outputs[0], &mut |b, o| {
@@ -729,9 +731,10 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         };
         let r = b.idx(reps);
         let hk = b.iop("arith.divui", &h, &r);
+        let stats = row(b, &bi, &h, &i)?;
         let z = b.f32c(0.0);
         let acc = b.fold_n(t, &[z], &["f32"], &mut |b, j, acc| {
-            let p = prob(b, &bi, &h, &i, j)?;
+            let p = prob(b, &stats, &bi, &h, &i, j)?;
             let v = kv_at(b, true, &bi, &hk, j, &e)?;
             let m = b.op2("arith.mulf", &p, &v, "f32");
             Ok(vec![b.op2("arith.addf", &acc[0], &m, "f32")])
@@ -748,13 +751,20 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         b.map_out(*out, &mut |b, o| match mode {
             0 => score_at(b, &o[0], &o[1], &o[2], &o[3], true),
             1 => score(b, &o[0], &o[1], &o[2], &o[3]),
-            2 => {
-                let s = score(b, &o[0], &o[1], &o[2], &o[3])?;
-                let bs = bias_at(b, &o[0], &o[1], &o[2], &o[3])?;
-                Ok(b.op2("arith.addf", &s, &bs, "f32"))
+            2 => Ok(biased(b, &o[0], &o[1], &o[2], &o[3])?.0),
+            _ => {
+                let stats = row(b, &o[0], &o[1], &o[2])?;
+                prob(b, &stats, &o[0], &o[1], &o[2], &o[3])
             }
-            _ => prob(b, &o[0], &o[1], &o[2], &o[3]),
         })?;
     }
     Ok(())
+}
+
+/// `e^(x − m)` of two `f32`s, the exponential in `f64` as the reference computes it.
+fn exp_f32(b: &mut HostBuilder<'_>, x: &str, m: &str) -> String {
+    let d = b.op2("arith.subf", x, m, "f32");
+    let d = b.f64_of(&d);
+    let e = b.op1("math.exp", &d, "f64");
+    b.f32_of(&e)
 }

@@ -343,7 +343,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
         Op::Unary(UnaryOp::BitwiseNot) => {
             let x = arg(args, 0)?;
             let dt = x.dtype();
-            one(Array::Int(x.ints()?.mapv(|v| wrap_int(!v, dt)), dt))
+            one(Array::Int(x.ints()?.mapv(|v| dt.wrap(!v)), dt))
         }
         Op::Unary(UnaryOp::IsNaN) => {
             one(Array::Int(arg(args, 0)?.f32()?.mapv(|v| i64::from(v.is_nan())), DType::Bool))
@@ -382,7 +382,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                 Ok(if !(0..width).contains(&q) {
                     if !*left && p < 0 { -1 } else { 0 }
                 } else if *left {
-                    wrap_int(p << q, dt)
+                    dt.wrap(p << q)
                 } else {
                     p >> q
                 })
@@ -399,8 +399,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             }
             (Array::Int(x, dt), Array::Int(s, _)) => {
                 let dt = *dt;
-                let f =
-                    |v: i64, k: i64| Ok(if v < 0 { wrap_int(k.wrapping_mul(v), dt) } else { v });
+                let f = |v: i64, k: i64| Ok(if v < 0 { dt.wrap(k.wrapping_mul(v)) } else { v });
                 one(Array::Int(zip_i64(x, s, f)?, dt))
             }
             (a, b) => Err(format!("PRelu of {} with a slope of {}", a.dtype(), b.dtype())),
@@ -988,12 +987,6 @@ fn softplus_prog(dst: usize, tmp: usize) -> Vec<Micro> {
 /// `ln(e^x + 1)` (ONNX Softplus).
 fn softplus(x: f64) -> f64 {
     (x.exp() + 1.0).ln()
-}
-
-/// An integer computed in `i64` as the value of type `dt` (two's-complement wrap; bool and
-/// uint8 as their low byte).
-pub(crate) fn wrap_int(v: i64, dt: DType) -> i64 {
-    dt.wrap(v)
 }
 
 /// One element of a parameterised activation (ONNX's formulas; exponentials in `f64`).

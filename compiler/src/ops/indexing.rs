@@ -159,7 +159,7 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             out(x.shape.clone())
         }
         Op::OneHot { axis: ax } => {
-            let (depth, values) = (input(ins, 1)?, input(ins, 2)?);
+            let values = input(ins, 2)?;
             let d = const_ints(g, node, 1).ok().flatten();
             let d = match d {
                 Some(d) => d,
@@ -172,7 +172,6 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
                     c.f32s().iter().map(|v| *v as i64).collect()
                 }
             };
-            let _ = depth;
             let depth = *d.first().ok_or("OneHot's depth is empty")?;
             let depth = usize::try_from(depth)
                 .ok()
@@ -219,14 +218,15 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             let [n, c, h, w] = x.shape[..] else {
                 return Err(format!("DepthToSpace of {x} (4-D only)"));
             };
-            let bb = b.checked_mul(*b).filter(|bb| *bb <= c).ok_or_else(|| {
-                format!("DepthToSpace blocksize {b} is larger than the {c} channels allow")
-            })?;
-            let (hb, wb) = (h.checked_mul(*b), w.checked_mul(*b));
-            if hb.is_none() || wb.is_none() {
+            // Checked first: a blocksize near 2^32 wraps b·b (and the spatial sizes).
+            if b.checked_mul(*b).is_none_or(|bb| bb > c) {
+                return Err(format!(
+                    "DepthToSpace blocksize {b} is larger than the {c} channels allow"
+                ));
+            }
+            if h.checked_mul(*b).is_none() || w.checked_mul(*b).is_none() {
                 return Err(format!("DepthToSpace blocksize {b} overflows the spatial size"));
             }
-            let _ = bb;
             if c % (b * b) != 0 {
                 return Err(format!("DepthToSpace: {c} channels do not divide by {b}x{b}"));
             }
@@ -339,7 +339,7 @@ fn combine_i(r: ScatterReduction, a: i64, b: i64, dt: DType) -> i64 {
         ScatterReduction::Max => a.max(b),
         ScatterReduction::Min => a.min(b),
     };
-    super::elementwise::wrap_int(v, dt)
+    dt.wrap(v)
 }
 
 /// `data` with `updates[i]` combined into flat element `target(i)` for every `i`, in order.
@@ -555,9 +555,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                             let v = flat[l + i * s];
                             if *exclusive {
                                 out[l + i * s] = acc;
-                                acc = super::elementwise::wrap_int(acc.wrapping_add(v), *dt);
+                                acc = dt.wrap(acc.wrapping_add(v));
                             } else {
-                                acc = super::elementwise::wrap_int(acc.wrapping_add(v), *dt);
+                                acc = dt.wrap(acc.wrapping_add(v));
                                 out[l + i * s] = acc;
                             }
                         }
@@ -634,23 +634,6 @@ pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
     matches!(op, Op::OneHot { .. } | Op::Tile | Op::CumSum { .. }) && i == 1
 }
 
-/// An index loaded as `i64` and normalised into `0..dim`; out of range sets the status (code 4)
-/// and reads index 0 instead.
-fn host_index(b: &mut HostBuilder<'_>, j: &str, dt: DType, dim: usize) -> String {
-    let j = b.widen(j, dt);
-    let d = b.i64c(dim as i64);
-    let z = b.i64c(0);
-    let neg = b.cmpi("slt", &j, &z, "i64");
-    let jd = b.op2("arith.addi", &j, &d, "i64");
-    let j = b.select(&neg, &jd, &j, "i64");
-    let lo = b.cmpi("slt", &j, &z, "i64");
-    let hi = b.cmpi("sge", &j, &d, "i64");
-    let bad = b.op2("arith.ori", &lo, &hi, "i1");
-    b.fail_if(&bad, 4);
-    let j = b.select(&bad, &z, &j, "i64");
-    b.let_(&format!("arith.index_cast {j} : i64 to index"))
-}
-
 /// The zero of IR type `d`.
 fn zero(b: &mut HostBuilder<'_>, d: DType) -> String {
     if d == DType::F32 { b.f32c(0.0) } else { b.int(d, 0) }
@@ -703,7 +686,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let idt = b.ty(ind)?.dtype;
             b.map_out(out, &mut |b, idx| {
                 let j = b.load(ind, idx)?;
-                let j = host_index(b, &j, idt, xs[k]);
+                let j = b.checked_index(&j, idt, xs[k]);
                 let mut src = idx.to_vec();
                 src[k] = j;
                 if xs[k] == 0 {
@@ -724,7 +707,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     let mut ii = o[..q - 1].to_vec();
                     ii.push(b.idx(t));
                     let j = b.load(ind, &ii)?;
-                    src.push(host_index(b, &j, it.dtype, xs[bd + t]));
+                    src.push(b.checked_index(&j, it.dtype, xs[bd + t]));
                 }
                 src.extend_from_slice(&o[q - 1..]);
                 b.load(x, &src)
@@ -741,7 +724,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             b.map_out(out, &mut |b, idx| b.load(x, idx))?;
             b.nest(&it.shape, &mut |b, i| {
                 let j = b.load(ind, i)?;
-                let j = host_index(b, &j, it.dtype, xs[k]);
+                let j = b.checked_index(&j, it.dtype, xs[k]);
                 let mut dst = i.to_vec();
                 dst[k] = j;
                 let u = b.load(upd, i)?;
@@ -767,7 +750,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     let mut ii = u_idx[..q - 1].to_vec();
                     ii.push(b.idx(t));
                     let j = b.load(ind, &ii)?;
-                    dst.push(host_index(b, &j, it.dtype, *dim));
+                    dst.push(b.checked_index(&j, it.dtype, *dim));
                 }
                 dst.extend_from_slice(&u_idx[q - 1..]);
                 let u = b.load(upd, u_idx)?;

@@ -202,22 +202,21 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     let c = xt.shape[1];
     // The log-sum-exp over the classes at target position `pos` (indices without axis 1).
     let lse = |b: &mut HostBuilder<'_>, pos: &[String]| -> Result<String, LowerError> {
-        let at = |b: &mut HostBuilder<'_>, k: &str| -> Vec<String> {
-            let _ = b;
+        let at = |k: &str| -> Vec<String> {
             let mut i = vec![pos[0].clone(), k.to_string()];
             i.extend_from_slice(&pos[1..]);
             i
         };
         let init = b.f64c(f64::NEG_INFINITY);
         let m = b.fold_n(c, &[init], &["f64"], &mut |b, k, acc| {
-            let i = at(b, k);
+            let i = at(k);
             let v = b.load(x, &i)?;
             let v = b.f64_of(&v);
             Ok(vec![b.op2("arith.maximumf", &acc[0], &v, "f64")])
         })?;
         let z = b.f64c(0.0);
         let s = b.fold_n(c, &[z], &["f64"], &mut |b, k, acc| {
-            let i = at(b, k);
+            let i = at(k);
             let v = b.load(x, &i)?;
             let v = b.f64_of(&v);
             let d = b.op2("arith.subf", &v, &m[0], "f64");

@@ -1315,22 +1315,11 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let k = ax(*axis)?;
             let ind = n.inputs[1].ok_or_else(|| b.err(n, "the indices are missing"))?;
             let it = b.ty(ind)?;
-            let dim = xt.shape[k] as i64;
+            let dim = xt.shape[k];
             b.map_out(n.outputs[0], &mut |b, idx| {
                 let r = it.shape.len();
                 let j = b.load(ind, &idx[k..k + r])?;
-                let j = b.widen(&j, it.dtype);
-                let d = b.i64c(dim);
-                let z = b.i64c(0);
-                let neg = b.cmpi("slt", &j, &z, "i64");
-                let jd = b.op2("arith.addi", &j, &d, "i64");
-                let j = b.select(&neg, &jd, &j, "i64");
-                let lo = b.cmpi("slt", &j, &z, "i64");
-                let hi = b.cmpi("sge", &j, &d, "i64");
-                let bad = b.op2("arith.ori", &lo, &hi, "i1");
-                b.fail_if(&bad, 4);
-                let j = b.select(&bad, &z, &j, "i64");
-                let ji = b.let_(&format!("arith.index_cast {j} : i64 to index"));
+                let ji = b.checked_index(&j, it.dtype, dim);
                 let mut src: Vec<String> = idx[..k].to_vec();
                 src.push(ji);
                 src.extend_from_slice(&idx[k + r..]);

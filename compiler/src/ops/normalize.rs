@@ -192,16 +192,28 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
     if let NormKind::TopK { axis: a, largest, .. } = kind {
         let k = axis(*a, rank)?;
         let kk = *arg(args, 1)?.ints()?.iter().next().ok_or("TopK's k is empty")? as usize;
-        let vals: Vec<f64> = match xa {
-            Array::F32(x) => x.iter().map(|v| f64::from(*v)).collect(),
-            Array::Int(x, _) => x.iter().map(|v| *v as f64).collect(),
+        // The order: NaN above every number (numpy's sort, as onnx's reference), integers
+        // exactly.
+        let cmp_at: Box<dyn Fn(usize, usize) -> std::cmp::Ordering> = match xa {
+            Array::F32(x) => {
+                let v: Vec<f32> = x.iter().copied().collect();
+                Box::new(move |p, q| match (v[p].is_nan(), v[q].is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => v[p].partial_cmp(&v[q]).unwrap_or(std::cmp::Ordering::Equal),
+                })
+            }
+            Array::Int(x, _) => {
+                let v: Vec<i64> = x.iter().copied().collect();
+                Box::new(move |p, q| v[p].cmp(&v[q]))
+            }
         };
         let n = shape[k];
         let stride: usize = shape[k + 1..].iter().product();
         let mut oshape = shape.clone();
         oshape[k] = kk;
         let outer: usize = shape[..k].iter().product();
-        let mut vi = Vec::with_capacity(outer * kk * stride);
         let mut ii = vec![0i64; outer * kk * stride];
         let mut pos = vec![0usize; outer * kk * stride];
         for o in 0..outer {
@@ -210,9 +222,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 let mut order: Vec<usize> = (0..n).collect();
                 // Largest (or smallest) first; equal values by index.
                 order.sort_by(|&p, &q| {
-                    let (a, b) = (vals[at(p)], vals[at(q)]);
-                    let c = if *largest { b.partial_cmp(&a) } else { a.partial_cmp(&b) };
-                    c.unwrap_or(std::cmp::Ordering::Equal).then(p.cmp(&q))
+                    let c = if *largest { cmp_at(at(q), at(p)) } else { cmp_at(at(p), at(q)) };
+                    c.then(p.cmp(&q))
                 });
                 for (t, j) in order.iter().take(kk).enumerate() {
                     let oi = o * kk * stride + t * stride + s;
@@ -221,19 +232,18 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 }
             }
         }
-        vi.extend(pos.iter().copied());
         let values = match xa {
             Array::F32(x) => {
                 let f: Vec<f32> = x.iter().copied().collect();
                 Array::F32(
-                    ArrayD::from_shape_vec(IxDyn(&oshape), vi.iter().map(|p| f[*p]).collect())
+                    ArrayD::from_shape_vec(IxDyn(&oshape), pos.iter().map(|p| f[*p]).collect())
                         .map_err(|e| e.to_string())?,
                 )
             }
             Array::Int(x, dt) => {
                 let f: Vec<i64> = x.iter().copied().collect();
                 Array::Int(
-                    ArrayD::from_shape_vec(IxDyn(&oshape), vi.iter().map(|p| f[*p]).collect())
+                    ArrayD::from_shape_vec(IxDyn(&oshape), pos.iter().map(|p| f[*p]).collect())
                         .map_err(|e| e.to_string())?,
                     *dt,
                 )
@@ -421,7 +431,6 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         let len = shape[k];
         let dt = xt.dtype;
         let (vo, io) = (out, n.outputs[1]);
-        let ot = b.ty(vo)?;
         b.out(io)?;
         let float = dt == DType::F32;
         return b.map_out(vo, &mut |b, o| {
@@ -476,13 +485,13 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let j = found[0].clone();
             let ji = b.let_(&format!("arith.index_cast {j} : index to i64"));
             b.store(&ji, io, o)?;
-            let _ = &ot;
             b.load(x, &at(&j))
         });
     }
     if let NormKind::Lrn { alpha, beta, bias, size } = kind {
         let c = shape[1];
-        let (lo, hi) = ((size - 1) / 2, (size - 1).div_ceil(2));
+        // The window: channels ch − lo ..= ch + ceil((size − 1) / 2), `size` of them.
+        let lo = (size - 1) / 2;
         return b.map_out(out, &mut |b, o| {
             let z = b.f64c(0.0);
             let acc = b.fold_n(size, &[z], &["f64"], &mut |b, t, acc| {
@@ -503,7 +512,6 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let sq = b.select(&inside, &sq, &zf, "f64");
                 Ok(vec![b.op2("arith.addf", &acc[0], &sq, "f64")])
             })?;
-            let _ = hi;
             let k = b.f64c(f64::from(alpha) / size as f64);
             let bb = b.f64c(f64::from(bias));
             let d = b.op2("arith.mulf", &k, &acc[0], "f64");

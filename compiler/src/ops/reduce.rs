@@ -127,6 +127,16 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
     }
 }
 
+/// An element of IR type `dt` as an `f64` (integers exactly below 2^53, as the reference).
+fn as_f64(b: &mut HostBuilder<'_>, v: &str, dt: DType) -> String {
+    if dt == DType::F32 {
+        b.f64_of(v)
+    } else {
+        let w = b.widen(v, dt);
+        b.let_(&format!("arith.sitofp {w} : i64 to f64"))
+    }
+}
+
 /// Whether a reduction over no axes is the identity (else an element-wise map remains).
 fn identity_when_noop(op: ReduceKind) -> bool {
     matches!(
@@ -142,16 +152,21 @@ fn int_range(dt: DType) -> (i64, i64) {
 
 /// The index of the extreme of `lane` (`max` or min; NaN counts as the extreme, as numpy's
 /// argmax and argmin; of equal values the first, or the last with `last`).
-fn arg_extreme(lane: impl Iterator<Item = f64>, max: bool, last: bool) -> i64 {
-    let mut best: Option<(f64, i64)> = None;
+fn arg_extreme<T: PartialOrd + Copy>(
+    lane: impl Iterator<Item = T>,
+    max: bool,
+    last: bool,
+    is_nan: impl Fn(T) -> bool,
+) -> i64 {
+    let mut best: Option<(T, i64)> = None;
     for (i, v) in lane.enumerate() {
         let i = i as i64;
         best = Some(match best {
             None => (v, i),
             Some((b, j)) => {
-                let better = if b.is_nan() {
+                let better = if is_nan(b) {
                     false
-                } else if v.is_nan() {
+                } else if is_nan(v) {
                     true
                 } else if max {
                     v > b || (last && v == b)
@@ -172,12 +187,16 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
     match &node.op {
         Op::ArgReduce { max, axis: ax, keepdims, last } => {
             let input = arg(args, 0)?;
-            let x: ArrayD<f64> = match input {
-                Array::F32(a) => a.mapv(f64::from),
-                Array::Int(a, _) => a.mapv(|v| v as f64),
+            let k = axis(*ax, input.shape().len())?;
+            // Integers compared exactly (not through f64, which rounds beyond 2^53).
+            let mut y = match input {
+                Array::F32(a) => a.map_axis(Axis(k), |lane| {
+                    arg_extreme(lane.iter().copied(), *max, *last, f32::is_nan)
+                }),
+                Array::Int(a, _) => a.map_axis(Axis(k), |lane| {
+                    arg_extreme(lane.iter().copied(), *max, *last, |_| false)
+                }),
             };
-            let k = axis(*ax, x.ndim())?;
-            let mut y = x.map_axis(Axis(k), |lane| arg_extreme(lane.iter().copied(), *max, *last));
             if *keepdims {
                 y.insert_axis_inplace(Axis(k));
             }
@@ -422,7 +441,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
         let (max, keep, last, dt) = (*max, *keepdims, *last, xt.dtype);
         let len = xt.shape[k];
         return b.map_out(out, &mut |b, idx| {
-            let at = |b: &mut HostBuilder<'_>, i: &str| -> Vec<String> {
+            let at = |i: &str| -> Vec<String> {
                 let mut xi: Vec<String> = Vec::with_capacity(rank);
                 let mut o = 0;
                 for a in 0..rank {
@@ -436,11 +455,10 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                         o += 1;
                     }
                 }
-                let _ = b;
                 xi
             };
             let i0 = b.idx(0);
-            let first = at(b, &i0);
+            let first = at(&i0);
             let v0 = b.load(x, &first)?;
             let float = dt == DType::F32;
             // Floats as f64; integers exactly, as i64.
@@ -448,7 +466,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let ty = if float { "f64" } else { "i64" };
             let z = b.i64c(0);
             let r = b.fold_n(len, &[v0, z], &[ty, "i64"], &mut |b, t, acc| {
-                let xi = at(b, t);
+                let xi = at(t);
                 let v = b.load(x, &xi)?;
                 if !float {
                     let v = b.widen(&v, dt);
@@ -559,12 +577,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let m = b.fold_n(count, &[init], &["f64"], &mut |b, t, acc| {
                     let xi = at(b, t);
                     let v = b.load(x, &xi)?;
-                    let v = if float {
-                        b.f64_of(&v)
-                    } else {
-                        let w = b.widen(&v, dt);
-                        b.let_(&format!("arith.sitofp {w} : i64 to f64"))
-                    };
+                    let v = as_f64(b, &v, dt);
                     Ok(vec![b.op2("arith.maximumf", &acc[0], &v, "f64")])
                 })?;
                 let inf = b.f64c(f64::INFINITY);
@@ -584,12 +597,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             let r = b.fold_n(count, &[init], &["f64"], &mut |b, t, acc| {
                 let xi = at(b, t);
                 let v = b.load(x, &xi)?;
-                let v = if float {
-                    b.f64_of(&v)
-                } else {
-                    let w = b.widen(&v, dt);
-                    b.let_(&format!("arith.sitofp {w} : i64 to f64"))
-                };
+                let v = as_f64(b, &v, dt);
                 Ok(vec![match op {
                     ReduceKind::Max => b.op2("arith.maximumf", &acc[0], &v, "f64"),
                     ReduceKind::Min => b.op2("arith.minimumf", &acc[0], &v, "f64"),

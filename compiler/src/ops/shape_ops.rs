@@ -545,9 +545,8 @@ pub(crate) fn range(start: &Array, limit: &Array, delta: &Array) -> R<Array> {
             if n as f64 > MAX {
                 return Err(format!("Range of {n} elements"));
             }
-            let v: Vec<i64> = (0..n as i64)
-                .map(|i| super::elementwise::wrap_int(s.wrapping_add(i.wrapping_mul(d)), *dt))
-                .collect();
+            let v: Vec<i64> =
+                (0..n as i64).map(|i| dt.wrap(s.wrapping_add(i.wrapping_mul(d)))).collect();
             Ok(Array::Int(
                 ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).map_err(|e| e.to_string())?,
                 *dt,

@@ -309,3 +309,50 @@ fn random_op_chains_match_the_reference_on_both_devices() {
     // The chains reached the ops they are for.
     assert!(ops_seen.len() >= 30, "only {ops_seen:?}");
 }
+
+/// Edge cases with known answers (onnxruntime 1.32 and `onnx.reference` agree on each): the
+/// reference interpreter and the compiled plan must both give them.
+#[test]
+fn edge_cases_match_known_answers() {
+    let nan = f32::NAN;
+    let f = |dims: Vec<usize>, v: &[f32]| HostTensor::from_f32(dims, v).unwrap();
+    let i64s = |dims: Vec<usize>, v: &[i64]| {
+        HostTensor::new(accelc::DType::I64, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .unwrap()
+    };
+    let big = 1i64 << 53;
+    let cases: Vec<(&str, String, HostTensor, Vec<HostTensor>)> = vec![
+        (
+            // Beyond 2^53 the int64 values differ only exactly.
+            "ArgMax of int64 beyond 2^53",
+            "(int64[1,4] x) => (int64[1] y) { y = ArgMax <axis: int = 1, keepdims: int = 0> (x) }".into(),
+            i64s(vec![1, 4], &[big, big + 1, big - 1, big + 1]),
+            vec![i64s(vec![1], &[1])],
+        ),
+        (
+            "TopK with a NaN (above every number)",
+            "(float[1,5] x) => (float[1,3] v, int64[1,3] i) <int64[1] k = {3}> { v, i = TopK (x, k) }".into(),
+            f(vec![1, 5], &[5.0, 4.0, nan, 1.0, 2.0]),
+            vec![f(vec![1, 3], &[nan, 5.0, 4.0]), i64s(vec![1, 3], &[2, 0, 1])],
+        ),
+        (
+            "ReduceSumSquare with noop_with_empty_axes keeps x²",
+            "(float[2,2] x) => (float[2,2] y) { y = ReduceSumSquare <noop_with_empty_axes: int = 1> (x) }".into(),
+            f(vec![2, 2], &[-2.0, 0.5, 3.0, -0.25]),
+            vec![f(vec![2, 2], &[4.0, 0.25, 9.0, 0.0625])],
+        ),
+    ];
+    for (what, graph, x, want) in cases {
+        let text = format!("<ir_version: 10, opset_import: [\"\" : 21]>\ng {graph}\n");
+        let comp = accelc::compile(Source::Text(&text), &Options::default(), &mut ())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let session = Session::new(comp.blob.clone()).unwrap();
+        let got = session.run(std::slice::from_ref(&x)).unwrap().outputs;
+        let reference = accelc::reference(comp.oracle(), std::slice::from_ref(&x)).unwrap();
+        for (k, w) in want.iter().enumerate() {
+            close(&got[k], w).unwrap_or_else(|e| panic!("{what}, compiled, output {k}: {e}"));
+            close(&reference[k], w)
+                .unwrap_or_else(|e| panic!("{what}, reference, output {k}: {e}"));
+        }
+    }
+}
