@@ -30,7 +30,8 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> Error {
 }
 
 /// The `descr` string (numpy's `dtype.str`) for a data type: `<f4`, `|i1`, `|u1`, `<i2`,
-/// `<u2`, `<i4`, `<u4`, `<i8`, `|b1`.
+/// `<u2`, `<i4`, `<u4`, `<i8`, `<u8`, `|b1`, `<f2`, `<f8`; bfloat16, which numpy lacks, as
+/// `|V2` (two opaque bytes, as `ml_dtypes` saves it; read back as bfloat16).
 pub fn descr(d: DType) -> &'static str {
     match d {
         DType::F32 => "<f4",
@@ -42,6 +43,11 @@ pub fn descr(d: DType) -> &'static str {
         DType::I16 => "<i2",
         DType::U16 => "<u2",
         DType::U32 => "<u4",
+        DType::U64 => "<u8",
+        DType::F16 => "<f2",
+        DType::F64 => "<f8",
+        // numpy has no bfloat16; ml_dtypes writes it as two opaque bytes.
+        DType::BF16 => "|V2",
     }
 }
 
@@ -63,6 +69,10 @@ pub fn from_descr(s: &str) -> Option<DType> {
         "i2" => DType::I16,
         "u2" => DType::U16,
         "u4" => DType::U32,
+        "u8" => DType::U64,
+        "f2" => DType::F16,
+        "f8" => DType::F64,
+        "V2" => DType::BF16,
         _ => return None,
     })
 }

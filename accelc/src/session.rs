@@ -161,7 +161,10 @@ fn host_elem(d: DType) -> accelc_host::Elem {
         DType::I8 | DType::U8 | DType::Bool => accelc_host::Elem::I8,
         DType::I16 | DType::U16 => accelc_host::Elem::I16,
         DType::I32 | DType::U32 => accelc_host::Elem::I32,
-        DType::I64 => accelc_host::Elem::I64,
+        DType::I64 | DType::U64 => accelc_host::Elem::I64,
+        DType::F64 => accelc_host::Elem::F64,
+        DType::F16 => accelc_host::Elem::F16,
+        DType::BF16 => accelc_host::Elem::BF16,
     }
 }
 

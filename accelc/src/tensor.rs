@@ -72,6 +72,12 @@ impl HostTensor {
                         })
                         .collect(),
                     DType::Bool => (0..n).map(|_| (next() & 1) as u8).collect(),
+                    d if d.storage_float() => (0..n)
+                        .flat_map(|_| {
+                            let v = f64::from((next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0);
+                            d.int_bytes(d.float_to_bits(v))
+                        })
+                        .collect(),
                     _ => {
                         (0..n).flat_map(|_| next().to_le_bytes()[..dtype.size()].to_vec()).collect()
                     }
@@ -91,21 +97,37 @@ impl HostTensor {
         self.len() == 0
     }
 
-    /// The values as `f32` (`None` unless the type is `f32`).
+    /// The values as `f32` (`None` unless the type is a float type): float16 and bfloat16
+    /// exactly, double rounded to nearest (for comparisons within a tolerance; see
+    /// [`HostTensor::f64s`]).
     pub fn f32s(&self) -> Option<Vec<f32>> {
-        (self.dtype == DType::F32).then(|| {
-            self.data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
+        if self.dtype == DType::F32 {
+            return Some(
+                self.data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            );
+        }
+        Some(self.f64s()?.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// The values of a float tensor, exactly, as `f64` (`None` for other types).
+    pub fn f64s(&self) -> Option<Vec<f64>> {
+        if self.dtype == DType::F32 {
+            return Some(self.f32s()?.into_iter().map(f64::from).collect());
+        }
+        self.dtype.storage_float().then(|| {
+            self.to_ir().i64s().into_iter().map(|b| self.dtype.float_from_bits(b)).collect()
         })
     }
 
-    /// The values as `i64` (`None` for `f32`): integers sign- or zero-extended, bools 0 or 1.
+    /// The values as `i64` (`None` for float types): integers sign- or zero-extended, bools
+    /// 0 or 1, uint64 as its bit pattern.
     pub fn ints(&self) -> Option<Vec<i64>> {
         let d = &self.data;
         Some(match self.dtype {
-            DType::F32 => return None,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => return None,
             DType::I8 => d.iter().map(|b| i64::from(*b as i8)).collect(),
             DType::U8 | DType::Bool => d.iter().map(|b| i64::from(*b)).collect(),
             DType::I32 => d
@@ -122,7 +144,7 @@ impl HostTensor {
                 .chunks_exact(4)
                 .map(|b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
                 .collect(),
-            DType::I64 => d
+            DType::I64 | DType::U64 => d
                 .chunks_exact(8)
                 .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
                 .collect(),
@@ -133,6 +155,8 @@ impl HostTensor {
     pub fn element_text(&self, i: usize) -> Option<String> {
         match self.dtype {
             DType::F32 => self.f32s()?.get(i).map(|v| v.to_string()),
+            d if d.is_float() => self.f64s()?.get(i).map(|v| v.to_string()),
+            DType::U64 => self.ints()?.get(i).map(|v| (*v as u64).to_string()),
             _ => self.ints()?.get(i).map(|v| v.to_string()),
         }
     }

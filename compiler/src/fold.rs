@@ -2,12 +2,14 @@
 //! a statically shaped value) is evaluated with the reference interpreter and replaced by its
 //! result; `Constant` nodes disappear into their values; nodes whose results nobody uses are
 //! removed. Shape arithmetic of older exporters (Shape, Gather, Cast, Concat, Unsqueeze, Slice
-//! on constants) vanishes this way. `DequantizeLinear` is left alone (see `fold_node`).
+//! on constants) vanishes this way. `DequantizeLinear` is left alone (see `fold_node`). Nodes
+//! computing with float16 or bfloat16 get their casts to and from `f32` here (`crate::widen`).
 
 use std::collections::HashSet;
 
 use crate::interp::{Array, EvalError, eval};
 use crate::ir::{Graph, Op, TensorType, ValueId};
+use crate::widen::{narrow_outputs, touches_storage_float, widen_inputs};
 
 /// What folding did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,14 +25,46 @@ pub struct FoldStats {
 pub fn fold_constants(g: &mut Graph) -> Result<FoldStats, EvalError> {
     let mut stats = FoldStats::default();
     let mut remove = Vec::with_capacity(g.nodes.len());
-    for i in 0..g.nodes.len() {
-        // Types of nodes fed by values that are not constant yet: a later `Shape` needs them.
-        // Nodes whose shape depends on a value that is not constant cannot be typed yet; the
-        // inference pass after folding reports them.
-        let _ = crate::shape::infer_node(g, i);
-        let folded = fold_node(g, i)?;
-        stats.folded += usize::from(folded);
-        remove.push(folded);
+    let mut i = 0;
+    while i < g.nodes.len() {
+        // Storage floats become explicit casts around the node (`crate::widen`); the casts are
+        // typed and folded like any node, before the node itself.
+        let widened = widen_inputs(g, i);
+        let node = i + widened.before;
+        for j in i..=node {
+            // Types of nodes fed by values that are not constant yet: a later `Shape` needs
+            // them. Nodes whose shape depends on a value that is not constant cannot be typed
+            // yet; the inference pass after folding reports them.
+            let _ = crate::shape::infer_node(g, j);
+            if j == node && widened.narrow.is_none() && touches_storage_float(g, &g.nodes[j]) {
+                // A storage float out of a node without one in (a fill of ConstantOfShape is
+                // handled by `widen_inputs`): nothing computes it.
+                let n = &mut g.nodes[j];
+                let reason = if n.outputs.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} producing a float type other than float32", n.op_type)
+                };
+                n.op = Op::Unsupported { op_type: n.op_type.clone(), reason };
+                for o in n.outputs.clone() {
+                    g.value_mut(o).ty = None;
+                }
+            }
+            let folded = fold_node(g, j)?;
+            stats.folded += usize::from(folded);
+            remove.push(folded);
+        }
+        let after = match widened.narrow {
+            Some(t) => narrow_outputs(g, node, t),
+            None => 0,
+        };
+        for j in node + 1..=node + after {
+            let _ = crate::shape::infer_node(g, j);
+            let folded = fold_node(g, j)?;
+            stats.folded += usize::from(folded);
+            remove.push(folded);
+        }
+        i = node + after + 1;
     }
     let mut it = remove.iter();
     g.nodes.retain(|_| !*it.next().unwrap_or(&false));

@@ -367,23 +367,48 @@ pub(crate) fn requantize(
     Ok(vec![Array::Int(y, dt)])
 }
 
+/// `x` converted to `to` as ONNX's Cast: float to float and integer to float round to
+/// nearest even (from the exact value, once); float to integer truncates toward zero through
+/// `i64` (NaN to 0, saturating at `i64`'s ends; to uint64 at its own ends), then wraps to
+/// the width; to bool is `x != 0`; integer to integer wraps. Storage floats and uint64 are
+/// read from their bit patterns.
 pub(crate) fn cast(x: &Array, to: DType) -> Array {
+    /// One element: a float's exact value, or an integer's (uint64 needs more than `i64`).
+    #[derive(Clone, Copy)]
+    enum V {
+        F(f64),
+        I(i128),
+    }
+    let from = x.dtype();
+    let read = |v: i64| -> V {
+        if from.storage_float() {
+            V::F(from.float_from_bits(v))
+        } else if from == DType::U64 {
+            V::I(i128::from(v as u64))
+        } else {
+            V::I(i128::from(v))
+        }
+    };
+    let write = |v: V| -> i64 {
+        match (v, to) {
+            (V::F(f), DType::Bool) => i64::from(f != 0.0),
+            (V::I(i), DType::Bool) => i64::from(i != 0),
+            (V::F(f), t) if t.storage_float() => t.float_to_bits(f),
+            // Rust's `i128 as f64` rounds to nearest even; float16 and bfloat16 then round
+            // again, which only matters beyond 2^53, far past their ranges' integers.
+            (V::I(i), t) if t.storage_float() => t.float_to_bits(i as f64),
+            (V::F(f), DType::U64) => (f as u64) as i64,
+            (V::F(f), t) => t.wrap(f as i64),
+            (V::I(i), t) => t.wrap(i as i64),
+        }
+    };
     match (x, to) {
         (Array::F32(a), DType::F32) => Array::F32(a.clone()),
-        (Array::F32(a), dt) => Array::Int(
-            a.mapv(|v| match dt {
-                DType::Bool => i64::from(v != 0.0),
-                _ => v as i64,
-            }),
-            dt,
-        ),
-        (Array::Int(a, _), DType::F32) => Array::F32(a.mapv(|v| v as f32)),
-        (Array::Int(a, _), dt) => Array::Int(
-            a.mapv(|v| match dt {
-                DType::Bool => i64::from(v != 0),
-                _ => dt.wrap(v),
-            }),
-            dt,
-        ),
+        (Array::F32(a), dt) => Array::Int(a.mapv(|v| write(V::F(f64::from(v)))), dt),
+        (Array::Int(a, _), DType::F32) => Array::F32(a.mapv(|v| match read(v) {
+            V::F(f) => f as f32,
+            V::I(i) => i as f32,
+        })),
+        (Array::Int(a, _), dt) => Array::Int(a.mapv(|v| write(read(v))), dt),
     }
 }

@@ -26,6 +26,14 @@ pub enum DType {
     U16,
     /// Unsigned 32-bit integer (host only).
     U32,
+    /// Unsigned 64-bit integer (host only), held as its bit pattern in `i64`.
+    U64,
+    /// IEEE binary16, a storage type: ops compute in `f32` (see [`DType::storage_float`]).
+    F16,
+    /// bfloat16, a storage type like [`DType::F16`].
+    BF16,
+    /// IEEE binary64: graph inputs, outputs and constants, converted by `Cast` only.
+    F64,
 }
 
 impl DType {
@@ -41,6 +49,10 @@ impl DType {
             DType::U16 => 4,
             DType::I16 => 5,
             DType::U32 => 12,
+            DType::F16 => 10,
+            DType::F64 => 11,
+            DType::U64 => 13,
+            DType::BF16 => 16,
         }
     }
 
@@ -56,6 +68,10 @@ impl DType {
             4 => DType::U16,
             5 => DType::I16,
             12 => DType::U32,
+            10 => DType::F16,
+            11 => DType::F64,
+            13 => DType::U64,
+            16 => DType::BF16,
             _ => return None,
         })
     }
@@ -95,9 +111,9 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::I8 | DType::U8 | DType::Bool => 1,
-            DType::I16 | DType::U16 => 2,
+            DType::I16 | DType::U16 | DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 | DType::U32 => 4,
-            DType::I64 => 8,
+            DType::I64 | DType::U64 | DType::F64 => 8,
         }
     }
 
@@ -112,7 +128,10 @@ impl DType {
             DType::I32 => i64::from(v as i32),
             DType::U32 => i64::from(v as u32),
             DType::Bool => v & 1,
-            DType::I64 | DType::F32 => v,
+            DType::I64 | DType::U64 | DType::F32 => v,
+            // Bit patterns of the storage floats.
+            DType::F16 | DType::BF16 => i64::from(v as u16),
+            DType::F64 => v,
         }
     }
 
@@ -126,13 +145,51 @@ impl DType {
             DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
             DType::U32 => (0, i64::from(u32::MAX)),
             DType::Bool => (0, 1),
-            DType::I64 | DType::F32 => (i64::MIN, i64::MAX),
+            // uint64's upper half does not fit `i64`: callers that clamp to this range
+            // (saturating casts) handle uint64 themselves.
+            DType::U64 => (0, i64::MAX),
+            _ => (i64::MIN, i64::MAX),
         }
     }
 
     /// Whether the type is unsigned (bool included).
     pub fn is_unsigned(self) -> bool {
-        matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::Bool)
+        matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::U64 | DType::Bool)
+    }
+
+    /// Whether the type is a float other than `f32`: [`DType::F16`] and [`DType::BF16`]
+    /// (storage types: each op converts them to `f32` exactly, computes in `f32` and rounds
+    /// its float results back, to nearest even, as onnxruntime's CPU kernels do for most
+    /// float16 ops) and [`DType::F64`] (only `Cast` converts it; arithmetic in double is not
+    /// supported). Arrays and tensors of these types hold their bit patterns.
+    pub fn storage_float(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16 | DType::F64)
+    }
+
+    /// Whether the type is a float type.
+    pub fn is_float(self) -> bool {
+        self == DType::F32 || self.storage_float()
+    }
+
+    /// The value of bit pattern `bits` of a float type, exactly, as `f64`.
+    pub fn float_from_bits(self, bits: i64) -> f64 {
+        match self {
+            DType::F16 => half::f16::from_bits(bits as u16).to_f64(),
+            DType::BF16 => half::bf16::from_bits(bits as u16).to_f64(),
+            DType::F64 => f64::from_bits(bits as u64),
+            _ => f64::from(f32::from_bits(bits as u32)),
+        }
+    }
+
+    /// The bit pattern of `v` rounded to a storage float type, to nearest even (infinities
+    /// beyond the range, NaN kept NaN).
+    pub fn float_to_bits(self, v: f64) -> i64 {
+        match self {
+            DType::F16 => i64::from(half::f16::from_f64(v).to_bits()),
+            DType::BF16 => i64::from(half::bf16::from_f64(v).to_bits()),
+            DType::F64 => v.to_bits() as i64,
+            _ => i64::from((v as f32).to_bits()),
+        }
     }
 
     /// Little-endian bytes of integer value `v` in this type's width.
@@ -180,7 +237,8 @@ impl Tensor {
         self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
 
-    /// The elements as i64 (for integer and bool tensors).
+    /// The elements as i64: integer and bool values; the bit patterns of storage floats
+    /// ([`DType::storage_float`]).
     pub fn i64s(&self) -> Vec<i64> {
         match self.dtype {
             DType::I64 => self
@@ -209,6 +267,16 @@ impl Tensor {
                 .data
                 .chunks_exact(4)
                 .map(|b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+            DType::U64 | DType::F64 => self
+                .data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect(),
+            DType::F16 | DType::BF16 => self
+                .data
+                .chunks_exact(2)
+                .map(|b| i64::from(u16::from_le_bytes([b[0], b[1]])))
                 .collect(),
             DType::F32 => self.f32s().into_iter().map(|v| v as i64).collect(),
         }

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod shape;
 pub mod text;
 pub mod verify;
+pub mod widen;
 
 /// The ONNX protobuf messages, generated from `proto/onnx.proto`.
 #[allow(

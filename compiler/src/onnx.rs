@@ -432,6 +432,12 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
                 t.int32_data.iter().flat_map(|v| (*v as u16).to_le_bytes()).collect()
             }
             DType::U32 => t.uint64_data.iter().flat_map(|v| (*v as u32).to_le_bytes()).collect(),
+            DType::U64 => t.uint64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::F64 => t.double_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            // ONNX keeps the 16-bit patterns of float16 and bfloat16 in `int32_data`.
+            DType::F16 | DType::BF16 => {
+                t.int32_data.iter().flat_map(|v| (*v as u16).to_le_bytes()).collect()
+            }
         }
     };
     if data.len() != bytes {

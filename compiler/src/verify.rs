@@ -5,8 +5,9 @@ use std::collections::HashSet;
 
 use crate::ir::{Graph, Op, ValueId};
 
-/// Checks `g`; with `typed`, also that every value a supported node computes has a type and
-/// every constant's data matches its type.
+/// Checks `g`; with `typed`, also that every value a supported node computes has a type,
+/// every constant's data matches its type, and only casts touch storage floats
+/// (`crate::widen`).
 pub fn verify(g: &Graph, typed: bool) -> Result<(), String> {
     let n = g.values.len();
     let in_range = |id: ValueId| (id.0 as usize) < n;
@@ -71,6 +72,12 @@ pub fn verify(g: &Graph, typed: bool) -> Result<(), String> {
                 return Err(format!(
                     "`{}` is computed twice (second time by node `{}`)",
                     g.value(*out).name,
+                    node.name
+                ));
+            }
+            if typed && crate::widen::touches_storage_float(g, node) {
+                return Err(format!(
+                    "node `{}` computes with a float type other than float32 (only casts may)",
                     node.name
                 ));
             }

@@ -71,6 +71,10 @@ pub enum Elem {
     I32,
     /// `i64`.
     I64,
+    /// `f16` (IEEE binary16).
+    F16,
+    /// `bf16` (bfloat16).
+    BF16,
 }
 
 impl Elem {
@@ -78,7 +82,7 @@ impl Elem {
     pub fn bytes(self) -> usize {
         match self {
             Elem::I8 => 1,
-            Elem::I16 => 2,
+            Elem::I16 | Elem::F16 | Elem::BF16 => 2,
             Elem::F32 | Elem::I32 => 4,
             Elem::F64 | Elem::I64 => 8,
         }
@@ -93,11 +97,13 @@ impl Elem {
             Elem::I16 => "i16",
             Elem::I32 => "i32",
             Elem::I64 => "i64",
+            Elem::F16 => "f16",
+            Elem::BF16 => "bf16",
         }
     }
 
     fn from_mlir(s: &str) -> Option<Elem> {
-        [Elem::F32, Elem::F64, Elem::I8, Elem::I16, Elem::I32, Elem::I64]
+        [Elem::F32, Elem::F64, Elem::I8, Elem::I16, Elem::I32, Elem::I64, Elem::F16, Elem::BF16]
             .into_iter()
             .find(|e| e.mlir() == s)
     }

@@ -105,14 +105,14 @@ pub fn is_plan(bytes: &[u8]) -> bool {
         && bytes.get(8..10) == Some(&PLAN_FORMAT_VERSION.0.to_le_bytes()[..])
 }
 
-const ONNX_TYPES: [u8; 9] = [1, 2, 3, 4, 5, 6, 7, 9, 12];
+const ONNX_TYPES: [u8; 13] = [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16];
 
 /// Bytes per element of an ONNX element type code this reader knows.
 fn elem_bytes(onnx_type: u8) -> u64 {
     match onnx_type {
         1 | 6 | 12 => 4,
-        4 | 5 => 2,
-        7 => 8,
+        4 | 5 | 10 | 16 => 2,
+        7 | 11 | 13 => 8,
         _ => 1,
     }
 }

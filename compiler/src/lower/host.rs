@@ -46,7 +46,10 @@ pub(crate) fn scalar(d: DType) -> &'static str {
         DType::I8 | DType::U8 | DType::Bool => "i8",
         DType::I16 | DType::U16 => "i16",
         DType::I32 | DType::U32 => "i32",
-        DType::I64 => "i64",
+        DType::I64 | DType::U64 => "i64",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F64 => "f64",
     }
 }
 
@@ -467,7 +470,7 @@ impl<'g> HostBuilder<'g> {
     /// types and bool zero-extended, the others sign-extended).
     pub(crate) fn widen(&mut self, x: &str, d: DType) -> String {
         match d {
-            DType::I64 => x.to_string(),
+            DType::I64 | DType::U64 => x.to_string(),
             DType::U8 | DType::Bool | DType::U16 | DType::U32 => {
                 self.let_(&format!("arith.extui {x} : {} to i64", scalar(d)))
             }
@@ -480,7 +483,7 @@ impl<'g> HostBuilder<'g> {
     /// stores integers).
     pub(crate) fn narrow(&mut self, x: &str, d: DType) -> String {
         match d {
-            DType::I64 | DType::F32 => x.to_string(),
+            DType::I64 | DType::U64 | DType::F32 => x.to_string(),
             _ => self.let_(&format!("arith.trunci {x} : i64 to {}", scalar(d))),
         }
     }
@@ -497,6 +500,9 @@ impl<'g> HostBuilder<'g> {
     pub(crate) fn convert(&mut self, x: &str, from: DType, to: DType) -> String {
         if from == to {
             return x.to_string();
+        }
+        if from.storage_float() || to.storage_float() || from == DType::U64 || to == DType::U64 {
+            return self.convert_wide(x, from, to);
         }
         match (from, to) {
             (DType::F32, DType::Bool) => {
@@ -534,6 +540,79 @@ impl<'g> HostBuilder<'g> {
                 let w = self.widen(x, from);
                 self.narrow(&w, to)
             }
+        }
+    }
+
+    /// [`HostBuilder::convert`] where a storage float or uint64 is involved: floats go through
+    /// their exact `f64` value and round once into the target; integers through `i64`
+    /// (uint64 unsigned); float to integer truncates with Rust's saturating `as` (to `i64`,
+    /// then wrapping to the width; to uint64 at its own ends), as the interpreter's Cast.
+    fn convert_wide(&mut self, x: &str, from: DType, to: DType) -> String {
+        let (fs, ts) = (scalar(from), scalar(to));
+        if from.is_float() {
+            let wide = if from == DType::F64 {
+                x.to_string()
+            } else {
+                self.let_(&format!("arith.extf {x} : {fs} to f64"))
+            };
+            if to.is_float() {
+                return match to {
+                    DType::F64 => wide,
+                    // f16/bf16 to f32 is exact either way; the direct form needs no libcall.
+                    DType::F32 if from == DType::F64 => {
+                        self.let_(&format!("arith.truncf {x} : f64 to f32"))
+                    }
+                    DType::F32 => self.let_(&format!("arith.extf {x} : {fs} to f32")),
+                    _ => self.let_(&format!("arith.truncf {wide} : f64 to {ts}")),
+                };
+            }
+            if to == DType::Bool {
+                let z = self.f64c(0.0);
+                let c = self.cmpf("une", &wide, &z, "f64");
+                return self.bool_byte(&c);
+            }
+            let nan = self.cmpf("uno", &wide, &wide, "f64");
+            let z = self.i64c(0);
+            if to == DType::U64 {
+                // 2^64 is the first f64 at or beyond u64::MAX.
+                let top = self.f64c(18_446_744_073_709_551_616.0);
+                let zf = self.f64c(0.0);
+                let hi = self.f64c(18_446_744_073_709_549_568.0);
+                let a = self.op2("arith.maximumf", &wide, &zf, "f64");
+                let b = self.op2("arith.minimumf", &a, &hi, "f64");
+                let i = self.let_(&format!("arith.fptoui {b} : f64 to i64"));
+                let over = self.cmpf("oge", &wide, &top, "f64");
+                let max = self.i64c(-1);
+                let i = self.select(&over, &max, &i, "i64");
+                return self.select(&nan, &z, &i, "i64");
+            }
+            let lo = self.f64c(-9_223_372_036_854_775_808.0);
+            let top = self.f64c(9_223_372_036_854_775_808.0);
+            let hi = self.f64c(9_223_372_036_854_774_784.0);
+            let a = self.op2("arith.maximumf", &wide, &lo, "f64");
+            let b = self.op2("arith.minimumf", &a, &hi, "f64");
+            let i = self.let_(&format!("arith.fptosi {b} : f64 to i64"));
+            let over = self.cmpf("oge", &wide, &top, "f64");
+            let max = self.i64c(i64::MAX);
+            let i = self.select(&over, &max, &i, "i64");
+            let i = self.select(&nan, &z, &i, "i64");
+            return self.narrow(&i, to);
+        }
+        // From an integer.
+        if to == DType::Bool {
+            let z = self.int(from, 0);
+            let c = self.cmpi("ne", x, &z, fs);
+            return self.bool_byte(&c);
+        }
+        let w = self.widen(x, from);
+        let to_float = if from == DType::U64 { "arith.uitofp" } else { "arith.sitofp" };
+        match to {
+            DType::F32 | DType::F64 => self.let_(&format!("{to_float} {w} : i64 to {ts}")),
+            DType::F16 | DType::BF16 => {
+                let f = self.let_(&format!("{to_float} {w} : i64 to f64"));
+                self.let_(&format!("arith.truncf {f} : f64 to {ts}"))
+            }
+            _ => self.narrow(&w, to),
         }
     }
 

@@ -237,7 +237,14 @@ pub(crate) fn device_dtype(d: DType) -> Option<Dtype> {
         DType::I8 => Dtype::S8,
         DType::U8 | DType::Bool => Dtype::U8,
         DType::I32 => Dtype::S32,
-        DType::I64 | DType::I16 | DType::U16 | DType::U32 => return None,
+        DType::I64
+        | DType::I16
+        | DType::U16
+        | DType::U32
+        | DType::U64
+        | DType::F16
+        | DType::BF16
+        | DType::F64 => return None,
     })
 }
 
