@@ -35,12 +35,70 @@ fn passes_through(op: &Op) -> bool {
     )
 }
 
+/// Whether the reference and the host lowering of `op` treat uint64 as unsigned (a uint64 is
+/// held as its bit pattern, so an op comparing, dividing or shifting it as a signed `i64`
+/// would be wrong past 2^63): the ops that were checked, and the ones that only move bits.
+fn handles_u64(op: &Op) -> bool {
+    use crate::ir::VariadicOp;
+    matches!(
+        op,
+        Op::Binary(_)
+            | Op::Compare(_)
+            | Op::Logic { .. }
+            | Op::BitShift { .. }
+            | Op::Variadic(VariadicOp::Max | VariadicOp::Min | VariadicOp::Sum)
+            | Op::Normalize(crate::ir::NormKind::TopK { .. })
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Gather { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Split { .. }
+            | Op::Identity
+            | Op::Shape { .. }
+            | Op::Size
+            | Op::Slice { .. }
+            | Op::GatherElements { .. }
+            | Op::GatherND { .. }
+            | Op::Tile
+            | Op::DepthToSpace { .. }
+            | Op::SpaceToDepth { .. }
+            | Op::Expand
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::CastLike
+            | Op::Trilu { .. }
+            | Op::CumSum { .. }
+            | Op::Dropout
+            | Op::Constant
+            | Op::Unsupported { .. }
+    )
+}
+
 /// Inserts `Cast`s to `f32` before node `i` for each of its storage-float inputs (typed ones:
 /// a node runs after its producers are typed), or makes the node unsupported when it touches
 /// double or two storage types.
 pub(crate) fn widen_inputs(g: &mut Graph, i: usize) -> Widened {
     let none = Widened { before: 0, narrow: None };
     if passes_through(&g.nodes[i].op) {
+        return none;
+    }
+    if !handles_u64(&g.nodes[i].op)
+        && g.nodes[i]
+            .inputs
+            .iter()
+            .flatten()
+            .any(|id| g.value(*id).ty.as_ref().is_some_and(|t| t.dtype == DType::U64))
+    {
+        let n = &mut g.nodes[i];
+        let reason = format!(
+            "{} of uint64 is not supported (uint64 runs through casts, arithmetic, comparisons, \
+             bitwise ops, Max, Min, Sum, TopK and data movement)",
+            n.op_type
+        );
+        n.op = Op::Unsupported { op_type: n.op_type.clone(), reason };
         return none;
     }
     let mut kinds: Vec<DType> = Vec::new();

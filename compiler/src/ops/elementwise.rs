@@ -383,6 +383,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                     if !*left && p < 0 { -1 } else { 0 }
                 } else if *left {
                     dt.wrap(p << q)
+                } else if dt == DType::U64 {
+                    ((p as u64) >> q) as i64
                 } else {
                     p >> q
                 })
@@ -852,8 +854,8 @@ pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
 pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
     match (a, b) {
         // Pow takes the base's type; the exponent may be of another numeric type.
-        (Array::F32(_), Array::Int(y, _)) if op == BinaryOp::Pow => {
-            binary(op, a, &Array::F32(y.mapv(|v| v as f32)))
+        (Array::F32(_), Array::Int(..)) if op == BinaryOp::Pow => {
+            binary(op, a, &cast(b, DType::F32))
         }
         (Array::Int(x, dt), Array::F32(y)) if op == BinaryOp::Pow => {
             let r =
@@ -874,8 +876,28 @@ pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
             // Rust's `%` on floats is C's fmod.
             BinaryOp::Fmod => p % q,
         })?)),
-        (Array::Int(x, dt), Array::Int(y, _)) => Ok(Array::Int(
+        (Array::Int(x, DType::U64), Array::Int(y, _)) => Ok(Array::Int(
+            zip_i64(x, y, |p, q| {
+                let (pu, qu) = (p as u64, q as u64);
+                match op {
+                    BinaryOp::Add => Ok(p.wrapping_add(q)),
+                    BinaryOp::Sub => Ok(p.wrapping_sub(q)),
+                    BinaryOp::Mul => Ok(p.wrapping_mul(q)),
+                    BinaryOp::Div if q == 0 => Err("integer division by zero".into()),
+                    BinaryOp::Div => Ok((pu / qu) as i64),
+                    BinaryOp::Pow => Ok(wrapping_pow64(p, qu)),
+                    BinaryOp::Mod | BinaryOp::Fmod if q == 0 => {
+                        Err("integer modulo by zero".into())
+                    }
+                    BinaryOp::Mod | BinaryOp::Fmod => Ok((pu % qu) as i64),
+                }
+            })?,
+            DType::U64,
+        )),
+        (Array::Int(x, dt), Array::Int(y, yd)) => Ok(Array::Int(
             zip_i64(x, y, |p, q| match op {
+                // A uint64 exponent is never negative.
+                BinaryOp::Pow if *yd == DType::U64 => Ok(wrapping_pow64(p, q as u64)),
                 BinaryOp::Add => Ok(p.wrapping_add(q)),
                 BinaryOp::Sub => Ok(p.wrapping_sub(q)),
                 BinaryOp::Mul => Ok(p.wrapping_mul(q)),
@@ -889,7 +911,7 @@ pub(crate) fn binary(op: BinaryOp, a: &Array, b: &Array) -> R<Array> {
                     -1 => Ok(if q % 2 == 0 { 1 } else { -1 }),
                     _ => Ok(0),
                 },
-                BinaryOp::Pow => Ok(p.wrapping_pow(q.min(u32::MAX as i64) as u32)),
+                BinaryOp::Pow => Ok(wrapping_pow64(p, q as u64)),
                 BinaryOp::Mod if q == 0 => Err("integer modulo by zero".into()),
                 // ONNX Mod (fmod = 0): the result has the sign of the divisor.
                 // (wrapping: i64::MIN mod −1 is 0, not an overflow)
@@ -954,12 +976,14 @@ fn variadic(op: VariadicOp, args: &[Option<&Array>]) -> R<Array> {
             (VariadicOp::Sum | VariadicOp::Mean, _, _) => binary(BinaryOp::Add, &acc, x)?,
             (VariadicOp::Max, Array::F32(a), Array::F32(b)) => Array::F32(zip_f32(a, b, nan_max)?),
             (VariadicOp::Min, Array::F32(a), Array::F32(b)) => Array::F32(zip_f32(a, b, nan_min)?),
-            (VariadicOp::Max, Array::Int(a, d), Array::Int(b, _)) => {
-                Array::Int(zip_i64(a, b, |p, q| Ok(p.max(q)))?, *d)
-            }
-            (VariadicOp::Min, Array::Int(a, d), Array::Int(b, _)) => {
-                Array::Int(zip_i64(a, b, |p, q| Ok(p.min(q)))?, *d)
-            }
+            (VariadicOp::Max, Array::Int(a, d), Array::Int(b, _)) => Array::Int(
+                zip_i64(a, b, |p, q| Ok(if ukey(*d, q) > ukey(*d, p) { q } else { p }))?,
+                *d,
+            ),
+            (VariadicOp::Min, Array::Int(a, d), Array::Int(b, _)) => Array::Int(
+                zip_i64(a, b, |p, q| Ok(if ukey(*d, q) < ukey(*d, p) { q } else { p }))?,
+                *d,
+            ),
             _ => return Err(format!("{op:?} of {} and {}", acc.dtype(), x.dtype())),
         };
     }
@@ -1049,10 +1073,32 @@ fn compare(c: CmpOp, a: &Array, b: &Array) -> R<Array> {
             );
             Zip::from(&xv).and(&yv).map_collect(|p, q| i64::from(test(c, *p, *q)))
         }
-        (Array::Int(x, _), Array::Int(y, _)) => zip_i64(x, y, |p, q| Ok(i64::from(test(c, p, q))))?,
+        (Array::Int(x, d), Array::Int(y, _)) => {
+            let k = |v: i64| ukey(*d, v);
+            zip_i64(x, y, |p, q| Ok(i64::from(test(c, k(p), k(q)))))?
+        }
         _ => return Err(format!("{c:?} of {} and {}", a.dtype(), b.dtype())),
     };
     Ok(Array::Int(r, DType::Bool))
+}
+
+/// The value of integer `v` of type `d` in an order-preserving `i128` (uint64 is held as its
+/// bit pattern, so its upper half reads negative in `i64`).
+pub(crate) fn ukey(d: DType, v: i64) -> i128 {
+    if d == DType::U64 { i128::from(v as u64) } else { i128::from(v) }
+}
+
+/// `p` to the power `q` (as unsigned 64 bits), wrapping: square-and-multiply, as the host.
+fn wrapping_pow64(p: i64, q: u64) -> i64 {
+    let (mut r, mut b, mut e) = (1i64, p, q);
+    while e != 0 {
+        if e & 1 == 1 {
+            r = r.wrapping_mul(b);
+        }
+        b = b.wrapping_mul(b);
+        e >>= 1;
+    }
+    r
 }
 
 /// `Where`: `x` where `cond` holds, else `y`, the three broadcast together.
@@ -1140,8 +1186,14 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     b.cmpf(pred, &xs[0], &xs[1], "f32")
                 } else {
                     let (p, q) = (b.widen(&xs[0], idt[0]), b.widen(&xs[1], idt[1]));
+                    // Narrower types are widened to exact i64 values; uint64 compares unsigned.
+                    let u = idt[0] == DType::U64;
                     let pred = match c {
                         CmpOp::Equal => "eq",
+                        CmpOp::Less if u => "ult",
+                        CmpOp::Greater if u => "ugt",
+                        CmpOp::LessOrEqual if u => "ule",
+                        CmpOp::GreaterOrEqual if u => "uge",
                         CmpOp::Less => "slt",
                         CmpOp::Greater => "sgt",
                         CmpOp::LessOrEqual => "sle",
@@ -1169,9 +1221,13 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 // is not executed (LLVM leaves it undefined): the sign extension's result.
                 let big = b.cmpi("uge", &q, &width, "i64");
                 let safe = b.select(&big, &z, &q, "i64");
-                let o = if *left { "arith.shli" } else { "arith.shrsi" };
+                let o = match (*left, odt == DType::U64) {
+                    (true, _) => "arith.shli",
+                    (false, false) => "arith.shrsi",
+                    (false, true) => "arith.shrui",
+                };
                 let r = b.op2(o, &p, &safe, "i64");
-                let fill = if *left {
+                let fill = if *left || odt == DType::U64 {
                     z.clone()
                 } else {
                     let m1 = b.i64c(-1);
@@ -1216,8 +1272,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                         (VariadicOp::Min, DType::F32) => b.op2("arith.minimumf", &acc, x, "f32"),
                         (m, d) => {
                             let (p, q) = (b.widen(&acc, d), b.widen(x, d));
-                            let o =
-                                if *m == VariadicOp::Max { "arith.maxsi" } else { "arith.minsi" };
+                            let o = match (*m == VariadicOp::Max, d == DType::U64) {
+                                (true, false) => "arith.maxsi",
+                                (false, false) => "arith.minsi",
+                                (true, true) => "arith.maxui",
+                                (false, true) => "arith.minui",
+                            };
                             let r = b.op2(o, &p, &q, "i64");
                             b.narrow(&r, d)
                         }
@@ -1588,6 +1648,15 @@ pub(crate) fn host_binary(
     let z = b.i64c(0);
     let one = b.i64c(1);
     let m1 = b.i64c(-1);
+    if pd == DType::U64 && matches!(op, BinaryOp::Div | BinaryOp::Mod | BinaryOp::Fmod) {
+        // Unsigned: no negative operands, so Mod and Fmod agree and only 0 is unsafe.
+        let zero = b.cmpi("eq", &y, &z, "i64");
+        b.fail_if(&zero, if op == BinaryOp::Div { 1 } else { 2 });
+        let safe = b.select(&zero, &one, &y, "i64");
+        let o = if op == BinaryOp::Div { "arith.divui" } else { "arith.remui" };
+        let r = b.op2(o, &x, &safe, "i64");
+        return Ok(b.select(&zero, &z, &r, "i64"));
+    }
     let r = match op {
         BinaryOp::Add => b.op2("arith.addi", &x, &y, "i64"),
         BinaryOp::Sub => b.op2("arith.subi", &x, &y, "i64"),
@@ -1647,6 +1716,9 @@ pub(crate) fn host_binary(
                 },
             )?;
             let pos = r[0].clone();
+            if qd == DType::U64 {
+                return Ok(b.narrow(&pos, od));
+            }
             let negexp = b.cmpi("slt", &y, &z, "i64");
             let base0 = b.cmpi("eq", &x, &z, "i64");
             let bad = b.op2("arith.andi", &negexp, &base0, "i1");

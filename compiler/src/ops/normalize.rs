@@ -204,8 +204,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                     _ => v[p].partial_cmp(&v[q]).unwrap_or(std::cmp::Ordering::Equal),
                 })
             }
-            Array::Int(x, _) => {
-                let v: Vec<i64> = x.iter().copied().collect();
+            Array::Int(x, d) => {
+                let v: Vec<i128> =
+                    x.iter().map(|e| super::elementwise::ukey(*d, *e)).collect();
                 Box::new(move |p, q| v[p].cmp(&v[q]))
             }
         };
@@ -447,7 +448,8 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             // (greater, equal) of two loaded values, NaN above every number.
             let order = |b: &mut HostBuilder<'_>, a: &str, c: &str| -> (String, String) {
                 if !float {
-                    return (b.cmpi("sgt", a, c, "i64"), b.cmpi("eq", a, c, "i64"));
+                    let gt = if dt == DType::U64 { "ugt" } else { "sgt" };
+                    return (b.cmpi(gt, a, c, "i64"), b.cmpi("eq", a, c, "i64"));
                 }
                 let an = b.cmpf("uno", a, a, "f64");
                 let cn = b.cmpf("uno", c, c, "f64");
