@@ -638,14 +638,18 @@ pub enum Op {
         /// Explicit output spatial shape (pads then derived).
         output_shape: Vec<usize>,
     },
-    /// Nearest or linear resizing (scales or sizes as inputs).
+    /// Nearest, linear or cubic resizing (scales or sizes as inputs).
     Resize {
-        /// Linear (else nearest).
-        linear: bool,
+        /// The interpolation.
+        mode: ResizeMode,
         /// How output coordinates map to input coordinates.
         coords: ResizeCoords,
         /// Rounding of nearest-neighbour coordinates.
         nearest: NearestMode,
+        /// The axes `scales`/`sizes` name (`None`: every axis, in order).
+        axes: Option<Vec<i64>>,
+        /// How `sizes` is honoured.
+        policy: AspectPolicy,
     },
     /// Pass-through.
     Identity,
@@ -819,6 +823,34 @@ pub enum ResizeCoords {
     AlignCorners,
     /// `x / scale`.
     Asymmetric,
+}
+
+/// `Resize` interpolation modes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ResizeMode {
+    /// Nearest neighbour (see [`NearestMode`]).
+    Nearest,
+    /// Linear in each resized axis.
+    Linear,
+    /// Cubic convolution in each resized axis (Keys' kernel with coefficient `a`).
+    Cubic {
+        /// `cubic_coeff_a` (-0.75 by default, as TensorFlow; PyTorch uses -0.5).
+        a: f32,
+        /// Weights of taps outside the input set to 0 and the rest renormalised.
+        exclude_outside: bool,
+    },
+}
+
+/// `Resize` `keep_aspect_ratio_policy`: how a `sizes` input is honoured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AspectPolicy {
+    /// Each axis gets its size.
+    Stretch,
+    /// One scale for the resized axes, the smallest of `size / input` (no axis larger than
+    /// its size).
+    NotLarger,
+    /// One scale, the largest (no axis smaller than its size).
+    NotSmaller,
 }
 
 /// `Resize` nearest-neighbour rounding.

@@ -65,10 +65,16 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             })
         }
         "Resize" => {
-            let linear = match a.string("mode").as_deref() {
-                None | Some("nearest") => false,
-                Some("linear") => true,
-                Some(other) => return Err(format!("Resize mode `{other}` is not supported")),
+            let mode = match a.string("mode").as_deref() {
+                None | Some("nearest") => ResizeMode::Nearest,
+                Some("linear") => ResizeMode::Linear,
+                Some("cubic") => ResizeMode::Cubic {
+                    a: a.f32("cubic_coeff_a", -0.75),
+                    exclude_outside: a.i64("exclude_outside", 0) != 0,
+                },
+                Some(other) => {
+                    return Err(a.invalid(format!("Resize mode `{other}` is not defined")));
+                }
             };
             let coords = match a.string("coordinate_transformation_mode").as_deref() {
                 None | Some("half_pixel") => ResizeCoords::HalfPixel,
@@ -94,23 +100,26 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             if a.i64("antialias", 0) != 0 {
                 return Err("Resize with antialias is not supported".into());
             }
-            if a.get("axes").is_some() {
-                return Err("Resize with axes is not supported".into());
-            }
-            // `cubic_coeff_a` belongs to cubic mode and `extrapolation_value` to
-            // tf_crop_and_resize, both refused above; `exclude_outside` reweights only cubic
-            // (and antialiased) taps, so nearest and linear results do not depend on it.
+            let axes = a.ints("axes");
+            // `extrapolation_value` belongs to tf_crop_and_resize, refused above;
+            // `exclude_outside` reweights only taps outside the input, which linear taps
+            // (clamped into it, as onnx's edge padding gives) never are, and nearest has one.
             let _ =
                 (a.get("cubic_coeff_a"), a.get("extrapolation_value"), a.get("exclude_outside"));
-            if !matches!(a.string("keep_aspect_ratio_policy").as_deref(), None | Some("stretch")) {
-                return Err(
-                    "Resize keep_aspect_ratio_policy other than stretch is not supported".into()
-                );
-            }
+            let policy = match a.string("keep_aspect_ratio_policy").as_deref() {
+                None | Some("stretch") => AspectPolicy::Stretch,
+                Some("not_larger") => AspectPolicy::NotLarger,
+                Some("not_smaller") => AspectPolicy::NotSmaller,
+                Some(other) => {
+                    return Err(a.invalid(format!(
+                        "Resize keep_aspect_ratio_policy `{other}` is not defined"
+                    )));
+                }
+            };
             if opset < 11 {
                 return Err("Resize before opset 11 is not supported".into());
             }
-            Ok(Op::Resize { linear, coords, nearest })
+            Ok(Op::Resize { mode, coords, nearest, axes, policy })
         }
         "Slice" if opset < 10 => Ok(Op::Slice {
             attrs: Some(SliceAttrs {
@@ -239,7 +248,7 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             if scales.is_some() && sizes.is_some() {
                 return Err("Resize has both scales and sizes; only one may be given".into());
             }
-            let (shape, _) = resize_shape(&t.shape, scales.as_deref(), sizes.as_deref())?;
+            let (shape, _) = resize_shape(&t.shape, scales.as_deref(), sizes.as_deref(), &node.op)?;
             Ok(vec![TensorType { dtype: t.dtype, shape }])
         }
         Op::Slice { attrs } => {
@@ -452,7 +461,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
             }
             Ok(outs)
         }
-        Op::Resize { linear, coords, nearest } => {
+        Op::Resize { mode, coords, nearest, .. } => {
             let x = arg(args, 0)?;
             let scales = opt(args, 2)
                 .map(|a| a.f32().map(|v| v.iter().map(|s| f64::from(*s)).collect::<Vec<_>>()))
@@ -462,12 +471,13 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
                 .map(|a| a.ints().map(|v| v.iter().copied().collect::<Vec<_>>()))
                 .transpose()?
                 .filter(|v| !v.is_empty());
-            let (out_shape, scales) = resize_shape(x.shape(), scales.as_deref(), sizes.as_deref())?;
+            let (out_shape, scales) =
+                resize_shape(x.shape(), scales.as_deref(), sizes.as_deref(), &node.op)?;
             let xf = match x {
                 Array::F32(a) => a.mapv(f64::from),
                 Array::Int(a, _) => a.mapv(|v| v as f64),
             };
-            let y = resize(&xf, &out_shape, &scales, *linear, *coords, *nearest);
+            let y = resize(&xf, &out_shape, &scales, *mode, *coords, *nearest);
             one(match x {
                 Array::F32(_) => Array::F32(y.mapv(|v| v as f32)),
                 Array::Int(_, dt) => Array::Int(y.mapv(|v| v.round_ties_even() as i64), *dt),
@@ -530,8 +540,29 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
                 a.push(format!("split: ints = {}", ints(s)));
             }
         }
-        Op::Resize { linear, coords, nearest } => {
-            a.push(format!("mode: string = \"{}\"", if *linear { "linear" } else { "nearest" }));
+        Op::Resize { mode, coords, nearest, axes, policy } => {
+            let m = match mode {
+                ResizeMode::Nearest => "nearest",
+                ResizeMode::Linear => "linear",
+                ResizeMode::Cubic { a: ca, exclude_outside } => {
+                    a.push(format!("cubic_coeff_a: float = {}", flt(*ca)));
+                    a.push(format!("exclude_outside: int = {}", i64::from(*exclude_outside)));
+                    "cubic"
+                }
+            };
+            a.push(format!("mode: string = \"{m}\""));
+            if let Some(ax) = axes {
+                a.push(format!("axes: ints = {}", ints(ax)));
+            }
+            match policy {
+                AspectPolicy::Stretch => {}
+                AspectPolicy::NotLarger => {
+                    a.push("keep_aspect_ratio_policy: string = \"not_larger\"".into())
+                }
+                AspectPolicy::NotSmaller => {
+                    a.push("keep_aspect_ratio_policy: string = \"not_smaller\"".into())
+                }
+            }
             let coords = match coords {
                 ResizeCoords::HalfPixel => "half_pixel",
                 ResizeCoords::HalfPixelSymmetric => "half_pixel_symmetric",
@@ -748,9 +779,9 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             copy_step(b, &name, out, view, x, vec![]);
             Ok(())
         }
-        Op::Resize { linear, coords, nearest } => {
-            if *linear {
-                return Err(err("linear Resize is not lowered"));
+        Op::Resize { mode, coords, nearest, .. } => {
+            if *mode != ResizeMode::Nearest {
+                return Err(err("linear and cubic Resize are not lowered"));
             }
             let x = b.input(n, 0)?;
             let xs = b.shape(x);
@@ -774,8 +805,8 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
                 None => None,
             }
             .filter(|v| !v.is_empty());
-            let (shape, scales) =
-                resize_shape(&xs, scales.as_deref(), sizes.as_deref()).map_err(|e| err(&e))?;
+            let (shape, scales) = resize_shape(&xs, scales.as_deref(), sizes.as_deref(), &n.op)
+                .map_err(|e| err(&e))?;
             if shape != os || os.contains(&0) {
                 return Err(err("Resize to an empty or mismatched shape is not lowered"));
             }
@@ -1050,12 +1081,79 @@ pub(crate) fn pad_map(
     Ok((out, map))
 }
 
-/// Output shape and per-axis scales of a `Resize` (from `sizes`, or `floor(input · scale)`).
+/// Output shape and per-axis scales of `Resize` op `op` (from `sizes`, or `floor(input ·
+/// scale)`): `scales`/`sizes` name the op's `axes` (the others keep scale 1 and their length),
+/// and with a `keep_aspect_ratio_policy` other than stretch every resized axis gets one
+/// scale, the smallest (`not_larger`) or largest (`not_smaller`) of `size / input`, and the
+/// length `round_half_up(scale · input)` (ONNX Resize-18).
 pub(crate) fn resize_shape(
     input: &[usize],
     scales: Option<&[f64]>,
     sizes: Option<&[i64]>,
+    op: &Op,
 ) -> R<(Vec<usize>, Vec<f64>)> {
+    let (axes, policy) = match op {
+        Op::Resize { axes, policy, .. } => (axes.as_deref(), *policy),
+        _ => (None, AspectPolicy::Stretch),
+    };
+    let rank = input.len();
+    let axes: Vec<usize> = match axes {
+        Some(a) => {
+            let v: Vec<usize> = a.iter().map(|x| axis(*x, rank)).collect::<R<_>>()?;
+            if let Some(k) = (0..v.len()).find(|&i| v[..i].contains(&v[i])) {
+                return Err(format!("Resize axis {} is given twice", v[k]));
+            }
+            v
+        }
+        None => (0..rank).collect(),
+    };
+    let n = axes.len();
+    let full_scales: Option<Vec<f64>> = match scales {
+        Some(sc) => {
+            if sc.len() != n {
+                return Err(format!("{} scales for {n} axes", sc.len()));
+            }
+            let mut f = vec![1.0; rank];
+            for (i, k) in axes.iter().enumerate() {
+                f[*k] = sc[i];
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    let full_sizes: Option<Vec<i64>> = match sizes {
+        Some(sz) => {
+            if sz.len() != n {
+                return Err(format!("{} sizes for {n} axes", sz.len()));
+            }
+            let mut f: Vec<i64> = input.iter().map(|d| *d as i64).collect();
+            for (i, k) in axes.iter().enumerate() {
+                f[*k] = sz[i];
+            }
+            if policy != AspectPolicy::Stretch {
+                if let Some(v) = sz.iter().find(|v| **v < 0) {
+                    return Err(format!("negative Resize size {v}"));
+                }
+                let ratios = axes.iter().map(|k| f[*k] as f64 / input[*k].max(1) as f64);
+                let s = if policy == AspectPolicy::NotLarger {
+                    ratios.fold(f64::INFINITY, f64::min)
+                } else {
+                    ratios.fold(0.0, f64::max)
+                };
+                let mut sc = vec![1.0; rank];
+                let mut out = input.to_vec();
+                for k in &axes {
+                    sc[*k] = s;
+                    // onnx's round_half_up: int(x + 0.5).
+                    out[*k] = (s * input[*k] as f64 + 0.5) as usize;
+                }
+                return Ok((out, sc));
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    let (scales, sizes) = (full_scales.as_deref(), full_sizes.as_deref());
     match (scales, sizes) {
         (_, Some(sz)) => {
             if sz.len() != input.len() {
@@ -1087,7 +1185,7 @@ pub(crate) fn resize(
     x: &ArrayD<f64>,
     out: &[usize],
     scales: &[f64],
-    linear: bool,
+    mode: ResizeMode,
     coords: ResizeCoords,
     nearest: NearestMode,
 ) -> ArrayD<f64> {
@@ -1099,25 +1197,25 @@ pub(crate) fn resize(
     let strides: Vec<usize> = (0..rank).map(|k| input[k + 1..].iter().product()).collect();
     let flat: Vec<f64> = x.iter().copied().collect();
     let mut y = ArrayD::<f64>::zeros(IxDyn(out));
+    let taps: Vec<Vec<Vec<(usize, f64)>>> = if mode == ResizeMode::Nearest {
+        vec![]
+    } else {
+        (0..rank).map(|k| resize_taps(input[k], &src[k], mode)).collect()
+    };
     for (idx, slot) in y.indexed_iter_mut() {
-        if linear {
-            // Each axis contributes a floor index, the next one, and a weight.
-            let taps: Vec<(usize, usize, f64)> = (0..rank)
-                .map(|k| {
-                    let last = input[k].saturating_sub(1) as f64;
-                    let c = src[k][idx[k]].clamp(0.0, last);
-                    let i0 = c.floor();
-                    let i1 = (i0 + 1.0).min(last);
-                    (i0 as usize, i1 as usize, c - i0)
-                })
-                .collect();
+        if mode != ResizeMode::Nearest {
+            // Every combination of one tap per axis, the first axis's taps varying fastest;
+            // the weight is the product of the axes' weights, in axis order.
+            let per: Vec<&Vec<(usize, f64)>> = (0..rank).map(|k| &taps[k][idx[k]]).collect();
+            let combos: usize = per.iter().map(|t| t.len()).product();
             let mut acc = 0.0;
-            for corner in 0..(1usize << rank) {
-                let (mut at, mut w) = (0usize, 1.0);
-                for (k, (i0, i1, f)) in taps.iter().enumerate() {
-                    let hi = corner >> k & 1 == 1;
-                    at += (if hi { *i1 } else { *i0 }) * strides[k];
-                    w *= if hi { *f } else { 1.0 - f };
+            for c in 0..combos {
+                let (mut at, mut w, mut rest) = (0usize, 1.0, c);
+                for (k, t) in per.iter().enumerate() {
+                    let (i, wk) = t[rest % t.len()];
+                    rest /= t.len();
+                    at += i * strides[k];
+                    w *= wk;
                 }
                 if w != 0.0 {
                     acc += w * flat[at];
@@ -1133,6 +1231,57 @@ pub(crate) fn resize(
         }
     }
     y
+}
+
+/// The taps of linear or cubic `Resize` on one axis of `len` input elements, per output index
+/// (source coordinates `src`): the input indices and weights with a nonzero weight, in index
+/// order. Linear: the coordinate clamped into the axis, its floor and the next index (clamped)
+/// weighted `1 − f` and `f`. Cubic (ONNX Resize-19): the four indices around the coordinate,
+/// weighted by Keys' kernel with coefficient `a` at the fractional part `r`, indices outside
+/// the axis reading its edge (onnx pads with the edge values) or, with `exclude_outside`,
+/// weighted 0 and the rest renormalised.
+pub(crate) fn resize_taps(len: usize, src: &[f64], mode: ResizeMode) -> Vec<Vec<(usize, f64)>> {
+    let last = len.saturating_sub(1);
+    src.iter()
+        .map(|&c| {
+            let mut taps: Vec<(i64, f64)> = match mode {
+                ResizeMode::Cubic { a, .. } => {
+                    let a = f64::from(a);
+                    let i = c.floor();
+                    let r = c - i;
+                    let s = 1.0 - r;
+                    let w = [
+                        ((a * (r + 1.0) - 5.0 * a) * (r + 1.0) + 8.0 * a) * (r + 1.0) - 4.0 * a,
+                        ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0,
+                        ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0,
+                        ((a * (s + 1.0) - 5.0 * a) * (s + 1.0) + 8.0 * a) * (s + 1.0) - 4.0 * a,
+                    ];
+                    (0..4).map(|t| (i as i64 - 1 + t as i64, w[t as usize])).collect()
+                }
+                _ => {
+                    let cc = c.clamp(0.0, last as f64);
+                    let i0 = cc.floor();
+                    let i1 = (i0 + 1.0).min(last as f64);
+                    vec![(i0 as i64, 1.0 - (cc - i0)), (i1 as i64, cc - i0)]
+                }
+            };
+            if let ResizeMode::Cubic { exclude_outside: true, .. } = mode {
+                for t in &mut taps {
+                    if t.0 < 0 || t.0 > last as i64 {
+                        t.1 = 0.0;
+                    }
+                }
+                let sum: f64 = taps.iter().map(|t| t.1).sum();
+                for t in &mut taps {
+                    t.1 /= sum;
+                }
+            }
+            taps.into_iter()
+                .filter(|t| t.1 != 0.0)
+                .map(|(i, w)| (i.clamp(0, last as i64) as usize, w))
+                .collect()
+        })
+        .collect()
 }
 
 /// The input index nearest-neighbour `Resize` reads for source coordinate `c` on an axis of
@@ -1405,7 +1554,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             }
             b.gather_axes(n.outputs[0], x, &tables, Some(&fill))
         }
-        Op::Resize { linear: false, coords, nearest } => {
+        Op::Resize { mode: ResizeMode::Nearest, coords, nearest, .. } => {
             // Per axis, the nearest input index of each output index (the reference's rule).
             let (oshape, scales) = resize_params(b.g, n, &xt.shape).map_err(|e| b.err(n, e))?;
             let tables: Vec<Vec<i64>> = (0..rank)
@@ -1418,50 +1567,63 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 .collect();
             b.gather_axes(n.outputs[0], x, &tables, None)
         }
-        Op::Resize { coords, .. } => {
-            // Per axis and output coordinate, the two input indices and the weight of the
-            // second are compile-time tables (the reference's own coordinate rule); each
-            // output element sums its 2^rank corners in f64 as the reference does.
+        Op::Resize { mode, coords, .. } => {
+            // Per axis and output coordinate, the taps (input index, weight) are compile-time
+            // tables (the reference's own `resize_taps`), padded with weight-0 taps to the
+            // axis's most; each output element sums every combination of one tap per axis,
+            // in the reference's order and in f64, skipping zero weights as it does.
             let (oshape, scales) = resize_params(b.g, n, &xt.shape).map_err(|e| b.err(n, e))?;
             let mut tables = Vec::with_capacity(rank);
             for k in 0..rank {
                 let src = resize_coords(xt.shape[k], oshape[k], scales[k], *coords);
-                let last = xt.shape[k].saturating_sub(1) as f64;
-                let (mut i0s, mut i1s, mut ws) = (vec![], vec![], vec![]);
-                for c in src {
-                    let c = c.clamp(0.0, last);
-                    let i0 = c.floor();
-                    let i1 = (i0 + 1.0).min(last);
-                    i0s.push(i0 as i64);
-                    i1s.push(i1 as i64);
-                    ws.push((c - i0).to_bits() as i64);
+                let taps = resize_taps(xt.shape[k], &src, *mode);
+                let width = taps.iter().map(Vec::len).max().unwrap_or(1).max(1);
+                let (mut is, mut ws) = (vec![], vec![]);
+                for t in &taps {
+                    for j in 0..width {
+                        let (i, w) = t.get(j).copied().unwrap_or((0, 0.0));
+                        is.push(i as i64);
+                        ws.push(w.to_bits() as i64);
+                    }
                 }
-                tables.push((b.table(&i0s), b.table(&i1s), b.table(&ws), oshape[k]));
+                tables.push((b.table(&is), b.table(&ws), oshape[k] * width, width));
+            }
+            let combos: usize = tables.iter().map(|t| t.3).product();
+            if combos > 4096 {
+                return Err(b.err(n, format!("Resize with {combos} taps per element")));
             }
             let dt = xt.dtype;
             b.map_out(n.outputs[0], &mut |b, idx| {
-                let mut taps = Vec::with_capacity(rank);
-                for (k, (t0, t1, tw, len)) in tables.iter().enumerate() {
+                // Per axis, its taps for this output index.
+                let mut taps: Vec<Vec<(String, String)>> = Vec::with_capacity(rank);
+                for (k, (ti, tw, len, width)) in tables.iter().enumerate() {
                     let ty = format!("memref<{len}xi64>");
-                    let i0 = b.let_(&format!("memref.load {t0}[{}] : {ty}", idx[k]));
-                    let i1 = b.let_(&format!("memref.load {t1}[{}] : {ty}", idx[k]));
-                    let wb = b.let_(&format!("memref.load {tw}[{}] : {ty}", idx[k]));
-                    let w = b.let_(&format!("arith.bitcast {wb} : i64 to f64"));
-                    let i0 = b.let_(&format!("arith.index_cast {i0} : i64 to index"));
-                    let i1 = b.let_(&format!("arith.index_cast {i1} : i64 to index"));
-                    taps.push((i0, i1, w));
+                    let wc = b.idx(*width);
+                    let base = b.let_(&format!("arith.muli {}, {wc} : index", idx[k]));
+                    let mut axis_taps = Vec::with_capacity(*width);
+                    for j in 0..*width {
+                        let jc = b.idx(j);
+                        let at = b.let_(&format!("arith.addi {base}, {jc} : index"));
+                        let i = b.let_(&format!("memref.load {ti}[{at}] : {ty}"));
+                        let wb = b.let_(&format!("memref.load {tw}[{at}] : {ty}"));
+                        let w = b.let_(&format!("arith.bitcast {wb} : i64 to f64"));
+                        let i = b.let_(&format!("arith.index_cast {i} : i64 to index"));
+                        axis_taps.push((i, w));
+                    }
+                    taps.push(axis_taps);
                 }
                 let one = b.f64c(1.0);
                 let zero = b.f64c(0.0);
                 let mut acc = zero.clone();
-                for corner in 0..(1usize << rank) {
+                for c in 0..combos {
                     let mut w = one.clone();
                     let mut at = Vec::with_capacity(rank);
-                    for (k, (i0, i1, f)) in taps.iter().enumerate() {
-                        let hi = corner >> k & 1 == 1;
-                        at.push(if hi { i1.clone() } else { i0.clone() });
-                        let fw = if hi { f.clone() } else { b.op2("arith.subf", &one, f, "f64") };
-                        w = b.op2("arith.mulf", &w, &fw, "f64");
+                    let mut rest = c;
+                    for t in &taps {
+                        let (i, wk) = &t[rest % t.len()];
+                        rest /= t.len();
+                        at.push(i.clone());
+                        w = b.op2("arith.mulf", &w, wk, "f64");
                     }
                     let v = b.load(x, &at)?;
                     let v = match dt {
@@ -1509,5 +1671,5 @@ fn resize_params(g: &Graph, n: &Node, input: &[usize]) -> R<(Vec<usize>, Vec<f64
     let sizes = cst(3)
         .and_then(|a| a.ints().ok().map(|v| v.iter().copied().collect::<Vec<_>>()))
         .filter(|v| !v.is_empty());
-    resize_shape(input, scales.as_deref(), sizes.as_deref())
+    resize_shape(input, scales.as_deref(), sizes.as_deref(), &n.op)
 }

@@ -205,8 +205,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 })
             }
             Array::Int(x, d) => {
-                let v: Vec<i128> =
-                    x.iter().map(|e| super::elementwise::ukey(*d, *e)).collect();
+                let v: Vec<i128> = x.iter().map(|e| super::elementwise::ukey(*d, *e)).collect();
                 Box::new(move |p, q| v[p].cmp(&v[q]))
             }
         };
