@@ -789,6 +789,15 @@ pub enum Op {
     PRelu,
     /// `cond ? x : y`, the three broadcast together.
     Where,
+    /// Samples the input at the grid's points (ONNX GridSample).
+    GridSample {
+        /// The interpolation.
+        mode: GridMode,
+        /// What points outside the input read.
+        padding: GridPadding,
+        /// Whether −1 and 1 are the centres of the end elements (else their outer edges).
+        align_corners: bool,
+    },
     /// An op the compiler does not support; kept so the model still imports and `check` can
     /// list it.
     Unsupported {
@@ -823,6 +832,28 @@ pub enum ResizeCoords {
     AlignCorners,
     /// `x / scale`.
     Asymmetric,
+}
+
+/// `GridSample` interpolation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GridMode {
+    /// The nearest element (coordinates rounded half to even).
+    Nearest,
+    /// Linear in every spatial axis.
+    Linear,
+    /// Keys' cubic convolution (a = −0.75) in every spatial axis.
+    Cubic,
+}
+
+/// `GridSample` padding: what a tap outside the input reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GridPadding {
+    /// Zero.
+    Zeros,
+    /// The nearest edge element.
+    Border,
+    /// The input reflected at its bounds.
+    Reflection,
 }
 
 /// `Resize` interpolation modes.

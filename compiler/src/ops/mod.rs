@@ -40,6 +40,7 @@ pub(crate) mod normalize;
 pub(crate) mod pool;
 pub(crate) mod quant;
 pub(crate) mod reduce;
+pub(crate) mod sample;
 pub(crate) mod shape_ops;
 pub(crate) mod unsupported;
 
@@ -138,6 +139,7 @@ static INDEXING: OpDef = family!(indexing);
 static LOSS: OpDef = family!(loss);
 static ATTENTION: OpDef = family!(attention);
 static NORMALIZE: OpDef = family!(normalize);
+static SAMPLE: OpDef = family!(sample);
 static UNSUPPORTED: OpDef = family!(unsupported);
 
 /// Every op family, once.
@@ -155,6 +157,7 @@ pub static REGISTRY: &[&OpDef] = &[
     &LOSS,
     &ATTENTION,
     &NORMALIZE,
+    &SAMPLE,
     &UNSUPPORTED,
 ];
 
@@ -223,6 +226,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::SpaceToDepth { .. }
         | Op::CumSum { .. } => &INDEXING,
         Op::Loss { .. } => &LOSS,
+        Op::GridSample { .. } => &SAMPLE,
         Op::Attention(_) => &ATTENTION,
         Op::Normalize(_) => &NORMALIZE,
         Op::Unsupported { .. } => &UNSUPPORTED,
