@@ -789,6 +789,19 @@ pub enum Op {
     PRelu,
     /// `cond ? x : y`, the three broadcast together.
     Where,
+    /// A recurrent layer (ONNX RNN, GRU, LSTM) with the default activations.
+    Recurrent {
+        /// The cell.
+        cell: Cell,
+        /// Which way the sequence is read.
+        direction: RnnDirection,
+        /// Hidden units.
+        hidden: usize,
+        /// Pre-activations are clipped to `±clip` when given.
+        clip: Option<f32>,
+        /// `layout` 1: batch before sequence in `X`, `Y` and the states.
+        batch_first: bool,
+    },
     /// Samples the input at the grid's points (ONNX GridSample).
     GridSample {
         /// The interpolation.
@@ -832,6 +845,31 @@ pub enum ResizeCoords {
     AlignCorners,
     /// `x / scale`.
     Asymmetric,
+}
+
+/// The cell of a recurrent layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    /// `h = tanh(x·Wᵀ + h·Rᵀ + b)`.
+    Rnn,
+    /// Gated recurrent unit (gates z, r, h).
+    Gru {
+        /// Apply the reset gate after the recurrent product (else before).
+        linear_before_reset: bool,
+    },
+    /// Long short-term memory (gates i, o, f, c; peepholes).
+    Lstm,
+}
+
+/// The direction of a recurrent layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RnnDirection {
+    /// First step to last.
+    Forward,
+    /// Last step to first.
+    Reverse,
+    /// Both, as two directions of the outputs.
+    Bidirectional,
 }
 
 /// `GridSample` interpolation.

@@ -136,7 +136,8 @@ impl<'g> HostBuilder<'g> {
         }
     }
 
-    fn fresh(&mut self) -> String {
+    /// A fresh SSA name.
+    pub(crate) fn fresh(&mut self) -> String {
         self.next += 1;
         format!("%v{}", self.next)
     }
@@ -267,6 +268,16 @@ impl<'g> HostBuilder<'g> {
         let _ = writeln!(self.epilogue, "memref.dealloc {r} : {ty}");
         self.mems.insert(v, r.clone());
         Ok(r)
+    }
+
+    /// A scratch buffer of type `t`, allocated when the function starts and freed when it
+    /// returns.
+    pub(crate) fn scratch(&mut self, t: &TensorType) -> String {
+        let ty = memref(t);
+        let r = self.fresh();
+        let _ = writeln!(self.prologue, "{r} = memref.alloc() {{alignment = 16 : i64}} : {ty}");
+        let _ = writeln!(self.epilogue, "memref.dealloc {r} : {ty}");
+        r
     }
 
     /// Loads element `flat` (row-major) of `v`.

@@ -39,6 +39,7 @@ pub(crate) mod norm;
 pub(crate) mod normalize;
 pub(crate) mod pool;
 pub(crate) mod quant;
+pub(crate) mod recurrent;
 pub(crate) mod reduce;
 pub(crate) mod sample;
 pub(crate) mod shape_ops;
@@ -140,6 +141,7 @@ static LOSS: OpDef = family!(loss);
 static ATTENTION: OpDef = family!(attention);
 static NORMALIZE: OpDef = family!(normalize);
 static SAMPLE: OpDef = family!(sample);
+static RECURRENT: OpDef = family!(recurrent);
 static UNSUPPORTED: OpDef = family!(unsupported);
 
 /// Every op family, once.
@@ -158,6 +160,7 @@ pub static REGISTRY: &[&OpDef] = &[
     &ATTENTION,
     &NORMALIZE,
     &SAMPLE,
+    &RECURRENT,
     &UNSUPPORTED,
 ];
 
@@ -227,6 +230,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::CumSum { .. } => &INDEXING,
         Op::Loss { .. } => &LOSS,
         Op::GridSample { .. } => &SAMPLE,
+        Op::Recurrent { .. } => &RECURRENT,
         Op::Attention(_) => &ATTENTION,
         Op::Normalize(_) => &NORMALIZE,
         Op::Unsupported { .. } => &UNSUPPORTED,
