@@ -1204,6 +1204,8 @@ pub enum ActKind {
     ThresholdedRelu,
     /// `x < −lambd ? x + bias : x > lambd ? x − bias : 0` (`alpha` holds lambd, `beta` bias).
     Shrink,
+    /// `x · sigmoid(alpha·x)` (Swish-24; SiLU at alpha 1).
+    Swish,
 }
 
 /// Reductions.

@@ -93,6 +93,7 @@ pub(crate) const ONNX: &[&str] = &[
     "Celu",
     "ThresholdedRelu",
     "Shrink",
+    "Swish",
     "PRelu",
     "Where",
 ];
@@ -169,6 +170,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         "Celu" => act(ActKind::Celu, a.f32("alpha", 1.0), 0.0),
         "ThresholdedRelu" => act(ActKind::ThresholdedRelu, a.f32("alpha", 1.0), 0.0),
         "Shrink" => act(ActKind::Shrink, a.f32("lambd", 0.5), a.f32("bias", 0.0)),
+        "Swish" => act(ActKind::Swish, a.f32("alpha", 1.0), 0.0),
         "PRelu" => Ok(Op::PRelu),
         "Where" => Ok(Op::Where),
         "Sum" => Ok(Op::Variadic(VariadicOp::Sum)),
@@ -548,7 +550,7 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
         }
         Op::Binary(BinaryOp::Fmod) => a.push("fmod: int = 1".into()),
         Op::Activation { kind, alpha, beta } => match kind {
-            ActKind::Elu | ActKind::Celu | ActKind::ThresholdedRelu => {
+            ActKind::Elu | ActKind::Celu | ActKind::ThresholdedRelu | ActKind::Swish => {
                 a.push(format!("alpha: float = {}", flt(*alpha)))
             }
             ActKind::Selu => {
@@ -1049,6 +1051,8 @@ fn activation(kind: ActKind, alpha: f32, beta: f32, v: f32) -> f32 {
                 0.0
             }
         }
+        // In f64: x / (1 + e^(−alpha·x)).
+        ActKind::Swish => (x / (1.0 + (-(a * x)).exp())) as f32,
     }
 }
 
@@ -1584,6 +1588,17 @@ fn host_activation(
             let minus = b.op2("arith.subf", x, &bias, "f32");
             let r = b.select(&hi, &minus, &z, "f32");
             b.select(&lo, &plus, &r, "f32")
+        }
+        ActKind::Swish => {
+            let d = ext(b, x);
+            let a = b.f64c(f64::from(alpha));
+            let one = b.f64c(1.0);
+            let t = b.op2("arith.mulf", &a, &d, "f64");
+            let t = b.op1("arith.negf", &t, "f64");
+            let t = b.op1("math.exp", &t, "f64");
+            let t = b.op2("arith.addf", &one, &t, "f64");
+            let r = b.op2("arith.divf", &d, &t, "f64");
+            trunc(b, &r)
         }
     }
 }
