@@ -451,6 +451,13 @@ pub enum Op {
         /// Average pooling counts padding.
         count_include_pad: bool,
     },
+    /// Lp pooling: `(Σ |x|^p)^(1/p)` over each window (padding contributes 0).
+    LpPool {
+        /// Window attributes.
+        window: Window,
+        /// The exponent (≥ 1).
+        p: i64,
+    },
     /// Global average or max pooling.
     GlobalPool {
         /// Max (or average).

@@ -187,7 +187,10 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::ConvInteger { .. }
         | Op::QLinearConv { .. }
         | Op::QConv { .. } => &CONV,
-        Op::Pool { .. } | Op::GlobalPool { .. } | Op::QGlobalAveragePool { .. } => &POOL,
+        Op::Pool { .. }
+        | Op::LpPool { .. }
+        | Op::GlobalPool { .. }
+        | Op::QGlobalAveragePool { .. } => &POOL,
         Op::Softmax { .. }
         | Op::LogSoftmax { .. }
         | Op::LayerNorm { .. }

@@ -23,7 +23,8 @@ type R<T> = Result<T, String>;
 pub(crate) const FAMILY: &str = "pool";
 
 /// The ONNX op types this family imports.
-pub(crate) const ONNX: &[&str] = &["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"];
+pub(crate) const ONNX: &[&str] =
+    &["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"];
 
 /// The IR op for ONNX node `op_type` (one of [`ONNX`]) with attributes `a` at `opset`, or why
 /// it is not supported.
@@ -44,6 +45,13 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
             count_include_pad: a.i64("count_include_pad", 0) != 0,
         }),
         "GlobalAveragePool" => Ok(Op::GlobalPool { max: false }),
+        "LpPool" => {
+            let p = a.i64("p", 2);
+            if p < 1 {
+                return Err(a.invalid(format!("LpPool p = {p} must be at least 1")));
+            }
+            Ok(Op::LpPool { window: window(a)?, p })
+        }
         "GlobalMaxPool" => Ok(Op::GlobalPool { max: true }),
         other => Err(super::misrouted_name(other, FAMILY)),
     }
@@ -53,8 +61,11 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
 pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Vec<TensorType>> {
     let x = || input(ins, 0);
     match &node.op {
-        Op::Pool { window, .. } => {
+        Op::Pool { window, .. } | Op::LpPool { window, .. } => {
             let t = x()?;
+            if matches!(node.op, Op::LpPool { .. }) && t.dtype != DType::F32 {
+                return Err(format!("LpPool of {t}"));
+            }
             if t.shape.len() < 3 {
                 return Err("pooling needs N, C and spatial axes".into());
             }
@@ -115,10 +126,10 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
     let one = |a: Array| Ok(vec![a]);
     match &node.op {
         Op::Pool { max, window, count_include_pad } => match arg(args, 0)? {
-            Array::F32(x) => one(Array::F32(pool(x, *max, window, *count_include_pad)?)),
+            Array::F32(x) => one(Array::F32(pool(x, *max, window, *count_include_pad, None)?)),
             // 8-bit values are exact in f32, so integer max pooling can share the float path.
             Array::Int(x, dt @ (DType::U8 | DType::I8)) if *max => {
-                let y = pool(&x.mapv(|v| v as f32), true, window, false)?;
+                let y = pool(&x.mapv(|v| v as f32), true, window, false, None)?;
                 one(Array::Int(y.mapv(|v| v as i64), *dt))
             }
             Array::Int(_, dt) => Err(format!("pooling of {dt} is not supported")),
@@ -144,6 +155,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             }
             let y = ArrayD::from_shape_vec(IxDyn(&shape), vals).map_err(|e| e.to_string())?;
             one(Array::Int(y, *out))
+        }
+        Op::LpPool { window, p } => {
+            one(Array::F32(pool(arg(args, 0)?.f32()?, false, window, false, Some(*p))?))
         }
         Op::GlobalPool { max } => {
             let x = arg(args, 0)?.f32()?;
@@ -187,6 +201,10 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             if !*max && *count_include_pad {
                 a.push("count_include_pad: int = 1".into());
             }
+        }
+        Op::LpPool { window: w, p } => {
+            print_window(a, w);
+            a.push(format!("p: int = {p}"));
         }
         Op::GlobalPool { .. } => {}
         Op::QGlobalAveragePool { x_zp, y_zp, out } => {
@@ -302,6 +320,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             b.step(k, &name, Some(out), vec![p]);
             Ok(())
         }
+        Op::LpPool { .. } => Err(err("LpPool is not lowered to the device")),
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
 }
@@ -312,6 +331,9 @@ pub(crate) fn work(op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorTy
     match op {
         Op::Pool { window, .. } => {
             Work::Vector { passes: window.kernel.iter().product::<usize>() as u64, slow: false }
+        }
+        Op::LpPool { window, .. } => {
+            Work::Vector { passes: window.kernel.iter().product::<usize>() as u64, slow: true }
         }
         _ => Work::Traffic,
     }
@@ -332,11 +354,16 @@ pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
 }
 
 /// N-d max or average pooling (N, C, spatial...).
+/// Windowed pooling of `x` `[N, C, spatial...]`: max (NaN propagating), average (summed in
+/// `f32`, divided by the taps inside, or with `count_include_pad` also those in the declared
+/// pads), or with `lp` = `Some(p)` Lp pooling, `(Σ |x|^p)^(1/p)` in `f64` over the taps
+/// inside (padding adds 0), as ONNX LpPool-18.
 pub(crate) fn pool(
     x: &ArrayD<f32>,
     max: bool,
     win: &Window,
     count_include_pad: bool,
+    lp: Option<i64>,
 ) -> R<ArrayD<f32>> {
     let nd =
         x.ndim().checked_sub(2).filter(|n| *n >= 1).ok_or("pooling needs N, C and spatial axes")?;
@@ -367,6 +394,7 @@ pub(crate) fn pool(
     for (idx, slot) in out.indexed_iter_mut() {
         let (mut acc, mut count, mut padded) =
             (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize, 0usize);
+        let mut lp_sum = 0.0f64;
         for k in ndarray::indices(IxDyn(&win.kernel)) {
             at[0] = idx[0];
             at[1] = idx[1];
@@ -388,10 +416,15 @@ pub(crate) fn pool(
                 continue;
             }
             let v = x[IxDyn(&at)];
+            if let Some(p) = lp {
+                lp_sum += f64::from(v).abs().powf(p as f64);
+            }
             acc = if max { nan_max(acc, v) } else { acc + v };
             count += 1;
         }
-        *slot = if max {
+        *slot = if let Some(p) = lp {
+            lp_sum.powf(1.0 / p as f64) as f32
+        } else if max {
             acc
         } else {
             acc / (if count_include_pad { count + padded } else { count }).max(1) as f32
@@ -410,6 +443,43 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     let nd = xt.shape.len().saturating_sub(2);
     let dt = xt.dtype;
     match &n.op {
+        Op::LpPool { window, p } => {
+            let spatial = xt.shape[2..].to_vec();
+            let g = pads(window, &spatial, &window.kernel).map_err(|e| b.err(n, e))?;
+            let kernel = window.kernel.clone();
+            let taps: usize = kernel.iter().product();
+            let p = *p as f64;
+            b.map_out(out, &mut |b, idx| {
+                let init = b.f64c(0.0);
+                let r = b.fold_n(taps, &[init], &["f64"], &mut |b, t, acc| {
+                    let tk = b.delinearize(t, &kernel);
+                    let mut pos = Vec::with_capacity(nd);
+                    for i in 0..nd {
+                        let s = b.idx(g.strides[i]);
+                        let d = b.idx(g.dilations[i]);
+                        let pb = b.idx(g.begin[i]);
+                        let a = b.iop("arith.muli", &idx[2 + i], &s);
+                        let k = b.iop("arith.muli", &tk[i], &d);
+                        let a = b.iop("arith.addi", &a, &k);
+                        pos.push(b.iop("arith.subi", &a, &pb));
+                    }
+                    let ok = b.in_bounds(&pos, &spatial);
+                    let cl = b.clamp_pos(&pos, &spatial);
+                    let mut xi = vec![idx[0].clone(), idx[1].clone()];
+                    xi.extend(cl);
+                    let v = b.load(x, &xi)?;
+                    let v = b.f64_of(&v);
+                    let v = b.op1("math.absf", &v, "f64");
+                    let pc = b.f64c(p);
+                    let v = b.op2("math.powf", &v, &pc, "f64");
+                    let s = b.op2("arith.addf", &acc[0], &v, "f64");
+                    Ok(vec![b.select(&ok, &s, &acc[0], "f64")])
+                })?;
+                let inv = b.f64c(1.0 / p);
+                let y = b.op2("math.powf", &r[0], &inv, "f64");
+                Ok(b.f32_of(&y))
+            })
+        }
         Op::Pool { max, window, count_include_pad } => {
             let spatial = xt.shape[2..].to_vec();
             let g = pads(window, &spatial, &window.kernel).map_err(|e| b.err(n, e))?;
