@@ -796,6 +796,11 @@ pub enum Op {
     PRelu,
     /// `cond ? x : y`, the three broadcast together.
     Where,
+    /// The input cropped or zero-padded, centred, to the shape given as input 1 on `axes`.
+    CenterCropPad {
+        /// The axes input 1 names (`None`: every axis).
+        axes: Option<Vec<i64>>,
+    },
     /// A recurrent layer (ONNX RNN, GRU, LSTM) with the default activations.
     Recurrent {
         /// The cell.

@@ -31,6 +31,7 @@ pub(crate) const ONNX: &[&str] = &[
     "OneHot",
     "Trilu",
     "Tile",
+    "CenterCropPad",
     "DepthToSpace",
     "SpaceToDepth",
     "CumSum",
@@ -72,6 +73,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
         "OneHot" => Ok(Op::OneHot { axis: a.i64("axis", -1) }),
         "Trilu" => Ok(Op::Trilu { upper: a.i64("upper", 1) != 0 }),
         "Tile" => Ok(Op::Tile),
+        "CenterCropPad" => Ok(Op::CenterCropPad { axes: a.ints("axes") }),
         "DepthToSpace" => {
             let crd = match a.string("mode").as_deref() {
                 None | Some("DCR") => false,
@@ -197,6 +199,11 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             }
             out(x.shape.clone())
         }
+        Op::CenterCropPad { axes } => {
+            let target = const_list(g, node, 1, "shape")?;
+            let (shape, _) = crop_pad_map(&x.shape, &target, axes.as_deref())?;
+            out(shape)
+        }
         Op::Tile => {
             let reps = const_list(g, node, 1, "repeats")?;
             if reps.len() != x.shape.len() || reps.iter().any(|r| *r < 0) {
@@ -312,6 +319,45 @@ fn take(x: &Array, shape: &[usize], src: impl Fn(&[usize]) -> R<Option<usize>>) 
 }
 
 /// Integer values of an index (or, for OneHot, any numeric) array, floats truncated.
+/// CenterCropPad of a tensor of dims `xs` to sizes `target` on `axes` (ONNX CenterCropPad-18):
+/// the output dims, and per axis the input index each output index reads (−1: padding). A
+/// smaller size keeps the centre, starting at `(dim − size) / 2`; a larger one puts the input
+/// at `(size − dim) / 2`, zeros around it.
+fn crop_pad_map(
+    xs: &[usize],
+    target: &[i64],
+    axes: Option<&[i64]>,
+) -> R<(Vec<usize>, Vec<Vec<i64>>)> {
+    let rank = xs.len();
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|v| axis(*v, rank)).collect::<R<_>>()?,
+        None => (0..rank).collect(),
+    };
+    if axes.len() != target.len() {
+        return Err(format!("{} sizes for {} axes", target.len(), axes.len()));
+    }
+    if let Some(k) = (0..axes.len()).find(|&i| axes[..i].contains(&axes[i])) {
+        return Err(format!("axis {} is given twice", axes[k]));
+    }
+    let mut shape = xs.to_vec();
+    let mut tables: Vec<Vec<i64>> = xs.iter().map(|d| (0..*d as i64).collect()).collect();
+    for (k, t) in axes.iter().zip(target) {
+        let t = usize::try_from(*t).map_err(|_| format!("negative size {t}"))?;
+        let d = xs[*k];
+        shape[*k] = t;
+        tables[*k] = if t <= d {
+            let start = (d - t) / 2;
+            (0..t).map(|o| (o + start) as i64).collect()
+        } else {
+            let begin = (t - d) / 2;
+            (0..t)
+                .map(|o| if o >= begin && o < begin + d { (o - begin) as i64 } else { -1 })
+                .collect()
+        };
+    }
+    Ok((shape, tables))
+}
+
 fn int_values(a: &Array) -> Vec<i64> {
     match a {
         Array::F32(x) => x.iter().map(|v| *v as i64).collect(),
@@ -479,6 +525,21 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 Ok(keep.then(|| i.iter().zip(&st).map(|(a, s)| a * s).sum()))
             })?)
         }
+        Op::CenterCropPad { axes } => {
+            let target = int_values(arg(args, 1)?);
+            let (shape, tables) = crop_pad_map(&xs, &target, axes.as_deref())?;
+            one(take(x, &shape, |o| {
+                let mut at = 0;
+                for (k, i) in o.iter().enumerate() {
+                    let j = tables[k][*i];
+                    if j < 0 {
+                        return Ok(None);
+                    }
+                    at += j as usize * st[k];
+                }
+                Ok(Some(at))
+            })?)
+        }
         Op::Tile => {
             let reps = int_values(arg(args, 1)?);
             let shape: Vec<usize> = xs.iter().zip(&reps).map(|(d, r)| d * *r as usize).collect();
@@ -601,6 +662,10 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             a.push(format!("blocksize: int = {blocksize}"));
             a.push(format!("mode: string = \"{}\"", if *crd { "CRD" } else { "DCR" }));
         }
+        Op::CenterCropPad { axes: Some(ax) } => {
+            let v: Vec<String> = ax.iter().map(ToString::to_string).collect();
+            a.push(format!("axes: ints = [{}]", v.join(", ")));
+        }
         Op::CumSum { exclusive, reverse } => {
             a.push(format!("exclusive: int = {}", i64::from(*exclusive)));
             a.push(format!("reverse: int = {}", i64::from(*reverse)));
@@ -622,7 +687,7 @@ pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorT
 /// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`.
 pub(crate) fn arity(op_type: &str, _opset: i64) -> Arity {
     match op_type {
-        "GatherElements" | "GatherND" | "Tile" | "CumSum" => counts(2, 2, 1, 1),
+        "GatherElements" | "GatherND" | "Tile" | "CumSum" | "CenterCropPad" => counts(2, 2, 1, 1),
         "ScatterElements" | "ScatterND" | "OneHot" => counts(3, 3, 1, 1),
         "Trilu" => counts(1, 2, 1, 1),
         _ => counts(1, 1, 1, 1),
@@ -631,7 +696,8 @@ pub(crate) fn arity(op_type: &str, _opset: i64) -> Arity {
 
 /// OneHot's depth, Tile's repeats and CumSum's axis determine the result's shape or layout.
 pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
-    matches!(op, Op::OneHot { .. } | Op::Tile | Op::CumSum { .. }) && i == 1
+    matches!(op, Op::OneHot { .. } | Op::Tile | Op::CumSum { .. } | Op::CenterCropPad { .. })
+        && i == 1
 }
 
 /// The zero of IR type `d`.
@@ -810,6 +876,13 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let z = zero(b, xt.dtype);
                 Ok(b.select(&keep, &v, &z, crate::lower::host::scalar(xt.dtype)))
             })
+        }
+        Op::CenterCropPad { axes } => {
+            let target = const_list(b.g, n, 1, "shape").map_err(|e| b.err(n, e))?;
+            let (_, tables) =
+                crop_pad_map(&xs, &target, axes.as_deref()).map_err(|e| b.err(n, e))?;
+            let z = zero(b, xt.dtype);
+            b.gather_axes(out, x, &tables, Some(&z))
         }
         Op::Tile => b.map_out(out, &mut |b, o| {
             let mut src = Vec::with_capacity(o.len());

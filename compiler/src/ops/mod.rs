@@ -228,6 +228,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::OneHot { .. }
         | Op::Trilu { .. }
         | Op::Tile
+        | Op::CenterCropPad { .. }
         | Op::DepthToSpace { .. }
         | Op::SpaceToDepth { .. }
         | Op::CumSum { .. } => &INDEXING,
