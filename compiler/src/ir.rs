@@ -758,6 +758,14 @@ pub enum Op {
     /// `start + i·delta` for `i` in `0..max(ceil((limit − start) / delta), 0)`, the three
     /// scalars given as inputs.
     Range,
+    /// A window function of the length given as input 0 (ONNX HannWindow, HammingWindow,
+    /// BlackmanWindow): `w[n]` for `n` in `0..size`, with `N = size` (periodic) or `size − 1`.
+    Window {
+        /// The window.
+        kind: WindowKind,
+        /// Periodic (else symmetric).
+        periodic: bool,
+    },
     /// Cast to the data type of input 1.
     CastLike,
     /// Dropout at inference (or with ratio 0): the input unchanged, and a mask of trues.
@@ -857,6 +865,17 @@ pub enum ResizeCoords {
     AlignCorners,
     /// `x / scale`.
     Asymmetric,
+}
+
+/// Window functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `sin²(πn/N)`.
+    Hann,
+    /// `α − (1 − α)·cos(2πn/N)`, α = 25/46.
+    Hamming,
+    /// `0.42 − 0.5·cos(2πn/N) + 0.08·cos(4πn/N)`.
+    Blackman,
 }
 
 /// The cell of a recurrent layer.

@@ -207,6 +207,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::Expand
         | Op::ConstantOfShape { .. }
         | Op::Range
+        | Op::Window { .. }
         | Op::CastLike
         | Op::Dropout => &SHAPE_OPS,
         Op::Transpose { .. }

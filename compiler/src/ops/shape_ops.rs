@@ -37,6 +37,9 @@ pub(crate) const ONNX: &[&str] = &[
     "Expand",
     "ConstantOfShape",
     "Range",
+    "HannWindow",
+    "HammingWindow",
+    "BlackmanWindow",
     "CastLike",
     "Dropout",
 ];
@@ -90,6 +93,21 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             // Range-27's stash_type only concerns float16 and bfloat16 inputs (not supported).
             let _ = a.get("stash_type");
             Ok(Op::Range)
+        }
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => {
+            let kind = match op_type {
+                "HannWindow" => WindowKind::Hann,
+                "HammingWindow" => WindowKind::Hamming,
+                _ => WindowKind::Blackman,
+            };
+            let dt = a.i64("output_datatype", 1);
+            if dt != 1 {
+                return Err(format!(
+                    "{op_type} of {} is not supported (float only)",
+                    DType::onnx_name(dt as i32)
+                ));
+            }
+            Ok(Op::Window { kind, periodic: a.i64("periodic", 1) != 0 })
         }
         "CastLike" => {
             // `saturate` and `round_mode` only concern float8/float4 targets, none supported.
@@ -219,6 +237,14 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
         Op::ConstantOfShape { value } => {
             let spec = const_ints(g, node, 0)?.ok_or("ConstantOfShape needs a shape")?;
             Ok(vec![TensorType { dtype: value.dtype, shape: dims_of(&spec, "ConstantOfShape")? }])
+        }
+        Op::Window { .. } => {
+            let size = const_ints(g, node, 0)?.ok_or(
+                "the window size is computed at run time; a static compiler needs it as a constant",
+            )?;
+            let n = size.first().copied().unwrap_or(0);
+            let n = usize::try_from(n).map_err(|_| format!("window size {n} is negative"))?;
+            Ok(vec![TensorType { dtype: DType::F32, shape: vec![n] }])
         }
         Op::Range => {
             let t = x()?;
@@ -377,6 +403,13 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             one(broadcast_to(&v, &shape)?)
         }
         Op::Range => one(range(arg(args, 0)?, arg(args, 1)?, arg(args, 2)?)?),
+        Op::Window { kind, periodic } => {
+            let size = arg(args, 0)?.ints()?.iter().next().copied().unwrap_or(0).max(0) as usize;
+            one(Array::F32(
+                ArrayD::from_shape_vec(IxDyn(&[size]), window(*kind, *periodic, size))
+                    .map_err(|e| e.to_string())?,
+            ))
+        }
         Op::CastLike => one(cast(arg(args, 0)?, arg(args, 1)?.dtype())),
         Op::Dropout => {
             let x = arg(args, 0)?;
@@ -394,6 +427,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
 pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
     match op {
         Op::Flatten { axis } => a.push(format!("axis: int = {axis}")),
+        Op::Window { periodic, .. } => a.push(format!("periodic: int = {}", i64::from(*periodic))),
         Op::Reshape { allowzero } => a.push(format!("allowzero: int = {}", i64::from(*allowzero))),
         Op::Squeeze { axes: Some(ax) } | Op::Unsqueeze { axes: Some(ax) } => {
             a.push(format!("axes: ints = {}", ints(ax)))
@@ -479,6 +513,32 @@ pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
     }
 }
 
+/// The window function `kind` of `size` points in `f64`, rounded to `f32`, computed as onnx's
+/// reference writes the formulas (ONNX HannWindow, HammingWindow, BlackmanWindow-17).
+fn window(kind: WindowKind, periodic: bool, size: usize) -> Vec<f32> {
+    let n1 = if periodic { size as f64 } else { size as f64 - 1.0 };
+    let pi = std::f64::consts::PI;
+    (0..size)
+        .map(|i| {
+            let n = i as f64;
+            let v = match kind {
+                WindowKind::Hann => {
+                    let s = (n * pi / n1).sin();
+                    s * s
+                }
+                WindowKind::Hamming => {
+                    let alpha = 25.0 / 46.0;
+                    alpha - (n * pi * 2.0 / n1).cos() * (1.0 - alpha)
+                }
+                WindowKind::Blackman => {
+                    (n * (pi * 2.0) / n1).cos() * -0.5 + (n * (pi * 4.0) / n1).cos() * 0.08 + 0.42
+                }
+            };
+            v as f32
+        })
+        .collect()
+}
+
 /// Reshape's shape and the axes of Squeeze and Unsqueeze (input 1) determine the output shape.
 /// Expand's shape, ConstantOfShape's shape and Range's three inputs too; Dropout's
 /// training_mode decides whether it is defined at all.
@@ -487,6 +547,7 @@ pub(crate) fn shape_operand(op: &Op, i: usize) -> bool {
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Expand => i == 1,
         Op::ConstantOfShape { .. } => i == 0,
         Op::Range => true,
+        Op::Window { .. } => i == 0,
         Op::Dropout => i >= 1,
         _ => false,
     }
@@ -666,7 +727,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             })
         }
         // Computed from constants only (their inputs are shape operands): their value is known.
-        Op::Size | Op::ConstantOfShape { .. } | Op::Range => {
+        Op::Size | Op::ConstantOfShape { .. } | Op::Range | Op::Window { .. } => {
             let Some(c) = b.g.value(out).constant.clone() else {
                 return Err(b.err(n, format!("{} of values computed at run time", n.op_type)));
             };
