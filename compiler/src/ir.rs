@@ -725,12 +725,14 @@ pub enum Op {
         /// Column-row-depth order (else depth-column-row, DCR).
         crd: bool,
     },
-    /// Running sums along an axis (input 1).
+    /// Running sums (CumSum) or products (CumProd) along an axis (input 1).
     CumSum {
         /// Each sum excludes its own element.
         exclusive: bool,
         /// Summed from the end.
         reverse: bool,
+        /// Products (CumProd-26) instead of sums.
+        product: bool,
     },
     /// NegativeLogLikelihoodLoss, or with `softmax` SoftmaxCrossEntropyLoss (log-softmax over
     /// axis 1 first; a second output holds the log-probabilities).

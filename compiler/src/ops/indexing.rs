@@ -35,6 +35,7 @@ pub(crate) const ONNX: &[&str] = &[
     "DepthToSpace",
     "SpaceToDepth",
     "CumSum",
+    "CumProd",
 ];
 
 fn reduction(a: &Attrs<'_>) -> R<ScatterReduction> {
@@ -90,9 +91,10 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
             };
             Ok(Op::SpaceToDepth { blocksize: blocksize()?, crd })
         }
-        "CumSum" => Ok(Op::CumSum {
+        "CumSum" | "CumProd" => Ok(Op::CumSum {
             exclusive: a.i64("exclusive", 0) != 0,
             reverse: a.i64("reverse", 0) != 0,
+            product: op_type == "CumProd",
         }),
         other => Err(super::misrouted_name(other, FAMILY)),
     }
@@ -573,7 +575,7 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 ))
             })?)
         }
-        Op::CumSum { exclusive, reverse } => {
+        Op::CumSum { exclusive, reverse, product } => {
             let k = axis(
                 *int_values(arg(args, 1)?).first().ok_or("CumSum's axis is empty")?,
                 xs.len(),
@@ -590,15 +592,16 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 Array::F32(a) => {
                     let flat: Vec<f32> = a.iter().copied().collect();
                     let mut out = vec![0.0f32; flat.len()];
+                    let f = |acc: f32, v: f32| if *product { acc * v } else { acc + v };
                     for l in &lanes {
-                        let mut acc = 0.0f32;
+                        let mut acc = if *product { 1.0f32 } else { 0.0 };
                         for &i in &order {
                             let v = flat[l + i * s];
                             if *exclusive {
                                 out[l + i * s] = acc;
-                                acc += v;
+                                acc = f(acc, v);
                             } else {
-                                acc += v;
+                                acc = f(acc, v);
                                 out[l + i * s] = acc;
                             }
                         }
@@ -610,15 +613,18 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 Array::Int(a, dt) => {
                     let flat: Vec<i64> = a.iter().copied().collect();
                     let mut out = vec![0i64; flat.len()];
+                    let f = |acc: i64, v: i64| {
+                        dt.wrap(if *product { acc.wrapping_mul(v) } else { acc.wrapping_add(v) })
+                    };
                     for l in &lanes {
-                        let mut acc = 0i64;
+                        let mut acc = i64::from(*product);
                         for &i in &order {
                             let v = flat[l + i * s];
                             if *exclusive {
                                 out[l + i * s] = acc;
-                                acc = dt.wrap(acc.wrapping_add(v));
+                                acc = f(acc, v);
                             } else {
-                                acc = dt.wrap(acc.wrapping_add(v));
+                                acc = f(acc, v);
                                 out[l + i * s] = acc;
                             }
                         }
@@ -666,7 +672,7 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             let v: Vec<String> = ax.iter().map(ToString::to_string).collect();
             a.push(format!("axes: ints = [{}]", v.join(", ")));
         }
-        Op::CumSum { exclusive, reverse } => {
+        Op::CumSum { exclusive, reverse, .. } => {
             a.push(format!("exclusive: int = {}", i64::from(*exclusive)));
             a.push(format!("reverse: int = {}", i64::from(*reverse)));
         }
@@ -687,7 +693,9 @@ pub(crate) fn work(_op: &Op, _inputs: &[Option<TensorType>], _outputs: &[TensorT
 /// The inputs and outputs ONNX allows op type `op_type` (one of [`ONNX`]) at `opset`.
 pub(crate) fn arity(op_type: &str, _opset: i64) -> Arity {
     match op_type {
-        "GatherElements" | "GatherND" | "Tile" | "CumSum" | "CenterCropPad" => counts(2, 2, 1, 1),
+        "GatherElements" | "GatherND" | "Tile" | "CumSum" | "CumProd" | "CenterCropPad" => {
+            counts(2, 2, 1, 1)
+        }
         "ScatterElements" | "ScatterND" | "OneHot" => counts(3, 3, 1, 1),
         "Trilu" => counts(1, 2, 1, 1),
         _ => counts(1, 1, 1, 1),
@@ -936,7 +944,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 b.load(x, &[o[0].clone(), ch, h, w])
             })
         }
-        Op::CumSum { exclusive, reverse } => {
+        Op::CumSum { exclusive, reverse, product } => {
             let av = input(1).ok_or_else(|| b.err(n, "the axis is missing"))?;
             let a =
                 b.g.value(av)
@@ -945,13 +953,17 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     .and_then(|c| c.i64s().first().copied())
                     .ok_or_else(|| b.err(n, "CumSum's axis must be constant"))?;
             let k = ax(a, xs.len())?;
-            let (ex, rev, dt) = (*exclusive, *reverse, xt.dtype);
+            let (ex, rev, dt, prod) = (*exclusive, *reverse, xt.dtype, *product);
             let len = xs[k];
             let mut lane = xs.clone();
             lane[k] = 1;
             b.out(out)?;
             b.nest(&lane, &mut |b, l| {
-                let init = zero(b, dt);
+                let init = if prod {
+                    if dt == DType::F32 { b.f32c(1.0) } else { b.int(dt, 1) }
+                } else {
+                    zero(b, dt)
+                };
                 let ty = crate::lower::host::scalar(dt);
                 b.fold_n(len, &[init], &[ty], &mut |b, t, acc| {
                     let i = if rev {
@@ -963,7 +975,8 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     let mut at = l.to_vec();
                     at[k] = i;
                     let v = b.load(x, &at)?;
-                    let next = host_combine(b, ScatterReduction::Add, &acc[0], &v, dt);
+                    let r = if prod { ScatterReduction::Mul } else { ScatterReduction::Add };
+                    let next = host_combine(b, r, &acc[0], &v, dt);
                     b.store(if ex { &acc[0] } else { &next }, out, &at)?;
                     Ok(vec![next])
                 })?;
