@@ -811,6 +811,16 @@ pub enum Op {
         /// The axes input 1 names (`None`: every axis).
         axes: Option<Vec<i64>>,
     },
+    /// Rotary position embedding (ONNX RotaryEmbedding): inputs X, cos_cache, sin_cache and
+    /// optional position_ids.
+    Rotary {
+        /// Pairs are adjacent features (else the two halves of the rotated features).
+        interleaved: bool,
+        /// Heads of a 3-D input (`[batch, seq, heads·head_size]`).
+        num_heads: usize,
+        /// Rotated features per head (0: all).
+        rotary_dim: usize,
+    },
     /// A recurrent layer (ONNX RNN, GRU, LSTM) with the default activations.
     Recurrent {
         /// The cell.

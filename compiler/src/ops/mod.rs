@@ -41,6 +41,7 @@ pub(crate) mod pool;
 pub(crate) mod quant;
 pub(crate) mod recurrent;
 pub(crate) mod reduce;
+pub(crate) mod rotary;
 pub(crate) mod sample;
 pub(crate) mod shape_ops;
 pub(crate) mod unsupported;
@@ -142,6 +143,7 @@ static ATTENTION: OpDef = family!(attention);
 static NORMALIZE: OpDef = family!(normalize);
 static SAMPLE: OpDef = family!(sample);
 static RECURRENT: OpDef = family!(recurrent);
+static ROTARY: OpDef = family!(rotary);
 static UNSUPPORTED: OpDef = family!(unsupported);
 
 /// Every op family, once.
@@ -161,6 +163,7 @@ pub static REGISTRY: &[&OpDef] = &[
     &NORMALIZE,
     &SAMPLE,
     &RECURRENT,
+    &ROTARY,
     &UNSUPPORTED,
 ];
 
@@ -236,6 +239,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         Op::Loss { .. } => &LOSS,
         Op::GridSample { .. } => &SAMPLE,
         Op::Recurrent { .. } => &RECURRENT,
+        Op::Rotary { .. } => &ROTARY,
         Op::Attention(_) => &ATTENTION,
         Op::Normalize(_) => &NORMALIZE,
         Op::Unsupported { .. } => &UNSUPPORTED,
