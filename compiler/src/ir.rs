@@ -811,6 +811,11 @@ pub enum Op {
         /// The axes input 1 names (`None`: every axis).
         axes: Option<Vec<i64>>,
     },
+    /// `Swish_alpha(a) · b` of two inputs of one shape (ONNX SwiGLU-28).
+    SwiGlu {
+        /// Swish's alpha.
+        alpha: f32,
+    },
     /// Rotary position embedding (ONNX RotaryEmbedding): inputs X, cos_cache, sin_cache and
     /// optional position_ids.
     Rotary {

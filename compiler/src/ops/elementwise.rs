@@ -94,6 +94,7 @@ pub(crate) const ONNX: &[&str] = &[
     "ThresholdedRelu",
     "Shrink",
     "Swish",
+    "SwiGLU",
     "PRelu",
     "Where",
 ];
@@ -172,6 +173,7 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
         "Shrink" => act(ActKind::Shrink, a.f32("lambd", 0.5), a.f32("bias", 0.0)),
         "Swish" => act(ActKind::Swish, a.f32("alpha", 1.0), 0.0),
         "PRelu" => Ok(Op::PRelu),
+        "SwiGLU" => Ok(Op::SwiGlu { alpha: a.f32("alpha", 1.0) }),
         "Where" => Ok(Op::Where),
         "Sum" => Ok(Op::Variadic(VariadicOp::Sum)),
         "Mean" => Ok(Op::Variadic(VariadicOp::Mean)),
@@ -252,6 +254,13 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
             }
             let dtype = if matches!(node.op, Op::Compare(_)) { DType::Bool } else { a.dtype };
             Ok(vec![TensorType { dtype, shape }])
+        }
+        Op::SwiGlu { .. } => {
+            let (a, b) = (x()?, input(ins, 1)?);
+            if a != b || a.dtype != DType::F32 {
+                return Err(format!("SwiGLU of {a} and {b}: two float tensors of one shape"));
+            }
+            same(a)
         }
         Op::PRelu => {
             let (a, s) = (x()?, input(ins, 1)?);
@@ -396,6 +405,11 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], opset: i64) -> R<Vec<Ar
         Op::Activation { kind, alpha, beta } => {
             let (k, a, b) = (*kind, *alpha, *beta);
             one(Array::F32(arg(args, 0)?.f32()?.mapv(|v| activation(k, a, b, v))))
+        }
+        Op::SwiGlu { alpha } => {
+            let (a, g) = (arg(args, 0)?.f32()?, arg(args, 1)?.f32()?);
+            let al = *alpha;
+            one(Array::F32(zip_f32(a, g, |p, q| activation(ActKind::Swish, al, 0.0, p) * q)?))
         }
         Op::PRelu => match (arg(args, 0)?, arg(args, 1)?) {
             (Array::F32(x), Array::F32(s)) => {
@@ -549,6 +563,7 @@ pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
             a.push(format!("approximate: string = \"{}\"", if *tanh { "tanh" } else { "none" }))
         }
         Op::Binary(BinaryOp::Fmod) => a.push("fmod: int = 1".into()),
+        Op::SwiGlu { alpha } => a.push(format!("alpha: float = {}", flt(*alpha))),
         Op::Activation { kind, alpha, beta } => match kind {
             ActKind::Elu | ActKind::Celu | ActKind::ThresholdedRelu | ActKind::Swish => {
                 a.push(format!("alpha: float = {}", flt(*alpha)))
@@ -793,6 +808,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
         | Op::Activation { .. }
         | Op::IsInf { .. }
         | Op::PRelu
+        | Op::SwiGlu { .. }
         | Op::Where => Err(err(&format!("{} is not lowered to the device", n.op_type))),
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
@@ -823,6 +839,7 @@ pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], _outputs: &[TensorTyp
         ) => (1, false),
         Op::Compare(_) | Op::Logic { .. } | Op::BitShift { .. } | Op::IsInf { .. } => (1, false),
         Op::PRelu | Op::Where => (2, false),
+        Op::SwiGlu { .. } => (5, true),
         Op::Activation { .. } => (4, true),
         Op::Unary(UnaryOp::HardSwish) => (5, false),
         Op::Unary(_) => (1, true),
@@ -841,7 +858,7 @@ pub(crate) fn arity(op_type: &str, opset: i64) -> Arity {
         "Clip" if opset >= 11 => counts(1, 3, 1, 1),
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" | "Equal" | "Less" | "Greater"
         | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" | "Xor" | "BitwiseAnd" | "BitwiseOr"
-        | "BitwiseXor" | "BitShift" | "PRelu" => counts(2, 2, 1, 1),
+        | "BitwiseXor" | "BitShift" | "PRelu" | "SwiGLU" => counts(2, 2, 1, 1),
         "Where" => counts(3, 3, 1, 1),
         "Sum" | "Mean" | "Max" | "Min" => counts(1, MANY, 1, 1),
         _ => counts(1, 1, 1, 1),
@@ -1244,6 +1261,10 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             Op::Activation { kind, alpha, beta } => {
                 let x = &xs[0];
                 Ok(host_activation(b, *kind, *alpha, *beta, x))
+            }
+            Op::SwiGlu { alpha } => {
+                let s = host_activation(b, ActKind::Swish, *alpha, 0.0, &xs[0]);
+                Ok(b.op2("arith.mulf", &s, &xs[1], "f32"))
             }
             Op::PRelu => {
                 if odt == DType::F32 {

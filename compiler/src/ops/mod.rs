@@ -183,6 +183,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::Activation { .. }
         | Op::IsInf { .. }
         | Op::PRelu
+        | Op::SwiGlu { .. }
         | Op::Where => &ELEMENTWISE,
         Op::Gemm { .. } | Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul => &MATMUL,
         Op::Conv { .. }
