@@ -760,6 +760,14 @@ pub enum Op {
     /// `start + i·delta` for `i` in `0..max(ceil((limit − start) / delta), 0)`, the three
     /// scalars given as inputs.
     Range,
+    /// Ones on diagonal `k` of a 2-D tensor shaped like the input, zeros elsewhere (ONNX
+    /// EyeLike).
+    EyeLike {
+        /// The output type (`None`: the input's).
+        dtype: Option<DType>,
+        /// The diagonal: 0 the main one, positive above it.
+        k: i64,
+    },
     /// A window function of the length given as input 0 (ONNX HannWindow, HammingWindow,
     /// BlackmanWindow): `w[n]` for `n` in `0..size`, with `N = size` (periodic) or `size − 1`.
     Window {

@@ -121,6 +121,13 @@ pub(crate) fn widen_inputs(g: &mut Graph, i: usize) -> Widened {
         g.nodes[i].op = Op::ConstantOfShape { value: Tensor::from_f32(vec![1], &[f]) };
         return Widened { before: 0, narrow: Some(t) };
     }
+    // Ones and zeros in a float type: made in f32 and cast (exactly, double included).
+    if let Op::EyeLike { dtype: Some(t), k } = g.nodes[i].op
+        && t.storage_float()
+    {
+        g.nodes[i].op = Op::EyeLike { dtype: Some(DType::F32), k };
+        return Widened { before: 0, narrow: Some(t) };
+    }
     let (t, refuse) = match kinds.as_slice() {
         [] => return none,
         [DType::F64] => (DType::F64, Some(DOUBLE_REASON.to_string())),

@@ -212,6 +212,7 @@ pub fn def(op: &Op) -> &'static OpDef {
         | Op::ConstantOfShape { .. }
         | Op::Range
         | Op::Window { .. }
+        | Op::EyeLike { .. }
         | Op::CastLike
         | Op::Dropout => &SHAPE_OPS,
         Op::Transpose { .. }

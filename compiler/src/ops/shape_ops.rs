@@ -38,6 +38,7 @@ pub(crate) const ONNX: &[&str] = &[
     "ConstantOfShape",
     "Range",
     "HannWindow",
+    "EyeLike",
     "HammingWindow",
     "BlackmanWindow",
     "CastLike",
@@ -93,6 +94,15 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
             // Range-27's stash_type only concerns float16 and bfloat16 inputs (not supported).
             let _ = a.get("stash_type");
             Ok(Op::Range)
+        }
+        "EyeLike" => {
+            let dtype = match a.get("dtype").and_then(|v| v.i) {
+                None => None,
+                Some(code) => Some(DType::from_onnx(code as i32).ok_or_else(|| {
+                    format!("EyeLike of {} is not supported", DType::onnx_name(code as i32))
+                })?),
+            };
+            Ok(Op::EyeLike { dtype, k: a.i64("k", 0) })
         }
         "HannWindow" | "HammingWindow" | "BlackmanWindow" => {
             let kind = match op_type {
@@ -237,6 +247,13 @@ pub(crate) fn infer(g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<Ve
         Op::ConstantOfShape { value } => {
             let spec = const_ints(g, node, 0)?.ok_or("ConstantOfShape needs a shape")?;
             Ok(vec![TensorType { dtype: value.dtype, shape: dims_of(&spec, "ConstantOfShape")? }])
+        }
+        Op::EyeLike { dtype, .. } => {
+            let t = x()?;
+            if t.shape.len() != 2 {
+                return Err(format!("EyeLike of {t} (2-D only)"));
+            }
+            Ok(vec![TensorType { dtype: dtype.unwrap_or(t.dtype), shape: t.shape.clone() }])
         }
         Op::Window { .. } => {
             let size = const_ints(g, node, 0)?.ok_or(
@@ -403,6 +420,23 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
             one(broadcast_to(&v, &shape)?)
         }
         Op::Range => one(range(arg(args, 0)?, arg(args, 1)?, arg(args, 2)?)?),
+        Op::EyeLike { dtype, k } => {
+            let x = arg(args, 0)?;
+            let dt = dtype.unwrap_or(x.dtype());
+            let sh = x.shape().to_vec();
+            let (rows, cols) = (sh[0], sh[1]);
+            let on = |r: usize, c: usize| c as i64 - r as i64 == *k;
+            one(if dt == DType::F32 {
+                Array::F32(ArrayD::from_shape_fn(IxDyn(&sh), |i| {
+                    f32::from(u8::from(on(i[0], i[1])))
+                }))
+            } else {
+                Array::Int(
+                    ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |i| i64::from(on(i[0], i[1]))),
+                    dt,
+                )
+            })
+        }
         Op::Window { kind, periodic } => {
             let size = arg(args, 0)?.ints()?.iter().next().copied().unwrap_or(0).max(0) as usize;
             one(Array::F32(
@@ -427,6 +461,12 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
 pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
     match op {
         Op::Flatten { axis } => a.push(format!("axis: int = {axis}")),
+        Op::EyeLike { dtype, k } => {
+            if let Some(d) = dtype {
+                a.push(format!("dtype: int = {}", d.onnx_code()));
+            }
+            a.push(format!("k: int = {k}"));
+        }
         Op::Window { periodic, .. } => a.push(format!("periodic: int = {}", i64::from(*periodic))),
         Op::Reshape { allowzero } => a.push(format!("allowzero: int = {}", i64::from(*allowzero))),
         Op::Squeeze { axes: Some(ax) } | Op::Unsqueeze { axes: Some(ax) } => {
@@ -724,6 +764,23 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             b.map_out(out, &mut |b, idx| {
                 let v = b.load(x, idx)?;
                 Ok(b.convert(&v, from, ot.dtype))
+            })
+        }
+        Op::EyeLike { k, .. } => {
+            let k = *k;
+            b.map_out(out, &mut |b, idx| {
+                let r = b.let_(&format!("arith.index_cast {} : index to i64", idx[0]));
+                let c = b.let_(&format!("arith.index_cast {} : index to i64", idx[1]));
+                let d = b.op2("arith.subi", &c, &r, "i64");
+                let kc = b.i64c(k);
+                let on = b.cmpi("eq", &d, &kc, "i64");
+                Ok(if ot.dtype == DType::F32 {
+                    let (one, zero) = (b.f32c(1.0), b.f32c(0.0));
+                    b.select(&on, &one, &zero, "f32")
+                } else {
+                    let (one, zero) = (b.int(ot.dtype, 1), b.int(ot.dtype, 0));
+                    b.select(&on, &one, &zero, crate::lower::host::scalar(ot.dtype))
+                })
             })
         }
         // Computed from constants only (their inputs are shape operands): their value is known.
