@@ -1,7 +1,8 @@
 //! Storage floats (float16, bfloat16) made explicit: every node that reads or writes one gets
 //! `Cast`s around it, so it computes in `f32` and its float results are rounded back to the
-//! storage type. After this, only `Cast`, `CastLike` and `Identity` touch a storage float, and every other
-//! op (reference, optimizer, device and host lowerings) sees `f32`.
+//! storage type. After this, only `Cast`, `CastLike`, `Identity`, `Shape` and `Size` touch a
+//! storage float, and every other op (reference, optimizer, device and host lowerings) sees
+//! `f32`.
 //!
 //! This is the semantics of those types in accelc, written once (`DType::storage_float`): an
 //! op's inputs are converted to `f32` exactly, the op computes in `f32`, and each float result
@@ -28,10 +29,17 @@ pub const DOUBLE_REASON: &str =
     "double arithmetic is not supported (only Cast and CastLike convert double tensors)";
 
 fn passes_through(op: &Op) -> bool {
-    // Identity copies bytes of any type (the optimizer also adds it for aliased outputs).
+    // Identity copies bytes of any type (the optimizer also adds it for aliased outputs);
+    // Shape and Size read only the type.
     matches!(
         op,
-        Op::Cast { .. } | Op::CastLike | Op::Identity | Op::Unsupported { .. } | Op::Constant
+        Op::Cast { .. }
+            | Op::CastLike
+            | Op::Identity
+            | Op::Shape { .. }
+            | Op::Size
+            | Op::Unsupported { .. }
+            | Op::Constant
     )
 }
 
