@@ -7,6 +7,7 @@
 //! node and what is wrong.
 
 use crate::Clipped;
+use crate::ir::{AspectPolicy, NearestMode, ResizeCoords, ResizeMode};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -574,6 +575,9 @@ impl Builder<'_> {
         {
             return self.batchnorm_per_activation(n, &name, &inputs);
         }
+        if unsupported_input.is_none() && domain.is_empty() && op_type == "Upsample" {
+            return self.upsample(n, &name, &inputs);
+        }
         let op = if let Some(reason) = unsupported_input {
             Op::Unsupported { op_type: op_type.clone(), reason }
         } else if !domain.is_empty() && domain != "ai.onnx" {
@@ -678,6 +682,68 @@ impl Builder<'_> {
         let scaled =
             push(self, "scaled", "Mul", Op::Binary(BinaryOp::Mul), vec![normalized, *scale])?;
         push(self, "", "Add", Op::Binary(BinaryOp::Add), vec![scaled, *bias])?;
+        Ok(())
+    }
+
+    /// Upsample (opsets 7–9, deprecated since 10) as the Resize it is: nearest (rounding
+    /// down) or linear, with the asymmetric coordinate transformation (`x_in = x_out / scale`),
+    /// the scales from the attribute (7, 8) or input 1 (9).
+    fn upsample(
+        &mut self,
+        n: &NodeProto,
+        name: &str,
+        inputs: &[Option<ValueId>],
+    ) -> Result<(), ImportError> {
+        let fail = |m: String| ImportError { node: Some(name.to_string()), message: m };
+        let a = Attrs::new(n);
+        let mode = match a.string("mode").as_deref() {
+            None | Some("nearest") => ResizeMode::Nearest,
+            Some("linear" | "bilinear") => ResizeMode::Linear,
+            Some(other) => return Err(fail(format!("Upsample mode `{other}` is not defined"))),
+        };
+        let scales = if self.g.opset < 9 {
+            let s = a.typed("scales", AttributeType::Floats).map(|v| v.floats.clone());
+            let s = s.ok_or_else(|| fail("Upsample-7 needs the scales attribute".into()))?;
+            let sname = format!("{name}/scales");
+            self.define(
+                &sname,
+                Value {
+                    name: sname.clone(),
+                    ty: Some(TensorType { dtype: DType::F32, shape: vec![s.len()] }),
+                    constant: Some(Tensor::from_f32(vec![s.len()], &s)),
+                },
+                Some(name),
+            )?
+        } else {
+            inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .ok_or_else(|| fail("Upsample-9 needs the scales input".into()))?
+        };
+        if let Some(bad) = a.bad.borrow().clone() {
+            return Err(fail(bad));
+        }
+        if let Some(other) = a.unread() {
+            return Err(fail(format!("attribute `{other}` of Upsample {UNREAD}")));
+        }
+        let x = inputs.first().copied().flatten().ok_or_else(|| fail("Upsample needs X".into()))?;
+        let out = n.output.iter().find(|o| !o.is_empty()).cloned().unwrap_or_default();
+        let v =
+            self.define(&out, Value { name: out.clone(), ty: None, constant: None }, Some(name))?;
+        self.g.nodes.push(Node {
+            name: name.to_string(),
+            op_type: "Upsample".into(),
+            op: Op::Resize {
+                mode,
+                coords: ResizeCoords::Asymmetric,
+                nearest: NearestMode::Floor,
+                axes: None,
+                policy: AspectPolicy::Stretch,
+            },
+            inputs: vec![Some(x), None, Some(scales)],
+            outputs: vec![v],
+        });
         Ok(())
     }
 
