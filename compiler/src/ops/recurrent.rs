@@ -250,8 +250,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 let mut hn = vec![0f32; h];
                 match cell {
                     Cell::Rnn => {
-                        for j in 0..h {
-                            hn[j] = cl(pre(j, &hprev)).tanh() as f32;
+                        for (j, v) in hn.iter_mut().enumerate() {
+                            *v = cl(pre(j, &hprev)).tanh() as f32;
                         }
                     }
                     Cell::Gru { linear_before_reset } => {
