@@ -78,7 +78,7 @@ impl DType {
 
     /// The name ONNX uses for a data type code (also for unsupported ones).
     pub fn onnx_name(code: i32) -> &'static str {
-        const NAMES: [&str; 24] = [
+        const NAMES: [&str; 29] = [
             "undefined",
             "float",
             "uint8",
@@ -103,6 +103,11 @@ impl DType {
             "uint4",
             "int4",
             "float4e2m1",
+            "float8e8m0",
+            "uint2",
+            "int2",
+            "float6e2m3",
+            "float6e3m2",
         ];
         usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("unknown")
     }
