@@ -845,7 +845,7 @@ pub enum Op {
         cell: Cell,
         /// Which way the sequence is read.
         direction: RnnDirection,
-        /// Hidden units.
+        /// Hidden units (0: R's last dimension).
         hidden: usize,
         /// Pre-activations are clipped to `±clip` when given.
         clip: Option<f32>,

@@ -701,7 +701,21 @@ impl Builder<'_> {
             Some("linear" | "bilinear") => ResizeMode::Linear,
             Some(other) => return Err(fail(format!("Upsample mode `{other}` is not defined"))),
         };
-        let scales = if self.g.opset < 9 {
+        // accelc's own IR dump prints it as it holds it: (X, "", scales) with the coordinate
+        // rule spelled out; that form reads back too.
+        let printed = inputs.len() == 3;
+        if printed {
+            let coords = a.string("coordinate_transformation_mode");
+            let near = a.string("nearest_mode");
+            if coords.as_deref().is_some_and(|c| c != "asymmetric")
+                || near.as_deref().is_some_and(|c| c != "floor")
+            {
+                return Err(fail("Upsample is asymmetric, rounding down".into()));
+            }
+        }
+        let scales = if printed {
+            inputs[2].ok_or_else(|| fail("Upsample needs the scales".into()))?
+        } else if self.g.opset < 9 {
             let s = a.typed("scales", AttributeType::Floats).map(|v| v.floats.clone());
             let s = s.ok_or_else(|| fail("Upsample-7 needs the scales attribute".into()))?;
             let sname = format!("{name}/scales");

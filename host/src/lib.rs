@@ -232,7 +232,11 @@ mod tests {
         assert_eq!(a.mlir(), "memref<2x3xf32>");
         assert_eq!(ArgSpec::parse("memref<2x3xf32>"), Some(a));
         assert_eq!(ArgSpec::parse("memref<f32>"), Some(ArgSpec { dims: vec![], elem: Elem::F32 }));
-        for bad in ["memref<?x3xf32>", "memref<2x3xf16>", "tensor<2xf32>", "memref<2x3xf32, 1>"] {
+        let h = ArgSpec { dims: vec![2, 3], elem: Elem::BF16 };
+        assert_eq!(ArgSpec::parse("memref<2x3xbf16>"), Some(h));
+        for bad in
+            ["memref<?x3xf32>", "memref<2x3xf8E4M3FN>", "tensor<2xf32>", "memref<2x3xf32, 1>"]
+        {
             assert_eq!(ArgSpec::parse(bad), None, "{bad}");
         }
     }

@@ -25,10 +25,14 @@ pub fn device_support(graph: &Graph, opts: &CompileOptions) -> Vec<Result<(), Lo
     let legal = match super::legalize::legalize(graph) {
         Ok(l) => l,
         Err(e) => {
-            // Blame the node legalize stopped at (or every node when it names none).
-            for (n, r) in graph.nodes.iter().zip(&mut nodes) {
+            // Blame the node legalize stopped at (or every node when it names none); the
+            // others, which the whole graph never reached, are judged on their own.
+            let single = graph.nodes.len() == 1;
+            for (i, (n, r)) in graph.nodes.iter().zip(&mut nodes).enumerate() {
                 if e.node.as_deref().is_none_or(|x| x == n.name) {
                     *r = Err(e.clone());
+                } else if !single {
+                    *r = device_supports(graph, i, &opts.config);
                 }
             }
             return nodes;

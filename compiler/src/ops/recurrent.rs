@@ -69,12 +69,17 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, _opset: i64) -> Result<Op, St
         return Err("LSTM with input_forget is not supported".into());
     }
     let hidden = a.i64("hidden_size", 0);
+    // Absent (0): R's last dimension, as onnxruntime reads it.
     let hidden = usize::try_from(hidden)
-        .ok()
-        .filter(|h| *h > 0)
-        .ok_or_else(|| a.invalid(format!("hidden_size {hidden} must be positive")))?;
+        .map_err(|_| a.invalid(format!("hidden_size {hidden} is negative")))?;
     let clip = a.get("clip").map(|_| a.f32("clip", f32::INFINITY));
     Ok(Op::Recurrent { cell, direction, hidden, clip, batch_first: a.i64("layout", 0) != 0 })
+}
+
+/// The hidden size: the attribute, or when it is absent (0) R's last dimension.
+fn hidden_of(hidden: usize, r: &[usize]) -> R<usize> {
+    let h = if hidden > 0 { hidden } else { r.get(2).copied().unwrap_or(0) };
+    if h == 0 { Err(format!("no hidden size (R is {r:?})")) } else { Ok(h) }
 }
 
 /// Gates per cell: RNN 1, GRU 3 (z, r, h), LSTM 4 (i, o, f, c).
@@ -114,7 +119,8 @@ pub(crate) fn infer(_g: &Graph, node: &Node, ins: &[Option<&TensorType>]) -> R<V
     };
     let x = input(ins, 0)?;
     let d = dims(&node.op, &x.shape)?;
-    let (h, g) = (*hidden, gates(*cell));
+    let h = hidden_of(*hidden, &input(ins, 2)?.shape)?;
+    let g = gates(*cell);
     let expect = |i: usize, name: &str, shape: Vec<usize>, dtype: DType| -> R<()> {
         match ins.get(i).copied().flatten() {
             Some(t) if t.shape != shape || t.dtype != dtype => Err(format!(
@@ -196,7 +202,8 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
     };
     let x = arg(args, 0)?.f32()?;
     let d = dims(&node.op, x.shape())?;
-    let (h, g) = (*hidden, gates(*cell));
+    let h = hidden_of(*hidden, arg(args, 2)?.shape())?;
+    let g = gates(*cell);
     let flat = |a: &Array| -> R<Vec<f32>> { Ok(a.f32()?.iter().copied().collect()) };
     let xv = flat(arg(args, 0)?)?;
     let w = flat(arg(args, 1)?)?;
@@ -309,7 +316,9 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
 /// The attributes of `op` as ONNX text (`name: type = value`), appended to `a`.
 pub(crate) fn print(op: &Op, a: &mut Vec<String>) {
     if let Op::Recurrent { cell, direction, hidden, clip, batch_first } = op {
-        a.push(format!("hidden_size: int = {hidden}"));
+        if *hidden > 0 {
+            a.push(format!("hidden_size: int = {hidden}"));
+        }
         let dir = match direction {
             RnnDirection::Forward => "forward",
             RnnDirection::Reverse => "reverse",
@@ -335,10 +344,14 @@ pub(crate) fn lower(_b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), L
 
 /// Cost inputs: the matrix products of every step.
 pub(crate) fn work(op: &Op, inputs: &[Option<TensorType>], _outputs: &[TensorType]) -> Work {
-    let (Op::Recurrent { cell, hidden, .. }, Some(Some(x))) = (op, inputs.first()) else {
+    let (Op::Recurrent { cell, hidden, .. }, Some(Some(x)), Some(Some(r))) =
+        (op, inputs.first(), inputs.get(2))
+    else {
         return Work::Traffic;
     };
-    let Ok(d) = dims(op, &x.shape) else { return Work::Traffic };
+    let (Ok(d), Ok(hidden)) = (dims(op, &x.shape), hidden_of(*hidden, &r.shape)) else {
+        return Work::Traffic;
+    };
     let rows = (gates(*cell) * hidden * d.dirs) as u64;
     Work::Macs(d.seq as u64 * d.batch as u64 * rows * (d.input + hidden) as u64)
 }
@@ -360,7 +373,7 @@ pub(crate) fn shape_operand(_op: &Op, _i: usize) -> bool {
 /// entry an `scf.for` over the steps (those past the entry's length do nothing), the states
 /// in scratch buffers, the gate values of a step in an `f64` scratch buffer.
 pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> {
-    let Op::Recurrent { cell, direction, hidden: h, clip, batch_first } = n.op.clone() else {
+    let Op::Recurrent { cell, direction, hidden, clip, batch_first } = n.op.clone() else {
         return Err(LowerError::msg(super::misrouted(&n.op, FAMILY)));
     };
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the input is missing"))?;
@@ -372,6 +385,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     let (bias, lens, h0, c0, p) = (inp(3), inp(4), inp(5), inp(6), inp(7));
     let xt = b.ty(x)?;
     let d = dims(&n.op, &xt.shape).map_err(|e| b.err(n, e))?;
+    let h = hidden_of(hidden, &b.ty(r)?.shape).map_err(|e| b.err(n, e))?;
     let g = gates(cell);
     let lay = Layout { d: Dims { ..d }, h, batch_first };
     let (seq, batch, input, dirs) = (lay.d.seq, lay.d.batch, lay.d.input, lay.d.dirs);

@@ -522,7 +522,12 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             Ok(())
         }
         Op::Constant | Op::Shape { .. } | Op::Size => Ok(()),
-        Op::Expand | Op::ConstantOfShape { .. } | Op::Range | Op::Dropout => {
+        Op::Expand
+        | Op::ConstantOfShape { .. }
+        | Op::Range
+        | Op::Dropout
+        | Op::Window { .. }
+        | Op::EyeLike { .. } => {
             Err(LowerError::at(&n.name, format!("{} is not lowered to the device", n.op_type)))
         }
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),

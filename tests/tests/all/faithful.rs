@@ -845,7 +845,8 @@ fn refusals_blame_the_right_thing() {
         g (float[2] x) => (float y, float y) { y = Relu (x) }";
     let r = run_text("dupout", dup, &[("x", arr(&[2], vec![1.0; 2]))], "-O0");
     assert!(r.code != 0 && r.text.contains("listed twice"), "{}", r.text);
-    // A double initializer: the data type is the reason, not "read before it is computed".
+    // An initializer of an unsupported type (float8): the data type is the reason, not "read
+    // before it is computed".
     let f64_model = ModelProto {
         ir_version: Some(8),
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
@@ -863,8 +864,8 @@ fn refusals_blame_the_right_thing() {
             initializer: vec![accelc_compiler::proto::TensorProto {
                 name: Some("a".into()),
                 dims: vec![1],
-                data_type: Some(11),
-                raw_data: Some(vec![0u8; 8].into()),
+                data_type: Some(17),
+                raw_data: Some(vec![0u8; 1].into()),
                 ..Default::default()
             }],
             output: vec![accelc_compiler::proto::ValueInfoProto {
@@ -881,7 +882,7 @@ fn refusals_blame_the_right_thing() {
     let r = accelc(&["run", &path.display().to_string()]);
     let text = format!("{}{}", r.stdout, r.stderr);
     assert!(
-        r.code != 0 && text.contains("double") && !text.contains("before it is computed"),
+        r.code != 0 && text.contains("float8e4m3fn") && !text.contains("before it is computed"),
         "{text}"
     );
 }

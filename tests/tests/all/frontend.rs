@@ -105,8 +105,8 @@ fn check_lists_every_blocker() {
     let f16 = TensorProto {
         name: Some("h".into()),
         dims: vec![4],
-        data_type: Some(10),
-        raw_data: Some(vec![0; 8].into()),
+        data_type: Some(17),
+        raw_data: Some(vec![0; 4].into()),
         ..Default::default()
     };
     let m = model(
@@ -121,7 +121,8 @@ fn check_lists_every_blocker() {
     assert_eq!(run.code, 1);
     assert!(
         run.stdout.contains(
-            "node `half` (Add, opset 17): input `h` has data type float16, which is not supported"
+            "node `half` (Add, opset 17): input `h` has data type float8e4m3fn, which is not \
+             supported"
         ),
         "{}",
         run.stdout
