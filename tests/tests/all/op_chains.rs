@@ -1,6 +1,7 @@
 //! Randomised op chains over the operators beyond the first fifty (element-wise math,
 //! comparisons and logic, parameterised activations, the new reductions, normalizations,
-//! indexing and selection ops): each chain is written as an ONNX text model with random shapes,
+//! indexing and selection ops, sampling, recurrent layers, rotary embeddings, cubic Resize,
+//! float16/bfloat16 storage): each chain is written as an ONNX text model with random shapes,
 //! attributes and constants, compiled through the facade for both built-in devices (`default`
 //! and `tiny`; a plan of device jobs and host calls wherever the device does not take a node),
 //! run through the session, and compared with the reference interpreter on the same graph.
@@ -81,7 +82,7 @@ fn random_op(c: &mut Chain, rng: &mut Rng) -> String {
         "Abs",
         "Neg",
     ];
-    match pick(rng, 0, 17) {
+    match pick(rng, 0, 27) {
         0 => {
             let op = unary[pick(rng, 0, unary.len() - 1)];
             c.step(format!("{op} ({x})"), s);
@@ -238,6 +239,132 @@ fn random_op(c: &mut Chain, rng: &mut Rng) -> String {
             c.step(format!("ScatterElements <axis: int = {ax}, reduction: string = \"{red}\"> ({x}, {i}, {u})"), s);
             "ScatterElements".into()
         }
+        17 => {
+            if rng.next_u64().is_multiple_of(2) {
+                c.step(format!("Swish <alpha: float = 0.7> ({x})"), s);
+                "Swish".into()
+            } else {
+                let b = c.floats(rng, &s, -1.0, 1.0);
+                c.step(format!("SwiGLU <alpha: float = 1.3> ({x}, {b})"), s);
+                "SwiGLU".into()
+            }
+        }
+        18 => {
+            let a = c.ints(&[], &[ax as i64]);
+            let (e, r) = (rng.next_u64() % 2, rng.next_u64() % 2);
+            c.step(format!("CumProd <exclusive: int = {e}, reverse: int = {r}> ({x}, {a})"), s);
+            "CumProd".into()
+        }
+        19 if rank >= 3 => {
+            // A window of 1 or 2 per spatial axis; a window of 2 padded by 1 at the end.
+            let k: Vec<usize> = s[2..].iter().map(|d| pick(rng, 1, (*d).min(2))).collect();
+            let p = pick(rng, 1, 3);
+            let ks: Vec<String> = k.iter().map(usize::to_string).collect();
+            let end: Vec<usize> = k.iter().map(|kk| kk - 1).collect();
+            let pads: Vec<String> = (0..k.len())
+                .map(|_| "0".to_string())
+                .chain(end.iter().map(usize::to_string))
+                .collect();
+            let mut shape = s.clone();
+            for (i, kk) in k.iter().enumerate() {
+                shape[2 + i] = s[2 + i] + end[i] - kk + 1;
+            }
+            c.step(
+                format!(
+                    "LpPool <kernel_shape: ints = [{}], pads: ints = [{}], p: int = {p}> ({x})",
+                    ks.join(","),
+                    pads.join(",")
+                ),
+                shape,
+            );
+            "LpPool".into()
+        }
+        20 if rank == 4 => {
+            let (h, w) = (pick(rng, 1, 3), pick(rng, 1, 3));
+            let g = c.floats(rng, &[s[0], h, w, 2], -1.3, 1.3);
+            let mode = ["nearest", "linear", "cubic"][pick(rng, 0, 2)];
+            let pad = ["zeros", "border", "reflection"][pick(rng, 0, 2)];
+            let al = rng.next_u64() % 2;
+            c.step(
+                format!(
+                    "GridSample <mode: string = \"{mode}\", padding_mode: string = \"{pad}\", align_corners: int = {al}> ({x}, {g})"
+                ),
+                vec![s[0], s[1], h, w],
+            );
+            format!("GridSample {mode} {pad}")
+        }
+        21 if rank == 3 => {
+            // [seq, batch, input] through a recurrent layer; its final state continues.
+            let cell = ["RNN", "GRU", "LSTM"][pick(rng, 0, 2)];
+            let gates = match cell {
+                "RNN" => 1,
+                "GRU" => 3,
+                _ => 4,
+            };
+            let hid = pick(rng, 1, 3);
+            let dir = ["forward", "reverse", "bidirectional"][pick(rng, 0, 2)];
+            let d = if dir == "bidirectional" { 2 } else { 1 };
+            let w = c.floats(rng, &[d, gates * hid, s[2]], -0.8, 0.8);
+            let r = c.floats(rng, &[d, gates * hid, hid], -0.8, 0.8);
+            let b = c.floats(rng, &[d, 2 * gates * hid], -0.3, 0.3);
+            let (y, yh) = (c.fresh(), c.fresh());
+            c.lines.push(format!(
+                "{y}, {yh} = {cell} <hidden_size: int = {hid}, direction: string = \"{dir}\"> ({x}, {w}, {r}, {b})"
+            ));
+            c.step(format!("Identity ({yh})"), vec![d, s[1], hid]);
+            format!("{cell} {dir}")
+        }
+        22 => {
+            let target: Vec<i64> =
+                s.iter().map(|d| (*d as i64 + pick(rng, 0, 2) as i64 - 1).max(1)).collect();
+            let t = c.ints(&[rank], &target);
+            c.step(
+                format!("CenterCropPad ({x}, {t})"),
+                target.iter().map(|v| *v as usize).collect(),
+            );
+            "CenterCropPad".into()
+        }
+        23 if rank == 4 && s[3] % 2 == 0 => {
+            let half = s[3] / 2;
+            let cos = c.floats(rng, &[s[0], s[2], half], -1.0, 1.0);
+            let sin = c.floats(rng, &[s[0], s[2], half], -1.0, 1.0);
+            let il = rng.next_u64() % 2;
+            c.step(format!("RotaryEmbedding <interleaved: int = {il}> ({x}, {cos}, {sin})"), s);
+            "RotaryEmbedding".into()
+        }
+        24 => {
+            let sc: Vec<String> =
+                (0..rank).map(|i| if i == ax { "1.5".to_string() } else { "1.0".into() }).collect();
+            let name = c.fresh();
+            c.inits.push(format!("float[{rank}] {name} = {{{}}}", sc.join(",")));
+            let mut shape = s.clone();
+            shape[ax] = (s[ax] as f64 * 1.5).floor() as usize;
+            let ex = rng.next_u64() % 2;
+            c.step(
+                format!(
+                    "Resize <mode: string = \"cubic\", exclude_outside: int = {ex}> ({x}, \"\", {name})"
+                ),
+                shape,
+            );
+            "Resize cubic".into()
+        }
+        25 => {
+            // Through float16 and bfloat16: each op computes in f32 and rounds to the type.
+            let (h, r, b) = (c.fresh(), c.fresh(), c.fresh());
+            let t = if rng.next_u64().is_multiple_of(2) { 10 } else { 16 };
+            c.lines.push(format!("{h} = Cast <to: int = {t}> ({x})"));
+            c.lines.push(format!("{r} = Tanh ({h})"));
+            c.lines.push(format!("{b} = Mul ({r}, {h})"));
+            c.step(format!("Cast <to: int = 1> ({b})"), s);
+            if t == 10 { "float16".into() } else { "bfloat16".into() }
+        }
+        26 if rank == 2 => {
+            let e = c.fresh();
+            let k = pick(rng, 0, 2) as i64 - 1;
+            c.lines.push(format!("{e} = EyeLike <k: int = {k}> ({x})"));
+            c.step(format!("Add ({x}, {e})"), s);
+            "EyeLike".into()
+        }
         _ => {
             let y = c.floats(rng, &s, -1.0, 1.0);
             let z = c.floats(rng, &s[rank - 1..], -1.0, 1.0);
@@ -270,7 +397,7 @@ fn close(got: &HostTensor, want: &HostTensor) -> Result<(), String> {
 fn random_op_chains_match_the_reference_on_both_devices() {
     let mut rng = Rng::new(0x0ac1_c0de);
     let mut ops_seen = std::collections::BTreeSet::new();
-    for case in 0..64 {
+    for case in 0..128 {
         let rank = pick(&mut rng, 1, 4);
         let shape: Vec<usize> = (0..rank).map(|_| pick(&mut rng, 1, 4)).collect();
         let mut c =
@@ -307,7 +434,7 @@ fn random_op_chains_match_the_reference_on_both_devices() {
         }
     }
     // The chains reached the ops they are for.
-    assert!(ops_seen.len() >= 30, "only {ops_seen:?}");
+    assert!(ops_seen.len() >= 45, "only {} kinds: {ops_seen:?}", ops_seen.len());
 }
 
 /// Edge cases with known answers (onnxruntime 1.32 and `onnx.reference` agree on each): the
