@@ -324,7 +324,7 @@ fn random_op(c: &mut Chain, rng: &mut Rng) -> String {
             );
             "CenterCropPad".into()
         }
-        23 if rank == 4 && s[3] % 2 == 0 => {
+        23 if rank == 4 && s[3].is_multiple_of(2) => {
             let half = s[3] / 2;
             let cos = c.floats(rng, &[s[0], s[2], half], -1.0, 1.0);
             let sin = c.floats(rng, &[s[0], s[2], half], -1.0, 1.0);
