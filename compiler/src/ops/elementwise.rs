@@ -769,6 +769,29 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
             n1.inputs.truncate(1);
             ew_step(b, &n1, prog, 1, vec![lo, hi])
         }
+        Op::Activation { kind: ActKind::Swish, alpha, .. } => {
+            let x = b.input(n, 0)?;
+            if b.s.tens[x].dtype != DType::F32 {
+                return Err(err("Swish of integers is not lowered to the device"));
+            }
+            // x · sigmoid(α·x).
+            let p = vec![
+                Micro::Bin(BinOp::Mul, 1, Src::In(0), Src::Imm(0)),
+                Micro::Un(UnOp::Sigmoid, 1, Src::Reg(1)),
+                Micro::Bin(BinOp::Mul, 0, Src::In(0), Src::Reg(1)),
+            ];
+            ew_step(b, n, p, 2, vec![*alpha])
+        }
+        Op::SwiGlu { alpha } => {
+            // a · sigmoid(α·a) · b, the two inputs of one shape.
+            let p = vec![
+                Micro::Bin(BinOp::Mul, 1, Src::In(0), Src::Imm(0)),
+                Micro::Un(UnOp::Sigmoid, 1, Src::Reg(1)),
+                Micro::Bin(BinOp::Mul, 1, Src::In(0), Src::Reg(1)),
+                Micro::Bin(BinOp::Mul, 0, Src::Reg(1), Src::In(1)),
+            ];
+            ew_step(b, n, p, 2, vec![*alpha])
+        }
         Op::Activation {
             kind: kind @ (ActKind::Elu | ActKind::Selu | ActKind::Celu),
             alpha,
@@ -808,7 +831,6 @@ pub(crate) fn lower(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), Lo
         | Op::Activation { .. }
         | Op::IsInf { .. }
         | Op::PRelu
-        | Op::SwiGlu { .. }
         | Op::Where => Err(err(&format!("{} is not lowered to the device", n.op_type))),
         other => Err(LowerError::at(&n.name, super::misrouted(other, FAMILY))),
     }
