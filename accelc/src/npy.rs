@@ -109,8 +109,8 @@ fn parse_header(path: &Path, header: &str) -> Result<(DType, Vec<usize>, bool), 
         bad(
             path,
             format!(
-                "data type `{d}` is not supported (float32, int8, uint8, int32, int64 and bool, \
-                 little-endian)"
+                "data type `{d}` is not supported (float16, float32, float64, int8/16/32/64, \
+                 uint8/16/32/64, bool and |V2 for bfloat16, little-endian)"
             ),
         )
     })?;

@@ -187,11 +187,13 @@ impl DType {
     }
 
     /// The bit pattern of `v` rounded to a storage float type, to nearest even (infinities
-    /// beyond the range, NaN kept NaN).
+    /// beyond the range, subnormals kept, NaN kept NaN). float16 and bfloat16 round once: `v`
+    /// goes to f32 rounding to odd (exact when `v` is an f32), whose 24 bits leave the second
+    /// rounding, to nearest even, correct (Boldo and Melquiond's rule); the host does the same.
     pub fn float_to_bits(self, v: f64) -> i64 {
         match self {
-            DType::F16 => i64::from(half::f16::from_f64(v).to_bits()),
-            DType::BF16 => i64::from(half::bf16::from_f64(v).to_bits()),
+            DType::F16 => i64::from(half::f16::from_f32(f32_round_to_odd(v)).to_bits()),
+            DType::BF16 => i64::from(half::bf16::from_f32(f32_round_to_odd(v)).to_bits()),
             DType::F64 => v.to_bits() as i64,
             _ => i64::from((v as f32).to_bits()),
         }
@@ -206,6 +208,21 @@ impl DType {
     pub fn name(self) -> &'static str {
         DType::onnx_name(self.onnx_code())
     }
+}
+
+/// `v` as an f32 rounded to odd: exact values stay, an inexact one is truncated toward zero
+/// and its last bit set (NaN stays NaN; beyond the range, the largest finite value with that
+/// bit, which a narrower type's rounding still takes to infinity).
+pub fn f32_round_to_odd(v: f64) -> f32 {
+    let r = v as f32;
+    if r.is_nan() || f64::from(r) == v {
+        return r;
+    }
+    let mut bits = r.to_bits();
+    if f64::from(r).abs() > v.abs() {
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
 }
 
 impl fmt::Display for DType {

@@ -587,10 +587,18 @@ impl Builder<'_> {
             }
         } else {
             let attrs = Attrs::new(n);
-            let op = convert(&op_type, &attrs, self.g.opset).and_then(|op| match attrs.unread() {
-                Some(a) => Err(format!("attribute `{a}` of {op_type} {UNREAD}")),
-                None => Ok(op),
-            });
+            let opset = self.g.opset;
+            let op = convert(&op_type, &attrs, opset)
+                .and_then(|op| match attrs.unread() {
+                    Some(a) => Err(format!("attribute `{a}` of {op_type} {UNREAD}")),
+                    None => Ok(op),
+                })
+                .and_then(|op| match crate::ops::since(&op_type) {
+                    Some(v) if opset < v => Err(format!(
+                        "{op_type} is not defined before opset {v} (the model imports {opset})"
+                    )),
+                    _ => Ok(op),
+                });
             let op =
                 op.unwrap_or_else(|reason| Op::Unsupported { op_type: op_type.clone(), reason });
             if let Some(bad) = attrs.bad.into_inner() {
@@ -713,11 +721,23 @@ impl Builder<'_> {
                 return Err(fail("Upsample is asymmetric, rounding down".into()));
             }
         }
+        if !(7..=9).contains(&self.g.opset) && !printed {
+            return Err(fail(format!(
+                "Upsample is defined at opsets 7 to 9 (deprecated since 10), not {}",
+                self.g.opset
+            )));
+        }
         let scales = if printed {
             inputs[2].ok_or_else(|| fail("Upsample needs the scales".into()))?
         } else if self.g.opset < 9 {
             let s = a.typed("scales", AttributeType::Floats).map(|v| v.floats.clone());
+            if let Some(bad) = a.bad.borrow().clone() {
+                return Err(fail(bad));
+            }
             let s = s.ok_or_else(|| fail("Upsample-7 needs the scales attribute".into()))?;
+            if let Some(v) = s.iter().find(|v| !(**v >= 1.0)) {
+                return Err(fail(format!("Upsample scale {v} is below 1 (it only enlarges)")));
+            }
             let sname = format!("{name}/scales");
             self.define(
                 &sname,

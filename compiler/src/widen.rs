@@ -25,8 +25,9 @@ pub(crate) struct Widened {
 }
 
 /// The reason a node touching double is refused.
-pub const DOUBLE_REASON: &str =
-    "double arithmetic is not supported (only Cast and CastLike convert double tensors)";
+pub const DOUBLE_REASON: &str = "double is converted (Cast, CastLike) and passed through \
+     (Identity, Shape, Size) only; other ops compute in float32, which would lose its precision \
+     silently";
 
 fn passes_through(op: &Op) -> bool {
     // Identity copies bytes of any type (the optimizer also adds it for aliased outputs);
@@ -80,6 +81,8 @@ fn handles_u64(op: &Op) -> bool {
             | Op::Trilu { .. }
             | Op::CumSum { .. }
             | Op::Dropout
+            | Op::CenterCropPad { .. }
+            | Op::EyeLike { .. }
             | Op::Constant
             | Op::Unsupported { .. }
     )

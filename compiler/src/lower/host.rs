@@ -554,6 +554,46 @@ impl<'g> HostBuilder<'g> {
         }
     }
 
+    /// `f64` value `x` rounded once to float16 or bfloat16 as `DType::float_to_bits`: to f32
+    /// rounding to odd, then to nearest even; bfloat16's second step in integer arithmetic
+    /// (the top half of the f32 bits, rounded; NaN made quiet), float16's by `arith.truncf`.
+    fn narrow_float(&mut self, x: &str, to: DType) -> String {
+        let r = self.let_(&format!("arith.truncf {x} : f64 to f32"));
+        let back = self.let_(&format!("arith.extf {r} : f32 to f64"));
+        let exact = self.cmpf("oeq", &back, x, "f64");
+        let nan = self.cmpf("uno", x, x, "f64");
+        let keep = self.op2("arith.ori", &exact, &nan, "i1");
+        let ab = self.op1("math.absf", &back, "f64");
+        let ax = self.op1("math.absf", x, "f64");
+        let above = self.cmpf("ogt", &ab, &ax, "f64");
+        let bits = self.let_(&format!("arith.bitcast {r} : f32 to i32"));
+        let one = self.constant("1 : i32");
+        let zero = self.constant("0 : i32");
+        let dec = self.select(&above, &one, &zero, "i32");
+        let t = self.op2("arith.subi", &bits, &dec, "i32");
+        let t = self.op2("arith.ori", &t, &one, "i32");
+        let odd = self.select(&keep, &bits, &t, "i32");
+        if to == DType::F16 {
+            let f = self.let_(&format!("arith.bitcast {odd} : i32 to f32"));
+            return self.let_(&format!("arith.truncf {f} : f32 to f16"));
+        }
+        // bfloat16: (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16; NaN: (bits >> 16) | 0x40.
+        let sixteen = self.constant("16 : i32");
+        let hi = self.op2("arith.shrui", &odd, &sixteen, "i32");
+        let lsb = self.op2("arith.andi", &hi, &one, "i32");
+        let bias = self.constant("32767 : i32");
+        let r = self.op2("arith.addi", &odd, &bias, "i32");
+        let r = self.op2("arith.addi", &r, &lsb, "i32");
+        let r = self.op2("arith.shrui", &r, &sixteen, "i32");
+        let q = self.constant("64 : i32");
+        let qn = self.op2("arith.ori", &hi, &q, "i32");
+        let f = self.let_(&format!("arith.bitcast {odd} : i32 to f32"));
+        let isnan = self.cmpf("uno", &f, &f, "f32");
+        let r = self.select(&isnan, &qn, &r, "i32");
+        let r = self.let_(&format!("arith.trunci {r} : i32 to i16"));
+        self.let_(&format!("arith.bitcast {r} : i16 to bf16"))
+    }
+
     /// [`HostBuilder::convert`] where a storage float or uint64 is involved: floats go through
     /// their exact `f64` value and round once into the target; integers through `i64`
     /// (uint64 unsigned); float to integer truncates with Rust's saturating `as` (to `i64`,
@@ -574,7 +614,7 @@ impl<'g> HostBuilder<'g> {
                         self.let_(&format!("arith.truncf {x} : f64 to f32"))
                     }
                     DType::F32 => self.let_(&format!("arith.extf {x} : {fs} to f32")),
-                    _ => self.let_(&format!("arith.truncf {wide} : f64 to {ts}")),
+                    _ => self.narrow_float(&wide, to),
                 };
             }
             if to == DType::Bool {
@@ -621,7 +661,7 @@ impl<'g> HostBuilder<'g> {
             DType::F32 | DType::F64 => self.let_(&format!("{to_float} {w} : i64 to {ts}")),
             DType::F16 | DType::BF16 => {
                 let f = self.let_(&format!("{to_float} {w} : i64 to f64"));
-                self.let_(&format!("arith.truncf {f} : f64 to {ts}"))
+                self.narrow_float(&f, to)
             }
             _ => self.narrow(&w, to),
         }

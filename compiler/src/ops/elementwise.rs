@@ -1049,9 +1049,10 @@ fn softplus_prog(dst: usize, tmp: usize) -> Vec<Micro> {
     ]
 }
 
-/// `ln(e^x + 1)` (ONNX Softplus).
+/// `ln(e^x + 1)` (ONNX Softplus), as `x + ln(1 + e^−x)` for positive `x` so that no
+/// exponential overflows (an f32 input reaches 3.4e38).
 fn softplus(x: f64) -> f64 {
-    (x.exp() + 1.0).ln()
+    if x > 0.0 { x + ((-x).exp() + 1.0).ln() } else { (x.exp() + 1.0).ln() }
 }
 
 /// One element of a parameterised activation (ONNX's formulas; exponentials in `f64`).
@@ -1559,10 +1560,17 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
 
 /// `ln(e^x + 1)` of an `f64`, as [`softplus`].
 fn host_softplus(b: &mut HostBuilder<'_>, x: &str) -> String {
-    let e = b.op1("math.exp", x, "f64");
+    // As [`softplus`]: ln(e^−|x| + 1) plus x where x is positive.
+    let z = b.f64c(0.0);
+    let pos = b.cmpf("ogt", x, &z, "f64");
+    let nx = b.op1("arith.negf", x, "f64");
+    let t = b.select(&pos, &nx, x, "f64");
+    let e = b.op1("math.exp", &t, "f64");
     let one = b.f64c(1.0);
     let s = b.op2("arith.addf", &e, &one, "f64");
-    b.op1("math.log", &s, "f64")
+    let l = b.op1("math.log", &s, "f64");
+    let xl = b.op2("arith.addf", x, &l, "f64");
+    b.select(&pos, &xl, &l, "f64")
 }
 
 /// One element of a parameterised activation, as [`activation`].

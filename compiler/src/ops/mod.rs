@@ -271,6 +271,49 @@ pub(crate) fn import(op_type: &str, a: &Attrs<'_>, opset: i64) -> Result<Op, Str
     }
 }
 
+/// The first default-domain opset defining op type `op_type`, for the registry's op types
+/// that appear after opset 7 (onnx's schemas); a node of one in a model importing an older
+/// opset is refused, as onnxruntime refuses the model.
+pub fn since(op_type: &str) -> Option<i64> {
+    Some(match op_type {
+        "Expand" => 8,
+        "Sign"
+        | "EyeLike"
+        | "OneHot"
+        | "IsNaN"
+        | "MeanVarianceNormalization"
+        | "ConstantOfShape"
+        | "Sinh"
+        | "Asinh"
+        | "Acosh"
+        | "Cosh"
+        | "Atanh"
+        | "Shrink"
+        | "Erf"
+        | "Where" => 9,
+        "DequantizeLinear" | "QuantizeLinear" | "QLinearConv" | "ConvInteger" | "QLinearMatMul"
+        | "MatMulInteger" | "IsInf" | "Mod" | "ThresholdedRelu" | "Resize" => 10,
+        "GatherND" | "ScatterND" | "GatherElements" | "CumSum" | "Range" | "Round" | "BitShift"
+        | "ScatterElements" => 11,
+        "SoftmaxCrossEntropyLoss"
+        | "GreaterOrEqual"
+        | "LessOrEqual"
+        | "Celu"
+        | "NegativeLogLikelihoodLoss" => 12,
+        "HardSwish" | "Trilu" => 14,
+        "CastLike" => 15,
+        "GridSample" => 16,
+        "BlackmanWindow" | "HammingWindow" | "HannWindow" | "LayerNormalization" => 17,
+        "BitwiseOr" | "BitwiseAnd" | "Mish" | "BitwiseXor" | "BitwiseNot" | "CenterCropPad" => 18,
+        "Gelu" => 20,
+        "RotaryEmbedding" | "RMSNormalization" | "Attention" => 23,
+        "Swish" => 24,
+        "CumProd" => 26,
+        "SwiGLU" => 28,
+        _ => return None,
+    })
+}
+
 /// Why a class of ONNX ops is refused by design (not merely not implemented yet).
 fn refusal_reason(op_type: &str) -> Option<&'static str> {
     match op_type {

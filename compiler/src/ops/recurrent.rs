@@ -195,7 +195,8 @@ fn sigmoid(x: f64) -> f64 {
 /// Reference semantics (ONNX RNN/GRU/LSTM-22 with the default activations; see the module
 /// documentation for the arithmetic): each direction runs over the first `sequence_lens[b]`
 /// steps of batch entry `b` (reverse: from the last of them back), writing `Y` at each step's
-/// time index and zeros past the length; `Y_h`/`Y_c` are the states after the last step.
+/// time index and zeros past the length; `Y_h`/`Y_c` are the states after the last step (zero
+/// for an entry of length 0, as onnxruntime).
 pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<Array>> {
     let Op::Recurrent { cell, direction, hidden, clip, batch_first } = &node.op else {
         return Err(super::misrouted(&node.op, FAMILY));
@@ -299,8 +300,12 @@ pub(crate) fn eval(node: &Node, args: &[Option<&Array>], _opset: i64) -> R<Vec<A
                 let yo = lay.y(t, di, b);
                 y[yo..yo + h].copy_from_slice(&hs);
             }
-            yh[so..so + h].copy_from_slice(&hs);
-            yc[so..so + h].copy_from_slice(&cs);
+            // An entry of length 0 has zero states, as onnxruntime gives (the specification
+            // does not say).
+            if len > 0 {
+                yh[so..so + h].copy_from_slice(&hs);
+                yc[so..so + h].copy_from_slice(&cs);
+            }
         }
     }
     let ys = if *batch_first { vec![batch, seq, dirs, h] } else { vec![seq, dirs, batch, h] };
@@ -685,8 +690,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 let Some(&ov) = n.outputs.get(k) else { continue };
                 let state = state.clone();
                 b.out(ov)?;
+                let c0 = b.idx(0);
+                let empty = b.let_(&format!("arith.cmpi eq, {len}, {c0} : index"));
                 b.nest(&[h], &mut |b, j| {
                     let v = b.let_(&format!("memref.load {state}[{}] : {hs_t}", j[0]));
+                    let z = b.f32c(0.0);
+                    let v = b.select(&empty, &z, &v, "f32");
                     let idx = if batch_first {
                         vec![b.idx(bi), b.idx(di), j[0].clone()]
                     } else {

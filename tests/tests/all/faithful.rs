@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use accelc_compiler::ir::Op;
 use accelc_compiler::onnx::{ImportOptions, MAX_OPSET, MIN_OPSET, UNREAD, import};
-use accelc_compiler::ops::{arity_of, onnx_ops};
+use accelc_compiler::ops::{arity_of, onnx_ops, since};
 use accelc_compiler::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
     attribute_proto,
@@ -1078,4 +1078,24 @@ fn rule_breaking_attributes_are_model_errors_not_unsupported_nodes() {
         let text = err.to_string();
         assert!(text.contains("node `n`") && text.contains(needle), "{op}: {text}");
     }
+}
+
+/// `ops::since` (the opset an op type first appears in, where the importer refuses earlier
+/// models) agrees with onnx's schemas for every op type the registry imports.
+#[test]
+fn each_op_is_refused_before_the_opset_that_defines_it() {
+    let schemas = schemas();
+    let mut wrong = Vec::new();
+    for op in &onnx_ops() {
+        let first = schemas.iter().filter(|s| s.name == *op).map(|s| s.since_version).min();
+        let want = first.filter(|v| *v > MIN_OPSET);
+        if since(op) != want {
+            wrong.push(format!("{op}: since {:?}, the schemas say {want:?}", since(op)));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // A model of an older opset is refused by name (onnxruntime refuses it too).
+    let m = one_node_model("CumProd", 21, vec![]);
+    let r = refusal(&m).expect("CumProd at opset 21 imported as supported");
+    assert!(r.contains("not defined before opset 26"), "{r}");
 }
