@@ -735,7 +735,7 @@ impl Builder<'_> {
                 return Err(fail(bad));
             }
             let s = s.ok_or_else(|| fail("Upsample-7 needs the scales attribute".into()))?;
-            if let Some(v) = s.iter().find(|v| !(**v >= 1.0)) {
+            if let Some(v) = s.iter().find(|v| v.is_nan() || **v < 1.0) {
                 return Err(fail(format!("Upsample scale {v} is below 1 (it only enlarges)")));
             }
             let sname = format!("{name}/scales");
