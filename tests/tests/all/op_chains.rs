@@ -411,7 +411,7 @@ fn random_op_chains_match_the_reference_on_both_devices() {
         let inits =
             if c.inits.is_empty() { String::new() } else { format!("<{}>", c.inits.join(", ")) };
         let text = format!(
-            "<ir_version: 10, opset_import: [\"\" : 24]>\nchain (float[{}] x) => (float[{}] {})\n{inits}\n{{\n{}\n}}\n",
+            "<ir_version: 10, opset_import: [\"\" : 28]>\nchain (float[{}] x) => (float[{}] {})\n{inits}\n{{\n{}\n}}\n",
             dims(&shape),
             dims(&c.shape),
             c.cur,
