@@ -624,27 +624,20 @@ impl<'g> HostBuilder<'g> {
             }
             let nan = self.cmpf("uno", &wide, &wide, "f64");
             let z = self.i64c(0);
-            if to == DType::U64 {
-                // 2^64 is the first f64 at or beyond u64::MAX.
-                let top = self.f64c(18_446_744_073_709_551_616.0);
-                let zf = self.f64c(0.0);
-                let hi = self.f64c(18_446_744_073_709_549_568.0);
-                let a = self.op2("arith.maximumf", &wide, &zf, "f64");
-                let b = self.op2("arith.minimumf", &a, &hi, "f64");
-                let i = self.let_(&format!("arith.fptoui {b} : f64 to i64"));
-                let over = self.cmpf("oge", &wide, &top, "f64");
-                let max = self.i64c(-1);
-                let i = self.select(&over, &max, &i, "i64");
-                return self.select(&nan, &z, &i, "i64");
-            }
-            let lo = self.f64c(-9_223_372_036_854_775_808.0);
-            let top = self.f64c(9_223_372_036_854_775_808.0);
-            let hi = self.f64c(9_223_372_036_854_774_784.0);
+            // Saturate at the target's ends: clamp below the first f64 at or beyond the top
+            // (2^64 or 2^63), convert, then the top itself and beyond give the largest value.
+            let (lo, hi, top, max, op) = if to == DType::U64 {
+                (0.0, 18_446_744_073_709_549_568.0, 18_446_744_073_709_551_616.0, -1, "fptoui")
+            } else {
+                let lo = -9_223_372_036_854_775_808.0;
+                (lo, 9_223_372_036_854_774_784.0, -lo, i64::MAX, "fptosi")
+            };
+            let (lo, hi, top) = (self.f64c(lo), self.f64c(hi), self.f64c(top));
             let a = self.op2("arith.maximumf", &wide, &lo, "f64");
             let b = self.op2("arith.minimumf", &a, &hi, "f64");
-            let i = self.let_(&format!("arith.fptosi {b} : f64 to i64"));
+            let i = self.let_(&format!("arith.{op} {b} : f64 to i64"));
             let over = self.cmpf("oge", &wide, &top, "f64");
-            let max = self.i64c(i64::MAX);
+            let max = self.i64c(max);
             let i = self.select(&over, &max, &i, "i64");
             let i = self.select(&nan, &z, &i, "i64");
             return self.narrow(&i, to);

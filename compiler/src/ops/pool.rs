@@ -433,6 +433,30 @@ pub(crate) fn pool(
     Ok(out)
 }
 
+/// The input position (per spatial axis, an `index` that may lie in the padding) that window
+/// tap `t` (a flat index into `kernel`) of output position `out` (spatial indices) reads:
+/// `out·stride + k·dilation − pad_begin`.
+fn tap_position(
+    b: &mut HostBuilder<'_>,
+    out: &[String],
+    t: &str,
+    kernel: &[usize],
+    g: &Geometry,
+) -> Vec<String> {
+    let tk = b.delinearize(t, kernel);
+    (0..kernel.len())
+        .map(|i| {
+            let s = b.idx(g.strides[i]);
+            let d = b.idx(g.dilations[i]);
+            let pb = b.idx(g.begin[i]);
+            let a = b.iop("arith.muli", &out[i], &s);
+            let k = b.iop("arith.muli", &tk[i], &d);
+            let a = b.iop("arith.addi", &a, &k);
+            b.iop("arith.subi", &a, &pb)
+        })
+        .collect()
+}
+
 /// Host lowering: max and average pooling over any number of spatial axes (8-bit max pooling
 /// through `f32`, exact), with the reference's padding and `count_include_pad` rules, global
 /// pooling (averages summed in `f64`), and the integer global average pool with its record.
@@ -440,7 +464,6 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
     let x = n.inputs[0].ok_or_else(|| b.err(n, "the data input is missing"))?;
     let xt = b.ty(x)?;
     let out = n.outputs[0];
-    let nd = xt.shape.len().saturating_sub(2);
     let dt = xt.dtype;
     match &n.op {
         Op::LpPool { window, p } => {
@@ -452,17 +475,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
             b.map_out(out, &mut |b, idx| {
                 let init = b.f64c(0.0);
                 let r = b.fold_n(taps, &[init], &["f64"], &mut |b, t, acc| {
-                    let tk = b.delinearize(t, &kernel);
-                    let mut pos = Vec::with_capacity(nd);
-                    for i in 0..nd {
-                        let s = b.idx(g.strides[i]);
-                        let d = b.idx(g.dilations[i]);
-                        let pb = b.idx(g.begin[i]);
-                        let a = b.iop("arith.muli", &idx[2 + i], &s);
-                        let k = b.iop("arith.muli", &tk[i], &d);
-                        let a = b.iop("arith.addi", &a, &k);
-                        pos.push(b.iop("arith.subi", &a, &pb));
-                    }
+                    let pos = tap_position(b, &idx[2..], t, &kernel, &g);
                     let ok = b.in_bounds(&pos, &spatial);
                     let cl = b.clamp_pos(&pos, &spatial);
                     let mut xi = vec![idx[0].clone(), idx[1].clone()];
@@ -494,21 +507,12 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                     &[init, z.clone(), z],
                     &["f32", "i64", "i64"],
                     &mut |b, t, acc| {
-                        let tk = b.delinearize(t, &kernel);
-                        let mut pos = Vec::with_capacity(nd);
+                        let pos = tap_position(b, &idx[2..], t, &kernel, &g);
                         let mut in_pads = b.let_("arith.constant true");
-                        for i in 0..nd {
-                            let s = b.idx(g.strides[i]);
-                            let d = b.idx(g.dilations[i]);
-                            let pb = b.idx(g.begin[i]);
-                            let a = b.iop("arith.muli", &idx[2 + i], &s);
-                            let k = b.iop("arith.muli", &tk[i], &d);
-                            let a = b.iop("arith.addi", &a, &k);
-                            let p = b.iop("arith.subi", &a, &pb);
+                        for (i, p) in pos.iter().enumerate() {
                             let lim = b.idx(spatial[i] + g.end[i]);
-                            let below = b.cmpi("slt", &p, &lim, "index");
+                            let below = b.cmpi("slt", p, &lim, "index");
                             in_pads = b.op2("arith.andi", &in_pads, &below, "i1");
-                            pos.push(p);
                         }
                         let ok = b.in_bounds(&pos, &spatial);
                         let cl = b.clamp_pos(&pos, &spatial);

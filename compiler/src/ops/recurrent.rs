@@ -620,23 +620,26 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                 Cell::Lstm => {
                     // Cell states go to the gate buffer's first block (as f64 of the f32) until
                     // every unit's gates have read the old ones.
+                    // σ(clip(pre + P·c)) of gate `gate`, peephole block `k`, cell value `c`.
+                    let peeped = |b: &mut HostBuilder<'_>,
+                                  gate: usize,
+                                  k: usize,
+                                  j: &str,
+                                  c: &str|
+                     -> Result<String, LowerError> {
+                        let row = row_of(b, gate, j);
+                        let a = pre(b, &row, false)?;
+                        let pk = peep(b, k, j)?;
+                        let pc = b.op2("arith.mulf", &pk, c, "f64");
+                        let a = b.op2("arith.addf", &a, &pc, "f64");
+                        let a = cl(b, &a);
+                        Ok(sig(b, &a))
+                    };
                     b.nest(&[h], &mut |b, j| {
                         let cp = b.let_(&format!("memref.load {cs}[{}] : {hs_t}", j[0]));
                         let cp = b.f64_of(&cp);
-                        let ri = row_of(b, 0, &j[0]);
-                        let a = pre(b, &ri, false)?;
-                        let pi = peep(b, 0, &j[0])?;
-                        let pc = b.op2("arith.mulf", &pi, &cp, "f64");
-                        let a = b.op2("arith.addf", &a, &pc, "f64");
-                        let a = cl(b, &a);
-                        let i = sig(b, &a);
-                        let rf = row_of(b, 2, &j[0]);
-                        let a = pre(b, &rf, false)?;
-                        let pf = peep(b, 2, &j[0])?;
-                        let pc = b.op2("arith.mulf", &pf, &cp, "f64");
-                        let a = b.op2("arith.addf", &a, &pc, "f64");
-                        let a = cl(b, &a);
-                        let f = sig(b, &a);
+                        let i = peeped(b, 0, 0, &j[0], &cp)?;
+                        let f = peeped(b, 2, 2, &j[0], &cp)?;
                         let rc = row_of(b, 3, &j[0]);
                         let a = pre(b, &rc, false)?;
                         let a = cl(b, &a);
@@ -646,13 +649,7 @@ pub(crate) fn host(b: &mut HostBuilder<'_>, n: &Node) -> Result<(), LowerError> 
                         let cn = b.op2("arith.addf", &fc, &ic, "f64");
                         let cnf = b.f32_of(&cn);
                         let cn = b.f64_of(&cnf);
-                        let ro = row_of(b, 1, &j[0]);
-                        let a = pre(b, &ro, false)?;
-                        let po = peep(b, 1, &j[0])?;
-                        let pc = b.op2("arith.mulf", &po, &cn, "f64");
-                        let a = b.op2("arith.addf", &a, &pc, "f64");
-                        let a = cl(b, &a);
-                        let o = sig(b, &a);
+                        let o = peeped(b, 1, 1, &j[0], &cn)?;
                         let tc = b.op1("math.tanh", &cn, "f64");
                         let v = b.op2("arith.mulf", &o, &tc, "f64");
                         let v = b.f32_of(&v);
