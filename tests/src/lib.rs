@@ -133,6 +133,19 @@ pub fn run_source(
     opts: accelc_runtime::sim::RunOptions,
     validate: bool,
 ) -> Result<SimRun, String> {
+    run_source_paths(source, cfg, inputs, opts, validate, false)
+}
+
+/// [`run_source`] with the simulator's vector engine on its element-by-element reference
+/// paths (`reference_paths`) or its fast paths.
+pub fn run_source_paths(
+    source: &str,
+    cfg: &accelc_isa::DeviceConfig,
+    inputs: &[(usize, Vec<u8>)],
+    opts: accelc_runtime::sim::RunOptions,
+    validate: bool,
+    reference_paths: bool,
+) -> Result<SimRun, String> {
     use accelc_runtime::sim::{Segment, Segments, Simulator};
     let module = accelc_isa::asm::assemble_module(source).map_err(|d| format!("{d:?}"))?;
     let bound = if validate {
@@ -159,7 +172,9 @@ pub fn run_source(
             *slot = Some(Segment { data, writable: *writable });
         }
     }
-    let stats = Simulator::new(cfg.clone())
+    let mut sim = Simulator::new(cfg.clone());
+    sim.set_reference_paths(reference_paths);
+    let stats = sim
         .run(&module.program, &mut segs, opts)
         .map_err(|f| f.to_string())?;
     Ok(SimRun { segments: bufs.into_iter().map(|b| b.map(|(d, _)| d)).collect(), stats, bound })

@@ -371,6 +371,9 @@ impl Exec<'_, '_> {
         let base = self.check(operand, addr, Shape::extent(walk, p, r, c, size), None)?;
         let mem = self.mem(addr.space);
         let n = usize::from(p) * usize::from(r) * usize::from(c);
+        if !self.sim.reference_paths {
+            return Ok(gather_fast(mem, base, walk, dims, dtype));
+        }
         let offsets = (0..usize::from(p)).flat_map(move |pi| {
             (0..usize::from(r)).flat_map(move |ri| {
                 (0..usize::from(c)).map(move |ci| {
@@ -404,7 +407,12 @@ impl Exec<'_, '_> {
         let (p, r, c) = dims;
         let size = dtype.size() as usize;
         let base = self.check(operand, addr, Shape::extent(walk, p, r, c, size as u32), None)?;
+        let fast = !self.sim.reference_paths;
         let mem = self.mem_mut(addr.space);
+        if fast {
+            scatter_fast(mem, base, walk, dims, dtype, vals);
+            return Ok(());
+        }
         let mut idx = 0usize;
         for pi in 0..usize::from(p) {
             for ri in 0..usize::from(r) {
@@ -445,7 +453,9 @@ impl Exec<'_, '_> {
         let dims = (s.planes, s.rows, s.cols);
         let a = self.gather("src0", src0, s.src0(size), dims, dtype)?;
         let b = self.gather("src1", src1, s.src1(size), dims, dtype)?;
+        let fast = !self.sim.reference_paths;
         let mut out = match (a, b) {
+            (Vals::F(a), Vals::F(b)) if fast => Vals::F(float_binary_fast(op, &a, &b)),
             (Vals::F(a), Vals::F(b)) => {
                 Vals::F(a.iter().zip(&b).map(|(&x, &y)| float_binary(op, x, y)).collect())
             }
@@ -696,6 +706,128 @@ impl Exec<'_, '_> {
         let walk = Walk { col: size.into(), row: s.dst_row.into(), plane: s.dst_plane.into() };
         self.scatter("dst", dst, walk, (s.planes, s.cols, s.rows), raw, &Vals::I(y))?;
         Ok(Work { bytes: 2 * s.elements() * u64::from(size), macs: 0 })
+    }
+}
+
+/// [`Exec::gather`]'s fast path: the dtype is matched once per row, and a contiguous row
+/// (column stride = element size) is decoded from one slice, which the compiler vectorises.
+fn gather_fast(mem: &[u8], base: usize, walk: Walk, dims: (u16, u16, u16), dtype: Dtype) -> Vals {
+    let (p, r, c) = (usize::from(dims.0), usize::from(dims.1), usize::from(dims.2));
+    let size = dtype.size() as usize;
+    let (col, row, plane) = (walk.col as usize, walk.row as usize, walk.plane as usize);
+    let rows = (0..p).flat_map(move |pi| (0..r).map(move |ri| base + pi * plane + ri * row));
+    macro_rules! decode {
+        ($v:ident, $read:expr, $conv:expr) => {{
+            let mut $v = Vec::with_capacity(p * r * c);
+            for o in rows {
+                if col == size {
+                    $v.extend(mem[o..o + c * size].chunks_exact(size).map($conv));
+                } else if col == 0 {
+                    let x = $read(o);
+                    $v.resize($v.len() + c, x);
+                } else {
+                    $v.extend((0..c).map(|ci| $read(o + ci * col)));
+                }
+            }
+            $v
+        }};
+    }
+    match dtype {
+        Dtype::F32 => Vals::F(decode!(v, |o: usize| read_f32(mem, o, dtype), |b: &[u8]| {
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        })),
+        Dtype::Bf16 => Vals::F(decode!(v, |o: usize| read_f32(mem, o, dtype), |b: &[u8]| {
+            bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+        })),
+        Dtype::S8 => Vals::I(decode!(v, |o: usize| read_int(mem, o, dtype), |b: &[u8]| {
+            i64::from(b[0] as i8)
+        })),
+        Dtype::U8 => {
+            Vals::I(decode!(v, |o: usize| read_int(mem, o, dtype), |b: &[u8]| i64::from(b[0])))
+        }
+        Dtype::S16 => Vals::I(decode!(v, |o: usize| read_int(mem, o, dtype), |b: &[u8]| {
+            i64::from(i16::from_le_bytes([b[0], b[1]]))
+        })),
+        Dtype::S32 => Vals::I(decode!(v, |o: usize| read_int(mem, o, dtype), |b: &[u8]| {
+            i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        })),
+    }
+}
+
+/// [`Exec::scatter`]'s fast path, with the same per-row structure as [`gather_fast`]. Rows
+/// are written in order, so overlapping or broadcast destinations end with the last value
+/// written, as in the reference path.
+fn scatter_fast(
+    mem: &mut [u8],
+    base: usize,
+    walk: Walk,
+    dims: (u16, u16, u16),
+    dtype: Dtype,
+    vals: &Vals,
+) {
+    let (p, r, c) = (usize::from(dims.0), usize::from(dims.1), usize::from(dims.2));
+    let size = dtype.size() as usize;
+    let (col, row, plane) = (walk.col as usize, walk.row as usize, walk.plane as usize);
+    let mut idx = 0usize;
+    for pi in 0..p {
+        for ri in 0..r {
+            let o = base + pi * plane + ri * row;
+            if col == size {
+                let dst = &mut mem[o..o + c * size];
+                match (vals, dtype) {
+                    (Vals::F(v), Dtype::F32) => {
+                        for (d, x) in dst.chunks_exact_mut(4).zip(&v[idx..idx + c]) {
+                            d.copy_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                    (Vals::I(v), Dtype::S8 | Dtype::U8) => {
+                        for (d, &x) in dst.iter_mut().zip(&v[idx..idx + c]) {
+                            *d = saturate(x, dtype) as u8;
+                        }
+                    }
+                    (Vals::I(v), Dtype::S32) => {
+                        for (d, &x) in dst.chunks_exact_mut(4).zip(&v[idx..idx + c]) {
+                            d.copy_from_slice(&(saturate(x, dtype) as i32).to_le_bytes());
+                        }
+                    }
+                    (Vals::F(v), _) => {
+                        for ci in 0..c {
+                            write_f32(mem, o + ci * size, dtype, v[idx + ci]);
+                        }
+                    }
+                    (Vals::I(v), _) => {
+                        for ci in 0..c {
+                            write_int(mem, o + ci * size, dtype, v[idx + ci]);
+                        }
+                    }
+                }
+            } else {
+                for ci in 0..c {
+                    match vals {
+                        Vals::F(v) => write_f32(mem, o + ci * col, dtype, v[idx + ci]),
+                        Vals::I(v) => write_int(mem, o + ci * col, dtype, v[idx + ci]),
+                    }
+                }
+            }
+            idx += c;
+        }
+    }
+}
+
+/// [`float_binary`] over two operands, the operation matched once so each arm is a plain
+/// loop the compiler vectorises. Same formulas, so the same bits.
+fn float_binary_fast(op: BinOp, a: &[f32], b: &[f32]) -> Vec<f32> {
+    fn map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    }
+    match op {
+        BinOp::Add => map(a, b, |x, y| x + y),
+        BinOp::Sub => map(a, b, |x, y| x - y),
+        BinOp::Mul | BinOp::Mac => map(a, b, |x, y| x * y),
+        BinOp::Div => map(a, b, |x, y| x / y),
+        BinOp::Max => map(a, b, fmax),
+        BinOp::Min => map(a, b, fmin),
+        _ => map(a, b, |x, y| float_binary(op, x, y)),
     }
 }
 

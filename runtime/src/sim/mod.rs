@@ -202,6 +202,9 @@ pub struct Simulator {
     spad: Vec<u8>,
     acc: Vec<u8>,
     weights: Option<Weights>,
+    /// Run the vector engine through the element-by-element reference paths instead of the
+    /// per-dtype fast paths (for the test that compares the two byte for byte).
+    reference_paths: bool,
 }
 
 /// What executing one instruction did, for the counters.
@@ -216,7 +219,15 @@ impl Simulator {
     pub fn new(cfg: DeviceConfig) -> Simulator {
         let spad = vec![0; cfg.spad_bytes as usize];
         let acc = vec![0; cfg.acc_bytes as usize];
-        Simulator { cfg, spad, acc, weights: None }
+        Simulator { cfg, spad, acc, weights: None, reference_paths: false }
+    }
+
+    /// Selects the vector engine's element-by-element reference paths (`true`) or its
+    /// per-dtype fast paths for contiguous, strided and broadcast runs (`false`, the default).
+    /// Both are bit-exact implementations of the same instructions; a property test runs
+    /// random programs through both and compares every byte of memory.
+    pub fn set_reference_paths(&mut self, on: bool) {
+        self.reference_paths = on;
     }
 
     /// The configuration.

@@ -281,13 +281,20 @@ pub(super) fn matmul(
             let ntiles: usize = (0..mm.groups).map(|g| cout_tiles(mm, g, a).len()).sum();
             for (g, ch) in all_chunks.iter().enumerate() {
                 for (n0, nt) in cout_tiles(mm, g, a) {
-                    // Packets of consecutive tiles.
+                    // Packets of consecutive tiles, balanced: a full packet followed by a
+                    // small one would leave the array idle while the next tile's first
+                    // packet loads behind the small one.
+                    let total: u64 = ch.iter().map(|x| tile_bytes(x, nt)).sum();
+                    let target = total.div_ceil(total.div_ceil(packet_max).max(1));
                     let mut packets: Vec<(usize, usize)> = Vec::new();
                     let mut i = 0;
                     while i < ch.len() {
                         let mut j = i;
                         let mut bytes = 0;
-                        while j < ch.len() && bytes + tile_bytes(&ch[j], nt) <= packet_max {
+                        while j < ch.len()
+                            && (j == i || bytes + tile_bytes(&ch[j], nt) <= target)
+                            && bytes + tile_bytes(&ch[j], nt) <= packet_max
+                        {
                             bytes += tile_bytes(&ch[j], nt);
                             j += 1;
                         }
