@@ -202,6 +202,13 @@ pub(super) fn matmul(
         }
     };
     let (flat, rblk, owblk) = choice;
+    // Whether a weight tile keeps the array busy longer than its bytes take to arrive.
+    let array_bound = {
+        let rows = if flat { acc_rows(rblk, owblk, true) as u64 } else { (rblk * owblk) as u64 };
+        let mx = rows * rate + fill_drain * if flat { 1 } else { rblk as u64 } + a as u64;
+        let bytes_per_cycle = (cfg.dram_bytes_per_sec / cfg.clock_hz).max(1);
+        mx * bytes_per_cycle > (a * nt_max) as u64 * e
+    };
     let act_buf = [em.spad(act_bytes(rblk, owblk))?, em.spad(act_bytes(rblk, owblk))?];
     let w_buf = [em.spad(packet_max)?, em.spad(packet_max)?];
     let res_buf = if mm.residual.is_some() {
@@ -281,11 +288,17 @@ pub(super) fn matmul(
             let ntiles: usize = (0..mm.groups).map(|g| cout_tiles(mm, g, a).len()).sum();
             for (g, ch) in all_chunks.iter().enumerate() {
                 for (n0, nt) in cout_tiles(mm, g, a) {
-                    // Packets of consecutive tiles, balanced: a full packet followed by a
-                    // small one would leave the array idle while the next tile's first
-                    // packet loads behind the small one.
+                    // Packets of consecutive tiles. When the array is the bottleneck they
+                    // are balanced: a full packet followed by a small one would leave the
+                    // array idle while the next tile's first packet loads behind the small
+                    // one. When the weights' DRAM traffic is, full packets keep fewer
+                    // latencies exposed.
                     let total: u64 = ch.iter().map(|x| tile_bytes(x, nt)).sum();
-                    let target = total.div_ceil(total.div_ceil(packet_max).max(1));
+                    let target = if array_bound {
+                        total.div_ceil(total.div_ceil(packet_max).max(1))
+                    } else {
+                        packet_max
+                    };
                     let mut packets: Vec<(usize, usize)> = Vec::new();
                     let mut i = 0;
                     while i < ch.len() {
