@@ -9,6 +9,7 @@ use crate::Dtype;
 pub const RECORD_BYTES: usize = 16;
 
 /// Smallest and largest value of an integer type.
+#[inline]
 pub fn int_range(dtype: Dtype) -> (i64, i64) {
     match dtype {
         Dtype::S8 => (i8::MIN.into(), i8::MAX.into()),
@@ -21,6 +22,7 @@ pub fn int_range(dtype: Dtype) -> (i64, i64) {
 }
 
 /// TFLite's saturating rounding doubling high multiply.
+#[inline]
 fn srdhm(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
         return i32::MAX;
@@ -32,6 +34,7 @@ fn srdhm(a: i32, b: i32) -> i32 {
 }
 
 /// TFLite's rounding divide by a power of two (round half away from zero).
+#[inline]
 fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
     let mask: i32 = ((1i64 << exponent) - 1) as i32;
     let remainder = x & mask;
@@ -122,6 +125,7 @@ impl RequantRecord {
     }
 
     /// `x` requantised to `dtype` (the record must be valid).
+    #[inline]
     pub fn apply(&self, x: i32, dtype: Dtype) -> i64 {
         let left = self.shift.max(0) as u32;
         let right = (-self.shift).max(0) as u32;

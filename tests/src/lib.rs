@@ -174,9 +174,7 @@ pub fn run_source_paths(
     }
     let mut sim = Simulator::new(cfg.clone());
     sim.set_reference_paths(reference_paths);
-    let stats = sim
-        .run(&module.program, &mut segs, opts)
-        .map_err(|f| f.to_string())?;
+    let stats = sim.run(&module.program, &mut segs, opts).map_err(|f| f.to_string())?;
     Ok(SimRun { segments: bufs.into_iter().map(|b| b.map(|(d, _)| d)).collect(), stats, bound })
 }
 

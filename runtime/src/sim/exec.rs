@@ -451,6 +451,11 @@ impl Exec<'_, '_> {
         let s = self.shape(shape)?;
         let size = dtype.size();
         let dims = (s.planes, s.rows, s.cols);
+        if !self.sim.reference_paths
+            && let Some(work) = self.binary_rows(op, dtype, &s, dst, src0, src1)
+        {
+            return Ok(work);
+        }
         let a = self.gather("src0", src0, s.src0(size), dims, dtype)?;
         let b = self.gather("src1", src1, s.src1(size), dims, dtype)?;
         let fast = !self.sim.reference_paths;
@@ -459,6 +464,7 @@ impl Exec<'_, '_> {
             (Vals::F(a), Vals::F(b)) => {
                 Vals::F(a.iter().zip(&b).map(|(&x, &y)| float_binary(op, x, y)).collect())
             }
+            (Vals::I(a), Vals::I(b)) if fast => Vals::I(int_binary_fast(op, &a, &b, dtype)),
             (Vals::I(a), Vals::I(b)) => {
                 Vals::I(a.iter().zip(&b).map(|(&x, &y)| int_binary(op, x, y, dtype)).collect())
             }
@@ -483,6 +489,90 @@ impl Exec<'_, '_> {
         }
         self.scatter("dst", dst, s.dst(size), dims, dtype, &out)?;
         Ok(Work { bytes: 3 * s.elements() * u64::from(size), macs: 0 })
+    }
+
+    /// The fast path of [`Exec::binary`] for f32 and s32 arithmetic: row by row in place,
+    /// without decoding whole operands. Taken only when that cannot differ from reading every
+    /// operand before writing (destination rows disjoint from each other and from the sources,
+    /// or a source that is the destination itself); `None` leaves the instruction (and any
+    /// fault) to the general path.
+    fn binary_rows(
+        &mut self,
+        op: BinOp,
+        dtype: Dtype,
+        s: &Shape,
+        dst: LocalAddr,
+        src0: LocalAddr,
+        src1: LocalAddr,
+    ) -> Option<Work> {
+        let f32s = match (dtype, op) {
+            (Dtype::F32, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Mac | BinOp::Max)
+            | (Dtype::F32, BinOp::Min) => true,
+            (Dtype::S32, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Mac | BinOp::Max)
+            | (Dtype::S32, BinOp::Min) => false,
+            _ => return None,
+        };
+        let (p, r, c) = (s.planes, s.rows, s.cols);
+        let (wd, w0, w1) = (s.dst(4), s.src0(4), s.src1(4));
+        let ext = |w: Walk| Shape::extent(w, p, r, c, 4);
+        let (ed, e0, e1) = (ext(wd)?, ext(w0)?, ext(w1)?);
+        let bd = self.check("dst", dst, Some(ed), None).ok()?;
+        let b0 = self.check("src0", src0, Some(e0), None).ok()?;
+        let b1 = self.check("src1", src1, Some(e1), None).ok()?;
+        let row_bytes = usize::from(c) * 4;
+        // Destination rows must not overlap each other.
+        if (r > 1 && (wd.row as usize) < row_bytes)
+            || (p > 1 && (wd.plane as usize) < (usize::from(r) - 1) * wd.row as usize + row_bytes)
+        {
+            return None;
+        }
+        let safe = |a: LocalAddr, base: usize, w: Walk, e: u64| {
+            a.space != dst.space
+                || base + e as usize <= bd
+                || bd + ed as usize <= base
+                || (base == bd && w == wd)
+        };
+        if !safe(src0, b0, w0, e0) || !safe(src1, b1, w1, e1) {
+            return None;
+        }
+        let mut row0 = vec![0u8; row_bytes];
+        let mut row1 = vec![0u8; row_bytes];
+        let copy_row = |mem: &[u8], base: usize, w: Walk, out: &mut Vec<u8>| {
+            let n = if w.col == 0 { 4 } else { row_bytes };
+            out[..n].copy_from_slice(&mem[base..base + n]);
+        };
+        for pi in 0..usize::from(p) {
+            for ri in 0..usize::from(r) {
+                let at = |b: usize, w: Walk| b + pi * w.plane as usize + ri * w.row as usize;
+                copy_row(self.mem(src0.space), at(b0, w0), w0, &mut row0);
+                copy_row(self.mem(src1.space), at(b1, w1), w1, &mut row1);
+                let od = at(bd, wd);
+                let out = &mut self.mem_mut(dst.space)[od..od + row_bytes];
+                let (s0, s1) = (usize::from(w0.col != 0), usize::from(w1.col != 0));
+                if f32s {
+                    match op {
+                        BinOp::Add => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| x + y),
+                        BinOp::Sub => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| x - y),
+                        BinOp::Mul => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| x * y),
+                        BinOp::Mac => rows_f32(out, &row0, &row1, s0, s1, |x, y, d| d + x * y),
+                        BinOp::Max => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| fmax(x, y)),
+                        _ => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| fmin(x, y)),
+                    }
+                } else {
+                    match op {
+                        BinOp::Add => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x + y),
+                        BinOp::Sub => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x - y),
+                        BinOp::Mul => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x * y),
+                        BinOp::Mac => rows_s32(out, &row0, &row1, s0, s1, |x, y, d| {
+                            d + saturate(x * y, Dtype::S32)
+                        }),
+                        BinOp::Max => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x.max(y)),
+                        _ => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x.min(y)),
+                    }
+                }
+            }
+        }
+        Some(Work { bytes: 3 * s.elements() * 4, macs: 0 })
     }
 
     fn unary(
@@ -638,11 +728,21 @@ impl Exec<'_, '_> {
             return Err(fault(FaultKind::Illegal, self.i, "requantization reads s32"));
         };
         let cols = usize::from(s.cols);
-        let y: Vec<i64> = x
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| recs[if per_channel { i % cols } else { 0 }].apply(v as i32, dtype))
-            .collect();
+        let y: Vec<i64> = if self.sim.reference_paths {
+            x.iter()
+                .enumerate()
+                .map(|(i, &v)| recs[if per_channel { i % cols } else { 0 }].apply(v as i32, dtype))
+                .collect()
+        } else if per_channel {
+            // Row by row against the records, without a division per element.
+            let mut y = Vec::with_capacity(x.len());
+            for row in x.chunks_exact(cols) {
+                y.extend(row.iter().zip(&recs).map(|(&v, r)| r.apply(v as i32, dtype)));
+            }
+            y
+        } else {
+            x.iter().map(|&v| recs[0].apply(v as i32, dtype)).collect()
+        };
         self.scatter("dst", dst, s.dst(dtype.size()), dims, dtype, &Vals::I(y))?;
         Ok(Work { bytes: s.elements() * u64::from(4 + dtype.size()), macs: 0 })
     }
@@ -828,6 +928,83 @@ fn float_binary_fast(op: BinOp, a: &[f32], b: &[f32]) -> Vec<f32> {
         BinOp::Max => map(a, b, fmax),
         BinOp::Min => map(a, b, fmin),
         _ => map(a, b, |x, y| float_binary(op, x, y)),
+    }
+}
+
+/// Decodes `n` little-endian 4-byte words of `row` from element `j0` into `out` (a step of
+/// 0 repeats element 0: a broadcast source).
+#[inline(always)]
+fn words(row: &[u8], j0: usize, step: usize, out: &mut [[u8; 4]; 64], n: usize) {
+    if step == 0 {
+        let w = [row[0], row[1], row[2], row[3]];
+        out[..n].fill(w);
+    } else {
+        for (o, b) in out[..n].iter_mut().zip(row[4 * j0..4 * (j0 + n)].chunks_exact(4)) {
+            *o = [b[0], b[1], b[2], b[3]];
+        }
+    }
+}
+
+/// One row of [`Exec::binary_rows`] in f32: `out[j] = f(src0[j·s0], src1[j·s1], out[j])`
+/// (a source step of 0 broadcasts its first element), in blocks of 64 elements decoded into
+/// arrays so the arithmetic vectorises.
+#[inline(always)]
+fn rows_f32(
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    s0: usize,
+    s1: usize,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
+    for (blk, o) in out.chunks_mut(256).enumerate() {
+        let n = o.len() / 4;
+        words(a, blk * 64, s0, &mut x, n);
+        words(b, blk * 64, s1, &mut y, n);
+        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
+            let d = f32::from_le_bytes([o[0], o[1], o[2], o[3]]);
+            let v = f(f32::from_le_bytes(*x), f32::from_le_bytes(*y), d);
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// [`rows_f32`] for s32: the result computed in i64 and saturated, as the general path does.
+#[inline(always)]
+fn rows_s32(
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    s0: usize,
+    s1: usize,
+    f: impl Fn(i64, i64, i64) -> i64,
+) {
+    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
+    for (blk, o) in out.chunks_mut(256).enumerate() {
+        let n = o.len() / 4;
+        words(a, blk * 64, s0, &mut x, n);
+        words(b, blk * 64, s1, &mut y, n);
+        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
+            let d = i64::from(i32::from_le_bytes([o[0], o[1], o[2], o[3]]));
+            let v = f(i64::from(i32::from_le_bytes(*x)), i64::from(i32::from_le_bytes(*y)), d);
+            o.copy_from_slice(&(saturate(v, Dtype::S32) as i32).to_le_bytes());
+        }
+    }
+}
+
+/// [`int_binary`] over two operands, the operation matched once (as [`float_binary_fast`]).
+fn int_binary_fast(op: BinOp, a: &[i64], b: &[i64], dtype: Dtype) -> Vec<i64> {
+    fn map(a: &[i64], b: &[i64], f: impl Fn(i64, i64) -> i64) -> Vec<i64> {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    }
+    match op {
+        BinOp::Add => map(a, b, |x, y| x + y),
+        BinOp::Sub => map(a, b, |x, y| x - y),
+        BinOp::Mul | BinOp::Mac => map(a, b, |x, y| x * y),
+        BinOp::Max => map(a, b, i64::max),
+        BinOp::Min => map(a, b, i64::min),
+        _ => map(a, b, |x, y| int_binary(op, x, y, dtype)),
     }
 }
 

@@ -444,8 +444,13 @@ mod fast_paths {
                 mem(7)
             ),
             _ => {
-                if (pick[11] >> 3) % 2 == 0 {
-                    format!("vx.lut dtype={dt} shape=v{i} dst={} src={} table={}", mem(5), mem(6), mem(7))
+                if (pick[11] >> 3).is_multiple_of(2) {
+                    format!(
+                        "vx.lut dtype={dt} shape=v{i} dst={} src={} table={}",
+                        mem(5),
+                        mem(6),
+                        mem(7)
+                    )
                 } else {
                     format!("vx.transpose dtype={dt} shape=v{i} dst={} src={}", mem(5), mem(6))
                 }
