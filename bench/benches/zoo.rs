@@ -1,4 +1,6 @@
-//! The model zoo end to end: per float model, the compile time and peak compile memory, the
+//! The model zoo end to end: per float model, the compile time (in process at `-O0`, and the
+//! whole `accelc compile` process at `-O2` against creating onnxruntime's session for the same
+//! file in one Python process), the peak memory of that compile against the file's size, the
 //! simulated cycles against the sum of per-layer roofline bounds, and the simulator's wall
 //! time next to onnxruntime's CPU time for the same model and input (onnxruntime from the
 //! test venv, one thread, timed in the same run). Then the int8 QDQ models at `-O2` (the
@@ -63,15 +65,51 @@ fn onnxruntime_seconds(model: &Path, input: &Path, runs: usize) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-/// Runs the compile-peak helper: (seconds, peak RSS, model file bytes).
+/// Runs the compile-peak helper (`accelc compile MODEL -o BLOB` in its own process), the
+/// median of three runs: (the whole process's wall seconds, peak RSS, model file bytes).
 fn compile_peak(model: &Path) -> Option<(f64, u64, u64)> {
     let exe = std::env::current_exe().ok()?;
     // target/release/deps/zoo-HASH -> target/release/compile-peak
     let bin = exe.parent()?.parent()?.join("compile-peak");
-    let out = Command::new(&bin).arg(model).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let blob = std::env::temp_dir().join(format!("accelc-bench-{}.blob", std::process::id()));
+    let mut walls = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = Command::new(&bin).arg(model).arg(&blob).output().ok()?;
+        walls.push(t.elapsed().as_secs_f64());
+        if !out.status.success() {
+            eprintln!("compile-peak: {}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        last = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let _ = std::fs::remove_file(&blob);
+    let text = last?;
     let f: Vec<&str> = text.split_whitespace().collect();
-    Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+    Some((median(walls), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+}
+
+/// onnxruntime's side of the compile comparison, medians of three: the wall time of a whole
+/// Python process that imports onnxruntime and creates an `InferenceSession` for `model`
+/// (default graph optimisations, one thread), and the session creation alone inside it.
+fn onnxruntime_session_seconds(model: &Path) -> Option<(f64, f64)> {
+    let py = root().join(".venv/bin/python");
+    let script = format!(
+        "import time, onnxruntime as ort\n\
+         o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1\n\
+         a = time.perf_counter(); ort.InferenceSession(r'{}', o, providers=['CPUExecutionProvider'])\n\
+         print(time.perf_counter() - a)\n",
+        model.display()
+    );
+    let (mut process, mut session) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = Command::new(&py).arg("-c").arg(&script).output().ok()?;
+        process.push(t.elapsed().as_secs_f64());
+        session.push(String::from_utf8_lossy(&out.stdout).trim().parse().ok()?);
+    }
+    Some((median(process), median(session)))
 }
 
 /// Simulated cycles and the median wall time of `runs` inferences of `c` on `input` (.npy).
@@ -187,15 +225,23 @@ fn main() {
         let roof =
             c.compiled.as_ref().expect("zoo models run wholly on the device").roofline_cycles();
         let ort = onnxruntime_seconds(&model, &input, runs * 4);
-        let (peak_mb, peak_note) = match peak {
-            Some((_, rss, size)) => (
+        let session = onnxruntime_session_seconds(&model);
+        let (peak_mb, peak_note, process) = match peak {
+            Some((process, rss, size)) => (
                 format!("{:.0}", rss as f64 / 1e6),
                 format!("{:.1}x the {:.1} MB file", rss as f64 / size as f64, size as f64 / 1e6),
+                format!(
+                    "{process:.3}s, {}",
+                    session.map_or("?".into(), |(p, o)| format!(
+                        "{:.2}x onnxruntime's session process ({p:.3}s; the session alone {o:.3}s)",
+                        process / p
+                    ))
+                ),
             ),
-            None => ("?".into(), "helper not built".into()),
+            None => ("?".into(), "helper not built".into(), "?".into()),
         };
         println!(
-            "{:<28} {:>8.3}s {:>10} {:>12} {:>12} {:>6.2} {:>9.3}s {:>10} {:>7}   peak {}",
+            "{:<28} {:>8.3}s {:>10} {:>12} {:>12} {:>6.2} {:>9.3}s {:>10} {:>7}   peak {}; `accelc compile` process {}",
             m,
             compile_s,
             peak_mb,
@@ -205,7 +251,8 @@ fn main() {
             wall,
             ort.map_or("?".into(), |o| format!("{o:.4}s")),
             ort.map_or("?".into(), |o| format!("{:.1}", wall / o)),
-            peak_note
+            peak_note,
+            process
         );
     }
     int8_table(&zoo, runs);

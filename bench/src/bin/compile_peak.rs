@@ -1,9 +1,9 @@
-//! Compiles one model (`compile-peak MODEL`) and prints `seconds peak_rss_bytes model_bytes`:
-//! the zoo benchmark runs it as a child process so each model's peak memory is its own.
+//! `compile-peak MODEL OUT`: what `accelc compile MODEL -o OUT` does (the facade at its
+//! default `-O2` for the default device, the blob written to `OUT`), then prints `seconds
+//! peak_rss_bytes model_bytes blob_bytes`. The zoo benchmark runs it as a child process, so
+//! each model's peak memory is its own and the process's whole wall time is the compile's.
 
-use accelc_compiler::lower::{CompileOptions, compile};
-use accelc_compiler::onnx::ImportOptions;
-use accelc_compiler::pipeline::{load_any, run_frontend};
+use accelc::{Options, Source};
 
 /// The process's peak resident set (VmHWM) in bytes, from /proc.
 fn peak_rss() -> u64 {
@@ -16,22 +16,21 @@ fn peak_rss() -> u64 {
 }
 
 fn main() {
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: compile-peak MODEL");
+    let args: Vec<String> = std::env::args().collect();
+    let [_, model, out] = args.as_slice() else {
+        eprintln!("usage: compile-peak MODEL OUT");
         std::process::exit(2);
     };
-    let path = std::path::PathBuf::from(path);
+    let path = std::path::PathBuf::from(model);
     let started = std::time::Instant::now();
-    let result = load_any(&path, &ImportOptions::default()).and_then(|mut g| {
-        run_frontend(&mut g, &mut |_, _| {})?;
-        let c = compile(&g, &CompileOptions::default()).map_err(|e| e.to_string())?;
-        c.blob().map_err(|e| e.to_string())
-    });
+    let result = accelc::compile(Source::Path(&path), &Options::default(), &mut ())
+        .map_err(|e| e.to_string())
+        .and_then(|c| std::fs::write(out, &c.blob).map(|()| c.blob.len()).map_err(|e| e.to_string()));
     let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(blob) => {
+        Ok(blob_len) => {
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            println!("{seconds} {} {size} {}", peak_rss(), blob.len());
+            println!("{seconds} {} {size} {blob_len}", peak_rss());
         }
         Err(e) => {
             eprintln!("{}: {e}", path.display());
