@@ -25,7 +25,9 @@ fn main() {
     let started = std::time::Instant::now();
     let result = accelc::compile(Source::Path(&path), &Options::default(), &mut ())
         .map_err(|e| e.to_string())
-        .and_then(|c| std::fs::write(out, &c.blob).map(|()| c.blob.len()).map_err(|e| e.to_string()));
+        .and_then(|c| {
+            std::fs::write(out, &c.blob).map(|()| c.blob.len()).map_err(|e| e.to_string())
+        });
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(blob_len) => {

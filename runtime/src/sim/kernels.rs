@@ -167,6 +167,27 @@ fn matmul_f32_generic(a: &[f32], w: &[f32], c: &mut [f32], k: usize, n: usize) {
 
 #[inline(always)]
 fn rows_f32<const N: usize>(a: &[f32], w: &[f32], c: &mut [f32], k: usize) {
+    // Two rows at a time: two independent chains of additions per column hide the adder's
+    // latency. Each output's own order (increasing k) is unchanged.
+    let pairs = a.len() / (2 * k);
+    let (a2, a1) = a.split_at(pairs * 2 * k);
+    let (c2, c1) = c.split_at_mut(pairs * 2 * N);
+    for (arows, crows) in a2.chunks_exact(2 * k).zip(c2.chunks_exact_mut(2 * N)) {
+        let (ra, rb) = arows.split_at(k);
+        let (ca, cb) = crows.split_at_mut(N);
+        let mut acc_a: [f32; N] = (&*ca).try_into().unwrap_or([0.0; N]);
+        let mut acc_b: [f32; N] = (&*cb).try_into().unwrap_or([0.0; N]);
+        for ((&xa, &xb), wrow) in ra.iter().zip(rb).zip(w.chunks_exact(N)) {
+            let Ok(wrow) = <&[f32; N]>::try_from(wrow) else { continue };
+            for j in 0..N {
+                acc_a[j] += xa * wrow[j];
+                acc_b[j] += xb * wrow[j];
+            }
+        }
+        ca.copy_from_slice(&acc_a);
+        cb.copy_from_slice(&acc_b);
+    }
+    let (a, c) = (a1, c1);
     for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(N)) {
         let mut acc: [f32; N] = crow.try_into().unwrap_or([0.0; N]);
         for (&av, wrow) in arow.iter().zip(w.chunks_exact(N)) {
