@@ -12,6 +12,7 @@ mod encoding;
 mod faithful;
 mod frontend;
 mod fuzz_corpus;
+mod golden;
 mod host;
 mod int8;
 mod lower;
