@@ -144,7 +144,7 @@ pub(crate) struct Mm {
     pub(crate) weights: Weights,
     /// Logical weights `[cout][cin/groups][kh][kw]` for packing: little-endian element bytes
     /// of the activations' type.
-    pub(crate) oihw: Vec<u8>,
+    pub(crate) oihw: bytes::Bytes,
     pub(crate) bias: Vec<f32>,
     pub(crate) residual: Option<T>,
     pub(crate) act: Act,
@@ -461,6 +461,9 @@ pub(crate) struct Builder<'g> {
     pub(crate) fused: Vec<bool>,
     /// Layout conversions already made: (tensor, to NHWC) → copy.
     pub(crate) converted: HashMap<(T, bool), T>,
+    /// Whether to pack constant weights into the kernels' streaming order. The support check
+    /// ([`schedule_all`]) only needs each kernel's verdict, and packing copies every weight.
+    pub(crate) pack: bool,
 }
 
 pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
@@ -492,6 +495,14 @@ impl Builder<'_> {
     pub(crate) fn constant(&self, t: T) -> Option<&[u8]> {
         match &self.s.tens[t].store {
             Store::Const(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A float32 constant's bytes, shared (no copy).
+    pub(crate) fn const_f32_bytes(&self, t: T) -> Option<bytes::Bytes> {
+        match &self.s.tens[t].store {
+            Store::Const(b) if self.s.tens[t].dtype == DType::F32 => Some(b.clone()),
             _ => None,
         }
     }
@@ -761,6 +772,7 @@ pub(crate) fn schedule_inner(
         producer,
         fused: vec![false; graph.nodes.len()],
         converted: HashMap::new(),
+        pack: errors.is_none(),
     };
     for (i, n) in graph.nodes.iter().enumerate() {
         if b.fused[i] || n.op == Op::Constant {
@@ -978,7 +990,10 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
         }
     };
     let packed = match mm.weights {
-        Weights::Const => kernels::pack_weights(&mm, &b.s.cfg, b.s.tens[mm.input].elem() as usize),
+        Weights::Const if b.pack => {
+            kernels::pack_weights(&mm, &b.s.cfg, b.s.tens[mm.input].elem() as usize)
+        }
+        Weights::Const => vec![],
         Weights::Runtime { .. } => vec![],
     };
     b.step(Kernel::Matmul(Box::new(mm)), name, Some(end), vec![params, packed]);

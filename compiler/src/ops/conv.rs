@@ -241,7 +241,9 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
             if b.s.tens[x].dtype != DType::F32 {
                 return Err(err("only float32 convolutions are lowered"));
             }
-            let const_w = b.const_f32(w);
+            // The weights' bytes, shared with the model: a regular convolution packs them
+            // straight from there; only the depthwise kernel reorders decoded values.
+            let const_w = b.const_f32_bytes(w);
             let cout = ws[0];
             let mut bias = match b.opt_input(n, 2) {
                 Some(t) => {
@@ -266,7 +268,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
                 None if !depthwise => {
                     let wt = permuted(b, w, vec![2, 3, 1, 0], "rows", &format!("{name}:weights"));
                     let row = cout as u64 * 4;
-                    (Weights::Runtime { t: wt, offs: vec![0; xs[0]], row }, vec![])
+                    (Weights::Runtime { t: wt, offs: vec![0; xs[0]], row }, bytes::Bytes::new())
                 }
                 None => return Err(err("depthwise convolution weights must be constant")),
             };
@@ -275,6 +277,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
                 b.s.tens[end].nhwc = true;
                 // Constants: bias, then the taps as [kh·kw][c].
                 let taps = k[0] * k[1];
+                let oihw = f32s(&oihw);
                 let mut packed = vec![0f32; taps * cout];
                 for c in 0..cout {
                     for t in 0..taps {
@@ -315,7 +318,7 @@ pub(crate) fn lower(b: &mut Builder<'_>, idx: usize, n: &Node) -> Result<(), Low
                 out: end,
                 out_offs: (0..xs[0] as u64).map(|i| i * out_img).collect(),
                 weights,
-                oihw: f32_bytes(&oihw),
+                oihw,
                 bias,
                 residual: residual.map(|r| b.layout(r, true)),
                 act,
@@ -470,7 +473,7 @@ fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerEr
         out,
         out_offs: (0..images as u64).map(|i| i * out_img).collect(),
         weights: Weights::Const,
-        oihw: wv,
+        oihw: wv.into(),
         bias: vec![],
         residual: None,
         act: Act::None,
