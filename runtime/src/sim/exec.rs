@@ -6,8 +6,8 @@ use accelc_isa::program::{DmaDesc, MAX_VX_ELEMENTS, Shape, Walk};
 use accelc_isa::{Axis, BinOp, Dtype, LocalAddr, Op, Program, ReduceOp, Space, UnOp};
 
 use super::numerics::{
-    RequantRecord, bf16_to_f32, f32_to_bf16, float_to_int, fmax, fmin, int_to_float, saturate,
-    sigmoid,
+    RequantRecord, bf16_to_f32, canon, f32_to_bf16, float_to_int, fmax, fmin, int_to_float,
+    saturate, sigmoid,
 };
 use std::time::Instant;
 
@@ -479,7 +479,7 @@ impl Exec<'_, '_> {
             };
             out = match (out, self.gather("dst", dst, s.dst(size), dims, dtype)?) {
                 (Vals::F(p), Vals::F(d)) => {
-                    Vals::F(p.iter().zip(&d).map(|(&p, &d)| d + round(p)).collect())
+                    Vals::F(p.iter().zip(&d).map(|(&p, &d)| canon(d + round(p))).collect())
                 }
                 (Vals::I(p), Vals::I(d)) => {
                     Vals::I(p.iter().zip(&d).map(|(&p, &d)| d + saturate(p, dtype)).collect())
@@ -551,10 +551,12 @@ impl Exec<'_, '_> {
                 let (s0, s1) = (usize::from(w0.col != 0), usize::from(w1.col != 0));
                 if f32s {
                     match op {
-                        BinOp::Add => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| x + y),
-                        BinOp::Sub => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| x - y),
-                        BinOp::Mul => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| x * y),
-                        BinOp::Mac => rows_f32(out, &row0, &row1, s0, s1, |x, y, d| d + x * y),
+                        BinOp::Add => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| canon(x + y)),
+                        BinOp::Sub => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| canon(x - y)),
+                        BinOp::Mul => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| canon(x * y)),
+                        BinOp::Mac => {
+                            rows_f32(out, &row0, &row1, s0, s1, |x, y, d| canon(d + canon(x * y)))
+                        }
                         BinOp::Max => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| fmax(x, y)),
                         _ => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| fmin(x, y)),
                     }
@@ -658,7 +660,7 @@ impl Exec<'_, '_> {
                         let mut it = g.iter().map(|&i| v[i]);
                         let first = it.next().unwrap_or(0.0);
                         it.fold(first, |acc, x| match op {
-                            ReduceOp::Sum => acc + x,
+                            ReduceOp::Sum => canon(acc + x),
                             ReduceOp::Max => fmax(acc, x),
                             ReduceOp::Min => fmin(acc, x),
                         })
@@ -921,10 +923,10 @@ fn float_binary_fast(op: BinOp, a: &[f32], b: &[f32]) -> Vec<f32> {
         a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
     }
     match op {
-        BinOp::Add => map(a, b, |x, y| x + y),
-        BinOp::Sub => map(a, b, |x, y| x - y),
-        BinOp::Mul | BinOp::Mac => map(a, b, |x, y| x * y),
-        BinOp::Div => map(a, b, |x, y| x / y),
+        BinOp::Add => map(a, b, |x, y| canon(x + y)),
+        BinOp::Sub => map(a, b, |x, y| canon(x - y)),
+        BinOp::Mul | BinOp::Mac => map(a, b, |x, y| canon(x * y)),
+        BinOp::Div => map(a, b, |x, y| canon(x / y)),
         BinOp::Max => map(a, b, fmax),
         BinOp::Min => map(a, b, fmin),
         _ => map(a, b, |x, y| float_binary(op, x, y)),
@@ -1042,13 +1044,13 @@ fn write_int(mem: &mut [u8], o: usize, dtype: Dtype, v: i64) {
 
 fn float_binary(op: BinOp, a: f32, b: f32) -> f32 {
     match op {
-        BinOp::Add => a + b,
-        BinOp::Sub => a - b,
-        BinOp::Mul | BinOp::Mac => a * b,
-        BinOp::Div => a / b,
+        BinOp::Add => canon(a + b),
+        BinOp::Sub => canon(a - b),
+        BinOp::Mul | BinOp::Mac => canon(a * b),
+        BinOp::Div => canon(a / b),
         BinOp::Max => fmax(a, b),
         BinOp::Min => fmin(a, b),
-        BinOp::Pow => libm::powf(a, b),
+        BinOp::Pow => canon(libm::powf(a, b)),
         // Rejected before execution: bitwise operations are integer only.
         BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr => f32::NAN,
     }
@@ -1082,7 +1084,16 @@ fn int_binary(op: BinOp, a: i64, b: i64, dtype: Dtype) -> i64 {
     }
 }
 
+/// A unary float operation. `mov`, `abs` and `neg` act on the bits (sign); every other NaN
+/// result is the canonical one.
 fn float_unary(op: UnOp, x: f32) -> f32 {
+    match op {
+        UnOp::Mov | UnOp::Abs | UnOp::Neg => float_unary_raw(op, x),
+        _ => canon(float_unary_raw(op, x)),
+    }
+}
+
+fn float_unary_raw(op: UnOp, x: f32) -> f32 {
     match op {
         UnOp::Mov => x,
         UnOp::Relu => fmax(x, 0.0),

@@ -139,7 +139,9 @@ fn matmul_rows_generic(job: MatmulJob<'_>) {
                 (true, false) => {
                     pairs.for_each(|(v, b)| b.copy_from_slice(&(*v as i32).to_le_bytes()))
                 }
-                (false, _) => pairs.for_each(|(v, b)| b.copy_from_slice(&v.to_le_bytes())),
+                (false, _) => pairs.for_each(|(v, b)| {
+                    b.copy_from_slice(&super::numerics::canon(*v).to_le_bytes())
+                }),
             }
         }
     }

@@ -58,6 +58,19 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 }
 
 /// IEEE max/min with NaN propagation and -0 < +0.
+/// The canonical quiet NaN, `0x7fc00000`: every NaN a float operation produces (see
+/// [`canon`]).
+pub(crate) const CANONICAL_NAN: u32 = 0x7fc0_0000;
+
+/// `x`, or the canonical quiet NaN if `x` is any NaN. Arithmetic results pass through this so
+/// a NaN's sign and payload never depend on which operand the host's instruction propagated
+/// (x86 returns the first operand's, and the compiler may commute additions), as on Arm's
+/// default-NaN mode.
+#[inline(always)]
+pub(crate) fn canon(x: f32) -> f32 {
+    if x.is_nan() { f32::from_bits(CANONICAL_NAN) } else { x }
+}
+
 pub(crate) fn fmax(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN

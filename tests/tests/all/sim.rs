@@ -392,26 +392,48 @@ mod fast_paths {
     /// One random vector instruction over a random shape: `(text, shape line)`.
     fn vx_inst(i: usize, pick: &[u32; 12]) -> (String, String) {
         let p = |j: usize, n: usize| pick[j] as usize % n;
-        let cols = 1 + p(0, 40);
+        // Higher bits of the same word, independent of `p`'s choice.
+        let q = |j: usize, n: usize| (pick[j] >> 20) as usize % n;
+        // Mostly short rows; a quarter past the fast paths' 64-element blocks.
+        let cols = if q(0, 4) == 0 { 1 + (pick[0] as usize >> 8) % 200 } else { 1 + p(0, 40) };
         let rows = 1 + p(1, 4);
         let planes = 1 + p(2, 3);
-        // Row strides from 0 (broadcast) to past the row; plane strides likewise. Either
-        // source may broadcast its columns.
+        // Row strides from 0 (broadcast) to past the row; plane strides chosen separately
+        // (contiguous, interleaved with the rows, or broadcast). Either source may broadcast
+        // its columns.
         let st = |j: usize| [0, 4, 16, cols * 2, cols * 4, 160][p(j, 6)];
+        let pst = |j: usize| [st(j) * rows, st(j) * rows + 64, 8, 0][q(j + 3, 4)];
+        // A quarter of the time src0 is the destination itself (same address and walk), the
+        // in-place form compiled code uses most.
+        let in_place = q(11, 4) == 0;
+        let (s0row, s0plane) = if in_place { (st(5), pst(5)) } else { (st(6), pst(6)) };
         let shape = format!(
             ".shape v{i} cols={cols} rows={rows} planes={planes} src0_col_bcast={} src1_col_bcast={} dst_row={} src0_row={} src1_row={} dst_plane={} src0_plane={} src1_plane={}",
-            u32::from(p(3, 5) == 0),
+            u32::from(!in_place && p(3, 5) == 0),
             u32::from(p(4, 4) == 0),
             st(5),
-            st(6),
+            s0row,
             st(7),
-            st(5) * rows,
-            st(6) * rows + [0, 64][p(8, 2)],
-            st(7) * rows
+            pst(5),
+            s0plane,
+            pst(7)
         );
+        // Both memories with any stride; one address in 16 near the end of its memory, so
+        // range faults (and their src0, src1, dst order) occur too.
+        // Half the time each operand has a region of its own (dst, src0, src1 20 KiB apart),
+        // which the in-place fast paths need; otherwise all start in the first 2 KiB and
+        // overlap freely.
+        let apart = (pick[8] >> 8).is_multiple_of(2);
         let mem = |j: usize| {
-            let space = if p(j, 3) == 0 { "acc" } else { "spad" };
-            format!("{space}:{}", (pick[j] >> 4) % 2048)
+            let j = if in_place && j == 6 { 5 } else { j };
+            let acc = q(j, 3) == 0;
+            let size = if acc { 256 << 10 } else { 1 << 20 };
+            let off = if q(j + 1, 16) == 0 {
+                size - 1 - (pick[j] as usize >> 4) % 512
+            } else {
+                (pick[j] as usize >> 4) % 2048 + if apart { (j - 5) * 20480 } else { 0 }
+            };
+            format!("{}:{off}", if acc { "acc" } else { "spad" })
         };
         let dt = DTYPES[p(9, DTYPES.len())];
         let dt2 = DTYPES[p(10, DTYPES.len())];
@@ -436,12 +458,14 @@ mod fast_paths {
                 mem(5),
                 mem(6)
             ),
+            // Records from the valid ones the test writes at spad:3072 (one in eight from
+            // random bytes, whose shifts are mostly out of range: a data fault).
             4 => format!(
                 "vx.requant per_channel={} dtype={dt} shape=v{i} dst={} src={} params={}",
                 (pick[11] >> 3) % 2,
                 mem(5),
                 mem(6),
-                mem(7)
+                if q(7, 8) == 0 { mem(7) } else { format!("spad:{}", 3072 + 16 * p(7, 32)) }
             ),
             _ => {
                 if (pick[11] >> 3).is_multiple_of(2) {
@@ -468,8 +492,8 @@ mod fast_paths {
         /// byte of the scratchpad and the accumulator, and any fault, identical.
         #[test]
         fn fast_and_reference_paths_agree(
-            spad in proptest::collection::vec(any::<u8>(), 4096),
-            acc in proptest::collection::vec(any::<u8>(), 4096),
+            spad in proptest::collection::vec(any::<u8>(), 65536),
+            acc in proptest::collection::vec(any::<u8>(), 65536),
             insts in proptest::collection::vec(any::<[u32; 12]>(), 1..6),
         ) {
             let mut shapes = String::new();
@@ -481,22 +505,45 @@ mod fast_paths {
                 body.push_str(&text);
                 body.push('\n');
             }
-            // Floats that are NaN, infinite, tiny and huge appear in random bytes already;
-            // the programs run unvalidated, so faults are part of what must agree.
+            // The programs run unvalidated, so faults are part of what must agree.
             let src = format!(
-                ".seg a 0 size=4096 role=input\n.seg b 1 size=4096 role=input\n\
-                 .seg o 2 size=8192 role=output\n.seg q 3 size=4096 role=output\n\
-                 .dma d x_bytes=4096\n{shapes}\
+                ".seg a 0 size=65536 role=input\n.seg b 1 size=65536 role=input\n\
+                 .seg o 2 size=65536 role=output\n.seg q 3 size=65536 role=output\n\
+                 .dma d x_bytes=65536\n{shapes}\
                  dma.load desc=d seg=a offset=0 dst=spad:0\n\
                  dma.load desc=d seg=b offset=0 dst=acc:0\n\
                  barrier\n{body}barrier\n\
                  dma.store desc=d seg=o offset=0 src=spad:0\n\
-                 dma.store desc=d seg=o offset=4096 src=spad:4096\n\
                  dma.store desc=d seg=q offset=0 src=acc:0\n\
                  end code=0\n"
             );
             let opts = RunOptions { timing: false, trace: false, max_cycles: None, deadline: None };
             let cfg = DeviceConfig::default_npu();
+            // One 4-byte word in eight a special float: NaNs with either sign and any
+            // payload, infinities, zeros of both signs, subnormals.
+            let special = |m: &mut Vec<u8>| {
+                for w in m.chunks_exact_mut(4) {
+                    if w[0] % 8 == 0 {
+                        let bits: u32 = match w[1] % 6 {
+                            0 => 0x7f80_0000 | u32::from(w[2]) << 8 | 1,
+                            1 => 0xff80_0000 | u32::from(w[2]) << 12 | 0x40_0000,
+                            2 => 0x7f80_0000 | u32::from(w[3] & 0x80) << 24,
+                            3 => u32::from(w[2] & 0x80) << 24,
+                            4 => u32::from(w[2]) | u32::from(w[3] & 0x80) << 24,
+                            _ => 0x7fc0_0000,
+                        };
+                        w.copy_from_slice(&bits.to_le_bytes());
+                    }
+                }
+            };
+            let (mut spad, mut acc) = (spad, acc);
+            special(&mut spad);
+            special(&mut acc);
+            // Valid requantisation records at 3072..4096: shift (the i32 at byte 4) in -31..=30.
+            for r in spad[3072..4096].chunks_exact_mut(16) {
+                let shift = i32::from(r[4] % 62) - 31;
+                r[4..8].copy_from_slice(&shift.to_le_bytes());
+            }
             let inputs = [(0usize, spad), (1usize, acc)];
             let fast = run_source_paths(&src, &cfg, &inputs, opts, false, false);
             let slow = run_source_paths(&src, &cfg, &inputs, opts, false, true);

@@ -304,8 +304,10 @@ pub(super) fn matmul(
                     while i < ch.len() {
                         let mut j = i;
                         let mut bytes = 0;
+                        // Fill to the target (the last tile may pass it), never past the
+                        // buffer: equal tiles then split evenly instead of leaving a sliver.
                         while j < ch.len()
-                            && (j == i || bytes + tile_bytes(&ch[j], nt) <= target)
+                            && bytes < target
                             && bytes + tile_bytes(&ch[j], nt) <= packet_max
                         {
                             bytes += tile_bytes(&ch[j], nt);
