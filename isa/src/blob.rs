@@ -447,9 +447,11 @@ fn dtype_from(v: u8, cur: &Cur<'_>) -> Result<Dtype, BlobError> {
 impl<'a> Blob<'a> {
     /// Serialises the blob.
     pub fn to_bytes(&self) -> Result<Vec<u8>, BlobError> {
-        let mut sections: Vec<(SectionKind, Vec<u8>)> = Vec::new();
+        // Owned sections built here; the constants are borrowed, not copied (they are most
+        // of a large model's blob).
+        let mut sections: Vec<(SectionKind, Cow<'_, [u8]>)> = Vec::new();
 
-        sections.push((SectionKind::Target, target_section(&self.target)?));
+        sections.push((SectionKind::Target, target_section(&self.target)?.into()));
 
         let mut o = Out::default();
         o.count(self.segments.len(), "segments")?;
@@ -464,7 +466,7 @@ impl<'a> Blob<'a> {
             o.u64(off);
             o.u64(len);
         }
-        sections.push((SectionKind::Segments, o.0));
+        sections.push((SectionKind::Segments, o.0.into()));
 
         let mut o = Out::default();
         o.count(self.io.len(), "I/O tensors")?;
@@ -500,7 +502,7 @@ impl<'a> Blob<'a> {
                 }
             }
         }
-        sections.push((SectionKind::Io, o.0));
+        sections.push((SectionKind::Io, o.0.into()));
 
         let p = &self.program;
         let mut o = Out::default();
@@ -510,12 +512,12 @@ impl<'a> Blob<'a> {
         o.count(p.shapes.len() / DESC_BYTES, "shapes")?;
         o.u32(0);
         o.u64(self.cycle_bound);
-        sections.push((SectionKind::Program, o.0));
-        sections.push((SectionKind::Text, p.text.clone()));
-        sections.push((SectionKind::Dma, p.dma.clone()));
-        sections.push((SectionKind::Shapes, p.shapes.clone()));
+        sections.push((SectionKind::Program, o.0.into()));
+        sections.push((SectionKind::Text, p.text.clone().into()));
+        sections.push((SectionKind::Dma, p.dma.clone().into()));
+        sections.push((SectionKind::Shapes, p.shapes.clone().into()));
         if !self.consts.is_empty() {
-            sections.push((SectionKind::Const, self.consts.to_vec()));
+            sections.push((SectionKind::Const, Cow::Borrowed(self.consts.as_ref())));
         }
         if !self.meta.is_empty() {
             let mut o = Out::default();
@@ -524,7 +526,7 @@ impl<'a> Blob<'a> {
                 o.str(k)?;
                 o.str(v)?;
             }
-            sections.push((SectionKind::Meta, o.0));
+            sections.push((SectionKind::Meta, o.0.into()));
         }
         if !self.debug.is_empty() {
             let mut o = Out::default();
@@ -534,9 +536,9 @@ impl<'a> Blob<'a> {
                 o.u32(d.end);
                 o.str(&d.name)?;
             }
-            sections.push((SectionKind::Debug, o.0));
+            sections.push((SectionKind::Debug, o.0.into()));
         }
-        let raw: Vec<(u32, u32, Vec<u8>)> = sections
+        let raw: Vec<(u32, u32, Cow<'_, [u8]>)> = sections
             .into_iter()
             .map(|(kind, data)| {
                 (kind as u32, if kind.required() { SECTION_REQUIRED } else { 0 }, data)
@@ -860,14 +862,14 @@ fn align_up(v: usize) -> usize {
 /// Lays out a container from raw sections `(kind, flags, contents)`: header, table, 64-byte
 /// aligned sections, checksums and content hash. [`Blob::to_bytes`] uses it; tests use it to
 /// build containers with sections this version does not know.
-pub fn write_container(sections: &[(u32, u32, Vec<u8>)], target: &Target) -> Vec<u8> {
+pub fn write_container<D: AsRef<[u8]>>(sections: &[(u32, u32, D)], target: &Target) -> Vec<u8> {
     write_container_version(sections, target, FORMAT_VERSION)
 }
 
 /// As [`write_container`], with format version `version` in the header (format 2 is the
 /// plan blob, `crate::plan`).
-pub fn write_container_version(
-    sections: &[(u32, u32, Vec<u8>)],
+pub fn write_container_version<D: AsRef<[u8]>>(
+    sections: &[(u32, u32, D)],
     target: &Target,
     version: (u16, u16),
 ) -> Vec<u8> {
@@ -876,12 +878,15 @@ pub fn write_container_version(
     let mut at = align_up(table_end);
     for (_, _, data) in sections {
         offsets.push(at);
-        at = align_up(at.saturating_add(data.len()));
+        at = align_up(at.saturating_add(data.as_ref().len()));
     }
-    let file_size =
-        offsets.last().zip(sections.last()).map_or(at, |(o, (_, _, d))| o.saturating_add(d.len()));
+    let file_size = offsets
+        .last()
+        .zip(sections.last())
+        .map_or(at, |(o, (_, _, d))| o.saturating_add(d.as_ref().len()));
     let mut out = vec![0u8; file_size];
     for (i, ((kind, flags, data), off)) in sections.iter().zip(&offsets).enumerate() {
+        let data = data.as_ref();
         out[*off..off.saturating_add(data.len())].copy_from_slice(data);
         let entry_at = HEADER_BYTES.saturating_add(i.saturating_mul(SECTION_ENTRY_BYTES));
         let mut e = Out::default();

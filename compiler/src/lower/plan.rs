@@ -93,11 +93,17 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
         }
     }
     for st in &mut s.steps {
-        for (i, c) in st.consts.iter().enumerate() {
+        for (i, c) in st.consts.iter_mut().enumerate() {
             let off = align(consts.len() as u64);
             consts.resize(off as usize, 0);
             consts.extend_from_slice(c);
             st.const_offs[i] = off;
+            // Beyond the parameters (whose length the kernels read), a step's constants are
+            // packed weights the emitter addresses by offset only: free them now rather than
+            // hold a second copy of every weight until the end of the compile.
+            if i > 0 {
+                *c = Vec::new();
+            }
         }
     }
     // Inputs.
