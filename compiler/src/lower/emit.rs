@@ -203,6 +203,17 @@ impl Emitter {
         Ok(())
     }
 
+    /// A barrier inside a kernel: every engine idle and every write visible before the next
+    /// instruction; local memory stays allocated.
+    pub(crate) fn barrier(&mut self) -> Result<(), LowerError> {
+        if !self.pending.iter().all(Vec::is_empty) {
+            return Err(LowerError::msg("internal error: waits left before a barrier"));
+        }
+        self.raw(Inst::new(Barrier {}))?;
+        self.last = [None; 4];
+        Ok(())
+    }
+
     /// Ends a kernel: a barrier, and local memory is free again. Returns the barrier's index.
     pub(crate) fn end_kernel(&mut self) -> Result<usize, LowerError> {
         if !self.pending.iter().all(Vec::is_empty) {

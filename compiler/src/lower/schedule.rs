@@ -975,9 +975,17 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
             ),
         ));
     }
+    // Channel-streaming integer convolutions take their own weight order, and uint8 ones a
+    // bias for int8 activations (`kernels::cstream`).
+    let cstream = kernels::cstream_plan(&mm, &b.s.cfg, dtype, b.s.tens[mm.out].elem());
     let params = match &mm.quant {
         Some(q) => {
-            let mut p: Vec<u8> = q.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let bias = match (&cstream, dtype) {
+                (Some(_), accelc_isa::Dtype::U8) => kernels::cstream_bias(&mm, &q.bias)
+                    .ok_or_else(|| LowerError::at(name, "internal: channel-streaming bias"))?,
+                _ => q.bias.clone(),
+            };
+            let mut p: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
             p.extend(q.records.iter().flat_map(|r| r.to_bytes()));
             p
         }
@@ -990,9 +998,10 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
         }
     };
     let packed = match mm.weights {
-        Weights::Const if b.pack => {
-            kernels::pack_weights(&mm, &b.s.cfg, b.s.tens[mm.input].elem() as usize)
-        }
+        Weights::Const if b.pack => match &cstream {
+            Some(p) => kernels::cstream_pack(&mm, &b.s.cfg, p),
+            None => kernels::pack_weights(&mm, &b.s.cfg, b.s.tens[mm.input].elem() as usize),
+        },
         Weights::Const => vec![],
         Weights::Runtime { .. } => vec![],
     };

@@ -100,6 +100,9 @@ pub(super) fn matmul(
     mm: &Mm,
 ) -> Result<(u64, u64), LowerError> {
     let (dt, e) = elem(s, mm.input)?;
+    if let Some(p) = super::cstream::plan(mm, &em.cfg, dt, elem(s, mm.out)?.1) {
+        return super::cstream::cstream(em, s, step, mm, &p);
+    }
     // Element sizes: `e` of activations and weights, `ea` of the accumulator (s32 sums for
     // integers, f32 otherwise: the same 4 bytes for f32 inputs), `eo` of the output.
     let q = mm.quant.as_ref();

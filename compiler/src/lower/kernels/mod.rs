@@ -9,6 +9,7 @@ use super::LowerError;
 use super::emit::{Dir, Emitter, LD_VX, PARAMS, SEG_CONST, VX_ST, at};
 use super::schedule::{Dw, Kernel, Pool, Sched, Step, T};
 
+mod cstream;
 mod elementwise;
 mod matmul;
 mod quant;
@@ -17,6 +18,10 @@ mod window;
 
 use elementwise::elementwise;
 use matmul::matmul;
+pub(crate) use cstream::{
+    bias_for_int8 as cstream_bias, pack as cstream_pack,
+    plan as cstream_plan,
+};
 pub(crate) use matmul::pack_weights;
 use rowwise::rowwise;
 use window::{WinKind, global_pool, window};
