@@ -341,24 +341,27 @@ fn integer_addition_matches_exact_arithmetic_on_every_code_pair() {
 /// Channel-streaming convolutions (`kernels::cstream`: activations stationary in the array,
 /// output channels streamed) on the shapes that choose them, small spatial extents with many
 /// channels: uint8 and int8 activations, padded 3×3 and unpadded 1×1 kernels, input channels
-/// not a multiple of the array, several output-channel blocks, a batch of two, on both int8
-/// configurations. The program holds the kernel's int32 transposes (it was chosen) and the
+/// not a multiple of the array, several output-channel blocks, a batch of two, stride 2 (phase
+/// planes; odd sizes and a strided 1×1), on both int8 configurations. The program holds the kernel's int32 transposes (it was chosen) and the
 /// output matches the integer reference byte for byte.
 #[test]
 fn channel_streaming_convolutions_match_the_integer_reference() {
-    // (activation type, zero point, batch, [cin, h, w], [cout, k], pads)
-    let cases: &[(&str, i32, usize, [usize; 3], [usize; 2], usize)] = &[
-        ("uint8", 131, 1, [64, 7, 7], [256, 3], 1),
-        ("int8", -5, 2, [72, 6, 5], [200, 3], 1),
-        ("uint8", 0, 1, [256, 7, 7], [320, 1], 0),
-        ("int8", 100, 1, [64, 7, 7], [600, 3], 1),
+    // (activation type, zero point, batch, [cin, h, w], [cout, k, stride], pads)
+    let cases: &[(&str, i32, usize, [usize; 3], [usize; 3], usize)] = &[
+        ("uint8", 131, 1, [64, 7, 7], [256, 3, 1], 1),
+        ("int8", -5, 2, [72, 6, 5], [200, 3, 1], 1),
+        ("uint8", 0, 1, [256, 7, 7], [320, 1, 1], 0),
+        ("int8", 100, 1, [64, 7, 7], [600, 3, 1], 1),
+        ("uint8", 77, 1, [96, 14, 14], [256, 3, 2], 1),
+        ("int8", 3, 1, [64, 13, 11], [200, 3, 2], 1),
+        ("uint8", 200, 1, [128, 14, 14], [256, 1, 2], 0),
     ];
     let mut rng = accelc_tests::Rng::new(21);
-    for &(xdt, xz, n, [cin, h, w], [cout, k], pad) in cases {
+    for &(xdt, xz, n, [cin, h, w], [cout, k, st], pad) in cases {
         let weights: Vec<String> =
             rng.bytes(cout * cin * k * k).iter().map(|b| (*b as i8).to_string()).collect();
         let bias: Vec<String> = (0..cout).map(|_| rng.f32_in(-1.0, 1.0).to_string()).collect();
-        let (oh, ow) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
+        let (oh, ow) = ((h + 2 * pad - k) / st + 1, (w + 2 * pad - k) / st + 1);
         let text = format!(
             "<ir_version: 8, opset_import: [\"\" : 17]>\n\
              g (float[{n},{cin},{h},{w}] x) => (float[{n},{cout},{oh},{ow}] y)\n\
@@ -366,7 +369,7 @@ fn channel_streaming_convolutions_match_the_integer_reference() {
              float ws = {{0.002}}, int8 wz = {{0}}, float[{cout}] b = {{{}}}, float s2 = {{0.25}}, \
              uint8 z2 = {{90}}>\n{{\n q = QuantizeLinear (x, s, xz)\n d = DequantizeLinear (q, s, xz)\n \
              wd = DequantizeLinear (wq, ws, wz)\n \
-             c = Conv <pads: ints = [{pad},{pad},{pad},{pad}]> (d, wd, b)\n \
+             c = Conv <pads: ints = [{pad},{pad},{pad},{pad}], strides: ints = [{st},{st}]> (d, wd, b)\n \
              o = QuantizeLinear (c, s2, z2)\n y = DequantizeLinear (o, s2, z2)\n}}\n",
             weights.join(","),
             bias.join(",")
@@ -374,7 +377,7 @@ fn channel_streaming_convolutions_match_the_integer_reference() {
         let x: Vec<f32> = (0..n * cin * h * w).map(|_| rng.f32_in(-4.0, 4.0)).collect();
         let input = HostTensor::from_f32(vec![n, cin, h, w], &x).unwrap();
         for config in [DeviceConfig::default_npu(), DeviceConfig::u65()] {
-            let what = format!("{xdt} {n}x{cin}x{h}x{w} -> {cout} k{k} on {}", config.name);
+            let what = format!("{xdt} {n}x{cin}x{h}x{w} -> {cout} k{k} s{st} on {}", config.name);
             let opts = Options { config: config.clone(), ..Options::default() };
             let c = accelc::compile(Source::Text(&text), &opts, &mut ())
                 .unwrap_or_else(|e| panic!("{what}: {e}"));

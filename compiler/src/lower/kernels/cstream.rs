@@ -12,7 +12,9 @@
 //! vector engine and, for uint8 activations, moved to int8 by flipping the top bit
 //! (`x − 128`, exact; the bias absorbs `128 · Σw`), since the array holds int8 weights only.
 //! The accumulator tile `[output channel][position]` is transposed back, biased, requantised
-//! per output channel and stored NHWC. Stride 1, one group, no dilation, integer kernels with
+//! per output channel and stored NHWC. A stride-2 convolution reads four phase planes per
+//! channel (padded pixel `(2y + a, 2x + b)` at `(y, x)` of plane `(a, b)`), where each tap
+//! is a stride-1 shift of one plane. One group, no dilation, integer kernels with
 //! requantisation records only; [`plan`] decides by the array's cycle count.
 
 use accelc_isa::inst::{MxLoadW, MxMatmul, VxTranspose, field_max};
@@ -36,9 +38,14 @@ pub(crate) struct Plan {
     /// Flat output positions (`(oh − 1)·wp + ow`) and their tiles of `array_dim`.
     flat: usize,
     tiles: usize,
-    /// Padded input geometry; a channel-major plane is `hp·wp` bytes.
+    /// Stride (1, or 2 through four phase planes), the padded input rounded up to the
+    /// stride, and one phase plane's rows and columns; a channel's planes span `chan` bytes.
+    s: usize,
     hp: usize,
     wp: usize,
+    hq: usize,
+    wq: usize,
+    chan: usize,
     /// Accumulator buffers (2: the next block overlaps this one's epilogue).
     bufs: usize,
     /// Bytes per weight packet.
@@ -49,12 +56,17 @@ pub(crate) struct Plan {
 /// bound of what [`super::matmul`] runs): the comparison [`plan`] makes.
 fn weight_stationary_cycles(mm: &Mm, cfg: &DeviceConfig, rate: u64) -> u64 {
     let a = cfg.array_dim as usize;
+    let fd = 2 * u64::from(cfg.array_dim);
     let [_, _, w, _] = mm.img;
     let wp = w + mm.pad[1] + mm.pad[3];
     let [oh, ow] = mm.out_hw;
-    let rows = ((oh - 1) * wp + ow) as u64;
+    // Flat mode (one matmul over the rows, reading `wb` padded columns per output row) or
+    // row mode (one matmul per output row), whichever is cheaper.
+    let wb = ((ow - 1) * mm.s[1] + mm.k[1]).min(wp);
+    let flat = ((oh - 1) * wb + ow) as u64 * rate + fd;
+    let row = oh as u64 * (ow as u64 * rate + fd);
     let tiles = chunks(mm, 0, a).len() as u64 * mm.cout.div_ceil(a) as u64;
-    tiles * (rows * rate + 2 * u64::from(cfg.array_dim) + a as u64)
+    tiles * (flat.min(row) + a as u64)
 }
 
 /// The channel-streaming plan for `mm` with `in_dt` activations and `out_bytes`-byte outputs,
@@ -65,7 +77,7 @@ pub(crate) fn plan(mm: &Mm, cfg: &DeviceConfig, in_dt: Dtype, out_bytes: u64) ->
     if q.records.is_empty()
         || !matches!(mm.weights, Weights::Const)
         || mm.groups != 1
-        || mm.s != [1, 1]
+        || !(mm.s == [1, 1] || mm.s == [2, 2])
         || mm.d != [1, 1]
         || mm.residual.is_some()
         || !matches!(mm.act, Act::None)
@@ -77,16 +89,29 @@ pub(crate) fn plan(mm: &Mm, cfg: &DeviceConfig, in_dt: Dtype, out_bytes: u64) ->
     let a = cfg.array_dim as usize;
     let [_, h, w, c] = mm.img;
     let [pt, pl, pb, pr] = mm.pad;
+    let st = mm.s[0];
     let (hp, wp) = (h + pt + pb, w + pl + pr);
     let [oh, ow] = mm.out_hw;
-    if oh == 0 || ow == 0 || hp + 1 != oh + mm.k[0] || wp + 1 != ow + mm.k[1] {
+    let [kh, kw] = mm.k;
+    if oh == 0 || ow == 0 || hp < kh || wp < kw {
         return None;
     }
-    let plane = hp * wp;
-    if plane as u64 > field_max("mx.load_w", "stride").unwrap_or(0) {
+    if (hp - kh) / st + 1 != oh || (wp - kw) / st + 1 != ow {
         return None;
     }
-    let flat = (oh - 1) * wp + ow;
+    // Phase planes: padded pixel (st·y + a, st·x + b) is (y, x) of plane (a, b).
+    let (hq, wq) = (hp.div_ceil(st), wp.div_ceil(st));
+    let (hp, wp) = (hq * st, wq * st);
+    let chan = st * st * hq * wq;
+    if chan as u64 > field_max("mx.load_w", "stride").unwrap_or(0) {
+        return None;
+    }
+    let flat = (oh - 1) * wq + ow;
+    // The furthest position a tap reads stays inside its phase plane.
+    if ((kh - 1) / st + oh - 1) * wq + (kw - 1) / st + ow > hq * wq {
+        return None;
+    }
+    let plane = chan;
     let tiles = flat.div_ceil(a);
     let rate = cfg.matmul_cycles_per_row(Dtype::S8);
     let fd = 2 * u64::from(cfg.array_dim);
@@ -115,7 +140,7 @@ pub(crate) fn plan(mm: &Mm, cfg: &DeviceConfig, in_dt: Dtype, out_bytes: u64) ->
         if spad > u64::from(cfg.spad_bytes) {
             continue;
         }
-        let p = Plan { r, flat, tiles, hp, wp, bufs, packet };
+        let p = Plan { r, flat, tiles, s: st, hp, wp, hq, wq, chan, bufs, packet };
         if best.as_ref().is_none_or(|(b, _)| cycles < *b) {
             best = Some((cycles, p));
         }
@@ -188,7 +213,8 @@ pub(super) fn cstream(
     let [n, h, w, c] = mm.img;
     let [pt, pl, _, _] = mm.pad;
     let [oh, ow] = mm.out_hw;
-    let (hp, wp, plane) = (p.hp, p.wp, p.hp * p.wp);
+    let (hp, wp, plane) = (p.hp, p.wp, p.chan);
+    let (st, hq, wq) = (p.s, p.hq, p.wq);
     let r = p.r;
     // Parameters: the (adjusted) bias, the records, and the byte 0x80 for the sign flip.
     let pbuf = params(em, step, &[0x8080_8080])?
@@ -219,6 +245,7 @@ pub(super) fn cstream(
         // The padded image, NHWC, then channel-major int8 planes.
         em.wait(Engine::Ld, LD_VX.free);
         let padded = hp != h || wp != w;
+        debug_assert!(hp >= h + pt && wp >= w + pl);
         if padded {
             em.fill(stage, (plane * c) as u64, u32::from_le_bytes([q.pad_byte; 4]))?;
         }
@@ -232,18 +259,29 @@ pub(super) fn cstream(
         )?;
         em.signal(Engine::Ld, LD_VX.full)?;
         em.wait(Engine::Vx, LD_VX.full);
-        // `vx.transpose` of [pixels][c] into [c][pixels], in pieces within the element limit.
-        let piece = (lanes_max / c).clamp(1, usize::from(u16::MAX));
-        for p0 in (0..plane).step_by(piece) {
-            let pr = piece.min(plane - p0);
-            let shape = vshape(1, pr as u64, c as u64, (plane as u64, 0), (c as u64, 0), (0, 0), 0);
-            let shape = em.shape(shape)?;
-            em.push(VxTranspose {
-                dtype: Dtype::U8,
-                shape,
-                dst: at(cm, p0 as u64),
-                src: at(stage, (p0 * c) as u64),
-            })?;
+        // `vx.transpose` of each phase's [y][x][c] into [c][phase][y][x] (one phase at
+        // stride 1), a plane of rows per instruction within the element limit.
+        let ys = (lanes_max / (wq * c)).clamp(1, usize::from(u16::MAX));
+        for (pa, pb) in (0..st).flat_map(|a| (0..st).map(move |b| (a, b))) {
+            for y0 in (0..hq).step_by(ys) {
+                let ny = ys.min(hq - y0);
+                let shape = vshape(
+                    ny as u64,
+                    wq as u64,
+                    c as u64,
+                    (plane as u64, wq as u64),
+                    ((st * c) as u64, (st * wp * c) as u64),
+                    (0, 0),
+                    0,
+                );
+                let shape = em.shape(shape)?;
+                em.push(VxTranspose {
+                    dtype: Dtype::U8,
+                    shape,
+                    dst: at(cm, ((pa * st + pb) * hq * wq + y0 * wq) as u64),
+                    src: at(stage, (((st * y0 + pa) * wp + pb) * c) as u64),
+                })?;
+            }
         }
         if dt == Dtype::U8 {
             let cols = plane.min(usize::from(u16::MAX));
@@ -297,7 +335,14 @@ pub(super) fn cstream(
                         let f0 = t * a;
                         let nt = a.min(p.flat - f0);
                         em.push(MxLoadW {
-                            src: at(cm, (c0 * plane + kh * wp + kw + f0) as u64),
+                            src: at(
+                                cm,
+                                (c0 * plane
+                                    + ((kh % st) * st + kw % st) * hq * wq
+                                    + (kh / st) * wq
+                                    + kw / st
+                                    + f0) as u64,
+                            ),
                             k: kc as u8,
                             n: nt as u8,
                             stride: plane as u16,
@@ -350,7 +395,7 @@ pub(super) fn cstream(
             em.wait(Engine::St, VX_ST.full);
             // Valid positions only: per output row, its run of columns.
             for oy in 0..oh {
-                let f0 = oy * wp;
+                let f0 = oy * wq;
                 em.dma_block(
                     Dir::Store,
                     out_seg,
