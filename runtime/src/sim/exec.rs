@@ -549,29 +549,7 @@ impl Exec<'_, '_> {
                 let od = at(bd, wd);
                 let out = &mut self.mem_mut(dst.space)[od..od + row_bytes];
                 let (s0, s1) = (usize::from(w0.col != 0), usize::from(w1.col != 0));
-                if f32s {
-                    match op {
-                        BinOp::Add => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| canon(x + y)),
-                        BinOp::Sub => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| canon(x - y)),
-                        BinOp::Mul => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| canon(x * y)),
-                        BinOp::Mac => {
-                            rows_f32(out, &row0, &row1, s0, s1, |x, y, d| canon(d + canon(x * y)))
-                        }
-                        BinOp::Max => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| fmax(x, y)),
-                        _ => rows_f32(out, &row0, &row1, s0, s1, |x, y, _| fmin(x, y)),
-                    }
-                } else {
-                    match op {
-                        BinOp::Add => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x + y),
-                        BinOp::Sub => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x - y),
-                        BinOp::Mul => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x * y),
-                        BinOp::Mac => rows_s32(out, &row0, &row1, s0, s1, |x, y, d| {
-                            d + saturate(x * y, Dtype::S32)
-                        }),
-                        BinOp::Max => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x.max(y)),
-                        _ => rows_s32(out, &row0, &row1, s0, s1, |x, y, _| x.min(y)),
-                    }
-                }
+                kernels::binary_row(op, f32s, out, &row0, &row1, s0, s1);
             }
         }
         Some(Work { bytes: 3 * s.elements() * 4, macs: 0 })
@@ -930,68 +908,6 @@ fn float_binary_fast(op: BinOp, a: &[f32], b: &[f32]) -> Vec<f32> {
         BinOp::Max => map(a, b, fmax),
         BinOp::Min => map(a, b, fmin),
         _ => map(a, b, |x, y| float_binary(op, x, y)),
-    }
-}
-
-/// Decodes `n` little-endian 4-byte words of `row` from element `j0` into `out` (a step of
-/// 0 repeats element 0: a broadcast source).
-#[inline(always)]
-fn words(row: &[u8], j0: usize, step: usize, out: &mut [[u8; 4]; 64], n: usize) {
-    if step == 0 {
-        let w = [row[0], row[1], row[2], row[3]];
-        out[..n].fill(w);
-    } else {
-        for (o, b) in out[..n].iter_mut().zip(row[4 * j0..4 * (j0 + n)].chunks_exact(4)) {
-            *o = [b[0], b[1], b[2], b[3]];
-        }
-    }
-}
-
-/// One row of [`Exec::binary_rows`] in f32: `out[j] = f(src0[j·s0], src1[j·s1], out[j])`
-/// (a source step of 0 broadcasts its first element), in blocks of 64 elements decoded into
-/// arrays so the arithmetic vectorises.
-#[inline(always)]
-fn rows_f32(
-    out: &mut [u8],
-    a: &[u8],
-    b: &[u8],
-    s0: usize,
-    s1: usize,
-    f: impl Fn(f32, f32, f32) -> f32,
-) {
-    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
-    for (blk, o) in out.chunks_mut(256).enumerate() {
-        let n = o.len() / 4;
-        words(a, blk * 64, s0, &mut x, n);
-        words(b, blk * 64, s1, &mut y, n);
-        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
-            let d = f32::from_le_bytes([o[0], o[1], o[2], o[3]]);
-            let v = f(f32::from_le_bytes(*x), f32::from_le_bytes(*y), d);
-            o.copy_from_slice(&v.to_le_bytes());
-        }
-    }
-}
-
-/// [`rows_f32`] for s32: the result computed in i64 and saturated, as the general path does.
-#[inline(always)]
-fn rows_s32(
-    out: &mut [u8],
-    a: &[u8],
-    b: &[u8],
-    s0: usize,
-    s1: usize,
-    f: impl Fn(i64, i64, i64) -> i64,
-) {
-    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
-    for (blk, o) in out.chunks_mut(256).enumerate() {
-        let n = o.len() / 4;
-        words(a, blk * 64, s0, &mut x, n);
-        words(b, blk * 64, s1, &mut y, n);
-        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
-            let d = i64::from(i32::from_le_bytes([o[0], o[1], o[2], o[3]]));
-            let v = f(i64::from(i32::from_le_bytes(*x)), i64::from(i32::from_le_bytes(*y)), d);
-            o.copy_from_slice(&(saturate(v, Dtype::S32) as i32).to_le_bytes());
-        }
     }
 }
 

@@ -10,9 +10,9 @@
 //! most 8,323,200 < 2^24: every partial sum is an integer binary32 represents exactly, so the
 //! float kernel computes the exact integer dot products, at the speed of the float path.
 
-use accelc_isa::Dtype;
+use accelc_isa::{BinOp, Dtype};
 
-use super::numerics::bf16_to_f32;
+use super::numerics::{bf16_to_f32, canon, fmax, fmin, saturate};
 
 /// Calls `$generic(args)`, compiled for AVX2 when the CPU has it (detected at run time). Only
 /// the vector width changes, never a result: Rust does not fuse multiplies and adds.
@@ -199,5 +199,121 @@ fn rows_f32<const N: usize>(a: &[f32], w: &[f32], c: &mut [f32], k: usize) {
             }
         }
         crow.copy_from_slice(&acc);
+    }
+}
+
+/// One row of the vector engine's in-place f32/s32 binary fast path (`Exec::binary_rows`):
+/// `out[j] = op(src0[j·s0], src1[j·s1], out[j])`, compiled for AVX2 when the CPU has it.
+#[allow(clippy::too_many_arguments, reason = "one row's operands")]
+pub(crate) fn binary_row(
+    op: BinOp,
+    f32s: bool,
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    s0: usize,
+    s1: usize,
+) {
+    with_avx2!(binary_row_generic(
+        op: BinOp,
+        f32s: bool,
+        out: &mut [u8],
+        a: &[u8],
+        b: &[u8],
+        s0: usize,
+        s1: usize
+    ))
+}
+
+#[inline(always)]
+fn binary_row_generic(
+    op: BinOp,
+    f32s: bool,
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    s0: usize,
+    s1: usize,
+) {
+    if f32s {
+        match op {
+            BinOp::Add => vrow_f32(out, a, b, s0, s1, |x, y, _| canon(x + y)),
+            BinOp::Sub => vrow_f32(out, a, b, s0, s1, |x, y, _| canon(x - y)),
+            BinOp::Mul => vrow_f32(out, a, b, s0, s1, |x, y, _| canon(x * y)),
+            BinOp::Mac => vrow_f32(out, a, b, s0, s1, |x, y, d| canon(d + canon(x * y))),
+            BinOp::Max => vrow_f32(out, a, b, s0, s1, |x, y, _| fmax(x, y)),
+            _ => vrow_f32(out, a, b, s0, s1, |x, y, _| fmin(x, y)),
+        }
+    } else {
+        match op {
+            BinOp::Add => vrow_s32(out, a, b, s0, s1, |x, y, _| x + y),
+            BinOp::Sub => vrow_s32(out, a, b, s0, s1, |x, y, _| x - y),
+            BinOp::Mul => vrow_s32(out, a, b, s0, s1, |x, y, _| x * y),
+            BinOp::Mac => vrow_s32(out, a, b, s0, s1, |x, y, d| d + saturate(x * y, Dtype::S32)),
+            BinOp::Max => vrow_s32(out, a, b, s0, s1, |x, y, _| x.max(y)),
+            _ => vrow_s32(out, a, b, s0, s1, |x, y, _| x.min(y)),
+        }
+    }
+}
+
+/// Decodes `n` little-endian 4-byte words of `row` from element `j0` into `out` (a step of
+/// 0 repeats element 0: a broadcast source).
+#[inline(always)]
+fn words(row: &[u8], j0: usize, step: usize, out: &mut [[u8; 4]; 64], n: usize) {
+    if step == 0 {
+        let w = [row[0], row[1], row[2], row[3]];
+        out[..n].fill(w);
+    } else {
+        for (o, b) in out[..n].iter_mut().zip(row[4 * j0..4 * (j0 + n)].chunks_exact(4)) {
+            *o = [b[0], b[1], b[2], b[3]];
+        }
+    }
+}
+
+/// One row of [`Exec::binary_rows`] in f32: `out[j] = f(src0[j·s0], src1[j·s1], out[j])`
+/// (a source step of 0 broadcasts its first element), in blocks of 64 elements decoded into
+/// arrays so the arithmetic vectorises.
+#[inline(always)]
+fn vrow_f32(
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    s0: usize,
+    s1: usize,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
+    for (blk, o) in out.chunks_mut(256).enumerate() {
+        let n = o.len() / 4;
+        words(a, blk * 64, s0, &mut x, n);
+        words(b, blk * 64, s1, &mut y, n);
+        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
+            let d = f32::from_le_bytes([o[0], o[1], o[2], o[3]]);
+            let v = f(f32::from_le_bytes(*x), f32::from_le_bytes(*y), d);
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// [`vrow_f32`] for s32: the result computed in i64 and saturated, as the general path does.
+#[inline(always)]
+fn vrow_s32(
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    s0: usize,
+    s1: usize,
+    f: impl Fn(i64, i64, i64) -> i64,
+) {
+    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
+    for (blk, o) in out.chunks_mut(256).enumerate() {
+        let n = o.len() / 4;
+        words(a, blk * 64, s0, &mut x, n);
+        words(b, blk * 64, s1, &mut y, n);
+        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
+            let d = i64::from(i32::from_le_bytes([o[0], o[1], o[2], o[3]]));
+            let v = f(i64::from(i32::from_le_bytes(*x)), i64::from(i32::from_le_bytes(*y)), d);
+            o.copy_from_slice(&(saturate(v, Dtype::S32) as i32).to_le_bytes());
+        }
     }
 }

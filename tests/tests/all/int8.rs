@@ -347,7 +347,8 @@ fn integer_addition_matches_exact_arithmetic_on_every_code_pair() {
 #[test]
 fn channel_streaming_convolutions_match_the_integer_reference() {
     // (activation type, zero point, batch, [cin, h, w], [cout, k, stride], pads)
-    let cases: &[(&str, i32, usize, [usize; 3], [usize; 3], usize)] = &[
+    type Case = (&'static str, i32, usize, [usize; 3], [usize; 3], usize);
+    let cases: &[Case] = &[
         ("uint8", 131, 1, [64, 7, 7], [256, 3, 1], 1),
         ("int8", -5, 2, [72, 6, 5], [200, 3, 1], 1),
         ("uint8", 0, 1, [256, 7, 7], [320, 1, 1], 0),

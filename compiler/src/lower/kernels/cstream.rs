@@ -22,13 +22,11 @@ use accelc_isa::program::SHAPE_SRC1_COL_BROADCAST;
 use accelc_isa::{BinOp, DeviceConfig, Dtype, Engine};
 
 use crate::lower::LowerError;
-use crate::lower::emit::{
-    Dir, Emitter, LD_MX_W, LD_VX, MX_VX, SEG_CONST, VX_ST, at, vshape,
-};
+use crate::lower::emit::{Dir, Emitter, LD_MX_W, LD_VX, MX_VX, SEG_CONST, VX_ST, at, vshape};
 use crate::lower::schedule::{Act, Mm, Sched, Step, Weights};
 
-use super::*;
 use super::matmul::chunks;
+use super::*;
 
 /// How a channel-streaming convolution runs.
 #[derive(Clone, Copy, Debug)]
@@ -371,7 +369,15 @@ pub(super) fn cstream(
             let qb = q_buf[blk % 2];
             for t in 0..p.tiles {
                 let nt = a.min(p.flat - t * a);
-                let shape = vshape(1, rb as u64, nt as u64, ((rb * 4) as u64, 0), ((a * 4) as u64, 0), (0, 0), 0);
+                let shape = vshape(
+                    1,
+                    rb as u64,
+                    nt as u64,
+                    ((rb * 4) as u64, 0),
+                    ((a * 4) as u64, 0),
+                    (0, 0),
+                    0,
+                );
                 let shape = em.shape(shape)?;
                 em.push(VxTranspose {
                     dtype: Dtype::S32,
@@ -382,7 +388,14 @@ pub(super) fn cstream(
                 let rows = |dst: u64, src: u64| {
                     vshape(1, nt as u64, rb as u64, (dst, 0), (src, 0), (0, 0), 0)
                 };
-                em.vbin(Dtype::S32, BinOp::Add, rows((rb * 4) as u64, (rb * 4) as u64), tr, tr, at(pbuf, o0 as u64 * 4))?;
+                em.vbin(
+                    Dtype::S32,
+                    BinOp::Add,
+                    rows((rb * 4) as u64, (rb * 4) as u64),
+                    tr,
+                    tr,
+                    at(pbuf, o0 as u64 * 4),
+                )?;
                 em.vrequant(
                     odt,
                     rows(rb as u64 * eo, (rb * 4) as u64),

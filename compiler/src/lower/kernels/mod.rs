@@ -16,12 +16,11 @@ mod quant;
 mod rowwise;
 mod window;
 
+pub(crate) use cstream::{
+    bias_for_int8 as cstream_bias, pack as cstream_pack, plan as cstream_plan,
+};
 use elementwise::elementwise;
 use matmul::matmul;
-pub(crate) use cstream::{
-    bias_for_int8 as cstream_bias, pack as cstream_pack,
-    plan as cstream_plan,
-};
 pub(crate) use matmul::pack_weights;
 use rowwise::rowwise;
 use window::{WinKind, global_pool, window};
