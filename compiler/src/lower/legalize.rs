@@ -538,7 +538,9 @@ fn integer_op(graph: &Graph, g: &mut Graph, n: &Node) -> Result<bool, LowerError
             let mut rest = wd[j * per + o * inner..j * per + (o + 1) * inner].to_vec();
             for _ in 0..parts {
                 for r in rest.iter_mut() {
-                    let part = (*r).clamp(-127, 127);
+                    // One part holds any int8 weight, −128 included; only a split needs the
+                    // symmetric ±127 parts.
+                    let part = if parts == 1 { *r } else { (*r).clamp(-127, 127) };
                     qw.push(part as i8 as u8);
                     *r -= part;
                 }
