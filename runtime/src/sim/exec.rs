@@ -284,19 +284,21 @@ impl Exec<'_, '_> {
         let extent = (k as u64 - 1) * u64::from(stride) + (n * es) as u64;
         let base = self.check("src", src, Some(extent), Some(Space::Spad))?;
         let mem = &self.sim.spad;
-        let at = |r: usize, c: usize| base + r * usize::from(stride) + c * es;
+        // Row by row: each weight row is `n` contiguous elements, decoded from one slice.
+        let rows = (0..k).map(|r| &mem[base + r * usize::from(stride)..][..n * es]);
+        let mut w = Vec::with_capacity(k * n);
+        match dtype {
+            Dtype::S8 => rows.for_each(|row| w.extend(row.iter().map(|b| f32::from(*b as i8)))),
+            Dtype::Bf16 => rows.for_each(|row| {
+                w.extend(row.chunks_exact(2).map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))))
+            }),
+            _ => rows.for_each(|row| {
+                w.extend(row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            }),
+        }
         self.sim.weights = Some(match dtype {
-            Dtype::S8 => Weights::Int {
-                k,
-                n,
-                w: (0..k * n).map(|x| f32::from(mem[at(x / n, x % n)] as i8)).collect(),
-            },
-            _ => Weights::Float {
-                k,
-                n,
-                dtype,
-                w: (0..k * n).map(|x| read_f32(mem, at(x / n, x % n), dtype)).collect(),
-            },
+            Dtype::S8 => Weights::Int { k, n, w },
+            _ => Weights::Float { k, n, dtype, w },
         });
         Ok(Work { bytes: (k * n * es) as u64, macs: 0 })
     }
