@@ -715,15 +715,8 @@ impl Exec<'_, '_> {
                 .enumerate()
                 .map(|(i, &v)| recs[if per_channel { i % cols } else { 0 }].apply(v as i32, dtype))
                 .collect()
-        } else if per_channel {
-            // Row by row against the records, without a division per element.
-            let mut y = Vec::with_capacity(x.len());
-            for row in x.chunks_exact(cols) {
-                y.extend(row.iter().zip(&recs).map(|(&v, r)| r.apply(v as i32, dtype)));
-            }
-            y
         } else {
-            x.iter().map(|&v| recs[0].apply(v as i32, dtype)).collect()
+            kernels::requant_rows(&x, &recs, if per_channel { cols } else { 0 }, dtype)
         };
         self.scatter("dst", dst, s.dst(dtype.size()), dims, dtype, &Vals::I(y))?;
         Ok(Work { bytes: s.elements() * u64::from(4 + dtype.size()), macs: 0 })

@@ -317,3 +317,50 @@ fn vrow_s32(
         }
     }
 }
+
+/// `vx.requant`'s fast path: `x` requantised to `dtype` with record `j` for column `j` of
+/// rows of `cols` (`cols` 0: the one record for every element), row by row without a
+/// division per element, compiled for AVX2 when the CPU has it.
+pub(crate) fn requant_rows(
+    x: &[i64],
+    recs: &[super::numerics::RequantRecord],
+    cols: usize,
+    dtype: Dtype,
+) -> Vec<i64> {
+    let mut y = Vec::with_capacity(x.len());
+    requant_into(x, recs, cols, dtype, &mut y);
+    y
+}
+
+fn requant_into(
+    x: &[i64],
+    recs: &[super::numerics::RequantRecord],
+    cols: usize,
+    dtype: Dtype,
+    y: &mut Vec<i64>,
+) {
+    with_avx2!(requant_generic(
+        x: &[i64],
+        recs: &[super::numerics::RequantRecord],
+        cols: usize,
+        dtype: Dtype,
+        y: &mut Vec<i64>
+    ))
+}
+
+#[inline(always)]
+fn requant_generic(
+    x: &[i64],
+    recs: &[super::numerics::RequantRecord],
+    cols: usize,
+    dtype: Dtype,
+    y: &mut Vec<i64>,
+) {
+    if cols == 0 {
+        y.extend(x.iter().map(|&v| recs[0].apply(v as i32, dtype)));
+    } else {
+        for row in x.chunks_exact(cols) {
+            y.extend(row.iter().zip(recs).map(|(&v, r)| r.apply(v as i32, dtype)));
+        }
+    }
+}
