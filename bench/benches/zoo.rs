@@ -5,7 +5,8 @@
 //! time next to onnxruntime's CPU time for the same model and input (onnxruntime from the
 //! test venv, one thread, timed in the same run). Then the int8 QDQ models at `-O2` (the
 //! quantization rules make their integer kernels): the same figures on `default`, and the
-//! cycles on `u65` next to Vela 5.2's estimates for Ethos-U65-512.
+//! cycles on `u65` next to Vela 5.2's estimates for Ethos-U65-512. Under each model, the
+//! optimizer's cost model against the simulated cycles, whole and per layer.
 //! Run with `cargo bench -p accelc-bench --bench zoo` after `bash .ci/setup`.
 
 use std::path::{Path, PathBuf};
@@ -132,6 +133,47 @@ fn simulate(c: &accelc::Compilation, input: &Path, runs: usize) -> (u64, f64) {
     (cycles, median(walls))
 }
 
+/// The optimizer's cost model against the simulator, per layer: for each layer the compiler
+/// recorded, the e-graph's estimate (summed over the layer's nodes) over the simulated cycles.
+/// Returns a line: the whole model's ratio, the median and the extremes of the per-layer
+/// ratios (layers with no node of their own, such as layout copies, are left out).
+fn estimate_vs_simulated(c: &accelc::Compilation, input: &Path, config: &DeviceConfig) -> String {
+    let Some(compiled) = c.compiled.as_ref() else { return "?".into() };
+    let est = accelc_compiler::opt::cost::node_cycles(&c.optimized, config);
+    let by_name: std::collections::HashMap<&str, f64> =
+        c.optimized.nodes.iter().zip(&est).map(|(n, e)| (n.name.as_str(), *e)).collect();
+    let Ok(session) = Session::new(c.blob.clone()) else { return "?".into() };
+    let Ok(x) = accelc::npy::read(input) else { return "?".into() };
+    let Ok(p) = accelc::profile(&session, Some(&compiled.layers), &[x]) else {
+        return "?".into();
+    };
+    let mut ratios: Vec<(f64, String)> = Vec::new();
+    let (mut est_total, mut sim_total) = (0.0, 0u64);
+    for l in &p.layers {
+        let e: f64 = l.name.split('+').filter_map(|n| by_name.get(n)).sum();
+        if e > 0.0 && l.cycles > 0 {
+            ratios.push((e / l.cycles as f64, l.name.clone()));
+            est_total += e;
+            sim_total += l.cycles;
+        }
+    }
+    if ratios.is_empty() {
+        return "?".into();
+    }
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (lo, hi) = (&ratios[0], &ratios[ratios.len() - 1]);
+    format!(
+        "cost model / simulated: {:.2} whole, per layer median {:.2}, {:.2} ({}) to {:.2} ({}) over {} layers",
+        est_total / sim_total as f64,
+        ratios[ratios.len() / 2].0,
+        lo.0,
+        lo.1.chars().take(40).collect::<String>(),
+        hi.0,
+        hi.1.chars().take(40).collect::<String>(),
+        ratios.len()
+    )
+}
+
 /// Median compile time of three `-O2` compiles for `config`, and the last compilation.
 fn compile_o2(model: &Path, config: DeviceConfig) -> (f64, accelc::Compilation) {
     let opts = Options { config, ..Options::default() };
@@ -169,6 +211,7 @@ fn int8_table(zoo: &Path, runs: usize) {
         let (cycles, wall) = simulate(&c, &input, runs);
         let roof =
             c.compiled.as_ref().expect("zoo models run wholly on the device").roofline_cycles();
+        let est_line = estimate_vs_simulated(&c, &input, &DeviceConfig::default_npu());
         let (_, u) = compile_o2(&model, DeviceConfig::u65());
         let (u65, _) = simulate(&u, &input, 1);
         let ort = onnxruntime_seconds(&model, &input, runs * 4);
@@ -186,6 +229,7 @@ fn int8_table(zoo: &Path, runs: usize) {
             vela / 1e6,
             u65 as f64 / vela
         );
+        println!("    {est_line}");
     }
 }
 
@@ -254,6 +298,7 @@ fn main() {
             peak_note,
             process
         );
+        println!("    {}", estimate_vs_simulated(&c, &input, &DeviceConfig::default_npu()));
     }
     int8_table(&zoo, runs);
 }

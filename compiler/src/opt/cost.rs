@@ -120,10 +120,18 @@ pub fn node_costs(eg: &EG, cfg: &DeviceConfig, level: Level) -> HashMap<Node, f6
 
 /// Estimated cycles of a whole graph (each node once).
 pub fn graph_cycles(g: &Graph, cfg: &DeviceConfig) -> f64 {
+    node_cycles(g, cfg).iter().sum()
+}
+
+/// The cost model's estimated cycles of each node of `g`, in node order (0 for nodes whose
+/// outputs are constants): what extraction weighs, set beside the simulator's per-layer cycles
+/// by the zoo bench.
+pub fn node_cycles(g: &Graph, cfg: &DeviceConfig) -> Vec<f64> {
     let mut producer: HashMap<crate::ir::ValueId, &Op> = HashMap::new();
-    let mut total = 0.0;
+    let mut out = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
         if n.outputs.iter().all(|o| g.value(*o).constant.is_some()) {
+            out.push(0.0);
             continue;
         }
         let ins: Vec<Option<TensorType>> = n
@@ -144,10 +152,10 @@ pub fn graph_cycles(g: &Graph, cfg: &DeviceConfig) -> f64 {
             n.outputs.iter().filter_map(|o| g.value(*o).ty.clone()).collect();
         let fused = fusable(&n.op)
             && n.inputs.iter().flatten().any(|v| producer.get(v).is_some_and(|op| is_matrix(op)));
-        total += op_cycles(&n.op, &ins, &outs, fused, cfg);
+        out.push(op_cycles(&n.op, &ins, &outs, fused, cfg));
         for o in &n.outputs {
             producer.insert(*o, &n.op);
         }
     }
-    total
+    out
 }
