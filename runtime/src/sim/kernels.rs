@@ -270,9 +270,31 @@ fn words(row: &[u8], j0: usize, step: usize, out: &mut [[u8; 4]; 64], n: usize) 
     }
 }
 
-/// One row of [`Exec::binary_rows`] in f32: `out[j] = f(src0[j·s0], src1[j·s1], out[j])`
-/// (a source step of 0 broadcasts its first element), in blocks of 64 elements decoded into
-/// arrays so the arithmetic vectorises.
+/// One row of [`Exec::binary_rows`] on 4-byte words: `out[j] = f(src0[j·s0], src1[j·s1],
+/// out[j])` (a source step of 0 broadcasts its first element), in blocks of 64 elements
+/// decoded into arrays so the arithmetic vectorises.
+#[inline(always)]
+fn vrow(
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+    s0: usize,
+    s1: usize,
+    f: impl Fn([u8; 4], [u8; 4], [u8; 4]) -> [u8; 4],
+) {
+    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
+    for (blk, o) in out.chunks_mut(256).enumerate() {
+        let n = o.len() / 4;
+        words(a, blk * 64, s0, &mut x, n);
+        words(b, blk * 64, s1, &mut y, n);
+        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
+            let v = f(*x, *y, [o[0], o[1], o[2], o[3]]);
+            o.copy_from_slice(&v);
+        }
+    }
+}
+
+/// [`vrow`] in f32.
 #[inline(always)]
 fn vrow_f32(
     out: &mut [u8],
@@ -282,20 +304,11 @@ fn vrow_f32(
     s1: usize,
     f: impl Fn(f32, f32, f32) -> f32,
 ) {
-    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
-    for (blk, o) in out.chunks_mut(256).enumerate() {
-        let n = o.len() / 4;
-        words(a, blk * 64, s0, &mut x, n);
-        words(b, blk * 64, s1, &mut y, n);
-        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
-            let d = f32::from_le_bytes([o[0], o[1], o[2], o[3]]);
-            let v = f(f32::from_le_bytes(*x), f32::from_le_bytes(*y), d);
-            o.copy_from_slice(&v.to_le_bytes());
-        }
-    }
+    let g = f32::from_le_bytes;
+    vrow(out, a, b, s0, s1, |x, y, d| f(g(x), g(y), g(d)).to_le_bytes());
 }
 
-/// [`vrow_f32`] for s32: the result computed in i64 and saturated, as the general path does.
+/// [`vrow`] in s32: the result computed in i64 and saturated, as the general path does.
 #[inline(always)]
 fn vrow_s32(
     out: &mut [u8],
@@ -305,17 +318,10 @@ fn vrow_s32(
     s1: usize,
     f: impl Fn(i64, i64, i64) -> i64,
 ) {
-    let (mut x, mut y) = ([[0u8; 4]; 64], [[0u8; 4]; 64]);
-    for (blk, o) in out.chunks_mut(256).enumerate() {
-        let n = o.len() / 4;
-        words(a, blk * 64, s0, &mut x, n);
-        words(b, blk * 64, s1, &mut y, n);
-        for ((o, x), y) in o.chunks_exact_mut(4).zip(&x[..n]).zip(&y[..n]) {
-            let d = i64::from(i32::from_le_bytes([o[0], o[1], o[2], o[3]]));
-            let v = f(i64::from(i32::from_le_bytes(*x)), i64::from(i32::from_le_bytes(*y)), d);
-            o.copy_from_slice(&(saturate(v, Dtype::S32) as i32).to_le_bytes());
-        }
-    }
+    let g = |w: [u8; 4]| i64::from(i32::from_le_bytes(w));
+    vrow(out, a, b, s0, s1, |x, y, d| {
+        (saturate(f(g(x), g(y), g(d)), Dtype::S32) as i32).to_le_bytes()
+    });
 }
 
 /// `vx.requant`'s fast path: `x` requantised to `dtype` with record `j` for column `j` of

@@ -8,18 +8,6 @@
 use accelc::{DType, HostTensor, Options, Session, Source};
 use sha2::{Digest, Sha256};
 
-const MODELS: &[&str] = &[
-    "mlp_mnist",
-    "transformer_encoder",
-    "transformer_encoder_legacy",
-    "squeezenet1_1",
-    "mobilenet_v2",
-    "resnet18",
-    "resnet18_int8_qdq",
-    "mobilenet_v2_int8_qdq",
-    "mobilenet_v2_int8_qdq_pc",
-];
-
 fn digest(model: &str) -> String {
     let path = accelc_tests::zoo(&format!("{model}.onnx"));
     let c = accelc::compile(Source::Path(&path), &Options::default(), &mut ())
@@ -41,7 +29,8 @@ fn digest(model: &str) -> String {
 #[test]
 fn zoo_outputs_are_bit_identical_to_the_recorded_ones() {
     let path = accelc_tests::tests_path("golden/zoo-outputs.txt");
-    let got: String = MODELS.iter().map(|m| format!("{m} {}\n", digest(m))).collect();
+    let got: String =
+        accelc_tests::ZOO_MODELS.iter().map(|m| format!("{m} {}\n", digest(m))).collect();
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         std::fs::write(&path, &got).unwrap();
         return;

@@ -382,7 +382,7 @@ mod fast_paths {
     const DTYPES: &[&str] = &["s8", "u8", "s16", "s32", "bf16", "f32", "f32", "s32", "s8", "f32"];
     const BIN: &[&str] = &[
         "add", "sub", "mul", "mac", "div", "max", "min", "pow", "and", "or", "xor", "shl", "shr",
-        "add", "mac", "max", "mul",
+        "add", "mac", "max", "mul", "sub", "sub",
     ];
     const UN: &[&str] = &[
         "mov", "relu", "abs", "neg", "exp", "log", "sqrt", "rsqrt", "recip", "tanh", "sigmoid",

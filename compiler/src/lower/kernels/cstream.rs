@@ -231,7 +231,7 @@ pub(super) fn cstream(
     let (in_seg, in_base) = s.addr(mm.input)?;
     let (out_seg, out_base) = s.addr(mm.out)?;
     let wconst_off = step.const_offs.get(1).copied().unwrap_or(0);
-    let fd_units = units(mm, a);
+    let work = units(mm, a);
     let lanes_max = accelc_isa::program::MAX_VX_ELEMENTS as usize;
     let (mut iw, mut blk) = (0usize, 0usize);
     let nblocks = mm.cout.div_ceil(r);
@@ -314,11 +314,11 @@ pub(super) fn cstream(
             let unit_bytes = |kc: usize| (rb * kc) as u64;
             let mut u = 0;
             let mut first = true;
-            while u < fd_units.len() {
+            while u < work.len() {
                 let mut v = u;
                 let mut bytes = 0;
-                while v < fd_units.len() && bytes + unit_bytes(fd_units[v].3) <= p.packet {
-                    bytes += unit_bytes(fd_units[v].3);
+                while v < work.len() && bytes + unit_bytes(work[v].3) <= p.packet {
+                    bytes += unit_bytes(work[v].3);
                     v += 1;
                 }
                 let wbuf = w_buf[iw % 2];
@@ -328,7 +328,7 @@ pub(super) fn cstream(
                 em.signal(Engine::Ld, LD_MX_W.full)?;
                 em.wait(Engine::Mx, LD_MX_W.full);
                 let mut off = 0u64;
-                for &(kh, kw, c0, kc) in &fd_units[u..v] {
+                for &(kh, kw, c0, kc) in &work[u..v] {
                     for t in 0..p.tiles {
                         let f0 = t * a;
                         let nt = a.min(p.flat - f0);
