@@ -108,7 +108,9 @@ pub fn check(src: Source<'_>, opts: &Options) -> Result<CheckReport, Error> {
         let copts = CompileOptions { config: opts.config.clone(), expose_all: false };
         // The compile's own placements: every node on the device, or the plan's.
         let lowered = compile_any(&g, &copts).and_then(|l| match l {
-            Lowered::Device(c) => c.blob().map(|_| vec![(Place::Device, None); g.nodes.len()]),
+            Lowered::Device(c) => {
+                c.check_blob().map(|()| vec![(Place::Device, None); g.nodes.len()])
+            }
             Lowered::Plan(p) => Ok(p.placements.into_iter().map(|p| (p.place, p.reason)).collect()),
         });
         let placed = lowered.as_ref().ok();

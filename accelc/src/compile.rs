@@ -102,14 +102,47 @@ pub struct Compilation {
     /// The plan, when some nodes run on the host: placements, steps (each device step with
     /// its program), the host module.
     pub plan: Option<PlanCompiled>,
-    /// The command blob (format 1), or the plan blob (format 2).
-    pub blob: Vec<u8>,
     /// Graph inputs bound to their [`Options::known_inputs`] values at compile time (sorted):
     /// the blob does not take them.
     pub bound: Vec<String>,
 }
 
 impl Compilation {
+    /// The command blob (format 1), or the plan blob (format 2), in memory.
+    ///
+    /// Errors: as [`Compilation::write_blob`].
+    pub fn blob(&self) -> Result<Vec<u8>, Error> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        self.write_blob(&mut out)?;
+        Ok(out.into_inner())
+    }
+
+    /// Writes the blob to `w` from its current position and returns its bytes. A device
+    /// program's packed weights are produced layer by layer as they are written, so the blob
+    /// is never held whole (what `accelc compile -o` does).
+    ///
+    /// Errors: [`Error::Io`] when `w` fails; [`Error::Internal`] when the blob does not
+    /// serialise ([`compile`] checked that it does).
+    pub fn write_blob<W: std::io::Write + std::io::Seek>(&self, w: &mut W) -> Result<u64, Error> {
+        match (&self.compiled, &self.plan) {
+            (Some(c), _) => {
+                // Whether a failure is the writer's (the disk) or accelc's own (its packing
+                // disagreeing with its plan): only the writer knows.
+                let mut t = Tracked { w, failed: false };
+                c.write_blob(&mut t).map_err(|e| {
+                    if t.failed { Error::Io(e.message) } else { Error::Internal(e.to_string()) }
+                })
+            }
+            (None, Some(p)) => {
+                w.write_all(&p.blob).map_err(|e| Error::Io(format!("writing the blob: {e}")))?;
+                Ok(p.blob.len() as u64)
+            }
+            (None, None) => {
+                Err(Error::Internal("a compilation with neither a program nor a plan".into()))
+            }
+        }
+    }
+
     /// The graph whose interpretation the device must match: the optimized graph when it
     /// holds integer kernels the quantization rules made (`QConv`, `QAdd`, `QGlobalAveragePool`: their arithmetic, the
     /// device's, is the model's integer semantics and differs from the float QDQ graph by
@@ -213,35 +246,35 @@ pub fn compile(
     frontend(&mut reference, &src, obs)?;
     let mut optimized = reference.clone();
     let report = optimize(&mut optimized, &src, opts, obs)?;
-    let (lowered, blob) = lower(&optimized, &src, opts, obs)?;
+    let lowered = lower(&optimized, &src, opts, obs)?;
     let (compiled, plan) = match lowered {
         Lowered::Device(c) => (Some(*c), None),
         Lowered::Plan(p) => (None, Some(p)),
     };
-    Ok(Compilation { reference, optimized, report, compiled, plan, blob, bound })
+    Ok(Compilation { reference, optimized, report, compiled, plan, bound })
 }
 
-/// The lowering step of [`compile`]: an optimized graph to its program and blob, or to a plan
-/// of device programs and host code when the device does not run every node.
+/// The lowering step of [`compile`]: an optimized graph to its program (checked to serialise
+/// as a blob), or to a plan of device programs and host code when the device does not run
+/// every node.
 pub(crate) fn lower(
     optimized: &Graph,
     src: &Source<'_>,
     opts: &Options,
     obs: &mut dyn Observer,
-) -> Result<(Lowered, Vec<u8>), Error> {
+) -> Result<Lowered, Error> {
     let copts = CompileOptions { config: opts.config.clone(), expose_all: opts.expose_all };
     let support = lower::device_support(optimized, &copts);
-    let plan = |obs: &mut dyn Observer| -> Result<(Lowered, Vec<u8>), Error> {
+    let plan = |obs: &mut dyn Observer| -> Result<Lowered, Error> {
         let p = accelc_compiler::lower::execplan::compile_any(optimized, &copts)
             .map_err(|e| lower_err(src, e))?;
         if let Lowered::Plan(p) = &p {
             obs.kernels("plan", &|| p.host.clone());
         }
-        let blob = match &p {
-            Lowered::Plan(p) => p.blob.clone(),
-            Lowered::Device(c) => c.blob().map_err(|e| Error::Internal(e.to_string()))?,
-        };
-        Ok((p, blob))
+        if let Lowered::Device(c) = &p {
+            c.check_blob().map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        Ok(p)
     };
     if support.iter().any(Result::is_err) {
         return plan(obs);
@@ -279,8 +312,8 @@ pub(crate) fn lower(
             )));
         }
     }
-    let blob = compiled.blob().map_err(|e| Error::Internal(e.to_string()))?;
-    Ok((Lowered::Device(Box::new(compiled)), blob))
+    compiled.check_blob().map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Lowered::Device(Box::new(compiled)))
 }
 
 /// The whole model as one MLIR host function (every node through its host lowering, after
@@ -301,4 +334,31 @@ pub fn host_mlir(src: Source<'_>, opts: &Options, obs: &mut dyn Observer) -> Res
 pub(crate) fn lower_err(src: &Source<'_>, e: lower::LowerError) -> Error {
     let m = format!("{}: {e}", src.describe());
     if e.message.contains("internal") { Error::Internal(m) } else { Error::Unsupported(m) }
+}
+
+/// A writer that remembers whether it failed.
+struct Tracked<'a, W> {
+    w: &'a mut W,
+    failed: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for Tracked<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.w.write(buf);
+        self.failed |= r.is_err();
+        r
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.w.flush();
+        self.failed |= r.is_err();
+        r
+    }
+}
+
+impl<W: std::io::Seek> std::io::Seek for Tracked<'_, W> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let r = self.w.seek(pos);
+        self.failed |= r.is_err();
+        r
+    }
 }

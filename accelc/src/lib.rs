@@ -58,6 +58,8 @@ pub enum Error {
     Input(String),
     /// A bug in accelc (an inconsistency it detected in itself).
     Internal(String),
+    /// Writing an output (a blob) failed: the operating system's message.
+    Io(String),
 }
 
 impl fmt::Display for Error {
@@ -68,7 +70,8 @@ impl fmt::Display for Error {
             | Error::Blob(m)
             | Error::Device(m)
             | Error::Input(m)
-            | Error::Internal(m) => f.write_str(m),
+            | Error::Internal(m)
+            | Error::Io(m) => f.write_str(m),
         }
     }
 }

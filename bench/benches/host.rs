@@ -134,7 +134,7 @@ fn main() {
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0).collect();
         let input = HostTensor::from_f32(shape.clone(), &x).expect("the input");
         let t = Instant::now();
-        let session = Session::new(c.blob.clone()).expect("the plan loads");
+        let session = Session::new(c.blob().unwrap()).expect("the plan loads");
         let load = t.elapsed().as_secs_f64();
         let (mut walls, mut host, mut cycles) = (Vec::new(), Vec::new(), 0);
         let mut out = None;

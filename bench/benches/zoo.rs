@@ -66,9 +66,10 @@ fn onnxruntime_seconds(model: &Path, input: &Path, runs: usize) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-/// Runs the compile-peak helper (`accelc compile MODEL -o BLOB` in its own process), the
-/// median of three runs: (the whole process's wall seconds, peak RSS, model file bytes).
-fn compile_peak(model: &Path) -> Option<(f64, u64, u64)> {
+/// Runs the compile-peak helper (`accelc compile MODEL -o BLOB` through the CLI's entry point,
+/// in its own process), the median of three runs: (the whole process's wall seconds, peak RSS,
+/// model file bytes, RSS at startup before compiling).
+fn compile_peak(model: &Path) -> Option<(f64, u64, u64, u64)> {
     let exe = std::env::current_exe().ok()?;
     // target/release/deps/zoo-HASH -> target/release/compile-peak
     let bin = exe.parent()?.parent()?.join("compile-peak");
@@ -88,7 +89,7 @@ fn compile_peak(model: &Path) -> Option<(f64, u64, u64)> {
     let _ = std::fs::remove_file(&blob);
     let text = last?;
     let f: Vec<&str> = text.split_whitespace().collect();
-    Some((median(walls), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+    Some((median(walls), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(4)?.parse().ok()?))
 }
 
 /// onnxruntime's side of the compile comparison, medians of three: the wall time of a whole
@@ -115,7 +116,7 @@ fn onnxruntime_session_seconds(model: &Path) -> Option<(f64, f64)> {
 
 /// Simulated cycles and the median wall time of `runs` inferences of `c` on `input` (.npy).
 fn simulate(c: &accelc::Compilation, input: &Path, runs: usize) -> (u64, f64) {
-    let session = Session::new(c.blob.clone()).expect("the blob loads through the driver");
+    let session = Session::new(c.blob().unwrap()).expect("the blob loads through the driver");
     let x: Vec<u8> = std::fs::read(input).expect("input");
     // The .npy payload: the header ends with a newline, data is float32 little endian.
     let header = x.iter().position(|b| *b == b'\n').expect("npy header") + 1;
@@ -142,7 +143,7 @@ fn estimate_vs_simulated(c: &accelc::Compilation, input: &Path, config: &DeviceC
     let est = accelc_compiler::opt::cost::node_cycles(&c.optimized, config);
     let by_name: std::collections::HashMap<&str, f64> =
         c.optimized.nodes.iter().zip(&est).map(|(n, e)| (n.name.as_str(), *e)).collect();
-    let Ok(session) = Session::new(c.blob.clone()) else { return "?".into() };
+    let Ok(session) = Session::new(c.blob().unwrap()) else { return "?".into() };
     let Ok(x) = accelc::npy::read(input) else { return "?".into() };
     let Ok(p) = accelc::profile(&session, Some(&compiled.layers), &[x]) else {
         return "?".into();
@@ -271,9 +272,16 @@ fn main() {
         let ort = onnxruntime_seconds(&model, &input, runs * 4);
         let session = onnxruntime_session_seconds(&model);
         let (peak_mb, peak_note, process) = match peak {
-            Some((process, rss, size)) => (
+            Some((process, rss, size, startup)) => (
                 format!("{:.0}", rss as f64 / 1e6),
-                format!("{:.1}x the {:.1} MB file", rss as f64 / size as f64, size as f64 / 1e6),
+                format!(
+                    "{:.2}x the {:.1} MB file (the process's {:.0} MB at startup, code and \
+                     static initialisers, excluded: {:.2}x)",
+                    rss as f64 / size as f64,
+                    size as f64 / 1e6,
+                    startup as f64 / 1e6,
+                    rss.saturating_sub(startup) as f64 / size as f64
+                ),
                 format!(
                     "{process:.3}s, {}",
                     session.map_or("?".into(), |(p, o)| format!(

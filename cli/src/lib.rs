@@ -354,10 +354,22 @@ pub(crate) fn read_blob(path: &Path, bytes: &[u8]) -> anyhow::Result<Blob<'stati
 /// ([`accelc_isa::file::write_atomic`]); a refused target is bad input (exit 1), a failing
 /// write the tool's problem (exit 2).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    accelc_isa::file::write_atomic(path, bytes).map_err(|e| match e {
+    accelc_isa::file::write_atomic(path, bytes).map_err(file_err)
+}
+
+/// As [`write_atomic`], the contents written by `write` ([`accelc_isa::file::write_atomic_with`]).
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    write: &mut dyn FnMut(&mut std::io::BufWriter<std::fs::File>) -> Result<(), String>,
+) -> anyhow::Result<()> {
+    accelc_isa::file::write_atomic_with(path, write).map_err(file_err)
+}
+
+fn file_err(e: accelc_isa::file::ReadError) -> anyhow::Error {
+    match e {
         accelc_isa::file::ReadError::Io(m) => anyhow!(m),
         accelc_isa::file::ReadError::Refused(m) => invalid(m),
-    })
+    }
 }
 
 /// Refuses an output path that names the input file (writing would destroy the source).

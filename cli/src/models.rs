@@ -149,7 +149,10 @@ impl Observer for CliObserver {
 
 /// A facade error as a CLI error (exit status 1: the input, not the tool).
 fn fail(e: accelc::Error) -> anyhow::Error {
-    invalid(e.to_string())
+    match e {
+        accelc::Error::Io(m) => anyhow!(m),
+        e => invalid(e.to_string()),
+    }
 }
 
 /// A model or blob given on the command line, compiled if needed.
@@ -228,7 +231,7 @@ fn load_or_compile(
             c.bound.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
         )?;
     }
-    let blob = c.blob.clone();
+    let blob = c.blob().map_err(fail)?;
     Ok(Loaded { compilation: Some(c), blob })
 }
 
@@ -302,14 +305,31 @@ pub(crate) fn cmd_compile(
     }
     let path = output.unwrap_or_else(|| model.with_extension("blob"));
     crate::not_the_input(model, &path)?;
-    write_atomic(&path, &c.blob)?;
+    // The blob streams into the file: a large model's packed weights are never all in memory.
+    let mut failed = None;
+    let mut bytes = 0;
+    let written = crate::write_atomic_with(&path, &mut |w| match c.write_blob(w) {
+        Ok(n) => {
+            bytes = n;
+            Ok(())
+        }
+        Err(e) => {
+            let m = e.to_string();
+            failed = Some(e);
+            Err(m)
+        }
+    });
+    if let Some(e @ accelc::Error::Internal(_)) = failed {
+        return Err(fail(e));
+    }
+    written?;
     let elapsed = started.elapsed();
     writeln!(
         out,
         "{} -> {} ({} bytes, {:.2} s)",
         model.display(),
         path.display(),
-        c.blob.len(),
+        bytes,
         elapsed.as_secs_f64()
     )?;
     match (&c.compiled, &c.plan) {
@@ -652,7 +672,7 @@ pub(crate) fn cmd_diff(
     let given = read_tensor_args(&input_args.inputs, "input")?;
     let loaded = load_or_compile(model, cfg, shapes, true, o, &given, err)?;
     let Some(c) = &loaded.compilation else { bail!("internal: no graph") };
-    let (specs, _) = accelc::blob_signature(&c.blob).map_err(fail)?;
+    let (specs, _) = accelc::blob_signature(&c.blob().map_err(fail)?).map_err(fail)?;
     let ins = inputs(&specs, &given, &c.bound, seed)?;
     let device =
         accelc_runtime::driver::DeviceOptions { max_job_cycles: max_cycles, ..Default::default() };

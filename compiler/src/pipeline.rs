@@ -8,7 +8,7 @@ use prost::Message;
 
 use crate::fold::fold_constants;
 use crate::ir::Graph;
-use crate::onnx::{ImportOptions, import, load};
+use crate::onnx::{ImportOptions, import};
 use crate::shape::infer;
 use crate::verify::verify;
 
@@ -34,14 +34,9 @@ pub fn load_any(path: &Path, opts: &ImportOptions) -> Result<Graph, String> {
         })?;
         load_text(&source, &path.display().to_string(), path.parent(), opts)
     } else {
-        load(path, opts).map_err(|e| {
-            // A read error names the file already.
-            if e.message.starts_with("cannot read") {
-                e.to_string()
-            } else {
-                format!("{}: {e}", path.display())
-            }
-        })
+        // The bytes already read (reading the file again would hold the model twice).
+        crate::onnx::import(bytes::Bytes::from(bytes), path.parent(), opts)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 

@@ -445,8 +445,9 @@ fn dtype_from(v: u8, cur: &Cur<'_>) -> Result<Dtype, BlobError> {
 }
 
 impl<'a> Blob<'a> {
-    /// Serialises the blob.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, BlobError> {
+    /// The container's sections `(kind, flags, contents)` in order, the constants (borrowed)
+    /// among them when there are any.
+    fn raw_sections(&self) -> Result<Vec<(u32, u32, Cow<'_, [u8]>)>, BlobError> {
         // Owned sections built here; the constants are borrowed, not copied (they are most
         // of a large model's blob).
         let mut sections: Vec<(SectionKind, Cow<'_, [u8]>)> = Vec::new();
@@ -544,7 +545,47 @@ impl<'a> Blob<'a> {
                 (kind as u32, if kind.required() { SECTION_REQUIRED } else { 0 }, data)
             })
             .collect();
-        Ok(write_container(&raw, &self.target))
+        Ok(raw)
+    }
+
+    /// Serialises the blob.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BlobError> {
+        Ok(write_container(&self.raw_sections()?, &self.target))
+    }
+
+    /// Checks that the blob serialises (every count, string and rank within the format's
+    /// fields) without building it: what [`Blob::to_bytes`] and [`Blob::write_to`] would
+    /// refuse.
+    pub fn check(&self) -> Result<(), BlobError> {
+        self.raw_sections().map(|_| ())
+    }
+
+    /// Writes the blob to `w` from its current position, as [`Blob::to_bytes`] lays it out,
+    /// with the constant section's contents taken from `consts` (when given, `self.consts`
+    /// must be empty) so that a large one is produced piece by piece rather than held
+    /// ([`write_container_to`]). Returns the bytes written.
+    ///
+    /// Errors: as [`Blob::to_bytes`]; both constant sources at once; the writer's errors, with
+    /// their message.
+    pub fn write_to<W: std::io::Write + std::io::Seek>(
+        &self,
+        consts: Option<&dyn SectionSource>,
+        w: &mut W,
+    ) -> Result<u64, BlobError> {
+        let raw = self.raw_sections()?;
+        let mut sections: Vec<(u32, u32, &dyn SectionSource)> =
+            raw.iter().map(|(k, f, d)| (*k, *f, d as &dyn SectionSource)).collect();
+        if let Some(c) = consts.filter(|c| !c.is_empty()) {
+            if !self.consts.is_empty() {
+                return Err(err(None, Some("CONST"), "constants given twice"));
+            }
+            let kind = SectionKind::Const as u32;
+            let at = sections.iter().position(|(k, _, _)| *k > kind).unwrap_or(sections.len());
+            let flags = if SectionKind::Const.required() { SECTION_REQUIRED } else { 0 };
+            sections.insert(at, (kind, flags, c));
+        }
+        write_container_to(w, &sections, &self.target, FORMAT_VERSION)
+            .map_err(|e| err(None, None, format!("writing the blob: {e}")))
     }
 
     /// Parses and checks a blob. Constants are borrowed from `bytes`.
@@ -873,31 +914,156 @@ pub fn write_container_version<D: AsRef<[u8]>>(
     target: &Target,
     version: (u16, u16),
 ) -> Vec<u8> {
-    let table_end = HEADER_BYTES.saturating_add(sections.len().saturating_mul(SECTION_ENTRY_BYTES));
-    let mut offsets = Vec::with_capacity(sections.len());
-    let mut at = align_up(table_end);
-    for (_, _, data) in sections {
-        offsets.push(at);
-        at = align_up(at.saturating_add(data.as_ref().len()));
-    }
-    let file_size = offsets
-        .last()
-        .zip(sections.last())
-        .map_or(at, |(o, (_, _, d))| o.saturating_add(d.as_ref().len()));
+    let lens: Vec<usize> = sections.iter().map(|(_, _, d)| d.as_ref().len()).collect();
+    let (offsets, file_size) = layout(&lens);
     let mut out = vec![0u8; file_size];
     for (i, ((kind, flags, data), off)) in sections.iter().zip(&offsets).enumerate() {
         let data = data.as_ref();
         out[*off..off.saturating_add(data.len())].copy_from_slice(data);
         let entry_at = HEADER_BYTES.saturating_add(i.saturating_mul(SECTION_ENTRY_BYTES));
-        let mut e = Out::default();
-        e.u32(*kind);
-        e.u32(*flags);
-        e.u64(*off as u64);
-        e.u64(data.len() as u64);
-        e.u32(crc32c(data));
-        e.u32(0);
-        out[entry_at..entry_at.saturating_add(SECTION_ENTRY_BYTES)].copy_from_slice(&e.0);
+        let e = table_entry(*kind, *flags, *off, data.len(), crc32c(data));
+        out[entry_at..entry_at.saturating_add(SECTION_ENTRY_BYTES)].copy_from_slice(&e);
     }
+    let digest: [u8; 32] = Sha256::digest(&out[HEADER_BYTES..]).into();
+    let h = header(version, target, file_size, sections.len(), &digest);
+    out[..HEADER_BYTES].copy_from_slice(&h);
+    out
+}
+
+/// A section's contents produced piece by piece, so that a section too large to want in memory
+/// twice (a model's packed weights) can be written without being held whole:
+/// [`write_container_to`] asks for the contents twice (checksums, then hash and write), and
+/// both times they must be the same `len` bytes.
+pub trait SectionSource {
+    /// Bytes in all.
+    fn len(&self) -> u64;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Calls `sink` with the contents in order, in pieces of any size; stops at the first error
+    /// `sink` returns and returns it.
+    fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()>;
+}
+
+impl<T: AsRef<[u8]>> SectionSource for T {
+    fn len(&self) -> u64 {
+        self.as_ref().len() as u64
+    }
+    fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        sink(self.as_ref())
+    }
+}
+
+/// Writes a container as [`write_container_version`] lays it out, to `w` from its current
+/// position, without holding the sections: a first pass over each source computes its CRC32C
+/// (the section table needs them, and the header's SHA-256 covers the table), a second hashes
+/// and writes it; the header goes last, by seeking back. Returns the bytes written; `w` is left
+/// at their end.
+///
+/// Errors: the writer's, and [`std::io::ErrorKind::InvalidData`] when a source emits other than
+/// its `len` bytes or different bytes the second time.
+pub fn write_container_to<W: std::io::Write + std::io::Seek>(
+    w: &mut W,
+    sections: &[(u32, u32, &dyn SectionSource)],
+    target: &Target,
+    version: (u16, u16),
+) -> std::io::Result<u64> {
+    use std::io::{Error, ErrorKind, SeekFrom};
+    let lens = sections
+        .iter()
+        .map(|(_, _, d)| usize::try_from(d.len()))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| Error::new(ErrorKind::InvalidData, "a section larger than memory"))?;
+    let (offsets, file_size) = layout(&lens);
+    // One pass: each section's checksum and length, checked against what it declared.
+    let checked = |i: usize, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| {
+        let mut digest = CRC32C.digest();
+        let mut seen = 0usize;
+        sections[i].2.emit(&mut |piece| {
+            digest.update(piece);
+            seen = seen.saturating_add(piece.len());
+            sink(piece)
+        })?;
+        if seen != lens[i] {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("section {i} emitted {seen} bytes, not the {} it declared", lens[i]),
+            ));
+        }
+        Ok(digest.finalize())
+    };
+    let mut table = Vec::with_capacity(sections.len().saturating_mul(SECTION_ENTRY_BYTES));
+    let mut crcs = Vec::with_capacity(sections.len());
+    for (i, ((kind, flags, _), off)) in sections.iter().zip(&offsets).enumerate() {
+        let crc = checked(i, &mut |_| Ok(()))?;
+        crcs.push(crc);
+        table.extend_from_slice(&table_entry(*kind, *flags, *off, lens[i], crc));
+    }
+    let base = w.stream_position()?;
+    w.write_all(&[0u8; HEADER_BYTES])?;
+    let mut sha = Sha256::new();
+    let mut at = HEADER_BYTES.saturating_add(table.len());
+    sha.update(&table);
+    w.write_all(&table)?;
+    let zeros = [0u8; SECTION_ALIGN as usize];
+    for (i, off) in offsets.iter().enumerate() {
+        let pad = &zeros[..off.saturating_sub(at)];
+        sha.update(pad);
+        w.write_all(pad)?;
+        let crc = checked(i, &mut |piece| {
+            sha.update(piece);
+            w.write_all(piece)
+        })?;
+        if crc != crcs[i] {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("section {i} emitted different bytes the second time"),
+            ));
+        }
+        at = off.saturating_add(lens[i]);
+    }
+    let digest: [u8; 32] = sha.finalize().into();
+    w.seek(SeekFrom::Start(base))?;
+    w.write_all(&header(version, target, file_size, sections.len(), &digest))?;
+    w.seek(SeekFrom::Start(base.saturating_add(file_size as u64)))?;
+    Ok(file_size as u64)
+}
+
+/// Section offsets (after the header and table, each 64-byte aligned) and the file size, for
+/// sections of `lens` bytes.
+fn layout(lens: &[usize]) -> (Vec<usize>, usize) {
+    let table_end = HEADER_BYTES.saturating_add(lens.len().saturating_mul(SECTION_ENTRY_BYTES));
+    let mut offsets = Vec::with_capacity(lens.len());
+    let mut at = align_up(table_end);
+    for len in lens {
+        offsets.push(at);
+        at = align_up(at.saturating_add(*len));
+    }
+    let file_size = offsets.last().zip(lens.last()).map_or(at, |(o, l)| o.saturating_add(*l));
+    (offsets, file_size)
+}
+
+/// One section table entry.
+fn table_entry(kind: u32, flags: u32, off: usize, len: usize, crc: u32) -> Vec<u8> {
+    let mut e = Out::default();
+    e.u32(kind);
+    e.u32(flags);
+    e.u64(off as u64);
+    e.u64(len as u64);
+    e.u32(crc);
+    e.u32(0);
+    e.0
+}
+
+/// The header, its own CRC32C included; `digest` is the SHA-256 of everything after it.
+fn header(
+    version: (u16, u16),
+    target: &Target,
+    file_size: usize,
+    sections: usize,
+    digest: &[u8; 32],
+) -> Vec<u8> {
     let mut h = Out::default();
     h.0.extend_from_slice(&MAGIC);
     h.u16(version.0);
@@ -905,18 +1071,17 @@ pub fn write_container_version<D: AsRef<[u8]>>(
     h.u32(HEADER_BYTES as u32);
     h.u64(file_size as u64);
     h.u32(0);
-    h.u32(sections.len() as u32);
+    h.u32(sections as u32);
     h.u64(HEADER_BYTES as u64);
     h.u16(target.isa_major);
     h.u16(target.isa_minor);
     h.u32(target.features);
     h.0.extend_from_slice(&target.fingerprint());
-    h.0.extend_from_slice(&Sha256::digest(&out[HEADER_BYTES..]));
+    h.0.extend_from_slice(digest);
     h.0.resize(HEADER_BYTES, 0);
     let crc = crc32c(&h.0);
     h.0[124..128].copy_from_slice(&crc.to_le_bytes());
-    out[..HEADER_BYTES].copy_from_slice(&h.0);
-    out
+    h.0
 }
 
 /// One section as found in the file.

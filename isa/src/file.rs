@@ -78,6 +78,21 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
 /// Errors (each naming the path): [`ReadError::Refused`] for a target that is not a regular
 /// file, [`ReadError::Io`] when the operating system cannot write or rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReadError> {
+    write_atomic_with(path, &mut |f| {
+        use std::io::Write;
+        f.write_all(bytes).map_err(|e| e.to_string())
+    })
+}
+
+/// As [`write_atomic`], with the contents written by `write` (to a buffered temporary file it
+/// may seek in), so they need not be in memory at once. When `write` fails, its message is
+/// the error and nothing at `path` changes.
+///
+/// Errors: as [`write_atomic`]; `write`'s message as [`ReadError::Io`], naming the path.
+pub fn write_atomic_with(
+    path: &Path,
+    write: &mut dyn FnMut(&mut std::io::BufWriter<std::fs::File>) -> Result<(), String>,
+) -> Result<(), ReadError> {
     use std::io::Write;
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && !meta.is_file()
@@ -93,11 +108,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReadError> {
     let tmp =
         path.with_file_name(format!(".{}.tmp-{}", file.to_string_lossy(), std::process::id()));
     let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            write(&mut w)?;
+            w.flush().map_err(|e| e.to_string())?;
+            let f = w.into_inner().map_err(|e| e.to_string())?;
+            f.sync_all().map_err(|e| e.to_string())
         })
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(ReadError::Io(format!("{}: cannot write: {e}", path.display())));

@@ -57,6 +57,7 @@ fn py_err(e: Error) -> PyErr {
         Error::Device(_) => DeviceError::new_err(m),
         Error::Input(_) => InputError::new_err(m),
         Error::Internal(_) => InternalError::new_err(m),
+        Error::Io(_) => pyo3::exceptions::PyOSError::new_err(m),
     }
 }
 
@@ -534,10 +535,16 @@ fn compile(
         input_shapes: input_shapes.unwrap_or_default(),
         ..Options::default()
     };
-    let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
+    let (c, bytes) = py
+        .detach(|| {
+            let c = accelc::compile(model.source(), &opts, &mut ())?;
+            let bytes = c.blob()?;
+            Ok::<_, accelc::Error>((c, bytes))
+        })
+        .map_err(py_err)?;
     let Some(compiled) = &c.compiled else {
         // A plan (some nodes on the host): its signature, no device figures.
-        let plan = accelc_isa::plan::PlanBlob::read(&c.blob)
+        let plan = accelc_isa::plan::PlanBlob::read(&bytes)
             .map_err(|e| InternalError::new_err(format!("plan blob: {e}")))?;
         let io = Io::from_plan(&plan);
         drop(plan);
@@ -545,7 +552,7 @@ fn compile(
             io,
             layers: None,
             figures: None,
-            bytes: c.blob,
+            bytes,
             config: config.inner.clone(),
             session: std::sync::OnceLock::new(),
             max_job_cycles: max_job_cycles.unwrap_or(device_options().max_job_cycles),
@@ -562,7 +569,7 @@ fn compile(
         io: compiled.io.iter().map(Io::from_blob).collect(),
         layers: Some(compiled.layers.clone()),
         figures,
-        bytes: c.blob,
+        bytes,
         config: config.inner.clone(),
         session: std::sync::OnceLock::new(),
         max_job_cycles: max_job_cycles.unwrap_or(device_options().max_job_cycles),
@@ -772,7 +779,7 @@ fn diff(
         ..Options::default()
     };
     let c = py.detach(|| accelc::compile(model.source(), &opts, &mut ())).map_err(py_err)?;
-    let (specs, _) = accelc::blob_signature(&c.blob).map_err(py_err)?;
+    let (specs, _) = accelc::blob_signature(&c.blob().map_err(py_err)?).map_err(py_err)?;
     let given = match inputs {
         Some(named) => {
             let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();

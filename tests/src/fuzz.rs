@@ -485,7 +485,7 @@ pub fn pipeline(data: &[u8]) {
     let ins = HostTensor::random(&built.inputs, 7);
     let want = accelc::reference(c.oracle(), &ins)
         .unwrap_or_else(|e| panic!("the reference refuses a generated model: {e}\n{text}"));
-    let session = Session::new(c.blob).unwrap_or_else(|e| panic!("load: {e}\n{text}"));
+    let session = Session::new(c.blob().unwrap()).unwrap_or_else(|e| panic!("load: {e}\n{text}"));
     let got = session.run(&ins).unwrap_or_else(|e| panic!("run: {e}\n{text}")).outputs;
     for (g, w) in got.iter().zip(&want) {
         let (gv, wv) = (g.f32s().unwrap_or_default(), w.f32s().unwrap_or_default());

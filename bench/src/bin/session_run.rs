@@ -17,7 +17,7 @@ fn main() {
         &mut (),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let session = accelc::Session::new(c.blob).unwrap_or_else(|e| panic!("{e}"));
+    let session = accelc::Session::new(c.blob().unwrap()).unwrap_or_else(|e| panic!("{e}"));
     let x = accelc::npy::read(Path::new(input)).unwrap_or_else(|e| panic!("{e}"));
     let inputs = [x];
     let mut times = Vec::with_capacity(n);

@@ -22,6 +22,8 @@
 //! and fails at that node with the same reason, so select's answers are not computed twice
 //! (`--dump-ir` prints them).
 
+mod consts;
+pub use consts::ConstImage;
 pub(crate) mod emit;
 pub mod execplan;
 pub mod host;
@@ -131,8 +133,8 @@ pub struct Compiled {
     pub program: Program,
     /// The validator's report on it.
     pub report: Report,
-    /// The constant segment's contents.
-    pub consts: Vec<u8>,
+    /// The constant segment's contents (weights packed as they are written).
+    pub consts: ConstImage,
     /// Segment declarations.
     pub segments: Vec<SegmentDecl>,
     /// Inputs and outputs.
@@ -152,8 +154,40 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// The blob.
+    /// The blob, in memory.
+    ///
+    /// Errors: as [`Compiled::write_blob`].
     pub fn blob(&self) -> Result<Vec<u8>, LowerError> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        self.write_blob(&mut out)?;
+        Ok(out.into_inner())
+    }
+
+    /// Checks that the blob serialises (the program encodes; names, ranks and counts fit the
+    /// format) without writing it: all [`Compiled::write_blob`] can refuse except the writer's
+    /// own errors.
+    ///
+    /// Errors: as [`Compiled::write_blob`].
+    pub fn check_blob(&self) -> Result<(), LowerError> {
+        self.blob_header()?.check().map_err(|e| LowerError::msg(format!("blob: {e}")))
+    }
+
+    /// Writes the blob to `w` from its current position, packing each layer's weights as it
+    /// goes ([`ConstImage`]): the blob is never held whole. Returns its bytes.
+    ///
+    /// Errors: an instruction that does not encode, a field the format cannot record, or `w`'s
+    /// own error, each as a message.
+    pub fn write_blob<W: std::io::Write + std::io::Seek>(
+        &self,
+        w: &mut W,
+    ) -> Result<u64, LowerError> {
+        self.blob_header()?
+            .write_to(Some(&self.consts), w)
+            .map_err(|e| LowerError::msg(format!("blob: {e}")))
+    }
+
+    /// The blob without its constants.
+    fn blob_header(&self) -> Result<Blob<'static>, LowerError> {
         let program = self
             .program
             .encode()
@@ -169,7 +203,7 @@ impl Compiled {
             io: self.io.clone(),
             program,
             cycle_bound: self.report.cycle_bound,
-            consts: self.consts.as_slice().into(),
+            consts: std::borrow::Cow::Borrowed(&[]),
             meta: [
                 ("producer".to_string(), format!("accelc {}", env!("CARGO_PKG_VERSION"))),
                 ("arena_bytes".into(), self.arena_bytes.to_string()),
@@ -180,7 +214,7 @@ impl Compiled {
             .collect(),
             debug,
         };
-        blob.to_bytes().map_err(|e| LowerError::msg(format!("blob: {e}")))
+        Ok(blob)
     }
 
     /// Per-layer figures for the blob's metadata: `start end macs min_bytes kind dtype` per
@@ -327,8 +361,8 @@ pub fn compile_with(
         id: emit::SEG_CONST,
         role: SegmentRole::Const,
         access: SegmentRole::Const.access(),
-        size: (mem.consts.len() as u64).max(1),
-        init: Some((0, mem.consts.len() as u64)),
+        size: mem.consts.len().max(1),
+        init: Some((0, mem.consts.len())),
     }];
     for (id, role, size) in [
         (emit::SEG_INPUT, SegmentRole::Input, mem.input_bytes),

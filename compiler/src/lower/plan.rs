@@ -3,6 +3,7 @@
 //! alive in the same step never overlap), then checked ([`Sched::verify_memory`]).
 
 use super::LowerError;
+use super::consts::ConstImage;
 use super::emit;
 use std::collections::HashMap;
 
@@ -12,7 +13,7 @@ use super::schedule::{Ew, Kernel, Sched, Step, Store, T, Tens};
 pub(crate) struct MemPlan {
     /// Arena tensors: `(tensor, first step, last step)`.
     pub lifetimes: Vec<(T, usize, usize)>,
-    pub(crate) consts: Vec<u8>,
+    pub(crate) consts: ConstImage,
     pub(crate) input_bytes: u64,
     pub(crate) output_bytes: u64,
     pub(crate) arena_bytes: u64,
@@ -63,6 +64,7 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
                 name: format!("output:{name}"),
                 output: None,
                 consts: vec![],
+                packed: None,
                 const_offs: vec![],
             });
             c
@@ -73,7 +75,7 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
         out_top = align(out_top + s.tens[target].bytes());
     }
     // Constants: tensors any step reads, then step constants.
-    let mut consts: Vec<u8> = Vec::new();
+    let mut consts = ConstImage::default();
     let mut used = vec![false; s.tens.len()];
     for st in &s.steps {
         let (r, w) = st.uses();
@@ -86,24 +88,21 @@ pub(crate) fn plan_memory(s: &mut Sched) -> Result<MemPlan, LowerError> {
         if let Store::Const(bytes) = &s.tens[t].store
             && *is_used
         {
-            let off = align(consts.len() as u64);
-            consts.resize(off as usize, 0);
-            consts.extend_from_slice(bytes);
+            let off = align(consts.len());
+            consts.push_bytes(off, bytes.clone());
             s.tens[t].loc = Some((emit::SEG_CONST, off));
         }
     }
     for st in &mut s.steps {
-        for (i, c) in st.consts.iter_mut().enumerate() {
-            let off = align(consts.len() as u64);
-            consts.resize(off as usize, 0);
-            consts.extend_from_slice(c);
+        for (i, c) in st.consts.iter().enumerate() {
+            let off = align(consts.len());
+            consts.push_bytes(off, bytes::Bytes::copy_from_slice(c));
             st.const_offs[i] = off;
-            // Beyond the parameters (whose length the kernels read), a step's constants are
-            // packed weights the emitter addresses by offset only: free them now rather than
-            // hold a second copy of every weight until the end of the compile.
-            if i > 0 {
-                *c = Vec::new();
-            }
+        }
+        if let Some(p) = &st.packed {
+            let off = align(consts.len());
+            consts.push_packed(off, p.clone());
+            st.const_offs[st.consts.len()] = off;
         }
     }
     // Inputs.
@@ -178,7 +177,7 @@ impl Sched {
                     emit::SEG_ARENA => mem.arena_bytes,
                     emit::SEG_INPUT => mem.input_bytes,
                     emit::SEG_OUTPUT => mem.output_bytes,
-                    _ => mem.consts.len() as u64,
+                    _ => mem.consts.len(),
                 };
                 if off + self.tens[t].bytes() > size {
                     return Err(format!("`{}` ends past its segment", self.tens[t].name));

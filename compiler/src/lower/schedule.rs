@@ -7,6 +7,7 @@
 //! inserted only where a kernel needs the other layout and the two differ in memory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use accelc_isa::{BinOp, DeviceConfig, UnOp};
 
@@ -353,8 +354,11 @@ pub(crate) struct Step {
     pub(crate) name: String,
     /// The graph value it completes, if any.
     pub(crate) output: Option<String>,
-    /// Constant blobs (parameters, packed weights) and their offsets once planned.
+    /// Constant blobs (parameters first) and their offsets once planned.
     pub(crate) consts: Vec<Vec<u8>>,
+    /// Constant weights packed when the blob is written, placed after `consts` (their offset
+    /// is `const_offs[consts.len()]`).
+    pub(crate) packed: Option<super::consts::Packed>,
     pub(crate) const_offs: Vec<u64>,
 }
 
@@ -571,6 +575,7 @@ impl Builder<'_> {
             output,
             const_offs: vec![0; consts.len()],
             consts,
+            packed: None,
         });
     }
 
@@ -997,15 +1002,27 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
             f32_bytes(&params)
         }
     };
+    // Constant weights are packed only when the blob is written (`consts::ConstImage`): both
+    // orders are permutations of the logical weights, so their size is known now.
     let packed = match mm.weights {
-        Weights::Const if b.pack => match &cstream {
-            Some(p) => kernels::cstream_pack(&mm, &b.s.cfg, p),
-            None => kernels::pack_weights(&mm, &b.s.cfg, b.s.tens[mm.input].elem() as usize),
-        },
-        Weights::Const => vec![],
-        Weights::Runtime { .. } => vec![],
+        Weights::Const if b.pack => {
+            let (cfg, w, e) = (b.s.cfg.clone(), mm.clone(), b.s.tens[mm.input].elem() as usize);
+            let pack: super::consts::PackFn = match cstream {
+                Some(p) => Arc::new(move |sink| kernels::cstream_pack(&w, &cfg, &p, sink)),
+                None => Arc::new(move |sink| kernels::pack_weights(&w, &cfg, e, sink)),
+            };
+            Some(super::consts::Packed { len: mm.oihw.len() as u64, pack })
+        }
+        Weights::Const | Weights::Runtime { .. } => None,
     };
-    b.step(Kernel::Matmul(Box::new(mm)), name, Some(end), vec![params, packed]);
+    let consts = if packed.is_some() { vec![params] } else { vec![params, vec![]] };
+    b.step(Kernel::Matmul(Box::new(mm)), name, Some(end), consts);
+    if let Some(st) = b.s.steps.last_mut()
+        && packed.is_some()
+    {
+        st.const_offs.push(0);
+        st.packed = packed;
+    }
     Ok(())
 }
 

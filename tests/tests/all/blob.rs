@@ -1,12 +1,12 @@
-//! Blob format tests: a full round trip, rejection of every truncation and every single-byte
-//! corruption, the required/optional rule for unknown sections, cross-reference checks, and
-//! random bytes never panicking the reader.
+//! Blob format tests: a full round trip, the streamed writer against the in-memory one,
+//! rejection of every truncation and every single-byte corruption, the required/optional rule
+//! for unknown sections, cross-reference checks, and random bytes never panicking the reader.
 
 use std::borrow::Cow;
 
 use accelc_isa::blob::{
-    self, Blob, DebugRange, Direction, IoTensor, Quant, SECTION_REQUIRED, SegmentDecl, SegmentRole,
-    write_container,
+    self, Blob, DebugRange, Direction, IoTensor, Quant, SECTION_REQUIRED, SectionSource,
+    SegmentDecl, SegmentRole, write_container, write_container_to,
 };
 use accelc_isa::program::EncodedProgram;
 use accelc_isa::{DeviceConfig, Dtype};
@@ -102,6 +102,110 @@ fn round_trip() {
 
 /// A boolean tensor is a plain `u8` one: the writer refuses any other, and the reader refuses
 /// the boolean kind on other element types, naming the tensor and the byte.
+/// A section produced in pieces of `step` bytes, optionally lying about its length or
+/// changing its bytes on a second pass.
+struct Pieces {
+    data: Vec<u8>,
+    step: usize,
+    declared: u64,
+    fickle: std::cell::Cell<u8>,
+}
+
+impl SectionSource for Pieces {
+    fn len(&self) -> u64 {
+        self.declared
+    }
+    fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut data = self.data.clone();
+        // A fickle source flips a byte from its second pass on.
+        if self.fickle.get() > 0 {
+            if self.fickle.get() > 1 {
+                data[0] ^= 1;
+            }
+            self.fickle.set(self.fickle.get() + 1);
+        }
+        data.chunks(self.step).try_for_each(sink)
+    }
+}
+
+#[test]
+fn the_streamed_writer_writes_what_the_in_memory_one_does() {
+    // Sizes around the 64-byte alignment, an empty section, and pieces of odd sizes.
+    for sizes in [vec![1usize, 63, 64, 65, 0, 1000], vec![0], vec![4096, 7], vec![]] {
+        let data: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (0..*n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let whole: Vec<(u32, u32, &[u8])> =
+            data.iter().enumerate().map(|(i, d)| (100 + i as u32, 0, d.as_slice())).collect();
+        let expected = write_container(&whole, &target());
+        for step in [1, 7, 64, 5000] {
+            let pieces: Vec<Pieces> = data
+                .iter()
+                .map(|d| Pieces {
+                    data: d.clone(),
+                    step,
+                    declared: d.len() as u64,
+                    fickle: 0.into(),
+                })
+                .collect();
+            let sections: Vec<(u32, u32, &dyn SectionSource)> = pieces
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (100 + i as u32, 0, p as &dyn SectionSource))
+                .collect();
+            // Written after 5 bytes already in the output: the container starts where it is.
+            let mut out = std::io::Cursor::new(b"lead:".to_vec());
+            out.set_position(5);
+            let n =
+                write_container_to(&mut out, &sections, &target(), blob::FORMAT_VERSION).unwrap();
+            let out = out.into_inner();
+            assert_eq!(n as usize, expected.len(), "sizes {sizes:?}, pieces of {step}");
+            assert_eq!(&out[..5], b"lead:");
+            assert!(out[5..] == expected[..], "sizes {sizes:?}, pieces of {step}");
+        }
+    }
+    // A blob's constants given as a source write the same blob as constants in the struct.
+    let b = sample();
+    let consts = b.consts.to_vec();
+    let source = Pieces { data: consts.clone(), step: 17, declared: 300, fickle: 0.into() };
+    let without = Blob { consts: Cow::Borrowed(&[]), ..b.clone() };
+    let mut out = std::io::Cursor::new(Vec::new());
+    without.write_to(Some(&source), &mut out).unwrap();
+    assert!(out.into_inner() == b.to_bytes().unwrap());
+    let mut out = std::io::Cursor::new(Vec::new());
+    b.write_to(None, &mut out).unwrap();
+    assert!(out.into_inner() == b.to_bytes().unwrap());
+    // Constants given twice are refused.
+    let e = b.write_to(Some(&source), &mut std::io::Cursor::new(Vec::new())).unwrap_err();
+    assert!(e.to_string().contains("constants given twice"), "{e}");
+}
+
+#[test]
+fn a_section_source_that_misreports_is_refused() {
+    let write = |p: &Pieces| {
+        let sections: [(u32, u32, &dyn SectionSource); 1] = [(100, 0, p)];
+        write_container_to(
+            &mut std::io::Cursor::new(Vec::new()),
+            &sections,
+            &target(),
+            blob::FORMAT_VERSION,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let data: Vec<u8> = (0..100).collect();
+    for declared in [99, 101, 0] {
+        let p = Pieces { data: data.clone(), step: 9, declared, fickle: 0.into() };
+        let e = write(&p);
+        assert!(e.contains(&format!("emitted 100 bytes, not the {declared}")), "{e}");
+    }
+    let p = Pieces { data, step: 9, declared: 100, fickle: 1.into() };
+    let e = write(&p);
+    assert!(e.contains("different bytes the second time"), "{e}");
+}
+
 #[test]
 fn a_boolean_tensor_is_plain_u8() {
     let mut b = sample();

@@ -110,7 +110,7 @@ fn emission_limits_put_the_node_on_the_host() {
         let c = accelc::compile(Source::Path(&p), &opts, &mut ()).unwrap();
         let x: Vec<f32> = (0..2 * cols).map(|i| ((i % 97) as f32 - 48.0) / 7.0).collect();
         let x = accelc::HostTensor::from_f32(vec![2, cols], &x).unwrap();
-        let s = accelc::Session::with_config(c.blob.clone(), cfg.clone(), Default::default());
+        let s = accelc::Session::with_config(c.blob().unwrap(), cfg.clone(), Default::default());
         let got = s.unwrap().run(std::slice::from_ref(&x)).unwrap();
         let want = accelc::reference(c.oracle(), std::slice::from_ref(&x)).unwrap();
         assert_eq!(accelc::compare_tensors(&got.outputs[0], &want[0]).unwrap(), None);

@@ -52,17 +52,21 @@ fn a_custom_configuration_runs_on_a_device_of_it() {
         ndarray_npy::read_npy(repo_root().join("models/mlp_mnist.input_0.npy")).unwrap();
     let input = HostTensor::from_f32(x.shape().to_vec(), x.as_slice().unwrap()).unwrap();
     let want = accelc::reference(&c.reference, std::slice::from_ref(&input)).unwrap();
-    let s = Session::with_config(c.blob.clone(), cfg, DeviceOptions::default()).unwrap();
+    let s = Session::with_config(c.blob().unwrap(), cfg, DeviceOptions::default()).unwrap();
     let got = s.run(&[input]).unwrap().outputs;
     let m = accelc::compare_tensors(&got[0], &want[0]).unwrap();
     assert!(m.is_none(), "{m:?}");
     // Blobs record the config name, not its timing: a built-in lookup refuses it by name.
-    let e = Session::new(c.blob.clone()).unwrap_err().to_string();
+    let e = Session::new(c.blob().unwrap()).unwrap_err().to_string();
     assert!(e.contains("`a16`, which is not a built-in"), "{e}");
     // A device with other parameters refuses it.
-    let e = Session::with_config(c.blob, DeviceConfig::default_npu(), DeviceOptions::default())
-        .unwrap_err()
-        .to_string();
+    let e = Session::with_config(
+        c.blob().unwrap(),
+        DeviceConfig::default_npu(),
+        DeviceOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("built for ISA 1.1 on `a16`; this device is ISA 1.1 `default`"), "{e}");
 }
 

@@ -12,7 +12,7 @@ fn digest(model: &str) -> String {
     let path = accelc_tests::zoo(&format!("{model}.onnx"));
     let c = accelc::compile(Source::Path(&path), &Options::default(), &mut ())
         .unwrap_or_else(|e| panic!("{model}: {e}"));
-    let session = Session::new(c.blob).unwrap_or_else(|e| panic!("{model}: {e}"));
+    let session = Session::new(c.blob().unwrap()).unwrap_or_else(|e| panic!("{model}: {e}"));
     let npy = std::fs::read(accelc_tests::zoo(&format!("{model}.input_0.npy"))).unwrap();
     // The zoo's inputs are float32 .npy files: the payload follows the header's newline.
     let header = npy.iter().position(|b| *b == b'\n').unwrap() + 1;

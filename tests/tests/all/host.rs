@@ -33,7 +33,8 @@ fn device_regions_on_both_sides_of_a_host_region_match_the_reference() {
     assert_eq!(on(&plan.steps[1]), ["Cast", "Abs", "Mod", "Gather"]);
     assert_eq!(on(&plan.steps[2]), ["Conv"]);
     // The blob: two programs, each a valid format-1 blob, and one host function.
-    let blob = PlanBlob::read(&c.blob).unwrap();
+    let bytes = c.blob().unwrap();
+    let blob = PlanBlob::read(&bytes).unwrap();
     assert_eq!(blob.programs.len(), 2);
     for p in &blob.programs {
         accelc_isa::blob::Blob::read(p).unwrap();
@@ -47,7 +48,7 @@ fn device_regions_on_both_sides_of_a_host_region_match_the_reference() {
 
     let x: Vec<f32> = (0..32).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.375).collect();
     let input = f32s(vec![1, 2, 4, 4], &x);
-    let session = Session::new(c.blob.clone()).unwrap();
+    let session = Session::new(c.blob().unwrap()).unwrap();
     assert!(session.is_plan());
     let run = session.run(std::slice::from_ref(&input)).unwrap();
     let want = accelc::reference(c.oracle(), std::slice::from_ref(&input)).unwrap();
@@ -125,7 +126,7 @@ fn a_device_island_without_matrix_work_stays_on_the_host() {
         [-3i64, 0, 4, 7, -1, 2].iter().flat_map(|v| v.to_le_bytes()).collect(),
     )
     .unwrap();
-    let got = Session::new(c.blob.clone()).unwrap().run(std::slice::from_ref(&i)).unwrap();
+    let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&i)).unwrap();
     let want = accelc::reference(c.oracle(), std::slice::from_ref(&i)).unwrap();
     assert_eq!(got.outputs[0], want[0]);
     // relu(2i)·i: [0, 0, 32, 98, 0, 8].
@@ -152,7 +153,7 @@ fn host_run_time_errors_name_the_node() {
         )
         .unwrap()
     };
-    let s = Session::new(div.blob.clone()).unwrap();
+    let s = Session::new(div.blob().unwrap()).unwrap();
     let ok = s.run(&[t([7, -7, i64::MIN]), t([2, 2, -1])]).unwrap();
     let want = accelc::reference(div.oracle(), &[t([7, -7, i64::MIN]), t([2, 2, -1])]).unwrap();
     assert_eq!(ok.outputs[0], want[0], "truncating division, i64::MIN / -1 wraps");
@@ -167,7 +168,7 @@ fn host_run_time_errors_name_the_node() {
             y = Gather<axis = 0>(x, i)
         }"#,
     );
-    let s = Session::new(gather.blob.clone()).unwrap();
+    let s = Session::new(gather.blob().unwrap()).unwrap();
     let x = f32s(vec![4], &[1.0, 2.0, 3.0, 4.0]);
     let ok = s.run(&[x.clone(), t2(&[-1, 0])]).unwrap();
     assert_eq!(
@@ -197,7 +198,8 @@ fn a_tampered_plan_is_refused_when_it_loads() {
         &mut (),
     )
     .unwrap();
-    let plan = PlanBlob::read(&c.blob).unwrap();
+    let bytes = c.blob().unwrap();
+    let plan = PlanBlob::read(&bytes).unwrap();
     let cases = [
         // A declaration of an external symbol.
         plan.host.replacen("module {", "module {\nfunc.func private @system(memref<1xi8>)", 1),
@@ -213,10 +215,10 @@ fn a_tampered_plan_is_refused_when_it_loads() {
         assert!(matches!(e, Error::Blob(_)), "case {k}: {e:?}");
         assert!(e.to_string().contains("host module"), "case {k}: {e}");
     }
-    let e = Session::new(c.blob[..c.blob.len() - 10].to_vec()).unwrap_err().to_string();
+    let e = Session::new(bytes[..bytes.len() - 10].to_vec()).unwrap_err().to_string();
     assert!(e.contains("malformed blob"), "{e}");
     // A format-1 reader (the device-only tools) names the format instead of misreading it.
-    let e = accelc_isa::blob::Blob::read(&c.blob).unwrap_err().to_string();
+    let e = accelc_isa::blob::Blob::read(&bytes).unwrap_err().to_string();
     assert!(e.contains("plan blob"), "{e}");
 }
 

@@ -41,7 +41,7 @@ fn check(model: &str, config: DeviceConfig) {
     assert!(qadds >= 8, "{model}: only {qadds} integer additions");
     let x: ArrayD<f32> = read_npy(zoo(&format!("{model}.input_0.npy"))).unwrap();
     let input = HostTensor::from_f32(x.shape().to_vec(), x.as_slice().unwrap()).unwrap();
-    let got = Session::new(c.blob.clone()).unwrap().run(std::slice::from_ref(&input)).unwrap();
+    let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&input)).unwrap();
     // Every exposed tensor against the integer reference, byte for byte.
     let names: Vec<&str> = c
         .compiled
@@ -199,7 +199,7 @@ fn small_integer_kernels_on_device() {
                 c.optimized.nodes.iter().any(|n| n.op_type == *kernel),
                 "{kernel}: not in the optimized graph"
             );
-            let got = Session::new(c.blob.clone()).unwrap().run(std::slice::from_ref(&input));
+            let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&input));
             let got = got.unwrap().outputs.remove(0);
             let want = accelc::reference(c.oracle(), std::slice::from_ref(&input)).unwrap();
             assert!(
@@ -298,7 +298,7 @@ fn explicit_integer_operators_on_device() {
             let opts = Options { config: config.clone(), ..Options::default() };
             let c = accelc::compile(Source::Text(text), &opts, &mut ())
                 .unwrap_or_else(|e| panic!("on {}: {e}\n{text}", config.name));
-            let got = Session::new(c.blob.clone()).unwrap().run(std::slice::from_ref(&input));
+            let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&input));
             let got = got.unwrap().outputs.remove(0);
             let want = accelc::reference(&c.reference, std::slice::from_ref(&input)).unwrap();
             assert!(
@@ -341,7 +341,7 @@ fn integer_addition_matches_exact_arithmetic_on_every_code_pair() {
             let opts = Options { config: config.clone(), ..Options::default() };
             let c = accelc::compile(Source::Text(&text), &opts, &mut ()).unwrap();
             assert!(c.optimized.nodes.iter().any(|n| matches!(n.op, Op::QAdd { .. })));
-            let got = Session::new(c.blob.clone()).unwrap().run(&ins).unwrap().outputs.remove(0);
+            let got = Session::new(c.blob().unwrap()).unwrap().run(&ins).unwrap().outputs.remove(0);
             let mut off = 0;
             for i in 0..65536 {
                 let real = (f64::from(a[i]) - f64::from(za)) * f64::from(sa) / f64::from(sy)
@@ -413,7 +413,7 @@ fn channel_streaming_convolutions_match_the_integer_reference() {
                     if t.dtype == accelc_isa::Dtype::S32 && t.src.space == accelc_isa::Space::Acc)
             });
             assert!(chosen, "{what}: the channel-streaming kernel was not chosen");
-            let got = Session::new(c.blob.clone()).unwrap().run(std::slice::from_ref(&input));
+            let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&input));
             let got = got.unwrap().outputs.remove(0);
             let want = accelc::reference(c.oracle(), std::slice::from_ref(&input)).unwrap();
             assert!(got.data == want[0].data, "{what}: differs from the integer reference");

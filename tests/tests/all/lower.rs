@@ -197,3 +197,58 @@ fn small_cnn_from_text() {
         }
     }
 }
+
+/// A writer that fails after `left` bytes, as a full disk does.
+struct FullDisk {
+    inner: std::io::Cursor<Vec<u8>>,
+    left: usize,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.left {
+            return Err(std::io::Error::other("no space left on device"));
+        }
+        self.left -= buf.len();
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for FullDisk {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+#[test]
+fn a_streamed_blob_is_the_in_memory_blob_and_a_failing_writer_is_an_io_error() {
+    // Convolutions (weights packed as they are written, grouped and dense) and a Gemm.
+    let text = r#"<ir_version: 8, opset_import: ["" : 13]>
+g (float[1,8,6,6] x) => (float[1,5] y) {
+    w1 = Constant <value = float[16,8,3,3] {0.5}> ()
+    c1 = Conv <pads = [1,1,1,1]> (x, w1)
+    w2 = Constant <value = float[16,4,3,3] {0.25}> ()
+    c2 = Conv <group = 4> (c1, w2)
+    f = Flatten (c2)
+    wg = Constant <value = float[256,5] {0.125}> ()
+    y = MatMul (f, wg)
+}"#;
+    let c =
+        accelc::compile(accelc::Source::Text(text), &accelc::Options::default(), &mut ()).unwrap();
+    let whole = c.blob().unwrap();
+    accelc_isa::blob::Blob::read(&whole).unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    let n = c.write_blob(&mut out).unwrap();
+    assert_eq!(n as usize, whole.len());
+    assert!(out.into_inner() == whole, "the streamed blob differs from the in-memory one");
+    for left in [0, 100, whole.len() / 2, whole.len() - 1] {
+        let mut w = FullDisk { inner: std::io::Cursor::new(Vec::new()), left };
+        match c.write_blob(&mut w) {
+            Err(accelc::Error::Io(m)) => assert!(m.contains("no space left"), "{m}"),
+            other => panic!("a failing writer after {left} bytes: {other:?}"),
+        }
+    }
+}

@@ -425,7 +425,8 @@ fn random_op_chains_match_the_reference_on_both_devices() {
             let opts = Options { config: accelc::config(cfg).unwrap(), ..Options::default() };
             let comp = accelc::compile(Source::Text(&text), &opts, &mut ())
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
-            let session = Session::new(comp.blob.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let session =
+                Session::new(comp.blob().unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"));
             let got =
                 session.run(std::slice::from_ref(&x)).unwrap_or_else(|e| panic!("{what}: {e}"));
             let want = accelc::reference(comp.oracle(), std::slice::from_ref(&x))
@@ -473,7 +474,7 @@ fn edge_cases_match_known_answers() {
         let text = format!("<ir_version: 10, opset_import: [\"\" : 21]>\ng {graph}\n");
         let comp = accelc::compile(Source::Text(&text), &Options::default(), &mut ())
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let session = Session::new(comp.blob.clone()).unwrap();
+        let session = Session::new(comp.blob().unwrap()).unwrap();
         let got = session.run(std::slice::from_ref(&x)).unwrap().outputs;
         let reference = accelc::reference(comp.oracle(), std::slice::from_ref(&x)).unwrap();
         for (k, w) in want.iter().enumerate() {

@@ -399,6 +399,11 @@ fn review_findings_are_refused_by_name() {
     }
     assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
     assert!(!dir.join("sub.tmp").exists(), "a temporary file was left behind");
+    // A directory that does not exist: the operating system's error, naming the path.
+    let missing = dir.join("no-such-dir").join("m.blob");
+    let r = accelc(&["compile", m, "-o", missing.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("cannot write") && r.stderr.contains("no-such-dir"), "{}", r.stderr);
     let r = accelc(&["compile", m, "-o", m]);
     assert!(r.code == 1 && r.stderr.contains("would overwrite the input"), "{r:?}");
     assert!(std::fs::read_to_string(&model).unwrap().contains("Relu"));

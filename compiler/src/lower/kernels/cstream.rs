@@ -163,13 +163,19 @@ fn units(mm: &Mm, a: usize) -> Vec<(usize, usize, usize, usize)> {
 
 /// Packs int8 weights in streaming order: per block of `r` output channels, per unit, the
 /// block's rows of `count` weights (one row per output channel).
-pub(crate) fn pack(mm: &Mm, cfg: &DeviceConfig, p: &Plan) -> Vec<u8> {
+pub(crate) fn pack(
+    mm: &Mm,
+    cfg: &DeviceConfig,
+    p: &Plan,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let a = cfg.array_dim as usize;
     let c = mm.img[3];
     let (khn, kwn) = (mm.k[0], mm.k[1]);
-    let mut out = Vec::with_capacity(mm.oihw.len());
+    let mut out = Vec::new();
     for o0 in (0..mm.cout).step_by(p.r) {
         let o1 = (o0 + p.r).min(mm.cout);
+        out.clear();
         for (kh, kw, c0, kc) in units(mm, a) {
             for o in o0..o1 {
                 for ci in c0..c0 + kc {
@@ -177,8 +183,9 @@ pub(crate) fn pack(mm: &Mm, cfg: &DeviceConfig, p: &Plan) -> Vec<u8> {
                 }
             }
         }
+        sink(&out)?;
     }
-    out
+    Ok(())
 }
 
 /// The int32 bias per output channel for uint8 activations moved to int8 (`x − 128`):

@@ -70,15 +70,24 @@ pub(super) fn cout_tiles(mm: &Mm, g: usize, a: usize) -> Vec<(usize, usize)> {
 }
 
 /// Packs constant weights in the order the kernel streams them: per group, per output tile,
-/// per chunk, a `k × n` row-major tile.
-pub(crate) fn pack_weights(mm: &Mm, cfg: &DeviceConfig, e: usize) -> Vec<u8> {
+/// per chunk, a `k × n` row-major tile. The bytes go to `sink` one output tile at a time (a
+/// permutation of `mm.oihw`: the same length).
+///
+/// Errors: `sink`'s.
+pub(crate) fn pack_weights(
+    mm: &Mm,
+    cfg: &DeviceConfig,
+    e: usize,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let a = cfg.array_dim as usize;
     let cg = mm.img[3] / mm.groups;
     let (kh_n, kw_n) = (mm.k[0], mm.k[1]);
-    let mut out = Vec::with_capacity(mm.oihw.len());
+    let mut out = Vec::new();
     for g in 0..mm.groups {
         let ch = chunks(mm, g, a);
         for (n0, nt) in cout_tiles(mm, g, a) {
+            out.clear();
             for c in &ch {
                 for &(kw, ci) in &c.rows {
                     for j in 0..nt {
@@ -88,9 +97,10 @@ pub(crate) fn pack_weights(mm: &Mm, cfg: &DeviceConfig, e: usize) -> Vec<u8> {
                     }
                 }
             }
+            sink(&out)?;
         }
     }
-    out
+    Ok(())
 }
 
 pub(super) fn matmul(
