@@ -286,9 +286,13 @@ impl Exec<'_, '_> {
         let mem = &self.sim.spad;
         // Row by row: each weight row is `n` contiguous elements, decoded from one slice.
         let rows = (0..k).map(|r| &mem[base + r * usize::from(stride)..][..n * es]);
+        if dtype == Dtype::S8 {
+            let w = kernels::pair_weights(rows, k, n);
+            self.sim.weights = Some(Weights::Int { k, n, w });
+            return Ok(Work { bytes: (k * n * es) as u64, macs: 0 });
+        }
         let mut w = Vec::with_capacity(k * n);
         match dtype {
-            Dtype::S8 => rows.for_each(|row| w.extend(row.iter().map(|b| f32::from(*b as i8)))),
             Dtype::Bf16 => rows.for_each(|row| {
                 w.extend(row.chunks_exact(2).map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))))
             }),
@@ -296,10 +300,7 @@ impl Exec<'_, '_> {
                 w.extend(row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
             }),
         }
-        self.sim.weights = Some(match dtype {
-            Dtype::S8 => Weights::Int { k, n, w },
-            _ => Weights::Float { k, n, dtype, w },
-        });
+        self.sim.weights = Some(Weights::Float { k, n, dtype, w });
         Ok(Work { bytes: (k * n * es) as u64, macs: 0 })
     }
 
@@ -337,25 +338,36 @@ impl Exec<'_, '_> {
         let (spad, acc) = (&self.sim.spad, &mut self.sim.acc);
         let a_stride = usize::from(a_stride);
         let c_stride = usize::from(c_stride);
-        let (w, int) = match weights {
-            Weights::Int { w, .. } => (w, true),
-            Weights::Float { w, .. } => (w, false),
-        };
-        kernels::matmul_rows(kernels::MatmulJob {
-            spad,
-            acc,
-            abase,
-            a_stride,
-            cbase,
-            c_stride,
-            rows,
-            k,
-            n,
-            dtype,
-            int,
-            accumulate,
-            w,
-        });
+        match weights {
+            Weights::Int { w, .. } => kernels::int_matmul_rows(kernels::IntMatmulJob {
+                spad,
+                acc,
+                abase,
+                a_stride,
+                cbase,
+                c_stride,
+                rows,
+                k,
+                n,
+                signed: dtype == Dtype::S8,
+                accumulate,
+                w,
+            }),
+            Weights::Float { w, .. } => kernels::matmul_rows(kernels::MatmulJob {
+                spad,
+                acc,
+                abase,
+                a_stride,
+                cbase,
+                c_stride,
+                rows,
+                k,
+                n,
+                dtype,
+                accumulate,
+                w,
+            }),
+        }
         Ok(Work { bytes: (rows * (k * es + n * 4)) as u64, macs: (rows * k * n) as u64 })
     }
 

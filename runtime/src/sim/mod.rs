@@ -189,8 +189,8 @@ pub struct RunStats {
 /// Weights held by the matrix array.
 #[derive(Clone, Debug)]
 pub(crate) enum Weights {
-    /// `s8` weights, widened (exactly) to f32: see `kernels` for why that is exact.
-    Int { k: usize, n: usize, w: Vec<f32> },
+    /// `s8` weights, as pairs of 16-bit values (`kernels::pair_weights`).
+    Int { k: usize, n: usize, w: Vec<i32> },
     /// `bf16` or `f32` weights, widened to f32.
     Float { k: usize, n: usize, dtype: Dtype, w: Vec<f32> },
 }
