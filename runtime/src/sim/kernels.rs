@@ -111,8 +111,14 @@ pub(crate) fn pair_weights<'r>(
 }
 
 /// Runs an integer matmul (operands already range-checked) in blocks of rows: gathers them as
-/// pairs of 16-bit values, runs the kernel, adds the sums to C (or writes them).
+/// pairs of 16-bit values, runs the kernel, adds the sums to C (or writes them). The gathers
+/// and scatters are compiled for AVX2 when the CPU has it.
 pub(crate) fn int_matmul_rows(job: IntMatmulJob<'_>) {
+    with_avx2!(int_matmul_rows_generic(job: IntMatmulJob<'_>))
+}
+
+#[inline(always)]
+fn int_matmul_rows_generic(job: IntMatmulJob<'_>) {
     const BLOCK: usize = 64;
     let IntMatmulJob {
         spad,
@@ -130,19 +136,24 @@ pub(crate) fn int_matmul_rows(job: IntMatmulJob<'_>) {
     } = job;
     let kp = k.div_ceil(2);
     let cols = int_cols(n);
-    let mut av: Vec<i32> = Vec::with_capacity(BLOCK * kp);
+    // Rows of `2·kp` 16-bit values (a zero after an odd `k`): element pairs are the lanes.
+    let mut av: Vec<i16> = vec![0; BLOCK * 2 * kp];
     let mut cv: Vec<i32> = Vec::with_capacity(BLOCK * cols);
     for r0 in (0..rows).step_by(BLOCK) {
         let block = BLOCK.min(rows - r0);
-        av.clear();
-        for r in r0..r0 + block {
+        for (r, dst) in (r0..r0 + block).zip(av.chunks_exact_mut(2 * kp)) {
             let row = &spad[abase + r * a_stride..][..k];
-            let v = |b: u8| if signed { i16::from(b as i8) } else { i16::from(b) };
-            av.extend(row.chunks(2).map(|p| lane(v(p[0]), p.get(1).map_or(0, |b| v(*b)))));
+            // Slice to slice, one loop per sign, so each widening vectorises.
+            if signed {
+                dst.iter_mut().zip(row).for_each(|(t, b)| *t = i16::from(*b as i8));
+            } else {
+                dst.iter_mut().zip(row).for_each(|(t, b)| *t = i16::from(*b));
+            }
         }
+        let av = &av[..block * 2 * kp];
         cv.clear();
         cv.resize(block * cols, 0);
-        int_kernel(&av, w, &mut cv, kp, cols);
+        int_kernel(av, w, &mut cv, kp, cols);
         for (r, crow) in cv.chunks_exact(cols).enumerate() {
             let bytes = &mut acc[cbase + (r0 + r) * c_stride..][..4 * n];
             let pairs = crow.iter().zip(bytes.chunks_exact_mut(4));
@@ -158,10 +169,10 @@ pub(crate) fn int_matmul_rows(job: IntMatmulJob<'_>) {
     }
 }
 
-/// `c[r][j] = Σ_p lo(a[r][p])·lo(w[p][j]) + hi(a[r][p])·hi(w[p][j])`: `a` is `rows × kp`
-/// lanes, `w` is `kp × cols`, `c` is `rows × cols`. AVX2 when the CPU has it and the row fits
-/// four vectors, else portable code (the same sums: integer addition is associative).
-fn int_kernel(a: &[i32], w: &[i32], c: &mut [i32], kp: usize, cols: usize) {
+/// `c[r][j] = Σ_p a[r][2p]·lo(w[p][j]) + a[r][2p+1]·hi(w[p][j])`: `a` is `rows × 2·kp`, `w`
+/// is `kp × cols` lanes, `c` is `rows × cols`. AVX2 when the CPU has it and the row fits four
+/// vectors, else portable code (the same sums: integer addition is associative).
+fn int_kernel(a: &[i16], w: &[i32], c: &mut [i32], kp: usize, cols: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked on the line above.
@@ -182,11 +193,11 @@ fn int_kernel(a: &[i32], w: &[i32], c: &mut [i32], kp: usize, cols: usize) {
     int_rows_portable(a, w, c, kp, cols);
 }
 
-fn int_rows_portable(a: &[i32], w: &[i32], c: &mut [i32], kp: usize, cols: usize) {
+fn int_rows_portable(a: &[i16], w: &[i32], c: &mut [i32], kp: usize, cols: usize) {
     let half = |x: i32| (i32::from(x as i16), i32::from((x >> 16) as i16));
-    for (arow, crow) in a.chunks_exact(kp.max(1)).zip(c.chunks_exact_mut(cols)) {
-        for (&x, wrow) in arow.iter().zip(w.chunks_exact(cols)) {
-            let (x0, x1) = half(x);
+    for (arow, crow) in a.chunks_exact(2 * kp.max(1)).zip(c.chunks_exact_mut(cols)) {
+        for (x, wrow) in arow.chunks_exact(2).zip(w.chunks_exact(cols)) {
+            let (x0, x1) = (i32::from(x[0]), i32::from(x[1]));
             for (cv, &wv) in crow.iter_mut().zip(wrow) {
                 let (w0, w1) = half(wv);
                 *cv = cv.wrapping_add(x0 * w0 + x1 * w1);
@@ -200,13 +211,14 @@ fn int_rows_portable(a: &[i32], w: &[i32], c: &mut [i32], kp: usize, cols: usize
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(unsafe_code, reason = "unaligned vector loads and stores of checked 8-lane slices")]
-fn int_rows_avx2<const V: usize>(a: &[i32], w: &[i32], c: &mut [i32], kp: usize) -> bool {
+fn int_rows_avx2<const V: usize>(a: &[i16], w: &[i32], c: &mut [i32], kp: usize) -> bool {
     use std::arch::x86_64::{
         __m256i, _mm256_add_epi32, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_set1_epi32,
         _mm256_setzero_si256, _mm256_storeu_si256,
     };
     let cols = 8 * V;
-    if kp == 0 || w.len() < kp * cols || a.len() % kp != 0 || c.len() != a.len() / kp * cols {
+    if kp == 0 || w.len() < kp * cols || a.len() % (2 * kp) != 0 || c.len() != a.len() / (2 * kp) * cols
+    {
         return false;
     }
     let load = |s: &[i32]| -> __m256i {
@@ -220,7 +232,8 @@ fn int_rows_avx2<const V: usize>(a: &[i32], w: &[i32], c: &mut [i32], kp: usize)
             unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) }
         }
     };
-    let mut rows = a.chunks_exact(kp).zip(c.chunks_exact_mut(cols));
+    let x = |p: &[i16]| _mm256_set1_epi32(lane(p[0], p[1]));
+    let mut rows = a.chunks_exact(2 * kp).zip(c.chunks_exact_mut(cols));
     loop {
         let Some((ra, ca)) = rows.next() else { break };
         let second = rows.next();
@@ -228,8 +241,9 @@ fn int_rows_avx2<const V: usize>(a: &[i32], w: &[i32], c: &mut [i32], kp: usize)
         let mut acc_b = [_mm256_setzero_si256(); V];
         match &second {
             Some((rb, _)) => {
-                for ((&xa, &xb), wrow) in ra.iter().zip(rb.iter()).zip(w.chunks_exact(cols)) {
-                    let (xa, xb) = (_mm256_set1_epi32(xa), _mm256_set1_epi32(xb));
+                let pairs = ra.chunks_exact(2).zip(rb.chunks_exact(2));
+                for ((pa, pb), wrow) in pairs.zip(w.chunks_exact(cols)) {
+                    let (xa, xb) = (x(pa), x(pb));
                     for v in 0..V {
                         let wv = load(&wrow[8 * v..8 * v + 8]);
                         acc_a[v] = _mm256_add_epi32(acc_a[v], _mm256_madd_epi16(xa, wv));
@@ -238,8 +252,8 @@ fn int_rows_avx2<const V: usize>(a: &[i32], w: &[i32], c: &mut [i32], kp: usize)
                 }
             }
             None => {
-                for (&xa, wrow) in ra.iter().zip(w.chunks_exact(cols)) {
-                    let xa = _mm256_set1_epi32(xa);
+                for (pa, wrow) in ra.chunks_exact(2).zip(w.chunks_exact(cols)) {
+                    let xa = x(pa);
                     for v in 0..V {
                         let wv = load(&wrow[8 * v..8 * v + 8]);
                         acc_a[v] = _mm256_add_epi32(acc_a[v], _mm256_madd_epi16(xa, wv));
@@ -617,7 +631,7 @@ mod tests {
             // The portable kernel computes the same lanes as the dispatched one.
             let kp = k.div_ceil(2);
             let cols = int_cols(n);
-            let a: Vec<i32> = (0..rows * kp).map(|_| rng.next() as i32 & 0x00ff_00ff).collect();
+            let a: Vec<i16> = (0..rows * 2 * kp).map(|_| rng.next() as u8 as i16 - 128).collect();
             let (mut c1, mut c2) = (vec![0; rows * cols], vec![0; rows * cols]);
             int_kernel(&a, &w, &mut c1, kp, cols);
             int_rows_portable(&a, &w, &mut c2, kp, cols);
