@@ -217,7 +217,10 @@ fn int_rows_avx2<const V: usize>(a: &[i16], w: &[i32], c: &mut [i32], kp: usize)
         _mm256_setzero_si256, _mm256_storeu_si256,
     };
     let cols = 8 * V;
-    if kp == 0 || w.len() < kp * cols || a.len() % (2 * kp) != 0 || c.len() != a.len() / (2 * kp) * cols
+    if kp == 0
+        || w.len() < kp * cols
+        || a.len() % (2 * kp) != 0
+        || c.len() != a.len() / (2 * kp) * cols
     {
         return false;
     }
