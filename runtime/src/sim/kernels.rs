@@ -533,6 +533,58 @@ fn requant_into(
     ))
 }
 
+/// A requantisation record in the form the row loop reads: shifts split, clamps intersected
+/// with the output type's range.
+#[derive(Clone, Copy)]
+struct Rq {
+    left: u32,
+    mult: i32,
+    right: u32,
+    zp: i64,
+    lo: i64,
+    hi: i64,
+}
+
+impl Rq {
+    fn new(r: &super::numerics::RequantRecord, dtype: Dtype) -> Rq {
+        let (tlo, thi) = super::numerics::int_range(dtype);
+        let (lo, hi) = if dtype == Dtype::S32 {
+            (tlo, thi)
+        } else {
+            (i64::from(r.clamp_lo).max(tlo), i64::from(r.clamp_hi).min(thi))
+        };
+        Rq {
+            left: r.shift.max(0) as u32,
+            mult: r.multiplier,
+            right: (-r.shift).max(0) as u32,
+            zp: i64::from(r.zero_point),
+            lo,
+            hi,
+        }
+    }
+
+    /// [`super::numerics::RequantRecord::apply`], written without branches so a row of them
+    /// vectorises: the same saturating rounding doubling high multiply (truncating division
+    /// by 2³¹ as a shift with the sign's correction) and round-half-away-from-zero shift.
+    #[inline(always)]
+    fn apply(&self, x: i64) -> i64 {
+        let a = (x << self.left).clamp(i32::MIN.into(), i32::MAX.into());
+        let ab = a * i64::from(self.mult);
+        let t = ab + if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+        let q0 = (t + ((t >> 63) & ((1 << 31) - 1))) >> 31;
+        // The one product that overflows: (−2³¹)·(−2³¹) saturates.
+        let q0 = if a == i64::from(i32::MIN) && self.mult == i32::MIN {
+            i64::from(i32::MAX)
+        } else {
+            q0
+        };
+        let mask = (1i64 << self.right) - 1;
+        let threshold = (mask >> 1) + i64::from(q0 < 0);
+        let q = (q0 >> self.right) + i64::from((q0 & mask) > threshold);
+        (q + self.zp).max(self.lo).min(self.hi)
+    }
+}
+
 #[inline(always)]
 fn requant_generic(
     x: &[i64],
@@ -541,11 +593,16 @@ fn requant_generic(
     dtype: Dtype,
     y: &mut Vec<i64>,
 ) {
+    let rq: Vec<Rq> = recs.iter().map(|r| Rq::new(r, dtype)).collect();
+    let start = y.len();
+    y.resize(start + x.len(), 0);
+    let out = &mut y[start..];
     if cols == 0 {
-        y.extend(x.iter().map(|&v| recs[0].apply(v as i32, dtype)));
+        let r = rq[0];
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = r.apply(v));
     } else {
-        for row in x.chunks_exact(cols) {
-            y.extend(row.iter().zip(recs).map(|(&v, r)| r.apply(v as i32, dtype)));
+        for (orow, row) in out.chunks_exact_mut(cols).zip(x.chunks_exact(cols)) {
+            orow.iter_mut().zip(row).zip(&rq).for_each(|((o, &v), r)| *o = r.apply(v));
         }
     }
 }
@@ -565,6 +622,47 @@ mod tests {
         }
         fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
+        }
+    }
+
+    /// The branch-free requantisation row loop against the record's own `apply` (the
+    /// reference path's), over every shift, extreme multipliers and inputs, every output type
+    /// and random clamps.
+    #[test]
+    fn requantisation_rows_match_the_records_rule() {
+        use super::super::numerics::RequantRecord;
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let specials = [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX];
+        for dtype in [Dtype::S8, Dtype::U8, Dtype::S16, Dtype::S32] {
+            for shift in -31..=30 {
+                for k in 0..12 {
+                    let multiplier = match k {
+                        0..=6 => specials[k],
+                        _ => rng.next() as i32,
+                    };
+                    let rec = RequantRecord {
+                        multiplier,
+                        shift,
+                        zero_point: if k % 3 == 1 { 0 } else { rng.next() as i32 >> (k % 24 + 4) },
+                        clamp_lo: rng.next() as i16,
+                        clamp_hi: if k % 2 == 0 { i16::MAX } else { rng.next() as i16 },
+                    };
+                    let x: Vec<i64> = specials
+                        .iter()
+                        .copied()
+                        .chain((0..40).map(|i| rng.next() as i32 >> (i % 31)))
+                        .map(i64::from)
+                        .collect();
+                    for (cols, recs) in [(0, vec![rec]), (x.len(), vec![rec; x.len()])] {
+                        let mut y = vec![7];
+                        requant_into(&x, &recs, cols, dtype, &mut y);
+                        let want: Vec<i64> = std::iter::once(7)
+                            .chain(x.iter().map(|v| rec.apply(*v as i32, dtype)))
+                            .collect();
+                        assert_eq!(y, want, "{dtype} {rec:?}");
+                    }
+                }
+            }
         }
     }
 
