@@ -121,16 +121,18 @@ impl Compilation {
     /// program's packed weights are produced layer by layer as they are written, so the blob
     /// is never held whole (what `accelc compile -o` does).
     ///
-    /// Errors: [`Error::Io`] when `w` fails; [`Error::Internal`] when the blob does not
+    /// Errors: [`Error::Io`] with the writer's message when `w` fails; [`Error::Internal`]
+    /// when the blob does not
     /// serialise ([`compile`] checked that it does).
     pub fn write_blob<W: std::io::Write + std::io::Seek>(&self, w: &mut W) -> Result<u64, Error> {
         match (&self.compiled, &self.plan) {
             (Some(c), _) => {
                 // Whether a failure is the writer's (the disk) or accelc's own (its packing
                 // disagreeing with its plan): only the writer knows.
-                let mut t = Tracked { w, failed: false };
-                c.write_blob(&mut t).map_err(|e| {
-                    if t.failed { Error::Io(e.message) } else { Error::Internal(e.to_string()) }
+                let mut t = Tracked { w, failed: None };
+                c.write_blob(&mut t).map_err(|e| match t.failed.take() {
+                    Some(io) => Error::Io(io),
+                    None => Error::Internal(e.to_string()),
                 })
             }
             (None, Some(p)) => {
@@ -336,29 +338,37 @@ pub(crate) fn lower_err(src: &Source<'_>, e: lower::LowerError) -> Error {
     if e.message.contains("internal") { Error::Internal(m) } else { Error::Unsupported(m) }
 }
 
-/// A writer that remembers whether it failed.
+/// A writer that remembers its first error's message.
 struct Tracked<'a, W> {
     w: &'a mut W,
-    failed: bool,
+    failed: Option<String>,
+}
+
+impl<W> Tracked<'_, W> {
+    fn note<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r
+            && self.failed.is_none()
+        {
+            self.failed = Some(e.to_string());
+        }
+        r
+    }
 }
 
 impl<W: std::io::Write> std::io::Write for Tracked<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let r = self.w.write(buf);
-        self.failed |= r.is_err();
-        r
+        self.note(r)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         let r = self.w.flush();
-        self.failed |= r.is_err();
-        r
+        self.note(r)
     }
 }
 
 impl<W: std::io::Seek> std::io::Seek for Tracked<'_, W> {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
         let r = self.w.seek(pos);
-        self.failed |= r.is_err();
-        r
+        self.note(r)
     }
 }

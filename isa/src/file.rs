@@ -105,8 +105,14 @@ pub fn write_atomic_with(
     let file = path
         .file_name()
         .ok_or_else(|| ReadError::Refused(format!("{}: not a file path", path.display())))?;
-    let tmp =
-        path.with_file_name(format!(".{}.tmp-{}", file.to_string_lossy(), std::process::id()));
+    // A name near the file system's 255-byte limit leaves no room for the suffix: the temporary
+    // name keeps at most 200 bytes of it (whole characters).
+    let name = file.to_string_lossy();
+    let mut keep = name.len().min(200);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let tmp = path.with_file_name(format!(".{}.tmp-{}", &name[..keep], std::process::id()));
     let written = std::fs::File::create(&tmp)
         .map_err(|e| e.to_string())
         .and_then(|f| {

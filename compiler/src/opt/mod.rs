@@ -115,7 +115,7 @@ pub struct Facts {
     op_ids: HashMap<String, u32>,
     /// Constants.
     pub consts: Vec<Tensor>,
-    const_ids: HashMap<(String, Vec<usize>, bytes::Bytes), u32>,
+    const_ids: HashMap<ConstKey, u32>,
     /// Graph inputs: name and type.
     pub inputs: Vec<(String, TensorType)>,
     /// The default-domain opset.
@@ -139,7 +139,7 @@ impl Facts {
 
     /// Interns a constant.
     pub fn constant(&mut self, t: Tensor) -> u32 {
-        let key = (t.dtype.name().to_string(), t.shape.clone(), t.data.clone());
+        let key = ConstKey((t.dtype.name().to_string(), t.shape.clone(), t.data.clone()));
         if let Some(k) = self.const_ids.get(&key) {
             return *k;
         }
@@ -147,6 +147,25 @@ impl Facts {
         self.consts.push(t);
         self.const_ids.insert(key, k);
         k
+    }
+}
+
+/// A constant's identity: type, shape and bytes, all compared for equality, but only the
+/// bytes' length and ends hashed. Hashing every byte of every weight (twice per constant)
+/// was 7% of compiling resnet18; two different constants with the same ends only share a
+/// bucket and are still told apart by their bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ConstKey((String, Vec<usize>, bytes::Bytes));
+
+impl std::hash::Hash for ConstKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let (dtype, shape, data) = &self.0;
+        dtype.hash(h);
+        shape.hash(h);
+        data.len().hash(h);
+        let ends = 64.min(data.len());
+        h.write(&data[..ends]);
+        h.write(&data[data.len() - ends..]);
     }
 }
 

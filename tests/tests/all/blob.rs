@@ -100,8 +100,6 @@ fn round_trip() {
     assert_eq!(back.to_bytes().unwrap(), bytes);
 }
 
-/// A boolean tensor is a plain `u8` one: the writer refuses any other, and the reader refuses
-/// the boolean kind on other element types, naming the tensor and the byte.
 /// A section produced in pieces of `step` bytes, optionally lying about its length or
 /// changing its bytes on a second pass.
 struct Pieces {
@@ -206,6 +204,8 @@ fn a_section_source_that_misreports_is_refused() {
     assert!(e.contains("different bytes the second time"), "{e}");
 }
 
+/// A boolean tensor is a plain `u8` one: the writer refuses any other, and the reader refuses
+/// the boolean kind on other element types, naming the tensor and the byte.
 #[test]
 fn a_boolean_tensor_is_plain_u8() {
     let mut b = sample();

@@ -225,17 +225,29 @@ impl std::io::Seek for FullDisk {
 
 #[test]
 fn a_streamed_blob_is_the_in_memory_blob_and_a_failing_writer_is_an_io_error() {
-    // Convolutions (weights packed as they are written, grouped and dense) and a Gemm.
-    let text = r#"<ir_version: 8, opset_import: ["" : 13]>
-g (float[1,8,6,6] x) => (float[1,5] y) {
-    w1 = Constant <value = float[16,8,3,3] {0.5}> ()
+    // Convolutions (weights packed as they are written, grouped and dense) and a Gemm, with
+    // weights that differ element by element, so a misplaced byte shows.
+    let values = |n: usize, seed: usize| {
+        let v: Vec<String> =
+            (0..n).map(|i| format!("{:.3}", ((i * 7 + seed) % 23) as f32 / 23.0 - 0.5)).collect();
+        v.join(",")
+    };
+    let text = format!(
+        r#"<ir_version: 8, opset_import: ["" : 13]>
+g (float[1,8,6,6] x) => (float[1,5] y) {{
+    w1 = Constant <value = float[16,8,3,3] {{{}}}> ()
     c1 = Conv <pads = [1,1,1,1]> (x, w1)
-    w2 = Constant <value = float[16,4,3,3] {0.25}> ()
+    w2 = Constant <value = float[16,4,3,3] {{{}}}> ()
     c2 = Conv <group = 4> (c1, w2)
     f = Flatten (c2)
-    wg = Constant <value = float[256,5] {0.125}> ()
+    wg = Constant <value = float[256,5] {{{}}}> ()
     y = MatMul (f, wg)
-}"#;
+}}"#,
+        values(16 * 8 * 9, 1),
+        values(16 * 4 * 9, 2),
+        values(256 * 5, 3)
+    );
+    let text = text.as_str();
     let c =
         accelc::compile(accelc::Source::Text(text), &accelc::Options::default(), &mut ()).unwrap();
     let whole = c.blob().unwrap();

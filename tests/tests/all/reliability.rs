@@ -399,11 +399,22 @@ fn review_findings_are_refused_by_name() {
     }
     assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
     assert!(!dir.join("sub.tmp").exists(), "a temporary file was left behind");
-    // A directory that does not exist: the operating system's error, naming the path.
+    // A directory that does not exist: the operating system's error, naming the path (a
+    // failing write is exit status 2, as every I/O failure of the tool).
     let missing = dir.join("no-such-dir").join("m.blob");
     let r = accelc(&["compile", m, "-o", missing.to_str().unwrap()]);
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("cannot write") && r.stderr.contains("no-such-dir"), "{}", r.stderr);
+    // A legal name near the 255-byte limit (the temporary name beside it must still fit).
+    let long = dir.join(format!("{}.blob", "a".repeat(245)));
+    let r = accelc(&["compile", m, "-o", long.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(long.is_file());
+    std::fs::remove_file(&long).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp-"), "a temporary file was left behind: {name}");
+    }
     let r = accelc(&["compile", m, "-o", m]);
     assert!(r.code == 1 && r.stderr.contains("would overwrite the input"), "{r:?}");
     assert!(std::fs::read_to_string(&model).unwrap().contains("Relu"));
