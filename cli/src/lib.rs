@@ -256,6 +256,16 @@ pub fn run(
     };
     match dispatch(cli.command, out, err) {
         Ok(()) => 0,
+        // The reader went away (`accelc inspect x.blob | head`): nothing more to say, and
+        // nothing failed that the user asked for.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            0
+        }
         Err(e) => {
             // Rendered diagnostics (text syntax, assembly) already start with `error: `.
             let msg = format!("{e:#}");

@@ -464,3 +464,24 @@ fn run_takes_node_test_files_and_binds_compile_time_inputs() {
     assert!(run.stderr.contains("is not NAME=FILE"), "{}", run.stderr);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A reader that went away: every write fails with a broken pipe.
+struct ClosedPipe;
+
+impl std::io::Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    // `accelc config | head -1`, `accelc inspect x.blob | head`: exit 0, nothing on stderr.
+    let mut err = Vec::new();
+    let args = ["accelc", "config"].map(std::ffi::OsString::from);
+    assert_eq!(accelc_cli::run(args, &mut ClosedPipe, &mut err), 0);
+    assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+}
