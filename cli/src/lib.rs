@@ -382,6 +382,29 @@ fn file_err(e: accelc_isa::file::ReadError) -> anyhow::Error {
     }
 }
 
+/// Refuses to replace an existing regular file that is neither empty nor a blob (a model's
+/// external weights, a source file): `-o` naming it is a slip, and replacing it would lose it.
+/// Only the first bytes are read; what is not a regular file is left to
+/// [`write_atomic`] to refuse.
+pub(crate) fn replaces_only_a_blob(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(blob::MAGIC.len() as u64).read_to_end(&mut head);
+    }
+    if !head.is_empty() && !is_blob(&head) {
+        bail!(invalid(format!(
+            "{}: exists and is not an accelc blob; not replacing it (remove it first, or give \
+             another -o)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses an output path that names the input file (writing would destroy the source).
 pub(crate) fn not_the_input(input: &Path, output: &Path) -> anyhow::Result<()> {
     let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {

@@ -305,6 +305,7 @@ pub(crate) fn cmd_compile(
     }
     let path = output.unwrap_or_else(|| model.with_extension("blob"));
     crate::not_the_input(model, &path)?;
+    crate::replaces_only_a_blob(&path)?;
     // The blob streams into the file: a large model's packed weights are never all in memory.
     let mut failed = None;
     let mut bytes = 0;

@@ -264,6 +264,9 @@ pub struct DebugRange {
     pub name: String,
 }
 
+/// A container section as written: kind, flags, contents.
+type OwnedSection<'a> = (u32, u32, Cow<'a, [u8]>);
+
 /// A compiled model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Blob<'a> {
@@ -447,7 +450,7 @@ fn dtype_from(v: u8, cur: &Cur<'_>) -> Result<Dtype, BlobError> {
 impl<'a> Blob<'a> {
     /// The container's sections `(kind, flags, contents)` in order, the constants (borrowed)
     /// among them when there are any.
-    fn raw_sections(&self) -> Result<Vec<(u32, u32, Cow<'_, [u8]>)>, BlobError> {
+    fn raw_sections(&self) -> Result<Vec<OwnedSection<'_>>, BlobError> {
         // Owned sections built here; the constants are borrowed, not copied (they are most
         // of a large model's blob).
         let mut sections: Vec<(SectionKind, Cow<'_, [u8]>)> = Vec::new();

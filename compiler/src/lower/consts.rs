@@ -96,12 +96,13 @@ impl accelc_isa::blob::SectionSource for ConstImage {
     }
 
     fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
-        const ZEROS: [u8; 64] = [0; 64];
+        const RUN: u64 = 64;
+        const ZEROS: [u8; RUN as usize] = [0; RUN as usize];
         let mut at = 0u64;
         for (off, piece) in &self.pieces {
             // Alignment gaps are under 64 bytes; larger ones still come out right.
             while at < *off {
-                let n = (*off - at).min(ZEROS.len() as u64);
+                let n = (*off - at).min(RUN);
                 sink(&ZEROS[..n as usize])?;
                 at += n;
             }

@@ -219,7 +219,7 @@ fn int_rows_avx2<const V: usize>(a: &[i16], w: &[i32], c: &mut [i32], kp: usize)
     let cols = 8 * V;
     if kp == 0
         || w.len() < kp * cols
-        || a.len() % (2 * kp) != 0
+        || !a.len().is_multiple_of(2 * kp)
         || c.len() != a.len() / (2 * kp) * cols
     {
         return false;
@@ -237,8 +237,7 @@ fn int_rows_avx2<const V: usize>(a: &[i16], w: &[i32], c: &mut [i32], kp: usize)
     };
     let x = |p: &[i16]| _mm256_set1_epi32(lane(p[0], p[1]));
     let mut rows = a.chunks_exact(2 * kp).zip(c.chunks_exact_mut(cols));
-    loop {
-        let Some((ra, ca)) = rows.next() else { break };
+    while let Some((ra, ca)) = rows.next() {
         let second = rows.next();
         let mut acc_a = [_mm256_setzero_si256(); V];
         let mut acc_b = [_mm256_setzero_si256(); V];

@@ -405,6 +405,13 @@ fn review_findings_are_refused_by_name() {
     let r = accelc(&["compile", m, "-o", missing.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("cannot write") && r.stderr.contains("no-such-dir"), "{}", r.stderr);
+    // An existing file that is not a blob (a model's external weights, say) is not replaced.
+    let weights = dir.join("weights.bin");
+    std::fs::write(&weights, [1u8, 2, 3, 4]).unwrap();
+    let r = accelc(&["compile", m, "-o", weights.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("exists and is not an accelc blob"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&weights).unwrap(), [1, 2, 3, 4]);
     // A legal name near the 255-byte limit (the temporary name beside it must still fit).
     let long = dir.join(format!("{}.blob", "a".repeat(245)));
     let r = accelc(&["compile", m, "-o", long.to_str().unwrap()]);
