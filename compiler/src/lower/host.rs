@@ -833,7 +833,15 @@ pub fn module(g: &Graph, regions: &[HostRegion<'_>]) -> R<String> {
         funcs.push_str(&b.epilogue);
         funcs.push_str("return\n}\n");
     }
-    Ok(format!("module {{\n{}{}}}\n", m.globals, funcs))
+    // In the globals' own buffer: they hold every constant as hex (twice a large model's
+    // weights), and formatting them into a new string held them twice more.
+    let head = "module {\n";
+    let mut text = std::mem::take(&mut m.globals);
+    text.reserve_exact(head.len() + funcs.len() + 2);
+    text.insert_str(0, head);
+    text.push_str(&funcs);
+    text.push_str("}\n");
+    Ok(text)
 }
 
 /// The host facet of an op family without host lowerings yet: the node is refused, naming
