@@ -254,18 +254,11 @@ pub fn run(
             return code;
         }
     };
-    match dispatch(cli.command, out, err) {
+    // A reader that went away (`accelc inspect x.blob | head`) only stops the output: the
+    // command still does all its work (files, checks) and its status says how that went.
+    let mut out = PipeTolerant { inner: out, closed: false };
+    match dispatch(cli.command, &mut out, err) {
         Ok(()) => 0,
-        // The reader went away (`accelc inspect x.blob | head`): nothing more to say, and
-        // nothing failed that the user asked for.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            0
-        }
         Err(e) => {
             // Rendered diagnostics (text syntax, assembly) already start with `error: `.
             let msg = format!("{e:#}");
@@ -275,6 +268,36 @@ pub fn run(
                 writeln!(err, "error: {msg}")
             };
             if e.downcast_ref::<Invalid>().is_some() { 1 } else { 2 }
+        }
+    }
+}
+
+/// Standard output that swallows what is written after its reader has gone.
+struct PipeTolerant<'a> {
+    inner: &'a mut dyn Write,
+    closed: bool,
+}
+
+impl Write for PipeTolerant<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            r => r,
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => r,
         }
     }
 }

@@ -94,13 +94,14 @@ pub fn write_atomic_with(
     write: &mut dyn FnMut(&mut std::io::BufWriter<std::fs::File>) -> Result<(), String>,
 ) -> Result<(), ReadError> {
     use std::io::Write;
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && !meta.is_file()
-    {
-        return Err(ReadError::Refused(format!(
-            "{}: exists and is not a regular file; not replacing it",
-            path.display()
-        )));
+    let existing = std::fs::symlink_metadata(path).ok();
+    if let Some(meta) = existing.as_ref().filter(|m| !m.is_file()) {
+        let what = if meta.file_type().is_symlink() {
+            "is a symbolic link"
+        } else {
+            "exists and is not a regular file"
+        };
+        return Err(ReadError::Refused(format!("{}: {what}; not replacing it", path.display())));
     }
     let file = path
         .file_name()
@@ -113,9 +114,22 @@ pub fn write_atomic_with(
         keep -= 1;
     }
     let tmp = path.with_file_name(format!(".{}.tmp-{}", &name[..keep], std::process::id()));
-    let written = std::fs::File::create(&tmp)
+    // Created exclusively, so a symbolic link planted at the temporary name is never followed
+    // (one left over from an interrupted run of the same process id is removed first).
+    let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp);
+    let created = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp).and_then(|()| create())
+        }
+        r => r,
+    };
+    let written = created
         .map_err(|e| e.to_string())
         .and_then(|f| {
+            // A replaced file keeps its permissions.
+            if let Some(meta) = &existing {
+                f.set_permissions(meta.permissions()).map_err(|e| e.to_string())?;
+            }
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
             write(&mut w)?;
             w.flush().map_err(|e| e.to_string())?;

@@ -478,10 +478,31 @@ impl std::io::Write for ClosedPipe {
 }
 
 #[test]
-fn a_closed_output_pipe_ends_quietly() {
-    // `accelc config | head -1`, `accelc inspect x.blob | head`: exit 0, nothing on stderr.
-    let mut err = Vec::new();
-    let args = ["accelc", "config"].map(std::ffi::OsString::from);
-    assert_eq!(accelc_cli::run(args, &mut ClosedPipe, &mut err), 0);
-    assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+fn a_closed_output_pipe_stops_the_output_not_the_work() {
+    let run = |args: &[&str]| {
+        let mut err = Vec::new();
+        let args = args.iter().map(std::ffi::OsString::from);
+        let code = accelc_cli::run(args, &mut ClosedPipe, &mut err);
+        (code, String::from_utf8_lossy(&err).into_owned())
+    };
+    // `accelc config | head -1`: exit 0, nothing on stderr.
+    assert_eq!(run(&["accelc", "config"]), (0, String::new()));
+    // The work still happens: the outputs are written, and a failed check still fails.
+    let dir = scratch("pipe");
+    let model = dir.join("m.onnxtxt");
+    std::fs::write(
+        &model,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[2] x) => (float[2] y) { y = Relu (x) }\n",
+    )
+    .unwrap();
+    let outd = dir.join("out");
+    let (code, err) = run(&["accelc", "run", s(&model), "--output", s(&outd)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(outd.join("y.npy").is_file(), "the output was not written");
+    let wrong = dir.join("wrong.npy");
+    let hundreds = accelc::HostTensor::from_f32(vec![2], &[100.0, 100.0]).unwrap();
+    accelc::npy::write(&wrong, &hundreds).unwrap();
+    let expect = format!("y={}", s(&wrong));
+    let (code, err) = run(&["accelc", "run", s(&model), "--expect", &expect]);
+    assert_eq!(code, 1, "a failed --expect must fail with its output pipe closed: {err}");
 }

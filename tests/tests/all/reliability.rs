@@ -412,6 +412,32 @@ fn review_findings_are_refused_by_name() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("exists and is not an accelc blob"), "{}", r.stderr);
     assert_eq!(std::fs::read(&weights).unwrap(), [1, 2, 3, 4]);
+    // A symbolic link planted at the temporary name is not followed (the in-process CLI's
+    // temporary files carry this test's process id), and a replaced blob keeps its mode.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let victim = dir.join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        let target = dir.join("planted.blob");
+        let tmp = dir.join(format!(".planted.blob.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let r = accelc(&["compile", m, "-o", target.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
+        assert!(std::fs::symlink_metadata(&tmp).is_err(), "the planted link is left");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(accelc(&["compile", m, "-o", target.to_str().unwrap()]).code, 0);
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a replaced blob's mode changed to {mode:o}");
+        // A symbolic link as the output is refused, and said to be one.
+        let link = dir.join("link.blob");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let r = accelc(&["compile", m, "-o", link.to_str().unwrap()]);
+        assert!(r.code == 1 && r.stderr.contains("is a symbolic link"), "{r:?}");
+    }
     // A legal name near the 255-byte limit (the temporary name beside it must still fit).
     let long = dir.join(format!("{}.blob", "a".repeat(245)));
     let r = accelc(&["compile", m, "-o", long.to_str().unwrap()]);
