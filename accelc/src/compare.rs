@@ -41,11 +41,17 @@ pub fn compare(got: &[f32], want: &[f32]) -> Option<Mismatch> {
 
 /// As [`compare`] with an extra absolute allowance `extra`.
 pub fn compare_scaled(got: &[f32], want: &[f32], extra: f32) -> Option<Mismatch> {
+    compare_within(got, want, RTOL, ATOL + extra)
+}
+
+/// The worst element of `got` against `want` beyond `atol + rtol·|want|`, if any (as
+/// [`compare`], with the caller's tolerances).
+pub fn compare_within(got: &[f32], want: &[f32], rtol: f32, atol: f32) -> Option<Mismatch> {
     let mut worst: Option<Mismatch> = None;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         // inf - inf is NaN, which would compare as within any tolerance.
         let excess = if g.is_finite() && w.is_finite() {
-            (g - w).abs() - (ATOL + RTOL * w.abs() + extra)
+            (g - w).abs() - (atol + rtol * w.abs())
         } else if g == w || (g.is_nan() && w.is_nan()) {
             0.0
         } else {
@@ -63,6 +69,16 @@ pub fn compare_scaled(got: &[f32], want: &[f32], extra: f32) -> Option<Mismatch>
 /// exactly. Returns the worst element beyond tolerance (for integers the first that differs,
 /// its values converted to `f32`; [`HostTensor::element_text`] gives them exactly).
 pub fn compare_tensors(got: &HostTensor, want: &HostTensor) -> Result<Option<Mismatch>, Error> {
+    compare_tensors_within(got, want, RTOL, ATOL)
+}
+
+/// As [`compare_tensors`], floats within `atol + rtol·|want|`.
+pub fn compare_tensors_within(
+    got: &HostTensor,
+    want: &HostTensor,
+    rtol: f32,
+    atol: f32,
+) -> Result<Option<Mismatch>, Error> {
     if got.dtype != want.dtype {
         return Err(Error::Input(format!("{} values against expected {}", got.dtype, want.dtype)));
     }
@@ -73,7 +89,7 @@ pub fn compare_tensors(got: &HostTensor, want: &HostTensor) -> Result<Option<Mis
         )));
     }
     if let (Some(g), Some(w)) = (got.f32s(), want.f32s()) {
-        return Ok(compare(&g, &w));
+        return Ok(compare_within(&g, &w, rtol, atol));
     }
     let (g, w) = (got.ints().unwrap_or_default(), want.ints().unwrap_or_default());
     Ok(g.iter().zip(&w).position(|(a, b)| a != b).map(|index| Mismatch {

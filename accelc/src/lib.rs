@@ -30,7 +30,8 @@ pub use accelc_isa::DeviceConfig;
 pub use check::{CheckReport, NodeCheck, check};
 pub use compare::{
     ATOL, Difference, Mismatch, RTOL, SCALE_TOL, compare, compare_scaled, compare_tensors,
-    first_difference, first_difference_plan, max_abs_diff, reference,
+    compare_tensors_within, compare_within, first_difference, first_difference_plan, max_abs_diff,
+    reference,
 };
 pub use compile::{
     Compilation, Observer, Options, Source, compile, frontend, host_mlir, import, load_graph,

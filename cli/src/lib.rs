@@ -175,10 +175,17 @@ enum Command {
         /// Check the outputs against the reference interpreter (rtol 1e-3, atol 1e-5).
         #[arg(long)]
         compare: bool,
-        /// Check an output against stored values, `NAME=FILE.npy` (repeatable; rtol 1e-3,
-        /// atol 1e-5), for instance onnxruntime's output.
+        /// Check an output against stored values, `NAME=FILE.npy` (repeatable; within
+        /// `--atol` + `--rtol` × |expected|), for instance onnxruntime's output.
         #[arg(long = "expect", value_name = "NAME=FILE")]
         expect: Vec<String>,
+        /// Relative tolerance of `--expect`.
+        #[arg(long, value_name = "R", default_value_t = accelc::RTOL)]
+        rtol: f32,
+        /// Absolute tolerance of `--expect`; for a quantized model's dequantized output, a few
+        /// steps of its scale (3 × 0.056 for resnet18_int8_qdq's).
+        #[arg(long, value_name = "A", default_value_t = accelc::ATOL)]
+        atol: f32,
         #[command(flatten)]
         target: models::TargetArgs,
     },
@@ -323,17 +330,19 @@ fn dispatch(cmd: Command, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Compile { model, output, dump_ir, emit, target, opt } => {
             models::cmd_compile(&model, output, &target, opt, dump_ir, emit, out, err)
         }
-        Command::Run { model, inputs, output, compare, expect, target, opt } => models::cmd_run(
-            opt,
-            err,
-            &model,
-            &inputs,
-            output.as_deref(),
-            compare,
-            &expect,
-            &target,
-            out,
-        ),
+        Command::Run { model, inputs, output, compare, expect, rtol, atol, target, opt } => {
+            models::cmd_run(
+                opt,
+                err,
+                &model,
+                &inputs,
+                output.as_deref(),
+                compare,
+                (&expect, rtol, atol),
+                &target,
+                out,
+            )
+        }
         Command::Diff { model, inputs, target, opt } => {
             models::cmd_diff(&model, &inputs, &target, opt, out, err)
         }

@@ -503,10 +503,15 @@ pub(crate) fn cmd_run(
     input_args: &InputArgs,
     output_dir: Option<&Path>,
     compare_ref: bool,
-    expect: &[String],
+    (expect, rtol, atol): (&[String], f32, f32),
     target: &TargetArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    for (name, v) in [("--rtol", rtol), ("--atol", atol)] {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("{name} {v}: a tolerance is a finite number, 0 or more");
+        }
+    }
     let (cfg, shapes, seed) = (target.config.as_deref(), &target.input_shapes, input_args.seed);
     let given = read_tensor_args(&input_args.inputs, "input")?;
     let loaded = load_or_compile(model, cfg, shapes, false, o, &given, err)?;
@@ -593,8 +598,12 @@ pub(crate) fn cmd_run(
         write!(out, "output `{}` {}{:?}", spec.name, data.dtype, data.dims)?;
         // `against` names what is compared with (`reference`, `expected values`); a type or
         // shape that differs counts as a difference.
-        let mut check = |want: &HostTensor, against: &str, sep: &str| -> anyhow::Result<bool> {
-            match accelc::compare_tensors(data, want) {
+        let mut check = |want: &HostTensor,
+                         against: &str,
+                         sep: &str,
+                         (rtol, atol): (f32, f32)|
+         -> anyhow::Result<bool> {
+            match accelc::compare_tensors_within(data, want, rtol, atol) {
                 Ok(None) => {
                     let diff = match (data.f32s(), want.f32s()) {
                         (Some(g), Some(w)) => {
@@ -625,10 +634,10 @@ pub(crate) fn cmd_run(
         };
         if let Some(r) = &reference {
             let want = r.get(i).ok_or_else(|| anyhow!("internal: no reference output {i}"))?;
-            failed_ref |= check(want, "reference", ":")?;
+            failed_ref |= check(want, "reference", ":", (accelc::RTOL, accelc::ATOL))?;
         }
         if let Some(want) = expected.get(&spec.name) {
-            failed_expect |= check(want, "expected values", ";")?;
+            failed_expect |= check(want, "expected values", ";", (rtol, atol))?;
         }
         writeln!(out)?;
         if let (Some(dir), Some(path)) = (output_dir, files.get(i)) {

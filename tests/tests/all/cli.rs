@@ -506,3 +506,34 @@ fn a_closed_output_pipe_stops_the_output_not_the_work() {
     let (code, err) = run(&["accelc", "run", s(&model), "--expect", &expect]);
     assert_eq!(code, 1, "a failed --expect must fail with its output pipe closed: {err}");
 }
+
+#[test]
+fn expect_takes_the_tolerance_given() {
+    // A quantized model's output is right within a few steps of its scale, not within the
+    // float default (rtol 1e-3, atol 1e-5): `--atol` says how many.
+    let dir = scratch("tol");
+    let model = dir.join("m.onnxtxt");
+    std::fs::write(
+        &model,
+        "<ir_version: 8, opset_import: [\"\" : 17]>\ng (float[2] x) => (float[2] y) { y = Relu (x) }\n",
+    )
+    .unwrap();
+    let x = dir.join("x.npy");
+    accelc::npy::write(&x, &accelc::HostTensor::from_f32(vec![2], &[1.0, -1.0]).unwrap()).unwrap();
+    let y = dir.join("y.npy");
+    accelc::npy::write(&y, &accelc::HostTensor::from_f32(vec![2], &[1.1, 0.0]).unwrap()).unwrap();
+    let (input, expect) = (format!("x={}", s(&x)), format!("y={}", s(&y)));
+    let base = ["run", s(&model), "--input", &input, "--expect", &expect];
+    let with = |extra: &[&str]| accelc(&[&base[..], extra].concat());
+    let r = with(&[]);
+    assert_eq!(r.code, 1, "0.1 off fails the default tolerance: {r:?}");
+    assert!(r.stdout.contains("DIFFERS from the expected values"), "{r:?}");
+    let r = with(&["--atol", "0.11"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(with(&["--rtol", "0.05"]).code == 1 && with(&["--rtol", "0.1"]).code == 0);
+    for bad in ["-1", "NaN", "inf"] {
+        let arg = format!("--atol={bad}");
+        let r = with(&[arg.as_str()]);
+        assert!(r.code == 2 && r.stderr.contains("tolerance"), "--atol {bad}: {r:?}");
+    }
+}
