@@ -21,8 +21,9 @@ pub fn int_range(dtype: Dtype) -> (i64, i64) {
     }
 }
 
-/// TFLite's saturating rounding doubling high multiply.
-#[inline]
+/// TFLite's saturating rounding doubling high multiply, as written there: the oracle the
+/// branch-free [`Prepared::apply`] is tested against.
+#[cfg(test)]
 fn srdhm(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
         return i32::MAX;
@@ -33,8 +34,9 @@ fn srdhm(a: i32, b: i32) -> i32 {
     ((ab + nudge) / (1i64 << 31)) as i32
 }
 
-/// TFLite's rounding divide by a power of two (round half away from zero).
-#[inline]
+/// TFLite's rounding divide by a power of two (round half away from zero), as written there
+/// (the test oracle, as [`srdhm`]).
+#[cfg(test)]
 fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
     let mask: i32 = ((1i64 << exponent) - 1) as i32;
     let remainder = x & mask;
@@ -127,10 +129,12 @@ impl RequantRecord {
     /// `x` requantised to `dtype` (the record must be valid).
     #[inline]
     pub fn apply(&self, x: i32, dtype: Dtype) -> i64 {
-        let left = self.shift.max(0) as u32;
-        let right = (-self.shift).max(0) as u32;
-        let a = (i64::from(x) << left).clamp(i32::MIN.into(), i32::MAX.into()) as i32;
-        let q = rounding_divide_by_pot(srdhm(a, self.multiplier), right);
+        self.prepare(dtype).apply(i64::from(x))
+    }
+
+    /// The record for results of type `dtype`, in the form a row of elements reads (the record
+    /// must be valid): shifts split, clamps intersected with the type's range.
+    pub fn prepare(&self, dtype: Dtype) -> Prepared {
         let (tlo, thi) = int_range(dtype);
         // An s32 result (a rescaling between integer grids) only saturates: the 16-bit clamp
         // fields bound 8- and 16-bit outputs.
@@ -139,14 +143,103 @@ impl RequantRecord {
         } else {
             (i64::from(self.clamp_lo).max(tlo), i64::from(self.clamp_hi).min(thi))
         };
+        Prepared {
+            left: self.shift.max(0) as u32,
+            multiplier: self.multiplier,
+            right: (-self.shift).max(0) as u32,
+            zero_point: i64::from(self.zero_point),
+            lo,
+            hi,
+        }
+    }
+}
+
+/// A [`RequantRecord`] prepared for one result type ([`RequantRecord::prepare`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    left: u32,
+    multiplier: i32,
+    right: u32,
+    zero_point: i64,
+    lo: i64,
+    hi: i64,
+}
+
+impl Prepared {
+    /// The `s32` value `x` requantised: the left shift (saturating to `s32`), TFLite's
+    /// saturating rounding doubling high multiply, its rounding divide by a power of two (half
+    /// away from zero), the zero point, the clamp. Written without branches (the truncating
+    /// division by 2³¹ as a shift with the sign's correction) so a row of them vectorises.
+    #[inline(always)]
+    pub fn apply(&self, x: i64) -> i64 {
+        let a = (x << self.left).clamp(i32::MIN.into(), i32::MAX.into());
+        let ab = a * i64::from(self.multiplier);
+        let t = ab + if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+        let q0 = (t + ((t >> 63) & ((1 << 31) - 1))) >> 31;
+        // The one product that overflows: (−2³¹)·(−2³¹) saturates.
+        let q0 = if a == i64::from(i32::MIN) && self.multiplier == i32::MIN {
+            i64::from(i32::MAX)
+        } else {
+            q0
+        };
+        let mask = (1i64 << self.right) - 1;
+        let threshold = (mask >> 1) + i64::from(q0 < 0);
+        let q = (q0 >> self.right) + i64::from((q0 & mask) > threshold);
         // An empty clamp range (lo > hi) yields hi, as clamp-to-hi-after-lo would.
-        (i64::from(q) + i64::from(self.zero_point)).max(lo).min(hi)
+        (q + self.zero_point).max(self.lo).min(self.hi)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The branch-free rule against TFLite's functions as written, over every shift, extreme
+    /// multipliers (the one overflowing product, −2³¹·−2³¹, among them) and inputs, zero points
+    /// and clamps, and every result type.
+    #[test]
+    fn the_branch_free_rule_is_tflites() {
+        let textbook = |r: &RequantRecord, x: i32, dtype: Dtype| -> i64 {
+            let left = r.shift.max(0) as u32;
+            let right = (-r.shift).max(0) as u32;
+            let a = (i64::from(x) << left).clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+            let q = rounding_divide_by_pot(srdhm(a, r.multiplier), right);
+            let (tlo, thi) = int_range(dtype);
+            let (lo, hi) = if dtype == Dtype::S32 {
+                (tlo, thi)
+            } else {
+                (i64::from(r.clamp_lo).max(tlo), i64::from(r.clamp_hi).min(thi))
+            };
+            (i64::from(q) + i64::from(r.zero_point)).max(lo).min(hi)
+        };
+        // xorshift64*, enough to vary the values.
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let specials = [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX];
+        for dtype in [Dtype::S8, Dtype::U8, Dtype::S16, Dtype::S32] {
+            for shift in -31..=30 {
+                for k in 0..12usize {
+                    let multiplier = specials.get(k).copied().unwrap_or(next() as i32);
+                    let r = RequantRecord {
+                        multiplier,
+                        shift,
+                        zero_point: if k % 3 == 1 { 0 } else { next() as i32 >> (k % 24 + 4) },
+                        clamp_lo: next() as i16,
+                        clamp_hi: if k % 2 == 0 { i16::MAX } else { next() as i16 },
+                    };
+                    let xs = specials.into_iter().chain((0..40).map(|i| next() as i32 >> (i % 31)));
+                    for x in xs {
+                        assert_eq!(r.apply(x, dtype), textbook(&r, x, dtype), "{dtype} {r:?} {x}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn records_round_trip_through_bytes() {

@@ -338,35 +338,22 @@ impl Exec<'_, '_> {
         let (spad, acc) = (&self.sim.spad, &mut self.sim.acc);
         let a_stride = usize::from(a_stride);
         let c_stride = usize::from(c_stride);
+        let job = kernels::MatmulJob {
+            spad,
+            acc,
+            abase,
+            a_stride,
+            cbase,
+            c_stride,
+            rows,
+            k,
+            n,
+            dtype,
+            accumulate,
+        };
         match weights {
-            Weights::Int { w, .. } => kernels::int_matmul_rows(kernels::IntMatmulJob {
-                spad,
-                acc,
-                abase,
-                a_stride,
-                cbase,
-                c_stride,
-                rows,
-                k,
-                n,
-                signed: dtype == Dtype::S8,
-                accumulate,
-                w,
-            }),
-            Weights::Float { w, .. } => kernels::matmul_rows(kernels::MatmulJob {
-                spad,
-                acc,
-                abase,
-                a_stride,
-                cbase,
-                c_stride,
-                rows,
-                k,
-                n,
-                dtype,
-                accumulate,
-                w,
-            }),
+            Weights::Int { w, .. } => kernels::int_matmul_rows(job, w),
+            Weights::Float { w, .. } => kernels::matmul_rows(job, w),
         }
         Ok(Work { bytes: (rows * (k * es + n * 4)) as u64, macs: (rows * k * n) as u64 })
     }

@@ -38,7 +38,8 @@ macro_rules! with_avx2 {
     }};
 }
 
-/// One `mx.matmul`: where its operands live and how to combine them.
+/// One `mx.matmul`: where its operands live and how to combine them (the weights, float or
+/// integer, are passed beside it).
 pub(crate) struct MatmulJob<'a> {
     /// The scratchpad (inputs).
     pub(crate) spad: &'a [u8],
@@ -58,27 +59,6 @@ pub(crate) struct MatmulJob<'a> {
     pub(crate) dtype: Dtype,
     /// Add to C instead of overwriting it.
     pub(crate) accumulate: bool,
-    /// The weights, `k × n`, widened to f32.
-    pub(crate) w: &'a [f32],
-}
-
-/// One integer `mx.matmul` (`u8`/`s8` inputs, `s8` weights, `s32` sums added to C with
-/// wrapping, or written over it).
-pub(crate) struct IntMatmulJob<'a> {
-    pub(crate) spad: &'a [u8],
-    pub(crate) acc: &'a mut [u8],
-    pub(crate) abase: usize,
-    pub(crate) a_stride: usize,
-    pub(crate) cbase: usize,
-    pub(crate) c_stride: usize,
-    pub(crate) rows: usize,
-    pub(crate) k: usize,
-    pub(crate) n: usize,
-    /// `s8` inputs (else `u8`).
-    pub(crate) signed: bool,
-    pub(crate) accumulate: bool,
-    /// The weights as [`pair_weights`] lays them out.
-    pub(crate) w: &'a [i32],
 }
 
 /// Columns of the integer kernel's weight lanes: `n` rounded up to whole 8-lane vectors.
@@ -110,30 +90,20 @@ pub(crate) fn pair_weights<'r>(
     halves.chunks_exact(2).map(|h| lane(h[0], h[1])).collect()
 }
 
-/// Runs an integer matmul (operands already range-checked) in blocks of rows: gathers them as
-/// pairs of 16-bit values, runs the kernel, adds the sums to C (or writes them). The gathers
-/// and scatters are compiled for AVX2 when the CPU has it.
-pub(crate) fn int_matmul_rows(job: IntMatmulJob<'_>) {
-    with_avx2!(int_matmul_rows_generic(job: IntMatmulJob<'_>))
+/// Runs an integer matmul (`u8`/`s8` inputs, operands already range-checked; `w` as
+/// [`pair_weights`] lays it out) in blocks of rows: gathers them as pairs of 16-bit values,
+/// runs the kernel, adds the `s32` sums to C with wrapping (or writes them). The gathers and
+/// scatters are compiled for AVX2 when the CPU has it.
+pub(crate) fn int_matmul_rows(job: MatmulJob<'_>, w: &[i32]) {
+    with_avx2!(int_matmul_rows_generic(job: MatmulJob<'_>, w: &[i32]))
 }
 
 #[inline(always)]
-fn int_matmul_rows_generic(job: IntMatmulJob<'_>) {
+fn int_matmul_rows_generic(job: MatmulJob<'_>, w: &[i32]) {
     const BLOCK: usize = 64;
-    let IntMatmulJob {
-        spad,
-        acc,
-        abase,
-        a_stride,
-        cbase,
-        c_stride,
-        rows,
-        k,
-        n,
-        signed,
-        accumulate,
-        w,
-    } = job;
+    let MatmulJob { spad, acc, abase, a_stride, cbase, c_stride, rows, k, n, dtype, accumulate } =
+        job;
+    let signed = dtype == Dtype::S8;
     let kp = k.div_ceil(2);
     let cols = int_cols(n);
     // Rows of `2·kp` 16-bit values (a zero after an odd `k`): element pairs are the lanes.
@@ -278,14 +248,14 @@ fn int_rows_avx2<const V: usize>(a: &[i16], w: &[i32], c: &mut [i32], kp: usize)
 /// Runs a float matmul (operands already range-checked) in blocks of rows small enough to stay in
 /// the L1 cache: gather them densely as f32, run the kernel, scatter the results back. The
 /// whole loop, gathers and scatters included, is compiled for AVX2 when the CPU has it.
-pub(crate) fn matmul_rows(job: MatmulJob<'_>) {
-    with_avx2!(matmul_rows_generic(job: MatmulJob<'_>))
+pub(crate) fn matmul_rows(job: MatmulJob<'_>, w: &[f32]) {
+    with_avx2!(matmul_rows_generic(job: MatmulJob<'_>, w: &[f32]))
 }
 
 #[inline(always)]
-fn matmul_rows_generic(job: MatmulJob<'_>) {
+fn matmul_rows_generic(job: MatmulJob<'_>, w: &[f32]) {
     const BLOCK: usize = 64;
-    let MatmulJob { spad, acc, abase, a_stride, cbase, c_stride, rows, k, n, dtype, accumulate, w } =
+    let MatmulJob { spad, acc, abase, a_stride, cbase, c_stride, rows, k, n, dtype, accumulate } =
         job;
     let es = dtype.size() as usize;
     let mut av: Vec<f32> = Vec::with_capacity(BLOCK * k);
@@ -532,58 +502,6 @@ fn requant_into(
     ))
 }
 
-/// A requantisation record in the form the row loop reads: shifts split, clamps intersected
-/// with the output type's range.
-#[derive(Clone, Copy)]
-struct Rq {
-    left: u32,
-    mult: i32,
-    right: u32,
-    zp: i64,
-    lo: i64,
-    hi: i64,
-}
-
-impl Rq {
-    fn new(r: &super::numerics::RequantRecord, dtype: Dtype) -> Rq {
-        let (tlo, thi) = super::numerics::int_range(dtype);
-        let (lo, hi) = if dtype == Dtype::S32 {
-            (tlo, thi)
-        } else {
-            (i64::from(r.clamp_lo).max(tlo), i64::from(r.clamp_hi).min(thi))
-        };
-        Rq {
-            left: r.shift.max(0) as u32,
-            mult: r.multiplier,
-            right: (-r.shift).max(0) as u32,
-            zp: i64::from(r.zero_point),
-            lo,
-            hi,
-        }
-    }
-
-    /// [`super::numerics::RequantRecord::apply`], written without branches so a row of them
-    /// vectorises: the same saturating rounding doubling high multiply (truncating division
-    /// by 2³¹ as a shift with the sign's correction) and round-half-away-from-zero shift.
-    #[inline(always)]
-    fn apply(&self, x: i64) -> i64 {
-        let a = (x << self.left).clamp(i32::MIN.into(), i32::MAX.into());
-        let ab = a * i64::from(self.mult);
-        let t = ab + if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
-        let q0 = (t + ((t >> 63) & ((1 << 31) - 1))) >> 31;
-        // The one product that overflows: (−2³¹)·(−2³¹) saturates.
-        let q0 = if a == i64::from(i32::MIN) && self.mult == i32::MIN {
-            i64::from(i32::MAX)
-        } else {
-            q0
-        };
-        let mask = (1i64 << self.right) - 1;
-        let threshold = (mask >> 1) + i64::from(q0 < 0);
-        let q = (q0 >> self.right) + i64::from((q0 & mask) > threshold);
-        (q + self.zp).max(self.lo).min(self.hi)
-    }
-}
-
 #[inline(always)]
 fn requant_generic(
     x: &[i64],
@@ -592,7 +510,8 @@ fn requant_generic(
     dtype: Dtype,
     y: &mut Vec<i64>,
 ) {
-    let rq: Vec<Rq> = recs.iter().map(|r| Rq::new(r, dtype)).collect();
+    // Prepared once per record, then applied branch-free, so the row loop vectorises.
+    let rq: Vec<_> = recs.iter().map(|r| r.prepare(dtype)).collect();
     let start = y.len();
     y.resize(start + x.len(), 0);
     let out = &mut y[start..];
@@ -624,44 +543,37 @@ mod tests {
         }
     }
 
-    /// The branch-free requantisation row loop against the record's own `apply` (the
-    /// reference path's), over every shift, extreme multipliers and inputs, every output type
-    /// and random clamps.
+    /// The requantisation row loop applies each column's own record (per channel), or the one
+    /// record (per tensor), after what the output already holds; the rule itself is
+    /// `accelc_isa::requant`'s, tested there against TFLite's functions.
     #[test]
-    fn requantisation_rows_match_the_records_rule() {
+    fn requantisation_rows_apply_each_columns_record() {
         use super::super::numerics::RequantRecord;
         let mut rng = Rng(0x1234_5678_9abc_def1);
-        let specials = [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX];
+        let (rows, cols) = (5, 7);
+        let recs: Vec<RequantRecord> = (0..cols)
+            .map(|c| RequantRecord {
+                multiplier: (1 << 30) + rng.next() as i32 / 4,
+                shift: c as i32 * 3 - 12,
+                zero_point: c as i32 * 5 - 15,
+                clamp_lo: -100,
+                clamp_hi: 100,
+            })
+            .collect();
+        let x: Vec<i64> = (0..rows * cols).map(|_| i64::from(rng.next() as i32 >> 12)).collect();
         for dtype in [Dtype::S8, Dtype::U8, Dtype::S16, Dtype::S32] {
-            for shift in -31..=30 {
-                for k in 0..12 {
-                    let multiplier = match k {
-                        0..=6 => specials[k],
-                        _ => rng.next() as i32,
-                    };
-                    let rec = RequantRecord {
-                        multiplier,
-                        shift,
-                        zero_point: if k % 3 == 1 { 0 } else { rng.next() as i32 >> (k % 24 + 4) },
-                        clamp_lo: rng.next() as i16,
-                        clamp_hi: if k % 2 == 0 { i16::MAX } else { rng.next() as i16 },
-                    };
-                    let x: Vec<i64> = specials
-                        .iter()
-                        .copied()
-                        .chain((0..40).map(|i| rng.next() as i32 >> (i % 31)))
-                        .map(i64::from)
-                        .collect();
-                    for (cols, recs) in [(0, vec![rec]), (x.len(), vec![rec; x.len()])] {
-                        let mut y = vec![7];
-                        requant_into(&x, &recs, cols, dtype, &mut y);
-                        let want: Vec<i64> = std::iter::once(7)
-                            .chain(x.iter().map(|v| rec.apply(*v as i32, dtype)))
-                            .collect();
-                        assert_eq!(y, want, "{dtype} {rec:?}");
-                    }
-                }
-            }
+            let mut y = vec![7];
+            requant_into(&x, &recs, cols, dtype, &mut y);
+            let want: Vec<i64> = std::iter::once(7)
+                .chain(x.iter().enumerate().map(|(i, v)| recs[i % cols].apply(*v as i32, dtype)))
+                .collect();
+            assert_eq!(y, want, "per channel, {dtype}");
+            let mut y = vec![7];
+            requant_into(&x, &recs[2..3], 0, dtype, &mut y);
+            let want: Vec<i64> = std::iter::once(7)
+                .chain(x.iter().map(|v| recs[2].apply(*v as i32, dtype)))
+                .collect();
+            assert_eq!(y, want, "per tensor, {dtype}");
         }
     }
 
@@ -696,7 +608,7 @@ mod tests {
                 .collect();
             let before = acc.clone();
             let w = pair_weights(wbytes.chunks(n), k, n);
-            int_matmul_rows(IntMatmulJob {
+            let job = MatmulJob {
                 spad: &spad,
                 acc: &mut acc,
                 abase: 3,
@@ -706,10 +618,10 @@ mod tests {
                 rows,
                 k,
                 n,
-                signed,
+                dtype: if signed { Dtype::S8 } else { Dtype::U8 },
                 accumulate,
-                w: &w,
-            });
+            };
+            int_matmul_rows(job, &w);
             for r in 0..rows {
                 for j in 0..n {
                     let mut sum = 0i64;
