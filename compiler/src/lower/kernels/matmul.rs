@@ -139,6 +139,13 @@ pub(super) fn matmul(
         _ => None,
     };
     let nt_max = a.min(mm.cout / mm.groups);
+    // Requantised output tiles are stored in groups of `qgroup` consecutive channel tiles:
+    // an 8-bit tile of 32 channels alone makes 32-byte runs in the NHWC output, each taking a
+    // whole 64-byte DRAM burst.
+    let ntiles: usize = (0..mm.groups).map(|g| cout_tiles(mm, g, a).len()).sum();
+    let burst = u64::from(cfg.dram_burst_bytes.max(1));
+    let (_, eo_q) = elem(s, mm.out)?;
+    let qgroup = (burst.div_ceil(nt_max as u64 * eo_q) as usize).clamp(1, ntiles.max(1));
     let all_chunks: Vec<Vec<Chunk>> = (0..mm.groups).map(|g| chunks(mm, g, a)).collect();
     let a_stride = (sw * c) as u64 * e;
     if a_stride > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
@@ -171,23 +178,28 @@ pub(super) fn matmul(
         (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * e
     };
     let spad_avail = em.spad_free();
+    // Constant weights small enough stay resident: loaded once, as the first block needs
+    // them, instead of once per block, and never queued behind the stores of earlier tiles.
+    let wtotal = mm.oihw.len() as u64;
+    let resident = matches!(mm.weights, Weights::Const) && wtotal <= spad_avail / 4;
+    let w_reserve = if resident { wtotal } else { 2 * packet_max };
     let max_rows = field_max("mx.matmul", "rows").unwrap_or(0) as usize;
-    let fits = |r: usize, owt: usize, flat: bool| {
+    let fits = |r: usize, owt: usize, flat: bool, qdepth: u64| {
         let rows = acc_rows(r, owt, flat);
         rows <= max_rows
             && 2 * (rows * nt_max) as u64 * ea <= u64::from(cfg.acc_bytes)
             && 2 * act_bytes(r, owt)
-                + 2 * packet_max
+                + w_reserve
                 + if mm.residual.is_some() { 2 * res_tile(r, owt) } else { 0 }
-                + if requant { 2 * (rows * nt_max) as u64 * eo } else { 0 }
+                + if requant { qdepth * (rows * nt_max * qgroup) as u64 * eo } else { 0 }
                 + 8 * 64
                 <= spad_avail
     };
     // The widest tile (then the most rows) that fits, and its matrix-engine cycles.
-    let plan = |flat: bool| -> Option<(usize, usize, u64)> {
-        let parts = (1..=ow).find(|p| fits(1, ow.div_ceil(*p), flat))?;
+    let plan = |flat: bool, qd: u64| -> Option<(usize, usize, u64)> {
+        let parts = (1..=ow).find(|p| fits(1, ow.div_ceil(*p), flat, qd))?;
         let owt = ow.div_ceil(parts);
-        let r = (1..=oh).rev().find(|&r| fits(r, owt, flat))?;
+        let r = (1..=oh).rev().find(|&r| fits(r, owt, flat, qd))?;
         let blocks = oh.div_ceil(r);
         let r = oh.div_ceil(blocks);
         let per_block = if flat {
@@ -198,7 +210,11 @@ pub(super) fn matmul(
         Some((r, owt, per_block * (blocks * parts) as u64))
     };
     let flat_ok = sh == sw;
-    let choice = match (if flat_ok { plan(true) } else { None }, plan(false)) {
+    // Requantised tiles: four buffers when they fit, so that stores, which wait out the
+    // DRAM's write latency behind the loads in flight, do not hold up the epilogue.
+    let qdepth =
+        if (flat_ok && plan(true, 4).is_some()) || plan(false, 4).is_some() { 4 } else { 2 };
+    let choice = match (if flat_ok { plan(true, qdepth) } else { None }, plan(false, qdepth)) {
         (Some(f), Some(r)) => {
             if f.2 <= r.2 {
                 (true, f.0, f.1)
@@ -223,7 +239,13 @@ pub(super) fn matmul(
         mx * bytes_per_cycle > (a * nt_max) as u64 * e
     };
     let act_buf = [em.spad(act_bytes(rblk, owblk))?, em.spad(act_bytes(rblk, owblk))?];
-    let w_buf = [em.spad(packet_max)?, em.spad(packet_max)?];
+    let w_buf = if resident {
+        let b = em.spad(wtotal.max(1))?;
+        [b, b]
+    } else {
+        [em.spad(packet_max)?, em.spad(packet_max)?]
+    };
+    let mut first_block = true;
     let res_buf = if mm.residual.is_some() {
         Some([em.spad(res_tile(rblk, owblk))?, em.spad(res_tile(rblk, owblk))?])
     } else {
@@ -232,8 +254,21 @@ pub(super) fn matmul(
     let acc_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * ea;
     let acc_buf = [em.acc(acc_tile)?, em.acc(acc_tile)?];
     // Requantised output tiles (integer kernels), in the accumulator tile's geometry.
-    let out_tile = (acc_rows(rblk, owblk, flat) * nt_max) as u64 * eo;
-    let q_buf = if requant { Some([em.spad(out_tile)?, em.spad(out_tile)?]) } else { None };
+    let out_tile = (acc_rows(rblk, owblk, flat) * nt_max * qgroup) as u64 * eo;
+    let q_buf = if requant {
+        let mut b = Vec::new();
+        for _ in 0..qdepth {
+            b.push(em.spad(out_tile)?);
+        }
+        Some(b)
+    } else {
+        None
+    };
+    // The channel's extra buffers, given at the start and taken back at the end.
+    let extra_q = if requant { qdepth - u64::from(crate::lower::emit::DEPTH) } else { 0 };
+    for _ in 0..extra_q {
+        em.signal(Engine::St, VX_ST.free)?;
+    }
     let pad_pattern = q.map_or(0, |q| u32::from_le_bytes([q.pad_byte; 4]));
     let (in_seg, in_base) = s.addr(mm.input)?;
     let (out_seg, out_base) = s.addr(mm.out)?;
@@ -241,7 +276,17 @@ pub(super) fn matmul(
     // Tile byte offsets inside the packed weights, in streaming order.
     let tile_bytes = |ch: &Chunk, nt: usize| (ch.rows.len() * nt) as u64 * e;
     let wconst_off = step.const_offs.get(1).copied().unwrap_or(0);
-    let (mut ia, mut iw, mut iacc) = (0usize, 0usize, 0usize);
+    let (mut ia, mut iw, mut iacc, mut iq) = (0usize, 0usize, 0usize, 0usize);
+    // Every tile's (first channel, width), in streaming order, and each tile's output group:
+    // (first channel, width, the tile's column in the group).
+    let tiles: Vec<(usize, usize)> = (0..mm.groups).flat_map(|g| cout_tiles(mm, g, a)).collect();
+    let tile_group = |t: usize| {
+        let g0 = t - t % qgroup;
+        let g1 = (g0 + qgroup).min(tiles.len());
+        let width: usize = tiles[g0..g1].iter().map(|x| x.1).sum();
+        let col: usize = tiles[g0..t].iter().map(|x| x.1).sum();
+        (tiles[g0].0, width, col, t + 1 == g1)
+    };
     let mut packed_cursor: Vec<u64> = Vec::new();
     // Start offset of each (g, tile) in the packed weights.
     {
@@ -298,7 +343,6 @@ pub(super) fn matmul(
             em.signal(Engine::Ld, LD_MX_A.full)?;
             em.wait(Engine::Mx, LD_MX_A.full);
             let mut tile_idx = 0usize;
-            let ntiles: usize = (0..mm.groups).map(|g| cout_tiles(mm, g, a).len()).sum();
             for (g, ch) in all_chunks.iter().enumerate() {
                 for (n0, nt) in cout_tiles(mm, g, a) {
                     // Packets of consecutive tiles. When the array is the bottleneck they
@@ -333,9 +377,20 @@ pub(super) fn matmul(
                     em.wait(Engine::Mx, MX_VX.free);
                     let mut tile_off = packed_cursor[tile_idx];
                     for (pi, &(c0, c1)) in packets.iter().enumerate() {
-                        let wbuf = w_buf[iw % 2];
-                        em.wait(Engine::Ld, LD_MX_W.free);
+                        let wbuf = if resident {
+                            at(w_buf[0], tile_off - wconst_off)
+                        } else {
+                            w_buf[iw % 2]
+                        };
+                        let load = !resident || first_block;
+                        if !resident {
+                            em.wait(Engine::Ld, LD_MX_W.free);
+                        }
                         match &mm.weights {
+                            _ if !load => {
+                                tile_off +=
+                                    ch[c0..c1].iter().map(|x| tile_bytes(x, nt)).sum::<u64>();
+                            }
                             Weights::Const => {
                                 let bytes: u64 = ch[c0..c1].iter().map(|x| tile_bytes(x, nt)).sum();
                                 em.dma_block(
@@ -368,8 +423,10 @@ pub(super) fn matmul(
                                 }
                             }
                         }
-                        em.signal(Engine::Ld, LD_MX_W.full)?;
-                        em.wait(Engine::Mx, LD_MX_W.full);
+                        if load {
+                            em.signal(Engine::Ld, LD_MX_W.full)?;
+                            em.wait(Engine::Mx, LD_MX_W.full);
+                        }
                         let mut o = 0;
                         for (ci, x) in ch[c0..c1].iter().enumerate() {
                             let first = pi == 0 && ci == 0;
@@ -406,7 +463,9 @@ pub(super) fn matmul(
                                 }
                             }
                         }
-                        em.signal(Engine::Mx, LD_MX_W.free)?;
+                        if !resident {
+                            em.signal(Engine::Mx, LD_MX_W.free)?;
+                        }
                         iw += 1;
                     }
                     tile_idx += 1;
@@ -463,20 +522,27 @@ pub(super) fn matmul(
                         )?;
                         did = true;
                     }
-                    let mut store_from = abase;
-                    if let (Some(qb), Some(pb)) = (q_buf, pbuf) {
+                    // The requantised tile goes into its output group's buffer: the
+                    // accumulator tile is free once read, not when the (latency-bound) store
+                    // completes.
+                    let (gn0, gw, gcol, glast) = tile_group(tile_idx - 1);
+                    let gplane = if flat { wb * gw } else { owt * gw } as u64 * eo;
+                    let qt = q_buf.as_ref().map(|qb| qb[iq % qb.len()]);
+                    if q_buf.is_some() && gcol == 0 {
+                        em.wait(Engine::Vx, VX_ST.free);
+                    }
+                    if let (Some(qt), Some(pb)) = (qt, pbuf) {
                         let sh = vshape(
                             r as u64,
                             owt as u64,
                             nt as u64,
-                            (nt as u64 * eo, oplane),
+                            (gw as u64 * eo, gplane),
                             (nt as u64 * ea, plane),
                             (0, 0),
                             0,
                         );
                         let recs = at(pb, bias_bytes + n0 as u64 * 16);
-                        em.vrequant(odt, sh, qb[iacc % 2], abase, recs)?;
-                        store_from = qb[iacc % 2];
+                        em.vrequant(odt, sh, at(qt, gcol as u64 * eo), abase, recs)?;
                     }
                     if let Some(rb) = res_buf {
                         em.wait(Engine::Vx, LD_VX.full);
@@ -521,29 +587,58 @@ pub(super) fn matmul(
                             did = true;
                         }
                     }
-                    if !did {
+                    if !did && q_buf.is_none() {
                         em.nop(Engine::Vx)?;
                     }
-                    em.signal(Engine::Vx, VX_ST.full)?;
-                    em.wait(Engine::St, VX_ST.full);
-                    em.dma_block(
-                        Dir::Store,
-                        out_seg,
-                        out_base + out_off,
-                        &[
-                            (r, (ow * mm.cout) as u64 * eo, oplane),
-                            (owt, mm.cout as u64 * eo, nt as u64 * eo),
-                            (nt, eo, eo),
-                        ],
-                        eo,
-                        store_from,
-                    )?;
-                    em.signal(Engine::St, MX_VX.free)?;
+                    if let Some(qt) = qt {
+                        em.signal(Engine::Vx, MX_VX.free)?;
+                        if glast {
+                            em.signal(Engine::Vx, VX_ST.full)?;
+                            em.wait(Engine::St, VX_ST.full);
+                            let goff =
+                                mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + gn0) as u64) * eo;
+                            em.dma_block(
+                                Dir::Store,
+                                out_seg,
+                                out_base + goff,
+                                &[
+                                    (r, (ow * mm.cout) as u64 * eo, gplane),
+                                    (owt, mm.cout as u64 * eo, gw as u64 * eo),
+                                    (gw, eo, eo),
+                                ],
+                                eo,
+                                qt,
+                            )?;
+                            em.signal(Engine::St, VX_ST.free)?;
+                            iq += 1;
+                        }
+                    } else {
+                        em.signal(Engine::Vx, VX_ST.full)?;
+                        em.wait(Engine::St, VX_ST.full);
+                        em.dma_block(
+                            Dir::Store,
+                            out_seg,
+                            out_base + out_off,
+                            &[
+                                (r, (ow * mm.cout) as u64 * eo, oplane),
+                                (owt, mm.cout as u64 * eo, nt as u64 * eo),
+                                (nt, eo, eo),
+                            ],
+                            eo,
+                            abase,
+                        )?;
+                        em.signal(Engine::St, MX_VX.free)?;
+                    }
                     iacc += 1;
                 }
             }
             ia += 1;
+            first_block = false;
         }
+    }
+    for _ in 0..extra_q {
+        em.wait(Engine::Vx, VX_ST.free);
+        em.nop(Engine::Vx)?;
     }
     let macs = (n * oh * ow * mm.cout * mm.k[0] * mm.k[1] * cg) as u64;
     let wbytes = match &mm.weights {
