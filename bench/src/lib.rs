@@ -24,7 +24,7 @@ pub fn pipeline_source(tiles: usize) -> String {
         s.push_str(&format!(
             "dma.load desc=tile seg=0 offset={off} dst=spad:{inp:#x} wait=in_free signal=in_full\n\
              mx.matmul a=spad:{inp:#x} a_stride=32 c=acc:{acc:#x} c_stride=128 rows=32 dtype=s8 accumulate=0 wait=in_full,acc_free signal=in_free,acc_full\n\
-             vx.requant per_channel=0 dtype=s8 shape=rq dst=spad:{out:#x} src=acc:{acc:#x} params=spad:0x400 wait=acc_full,out_free signal=acc_free,out_full\n\
+             vx.requant per_channel=0 bias=0 dtype=s8 shape=rq dst=spad:{out:#x} src=acc:{acc:#x} params=spad:0x400 wait=acc_full,out_free signal=acc_free,out_full\n\
              dma.store desc=tile seg=2 offset={off} src=spad:{out:#x} wait=out_full signal=out_free\n",
             off = t * 1024
         ));

@@ -8,6 +8,15 @@ use crate::Dtype;
 /// Bytes of one record in a requantisation table.
 pub const RECORD_BYTES: usize = 16;
 
+/// Bytes of one record with a bias (`vx.requant bias=1`): the record, then the `s32` bias.
+pub const BIASED_RECORD_BYTES: usize = 20;
+
+/// The record size `vx.requant` reads: [`BIASED_RECORD_BYTES`] with `bias`, else
+/// [`RECORD_BYTES`].
+pub fn record_bytes(bias: bool) -> usize {
+    if bias { BIASED_RECORD_BYTES } else { RECORD_BYTES }
+}
+
 /// Smallest and largest value of an integer type.
 #[inline]
 pub fn int_range(dtype: Dtype) -> (i64, i64) {
@@ -69,6 +78,15 @@ impl RequantRecord {
         b[8..12].copy_from_slice(&self.zero_point.to_le_bytes());
         b[12..14].copy_from_slice(&self.clamp_lo.to_le_bytes());
         b[14..16].copy_from_slice(&self.clamp_hi.to_le_bytes());
+        b
+    }
+
+    /// Encodes with a bias as [`BIASED_RECORD_BYTES`] little-endian bytes: the record's 16
+    /// bytes, then `bias` (`s32`).
+    pub fn to_bytes_with_bias(&self, bias: i32) -> [u8; BIASED_RECORD_BYTES] {
+        let mut b = [0u8; BIASED_RECORD_BYTES];
+        b[..RECORD_BYTES].copy_from_slice(&self.to_bytes());
+        b[RECORD_BYTES..].copy_from_slice(&bias.to_le_bytes());
         b
     }
 

@@ -206,10 +206,13 @@ macro_rules! for_each_op {
 
             /// Requantizes `s32` values to `dtype` (`s8`, `u8`, `s16`, or `s32` to rescale
             /// between integer grids, where the clamp fields do not apply) with per-tensor or
-            /// per-column parameters: `clamp(zp + round_shift(sat_rdmulh(x, m), shift))`.
+            /// per-column parameters: `clamp(zp + round_shift(sat_rdmulh(x + bias, m), shift))`.
             VxRequant = 0x33, "vx.requant", route(vx) {
                 /// One parameter record per column (1) or one for all (0).
                 per_channel: bool [32..33],
+                /// Records carry an `s32` bias (20 bytes each), added with saturation before
+                /// the multiply (1); no bias (0, 16-byte records).
+                bias: bool [33..34],
                 /// Destination element type.
                 dtype: Dtype [37..40],
                 /// The vector shape (`dst` and `src0` strides are used).
@@ -218,7 +221,7 @@ macro_rules! for_each_op {
                 dst: LocalAddr [56..80],
                 /// Source (`s32`).
                 src: LocalAddr [80..104],
-                /// Parameter records, 16 bytes each.
+                /// Parameter records, 16 bytes each (20 with `bias`).
                 params: LocalAddr [104..128],
             }
 

@@ -39,21 +39,21 @@ dma.load desc=tile seg=a offset=0*TILE dst=spad:IN0 wait=in_free signal=in_full
 dma.load desc=tile seg=a offset=1*TILE dst=spad:IN1 wait=in_free signal=in_full
 
 mx.matmul a=spad:IN0 a_stride=32 c=acc:ACC0 c_stride=128 rows=32 dtype=s8 accumulate=0 wait=in_full,acc_free signal=in_free,acc_full
-vx.requant per_channel=0 dtype=s8 shape=rq dst=spad:OUT0 src=acc:ACC0 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
+vx.requant per_channel=0 bias=0 dtype=s8 shape=rq dst=spad:OUT0 src=acc:ACC0 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
 dma.store desc=tile seg=c offset=0*TILE src=spad:OUT0 wait=out_full signal=out_free
 dma.load desc=tile seg=a offset=2*TILE dst=spad:IN0 wait=in_free signal=in_full
 
 mx.matmul a=spad:IN1 a_stride=32 c=acc:ACC1 c_stride=128 rows=32 dtype=s8 accumulate=0 wait=in_full,acc_free signal=in_free,acc_full
-vx.requant per_channel=0 dtype=s8 shape=rq dst=spad:OUT1 src=acc:ACC1 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
+vx.requant per_channel=0 bias=0 dtype=s8 shape=rq dst=spad:OUT1 src=acc:ACC1 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
 dma.store desc=tile seg=c offset=1*TILE src=spad:OUT1 wait=out_full signal=out_free
 dma.load desc=tile seg=a offset=3*TILE dst=spad:IN1 wait=in_free signal=in_full
 
 mx.matmul a=spad:IN0 a_stride=32 c=acc:ACC0 c_stride=128 rows=32 dtype=s8 accumulate=0 wait=in_full,acc_free signal=in_free,acc_full
-vx.requant per_channel=0 dtype=s8 shape=rq dst=spad:OUT0 src=acc:ACC0 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
+vx.requant per_channel=0 bias=0 dtype=s8 shape=rq dst=spad:OUT0 src=acc:ACC0 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
 dma.store desc=tile seg=c offset=2*TILE src=spad:OUT0 wait=out_full signal=out_free
 
 mx.matmul a=spad:IN1 a_stride=32 c=acc:ACC1 c_stride=128 rows=32 dtype=s8 accumulate=0 wait=in_full,acc_free signal=in_free,acc_full
-vx.requant per_channel=0 dtype=s8 shape=rq dst=spad:OUT1 src=acc:ACC1 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
+vx.requant per_channel=0 bias=0 dtype=s8 shape=rq dst=spad:OUT1 src=acc:ACC1 params=spad:PARAMS wait=acc_full,out_free signal=acc_free,out_full
 dma.store desc=tile seg=c offset=3*TILE src=spad:OUT1 wait=out_full signal=out_free
 
 end code=0

@@ -86,7 +86,7 @@ const ROUNDTRIP: &str = ".dma d x_bytes=4096\n\
 /// Requantises with the record's shift: 40 is out of range, a data fault.
 const REQUANT: &str = ".dma d x_bytes=16\n.shape v cols=1\n\
     dma.load desc=d seg=0 offset=0 dst=spad:0 signal=s0\n\
-    vx.requant per_channel=0 dtype=s8 shape=v dst=spad:0x100 src=acc:0 params=spad:0 wait=s0 signal=s1\n\
+    vx.requant per_channel=0 bias=0 dtype=s8 shape=v dst=spad:0x100 src=acc:0 params=spad:0 wait=s0 signal=s1\n\
     dma.store desc=d seg=1 offset=0 src=spad:0x100 wait=s1\nend code=0\n";
 /// Stores scratchpad bytes it never wrote.
 const SPY: &str = ".dma d x_bytes=4096\ndma.store desc=d seg=1 offset=0 src=spad:0\nend code=0\n";

@@ -418,8 +418,9 @@ impl Emitter {
         Ok(())
     }
 
-    /// `dst = requant(src)` to `dtype` over `shape` with one record per column at `params`.
-    pub(crate) fn vrequant(
+    /// `dst = requant(src + bias)` to `dtype` over `shape` with one biased record
+    /// (`accelc_isa::requant::BIASED_RECORD_BYTES`) per column at `params`.
+    pub(crate) fn vrequant_biased(
         &mut self,
         dtype: Dtype,
         shape: Shape,
@@ -427,7 +428,7 @@ impl Emitter {
         src: LocalAddr,
         params: LocalAddr,
     ) -> Result<(), LowerError> {
-        self.vrequant_with(true, dtype, shape, dst, src, params)
+        self.vrequant_with(true, true, dtype, shape, dst, src, params)
     }
 
     /// `dst = requant(src)` to `dtype` over `shape` with the one record at `params`.
@@ -439,12 +440,14 @@ impl Emitter {
         src: LocalAddr,
         params: LocalAddr,
     ) -> Result<(), LowerError> {
-        self.vrequant_with(false, dtype, shape, dst, src, params)
+        self.vrequant_with(false, false, dtype, shape, dst, src, params)
     }
 
+    #[allow(clippy::too_many_arguments, reason = "the instruction's fields")]
     fn vrequant_with(
         &mut self,
         per_channel: bool,
+        bias: bool,
         dtype: Dtype,
         shape: Shape,
         dst: LocalAddr,
@@ -452,7 +455,15 @@ impl Emitter {
         params: LocalAddr,
     ) -> Result<(), LowerError> {
         let shape = self.shape(shape)?;
-        self.push(accelc_isa::inst::VxRequant { per_channel, dtype, shape, dst, src, params })?;
+        self.push(accelc_isa::inst::VxRequant {
+            per_channel,
+            bias,
+            dtype,
+            shape,
+            dst,
+            src,
+            params,
+        })?;
         Ok(())
     }
 }

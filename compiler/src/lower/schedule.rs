@@ -187,8 +187,9 @@ pub(crate) struct Dw {
     pub(crate) win: Win,
     pub(crate) act: Act,
     /// Integer arithmetic, with the input zero point's byte (the padding value): the step's
-    /// constant 0 then holds the corrected int32 bias (`[c]`), the int32 taps (`[kh·kw][c]`)
-    /// and one requantisation record per channel.
+    /// constant 0 then holds the int32 taps (`[kh·kw][c]`) and one biased requantisation
+    /// record per channel (the corrected int32 bias in it). Float: the bias (`[c]`), then the
+    /// taps.
     pub(crate) quant: Option<u8>,
 }
 
@@ -990,9 +991,14 @@ pub(crate) fn push_mm(b: &mut Builder<'_>, mm: Mm, name: &str, end: T) -> Result
                     .ok_or_else(|| LowerError::at(name, "internal: channel-streaming bias"))?,
                 _ => q.bias.clone(),
             };
-            let mut p: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
-            p.extend(q.records.iter().flat_map(|r| r.to_bytes()));
-            p
+            if q.records.is_empty() {
+                // The int32 accumulator is the output: the bias alone, added on the vector
+                // engine.
+                bias.iter().flat_map(|b| b.to_le_bytes()).collect()
+            } else {
+                // One biased record per output channel (`vx.requant bias=1` adds it).
+                q.records.iter().zip(&bias).flat_map(|(r, b)| r.to_bytes_with_bias(*b)).collect()
+            }
         }
         None => {
             let mut params = mm.bias.clone();

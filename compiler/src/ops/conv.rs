@@ -432,15 +432,16 @@ fn lower_qconv(b: &mut Builder<'_>, _idx: usize, n: &Node) -> Result<(), LowerEr
         return Err(err("grouped integer convolutions with an int32 output are not lowered"));
     }
     if *group == xs[1] && ws[1] == 1 && cout == xs[1] && *group > 1 {
-        // Depthwise: on the vector engine in int32, taps as [kh·kw][c].
+        // Depthwise: on the vector engine in int32, taps as [kh·kw][c], then one biased
+        // requantisation record per channel.
         let taps = k[0] * k[1];
-        let mut p: Vec<u8> = qbias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut p: Vec<u8> = Vec::new();
         for t in 0..taps {
             for c in 0..cout {
                 p.extend(i32::from(wv[c * taps + t] as i8).to_le_bytes());
             }
         }
-        p.extend(records.iter().flat_map(|r| r.to_bytes()));
+        p.extend(records.iter().zip(&qbias).flat_map(|(r, b)| r.to_bytes_with_bias(*b)));
         let img = [xs[0], xs[2], xs[3], xs[1]];
         let win = Win { input: xin, img, k, s, d, pad, out_hw, out };
         let dw = Dw { win, act: Act::None, quant: Some(*x_zp as u8) };

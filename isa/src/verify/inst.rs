@@ -245,7 +245,8 @@ impl Verifier<'_> {
                     c.walk("dst", it.dst, s.dst(it.dtype.size()), &s, it.dtype.size());
                     c.walk("src", it.src, s.src0(4), &s, 4);
                     let records = if it.per_channel { u64::from(s.cols) } else { 1 };
-                    c.local("params", it.params, records.saturating_mul(16), None);
+                    let size = crate::requant::record_bytes(it.bias) as u64;
+                    c.local("params", it.params, records.saturating_mul(size), None);
                 }
             }
             Op::VxLut(it) => {

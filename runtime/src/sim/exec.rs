@@ -45,7 +45,7 @@ pub(crate) fn execute(
             x.reduce(it.op, it.axis, it.dtype, it.out_dtype, it.shape.0, it.dst, it.src)
         }
         Op::VxRequant(it) => {
-            x.requant(it.per_channel, it.dtype, it.shape.0, it.dst, it.src, it.params)
+            x.requant(it.per_channel, it.bias, it.dtype, it.shape.0, it.dst, it.src, it.params)
         }
         Op::VxLut(it) => x.lut(it.dtype, it.shape.0, it.dst, it.src, it.table),
         Op::VxTranspose(it) => x.transpose(it.dtype, it.shape.0, it.dst, it.src),
@@ -667,9 +667,11 @@ impl Exec<'_, '_> {
         Ok(Work { bytes: s.elements() * u64::from(dtype.size()), macs: 0 })
     }
 
+    #[allow(clippy::too_many_arguments, reason = "the instruction's fields")]
     fn requant(
         &mut self,
         per_channel: bool,
+        bias: bool,
         dtype: Dtype,
         shape: u16,
         dst: LocalAddr,
@@ -685,15 +687,27 @@ impl Exec<'_, '_> {
         }
         let s = self.shape(shape)?;
         let records = if per_channel { usize::from(s.cols) } else { 1 };
-        let pbase = self.check("params", params, Some(16 * records as u64), None)?;
+        let size = accelc_isa::requant::record_bytes(bias);
+        let pbase = self.check("params", params, Some((size * records) as u64), None)?;
         let mem = self.mem(params.space);
         let recs: Vec<RequantRecord> = (0..records)
             .map(|r| {
                 let mut b = [0u8; 16];
-                b.copy_from_slice(&mem[pbase + 16 * r..pbase + 16 * r + 16]);
+                b.copy_from_slice(&mem[pbase + size * r..pbase + size * r + 16]);
                 RequantRecord::from_bytes(&b)
             })
             .collect();
+        // The records' biases (`bias=1`), added with saturation before requantising.
+        let biases: Vec<i64> = if bias {
+            (0..records)
+                .map(|r| {
+                    let o = pbase + size * r + 16;
+                    i64::from(i32::from_le_bytes([mem[o], mem[o + 1], mem[o + 2], mem[o + 3]]))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         if let Some(bad) = recs.iter().position(|r| !r.valid()) {
             return Err(fault(
                 FaultKind::Data,
@@ -705,10 +719,16 @@ impl Exec<'_, '_> {
             ));
         }
         let dims = (s.planes, s.rows, s.cols);
-        let Vals::I(x) = self.gather("src", src, s.src0(4), dims, Dtype::S32)? else {
+        let Vals::I(mut x) = self.gather("src", src, s.src0(4), dims, Dtype::S32)? else {
             return Err(fault(FaultKind::Illegal, self.i, "requantization reads s32"));
         };
         let cols = usize::from(s.cols);
+        if bias {
+            let (lo, hi) = (i64::from(i32::MIN), i64::from(i32::MAX));
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = (*v + biases[if per_channel { i % cols } else { 0 }]).clamp(lo, hi);
+            }
+        }
         let y: Vec<i64> = if self.sim.reference_paths {
             x.iter()
                 .enumerate()

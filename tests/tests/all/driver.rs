@@ -192,7 +192,7 @@ fn many_threads_and_contexts_run_concurrently() {
 fn requant_job(ctx: &Context, shift: i32) -> Job {
     let src = ".seg p 0 size=16 role=input\n.seg o 1 size=16 role=output\n.dma d x_bytes=16\n.shape v cols=1\n\
                dma.load desc=d seg=p offset=0 dst=spad:0 signal=s0\n\
-               vx.requant per_channel=0 dtype=s8 shape=v dst=spad:0x100 src=acc:0 params=spad:0 wait=s0 signal=s1\n\
+               vx.requant per_channel=0 bias=0 dtype=s8 shape=v dst=spad:0x100 src=acc:0 params=spad:0 wait=s0 signal=s1\n\
                dma.store desc=d seg=o offset=0 src=spad:0x100 wait=s1\nend code=0\n";
     let enc = accelc_isa::asm::assemble(src).unwrap().encode().unwrap();
     let (prog, _) = ctx.create_program(&enc).unwrap();

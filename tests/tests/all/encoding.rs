@@ -75,8 +75,13 @@ const TABLE: &[(&str, [u32; 4])] = &[
     // per_channel bit 32, dtype u8 = 1 at 37..40 -> 0x21; src acc:0 at bit 80 -> bit 103 =
     // word 3 bit 7; params spad:0x400 in 104..128 -> 0x400 << 8.
     (
-        "vx.requant per_channel=1 dtype=u8 shape=0 dst=spad:0 src=acc:0 params=spad:0x400",
+        "vx.requant per_channel=1 bias=0 dtype=u8 shape=0 dst=spad:0 src=acc:0 params=spad:0x400",
         [0x0000_0033, 0x0000_0021, 0, 0x0004_0080],
+    ),
+    // bias bit 33 = word 1 bit 1.
+    (
+        "vx.requant per_channel=1 bias=1 dtype=u8 shape=0 dst=spad:0 src=acc:0 params=spad:0x400",
+        [0x0000_0033, 0x0000_0023, 0, 0x0004_0080],
     ),
     (
         "vx.lut dtype=s8 shape=0 dst=spad:0 src=spad:0 table=spad:0x100",

@@ -79,6 +79,62 @@ fn tiled_int8_gemm_with_requantization() {
     assert!(saturated < 128 * 32 / 10, "{saturated} outputs saturated");
 }
 
+/// `vx.requant bias=1`: 20-byte records whose `s32` bias is added, with saturation, before the
+/// multiply; checked per column against [`requant_ref`], including sums that saturate.
+#[test]
+fn requantization_with_per_channel_bias() {
+    let (rows, cols) = (8usize, 4usize);
+    let recs: [(i32, i32, i32, i16, i16, i32); 4] = [
+        (1_518_500_250, -12, -3, -100, 120, 1_000),
+        (1_073_741_824, -20, 5, -128, 127, -2_000_000_000),
+        (2_147_483_647, -31, 0, -128, 127, i32::MAX),
+        (1_900_000_000, -7, 10, 0, 127, -40_000),
+    ];
+    let mut seg = Vec::new();
+    for (m, sh, zp, lo, hi, b) in recs {
+        for v in [m, sh, zp] {
+            seg.extend_from_slice(&v.to_le_bytes());
+        }
+        seg.extend_from_slice(&lo.to_le_bytes());
+        seg.extend_from_slice(&hi.to_le_bytes());
+        seg.extend_from_slice(&b.to_le_bytes());
+    }
+    let mut rng = Rng::new(11);
+    let mut acc: Vec<i32> = rng
+        .bytes(rows * cols * 4)
+        .chunks(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8)
+        .collect();
+    // Sums past both ends of s32.
+    acc[2] = i32::MAX - 5;
+    acc[5] = i32::MIN + 7;
+    for v in &acc {
+        seg.extend_from_slice(&v.to_le_bytes());
+    }
+    let src = format!(
+        ".seg p 0 size={} role=input\n.seg o 1 size={} role=output\n\
+         .dma r x_bytes=80\n.dma x x_bytes={}\n.dma y x_bytes={}\n\
+         .shape v cols={cols} rows={rows} dst_row={cols} src0_row={}\n\
+         dma.load desc=r seg=p offset=0 dst=spad:0 signal=s0\n\
+         dma.load desc=x seg=p offset=80 dst=acc:0 signal=s0\n\
+         sem.wait queue=vx sem=s0 count=1\n\
+         vx.requant per_channel=1 bias=1 dtype=s8 shape=v dst=spad:0x200 src=acc:0 params=spad:0 wait=s0 signal=s1\n\
+         dma.store desc=y seg=o offset=0 src=spad:0x200 wait=s1\nend code=0\n",
+        seg.len(),
+        rows * cols,
+        rows * cols * 4,
+        rows * cols,
+        cols * 4,
+    );
+    let run = run_source(&src, &DeviceConfig::default_npu(), &[(0, seg)], opts(), true).unwrap();
+    let out = run.segments[1].as_ref().unwrap();
+    for (i, &a) in acc.iter().enumerate() {
+        let (m, sh, zp, lo, hi, b) = recs[i % cols];
+        let x = a.saturating_add(b);
+        assert_eq!(out[i] as i8, requant_ref(x, m, sh, zp, lo.into(), hi.into()), "element {i}");
+    }
+}
+
 #[test]
 fn f32_gemm_in_the_specified_order() {
     let mut rng = Rng::new(3);
@@ -309,7 +365,7 @@ fn what_the_validator_rejects_faults_cleanly_on_the_device() {
     // A requantisation record with shift 40.
     let src = ".seg p 0 size=16 role=input\n.dma d x_bytes=16\n.shape v cols=1\n\
                dma.load desc=d seg=p offset=0 dst=spad:0 signal=s0\n\
-               vx.requant per_channel=0 dtype=s8 shape=v dst=spad:0x100 src=acc:0 params=spad:0 wait=s0\nend code=0\n";
+               vx.requant per_channel=0 bias=0 dtype=s8 shape=v dst=spad:0x100 src=acc:0 params=spad:0 wait=s0\nend code=0\n";
     let mut rec = vec![0u8; 16];
     rec[4] = 40;
     assert!(
@@ -461,7 +517,7 @@ mod fast_paths {
             // Records from the valid ones the test writes at spad:3072 (one in eight from
             // random bytes, whose shifts are mostly out of range: a data fault).
             4 => format!(
-                "vx.requant per_channel={} dtype={dt} shape=v{i} dst={} src={} params={}",
+                "vx.requant per_channel={} bias=0 dtype={dt} shape=v{i} dst={} src={} params={}",
                 (pick[11] >> 3) % 2,
                 mem(5),
                 mem(6),

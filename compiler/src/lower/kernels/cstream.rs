@@ -221,12 +221,11 @@ pub(super) fn cstream(
     let (hp, wp, plane) = (p.hp, p.wp, p.chan);
     let (st, hq, wq) = (p.s, p.hq, p.wq);
     let r = p.r;
-    // Parameters: the (adjusted) bias, the records, and the byte 0x80 for the sign flip.
+    // Parameters: the records with the (adjusted) bias, and the byte 0x80 for the sign flip.
     let pbuf = params(em, step, &[0x8080_8080])?
         .ok_or_else(|| LowerError::msg("internal: cstream without parameters"))?;
-    let bias_bytes = mm.cout as u64 * 4;
-    let rec_bytes = mm.cout as u64 * 16;
-    let flip = at(pbuf, bias_bytes + rec_bytes);
+    let rec_size = accelc_isa::requant::BIASED_RECORD_BYTES as u64;
+    let flip = at(pbuf, mm.cout as u64 * rec_size);
     let stage = em.spad((plane * c) as u64)?;
     let cm = em.spad((plane * c) as u64)?;
     let tr = em.spad((a * r * 4) as u64)?;
@@ -395,20 +394,12 @@ pub(super) fn cstream(
                 let rows = |dst: u64, src: u64| {
                     vshape(1, nt as u64, rb as u64, (dst, 0), (src, 0), (0, 0), 0)
                 };
-                em.vbin(
-                    Dtype::S32,
-                    BinOp::Add,
-                    rows((rb * 4) as u64, (rb * 4) as u64),
-                    tr,
-                    tr,
-                    at(pbuf, o0 as u64 * 4),
-                )?;
-                em.vrequant(
+                em.vrequant_biased(
                     odt,
                     rows(rb as u64 * eo, (rb * 4) as u64),
                     at(qb, (t * a * rb) as u64 * eo),
                     tr,
-                    at(pbuf, bias_bytes + o0 as u64 * 16),
+                    at(pbuf, o0 as u64 * rec_size),
                 )?;
             }
             em.signal(Engine::Vx, VX_ST.full)?;

@@ -145,7 +145,14 @@ pub(super) fn matmul(
     let ntiles: usize = (0..mm.groups).map(|g| cout_tiles(mm, g, a).len()).sum();
     let burst = u64::from(cfg.dram_burst_bytes.max(1));
     let (_, eo_q) = elem(s, mm.out)?;
-    let qgroup = (burst.div_ceil(nt_max as u64 * eo_q) as usize).clamp(1, ntiles.max(1));
+    // Groups of whole bursts when the channels split into them evenly; otherwise all the
+    // channels (whole pixels, runs as long as the block's rows: 96 channels would leave a
+    // 32-channel group), unless that makes the buffers large.
+    let burst_group = (burst.div_ceil(nt_max as u64 * eo_q) as usize).clamp(1, ntiles.max(1));
+    let even = (mm.cout as u64 * eo_q).is_multiple_of(burst_group as u64 * nt_max as u64 * eo_q)
+        && (burst_group as u64 * nt_max as u64 * eo_q).is_multiple_of(burst);
+    let qgroup =
+        if !even && mm.cout as u64 * eo_q <= 8 * burst { ntiles.max(1) } else { burst_group };
     let all_chunks: Vec<Vec<Chunk>> = (0..mm.groups).map(|g| chunks(mm, g, a)).collect();
     let a_stride = (sw * c) as u64 * e;
     if a_stride > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
@@ -166,7 +173,9 @@ pub(super) fn matmul(
     } else {
         None
     };
-    let bias_bytes = if has_bias { mm.cout as u64 * ea } else { 0 };
+    // Requantised kernels carry the bias in their records (`vx.requant bias=1`).
+    let bias_bytes = if has_bias && !requant { mm.cout as u64 * ea } else { 0 };
+    let rec_size = accelc_isa::requant::BIASED_RECORD_BYTES as u64;
     let packet_max = (u64::from(cfg.spad_bytes) / 16).max((a * a) as u64 * e);
     // A tile of `owt` output columns reads `wb(owt)` padded input columns.
     let (kw_n, dw) = (mm.k[1], mm.d[1]);
@@ -511,7 +520,10 @@ pub(super) fn matmul(
                     let mut did = false;
                     // The accumulator's type: s32 sums of integers, else the inputs' float type.
                     let adt = if q.is_some() { accelc_isa::Dtype::S32 } else { dt };
-                    if has_bias && let Some(pb) = pbuf {
+                    if has_bias
+                        && !requant
+                        && let Some(pb) = pbuf
+                    {
                         em.vbin(
                             adt,
                             BinOp::Add,
@@ -541,8 +553,8 @@ pub(super) fn matmul(
                             (0, 0),
                             0,
                         );
-                        let recs = at(pb, bias_bytes + n0 as u64 * 16);
-                        em.vrequant(odt, sh, at(qt, gcol as u64 * eo), abase, recs)?;
+                        let recs = at(pb, n0 as u64 * rec_size);
+                        em.vrequant_biased(odt, sh, at(qt, gcol as u64 * eo), abase, recs)?;
                     }
                     if let Some(rb) = res_buf {
                         em.wait(Engine::Vx, LD_VX.full);

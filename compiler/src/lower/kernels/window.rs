@@ -164,9 +164,12 @@ pub(super) fn window(
                 let a0 = at(block, ((kh * d[0] * wp + kw * d[1]) * ct) as u64 * ec);
                 match kind {
                     WinKind::Depthwise(_) => {
+                        // Float parameters start with the bias; integer ones carry it in
+                        // their records, after the taps.
+                        let skip = if quant { 0 } else { c };
                         let wts = at(
                             pbuf.ok_or_else(|| LowerError::msg("internal: no taps"))?,
-                            (c + t * c + c0) as u64 * ec,
+                            (skip + t * c + c0) as u64 * ec,
                         );
                         let shape = vshape(r as u64, ow as u64, ct as u64, dst, src, (0, 0), 0);
                         // The first tap writes the sum, the others accumulate into it.
@@ -202,7 +205,6 @@ pub(super) fn window(
             match kind {
                 WinKind::Depthwise(_) if quant => {
                     let pb = pbuf.ok_or_else(|| LowerError::msg("internal: no bias"))?;
-                    em.vbin(cdt, BinOp::Add, full(0), obuf, obuf, at(pb, c0 as u64 * ec))?;
                     let qb = qout.map(|q| q[i % 2]).unwrap_or(obuf);
                     let sh = vshape(
                         r as u64,
@@ -213,8 +215,9 @@ pub(super) fn window(
                         (0, 0),
                         0,
                     );
-                    let recs = at(pb, ((c + taps * c) as u64) * ec + c0 as u64 * 16);
-                    em.vrequant(odt, sh, qb, obuf, recs)?;
+                    let rec = accelc_isa::requant::BIASED_RECORD_BYTES as u64;
+                    let recs = at(pb, ((taps * c) as u64) * ec + c0 as u64 * rec);
+                    em.vrequant_biased(odt, sh, qb, obuf, recs)?;
                     store_from = qb;
                 }
                 WinKind::Depthwise(x) => {
