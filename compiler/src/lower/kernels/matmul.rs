@@ -154,7 +154,14 @@ pub(super) fn matmul(
     let qgroup =
         if !even && mm.cout as u64 * eo_q <= 8 * burst { ntiles.max(1) } else { burst_group };
     let all_chunks: Vec<Vec<Chunk>> = (0..mm.groups).map(|g| chunks(mm, g, a)).collect();
-    let a_stride = (sw * c) as u64 * e;
+    // Stride-2 convolutions whose weight tiles each hold one kernel column (channels a
+    // multiple of the array) read phase planes: the block is loaded as up to four planes of
+    // the even/odd padded rows × even/odd padded columns, so every tap is a stride-1 walk of
+    // one plane and flat mode computes no skipped columns or rows (a 1×1 kernel loads only
+    // the even/even plane, a quarter of the block).
+    let phase = sh == 2 && sw == 2 && mm.d == [1, 1] && mm.groups == 1 && c.is_multiple_of(a);
+    let (pky, pkx) = (mm.k[0].min(2), mm.k[1].min(2));
+    let a_stride = if phase { c as u64 * e } else { (sw * c) as u64 * e };
     if a_stride > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
         return Err(LowerError::msg(format!(
             "input rows of {c} channels are too wide for the matrix engine's stride field"
@@ -180,11 +187,19 @@ pub(super) fn matmul(
     // A tile of `owt` output columns reads `wb(owt)` padded input columns.
     let (kw_n, dw) = (mm.k[1], mm.d[1]);
     let wb_of = |owt: usize| ((owt - 1) * sw + (kw_n - 1) * dw + 1).min(wp);
+    // The row length of flat mode's virtual grid: padded input columns, or a phase plane's.
+    let vw_of = |owt: usize| if phase { owt + (kw_n - 1) / 2 } else { wb_of(owt) };
+    // Rows of a phase plane.
+    let hq_of = |r: usize| r + (kh_n - 1) / 2;
     let res_tile = |r: usize, owt: usize| (r * owt * nt_max) as u64 * e;
     let acc_rows =
-        |r: usize, owt: usize, flat: bool| if flat { (r - 1) * wb_of(owt) + owt } else { r * owt };
+        |r: usize, owt: usize, flat: bool| if flat { (r - 1) * vw_of(owt) + owt } else { r * owt };
     let act_bytes = |r: usize, owt: usize| {
-        (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * e
+        if phase {
+            (pky * pkx * hq_of(r) * vw_of(owt) * c) as u64 * e
+        } else {
+            (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * e
+        }
     };
     let spad_avail = em.spad_free();
     // Constant weights small enough stay resident: loaded once, as the first block needs
@@ -223,7 +238,9 @@ pub(super) fn matmul(
     // DRAM's write latency behind the loads in flight, do not hold up the epilogue.
     let qdepth =
         if (flat_ok && plan(true, 4).is_some()) || plan(false, 4).is_some() { 4 } else { 2 };
-    let choice = match (if flat_ok { plan(true, qdepth) } else { None }, plan(false, qdepth)) {
+    // Phase planes are laid out for flat mode only.
+    let row_plan = if phase { None } else { plan(false, qdepth) };
+    let choice = match (if flat_ok { plan(true, qdepth) } else { None }, row_plan) {
         (Some(f), Some(r)) => {
             if f.2 <= r.2 {
                 (true, f.0, f.1)
@@ -330,10 +347,26 @@ pub(super) fn matmul(
             let abuf = act_buf[ia % 2];
             em.wait(Engine::Ld, LD_MX_A.free);
             let padded = px0 < pl || px0 + wb > pl + w || pr0 < pt || pr0 + nrows > pt + h;
-            if padded {
+            if phase {
+                load_phases(
+                    em,
+                    &PhaseBlock {
+                        seg: in_seg,
+                        base: in_base + mm.a_offs[img],
+                        img: [h, w, c],
+                        pad: [pt, pl],
+                        origin: [pr0, px0],
+                        planes: [pky, pkx],
+                        plane: [hq_of(r), vw_of(owt)],
+                        e,
+                        pad_pattern,
+                        buf: abuf,
+                    },
+                )?;
+            } else if padded {
                 em.fill(abuf, (nrows * wb * c) as u64 * e, pad_pattern)?;
             }
-            if iy1 > iy0 && ix1 > ix0 {
+            if !phase && iy1 > iy0 && ix1 > ix0 {
                 let near = ((iy0 + pt - pr0) * wb + (ix0 + pl - px0)) * c;
                 em.dma_block(
                     Dir::Load,
@@ -346,7 +379,7 @@ pub(super) fn matmul(
                     e,
                     at(abuf, near as u64 * e),
                 )?;
-            } else if !padded {
+            } else if !padded && !phase {
                 em.fill(abuf, e, 0)?;
             }
             em.signal(Engine::Ld, LD_MX_A.full)?;
@@ -447,7 +480,16 @@ pub(super) fn matmul(
                                 dtype: wdt,
                             })?;
                             o += tile_bytes(x, nt);
-                            let row_off = (x.kh * dh * wb * c) as u64 + x.a_off;
+                            let row_off = if phase {
+                                // Tap (kh, kw) is plane (kh mod 2, kw mod 2), shifted by
+                                // (kh / 2, kw / 2) in it.
+                                let (kw, c0) = (x.a_off as usize / c, x.a_off as usize % c);
+                                let (vw, hq) = (vw_of(owt), hq_of(r));
+                                let plane = (x.kh % 2) * pkx + kw % 2;
+                                ((plane * hq * vw + (x.kh / 2) * vw + kw / 2) * c + c0) as u64
+                            } else {
+                                (x.kh * dh * wb * c) as u64 + x.a_off
+                            };
                             if flat {
                                 em.push(MxMatmul {
                                     a: at(abuf, row_off * e),
@@ -484,7 +526,7 @@ pub(super) fn matmul(
                     }
                     // Residual tile.
                     // Accumulator rows and planes (`plane`), and the output's (`oplane`).
-                    let pix = if flat { wb * nt } else { owt * nt } as u64;
+                    let pix = if flat { vw_of(owt) * nt } else { owt * nt } as u64;
                     let (plane, oplane) = (pix * ea, pix * eo);
                     let out_off =
                         mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + n0) as u64) * eo;
@@ -538,7 +580,7 @@ pub(super) fn matmul(
                     // accumulator tile is free once read, not when the (latency-bound) store
                     // completes.
                     let (gn0, gw, gcol, glast) = tile_group(tile_idx - 1);
-                    let gplane = if flat { wb * gw } else { owt * gw } as u64 * eo;
+                    let gplane = if flat { vw_of(owt) * gw } else { owt * gw } as u64 * eo;
                     let qt = q_buf.as_ref().map(|qb| qb[iq % qb.len()]);
                     if q_buf.is_some() && gcol == 0 {
                         em.wait(Engine::Vx, VX_ST.free);
@@ -657,9 +699,103 @@ pub(super) fn matmul(
         Weights::Const => mm.oihw.len() as u64,
         Weights::Runtime { t, .. } => s.tens[*t].bytes(),
     };
-    let bytes = s.tens[mm.input].bytes()
-        + wbytes
-        + s.tens[mm.out].bytes()
-        + mm.residual.map_or(0, |r| s.tens[r].bytes());
+    // The input bytes some window reads (a stride-2 1×1 convolution reads a quarter): the
+    // roofline's traffic is what the layer needs, not the whole tensor.
+    let (th, tw) = (touched(h, oh, sh, kh_n, dh, pt), touched(w, ow, sw, kw_n, dw, pl));
+    let in_bytes = s.tens[mm.input].bytes();
+    let in_bytes =
+        if th * tw < h * w { in_bytes / (h * w) as u64 * (th * tw) as u64 } else { in_bytes };
+    let bytes =
+        in_bytes + wbytes + s.tens[mm.out].bytes() + mm.residual.map_or(0, |r| s.tens[r].bytes());
     Ok((macs, bytes))
+}
+
+/// A stride-2 activation block to load as phase planes.
+struct PhaseBlock {
+    seg: u8,
+    /// Byte offset of the image in `seg`.
+    base: u64,
+    /// `[h, w, c]` of the NHWC image.
+    img: [usize; 3],
+    /// Top and left padding.
+    pad: [usize; 2],
+    /// The block's first padded row and column.
+    origin: [usize; 2],
+    /// Row and column phases present (1 or 2 each).
+    planes: [usize; 2],
+    /// Rows and columns of each plane.
+    plane: [usize; 2],
+    /// Element bytes.
+    e: u64,
+    pad_pattern: u32,
+    buf: accelc_isa::LocalAddr,
+}
+
+/// Loads `b` as its phase planes: plane `(py, px)` (at `(py·planes[1] + px)` plane sizes) holds
+/// padded rows `origin[0] + 2·y + py` and columns `origin[1] + 2·x + px`; positions in the
+/// padding or past the padded image hold the pad pattern.
+fn load_phases(em: &mut Emitter, b: &PhaseBlock) -> Result<(), LowerError> {
+    let [h, w, c] = b.img;
+    let [hq, vw] = b.plane;
+    // The real rows (columns) of a phase: the first plane index at or past the image's start,
+    // and the first past its end.
+    let span = |origin: usize, ph: usize, pad: usize, len: usize, n: usize| {
+        let lo = pad.saturating_sub(origin + ph).div_ceil(2).min(n);
+        let hi = (pad + len).saturating_sub(origin + ph).div_ceil(2).min(n);
+        (lo, hi.max(lo))
+    };
+    let mut loads = Vec::new();
+    let mut padded = false;
+    for py in 0..b.planes[0] {
+        for px in 0..b.planes[1] {
+            let (y0, y1) = span(b.origin[0], py, b.pad[0], h, hq);
+            let (x0, x1) = span(b.origin[1], px, b.pad[1], w, vw);
+            padded |= y0 > 0 || y1 < hq || x0 > 0 || x1 < vw;
+            if y1 > y0 && x1 > x0 {
+                loads.push((py * b.planes[1] + px, py, px, y0, y1, x0, x1));
+            }
+        }
+    }
+    let plane_elems = hq * vw * c;
+    if padded {
+        let all = (b.planes[0] * b.planes[1] * plane_elems) as u64 * b.e;
+        em.fill(b.buf, all, b.pad_pattern)?;
+    }
+    if loads.is_empty() && !padded {
+        // Nothing to load: the channel still needs its one load-queue instruction.
+        em.fill(b.buf, b.e, b.pad_pattern)?;
+    }
+    let e = b.e;
+    for (p, py, px, y0, y1, x0, x1) in loads {
+        let iy = b.origin[0] + 2 * y0 + py - b.pad[0];
+        let ix = b.origin[1] + 2 * x0 + px - b.pad[1];
+        em.dma_block(
+            Dir::Load,
+            b.seg,
+            b.base + ((iy * w + ix) * c) as u64 * e,
+            &[
+                (y1 - y0, (2 * w * c) as u64 * e, (vw * c) as u64 * e),
+                (x1 - x0, (2 * c) as u64 * e, c as u64 * e),
+                (c, e, e),
+            ],
+            e,
+            at(b.buf, (p * plane_elems + (y0 * vw + x0) * c) as u64 * e),
+        )?;
+    }
+    Ok(())
+}
+
+/// How many of a dimension's `len` real positions some output position reads: output `o`
+/// (of `out`) with tap `k` (of `taps`) reads padded position `o·stride + k·dil`, real when at
+/// least `pad` and below `pad + len`.
+fn touched(len: usize, out: usize, stride: usize, taps: usize, dil: usize, pad: usize) -> usize {
+    let mut seen = vec![false; len];
+    for o in 0..out {
+        for k in 0..taps {
+            if let Some(i) = (o * stride + k * dil).checked_sub(pad).filter(|i| *i < len) {
+                seen[i] = true;
+            }
+        }
+    }
+    seen.iter().filter(|x| **x).count()
 }
