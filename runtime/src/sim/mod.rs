@@ -274,6 +274,11 @@ struct Schedule {
     epoch: Vec<usize>,
     /// Queued instructions of each epoch not yet complete.
     remaining: Vec<usize>,
+    /// The first epoch with unfinished queued instructions (counts only fall, so it only
+    /// advances).
+    open: usize,
+    /// Instructions started.
+    starts: u32,
     /// Front-end instruction indices, in order.
     front: Vec<usize>,
     /// Front-end instructions already in the trace.
@@ -315,7 +320,9 @@ impl Schedule {
             in_flight: Default::default(),
             last_done: [0; 4],
             epoch,
+            open: remaining.iter().position(|r| *r > 0).unwrap_or(remaining.len()),
             remaining,
+            starts: 0,
             front,
             front_traced: 0,
             sems: program.sem_init.map(u32::from),
@@ -328,7 +335,7 @@ impl Schedule {
 
     /// The first epoch with unfinished queued instructions.
     fn open_epoch(&self) -> usize {
-        self.remaining.iter().position(|r| *r > 0).unwrap_or(self.remaining.len())
+        self.open
     }
 
     fn head(&self, e: usize) -> Option<usize> {
@@ -348,7 +355,7 @@ impl Schedule {
             return Some(Block::Slots);
         }
         let needs = token_needs(&program.insts[i]);
-        if needs.iter().any(|(s, n)| self.sems[*s] < *n) {
+        if needs.iter().any(|(s, n)| self.sems[s] < n) {
             return Some(Block::Sem);
         }
         None
@@ -466,12 +473,16 @@ impl Schedule {
                 });
             }
         }
-        if self.opts.deadline.is_some_and(|d| Instant::now() >= d) {
+        // The clock is read every 16th instruction: an instruction's own run is bounded (long
+        // transfers look at the deadline themselves), and reading it per instruction was 5%
+        // of a small model's simulation.
+        self.starts = self.starts.wrapping_add(1);
+        if self.starts % 16 == 1 && self.opts.deadline.is_some_and(|d| Instant::now() >= d) {
             let mut f = past_deadline(i);
             f.engine = Some(Engine::ALL[e]);
             return Err(f);
         }
-        for (s, n) in token_needs(inst) {
+        for (s, n) in token_needs(inst).iter() {
             self.sems[s] -= n;
         }
         let work = exec::execute(sim, program, i, segs, self.opts.deadline).map_err(|mut f| {
@@ -540,7 +551,7 @@ impl Schedule {
 
     fn complete(&mut self, i: usize, program: &Program) -> Result<(), Fault> {
         let inst = &program.insts[i];
-        for (s, n) in token_gives(inst) {
+        for (s, n) in token_gives(inst).iter() {
             self.sems[s] += n;
             if self.sems[s] > 255 {
                 return Err(Fault {
@@ -561,6 +572,9 @@ impl Schedule {
         }
         let ep = self.epoch[i];
         self.remaining[ep] -= 1;
+        while self.open < self.remaining.len() && self.remaining[self.open] == 0 {
+            self.open += 1;
+        }
         // Each front-end instruction completes when the queued instructions before it have:
         // trace every one whose epoch is now closed.
         while self.opts.trace
@@ -591,11 +605,8 @@ impl Schedule {
                     Some(Block::Barrier) => "behind a barrier".to_string(),
                     _ => {
                         let needs = token_needs(&program.insts[i]);
-                        let (s, n) = needs
-                            .iter()
-                            .find(|(s, n)| self.sems[*s] < *n)
-                            .copied()
-                            .unwrap_or((0, 0));
+                        let (s, n) =
+                            needs.iter().find(|(s, n)| self.sems[*s] < *n).unwrap_or((0, 0));
                         format!("waiting for {n} token(s) on s{s}, which holds {}", self.sems[s])
                     }
                 };
@@ -629,28 +640,49 @@ fn route_engine(inst: &Inst) -> Option<Engine> {
     }
 }
 
-/// Tokens an instruction takes, per semaphore index.
-fn token_needs(inst: &Inst) -> Vec<(usize, u32)> {
-    let mut v: Vec<(usize, u32)> = Vec::new();
-    let mut add = |s: usize, n: u32| match v.iter_mut().find(|(x, _)| *x == s) {
-        Some((_, c)) => *c += n,
-        None => v.push((s, n)),
-    };
-    for s in inst.sync.wait.iter().flatten() {
-        add(s.index(), 1);
-    }
-    if let Op::SemWait(it) = inst.op {
-        add(it.sem.index(), it.count.into());
-    }
-    v
+/// Up to three (semaphore, count) pairs, held inline (this runs for every instruction): an
+/// instruction's two wait or signal slots and a `sem.wait`'s or `sem.signal`'s operand.
+#[derive(Clone, Copy, Default)]
+struct Tokens {
+    v: [(usize, u32); 3],
+    n: usize,
 }
 
-/// Tokens an instruction gives on completion, per semaphore index.
-fn token_gives(inst: &Inst) -> Vec<(usize, u32)> {
-    let mut v: Vec<(usize, u32)> =
-        inst.sync.signal.iter().flatten().map(|s| (s.index(), 1)).collect();
-    if let Op::SemSignal(it) = inst.op {
-        v.push((it.sem.index(), it.count.into()));
+impl Tokens {
+    /// Adds `c` tokens of semaphore `s`, merged with an earlier entry for `s`.
+    fn add(&mut self, s: usize, c: u32) {
+        if let Some(x) = self.v[..self.n].iter_mut().find(|x| x.0 == s) {
+            x.1 += c;
+        } else {
+            self.v[self.n] = (s, c);
+            self.n += 1;
+        }
     }
-    v
+
+    fn iter(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.v[..self.n].iter().copied()
+    }
+}
+
+/// Tokens an instruction takes, per semaphore index.
+fn token_needs(inst: &Inst) -> Tokens {
+    let mut t = Tokens::default();
+    for s in inst.sync.wait.iter().flatten() {
+        t.add(s.index(), 1);
+    }
+    if let Op::SemWait(it) = inst.op {
+        t.add(it.sem.index(), it.count.into());
+    }
+    t
+}
+
+fn token_gives(inst: &Inst) -> Tokens {
+    let mut t = Tokens::default();
+    for s in inst.sync.signal.iter().flatten() {
+        t.add(s.index(), 1);
+    }
+    if let Op::SemSignal(it) = inst.op {
+        t.add(it.sem.index(), it.count.into());
+    }
+    t
 }
