@@ -49,11 +49,14 @@ pub fn op_cycles(
         (n.div_ceil(lanes) * passes * if slow { VX_SLOW_FACTOR } else { 1 } + VX_LATENCY) as f64
     };
     let out_elems: u64 = outputs.iter().map(elems).sum();
+    let read = read_fraction(op, inputs);
     let traffic: u64 = inputs
         .iter()
         .enumerate()
         .filter(|(i, _)| !op.is_shape_operand(*i))
-        .filter_map(|(_, t)| t.as_ref().map(bytes))
+        .filter_map(|(i, t)| {
+            t.as_ref().map(|t| if i == 0 { (bytes(t) as f64 * read) as u64 } else { bytes(t) })
+        })
         .sum::<u64>()
         + outputs.iter().map(bytes).sum::<u64>();
     let dram = cfg.dram_cycles(traffic) as f64;
@@ -74,6 +77,31 @@ pub fn op_cycles(
         Work::Vector { passes, slow } => vx(out_elems, passes, slow).max(dram) + overhead,
         Work::Traffic => dram + overhead,
     }
+}
+
+/// The fraction of a convolution's input its windows read: a stride longer than the
+/// window's extent skips the positions between (a stride-2 1×1 convolution reads a quarter,
+/// and the lowering loads only that); 1 for everything else.
+fn read_fraction(op: &Op, inputs: &[Option<TensorType>]) -> f64 {
+    let (Op::Conv { window, .. } | Op::QConv { window, .. }) = op else { return 1.0 };
+    let kernel: Vec<usize> = if window.kernel.is_empty() {
+        match inputs.get(1).and_then(|t| t.as_ref()) {
+            Some(w) if w.shape.len() > 2 => w.shape[2..].to_vec(),
+            _ => return 1.0,
+        }
+    } else {
+        window.kernel.clone()
+    };
+    kernel
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| {
+            let s = window.strides.get(i).copied().unwrap_or(1).max(1);
+            let d = window.dilations.get(i).copied().unwrap_or(1).max(1);
+            let extent = (k.max(1) - 1) * d + 1;
+            if s > extent { extent as f64 / s as f64 } else { 1.0 }
+        })
+        .product()
 }
 
 /// Whether an element-wise `op` reading `inputs` is fused into a matrix kernel producing one

@@ -205,10 +205,10 @@ pub(super) fn matmul(
     // Constant weights small enough stay resident: loaded once, as the first block needs
     // them, instead of once per block, and never queued behind the stores of earlier tiles.
     let wtotal = mm.oihw.len() as u64;
-    let resident = matches!(mm.weights, Weights::Const) && wtotal <= spad_avail / 4;
-    let w_reserve = if resident { wtotal } else { 2 * packet_max };
+    let may_reside = matches!(mm.weights, Weights::Const) && wtotal <= spad_avail / 4;
     let max_rows = field_max("mx.matmul", "rows").unwrap_or(0) as usize;
-    let fits = |r: usize, owt: usize, flat: bool, qdepth: u64| {
+    let fits = |r: usize, owt: usize, flat: bool, qdepth: u64, res: bool| {
+        let w_reserve = if res { wtotal } else { 2 * packet_max };
         let rows = acc_rows(r, owt, flat);
         rows <= max_rows
             && 2 * (rows * nt_max) as u64 * ea <= u64::from(cfg.acc_bytes)
@@ -220,10 +220,10 @@ pub(super) fn matmul(
                 <= spad_avail
     };
     // The widest tile (then the most rows) that fits, and its matrix-engine cycles.
-    let plan = |flat: bool, qd: u64| -> Option<(usize, usize, u64)> {
-        let parts = (1..=ow).find(|p| fits(1, ow.div_ceil(*p), flat, qd))?;
+    let plan = |flat: bool, qd: u64, res: bool| -> Option<(usize, usize, u64)> {
+        let parts = (1..=ow).find(|p| fits(1, ow.div_ceil(*p), flat, qd, res))?;
         let owt = ow.div_ceil(parts);
-        let r = (1..=oh).rev().find(|&r| fits(r, owt, flat, qd))?;
+        let r = (1..=oh).rev().find(|&r| fits(r, owt, flat, qd, res))?;
         let blocks = oh.div_ceil(r);
         let r = oh.div_ceil(blocks);
         let per_block = if flat {
@@ -236,27 +236,41 @@ pub(super) fn matmul(
     let flat_ok = sh == sw;
     // Requantised tiles: four buffers when they fit, so that stores, which wait out the
     // DRAM's write latency behind the loads in flight, do not hold up the epilogue.
-    let qdepth =
-        if (flat_ok && plan(true, 4).is_some()) || plan(false, 4).is_some() { 4 } else { 2 };
-    // Phase planes are laid out for flat mode only.
-    let row_plan = if phase { None } else { plan(false, qdepth) };
-    let choice = match (if flat_ok { plan(true, qdepth) } else { None }, row_plan) {
-        (Some(f), Some(r)) => {
-            if f.2 <= r.2 {
-                (true, f.0, f.1)
-            } else {
-                (false, r.0, r.1)
-            }
-        }
-        (Some(f), None) => (true, f.0, f.1),
-        (None, Some(r)) => (false, r.0, r.1),
-        (None, None) => {
-            return Err(LowerError::msg(format!(
-                "a {h}x{w}x{c} input does not fit the scratchpad even one output pixel at a time"
-            )));
-        }
+    let choose = |res: bool| -> Option<(u64, (bool, usize, usize))> {
+        let four = (flat_ok && plan(true, 4, res).is_some()) || plan(false, 4, res).is_some();
+        let qdepth = if four { 4 } else { 2 };
+        // Phase planes are laid out for flat mode only.
+        let row_plan = if phase { None } else { plan(false, qdepth, res) };
+        let choice = match (if flat_ok { plan(true, qdepth, res) } else { None }, row_plan) {
+            (Some(f), Some(r)) if r.2 < f.2 => (false, r.0, r.1),
+            (Some(f), _) => (true, f.0, f.1),
+            (None, Some(r)) => (false, r.0, r.1),
+            (None, None) => return None,
+        };
+        Some((qdepth, choice))
     };
-    let (flat, rblk, owblk) = choice;
+    // Resident weights save reloads when several blocks reuse them. With one block they only
+    // stream without waiting for packet buffers, which paid off for the zoo's requantised
+    // kernels (their stores compete for the bus) and cost the float ones a little (their
+    // larger reservation shrinks the other buffers): mobilenet_v2_int8_qdq -0.3%,
+    // transformer_encoder +2.7% (measured with `accelc profile`).
+    let mut resident = may_reside;
+    let mut chosen = if resident { choose(true) } else { None };
+    if let Some((_, (_, r, owt))) = chosen
+        && n * oh.div_ceil(r) * ow.div_ceil(owt) == 1
+        && !requant
+    {
+        chosen = None;
+    }
+    if chosen.is_none() {
+        resident = false;
+        chosen = choose(false);
+    }
+    let Some((qdepth, (flat, rblk, owblk))) = chosen else {
+        return Err(LowerError::msg(format!(
+            "a {h}x{w}x{c} input does not fit the scratchpad even one output pixel at a time"
+        )));
+    };
     // Whether a weight tile keeps the array busy longer than its bytes take to arrive.
     let array_bound = {
         let rows = if flat { acc_rows(rblk, owblk, true) as u64 } else { (rblk * owblk) as u64 };
