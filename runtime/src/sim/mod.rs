@@ -279,6 +279,8 @@ struct Schedule {
     open: usize,
     /// Instructions started.
     starts: u32,
+    /// Cycles of the instructions started since the clock was last read.
+    unclocked: u64,
     /// Front-end instruction indices, in order.
     front: Vec<usize>,
     /// Front-end instructions already in the trace.
@@ -323,6 +325,7 @@ impl Schedule {
             open: remaining.iter().position(|r| *r > 0).unwrap_or(remaining.len()),
             remaining,
             starts: 0,
+            unclocked: 0,
             front,
             front_traced: 0,
             sems: program.sem_init.map(u32::from),
@@ -460,24 +463,28 @@ impl Schedule {
         let inst = &program.insts[i];
         // The watchdog stops a job before it starts work that cannot finish in its budget, so
         // an enormous instruction never runs.
-        if let Some(limit) = self.opts.max_cycles {
-            let cost = op_cycles(&inst.op, &program.dma, &program.shapes, &sim.cfg).unwrap_or(0);
-            if self.now.saturating_add(cost) > limit {
-                return Err(Fault {
-                    kind: FaultKind::Watchdog,
-                    engine: Some(Engine::ALL[e]),
-                    inst: i,
-                    seg: None,
-                    offset: None,
-                    message: format!("the job would run past its budget of {limit} cycles"),
-                });
-            }
+        let cost = op_cycles(&inst.op, &program.dma, &program.shapes, &sim.cfg).unwrap_or(0);
+        if let Some(limit) = self.opts.max_cycles
+            && self.now.saturating_add(cost) > limit
+        {
+            return Err(Fault {
+                kind: FaultKind::Watchdog,
+                engine: Some(Engine::ALL[e]),
+                inst: i,
+                seg: None,
+                offset: None,
+                message: format!("the job would run past its budget of {limit} cycles"),
+            });
         }
-        // The clock is read every 16th instruction: an instruction's own run is bounded (long
-        // transfers look at the deadline themselves), and reading it per instruction was 5%
-        // of a small model's simulation.
+        // The clock is read every 16th instruction, or sooner once the instructions since the
+        // last reading add up to 2^16 cycles (large vector instructions take a while to
+        // simulate): reading it per instruction was 5% of a small model's simulation.
         self.starts = self.starts.wrapping_add(1);
-        if self.starts % 16 == 1 && self.opts.deadline.is_some_and(|d| Instant::now() >= d) {
+        self.unclocked = self.unclocked.saturating_add(cost);
+        if (self.starts % 16 == 1 || self.unclocked >= 1 << 16) && self.opts.deadline.is_some() {
+            self.unclocked = 0;
+        }
+        if self.unclocked == 0 && self.opts.deadline.is_some_and(|d| Instant::now() >= d) {
             let mut f = past_deadline(i);
             f.engine = Some(Engine::ALL[e]);
             return Err(f);

@@ -482,3 +482,35 @@ fn stride_two_phase_planes_match_the_integer_reference() {
         }
     }
 }
+
+/// Phase planes hold more than the strided block (a 7×7 window's four planes 64 pixels'
+/// channels, the block's rows 49): when they do not fit, the kernel falls back to the strided
+/// block instead of leaving the convolution to the host (found by a reviewer: 128 channels on
+/// `tiny` went to the host while 127 stayed on the device).
+#[test]
+fn stride_two_falls_back_when_phase_planes_do_not_fit() {
+    let (cin, cout, hw, k) = (128usize, 8usize, 16usize, 7usize);
+    let mut rng = accelc_tests::Rng::new(29);
+    let weights: Vec<String> =
+        (0..cout * cin * k * k).map(|_| format!("{:.3}", rng.f32_in(-0.1, 0.1))).collect();
+    let o = (hw + 6 - k) / 2 + 1;
+    let text = format!(
+        "<ir_version: 8, opset_import: [\"\" : 17]>\n\
+         g (float[1,{cin},{hw},{hw}] x) => (float[1,{cout},{o},{o}] y)\n\
+         <float[{cout},{cin},{k},{k}] w = {{{}}}>\n\
+         {{\n y = Conv <pads: ints = [3,3,3,3], strides: ints = [2,2]> (x, w)\n}}\n",
+        weights.join(",")
+    );
+    let x: Vec<f32> = (0..cin * hw * hw).map(|_| rng.f32_in(-1.0, 1.0)).collect();
+    let input = HostTensor::from_f32(vec![1, cin, hw, hw], &x).unwrap();
+    let opts = Options { config: DeviceConfig::tiny(), ..Options::default() };
+    let c = accelc::compile(Source::Text(&text), &opts, &mut ()).unwrap();
+    assert!(c.compiled.is_some(), "the convolution left the device");
+    let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&input));
+    let got = got.unwrap().outputs.remove(0).f32s().unwrap();
+    let want = accelc::reference(c.oracle(), std::slice::from_ref(&input)).unwrap();
+    let want = want[0].f32s().unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 + 1e-3 * w.abs(), "{g} vs {w}");
+    }
+}

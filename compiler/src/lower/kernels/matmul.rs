@@ -12,6 +12,8 @@
 //! tiles and residual tiles are double-buffered through the semaphore channels of
 //! [`crate::lower::emit`], so loads, matrix work, epilogues and stores overlap.
 
+use std::cell::Cell;
+
 use accelc_isa::inst::{MxLoadW, MxMatmul, field_max};
 use accelc_isa::program::SHAPE_SRC1_COL_BROADCAST;
 use accelc_isa::{BinOp, DeviceConfig, Engine, UnOp};
@@ -159,10 +161,12 @@ pub(super) fn matmul(
     // the even/odd padded rows × even/odd padded columns, so every tap is a stride-1 walk of
     // one plane and flat mode computes no skipped columns or rows (a 1×1 kernel loads only
     // the even/even plane, a quarter of the block).
-    let phase = sh == 2 && sw == 2 && mm.d == [1, 1] && mm.groups == 1 && c.is_multiple_of(a);
+    // A cell: when the planes (larger than the strided block: four planes of a 3×3 window hold
+    // 16 pixels' channels, the block's rows 9) do not fit, the kernel falls back to them.
+    let phase =
+        Cell::new(sh == 2 && sw == 2 && mm.d == [1, 1] && mm.groups == 1 && c.is_multiple_of(a));
     let (pky, pkx) = (mm.k[0].min(2), mm.k[1].min(2));
-    let a_stride = if phase { c as u64 * e } else { (sw * c) as u64 * e };
-    if a_stride > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
+    if (sw * c) as u64 * e > field_max("mx.matmul", "a_stride").unwrap_or(0) && ow > 1 {
         return Err(LowerError::msg(format!(
             "input rows of {c} channels are too wide for the matrix engine's stride field"
         )));
@@ -188,14 +192,14 @@ pub(super) fn matmul(
     let (kw_n, dw) = (mm.k[1], mm.d[1]);
     let wb_of = |owt: usize| ((owt - 1) * sw + (kw_n - 1) * dw + 1).min(wp);
     // The row length of flat mode's virtual grid: padded input columns, or a phase plane's.
-    let vw_of = |owt: usize| if phase { owt + (kw_n - 1) / 2 } else { wb_of(owt) };
+    let vw_of = |owt: usize| if phase.get() { owt + (kw_n - 1) / 2 } else { wb_of(owt) };
     // Rows of a phase plane.
     let hq_of = |r: usize| r + (kh_n - 1) / 2;
     let res_tile = |r: usize, owt: usize| (r * owt * nt_max) as u64 * e;
     let acc_rows =
         |r: usize, owt: usize, flat: bool| if flat { (r - 1) * vw_of(owt) + owt } else { r * owt };
     let act_bytes = |r: usize, owt: usize| {
-        if phase {
+        if phase.get() {
             (pky * pkx * hq_of(r) * vw_of(owt) * c) as u64 * e
         } else {
             (((r - 1) * sh + (kh_n - 1) * dh + 1).min(hp) * wb_of(owt) * c) as u64 * e
@@ -240,7 +244,7 @@ pub(super) fn matmul(
         let four = (flat_ok && plan(true, 4, res).is_some()) || plan(false, 4, res).is_some();
         let qdepth = if four { 4 } else { 2 };
         // Phase planes are laid out for flat mode only.
-        let row_plan = if phase { None } else { plan(false, qdepth, res) };
+        let row_plan = if phase.get() { None } else { plan(false, qdepth, res) };
         let choice = match (if flat_ok { plan(true, qdepth, res) } else { None }, row_plan) {
             (Some(f), Some(r)) if r.2 < f.2 => (false, r.0, r.1),
             (Some(f), _) => (true, f.0, f.1),
@@ -254,18 +258,28 @@ pub(super) fn matmul(
     // kernels (their stores compete for the bus) and cost the float ones a little (their
     // larger reservation shrinks the other buffers): mobilenet_v2_int8_qdq -0.3%,
     // transformer_encoder +2.7% (measured with `accelc profile`).
-    let mut resident = may_reside;
-    let mut chosen = if resident { choose(true) } else { None };
-    if let Some((_, (_, r, owt))) = chosen
-        && n * oh.div_ceil(r) * ow.div_ceil(owt) == 1
-        && !requant
-    {
-        chosen = None;
+    let pick = || {
+        let mut resident = may_reside;
+        let mut chosen = if resident { choose(true) } else { None };
+        if let Some((_, (_, r, owt))) = chosen
+            && n * oh.div_ceil(r) * ow.div_ceil(owt) == 1
+            && !requant
+        {
+            chosen = None;
+        }
+        if chosen.is_none() {
+            resident = false;
+            chosen = choose(false);
+        }
+        (resident, chosen)
+    };
+    let (mut resident, mut chosen) = pick();
+    if chosen.is_none() && phase.get() {
+        phase.set(false);
+        (resident, chosen) = pick();
     }
-    if chosen.is_none() {
-        resident = false;
-        chosen = choose(false);
-    }
+    let phase = phase.get();
+    let a_stride = if phase { c as u64 * e } else { (sw * c) as u64 * e };
     let Some((qdepth, (flat, rblk, owblk))) = chosen else {
         return Err(LowerError::msg(format!(
             "a {h}x{w}x{c} input does not fit the scratchpad even one output pixel at a time"
