@@ -273,8 +273,11 @@ pub(super) fn elementwise(
             }
         }
     }
+    // The roofline's traffic: the result, and each operand once (a broadcast operand's own
+    // bytes, not the result's size: a scalar is one element).
     let elems: u64 = out_view.shape().iter().product::<usize>() as u64;
-    Ok((0, elems * e * (1 + nin)))
+    let reads: u64 = ew.inputs.iter().map(|(t, _)| s.tens[*t].bytes().min(elems * e)).sum();
+    Ok((0, elems * e + reads))
 }
 
 /// A copy whose source is contiguous along the result's second-innermost dimension (a

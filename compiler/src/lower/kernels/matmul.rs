@@ -812,18 +812,3 @@ fn load_phases(em: &mut Emitter, b: &PhaseBlock) -> Result<(), LowerError> {
     }
     Ok(())
 }
-
-/// How many of a dimension's `len` real positions some output position reads: output `o`
-/// (of `out`) with tap `k` (of `taps`) reads padded position `o·stride + k·dil`, real when at
-/// least `pad` and below `pad + len`.
-fn touched(len: usize, out: usize, stride: usize, taps: usize, dil: usize, pad: usize) -> usize {
-    let mut seen = vec![false; len];
-    for o in 0..out {
-        for k in 0..taps {
-            if let Some(i) = (o * stride + k * dil).checked_sub(pad).filter(|i| *i < len) {
-                seen[i] = true;
-            }
-        }
-    }
-    seen.iter().filter(|x| **x).count()
-}

@@ -128,3 +128,25 @@ pub(super) fn fill(
     em.signal(Engine::St, LD_VX.free)?;
     Ok((0, bytes))
 }
+
+/// How many of a dimension's `len` real positions some output position reads: output `o`
+/// (of `out`) with tap `k` (of `taps`) reads padded position `o·stride + k·dil`, real when at
+/// least `pad` and below `pad + len`.
+pub(super) fn touched(
+    len: usize,
+    out: usize,
+    stride: usize,
+    taps: usize,
+    dil: usize,
+    pad: usize,
+) -> usize {
+    let mut seen = vec![false; len];
+    for o in 0..out {
+        for k in 0..taps {
+            if let Some(i) = (o * stride + k * dil).checked_sub(pad).filter(|i| *i < len) {
+                seen[i] = true;
+            }
+        }
+    }
+    seen.iter().filter(|x| **x).count()
+}
