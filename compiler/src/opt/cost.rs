@@ -84,13 +84,13 @@ pub fn op_cycles(
 /// and the lowering loads only that); 1 for everything else.
 fn read_fraction(op: &Op, inputs: &[Option<TensorType>]) -> f64 {
     let (Op::Conv { window, .. } | Op::QConv { window, .. }) = op else { return 1.0 };
-    let kernel: Vec<usize> = if window.kernel.is_empty() {
+    let kernel: &[usize] = if window.kernel.is_empty() {
         match inputs.get(1).and_then(|t| t.as_ref()) {
-            Some(w) if w.shape.len() > 2 => w.shape[2..].to_vec(),
+            Some(w) if w.shape.len() > 2 => &w.shape[2..],
             _ => return 1.0,
         }
     } else {
-        window.kernel.clone()
+        &window.kernel
     };
     kernel
         .iter()

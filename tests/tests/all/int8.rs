@@ -362,36 +362,33 @@ fn integer_addition_matches_exact_arithmetic_on_every_code_pair() {
     }
 }
 
-/// Channel-streaming convolutions (`kernels::cstream`: activations stationary in the array,
-/// output channels streamed) on the shapes that choose them, small spatial extents with many
-/// channels: uint8 and int8 activations, padded 3×3 and unpadded 1×1 kernels, input channels
-/// not a multiple of the array, several output-channel blocks, a batch of two, stride 2 (phase
-/// planes; odd sizes and a strided 1×1), on both int8 configurations. The program holds the kernel's int32 transposes (it was chosen) and the
-/// output matches the integer reference byte for byte.
-#[test]
-fn channel_streaming_convolutions_match_the_integer_reference() {
-    // (activation type, zero point, batch, [cin, h, w], [cout, k, stride], pads)
-    type Case = (&'static str, i32, usize, [usize; 3], [usize; 3], usize);
-    let cases: &[Case] = &[
-        ("uint8", 131, 1, [64, 7, 7], [256, 3, 1], 1),
-        ("int8", -5, 2, [72, 4, 5], [200, 3, 1], 1),
-        ("uint8", 0, 1, [256, 4, 4], [320, 1, 1], 0),
-        ("int8", 100, 1, [64, 7, 7], [600, 3, 1], 1),
-        ("uint8", 77, 1, [96, 14, 14], [256, 3, 2], 1),
-        ("int8", 3, 1, [64, 13, 11], [200, 3, 2], 1),
-        ("uint8", 200, 1, [128, 14, 14], [256, 1, 2], 0),
-    ];
-    let mut rng = accelc_tests::Rng::new(21);
+/// One quantized convolution case: activation type, zero point, batch, `[cin, h, w]`,
+/// `[cout, k, stride]`, pads.
+type ConvCase = (&'static str, i32, usize, [usize; 3], [usize; 3], usize);
+
+/// Runs each case as a QDQ convolution (random int8 weights divided by `wdiv`, output scale
+/// `s2`) on both int8 configurations: the program must show that `kernel` was chosen
+/// (`chosen(program, cin)`), and the output must match the integer reference byte for byte and
+/// span more than 32 values.
+fn check_qdq_convs(
+    seed: u64,
+    cases: &[ConvCase],
+    wdiv: i8,
+    s2: f32,
+    kernel: &str,
+    chosen: impl Fn(&accelc_isa::program::Program, usize) -> bool,
+) {
+    let mut rng = accelc_tests::Rng::new(seed);
     for &(xdt, xz, n, [cin, h, w], [cout, k, st], pad) in cases {
         let weights: Vec<String> =
-            rng.bytes(cout * cin * k * k).iter().map(|b| (*b as i8).to_string()).collect();
+            rng.bytes(cout * cin * k * k).iter().map(|b| (*b as i8 / wdiv).to_string()).collect();
         let bias: Vec<String> = (0..cout).map(|_| rng.f32_in(-1.0, 1.0).to_string()).collect();
         let (oh, ow) = ((h + 2 * pad - k) / st + 1, (w + 2 * pad - k) / st + 1);
         let text = format!(
             "<ir_version: 8, opset_import: [\"\" : 17]>\n\
              g (float[{n},{cin},{h},{w}] x) => (float[{n},{cout},{oh},{ow}] y)\n\
              <float s = {{0.03}}, {xdt} xz = {{{xz}}}, int8[{cout},{cin},{k},{k}] wq = {{{}}}, \
-             float ws = {{0.002}}, int8 wz = {{0}}, float[{cout}] b = {{{}}}, float s2 = {{0.25}}, \
+             float ws = {{0.002}}, int8 wz = {{0}}, float[{cout}] b = {{{}}}, float s2 = {{{s2}}}, \
              uint8 z2 = {{90}}>\n{{\n q = QuantizeLinear (x, s, xz)\n d = DequantizeLinear (q, s, xz)\n \
              wd = DequantizeLinear (wq, ws, wz)\n \
              c = Conv <pads: ints = [{pad},{pad},{pad},{pad}], strides: ints = [{st},{st}]> (d, wd, b)\n \
@@ -407,12 +404,7 @@ fn channel_streaming_convolutions_match_the_integer_reference() {
             let c = accelc::compile(Source::Text(&text), &opts, &mut ())
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let program = &c.compiled.as_ref().expect("wholly on the device").program;
-            // Its int32 transposes read the accumulator (a layout copy's read the scratchpad).
-            let chosen = program.insts.iter().any(|i| {
-                matches!(i.op, accelc_isa::Op::VxTranspose(t)
-                    if t.dtype == accelc_isa::Dtype::S32 && t.src.space == accelc_isa::Space::Acc)
-            });
-            assert!(chosen, "{what}: the channel-streaming kernel was not chosen");
+            assert!(chosen(program, cin), "{what}: the {kernel} was not chosen");
             let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&input));
             let got = got.unwrap().outputs.remove(0);
             let want = accelc::reference(c.oracle(), std::slice::from_ref(&input)).unwrap();
@@ -424,6 +416,33 @@ fn channel_streaming_convolutions_match_the_integer_reference() {
     }
 }
 
+/// Channel-streaming convolutions (`kernels::cstream`: activations stationary in the array,
+/// output channels streamed) on the shapes that choose them, small spatial extents with many
+/// channels: uint8 and int8 activations, padded 3×3 and unpadded 1×1 kernels, input channels
+/// not a multiple of the array, several output-channel blocks, a batch of two, stride 2 (phase
+/// planes; odd sizes and a strided 1×1), on both int8 configurations. The program holds the
+/// kernel's int32 transposes (it was chosen) and the output matches the integer reference
+/// byte for byte.
+#[test]
+fn channel_streaming_convolutions_match_the_integer_reference() {
+    let cases: &[ConvCase] = &[
+        ("uint8", 131, 1, [64, 7, 7], [256, 3, 1], 1),
+        ("int8", -5, 2, [72, 4, 5], [200, 3, 1], 1),
+        ("uint8", 0, 1, [256, 4, 4], [320, 1, 1], 0),
+        ("int8", 100, 1, [64, 7, 7], [600, 3, 1], 1),
+        ("uint8", 77, 1, [96, 14, 14], [256, 3, 2], 1),
+        ("int8", 3, 1, [64, 13, 11], [200, 3, 2], 1),
+        ("uint8", 200, 1, [128, 14, 14], [256, 1, 2], 0),
+    ];
+    // Its int32 transposes read the accumulator (a layout copy's read the scratchpad).
+    check_qdq_convs(21, cases, 1, 0.25, "channel-streaming kernel", |program, _| {
+        program.insts.iter().any(|i| {
+            matches!(i.op, accelc_isa::Op::VxTranspose(t)
+                if t.dtype == accelc_isa::Dtype::S32 && t.src.space == accelc_isa::Space::Acc)
+        })
+    });
+}
+
 /// Stride-2 convolutions on the weight-stationary kernel read phase planes (the activation
 /// block loaded as its even/odd rows × even/odd columns, so each tap walks one plane at stride
 /// 1): padded 3×3 and 5×5 and unpadded 1×1 kernels, odd image sizes, a batch of two, uint8 and
@@ -432,55 +451,19 @@ fn channel_streaming_convolutions_match_the_integer_reference() {
 /// reference byte for byte.
 #[test]
 fn stride_two_phase_planes_match_the_integer_reference() {
-    // (activation type, zero point, batch, [cin, h, w], [cout, k], pads)
-    type Case = (&'static str, i32, usize, [usize; 3], [usize; 2], usize);
-    let cases: &[Case] = &[
-        ("uint8", 131, 1, [64, 40, 40], [96, 3], 1),
-        ("int8", -5, 2, [32, 29, 27], [64, 3], 1),
-        ("uint8", 0, 1, [64, 38, 38], [96, 1], 0),
-        ("int8", 100, 1, [32, 45, 47], [40, 5], 2),
+    let cases: &[ConvCase] = &[
+        ("uint8", 131, 1, [64, 40, 40], [96, 3, 2], 1),
+        ("int8", -5, 2, [32, 29, 27], [64, 3, 2], 1),
+        ("uint8", 0, 1, [64, 38, 38], [96, 1, 2], 0),
+        ("int8", 100, 1, [32, 45, 47], [40, 5, 2], 2),
     ];
-    let mut rng = accelc_tests::Rng::new(23);
-    for &(xdt, xz, n, [cin, h, w], [cout, k], pad) in cases {
-        let weights: Vec<String> =
-            rng.bytes(cout * cin * k * k).iter().map(|b| (*b as i8 / 4).to_string()).collect();
-        let bias: Vec<String> = (0..cout).map(|_| rng.f32_in(-1.0, 1.0).to_string()).collect();
-        let (oh, ow) = ((h + 2 * pad - k) / 2 + 1, (w + 2 * pad - k) / 2 + 1);
-        let text = format!(
-            "<ir_version: 8, opset_import: [\"\" : 17]>\n\
-             g (float[{n},{cin},{h},{w}] x) => (float[{n},{cout},{oh},{ow}] y)\n\
-             <float s = {{0.03}}, {xdt} xz = {{{xz}}}, int8[{cout},{cin},{k},{k}] wq = {{{}}}, \
-             float ws = {{0.002}}, int8 wz = {{0}}, float[{cout}] b = {{{}}}, float s2 = {{0.1}}, \
-             uint8 z2 = {{90}}>\n{{\n q = QuantizeLinear (x, s, xz)\n d = DequantizeLinear (q, s, xz)\n \
-             wd = DequantizeLinear (wq, ws, wz)\n \
-             c = Conv <pads: ints = [{pad},{pad},{pad},{pad}], strides: ints = [2,2]> (d, wd, b)\n \
-             o = QuantizeLinear (c, s2, z2)\n y = DequantizeLinear (o, s2, z2)\n}}\n",
-            weights.join(","),
-            bias.join(",")
-        );
-        let x: Vec<f32> = (0..n * cin * h * w).map(|_| rng.f32_in(-4.0, 4.0)).collect();
-        let input = HostTensor::from_f32(vec![n, cin, h, w], &x).unwrap();
-        for config in [DeviceConfig::default_npu(), DeviceConfig::u65()] {
-            let what = format!("{xdt} {n}x{cin}x{h}x{w} -> {cout} k{k} on {}", config.name);
-            let opts = Options { config: config.clone(), ..Options::default() };
-            let c = accelc::compile(Source::Text(&text), &opts, &mut ())
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            let program = &c.compiled.as_ref().expect("wholly on the device").program;
-            let plane_load = program.insts.iter().any(|i| {
-                matches!(i.op, accelc_isa::Op::DmaLoad(l)
-                    if program.dma[usize::from(l.desc.0)].x_bytes == cin as u32
-                        && program.dma[usize::from(l.desc.0)].y_stride == 2 * cin as u64)
-            });
-            assert!(plane_load, "{what}: the phase planes were not chosen");
-            let got = Session::new(c.blob().unwrap()).unwrap().run(std::slice::from_ref(&input));
-            let got = got.unwrap().outputs.remove(0);
-            let want = accelc::reference(c.oracle(), std::slice::from_ref(&input)).unwrap();
-            assert!(got.data == want[0].data, "{what}: differs from the integer reference");
-            let distinct: std::collections::BTreeSet<u32> =
-                got.f32s().unwrap().iter().map(|v| v.to_bits()).collect();
-            assert!(distinct.len() > 32, "{what}: outputs span only {} values", distinct.len());
-        }
-    }
+    check_qdq_convs(23, cases, 4, 0.1, "phase-plane load", |program, cin| {
+        program.insts.iter().any(|i| {
+            matches!(i.op, accelc_isa::Op::DmaLoad(l)
+                if program.dma[usize::from(l.desc.0)].x_bytes == cin as u32
+                    && program.dma[usize::from(l.desc.0)].y_stride == 2 * cin as u64)
+        })
+    });
 }
 
 /// Phase planes hold more than the strided block (a 7×7 window's four planes 64 pixels'

@@ -672,44 +672,35 @@ pub(super) fn matmul(
                     if !did && q_buf.is_none() {
                         em.nop(Engine::Vx)?;
                     }
-                    if let Some(qt) = qt {
-                        em.signal(Engine::Vx, MX_VX.free)?;
-                        if glast {
-                            em.signal(Engine::Vx, VX_ST.full)?;
-                            em.wait(Engine::St, VX_ST.full);
-                            let goff =
-                                mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + gn0) as u64) * eo;
-                            em.dma_block(
-                                Dir::Store,
-                                out_seg,
-                                out_base + goff,
-                                &[
-                                    (r, (ow * mm.cout) as u64 * eo, gplane),
-                                    (owt, mm.cout as u64 * eo, gw as u64 * eo),
-                                    (gw, eo, eo),
-                                ],
-                                eo,
-                                qt,
-                            )?;
-                            em.signal(Engine::St, VX_ST.free)?;
-                            iq += 1;
+                    // What the store drains: the group's requantised tile once its last
+                    // channel tile is in (the accumulator is free already), or the accumulator
+                    // tile itself, which the store then frees.
+                    let store = match qt {
+                        Some(qt) => {
+                            em.signal(Engine::Vx, MX_VX.free)?;
+                            glast.then_some((gn0, gw, gplane, qt, VX_ST.free))
                         }
-                    } else {
+                        None => Some((n0, nt, oplane, abase, MX_VX.free)),
+                    };
+                    if let Some((c0, width, plane, from, freed)) = store {
                         em.signal(Engine::Vx, VX_ST.full)?;
                         em.wait(Engine::St, VX_ST.full);
+                        let off =
+                            mm.out_offs[img] + (((oy0 * ow + ox0) * mm.cout + c0) as u64) * eo;
                         em.dma_block(
                             Dir::Store,
                             out_seg,
-                            out_base + out_off,
+                            out_base + off,
                             &[
-                                (r, (ow * mm.cout) as u64 * eo, oplane),
-                                (owt, mm.cout as u64 * eo, nt as u64 * eo),
-                                (nt, eo, eo),
+                                (r, (ow * mm.cout) as u64 * eo, plane),
+                                (owt, mm.cout as u64 * eo, width as u64 * eo),
+                                (width, eo, eo),
                             ],
                             eo,
-                            abase,
+                            from,
                         )?;
-                        em.signal(Engine::St, MX_VX.free)?;
+                        em.signal(Engine::St, freed)?;
+                        iq += usize::from(qt.is_some());
                     }
                     iacc += 1;
                 }
@@ -729,10 +720,15 @@ pub(super) fn matmul(
     };
     // The input bytes some window reads (a stride-2 1×1 convolution reads a quarter): the
     // roofline's traffic is what the layer needs, not the whole tensor.
-    let (th, tw) = (touched(h, oh, sh, kh_n, dh, pt), touched(w, ow, sw, kw_n, dw, pl));
-    let in_bytes = s.tens[mm.input].bytes();
-    let in_bytes =
-        if th * tw < h * w { in_bytes / (h * w) as u64 * (th * tw) as u64 } else { in_bytes };
+    let in_bytes = windowed_input_bytes(
+        s.tens[mm.input].bytes(),
+        [h, w],
+        [oh, ow],
+        [sh, sw],
+        [kh_n, kw_n],
+        [dh, dw],
+        [pt, pl],
+    );
     let bytes =
         in_bytes + wbytes + s.tens[mm.out].bytes() + mm.residual.map_or(0, |r| s.tens[r].bytes());
     Ok((macs, bytes))

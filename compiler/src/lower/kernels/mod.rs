@@ -129,24 +129,34 @@ pub(super) fn fill(
     Ok((0, bytes))
 }
 
-/// How many of a dimension's `len` real positions some output position reads: output `o`
-/// (of `out`) with tap `k` (of `taps`) reads padded position `o·stride + k·dil`, real when at
-/// least `pad` and below `pad + len`.
-pub(super) fn touched(
-    len: usize,
-    out: usize,
-    stride: usize,
-    taps: usize,
-    dil: usize,
-    pad: usize,
-) -> usize {
-    let mut seen = vec![false; len];
-    for o in 0..out {
-        for k in 0..taps {
-            if let Some(i) = (o * stride + k * dil).checked_sub(pad).filter(|i| *i < len) {
-                seen[i] = true;
+/// The bytes of a `bytes`-byte NHWC input of `hw` pixels that some window of a 2-D sliding
+/// window (output `out`, `stride`, kernel `k`, dilation `d`, top and left padding `pad`)
+/// reads: the roofline's input traffic (a stride longer than the window skips the rest, a
+/// stride-2 1×1 convolution reads a quarter).
+pub(super) fn windowed_input_bytes(
+    bytes: u64,
+    hw: [usize; 2],
+    out: [usize; 2],
+    stride: [usize; 2],
+    k: [usize; 2],
+    d: [usize; 2],
+    pad: [usize; 2],
+) -> u64 {
+    // Real positions of one dimension some output position reads: output `o` with tap `t`
+    // reads padded position `o·stride + t·dil`.
+    let touched = |i: usize| {
+        let mut seen = vec![false; hw[i]];
+        for o in 0..out[i] {
+            for t in 0..k[i] {
+                if let Some(p) =
+                    (o * stride[i] + t * d[i]).checked_sub(pad[i]).filter(|p| *p < hw[i])
+                {
+                    seen[p] = true;
+                }
             }
         }
-    }
-    seen.iter().filter(|x| **x).count()
+        seen.iter().filter(|x| **x).count()
+    };
+    let (th, tw) = (touched(0), touched(1));
+    if th * tw < hw[0] * hw[1] { bytes / (hw[0] * hw[1]) as u64 * (th * tw) as u64 } else { bytes }
 }

@@ -283,10 +283,8 @@ pub(super) fn window(
         WinKind::Pool(_) => 0,
     };
     // The input some window reads (a stride longer than the window skips the rest).
-    let (th, tw) = (touched(h, oh, st[0], k[0], d[0], pt), touched(w, ow, st[1], k[1], d[1], pl));
-    let in_bytes = s.tens[input].bytes();
     let in_bytes =
-        if th * tw < h * w { in_bytes / (h * w) as u64 * (th * tw) as u64 } else { in_bytes };
+        windowed_input_bytes(s.tens[input].bytes(), [h, w], [oh, ow], st, k, d, [pt, pl]);
     let bytes = in_bytes + s.tens[out].bytes() + step.consts.first().map_or(0, |c| c.len() as u64);
     Ok((macs, bytes))
 }
